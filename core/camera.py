@@ -1,0 +1,614 @@
+"""Camera and image conventions: the one module that owns them.
+
+Camera model
+------------
+HandTwin uses the OpenCV pinhole camera everywhere:
+
+* camera frame: **x right, y down, z forward** (into the scene), in **metres**;
+* intrinsics ``K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` in **pixels**;
+* a camera-frame point ``(X, Y, Z)`` projects to ``u = fx * X / Z + cx``,
+  ``v = fy * Y / Z + cy`` (see :func:`project`);
+* **pixel centres lie at integer coordinates**: the centre of the top-left pixel is
+  ``(0, 0)``, the image spans ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``. The optical centre of an
+  ideal camera is therefore ``((W - 1) / 2, (H - 1) / 2)``.
+
+Lens distortion is not part of :class:`Intrinsics`; :func:`calibrate_camera` reports it
+separately (OpenCV's ``(k1, k2, p1, p2, k3)``) so a caller can undistort frames once.
+
+Image convention
+----------------
+Images inside ``core`` are **RGB, uint8, H x W x 3**, C-contiguous. OpenCV reads and writes
+BGR; convert only at those I/O boundaries with :func:`bgr_to_rgb` / :func:`rgb_to_bgr`, never
+with an inline ``[:, :, ::-1]``.
+
+Intrinsics files
+----------------
+:func:`load_intrinsics` reads the formats of the ``--intrinsics`` option:
+
+* JSON ``{"fx": .., "fy": .., "cx": .., "cy": ..}`` (optionally ``"width"``, ``"height"``);
+* JSON ``{"K": [[..], [..], [..]]}`` (optionally ``"width"``, ``"height"``);
+* ``.npy`` of shape ``(3, 3)`` (one camera) or ``(N, 3, 3)`` (one K per frame, source order).
+
+:func:`save_intrinsics` writes the first JSON form, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+
+from core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = [
+    "CalibrationResult",
+    "CharucoPattern",
+    "CheckerboardPattern",
+    "Intrinsics",
+    "atomic_write_text",
+    "bgr_to_rgb",
+    "calibrate_camera",
+    "calibrate_camera_images",
+    "intrinsics_from_fov",
+    "intrinsics_from_matrix",
+    "load_intrinsics",
+    "project",
+    "rgb_to_bgr",
+    "save_intrinsics",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Colour order at the OpenCV boundary
+# --------------------------------------------------------------------------------------------
+
+
+def _check_colour_image(image: np.ndarray, name: str) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        raise ValueError(f"{name}: expected an H x W x 3 image, got shape {shape}")
+
+
+def bgr_to_rgb(image_bgr: np.ndarray) -> np.ndarray:
+    """Convert an OpenCV BGR image to HandTwin's RGB order.
+
+    Args:
+        image_bgr: (H, W, 3) image in BGR order, any dtype (uint8 from OpenCV).
+
+    Returns:
+        (H, W, 3) new C-contiguous array in RGB order, same dtype. The input is not modified.
+    """
+    _check_colour_image(image_bgr, "bgr_to_rgb")
+    return np.ascontiguousarray(image_bgr[:, :, ::-1])
+
+
+def rgb_to_bgr(image_rgb: np.ndarray) -> np.ndarray:
+    """Convert a HandTwin RGB image to OpenCV's BGR order (for ``cv2.imwrite``, ``VideoWriter``).
+
+    Args:
+        image_rgb: (H, W, 3) image in RGB order, any dtype.
+
+    Returns:
+        (H, W, 3) new C-contiguous array in BGR order, same dtype. The input is not modified.
+    """
+    _check_colour_image(image_rgb, "rgb_to_bgr")
+    return np.ascontiguousarray(image_rgb[:, :, ::-1])
+
+
+# --------------------------------------------------------------------------------------------
+# Intrinsics
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole intrinsics of one camera (OpenCV convention, pixels, pixel centres at integers).
+
+    Attributes:
+        fx, fy: focal lengths in pixels (> 0).
+        cx, cy: principal point in pixels.
+        width, height: image size in pixels the intrinsics belong to, or ``None`` when a file
+            gave only the matrix; frame sources fill it in from the frames they deliver.
+    """
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int | None = None
+    height: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("fx", "fy", "cx", "cy"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(
+                float(value)
+            ):
+                raise ValueError(f"Intrinsics.{name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.fx <= 0 or self.fy <= 0:
+            raise ValueError(f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}")
+        if (self.width is None) != (self.height is None):
+            raise ValueError("give both width and height, or neither")
+        if self.width is not None:
+            if int(self.width) <= 0 or int(self.height) <= 0:  # type: ignore[arg-type]
+                raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
+            object.__setattr__(self, "width", int(self.width))
+            object.__setattr__(self, "height", int(self.height))  # type: ignore[arg-type]
+
+    @property
+    def K(self) -> np.ndarray:  # noqa: N802  (K is the standard name)
+        """The (3, 3) float64 matrix ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` (a new array)."""
+        return np.array(
+            [[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]], dtype=np.float64
+        )
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """``(width, height)`` in pixels, or ``None`` when unknown."""
+        if self.width is None or self.height is None:
+            return None
+        return (self.width, self.height)
+
+    @property
+    def fov_x_deg(self) -> float | None:
+        """Horizontal field of view in degrees (needs ``width``), else ``None``."""
+        if self.width is None:
+            return None
+        return math.degrees(2.0 * math.atan(self.width / (2.0 * self.fx)))
+
+    def scaled(self, sx: float, sy: float | None = None) -> Intrinsics:
+        """Intrinsics of the same camera after resizing the image by ``(sx, sy)``.
+
+        Consistent with pixel centres at integer coordinates: the image edge ``-0.5`` stays at
+        ``-0.5``, so ``c' = (c + 0.5) * s - 0.5``. ``width``/``height`` are scaled and rounded.
+
+        Args:
+            sx: horizontal scale factor (new width / old width), > 0.
+            sy: vertical scale factor; defaults to ``sx``.
+        """
+        sy = sx if sy is None else sy
+        if not (sx > 0 and sy > 0):
+            raise ValueError(f"scale factors must be positive, got sx={sx}, sy={sy}")
+        width = None if self.width is None else int(round(self.width * sx))
+        height = None if self.height is None else int(round(self.height * sy))
+        return Intrinsics(
+            fx=self.fx * sx,
+            fy=self.fy * sy,
+            cx=(self.cx + 0.5) * sx - 0.5,
+            cy=(self.cy + 0.5) * sy - 0.5,
+            width=width,
+            height=height,
+        )
+
+    def with_size(self, width: int, height: int) -> Intrinsics:
+        """Intrinsics for frames of ``width x height`` pixels.
+
+        Unknown size: the size is filled in. Same size: ``self``. Another size with the same
+        aspect ratio (within 1 %): rescaled with :meth:`scaled`.
+
+        Raises:
+            InputError: the aspect ratio differs (the frames are cropped, not resized, so no
+                scale maps these intrinsics onto them).
+        """
+        if self.width is None or self.height is None:
+            return Intrinsics(self.fx, self.fy, self.cx, self.cy, int(width), int(height))
+        if (self.width, self.height) == (width, height):
+            return self
+        sx, sy = width / self.width, height / self.height
+        if abs(sx / sy - 1.0) > 0.01:
+            raise InputError(
+                f"the intrinsics are for {self.width}x{self.height} images but the frames are "
+                f"{width}x{height} (a different aspect ratio); calibrate at this resolution"
+            )
+        return self.scaled(sx, sy)
+
+
+def intrinsics_from_matrix(
+    K: np.ndarray, width: int | None = None, height: int | None = None  # noqa: N803
+) -> Intrinsics:
+    """Build :class:`Intrinsics` from a 3x3 matrix, checking it.
+
+    Args:
+        K: (3, 3) matrix ``[[fx, s, cx], [0, fy, cy], [0, 0, 1]]``; the skew ``s`` must be ~0.
+        width, height: optional image size in pixels.
+
+    Raises:
+        InputError: wrong shape, non-finite entries, non-positive focal lengths, non-zero skew
+            or a bottom row other than ``[0, 0, 1]``.
+    """
+    try:
+        k = np.asarray(K, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"K must be a 3x3 matrix of numbers: {exc}") from None
+    if k.shape != (3, 3):
+        raise InputError(f"K must be a 3x3 matrix, got shape {k.shape}")
+    if not np.all(np.isfinite(k)):
+        raise InputError("K contains non-finite values (NaN or inf)")
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise InputError(f"K has non-positive focal lengths fx={k[0, 0]}, fy={k[1, 1]}")
+    scale = max(abs(k[0, 0]), abs(k[1, 1]))
+    if abs(k[0, 1]) > 1e-6 * scale or abs(k[1, 0]) > 1e-6 * scale:
+        raise InputError(f"K has skew terms ({k[0, 1]}, {k[1, 0]}); HandTwin needs zero skew")
+    if not np.allclose(k[2], [0.0, 0.0, 1.0], atol=1e-9):
+        raise InputError(f"K's last row must be [0, 0, 1], got {k[2].tolist()}")
+    try:
+        return Intrinsics(k[0, 0], k[1, 1], k[0, 2], k[1, 2], width, height)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def intrinsics_from_fov(fov_deg: float, width: int, height: int) -> Intrinsics:
+    """Ideal intrinsics from a **horizontal** field of view (square pixels, centred).
+
+    ``fx = fy = (width / 2) / tan(fov / 2)``; ``cx = (width - 1) / 2``, ``cy = (height - 1) / 2``
+    (pixel centres at integer coordinates).
+
+    Args:
+        fov_deg: horizontal field of view in degrees, in (0, 180).
+        width, height: image size in pixels.
+    """
+    if not (0.0 < float(fov_deg) < 180.0):
+        raise InputError(f"field of view must be between 0 and 180 degrees, got {fov_deg}")
+    if width <= 0 or height <= 0:
+        raise InputError(f"image size must be positive, got {width}x{height}")
+    f = (width / 2.0) / math.tan(math.radians(float(fov_deg)) / 2.0)
+    return Intrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, int(width), int(height))
+
+
+def _optional_size(data: dict, path: Path) -> tuple[int | None, int | None]:
+    width, height = data.get("width"), data.get("height")
+    if width is None and height is None:
+        return None, None
+    if not (isinstance(width, int) and isinstance(height, int)) or width <= 0 or height <= 0:
+        raise InputError(
+            f"{path}: 'width' and 'height' must both be positive integers, got {width!r}, {height!r}"
+        )
+    return width, height
+
+
+def _load_intrinsics_json(path: Path) -> Intrinsics:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text JSON file") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object with fx, fy, cx, cy or K")
+    width, height = _optional_size(data, path)
+    if "K" in data:
+        try:
+            return intrinsics_from_matrix(np.asarray(data["K"], dtype=np.float64), width, height)
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: 'K' must be a 3x3 list of numbers") from None
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
+    missing = [k for k in ("fx", "fy", "cx", "cy") if k not in data]
+    if missing:
+        raise InputError(
+            f"{path}: missing key(s) {', '.join(missing)}; expected fx, fy, cx, cy or K"
+        )
+    values = [data[k] for k in ("fx", "fy", "cx", "cy")]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise InputError(f"{path}: fx, fy, cx, cy must be numbers, got {values}")
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"{path}: fx, fy, cx, cy must be finite, got {values}")
+    if values[0] <= 0 or values[1] <= 0:
+        raise InputError(f"{path}: focal lengths must be positive, got fx={values[0]}, fy={values[1]}")
+    return Intrinsics(*values, width=width, height=height)
+
+
+def _load_intrinsics_npy(path: Path) -> Intrinsics | np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable .npy array ({exc})") from None
+    if not np.issubdtype(array.dtype, np.number):
+        raise InputError(f"{path}: expected a numeric array, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if array.shape == (3, 3):
+        try:
+            return intrinsics_from_matrix(array)
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
+    if array.ndim == 3 and array.shape[1:] == (3, 3) and array.shape[0] > 0:
+        for i, k in enumerate(array):
+            try:
+                intrinsics_from_matrix(k)
+            except InputError as exc:
+                raise InputError(f"{path}: matrix {i}: {exc}") from None
+        return array
+    raise InputError(f"{path}: expected shape (3, 3) or (N, 3, 3), got {array.shape}")
+
+
+def load_intrinsics(path: PathLike) -> Intrinsics | np.ndarray:
+    """Read an intrinsics file (see the module docstring for the formats).
+
+    Args:
+        path: a ``.json`` or ``.npy`` file.
+
+    Returns:
+        :class:`Intrinsics` for one camera, or an ``(N, 3, 3)`` float64 array of per-frame K
+        (one per frame, in source order; every matrix already checked).
+
+    Raises:
+        InputError: missing file, unknown extension, bad JSON, missing keys, wrong shape,
+            non-finite values or non-positive focal lengths. The message names the file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"intrinsics file not found: {p}")
+    suffix = p.suffix.lower()
+    if suffix == ".json":
+        return _load_intrinsics_json(p)
+    if suffix == ".npy":
+        return _load_intrinsics_npy(p)
+    raise InputError(f"{p}: intrinsics must be a .json or .npy file, got '{suffix}'")
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically.
+
+    The text goes to a temporary file in the same folder, is flushed to disk, then replaces
+    ``path`` with :func:`os.replace`; a reader never sees a half-written file.
+    """
+    target = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def save_intrinsics(path: PathLike, intr: Intrinsics) -> None:
+    """Write intrinsics as JSON ``{"fx","fy","cx","cy"[,"width","height"]}``, atomically."""
+    data: dict[str, float | int] = {"fx": intr.fx, "fy": intr.fy, "cx": intr.cx, "cy": intr.cy}
+    if intr.width is not None and intr.height is not None:
+        data["width"], data["height"] = intr.width, intr.height
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:  # noqa: N803
+    """Project camera-frame points to pixels with a pinhole ``K``.
+
+    Args:
+        points: (..., 3) points in the camera frame (x right, y down, z forward), metres,
+            with ``z > 0`` for points in front of the camera.
+        K: (3, 3) intrinsics matrix (or broadcastable (..., 3, 3), e.g. one K per frame).
+
+    Returns:
+        (..., 2) pixel coordinates ``(u, v)`` (pixel centres at integers), float64 unless the
+        inputs are float32 (then float32). Points with ``z == 0`` give inf/nan.
+    """
+    pts = np.asarray(points)
+    k = np.asarray(K)
+    if pts.shape[-1] != 3:
+        raise ValueError(f"project: expected (..., 3) points, got shape {pts.shape}")
+    if k.shape[-2:] != (3, 3):
+        raise ValueError(f"project: expected (3, 3) K, got shape {k.shape}")
+    dtype = np.result_type(pts.dtype, k.dtype, np.float32)
+    pts = pts.astype(dtype, copy=False)
+    k = k.astype(dtype, copy=False)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xy = pts[..., :2] / pts[..., 2:3]
+    fx, fy = k[..., 0, 0], k[..., 1, 1]
+    cx, cy = k[..., 0, 2], k[..., 1, 2]
+    u = fx[..., None] * xy[..., 0:1] + k[..., 0, 1][..., None] * xy[..., 1:2] + cx[..., None]
+    v = fy[..., None] * xy[..., 1:2] + cy[..., None]
+    return np.concatenate([u, v], axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration from checkerboard / ChArUco images
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckerboardPattern:
+    """A plain checkerboard.
+
+    Attributes:
+        inner_cols, inner_rows: number of *inner* corners along the board's x (columns) and y
+            (rows); a board of 10 x 7 squares has 9 x 6 inner corners.
+        square_m: side of one square in metres (only scales the recovered board poses; the
+            intrinsics do not depend on it).
+    """
+
+    inner_cols: int = 9
+    inner_rows: int = 6
+    square_m: float = 0.025
+
+    def object_points(self) -> np.ndarray:
+        """(inner_rows * inner_cols, 3) float32 corner positions on the board plane z = 0,
+        metres, row-major in OpenCV's detection order (x along columns first)."""
+        grid = np.mgrid[0 : self.inner_cols, 0 : self.inner_rows].T.reshape(-1, 2)
+        pts = np.zeros((grid.shape[0], 3), np.float32)
+        pts[:, :2] = grid * self.square_m
+        return pts
+
+
+@dataclass(frozen=True)
+class CharucoPattern:
+    """A ChArUco board (``cv2.aruco.CharucoBoard``).
+
+    Attributes:
+        squares_x, squares_y: number of chessboard squares along x and y.
+        square_m: side of one chessboard square in metres.
+        marker_m: side of one ArUco marker in metres (smaller than ``square_m``).
+        dictionary: name of a predefined ArUco dictionary in ``cv2.aruco``.
+        min_corners: fewest ChArUco corners for an image to count as a detected board.
+    """
+
+    squares_x: int = 7
+    squares_y: int = 5
+    square_m: float = 0.04
+    marker_m: float = 0.03
+    dictionary: str = "DICT_5X5_100"
+    min_corners: int = 6
+
+    def board(self) -> cv2.aruco.CharucoBoard:
+        """The OpenCV board object."""
+        dict_id = getattr(cv2.aruco, self.dictionary, None)
+        if dict_id is None:
+            raise InputError(f"unknown ArUco dictionary {self.dictionary!r}")
+        dictionary = cv2.aruco.getPredefinedDictionary(dict_id)
+        return cv2.aruco.CharucoBoard(
+            (self.squares_x, self.squares_y), self.square_m, self.marker_m, dictionary
+        )
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """What :func:`calibrate_camera` found.
+
+    Attributes:
+        intrinsics: pinhole intrinsics (with the image size).
+        dist_coeffs: (5,) float64 OpenCV distortion ``(k1, k2, p1, p2, k3)``.
+        rms_px: root-mean-square reprojection error over all used corners, pixels.
+        used_images: names (paths) of the images where the board was found, input order.
+    """
+
+    intrinsics: Intrinsics
+    dist_coeffs: np.ndarray = field(repr=False)
+    rms_px: float
+    used_images: tuple[str, ...]
+
+
+def _find_checkerboard(gray: np.ndarray, pattern: CheckerboardPattern) -> np.ndarray | None:
+    """(M, 1, 2) float32 corners in OpenCV's order, refined to sub-pixel, or None."""
+    size = (pattern.inner_cols, pattern.inner_rows)
+    flags = cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE | cv2.CALIB_CB_FAST_CHECK
+    found, corners = cv2.findChessboardCorners(gray, size, flags=flags)
+    if not found:
+        return None
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 30, 1e-3)
+    return cv2.cornerSubPix(gray, corners, (5, 5), (-1, -1), criteria)
+
+
+def calibrate_camera_images(
+    images: Sequence[np.ndarray],
+    pattern: CheckerboardPattern | CharucoPattern = CheckerboardPattern(),
+    names: Sequence[str] | None = None,
+    min_boards: int = 3,
+) -> CalibrationResult:
+    """Calibrate from in-memory images (see :func:`calibrate_camera`).
+
+    Args:
+        images: RGB uint8 (H, W, 3) or grayscale (H, W) images, all the same size.
+        pattern: the board that appears in the images.
+        names: one name per image for ``used_images`` and messages; defaults to ``"image <i>"``.
+        min_boards: fewest images with a detected board.
+    """
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+    if len(names) != len(images):
+        raise ValueError("give one name per image")
+    if not images:
+        raise InputError("calibration needs images of the board; none were given")
+    size: tuple[int, int] | None = None
+    obj_all: list[np.ndarray] = []
+    img_all: list[np.ndarray] = []
+    used: list[str] = []
+    board = pattern.board() if isinstance(pattern, CharucoPattern) else None
+    detector = cv2.aruco.CharucoDetector(board) if board is not None else None
+    for name, image in zip(names, images):
+        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        h, w = gray.shape[:2]
+        if size is None:
+            size = (w, h)
+        elif size != (w, h):
+            raise InputError(
+                f"all calibration images must have the same size: {name} is {w}x{h}, "
+                f"the first is {size[0]}x{size[1]}"
+            )
+        if isinstance(pattern, CheckerboardPattern):
+            corners = _find_checkerboard(gray, pattern)
+            if corners is None:
+                log.debug("calibration: no %dx%d board in %s", pattern.inner_cols,
+                          pattern.inner_rows, name)
+                continue
+            obj_all.append(pattern.object_points())
+            img_all.append(corners.reshape(-1, 1, 2).astype(np.float32))
+        else:
+            assert detector is not None and board is not None  # narrowed above
+            ch_corners, ch_ids, _, _ = detector.detectBoard(gray)
+            if ch_ids is None or len(ch_ids) < pattern.min_corners:
+                log.debug("calibration: too few ChArUco corners in %s", name)
+                continue
+            obj, img = board.matchImagePoints(ch_corners, ch_ids)
+            obj_all.append(obj.reshape(-1, 1, 3).astype(np.float32))
+            img_all.append(img.reshape(-1, 1, 2).astype(np.float32))
+        used.append(name)
+    if len(used) < min_boards:
+        what = (
+            f"{pattern.inner_cols}x{pattern.inner_rows} inner-corner checkerboard"
+            if isinstance(pattern, CheckerboardPattern)
+            else f"{pattern.squares_x}x{pattern.squares_y} ChArUco board ({pattern.dictionary})"
+        )
+        raise InputError(
+            f"found the {what} in only {len(used)} of {len(images)} images; calibration needs "
+            f"at least {min_boards}. Check the pattern size and show the whole board, sharp "
+            f"and at several angles."
+        )
+    assert size is not None
+    rms, K, dist, _, _ = cv2.calibrateCamera(obj_all, img_all, size, None, None)  # noqa: N806
+    intr = intrinsics_from_matrix(K, size[0], size[1])
+    log.info("calibrated from %d images: fx=%.1f fy=%.1f rms=%.3f px", len(used), intr.fx,
+             intr.fy, rms)
+    return CalibrationResult(
+        intrinsics=intr,
+        dist_coeffs=np.asarray(dist, np.float64).reshape(-1)[:5],
+        rms_px=float(rms),
+        used_images=tuple(used),
+    )
+
+
+def calibrate_camera(
+    image_paths: Iterable[PathLike],
+    pattern: CheckerboardPattern | CharucoPattern = CheckerboardPattern(),
+    min_boards: int = 3,
+) -> CalibrationResult:
+    """Calibrate a camera from photos of a checkerboard or ChArUco board.
+
+    Show the whole board at several tilts (about 10 to 20 images); the board's physical size
+    matters only for ``square_m``, which does not affect the intrinsics.
+
+    Args:
+        image_paths: image files (any format OpenCV reads), all the same size.
+        pattern: :class:`CheckerboardPattern` (inner corners!) or :class:`CharucoPattern`.
+        min_boards: fewest images with a detected board (OpenCV needs 3 views of a planar
+            board for a stable focal length and principal point).
+
+    Returns:
+        :class:`CalibrationResult` with intrinsics, distortion, RMS error and used images.
+
+    Raises:
+        InputError: an unreadable image, images of different sizes, or fewer than
+            ``min_boards`` images with a detected board.
+    """
+    paths = [Path(p) for p in image_paths]
+    images = []
+    for p in paths:
+        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise InputError(f"cannot read calibration image {p}")
+        images.append(bgr_to_rgb(bgr))
+    return calibrate_camera_images(images, pattern, [str(p) for p in paths], min_boards)

@@ -1,0 +1,145 @@
+"""One factory from a SRC string to a frame source (the ``SRC`` of the command line).
+
+SRC forms, tried in this order:
+
+============================  =====================================================
+``"0"``, ``"1"``, ...         camera index (``cv2.VideoCapture(int)``)
+``"demo"``                    the bundled demo clip ``resources/demo/demo.mp4``
+``/dev/video0``, ``rtsp://``  camera device path or stream URL
+a recorded session folder     :class:`~core.capture.session.SessionSource`
+another folder                its images, sorted by file name
+an image file                 a one-frame image sequence
+any other existing file       a video file
+a pattern with ``* ? [``      a glob of image files, sorted by path
+============================  =====================================================
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.capture.multi import SynchronizedSource
+from core.capture.session import SessionSource, is_session_folder
+from core.capture.sources import (
+    IMAGE_EXTENSIONS,
+    CameraSource,
+    FrameSource,
+    ImageSequenceSource,
+    IntrinsicsSpec,
+    VideoFileSource,
+)
+from core.errors import InputError
+
+__all__ = ["DEMO_CLIP_PATH", "open_demo", "open_multi_source", "open_source"]
+
+#: The bundled demo clip (repository root / resources / demo / demo.mp4).
+DEMO_CLIP_PATH: Path = Path(__file__).resolve().parents[2] / "resources" / "demo" / "demo.mp4"
+
+_SRC_HELP = "SRC is a camera index (0), 'demo', a video file, an image folder or a glob"
+
+
+def open_demo(intrinsics: IntrinsicsSpec = None, fov_deg: float | None = None) -> VideoFileSource:
+    """The bundled demo clip as a video source named ``"demo"``.
+
+    Raises:
+        InputError: the clip is missing from this installation.
+    """
+    if not DEMO_CLIP_PATH.is_file():
+        raise InputError(
+            f"the bundled demo clip is missing ({DEMO_CLIP_PATH}); reinstall HandTwin or "
+            f"give a camera index or a video file"
+        )
+    return VideoFileSource(DEMO_CLIP_PATH, intrinsics, fov_deg, name="demo")
+
+
+def _open(
+    spec: str, intrinsics: IntrinsicsSpec, fov_deg: float | None, epoch_s: float | None
+) -> FrameSource:
+    text = str(spec).strip()
+    if not text:
+        raise InputError(f"empty source; {_SRC_HELP}")
+    if text.isdigit():
+        return CameraSource(int(text), intrinsics, fov_deg, epoch_s=epoch_s, name=text)
+    if text == "demo":
+        return open_demo(intrinsics, fov_deg)
+    if text.startswith("/dev/") or "://" in text:
+        return CameraSource(text, intrinsics, fov_deg, epoch_s=epoch_s, name=text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if is_session_folder(path):
+            return SessionSource(path, intrinsics, fov_deg, name=text)
+        return ImageSequenceSource.from_folder(path, intrinsics, fov_deg, name=text)
+    if path.is_file():
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            return ImageSequenceSource([path], intrinsics, fov_deg, name=text)
+        return VideoFileSource(path, intrinsics, fov_deg, name=text)
+    if glob.has_magic(text):
+        return ImageSequenceSource.from_glob(os.path.expanduser(text), intrinsics, fov_deg)
+    raise InputError(f"no such file or folder: {text} ({_SRC_HELP})")
+
+
+def open_source(
+    spec: str | os.PathLike[str],
+    intrinsics: IntrinsicsSpec = None,
+    fov_deg: float | None = None,
+) -> FrameSource:
+    """Open a frame source from a SRC string (see the module docstring for the forms).
+
+    Args:
+        spec: the SRC string or a path.
+        intrinsics: an :class:`~core.camera.Intrinsics`, a (3, 3) or per-frame (N, 3, 3)
+            array, or an intrinsics file path (see :func:`core.camera.load_intrinsics`).
+        fov_deg: horizontal field of view in degrees, for ideal intrinsics per frame size
+            (exclusive with ``intrinsics``). With neither, frames carry ``intrinsics=None``
+            (except replayed sessions, which carry what was recorded).
+
+    Returns:
+        An opened :class:`~core.capture.sources.FrameSource` (use it in a ``with`` block).
+
+    Raises:
+        InputError: a camera that does not open, a missing/corrupt/empty input, a glob with no
+            matches, or malformed intrinsics.
+    """
+    return _open(os.fspath(spec), intrinsics, fov_deg, epoch_s=None)
+
+
+def open_multi_source(
+    specs: Sequence[str | os.PathLike[str]],
+    tolerance_s: float | None = None,
+    intrinsics: Sequence[IntrinsicsSpec] | None = None,
+    fov_deg: float | None = None,
+) -> SynchronizedSource:
+    """Open two or more sources read together as :class:`~core.capture.frame.FrameSet`s.
+
+    Live cameras share one clock epoch so their timestamps compare. The first spec is the
+    reference camera.
+
+    Args:
+        specs: one SRC string per camera.
+        tolerance_s: pairing tolerance (see :class:`SynchronizedSource`).
+        intrinsics: one intrinsics spec per camera (or None).
+        fov_deg: one field of view for all cameras, when ``intrinsics`` is not given.
+
+    Raises:
+        InputError: fewer than two specs, or any source fails to open (those opened already
+            are closed).
+    """
+    if len(specs) < 2:
+        raise InputError(f"synchronized capture needs two or more sources, got {len(specs)}")
+    if intrinsics is not None and len(intrinsics) != len(specs):
+        raise InputError(f"give one intrinsics per source: {len(intrinsics)} for {len(specs)}")
+    epoch = time.monotonic()
+    opened: list[FrameSource] = []
+    try:
+        for i, spec in enumerate(specs):
+            intr = intrinsics[i] if intrinsics is not None else None
+            opened.append(_open(os.fspath(spec), intr, None if intr is not None else fov_deg, epoch))
+    except BaseException:
+        for source in opened:
+            source.close()
+        raise
+    return SynchronizedSource(opened, tolerance_s)

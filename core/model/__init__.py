@@ -1,0 +1,14 @@
+"""The hand model layer: MANO-layout model files served through smplx's MANO layer."""
+
+from core.model.data import HandModelData, load_model_data, load_open_hand, mirror_model
+from core.model.layer import HandModel, HandOutput, hand_measures
+
+__all__ = [
+    "HandModel",
+    "HandModelData",
+    "HandOutput",
+    "hand_measures",
+    "load_model_data",
+    "load_open_hand",
+    "mirror_model",
+]
