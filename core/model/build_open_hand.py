@@ -467,6 +467,7 @@ def write(arrays: dict, meta: dict, npz_path: Path = OPEN_HAND_NPZ, json_path: P
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
 
 

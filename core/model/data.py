@@ -292,7 +292,16 @@ def read_mano_pickle(path: Path, side: Side, right_shapedirs: np.ndarray | None 
     coeffs = raw.get("hands_coeffs")
     std = np.ones(45) if coeffs is None else np.asarray(coeffs, dtype=np.float64).std(0)
     v = a["v_template"].astype(np.float32)
-    tips = np.array(MANO_TIP_VERTEX_IDS, dtype=np.int64)
+    # MANO-topology files use MANO's fingertip vertices; a MANO-format file of another mesh
+    # (such as the open hand written as a pickle) must name its own.
+    if "tip_vertex_ids" in raw:
+        tips = np.asarray(raw["tip_vertex_ids"], dtype=np.int64).reshape(-1)
+    elif v.shape[0] == 778:
+        tips = np.array(MANO_TIP_VERTEX_IDS, dtype=np.int64)
+    else:
+        raise ModelFileError(
+            f"{path}: a {v.shape[0]}-vertex MANO-format file must list its 'tip_vertex_ids'"
+        )
     partial = dict(
         name=f"MANO ({path.name})",
         license="MANO licence (non-commercial, see mano.is.tue.mpg.de); supplied by the user",

@@ -11,6 +11,8 @@ with ``beta ~ N(0, I)``. Translation ``(B, 3)`` is added after posing, metres.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from dataclasses import dataclass
 
@@ -72,7 +74,17 @@ class HandModel(torch.nn.Module):
             hands_components=data.hands_components,
             hands_mean=data.hands_mean,
         )
-        self.mano = smplx.MANO(
+        # smplx prints (not logs) a warning about MANO's 10 shape components; keep it quiet.
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.mano = self._make_mano(data, struct, dtype)
+        self.register_buffer("tip_ids", torch.as_tensor(data.tip_vertex_ids, dtype=torch.long))
+        self.register_buffer("mp_order", torch.as_tensor(MANO21_TO_MEDIAPIPE, dtype=torch.long))
+        self.register_buffer("faces", torch.as_tensor(data.faces, dtype=torch.long))
+        self.to(device)
+
+    @staticmethod
+    def _make_mano(data: HandModelData, struct: Struct, dtype: torch.dtype) -> smplx.MANO:
+        return smplx.MANO(
             model_path=data.source,
             data_struct=struct,
             is_rhand=data.side == "right",
@@ -86,10 +98,6 @@ class HandModel(torch.nn.Module):
             create_body_pose=False,
             dtype=dtype,
         )
-        self.register_buffer("tip_ids", torch.as_tensor(data.tip_vertex_ids, dtype=torch.long))
-        self.register_buffer("mp_order", torch.as_tensor(MANO21_TO_MEDIAPIPE, dtype=torch.long))
-        self.register_buffer("faces", torch.as_tensor(data.faces, dtype=torch.long))
-        self.to(device)
 
     @property
     def num_betas(self) -> int:

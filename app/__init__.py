@@ -1,0 +1,1 @@
+"""HandTwin desktop app: a PySide6 GUI over the headless engine in ``core``."""

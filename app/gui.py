@@ -1,0 +1,56 @@
+"""Start the Qt application; ``--screenshot`` / ``--quit-after`` for automation."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+log = logging.getLogger(__name__)
+
+
+def save_screenshot(window, path: str | Path) -> Path:
+    """Save what the window shows, including the OpenGL 3D view, as a PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    window.hand_view.render()
+    QApplication.processEvents()
+    screen = window.screen() or QApplication.primaryScreen()
+    pixmap = screen.grabWindow(window.winId())
+    if pixmap.isNull():
+        pixmap = window.grab()
+    if not pixmap.save(str(path)):
+        raise OSError(f"could not write the screenshot {path}")
+    log.info("screenshot saved to %s", path)
+    return path
+
+
+def run_gui(
+    source: str | None = None,
+    profile: str | None = None,
+    model: str | None = None,
+    screenshot: str | None = None,
+    quit_after: float | None = None,
+) -> int:
+    """Open the main window and run the event loop; returns the exit status."""
+    from app.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("HandTwin")
+    app.setOrganizationName("HandTwin")
+    window = MainWindow(model=model, source=source)
+    window.show()
+    if quit_after is not None or screenshot is not None:
+        delay_ms = int(1000 * (quit_after if quit_after is not None else 2.0))
+
+        def finish() -> None:
+            if screenshot:
+                save_screenshot(window, screenshot)
+            window.close()
+            app.quit()
+
+        QTimer.singleShot(delay_ms, finish)
+    return app.exec()

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""HandTwin: the single entry point for the GUI and the command line.
+
+    python main.py                      the GUI (camera 0, or the bundled demo without a camera)
+    python main.py gui [--source SRC] [--profile P] [--screenshot PNG --quit-after S]
+    python main.py track SRC --out R.jsonl [...]
+    python main.py calibrate SRC --out P.json [...]
+    python main.py export (--profile P | SRC) --out FILE.{obj,glb,ply} [...]
+    python main.py bench [--json]
+    python main.py model-info [--json] [--model PATH]
+    python main.py calib-camera IMAGES --out K.json
+
+Errors that HandTwin raises on purpose print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable
+
+log = logging.getLogger("handtwin")
+
+
+def _add_model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="PATH", default=None,
+                   help="MANO_RIGHT.pkl/MANO_LEFT.pkl, a folder holding them, or a MANO-layout "
+                        ".npz (default: $HANDTWIN_MODEL, else the bundled open hand)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="handtwin", description="Personal 3D hand scanner and tracker.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("gui", help="the desktop app (default)")
+    p.add_argument("--source", default=None, help="camera index, 'demo', video, folder or glob")
+    p.add_argument("--profile", default=None, help="hand profile JSON to load")
+    p.add_argument("--screenshot", metavar="PNG", default=None, help="save a screenshot of the window")
+    p.add_argument("--quit-after", metavar="S", type=float, default=None, help="quit after S seconds")
+    _add_model_arg(p)
+
+    p = sub.add_parser("track", help="per-frame hand meshes, one JSON line per frame")
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("--out", required=True, metavar="R.jsonl")
+    p.add_argument("--intrinsics", metavar="F")
+    p.add_argument("--fov", metavar="DEG", type=float)
+    p.add_argument("--profile", metavar="P")
+    p.add_argument("--refine", metavar="N", type=int, default=0)
+    p.add_argument("--max-hands", metavar="N", type=int, default=2)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _add_model_arg(p)
+
+    p = sub.add_parser("calibrate", help="a hand profile from automatically chosen frames")
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("--out", required=True, metavar="P.json")
+    p.add_argument("--frames", metavar="K", type=int, default=20)
+    p.add_argument("--intrinsics", metavar="F")
+    p.add_argument("--hand-length-mm", metavar="L", type=float)
+    _add_model_arg(p)
+
+    p = sub.add_parser("export", help="a personalized textured mesh")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--profile", metavar="P")
+    g.add_argument("source", metavar="SRC", nargs="?")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--pose", default="rest", help="rest | frame:N")
+    p.add_argument("--rigged", action="store_true")
+    _add_model_arg(p)
+
+    p = sub.add_parser("bench", help="stage timings on this machine")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--only", nargs="*", help="run only these benchmarks")
+
+    p = sub.add_parser("model-info", help="the hand model in use")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--side", choices=("right", "left"), default="right")
+    _add_model_arg(p)
+
+    p = sub.add_parser("calib-camera", help="camera intrinsics from checkerboard/ChArUco images")
+    p.add_argument("images", metavar="IMAGES", help="folder or glob of calibration images")
+    p.add_argument("--out", required=True, metavar="K.json")
+    return parser
+
+
+def cmd_model_info(args: argparse.Namespace) -> int:
+    from core.model.info import format_model_info, model_info
+
+    info = model_info(args.model, args.side)
+    print(json.dumps(info, indent=2) if args.json else format_model_info(info))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from core.bench import run_benchmarks
+
+    results = run_benchmarks(args.only)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        width = max(len(k) for k in results)
+        for key, value in results.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    from app.gui import run_gui
+
+    return run_gui(
+        source=args.source, profile=args.profile, model=args.model,
+        screenshot=args.screenshot, quit_after=args.quit_after,
+    )
+
+
+def _not_yet(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from core.errors import NotYetAvailableError
+
+        raise NotYetAvailableError(f"'{name}' is not yet available in this release ({issue})")
+
+    return run
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "gui": cmd_gui,
+    "model-info": cmd_model_info,
+    "bench": cmd_bench,
+    "track": _not_yet("track", "per-frame estimation"),
+    "calibrate": _not_yet("calibrate", "hand shape personalization"),
+    "export": _not_yet("export", "texture capture and export"),
+    "calib-camera": _not_yet("calib-camera", "camera calibration"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        args = parser.parse_args(["gui"] + (argv if argv is not None else sys.argv[1:]))
+    from core.errors import HandTwinError
+
+    try:
+        return COMMANDS[args.command](args)
+    except HandTwinError as exc:
+        print(f"handtwin: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("handtwin: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
