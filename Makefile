@@ -34,8 +34,15 @@ install: $(STAMP)
 run: install
 	$(VPY) main.py $(ARGS)
 
+# The Khronos glTF validator (npm) checks exported GLB files in the tests; skipped without npm.
+VALIDATOR := tools/gltf-validator/node_modules/.package-lock.json
+$(VALIDATOR): tools/gltf-validator/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tools/gltf-validator --no-audit --no-fund --silent; \
+	else echo "npm not found: the glTF validator tests will be skipped"; fi
+
 # GUI tests need an X display for VTK's OpenGL; use Xvfb when none is set.
-test: install
+test: install $(VALIDATOR)
 	@if [ -z "$$DISPLAY" ] && command -v xvfb-run >/dev/null 2>&1; then \
 		echo "no DISPLAY: running the tests under xvfb-run"; \
 		xvfb-run -a -s "-screen 0 1600x1000x24" $(VPY) -m pytest $(PYTEST_ARGS); \

@@ -39,7 +39,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -143,11 +143,12 @@ class Intrinsics:
             raise ValueError(f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}")
         if (self.width is None) != (self.height is None):
             raise ValueError("give both width and height, or neither")
-        if self.width is not None:
-            if int(self.width) <= 0 or int(self.height) <= 0:  # type: ignore[arg-type]
-                raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
-            object.__setattr__(self, "width", int(self.width))
-            object.__setattr__(self, "height", int(self.height))  # type: ignore[arg-type]
+        if self.width is not None and self.height is not None:
+            width, height = int(self.width), int(self.height)
+            if width <= 0 or height <= 0:
+                raise ValueError(f"image size must be positive, got {width}x{height}")
+            object.__setattr__(self, "width", width)
+            object.__setattr__(self, "height", height)
 
     @property
     def K(self) -> np.ndarray:  # noqa: N802  (K is the standard name)
@@ -275,7 +276,8 @@ def _optional_size(data: dict, path: Path) -> tuple[int | None, int | None]:
         return None, None
     if not (isinstance(width, int) and isinstance(height, int)) or width <= 0 or height <= 0:
         raise InputError(
-            f"{path}: 'width' and 'height' must both be positive integers, got {width!r}, {height!r}"
+            f"{path}: 'width' and 'height' must both be positive integers, "
+            f"got {width!r}, {height!r}"
         )
     return width, height
 
@@ -308,7 +310,9 @@ def _load_intrinsics_json(path: Path) -> Intrinsics:
     if not all(math.isfinite(v) for v in values):
         raise InputError(f"{path}: fx, fy, cx, cy must be finite, got {values}")
     if values[0] <= 0 or values[1] <= 0:
-        raise InputError(f"{path}: focal lengths must be positive, got fx={values[0]}, fy={values[1]}")
+        raise InputError(
+            f"{path}: focal lengths must be positive, got fx={values[0]}, fy={values[1]}"
+        )
     return Intrinsics(*values, width=width, height=height)
 
 
@@ -504,6 +508,34 @@ def _find_checkerboard(gray: np.ndarray, pattern: CheckerboardPattern) -> np.nda
     return cv2.cornerSubPix(gray, corners, (5, 5), (-1, -1), criteria)
 
 
+def _board_finder(
+    pattern: CheckerboardPattern | CharucoPattern,
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+    """A function gray image -> (object points (M, 1, 3), image points (M, 1, 2)) or None."""
+    if isinstance(pattern, CheckerboardPattern):
+        object_points = pattern.object_points().reshape(-1, 1, 3)
+
+        def find_checkerboard(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+            corners = _find_checkerboard(gray, pattern)
+            if corners is None:
+                return None
+            return object_points, corners.reshape(-1, 1, 2).astype(np.float32)
+
+        return find_checkerboard
+
+    board = pattern.board()
+    detector = cv2.aruco.CharucoDetector(board)
+
+    def find_charuco(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        corners, ids, _, _ = detector.detectBoard(gray)
+        if ids is None or len(ids) < pattern.min_corners:
+            return None
+        obj, img = board.matchImagePoints(corners, ids)
+        return obj.reshape(-1, 1, 3).astype(np.float32), img.reshape(-1, 1, 2).astype(np.float32)
+
+    return find_charuco
+
+
 def calibrate_camera_images(
     images: Sequence[np.ndarray],
     pattern: CheckerboardPattern | CharucoPattern = CheckerboardPattern(),
@@ -518,6 +550,8 @@ def calibrate_camera_images(
         names: one name per image for ``used_images`` and messages; defaults to ``"image <i>"``.
         min_boards: fewest images with a detected board.
     """
+    if min_boards < 1:
+        raise ValueError(f"min_boards must be >= 1, got {min_boards}")
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
     if len(names) != len(images):
         raise ValueError("give one name per image")
@@ -527,8 +561,7 @@ def calibrate_camera_images(
     obj_all: list[np.ndarray] = []
     img_all: list[np.ndarray] = []
     used: list[str] = []
-    board = pattern.board() if isinstance(pattern, CharucoPattern) else None
-    detector = cv2.aruco.CharucoDetector(board) if board is not None else None
+    find = _board_finder(pattern)
     for name, image in zip(names, images):
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         h, w = gray.shape[:2]
@@ -539,23 +572,12 @@ def calibrate_camera_images(
                 f"all calibration images must have the same size: {name} is {w}x{h}, "
                 f"the first is {size[0]}x{size[1]}"
             )
-        if isinstance(pattern, CheckerboardPattern):
-            corners = _find_checkerboard(gray, pattern)
-            if corners is None:
-                log.debug("calibration: no %dx%d board in %s", pattern.inner_cols,
-                          pattern.inner_rows, name)
-                continue
-            obj_all.append(pattern.object_points())
-            img_all.append(corners.reshape(-1, 1, 2).astype(np.float32))
-        else:
-            assert detector is not None and board is not None  # narrowed above
-            ch_corners, ch_ids, _, _ = detector.detectBoard(gray)
-            if ch_ids is None or len(ch_ids) < pattern.min_corners:
-                log.debug("calibration: too few ChArUco corners in %s", name)
-                continue
-            obj, img = board.matchImagePoints(ch_corners, ch_ids)
-            obj_all.append(obj.reshape(-1, 1, 3).astype(np.float32))
-            img_all.append(img.reshape(-1, 1, 2).astype(np.float32))
+        found = find(gray)
+        if found is None:
+            log.debug("calibration: no board found in %s", name)
+            continue
+        obj_all.append(found[0])
+        img_all.append(found[1])
         used.append(name)
     if len(used) < min_boards:
         what = (
@@ -568,9 +590,8 @@ def calibrate_camera_images(
             f"at least {min_boards}. Check the pattern size and show the whole board, sharp "
             f"and at several angles."
         )
-    assert size is not None
     rms, K, dist, _, _ = cv2.calibrateCamera(obj_all, img_all, size, None, None)  # noqa: N806
-    intr = intrinsics_from_matrix(K, size[0], size[1])
+    intr = intrinsics_from_matrix(K, *size)  # type: ignore[misc]  (size set by the loop)
     log.info("calibrated from %d images: fx=%.1f fy=%.1f rms=%.3f px", len(used), intr.fx,
              intr.fy, rms)
     return CalibrationResult(

@@ -37,7 +37,11 @@ class Frame:
 
     def __post_init__(self) -> None:
         img = self.image
-        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        is_rgb8 = (
+            isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3
+            and img.shape[2] == 3
+        )
+        if not is_rgb8:
             raise ValueError(
                 f"Frame.image must be an (H, W, 3) uint8 RGB array, got "
                 f"{getattr(img, 'shape', None)} {getattr(img, 'dtype', type(img).__name__)}"

@@ -137,7 +137,8 @@ def open_multi_source(
     try:
         for i, spec in enumerate(specs):
             intr = intrinsics[i] if intrinsics is not None else None
-            opened.append(_open(os.fspath(spec), intr, None if intr is not None else fov_deg, epoch))
+            fov = None if intr is not None else fov_deg
+            opened.append(_open(os.fspath(spec), intr, fov, epoch))
     except BaseException:
         for source in opened:
             source.close()

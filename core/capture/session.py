@@ -32,7 +32,13 @@ from typing import Any, TextIO
 import cv2
 import numpy as np
 
-from core.camera import Intrinsics, atomic_write_text, intrinsics_from_matrix, rgb_to_bgr, save_intrinsics
+from core.camera import (
+    Intrinsics,
+    atomic_write_text,
+    intrinsics_from_matrix,
+    rgb_to_bgr,
+    save_intrinsics,
+)
 from core.capture.frame import Frame
 from core.capture.sources import FrameSource, IntrinsicsSpec, opencv_image_to_rgb
 from core.errors import InputError
@@ -139,7 +145,7 @@ class SessionRecorder:
         self.fps = fps
         self.frame_count = 0
         self._created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self._intrinsics: Intrinsics | None = None
+        self._first_intrinsics: Intrinsics | None = None
         self._video: cv2.VideoWriter | None = None
         self._video_size: tuple[int, int] | None = None
         self._frames_log: TextIO = (self.folder / FRAMES_INDEX_NAME).open("a", encoding="utf-8")
@@ -159,7 +165,7 @@ class SessionRecorder:
             "complete": complete,
             "frames_index": FRAMES_INDEX_NAME,
             "results": RESULTS_NAME,
-            "intrinsics": INTRINSICS_NAME if self._intrinsics is not None else None,
+            "intrinsics": INTRINSICS_NAME if self._first_intrinsics is not None else None,
         }
         atomic_write_text(self.folder / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
 
@@ -197,8 +203,8 @@ class SessionRecorder:
             self._video.write(bgr)
         if frame.intrinsics is not None:
             entry["K"] = frame.intrinsics.K.tolist()
-            if self._intrinsics is None:
-                self._intrinsics = frame.intrinsics
+            if self._first_intrinsics is None:
+                self._first_intrinsics = frame.intrinsics
                 save_intrinsics(self.folder / INTRINSICS_NAME, frame.intrinsics)
         self._frames_log.write(json.dumps(entry) + "\n")
         self._frames_log.flush()
@@ -295,7 +301,9 @@ class SessionSource(FrameSource):
             intr = intrinsics_from_matrix(np.asarray(entry["K"], np.float64), w, h)
             return Frame(int(entry["index"]), float(entry["timestamp_s"]), image, intr, self.name)
         frame = self._make_frame(position, float(entry["timestamp_s"]), image)
-        return Frame(int(entry["index"]), frame.timestamp_s, frame.image, frame.intrinsics, self.name)
+        return Frame(
+            int(entry["index"]), frame.timestamp_s, frame.image, frame.intrinsics, self.name
+        )
 
     def _frames(self) -> Iterator[Frame]:
         if self.storage == "png":

@@ -16,6 +16,7 @@ Conversions to RGB happen here, at the OpenCV boundary, with :func:`core.camera.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import time
@@ -28,7 +29,13 @@ from typing import Union
 import cv2
 import numpy as np
 
-from core.camera import Intrinsics, bgr_to_rgb, intrinsics_from_fov, intrinsics_from_matrix, load_intrinsics
+from core.camera import (
+    Intrinsics,
+    bgr_to_rgb,
+    intrinsics_from_fov,
+    intrinsics_from_matrix,
+    load_intrinsics,
+)
 from core.capture.frame import Frame
 from core.errors import InputError
 
@@ -79,7 +86,9 @@ class _IntrinsicsAssigner:
             elif intrinsics.ndim == 3 and intrinsics.shape[1:] == (3, 3):
                 self.per_frame = intrinsics.astype(np.float64)
             else:
-                raise InputError(f"intrinsics array must be (3, 3) or (N, 3, 3), got {intrinsics.shape}")
+                raise InputError(
+                    f"intrinsics array must be (3, 3) or (N, 3, 3), got {intrinsics.shape}"
+                )
         elif isinstance(intrinsics, Intrinsics):
             self.single = intrinsics
         elif intrinsics is not None:
@@ -114,7 +123,8 @@ class _IntrinsicsAssigner:
             if self.single is not None:
                 intr = self.single.with_size(width, height)
                 if self.single.size is not None and intr is not self.single:
-                    log.info("rescaled %dx%d intrinsics to %dx%d frames", *self.single.size, width, height)
+                    log.info("rescaled %dx%d intrinsics to %dx%d frames",
+                             *self.single.size, width, height)
             elif self.fov_deg is not None:
                 intr = intrinsics_from_fov(self.fov_deg, width, height)
             else:
@@ -131,7 +141,9 @@ class FrameSource(ABC):
     and raises ``TypeError`` otherwise (a live camera).
     """
 
-    def __init__(self, name: str, intrinsics: IntrinsicsSpec = None, fov_deg: float | None = None) -> None:
+    def __init__(
+        self, name: str, intrinsics: IntrinsicsSpec = None, fov_deg: float | None = None
+    ) -> None:
         self.name = name
         self._intrinsics = _IntrinsicsAssigner(intrinsics, fov_deg)
         self._closed = False
@@ -304,7 +316,9 @@ class VideoFileSource(FrameSource):
         cap = cv2.VideoCapture(str(self.path))
         try:
             if not cap.isOpened():
-                raise InputError(f"cannot open {self.path} as a video (corrupt or unsupported format)")
+                raise InputError(
+                    f"cannot open {self.path} as a video (corrupt or unsupported format)"
+                )
             ok, first = cap.read()
             if not ok or first is None:
                 raise InputError(f"{self.path}: no decodable frame (corrupt or empty video)")
@@ -417,9 +431,7 @@ class ImageSequenceSource(FrameSource):
         Raises:
             InputError: nothing matches, or only non-image files match.
         """
-        import glob as _glob
-
-        matches = sorted(Path(p) for p in _glob.glob(pattern, recursive=True))
+        matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
         paths = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
         if not matches:
             raise InputError(f"no files match {pattern!r}")

@@ -29,9 +29,9 @@ quaternion conversion.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import io
 import re
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -75,7 +75,7 @@ def _frozen_array(value: object, dtype: type, name: str) -> np.ndarray:
 def _check_shape(array: np.ndarray, shape: tuple[int | None, ...], name: str) -> None:
     """Raise ``ValueError`` unless ``array.shape`` matches ``shape`` (``None`` = any size)."""
     ok = array.ndim == len(shape) and all(
-        want is None or have == want for have, want in zip(array.shape, shape)
+        want is None or have == want for have, want in zip(array.shape, shape, strict=True)
     )
     if not ok:
         wanted = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
@@ -297,8 +297,14 @@ def matrices_to_quaternions(matrices: np.ndarray) -> np.ndarray:
         if axis == 3:  # trace largest: w is the best-conditioned component
             w = np.sqrt(1.0 + trace[rows]) / 2.0
             q[rows] = np.stack(
-                [(r[:, 2, 1] - r[:, 1, 2]), (r[:, 0, 2] - r[:, 2, 0]),
-                 (r[:, 1, 0] - r[:, 0, 1]), 4.0 * w * w], axis=1) / (4.0 * w[:, None])
+                [
+                    (r[:, 2, 1] - r[:, 1, 2]),
+                    (r[:, 0, 2] - r[:, 2, 0]),
+                    (r[:, 1, 0] - r[:, 0, 1]),
+                    4.0 * w * w,
+                ],
+                axis=1,
+            ) / (4.0 * w[:, None])
         else:
             i, j, k = axis, (axis + 1) % 3, (axis + 2) % 3
             s = np.sqrt(1.0 + r[:, i, i] - r[:, j, j] - r[:, k, k]) * 2.0  # s = 4 |q_i|
@@ -462,7 +468,9 @@ def check_name(name: str) -> str:
     return name
 
 
-def _normalized(vectors: np.ndarray, fallback: tuple[float, float, float] = (0.0, 1.0, 0.0)) -> np.ndarray:
+def _normalized(
+    vectors: np.ndarray, fallback: tuple[float, float, float] = (0.0, 1.0, 0.0)
+) -> np.ndarray:
     """(N, 3) float32 unit vectors; zero-length rows become ``fallback``."""
     v = np.asarray(vectors, dtype=np.float64)
     norms = np.linalg.norm(v, axis=1, keepdims=True)
@@ -473,9 +481,7 @@ def _normalized(vectors: np.ndarray, fallback: tuple[float, float, float] = (0.0
 def encode_png(image: np.ndarray) -> bytes:
     """Encode an (H, W, 3) uint8 RGB image (top row first) as PNG bytes."""
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="RGB").save(
-        buffer, format="PNG"
-    )
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -70,7 +70,11 @@ _COMPONENT_TYPES: dict[np.dtype, int] = {
     np.dtype(np.uint32): _UNSIGNED_INT,
 }
 _ELEMENT_TYPES: dict[tuple[int, ...], str] = {
-    (): "SCALAR", (2,): "VEC2", (3,): "VEC3", (4,): "VEC4", (4, 4): "MAT4",
+    (): "SCALAR",
+    (2,): "VEC2",
+    (3,): "VEC3",
+    (4,): "VEC4",
+    (4, 4): "MAT4",
 }
 
 _GLB_MAGIC, _GLB_VERSION = 0x46546C67, 2  # b"glTF"
@@ -102,7 +106,11 @@ class _GltfBuilder:
     def add_view(self, data: bytes, target: int | None = None) -> int:
         """Append ``data`` on a 4-byte boundary as a new bufferView; return its index."""
         self.binary += b"\x00" * _pad4(len(self.binary))
-        view: dict[str, Any] = {"buffer": 0, "byteOffset": len(self.binary), "byteLength": len(data)}
+        view: dict[str, Any] = {
+            "buffer": 0,
+            "byteOffset": len(self.binary),
+            "byteLength": len(data),
+        }
         if target is not None:
             view["target"] = target
         self.binary += data
@@ -160,11 +168,15 @@ class _GltfBuilder:
         json_bytes += b" " * _pad4(len(json_bytes))
         bin_bytes = bytes(self.binary)
         total = 12 + 8 + len(json_bytes) + 8 + len(bin_bytes)
-        return b"".join([
-            struct.pack("<III", _GLB_MAGIC, _GLB_VERSION, total),
-            struct.pack("<II", len(json_bytes), _CHUNK_JSON), json_bytes,
-            struct.pack("<II", len(bin_bytes), _CHUNK_BIN), bin_bytes,
-        ])
+        return b"".join(
+            [
+                struct.pack("<III", _GLB_MAGIC, _GLB_VERSION, total),
+                struct.pack("<II", len(json_bytes), _CHUNK_JSON),
+                json_bytes,
+                struct.pack("<II", len(bin_bytes), _CHUNK_BIN),
+                bin_bytes,
+            ]
+        )
 
 
 def _srgb_to_linear(colors: np.ndarray) -> np.ndarray:
@@ -179,11 +191,17 @@ def _add_material(builder: _GltfBuilder, mesh: MeshBundle) -> int:
     pbr: dict[str, Any] = {"metallicFactor": 0.0, "roughnessFactor": 0.7}
     if mesh.texture is not None:
         view = builder.add_view(encode_png(mesh.texture))
-        builder.doc["images"] = [{"bufferView": view, "mimeType": "image/png", "name": f"{mesh.name}_texture"}]
-        builder.doc["samplers"] = [{
-            "magFilter": _LINEAR, "minFilter": _LINEAR_MIPMAP_LINEAR,
-            "wrapS": _CLAMP_TO_EDGE, "wrapT": _CLAMP_TO_EDGE,
-        }]
+        builder.doc["images"] = [
+            {"bufferView": view, "mimeType": "image/png", "name": f"{mesh.name}_texture"}
+        ]
+        builder.doc["samplers"] = [
+            {
+                "magFilter": _LINEAR,
+                "minFilter": _LINEAR_MIPMAP_LINEAR,
+                "wrapS": _CLAMP_TO_EDGE,
+                "wrapT": _CLAMP_TO_EDGE,
+            }
+        ]
         builder.doc["textures"] = [{"sampler": 0, "source": 0}]
         pbr["baseColorTexture"] = {"index": 0}
     elif mesh.vertex_colors is None:
@@ -201,7 +219,9 @@ def _add_mesh(builder: _GltfBuilder, mesh: MeshBundle, with_skin: bool) -> int:
         vertex_index, faces = split.vertex_index, split.faces
         uv = mesh.uv[split.uv_index]
         texcoord = np.stack([uv[:, 0], 1.0 - uv[:, 1]], axis=1).astype(np.float32)
-        log.debug("glTF: %d vertices split into %d at UV seams", mesh.num_vertices, len(vertex_index))
+        log.debug(
+            "glTF: %d vertices split into %d at UV seams", mesh.num_vertices, len(vertex_index)
+        )
     else:
         vertex_index = np.arange(mesh.num_vertices)
         faces, texcoord = mesh.faces, None
@@ -230,15 +250,19 @@ def _add_mesh(builder: _GltfBuilder, mesh: MeshBundle, with_skin: bool) -> int:
     # 65535 is the primitive-restart value for unsigned short, so it may not be an index.
     index_dtype = np.uint16 if len(vertex_index) < 65535 else np.uint32
     indices = builder.add_accessor(faces.reshape(-1).astype(index_dtype), _ELEMENT_ARRAY_BUFFER)
-    builder.doc["meshes"].append({
-        "name": mesh.name,
-        "primitives": [{
-            "attributes": attributes,
-            "indices": indices,
-            "material": _add_material(builder, mesh),
-            "mode": _TRIANGLES,
-        }],
-    })
+    builder.doc["meshes"].append(
+        {
+            "name": mesh.name,
+            "primitives": [
+                {
+                    "attributes": attributes,
+                    "indices": indices,
+                    "material": _add_material(builder, mesh),
+                    "mode": _TRIANGLES,
+                }
+            ],
+        }
+    )
     return len(builder.doc["meshes"]) - 1
 
 
@@ -256,23 +280,29 @@ def _add_skeleton(builder: _GltfBuilder, rig: Rig) -> list[int]:
     # Rest world transform of joint j is a translation by joints[j]; its inverse is -joints[j].
     inverse_bind = np.tile(np.eye(4, dtype=np.float32), (rig.num_joints, 1, 1))
     inverse_bind[:, :3, 3] = -rig.joints
-    builder.doc["skins"] = [{
-        "name": "armature",
-        "joints": node_ids,
-        "skeleton": node_ids[rig.root],
-        "inverseBindMatrices": builder.add_accessor(inverse_bind),
-    }]
+    builder.doc["skins"] = [
+        {
+            "name": "armature",
+            "joints": node_ids,
+            "skeleton": node_ids[rig.root],
+            "inverseBindMatrices": builder.add_accessor(inverse_bind),
+        }
+    ]
     return node_ids
 
 
-def _add_animation(builder: _GltfBuilder, rig: Rig, animation: Animation, node_ids: list[int]) -> None:
+def _add_animation(
+    builder: _GltfBuilder, rig: Rig, animation: Animation, node_ids: list[int]
+) -> None:
     """Add rotation channels for every joint and a translation channel for the root."""
     times = builder.add_accessor(animation.times, with_min_max=True)
     samplers: list[dict[str, Any]] = []
     channels: list[dict[str, Any]] = []
 
     def add_channel(values: np.ndarray, node: int, path: str) -> None:
-        samplers.append({"input": times, "output": builder.add_accessor(values), "interpolation": "LINEAR"})
+        samplers.append(
+            {"input": times, "output": builder.add_accessor(values), "interpolation": "LINEAR"}
+        )
         channels.append({"sampler": len(samplers) - 1, "target": {"node": node, "path": path}})
 
     for j in range(rig.num_joints):
@@ -282,7 +312,9 @@ def _add_animation(builder: _GltfBuilder, rig: Rig, animation: Animation, node_i
     if animation.root_translations is not None:
         root_positions = rig.local_rest_translations()[rig.root] + animation.root_translations
         add_channel(root_positions.astype(np.float32), node_ids[rig.root], "translation")
-    builder.doc["animations"] = [{"name": animation.name, "samplers": samplers, "channels": channels}]
+    builder.doc["animations"] = [
+        {"name": animation.name, "samplers": samplers, "channels": channels}
+    ]
 
 
 def build_glb(mesh: MeshBundle) -> bytes:

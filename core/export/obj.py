@@ -74,7 +74,11 @@ def build_obj(mesh: MeshBundle, name: str | None = None) -> dict[str, bytes]:
     np.savetxt(face_text, corners, fmt=face_fmt)
     obj_bytes = (text + face_text.getvalue()).encode("ascii")
 
-    color = "1 1 1" if mesh.texture is not None else " ".join(f"{c:.4f}" for c in DEFAULT_BASE_COLOR[:3])
+    color = (
+        "1 1 1"
+        if mesh.texture is not None
+        else " ".join(f"{c:.4f}" for c in DEFAULT_BASE_COLOR[:3])
+    )
     mtl_lines = [
         f"# {GENERATOR} material",
         f"newmtl {material}",

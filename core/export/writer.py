@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 import re
 import tempfile
+from pathlib import Path
 
 from core.errors import ExportError
 from core.export.bundle import MeshBundle
@@ -149,11 +149,11 @@ def write_bundle(folder: str | os.PathLike[str], files: dict[str, bytes]) -> lis
         for temp in temps:
             temp.unlink(missing_ok=True)
         raise
-    for index, (temp, target) in enumerate(zip(temps, targets)):
+    for index, (temp, target) in enumerate(zip(temps, targets, strict=True)):
         try:
             _commit(temp, target)
         except ExportError:
-            for leftover in temps[index + 1:]:
+            for leftover in temps[index + 1 :]:
                 leftover.unlink(missing_ok=True)
             raise
     log.info("wrote %s", ", ".join(str(t) for t in targets))

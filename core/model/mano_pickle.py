@@ -72,6 +72,13 @@ def _reconstructor(cls: type, base: type, state: Any) -> object:
     return cls()
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """The only use of ``_codecs.encode`` in a pickle: text back to bytes."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError("unexpected use of _codecs.encode in a model file")
+    return text.encode("latin1")
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,
@@ -83,6 +90,13 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("copyreg", "_reconstructor"): _reconstructor,
     ("__builtin__", "object"): object,
     ("builtins", "object"): object,
+    # Python 3 writes bytes in protocol 2 as _codecs.encode(text, "latin1"): inert.
+    ("_codecs", "encode"): _latin1_bytes,
+    # Inert containers that chumpy objects keep in their state.
+    ("__builtin__", "set"): set,
+    ("builtins", "set"): set,
+    ("__builtin__", "frozenset"): frozenset,
+    ("builtins", "frozenset"): frozenset,
     ("chumpy.ch", "Ch"): _ChumpyArray,
     ("scipy.sparse.csc", "csc_matrix"): _SparseCSC,
     ("scipy.sparse._csc", "csc_matrix"): _SparseCSC,

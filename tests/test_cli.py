@@ -1,0 +1,63 @@
+"""The command line: model-info, bench, and clear errors for what is not there yet."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import main as cli
+from tests.mano_files import write_mano_pickle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_model_info_json(capsys) -> None:
+    assert cli.main(["model-info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    for key in ("name", "license", "vertices", "faces", "joints", "hand_length_mm", "hand_width_mm"):
+        assert key in info
+    assert info["vertices"] == 1610 and info["joints"] == 16
+    assert 170 <= info["hand_length_mm"] <= 200
+    sweep = {(r["component"], r["sd"]): r for r in info["shape_sweep"]}
+    assert len(sweep) == 6
+    assert sweep[(1, -2.0)]["hand_length_mm"] < info["hand_length_mm"] < sweep[(1, 2.0)]["hand_length_mm"]
+
+
+def test_model_info_table_and_user_model(tmp_path: Path, open_hand, capsys) -> None:
+    path = write_mano_pickle(tmp_path / "MANO_RIGHT.pkl", open_hand)
+    assert cli.main(["model-info", "--model", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "MANO (MANO_RIGHT.pkl)" in out and "beta 1" in out
+
+
+def test_bad_model_path_is_one_clear_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "MANO_RIGHT.pkl"
+    bad.write_bytes(b"\x80\x02garbage")
+    assert cli.main(["model-info", "--model", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("handtwin: error:")
+
+
+@pytest.mark.parametrize("argv", [["track", "demo", "--out", "r.jsonl"], ["calibrate", "demo", "--out", "p.json"]])
+def test_later_commands_say_not_yet_available(argv, capsys) -> None:
+    assert cli.main(argv) == 2
+    assert "not yet available" in capsys.readouterr().err
+
+
+def test_bench_reports_model_forward(capsys) -> None:
+    assert cli.main(["bench", "--json", "--only", "model"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["model_forward_ms"] > 0 and res["baseline_ms"] > 0
+    assert res["model_forward_ratio"] == pytest.approx(res["model_forward_ms"] / res["baseline_ms"], rel=0.01)
+
+
+def test_main_runs_as_a_script() -> None:
+    result = subprocess.run(
+        [sys.executable, "main.py", "model-info", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["faces"] == 3216

@@ -1,0 +1,135 @@
+"""Tests of core.detect: the MediaPipe Hands wrapper.
+
+The real-hand tests are opt-in: they use ``../shared/data`` (real images that must not be
+copied into the repository) and skip cleanly in a fresh clone without it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from core.camera import bgr_to_rgb
+from core.detect import Detection, HandDetector, swap_handedness
+from core.errors import InputError
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FREIHAND = SHARED_DATA / "mmpose_hand_testdata" / "freihand"
+
+
+@pytest.fixture(scope="module")
+def static_detector() -> Iterator[HandDetector]:
+    with HandDetector(mode="static", max_hands=2) as detector:
+        yield detector
+
+
+def _no_hand_image() -> np.ndarray:
+    """Smooth coloured noise: nothing hand-like in it."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    return cv2.resize(small, (256, 256), interpolation=cv2.INTER_CUBIC)
+
+
+def test_no_hand_gives_empty_tuple(static_detector: HandDetector) -> None:
+    assert static_detector.detect(_no_hand_image()) == ()
+    assert static_detector.detect(np.zeros((120, 160, 3), np.uint8)) == ()
+
+
+def test_video_mode_on_no_hand_frames() -> None:
+    with HandDetector(mode="video", max_hands=1, model_complexity=0) as detector:
+        for i in range(3):
+            assert detector.detect(_no_hand_image(), timestamp_s=i / 30) == ()
+        # time going backwards starts a new stream instead of failing
+        assert detector.detect(_no_hand_image(), timestamp_s=0.0) == ()
+
+
+def test_bad_input_and_closed_detector() -> None:
+    detector = HandDetector(mode="static", max_hands=1, model_complexity=0)
+    with pytest.raises(InputError, match="uint8"):
+        detector.detect(np.zeros((64, 64, 3), np.float32))
+    with pytest.raises(InputError):
+        detector.detect(np.zeros((64, 64), np.uint8))
+    detector.close()
+    detector.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        detector.detect(np.zeros((64, 64, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"mode": "live"}, {"max_hands": 0}, {"min_detection_confidence": 1.5},
+     {"model_complexity": 2}],
+)
+def test_bad_settings(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        HandDetector(**kwargs)
+
+
+def test_detection_record_checks_shapes_and_is_read_only() -> None:
+    kp = np.zeros((21, 2), np.float32)
+    det = Detection("right", 0.9, kp, np.zeros(21), np.zeros((21, 3)), (64, 48))
+    assert det.keypoints_z.dtype == np.float32 and det.world_landmarks.dtype == np.float32
+    with pytest.raises(ValueError):
+        det.keypoints_2d[0, 0] = 1.0
+    kp[0, 0] = 2.0  # the caller's array is not frozen
+    with pytest.raises(ValueError, match="keypoints_2d"):
+        Detection("right", 0.9, np.zeros((20, 2)), np.zeros(21), np.zeros((21, 3)), (64, 48))
+    with pytest.raises(ValueError, match="handedness"):
+        Detection("Right", 0.9, kp, np.zeros(21), np.zeros((21, 3)), (64, 48))
+
+
+def test_swap_handedness() -> None:
+    assert swap_handedness("left") == "right" and swap_handedness("right") == "left"
+    with pytest.raises(ValueError):
+        swap_handedness("Left")
+
+
+# ---------------------------------------------------------------------------------------------
+# Opt-in: real FreiHAND crops (right hands, unmirrored) from ../shared/data
+# ---------------------------------------------------------------------------------------------
+
+
+def _freihand_samples() -> list[tuple[np.ndarray, np.ndarray]]:
+    if not (FREIHAND / "test_freihand.json").is_file():
+        pytest.skip(f"real hand samples not present ({FREIHAND})")
+    labels = json.loads((FREIHAND / "test_freihand.json").read_text())
+    names = {im["id"]: im["file_name"] for im in labels["images"]}
+    samples = []
+    for ann in labels["annotations"]:
+        image = bgr_to_rgb(cv2.imread(str(FREIHAND / names[ann["image_id"]])))
+        samples.append((image, np.array(ann["keypoints"], np.float64).reshape(21, 3)[:, :2]))
+    return samples
+
+
+def test_freihand_keypoints_and_handedness(static_detector: HandDetector) -> None:
+    samples = _freihand_samples()
+    errors = []
+    for image, label in samples:
+        hands = static_detector.detect(image)
+        if not hands:
+            continue
+        hand = hands[0]
+        assert hand.handedness == "right"  # FreiHAND holds right hands only
+        assert hand.keypoints_2d.shape == (21, 2) and hand.keypoints_2d.dtype == np.float32
+        assert hand.image_size == (224, 224)
+        # world landmarks: metres, hand-sized, centred on the hand
+        span = np.ptp(hand.world_landmarks, axis=0).max()
+        assert 0.05 < span < 0.3
+        assert np.abs(hand.world_landmarks.mean(axis=0)).max() < 0.05
+        errors.append(np.linalg.norm(hand.keypoints_2d - label, axis=1).mean())
+    assert len(errors) >= len(samples) // 2
+    # MediaPipe vs FreiHAND's (MANO joint centre) labels: about 11 px on 224 px crops
+    assert float(np.mean(errors)) < 20.0
+
+
+def test_mirrored_input_swaps_handedness(static_detector: HandDetector) -> None:
+    image, _ = _freihand_samples()[0]
+    mirrored = np.ascontiguousarray(image[:, ::-1])  # a selfie-view image of the right hand
+    assert static_detector.detect(mirrored)[0].handedness == "left"  # taken as unmirrored
+    with HandDetector(mode="static", mirrored_input=True) as selfie:
+        assert selfie.detect(mirrored)[0].handedness == "right"
