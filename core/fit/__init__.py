@@ -1,0 +1,7 @@
+"""Fitting the hand model to detections: analytic initialization and the tailor optimization."""
+
+from core.fit.kinematics import KeypointModel
+from core.fit.skeleton import Skeleton
+from core.fit.tailor import FitSettings, HandFit, HandObservation, TailorFitter
+
+__all__ = ["FitSettings", "HandFit", "HandObservation", "KeypointModel", "Skeleton", "TailorFitter"]
