@@ -18,10 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Callable
 
 log = logging.getLogger("handtwin")
+
+# MediaPipe's C++ side logs through glog/TFLite; keep its info chatter off the terminal.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
@@ -82,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calib-camera", help="camera intrinsics from checkerboard/ChArUco images")
     p.add_argument("images", metavar="IMAGES", help="folder or glob of calibration images")
     p.add_argument("--out", required=True, metavar="K.json")
+    p.add_argument("--pattern", choices=("checkerboard", "charuco"), default="checkerboard")
+    p.add_argument("--cols", type=int, default=9, help="inner corners (checkerboard) or squares (ChArUco) across")
+    p.add_argument("--rows", type=int, default=6, help="inner corners (checkerboard) or squares (ChArUco) down")
+    p.add_argument("--square-mm", type=float, default=25.0, help="square size in millimetres")
     return parser
 
 
@@ -115,6 +124,24 @@ def cmd_gui(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_track(args: argparse.Namespace) -> int:
+    from core.track import run_track
+
+    summary = run_track(
+        args.source, args.out, intrinsics=args.intrinsics, fov_deg=args.fov, profile=args.profile,
+        refine=args.refine, max_hands=args.max_hands, device=args.device, model=args.model,
+    )
+    print(summary.format())
+    return 0
+
+
+def cmd_calib_camera(args: argparse.Namespace) -> int:
+    from core.calibrate_camera import run_calib_camera
+
+    print(run_calib_camera(args.images, args.out, args.pattern, args.cols, args.rows, args.square_mm))
+    return 0
+
+
 def _not_yet(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from core.errors import NotYetAvailableError
@@ -128,10 +155,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "gui": cmd_gui,
     "model-info": cmd_model_info,
     "bench": cmd_bench,
-    "track": _not_yet("track", "per-frame estimation"),
+    "track": cmd_track,
     "calibrate": _not_yet("calibrate", "hand shape personalization"),
     "export": _not_yet("export", "texture capture and export"),
-    "calib-camera": _not_yet("calib-camera", "camera calibration"),
+    "calib-camera": cmd_calib_camera,
 }
 
 

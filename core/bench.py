@@ -94,3 +94,85 @@ def run_benchmarks(only: list[str] | None = None) -> dict[str, Any]:
     if "model_forward_ms" in results:
         results["model_forward_ratio"] = round(results["model_forward_ms"] / results["baseline_ms"], 3)
     return results
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+DEMO_CLIP = __import__("pathlib").Path(__file__).resolve().parents[1] / "resources" / "demo" / "demo.mp4"
+
+
+def _bench_frames(max_frames: int = 60) -> list:
+    """Frames for the pipeline benchmark: the bundled demo clip."""
+    from core.capture import open_source
+    from core.errors import InputError
+
+    if not DEMO_CLIP.exists():
+        raise InputError(f"the demo clip {DEMO_CLIP} is missing (python -m core.synth.make_demo)")
+    frames = []
+    with open_source(str(DEMO_CLIP)) as src:
+        for frame in src:
+            frames.append(frame)
+            if len(frames) >= max_frames:
+                break
+    return frames
+
+
+def bench_pipeline() -> dict[str, Any]:
+    """mediapipe_ms, fit_ms (20 iterations, one hand), frame_ms and pipeline_ratio on the demo.
+
+    ``frame_ms`` is throughput: wall time over the clip divided by its frames, for the whole
+    engine (detection + fit); ``mediapipe_ms`` the same for the detector alone, in this run.
+    """
+    import time
+
+    from core.detect import HandDetector
+    from core.engine import Engine, EngineSettings
+    from core.fit import HandObservation
+
+    frames = _bench_frames()
+
+    def run_detector() -> tuple[float, list]:
+        dets = []
+        with HandDetector(max_hands=1, mode="video") as det:
+            t0 = time.perf_counter()
+            for f in frames:
+                dets.append(det.detect(f.image, f.timestamp_s))
+            return (time.perf_counter() - t0) * 1000 / len(frames), dets
+
+    run_detector()  # warm-up (graph creation, caches)
+    mediapipe_ms, dets = run_detector()
+    with Engine(EngineSettings(max_hands=1, device="cpu")) as engine:
+        engine.process(frames[0])
+        engine.reset()
+        t0 = time.perf_counter()
+        for f in frames:
+            engine.process(f)
+        frame_ms = (time.perf_counter() - t0) * 1000 / len(frames)
+        first = next((d[0] for d in dets if d), None)
+        fit_ms = None
+        if first is not None:
+            K = frames[0].intrinsics.K.astype("float32") if frames[0].intrinsics is not None else None
+            obs = HandObservation(first.handedness, first.keypoints_2d, first.world_landmarks, K, first.image_size)
+            fit_ms = round(median_ms(lambda: engine.fitter.fit([obs], iterations=20), repeats=20, warmup=3), 3)
+    detected = sum(1 for d in dets if d) / len(frames)
+    return {
+        "bench_frames": len(frames),
+        "mediapipe_ms": round(mediapipe_ms, 3),
+        "fit_ms": fit_ms,
+        "frame_ms": round(frame_ms, 3),
+        "pipeline_ratio": round(frame_ms / mediapipe_ms, 3),
+        "demo_detection_rate": round(detected, 3),
+    }
+
+
+def bench_accuracy_real() -> dict[str, Any]:
+    """2D and 3D accuracy on ../shared/data when present (MediaPipe vs the fit)."""
+    from core.evaluate import DEFAULT_DATA, evaluate_2d, evaluate_interhand
+
+    if not DEFAULT_DATA.exists():
+        return {"real_data": "absent"}
+    return {"accuracy_real_2d": evaluate_2d(), "accuracy_real_3d": evaluate_interhand()}
+
+
+BENCHMARKS["pipeline"] = bench_pipeline
+BENCHMARKS["accuracy_real"] = bench_accuracy_real

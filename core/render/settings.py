@@ -93,7 +93,7 @@ class SoftRasterSettings:
     sigma: float = 0.5
     gamma: float = 1e-4
     eps: float = 1e-4
-    saturate_interior: bool = True
+    saturate_interior: bool = False
     z_near: float = 1e-3
 
     def __post_init__(self) -> None:

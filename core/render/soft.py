@@ -31,7 +31,7 @@ import torch.nn.functional as nnf
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from core.render._pairs import Pairs, box_pairs, box_sums, pixel_boxes, summed_area_table
+from core.render._pairs import box_pairs, pixel_boxes
 from core.render.projection import check_mesh_inputs, project_points
 from core.render.settings import SoftRasterSettings
 
@@ -145,94 +145,7 @@ def rasterize_silhouette_dense(
     return softras_blend(total).view(-1, height, width)
 
 
-# --------------------------------------------------------------------------------------------
-# Fast version
-# --------------------------------------------------------------------------------------------
-
-
-class _SoftSilhouetteFunction(torch.autograd.Function):
-    """SoftRas silhouette over a list of face-pixel pairs, with a hand-written backward.
-
-    Forward, per pair (face f, pixel p) and each edge k of f (from corner k to k + 1)::
-
-        t_k  = clamp(((p - a_k) . e_k) / |e_k|^2, 0, 1)      # closest point parameter
-        r_k  = p - a_k - t_k e_k                             # pixel minus closest point
-        d2   = min_k |r_k|^2 ;  k* = argmin
-        x    = s d2 / sigma,  s = +1 inside f, -1 outside
-        S_p  = sum_f log(1 - sigmoid(x)) = sum_f logsigmoid(-x)
-        sil_p = 1 - exp(S_p)
-
-    Backward, with G_p = dL/dsil_p::
-
-        dL/dx      = G_p (1 - sil_p) sigmoid(x)              # (1 - D) cancels: stable
-        dL/dd2     = dL/dx * s / sigma
-        dL/da_k*   = dL/dd2 * (-2 r_k*) (1 - t_k*)            # envelope theorem: t is
-        dL/db_k*   = dL/dd2 * (-2 r_k*) t_k*                  # held fixed (b = a + e)
-
-    Interior pixels given in ``interior`` are set to 1 (no pairs reach them).
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        tri: Tensor,
-        face: Tensor,
-        pix: Tensor,
-        px: Tensor,
-        py: Tensor,
-        interior: Tensor | None,
-        sigma: float,
-        num_pixels: int,
-    ) -> Tensor:
-        corner = tri  # (BF, 3, 2)
-        edge = corner.roll(-1, dims=1) - corner  # (BF, 3, 2)
-        inv_len2 = 1.0 / (edge * edge).sum(-1).clamp_min(1e-12)  # (BF, 3)
-        # One gather of all per-face data: (BF, 5, 3) rows ax, ay, ex, ey, 1/|e|^2.
-        table = torch.cat((corner.transpose(1, 2), edge.transpose(1, 2), inv_len2[:, None]), 1)
-        g = table[face]  # (N, 5, 3)
-        ax, ay, ex, ey, il = g.unbind(1)  # (N, 3) each
-        dx = px[:, None] - ax
-        dy = py[:, None] - ay
-        t = ((dx * ex + dy * ey) * il).clamp_(0.0, 1.0)
-        rx = dx - t * ex
-        ry = dy - t * ey
-        d2, k = (rx * rx + ry * ry).min(dim=1)  # (N,)
-        cross = ex * dy - ey * dx  # (N, 3)
-        inside = (cross.amin(dim=1) >= 0) | (cross.amax(dim=1) <= 0)
-        x = torch.where(inside, d2, -d2) / sigma  # (N,)
-        log_bg = torch.zeros(num_pixels, dtype=tri.dtype, device=tri.device)
-        log_bg.index_add_(0, pix, nnf.logsigmoid(-x))
-        sil = -torch.expm1(log_bg)  # (P,)
-        if interior is not None:
-            sil.masked_fill_(interior, 1.0)
-        kk = k[:, None]
-        ctx.save_for_backward(
-            face, pix, k, t.gather(1, kk).squeeze(1), rx.gather(1, kk).squeeze(1),
-            ry.gather(1, kk).squeeze(1), x, sil,
-        )
-        ctx.sigma = sigma
-        ctx.tri_shape = tri.shape
-        return sil
-
-    @staticmethod
-    def backward(ctx: Any, grad_sil: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        face, pix, k, t, rx, ry, x, sil = ctx.saved_tensors
-        grad_tri = None
-        if ctx.needs_input_grad[0]:
-            weight = grad_sil * (1.0 - sil)  # (P,)
-            # dL/dd2 * (-2), with the sign s of x folded in.
-            coef = weight[pix] * torch.sigmoid(x) * torch.sign(x) * (-2.0 / ctx.sigma)
-            gx, gy = coef * rx, coef * ry  # (N,)
-            g_end = torch.stack((gx * t, gy * t), dim=1)  # (N, 2) to corner k + 1
-            g_start = torch.stack((gx, gy), dim=1) - g_end  # (N, 2) to corner k
-            slot = face * 3
-            index = torch.cat((slot + k, slot + torch.remainder(k + 1, 3)))
-            num_faces = ctx.tri_shape[0]
-            grad_tri = torch.zeros(num_faces * 3, 2, dtype=gx.dtype, device=gx.device)
-            grad_tri.index_add_(0, index, torch.cat((g_start, g_end)))
-            grad_tri = grad_tri.view(ctx.tri_shape)
-        return grad_tri, None, None, None, None, None, None, None
-
+#FASTCODE#
 
 def _interior_mask(
     tri: Tensor, valid: Tensor, radius: int, batch: int, height: int, width: int,
@@ -262,42 +175,10 @@ def _interior_mask(
     return (near_uncovered == 0).view(batch, height, width)
 
 
-def silhouette_pairs(
-    tri: Tensor, valid: Tensor, settings: SoftRasterSettings, batch: int, faces_per_batch: int
-) -> tuple[Pairs, Tensor | None]:
-    """The face-pixel pairs the fast soft rasterizer evaluates, and the saturated interior.
-
-    Args:
-        tri: (BF, 3, 2) projected faces, pixels (detached).
-        valid: (BF,) bool, faces in front of the near plane.
-        settings: image size, cull radius, interior saturation.
-        batch, faces_per_batch: B and F.
-
-    Returns:
-        The pairs, and the (B * H * W,) bool interior mask (None without saturation).
-    """
-    height, width = settings.image_size
-    radius = settings.cull_radius
-    boxes = pixel_boxes(tri, radius, height, width)
-    if not settings.saturate_interior:
-        pairs = box_pairs(boxes, height, width, faces_per_batch, tri.dtype,
-                          valid.nonzero().squeeze(1))
-        return pairs, None
-    interior = _interior_mask(tri, valid, math.ceil(radius), batch, height, width,
-                              faces_per_batch)
-    band_count = box_sums(summed_area_table(~interior), boxes, faces_per_batch)
-    pairs = box_pairs(boxes, height, width, faces_per_batch, tri.dtype,
-                      (valid & (band_count > 0)).nonzero().squeeze(1))
-    interior = interior.view(-1)
-    keep = ~interior[pairs.pix]
-    pairs = Pairs(face=pairs.face[keep], pix=pairs.pix[keep], x=pairs.x[keep], y=pairs.y[keep])
-    return pairs, interior
-
-
 def rasterize_silhouette(
     verts: Tensor, faces: Tensor, K: Tensor, settings: SoftRasterSettings = SoftRasterSettings()
 ) -> Tensor:
-    """Soft silhouette of a batch of meshes (fast: culled pairs + hand-written backward).
+    """Soft silhouette of a batch of meshes (fast: culled spans + hand-written backward).
 
     Args:
         verts: (B, V, 3) float, metres, camera frame (OpenCV: x right, y down, z forward).
@@ -317,10 +198,19 @@ def rasterize_silhouette(
     faces = faces.long()
     tri = project_points(verts, K.to(verts.dtype))[:, faces].reshape(-1, 3, 2)  # (BF, 3, 2)
     with torch.no_grad():
+        tri_d = tri.detach()
         valid = (verts.detach()[..., 2][:, faces] > settings.z_near).all(dim=-1).reshape(-1)
-        pairs, interior = silhouette_pairs(tri.detach(), valid, settings, batch, num_faces)
+        span_face, span_y, span_x, span_base, span_width = _make_spans(
+            tri_d, valid, settings.cull_radius, batch, num_faces, height, width
+        )
+    edges, orient = _edge_table(tri)
     sil = _SoftSilhouetteFunction.apply(
-        tri, pairs.face, pairs.pix, pairs.x, pairs.y, interior, settings.sigma,
-        batch * height * width,
+        edges, orient, span_face, span_y, span_x, span_base, span_width, settings.sigma,
+        (batch, height, width),
     )
-    return sil.view(batch, height, width)
+    if settings.saturate_interior:
+        with torch.no_grad():
+            interior = _interior_mask(tri_d, valid, math.ceil(settings.cull_radius), batch,
+                                      height, width, num_faces)
+        sil = sil.masked_fill(interior, 1.0)
+    return sil

@@ -1,0 +1,158 @@
+"""Accuracy on real labelled data (``../shared/data``): is the fit at least as good as its input?
+
+* 2D: the fitted hand's reprojected keypoints against the human labels, next to MediaPipe's
+  own keypoints (FreiHAND, OneHand10K and CMU Panoptic samples; weak perspective, no K).
+* 3D: PA-MPJPE of the fitted joints against InterHand2.6M's 3D labels, next to MediaPipe's
+  world landmarks (known intrinsics, perspective fit).
+
+The data are research samples that are never shipped; everything here skips cleanly when
+the folder is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.camera import bgr_to_rgb
+from core.metrics import keypoint_error_px, pa_mpjpe
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+INTERHAND_TO_MEDIAPIPE = [20, 3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12, 19, 18, 17, 16]
+
+
+@dataclass(frozen=True)
+class _Labelled:
+    image: np.ndarray
+    keypoints: np.ndarray  # (21, 2) px
+    visible: np.ndarray  # (21,) bool
+    name: str
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(path)
+    return bgr_to_rgb(img)
+
+
+def _coco_hands(folder: Path) -> list[_Labelled]:
+    js = next(folder.glob("*.json"))
+    doc = json.loads(js.read_text())
+    images = {im["id"]: im for im in doc["images"]}
+    out = []
+    for ann in doc["annotations"]:
+        kp = np.asarray(ann["keypoints"], dtype=np.float64).reshape(21, 3)
+        im = images[ann["image_id"]]
+        out.append(_Labelled(_read_rgb(folder / im["file_name"]), kp[:, :2], kp[:, 2] > 0, im["file_name"]))
+    return out
+
+
+def _best_detection(detections, gt: np.ndarray):
+    """The detection nearest the labelled hand (images may hold several hands)."""
+    if not detections:
+        return None
+    return min(detections, key=lambda d: np.linalg.norm(d.keypoints_2d - gt, axis=-1).mean())
+
+
+def evaluate_2d(data_dir: Path = DEFAULT_DATA, iterations: int = 20) -> dict[str, Any]:
+    """Mean 2D error (px) of MediaPipe and of the fit against the labels, per set and overall."""
+    from core.detect import HandDetector
+    from core.fit import HandObservation, TailorFitter
+    from core.model import load_model_data
+
+    fitter = TailorFitter(load_model_data(None, "right"), load_model_data(None, "left"))
+    result: dict[str, Any] = {}
+    all_mp, all_fit = [], []
+    with HandDetector(max_hands=2, mode="static") as det:
+        for name in ("freihand", "onehand10k", "panoptic"):
+            folder = data_dir / "mmpose_hand_testdata" / name
+            if not folder.exists():
+                continue
+            mp_err, fit_err, found, total = [], [], 0, 0
+            for item in _coco_hands(folder):
+                total += 1
+                d = _best_detection(det.detect(item.image), item.keypoints)
+                extent = np.ptp(item.keypoints[item.visible], axis=0).max() if item.visible.any() else 0.0
+                if d is None or keypoint_error_px(d.keypoints_2d, item.keypoints, item.visible) > 0.5 * extent:
+                    continue  # no detection of this labelled hand (another hand, or none)
+                found += 1
+                h, w = item.image.shape[:2]
+                obs = HandObservation(d.handedness, d.keypoints_2d, d.world_landmarks, None, (w, h), d.score)
+                fit = fitter.fit([obs], iterations=iterations)[0]
+                mp_err.append(keypoint_error_px(d.keypoints_2d, item.keypoints, item.visible))
+                fit_err.append(keypoint_error_px(fit.keypoints_2d, item.keypoints, item.visible))
+            all_mp += mp_err
+            all_fit += fit_err
+            result[name] = {
+                "hands": total, "detected": found,
+                "mediapipe_2d_px": round(float(np.mean(mp_err)), 2) if mp_err else None,
+                "fit_2d_px": round(float(np.mean(fit_err)), 2) if fit_err else None,
+            }
+    if all_mp:
+        result["all"] = {"hands": len(all_mp), "mediapipe_2d_px": round(float(np.mean(all_mp)), 2),
+                         "fit_2d_px": round(float(np.mean(all_fit)), 2)}
+    return result
+
+
+def evaluate_interhand(data_dir: Path = DEFAULT_DATA, iterations: int = 20) -> dict[str, Any]:
+    """PA-MPJPE (mm) of MediaPipe's world landmarks and of the fitted joints on InterHand2.6M."""
+    from core.detect import HandDetector
+    from core.fit import HandObservation, TailorFitter
+    from core.model import load_model_data
+
+    folder = data_dir / "mmpose_hand_testdata" / "interhand2.6m"
+    if not folder.exists():
+        return {}
+    data = json.loads((folder / "test_interhand2.6m_data.json").read_text())
+    cams = json.loads((folder / "test_interhand2.6m_camera.json").read_text())
+    joints = json.loads((folder / "test_interhand2.6m_joint_3d.json").read_text())
+    fitter = TailorFitter(load_model_data(None, "right"), load_model_data(None, "left"))
+    mp_err, fit_err, found, total = [], [], 0, 0
+    with HandDetector(max_hands=2, mode="static") as det:
+        for im in data["images"]:
+            cap, cam, frame = str(im["capture"]), im["camera"], str(im["frame_idx"])
+            c = cams[cap]
+            R = np.asarray(c["camrot"][cam], dtype=np.float64)
+            pos = np.asarray(c["campos"][cam], dtype=np.float64)
+            f, pp = c["focal"][cam], c["princpt"][cam]
+            K = np.array([[f[0], 0, pp[0]], [0, f[1], pp[1]], [0, 0, 1]], dtype=np.float32)
+            rec = joints[cap][frame]
+            world = np.asarray(rec["world_coord"], dtype=np.float64)
+            valid = np.asarray(rec["joint_valid"], dtype=bool).reshape(-1)
+            cam_xyz = (R @ (world - pos).T).T / 1000.0  # metres, camera frame
+            image = _read_rgb(folder / im["file_name"])
+            h, w = image.shape[:2]
+            dets = det.detect(image)
+            for side, offset in (("right", 0), ("left", 21)):
+                idx = [offset + i for i in INTERHAND_TO_MEDIAPIPE]
+                if not valid[idx].all():
+                    continue
+                total += 1
+                gt = cam_xyz[idx]
+                uv = (K.astype(np.float64) @ gt.T).T
+                uv = uv[:, :2] / uv[:, 2:]
+                d = _best_detection([x for x in dets if x.handedness == side] or list(dets), uv)
+                if d is None or np.linalg.norm(d.keypoints_2d - uv, axis=-1).mean() > 40:
+                    continue
+                found += 1
+                obs = HandObservation(side, d.keypoints_2d, d.world_landmarks, K, (w, h), d.score)
+                fit = fitter.fit([obs], iterations=iterations)[0]
+                mp_err.append(pa_mpjpe(d.world_landmarks, gt) * 1000)
+                fit_err.append(pa_mpjpe(fit.keypoints_3d, gt) * 1000)
+    return {
+        "interhand": {
+            "hands": total, "detected": found,
+            "mediapipe_world_pa_mpjpe_mm": round(float(np.mean(mp_err)), 2) if mp_err else None,
+            "fit_pa_mpjpe_mm": round(float(np.mean(fit_err)), 2) if fit_err else None,
+        }
+    }
