@@ -27,6 +27,7 @@ log = logging.getLogger("handtwin")
 # MediaPipe's C++ side logs through glog/TFLite; keep its info chatter off the terminal.
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 
 
 def _add_model_arg(p: argparse.ArgumentParser) -> None:

@@ -145,8 +145,8 @@ def bench_pipeline() -> dict[str, Any]:
         engine.process(frames[0])
         engine.reset()
         t0 = time.perf_counter()
-        for f in frames:
-            engine.process(f)
+        for _ in engine.process_stream(frames):
+            pass
         frame_ms = (time.perf_counter() - t0) * 1000 / len(frames)
         first = next((d[0] for d in dets if d), None)
         fit_ms = None

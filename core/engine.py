@@ -9,7 +9,10 @@ frame and feed the tailor's temporal term; with a profile loaded the shape is fi
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,6 +152,52 @@ class Engine:
         """Detect and fit the hands of one frame."""
         t0 = time.perf_counter()
         detections = self.detector.detect(frame.image, frame.timestamp_s)
+        return self._fit_frame(frame, detections, (time.perf_counter() - t0) * 1000)
+
+    def process_stream(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
+        """Process a stream with detection running one frame ahead in a second thread.
+
+        MediaPipe and PyTorch both release the GIL, so on two cores detecting frame n+1
+        overlaps fitting frame n. The queue is bounded (two frames), nothing piles up; an
+        error in the reader or the detector is raised here, in the caller's thread.
+        """
+        q: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for frame in frames:
+                    if stop.is_set():
+                        return
+                    t0 = time.perf_counter()
+                    dets = self.detector.detect(frame.image, frame.timestamp_s)
+                    q.put((frame, dets, (time.perf_counter() - t0) * 1000))
+                q.put(done)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
+                q.put(exc)
+
+        worker = threading.Thread(target=produce, name="handtwin-detect", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                frame, dets, detect_ms = item
+                yield self._fit_frame(frame, dets, detect_ms)
+        finally:
+            stop.set()
+            while worker.is_alive():
+                try:
+                    q.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            worker.join()
+
+    def _fit_frame(self, frame: Frame, detections: tuple[Detection, ...], detect_ms: float) -> FrameResult:
         t1 = time.perf_counter()
         # One hand per side: keep the most confident detection of each.
         by_side: dict[str, Detection] = {}
@@ -171,5 +220,6 @@ class Engine:
         for d, f in zip(dets, fits):
             self._last[d.handedness] = (frame.timestamp_s, f)
         hands = tuple(HandResult(d, f) for d, f in zip(dets, fits))
-        times = {"detect": (t1 - t0) * 1000, "fit": (t2 - t1) * 1000, "total": (t2 - t0) * 1000}
+        fit_ms = (t2 - t1) * 1000
+        times = {"detect": detect_ms, "fit": fit_ms, "total": detect_ms + fit_ms}
         return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times)

@@ -90,8 +90,7 @@ def run_track(
             if is_photos:
                 settings = replace(settings, detector_mode="static")
             with Engine(settings, shape) as engine, ProgressBar(total, "track", progress) as bar:
-                for frame in src:
-                    result = engine.process(frame)
+                for result in engine.process_stream(src):
                     f.write(json.dumps(result.to_json()) + "\n")
                     frames += 1
                     hands += len(result.hands)

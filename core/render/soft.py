@@ -24,6 +24,7 @@ differentiable almost everywhere.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,6 +33,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from core.render._pairs import box_pairs, pixel_boxes
+from core.render._span_kernels import Backend, run_span_backward, run_span_forward
 from core.render.projection import check_mesh_inputs, project_points
 from core.render.settings import SoftRasterSettings
 
@@ -145,7 +147,181 @@ def rasterize_silhouette_dense(
     return softras_blend(total).view(-1, height, width)
 
 
-#FASTCODE#
+# --------------------------------------------------------------------------------------------
+# Fast version: spans + a hand-written backward
+# --------------------------------------------------------------------------------------------
+#
+# Every face is paired with the pixel centres of its bounding box grown by the cull radius.
+# Those pixels are cut into *spans*, runs of ``span_width`` consecutive pixels on one row: a
+# face of box width w and height h gets h * ceil(w / span_width) spans. Per-span values then
+# broadcast along the outermost dimension of (span_width, [3 edges,] S) tensors, so there is no
+# gather per pixel, and the whole per-pixel computation is two element-wise kernels
+# (:mod:`core.render._span_kernels`), fused by torch.compile where a compiler exists.
+
+
+@dataclass(frozen=True)
+class Spans:
+    """The face-pixel pairs of the fast rasterizer, as spans of ``width`` pixels on a row.
+
+    Attributes:
+        face: (S,) int64 flattened face index ``b * F + f``.
+        x, y: (S,) float column of the span's first pixel, and its row.
+        base: (S,) int64 index of the span's first pixel in the flat canvas: rows ``b * H + y``
+            of ``W + width - 1`` columns (the padding catches spans running past the right
+            edge).
+        width: pixels per span.
+    """
+
+    face: Tensor
+    x: Tensor
+    y: Tensor
+    base: Tensor
+    width: int
+
+    @property
+    def num_pairs(self) -> int:
+        """Number of face-pixel pairs evaluated (including the padding of the last span)."""
+        return self.face.numel() * self.width
+
+
+def choose_span_width(box_width: Tensor, box_height: Tensor, max_width: int) -> int:
+    """Span width (pixels) that minimizes the work for the given face boxes.
+
+    The cost model counts every computed pixel plus an overhead of 3 pixels per span.
+
+    Args:
+        box_width, box_height: (M,) int64 box sizes in pixels of the faces to render (> 0).
+        max_width: the image width (an upper bound).
+    """
+    candidates = torch.arange(2, min(16, max(max_width, 2)) + 1, device=box_width.device)
+    w = box_width.to(torch.float32)[:, None]
+    per_row = torch.ceil(w / candidates.to(torch.float32))
+    cost = (box_height.to(torch.float32)[:, None] * per_row).sum(0) * (candidates + 3)
+    return int(candidates[int(torch.argmin(cost))])
+
+
+def make_spans(
+    tri: Tensor, valid: Tensor, radius: float, batch: int, faces_per_batch: int,
+    height: int, width: int,
+) -> Spans:
+    """Cut every valid face's box, grown by ``radius`` and clipped to the image, into spans.
+
+    Args:
+        tri: (BF, 3, 2) projected corners, pixels (detached).
+        valid: (BF,) bool, faces to render.
+        radius: growth of the boxes, pixels (the cull radius).
+        batch, faces_per_batch: B and F.
+        height, width: image size.
+    """
+    boxes = pixel_boxes(tri, radius, height, width)
+    box_w = boxes.x1 - boxes.x0 + 1
+    box_h = boxes.y1 - boxes.y0 + 1
+    faces = (valid & (box_w > 0) & (box_h > 0)).nonzero().squeeze(1)  # (M,)
+    box_w, box_h = box_w[faces], box_h[faces]
+    span_width = choose_span_width(box_w, box_h, width) if faces.numel() else 1
+    per_row = torch.div(box_w + span_width - 1, span_width, rounding_mode="floor")
+    counts = box_h * per_row
+    total = int(counts.sum())
+    device = tri.device
+    canvas_width = width + span_width - 1
+    image = torch.div(faces, faces_per_batch, rounding_mode="floor")
+    first = torch.cumsum(counts, 0) - counts  # (M,) first span of each face
+    # Per face: face, x0, row base (b * H + y0), first span; repeated to its spans at once.
+    per_face = torch.stack((faces, boxes.x0[faces], image * height + boxes.y0[faces], first), 1)
+    face, x0, row0, first = torch.repeat_interleave(
+        per_face, counts, dim=0, output_size=total
+    ).unbind(1)
+    local = torch.arange(total, device=device) - first  # span number within its face
+    if faces.numel() == 0 or int(per_row.max()) <= 1:
+        row, col = row0 + local, x0
+    else:
+        row_per = torch.repeat_interleave(per_row, counts, output_size=total)
+        row_in_box = torch.div(local, row_per, rounding_mode="floor")
+        row, col = row0 + row_in_box, x0 + (local - row_in_box * row_per) * span_width
+    y = torch.remainder(row, height)
+    return Spans(
+        face=face, x=col.to(tri.dtype), y=y.to(tri.dtype), base=row * canvas_width + col,
+        width=span_width,
+    )
+
+
+def _edge_table(tri: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-edge data of each face, differentiable in ``tri``.
+
+    Args:
+        tri: (BF, 3, 2) projected corners, pixels.
+
+    Returns:
+        edges (5, 3, BF): unit direction x, unit direction y, start x, start y, length (px) of
+        edge k (corner k to k + 1); a zero-length edge gets direction (1, 0), which makes its
+        distance the distance to its corner. orient (BF,) float +1 or -1 such that the face's
+        inside is where every oriented edge function is >= 0.
+    """
+    edge = tri.roll(-1, dims=1) - tri  # (BF, 3, 2)
+    len2 = (edge * edge).sum(-1)  # (BF, 3)
+    ok = len2 > 1e-20
+    length = torch.sqrt(torch.where(ok, len2, 1.0))
+    ux = torch.where(ok, edge[..., 0] / length, 1.0)
+    uy = torch.where(ok, edge[..., 1] / length, 0.0)
+    length = torch.where(ok, length, 0.0)
+    edges = torch.stack((ux, uy, tri[..., 0], tri[..., 1], length)).transpose(1, 2)
+    with torch.no_grad():
+        # Twice the signed area: edge 0 cross (corner 2 - corner 0) = e0 x (-e2).
+        area2 = edge[:, 2, 0] * edge[:, 0, 1] - edge[:, 2, 1] * edge[:, 0, 0]
+        orient = torch.where(area2 >= 0, 1.0, -1.0).to(tri.dtype)
+    return edges.contiguous(), orient
+
+
+class _SoftSilhouetteFunction(torch.autograd.Function):
+    """SoftRas silhouette over spans of face-pixel pairs, with a hand-written backward.
+
+    Forward: per pair ``q = 1 - D`` (:func:`span_forward`); per pixel ``sil = 1 - prod q``, a
+    scatter product (a product that underflows to 0 simply gives 1).
+
+    Backward, with ``G = dL/dsil``: ``dL/dx = G (1 - sil) D`` for each pair (exact: the
+    derivative of ``1 - prod q`` in ``q_f`` is the product of the other factors, and
+    ``dq/dx = -q D``), then through the nearest edge's squared distance to the face's edge
+    table (:func:`span_backward`), summed over the spans of each face.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        edges: Tensor,
+        orient: Tensor,
+        spans: Spans,
+        sigma: float,
+        out_shape: tuple[int, int, int],
+        backend: Backend,
+    ) -> Tensor:
+        batch, height, width = out_shape
+        q = run_span_forward(backend, edges, orient, spans.face, spans.x, spans.y,
+                             spans.width, 1.0 / sigma)  # (Sw, S)
+        canvas_width = width + spans.width - 1
+        index = spans.base + torch.arange(spans.width, device=q.device).view(-1, 1)
+        prod = torch.ones(batch * height * canvas_width, dtype=q.dtype, device=q.device)
+        prod.scatter_reduce_(0, index.view(-1), q.view(-1), reduce="prod")
+        prod = prod.view(batch, height, canvas_width)[..., :width]
+        ctx.save_for_backward(edges, orient, prod)
+        ctx.spans, ctx.sigma, ctx.backend = spans, sigma, backend
+        return 1.0 - prod
+
+    @staticmethod
+    def backward(ctx: Any, grad_sil: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        nones = (None,) * 5
+        if not ctx.needs_input_grad[0]:
+            return (None, *nones)
+        edges, orient, prod = ctx.saved_tensors
+        spans: Spans = ctx.spans
+        weight = nnf.pad(grad_sil * prod, (0, spans.width - 1)).reshape(-1)
+        grad_span = run_span_backward(
+            ctx.backend, edges, orient, spans.face, spans.x, spans.y, spans.base, weight,
+            spans.width, 1.0 / ctx.sigma,
+        )  # (15, S)
+        grad_edges = torch.zeros(15, edges.shape[-1], dtype=edges.dtype, device=edges.device)
+        grad_edges.index_add_(1, spans.face, grad_span)
+        return (grad_edges.view_as(edges), *nones)
+
 
 def _interior_mask(
     tri: Tensor, valid: Tensor, radius: int, batch: int, height: int, width: int,
@@ -200,13 +376,10 @@ def rasterize_silhouette(
     with torch.no_grad():
         tri_d = tri.detach()
         valid = (verts.detach()[..., 2][:, faces] > settings.z_near).all(dim=-1).reshape(-1)
-        span_face, span_y, span_x, span_base, span_width = _make_spans(
-            tri_d, valid, settings.cull_radius, batch, num_faces, height, width
-        )
+        spans = make_spans(tri_d, valid, settings.cull_radius, batch, num_faces, height, width)
     edges, orient = _edge_table(tri)
     sil = _SoftSilhouetteFunction.apply(
-        edges, orient, span_face, span_y, span_x, span_base, span_width, settings.sigma,
-        (batch, height, width),
+        edges, orient, spans, settings.sigma, (batch, height, width), settings.backend
     )
     if settings.saturate_interior:
         with torch.no_grad():

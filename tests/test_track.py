@@ -1,0 +1,96 @@
+"""``track`` on bad input: one clear message and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import main as cli
+
+
+def _noise_video(path: Path, frames: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
+    for _ in range(frames):
+        w.write(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    w.release()
+    return path
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("handtwin:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_video_without_hands(tmp_path: Path, capsys) -> None:
+    video = _noise_video(tmp_path / "nohands.mp4")
+    out = tmp_path / "r.jsonl"
+    code, _, err = _run(["track", str(video), "--out", str(out), "--fov", "60"], capsys)
+    assert code == 2
+    assert "no hand was found in any of the 6 frames" in _one_error_line(err)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 6 and all(x["hands"] == [] for x in lines)
+    assert set(lines[0]) >= {"frame", "source", "time_ms", "hands"}
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing.mp4", "no such file"),
+        (lambda d: (d / "corrupt.mp4").write_bytes(b"\x00junk" * 50) and d / "corrupt.mp4", "corrupt"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "no images"),
+    ],
+)
+def test_bad_sources(tmp_path: Path, capsys, make, message) -> None:
+    src = make(tmp_path)
+    code, _, err = _run(["track", str(src), "--out", str(tmp_path / "r.jsonl")], capsys)
+    assert code == 2
+    assert message in _one_error_line(err).lower()
+    assert not (tmp_path / "r.jsonl").exists()
+    assert not list(tmp_path.glob("r.jsonl*.part"))
+
+
+def test_missing_camera(tmp_path: Path, capsys) -> None:
+    code, _, err = _run(["track", "57", "--out", str(tmp_path / "r.jsonl")], capsys)
+    assert code == 2
+    assert "camera 57" in _one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    "content", ['{"fx": 500}', "not json", '{"K": [[1, 0], [0, 1]]}', '{"fx": -5, "fy": 5, "cx": 1, "cy": 1}']
+)
+def test_malformed_intrinsics(tmp_path: Path, capsys, content: str) -> None:
+    video = _noise_video(tmp_path / "v.mp4", frames=2)
+    k = tmp_path / "K.json"
+    k.write_text(content)
+    code, _, err = _run(["track", str(video), "--out", str(tmp_path / "r.jsonl"), "--intrinsics", str(k)], capsys)
+    assert code == 2
+    assert "K.json" in _one_error_line(err)
+
+
+def test_malformed_profile(tmp_path: Path, capsys) -> None:
+    video = _noise_video(tmp_path / "v.mp4", frames=2)
+    prof = tmp_path / "p.json"
+    prof.write_text('{"format": "handtwin-profile", "version": 1, "shape": "big"}')
+    code, _, err = _run(["track", str(video), "--out", str(tmp_path / "r.jsonl"), "--profile", str(prof)], capsys)
+    assert code == 2
+    assert "shape" in _one_error_line(err)
+
+
+def test_unwritable_output_folder(tmp_path: Path, capsys) -> None:
+    video = _noise_video(tmp_path / "v.mp4", frames=2)
+    code, _, err = _run(["track", str(video), "--out", str(tmp_path / "nope" / "r.jsonl")], capsys)
+    assert code == 2
+    assert "does not exist" in _one_error_line(err)
