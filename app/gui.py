@@ -28,6 +28,21 @@ def save_screenshot(window, path: str | Path) -> Path:
     return path
 
 
+def default_source() -> str | None:
+    """Camera 0 when one opens, else the bundled demo clip (None when neither exists)."""
+    import cv2
+
+    from core.capture import DEMO_CLIP_PATH
+
+    cap = cv2.VideoCapture(0)
+    try:
+        if cap.isOpened():
+            return "0"
+    finally:
+        cap.release()
+    return "demo" if DEMO_CLIP_PATH.is_file() else None
+
+
 def run_gui(
     source: str | None = None,
     profile: str | None = None,
@@ -41,6 +56,9 @@ def run_gui(
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("HandTwin")
     app.setOrganizationName("HandTwin")
+    if source is None:
+        source = default_source()
+        log.info("source: %s", source or "none (no camera, no demo clip)")
     window = MainWindow(model=model, source=source)
     window.show()
     if quit_after is not None or screenshot is not None:

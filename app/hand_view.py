@@ -39,10 +39,20 @@ class HandView(QtInteractor):
         self._skel_actors: list = []
         self.show_skeleton = True
         self.wireframe = False
+        self._camera_frame = False
         self.add_axes(line_width=2)
 
-    def set_hand(self, vertices: np.ndarray, faces: np.ndarray, keypoints: np.ndarray) -> None:
-        """Show a new hand, or update the vertices in place when the topology is unchanged."""
+    def set_hand(self, vertices: np.ndarray, faces: np.ndarray, keypoints: np.ndarray, camera_frame: bool = False) -> None:
+        """Show a new hand, or update the vertices in place when the topology is unchanged.
+
+        Args:
+            vertices: (V, 3) metres; faces: (F, 3); keypoints: (21, 3) metres.
+            camera_frame: the points are in the OpenCV camera frame (look from the camera)
+                rather than the model frame.
+        """
+        if camera_frame != self._camera_frame:
+            self._camera_frame = camera_frame
+            self.clear_actors()
         if self._mesh is not None and self._mesh.n_points == len(vertices):
             self._mesh.points = np.asarray(vertices, dtype=np.float32)
             self._mesh.compute_normals(inplace=True, cell_normals=False, split_vertices=False)
@@ -67,8 +77,12 @@ class HandView(QtInteractor):
         self.render()
 
     def reset_view(self) -> None:
-        """Look at the back of the hand, fingers up (model frame: fingers +x, palm -y)."""
-        self.view_vector((0.15, 1.0, 0.35), viewup=(1.0, 0.0, 0.0))
+        """Model frame: look at the back of the hand, fingers up (fingers +x, palm -y).
+        Camera frame: look from the camera (OpenCV: z forward, y down)."""
+        if self._camera_frame:
+            self.view_vector((0.0, 0.0, -1.0), viewup=(0.0, -1.0, 0.0))
+        else:
+            self.view_vector((0.15, 1.0, 0.35), viewup=(1.0, 0.0, 0.0))
         self.reset_camera()
 
     def clear_actors(self) -> None:

@@ -39,6 +39,8 @@ __all__ = ["DEMO_CLIP_PATH", "open_demo", "open_multi_source", "open_source"]
 #: The bundled demo clip (repository root / resources / demo / demo.mp4).
 DEMO_CLIP_PATH: Path = Path(__file__).resolve().parents[2] / "resources" / "demo" / "demo.mp4"
 
+DEMO_INTRINSICS_PATH: Path = DEMO_CLIP_PATH.with_name("demo_intrinsics.json")
+
 _SRC_HELP = "SRC is a camera index (0), 'demo', a video file, an image folder or a glob"
 
 
@@ -53,6 +55,8 @@ def open_demo(intrinsics: IntrinsicsSpec = None, fov_deg: float | None = None) -
             f"the bundled demo clip is missing ({DEMO_CLIP_PATH}); reinstall HandTwin or "
             f"give a camera index or a video file"
         )
+    if intrinsics is None and fov_deg is None and DEMO_INTRINSICS_PATH.is_file():
+        intrinsics = DEMO_INTRINSICS_PATH  # the clip is synthetic: its camera is known exactly
     return VideoFileSource(DEMO_CLIP_PATH, intrinsics, fov_deg, name="demo")
 
 
