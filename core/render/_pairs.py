@@ -69,40 +69,6 @@ def pixel_boxes(tri: Tensor, margin: float, height: int, width: int) -> PixelBox
     )
 
 
-def box_sums(table: Tensor, boxes: PixelBoxes, faces_per_batch: int) -> Tensor:
-    """Sum of a per-pixel quantity over each face's box, in O(1) per face.
-
-    Args:
-        table: (B, H + 1, W + 1) summed-area table of the quantity (see
-            :func:`summed_area_table`).
-        boxes: the faces' boxes, faces flattened as ``b * F + f``.
-        faces_per_batch: F.
-
-    Returns:
-        (BF,) sums (0 for empty boxes).
-    """
-    batch, hp1, wp1 = table.shape
-    flat = table.reshape(-1)
-    base = torch.arange(batch, device=table.device).repeat_interleave(faces_per_batch) * (
-        hp1 * wp1
-    )
-    x0, y0 = boxes.x0, boxes.y0
-    x1 = torch.maximum(boxes.x1 + 1, x0)  # empty boxes give a zero-area rectangle
-    y1 = torch.maximum(boxes.y1 + 1, y0)
-    return (
-        flat[base + y1 * wp1 + x1]
-        - flat[base + y0 * wp1 + x1]
-        - flat[base + y1 * wp1 + x0]
-        + flat[base + y0 * wp1 + x0]
-    )
-
-
-def summed_area_table(mask: Tensor) -> Tensor:
-    """(B, H, W) values -> (B, H + 1, W + 1) int32 table with ``T[b, y, x] = sum(mask[b, :y, :x])``."""
-    table = torch.nn.functional.pad(mask.to(torch.int32), (1, 0, 1, 0))
-    return table.cumsum(dim=1, dtype=torch.int32).cumsum(dim=2, dtype=torch.int32)
-
-
 def box_pairs(
     boxes: PixelBoxes,
     height: int,

@@ -1,7 +1,7 @@
 """A synthetic hand-like closed mesh for renderer tests and benchmarks.
 
-A union of ellipsoids (palm + four fingers + thumb), each a closed UV-sphere mesh with
-counter-clockwise faces seen from outside, about 3,200 triangles in all: the size of the real
+A union of ellipsoids (palm + four fingers + thumb), each a closed geodesic-sphere mesh with
+counter-clockwise faces seen from outside, 3,220 triangles in all: the size of the real
 hand model, so benchmark numbers carry over. The real hand model replaces it later.
 """
 
@@ -12,84 +12,92 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["uv_ellipsoid", "synthetic_hand_mesh", "synthetic_hand_scene"]
+__all__ = ["geodesic_ellipsoid", "synthetic_hand_mesh", "synthetic_hand_scene"]
 
 
-def uv_ellipsoid(
+def geodesic_ellipsoid(
     center: tuple[float, float, float],
     radii: tuple[float, float, float],
     angle_z: float = 0.0,
-    n_lon: int = 16,
-    n_lat: int = 12,
+    frequency: int = 4,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    """A closed ellipsoid mesh (poles along its local y axis).
+    """A closed ellipsoid mesh from a geodesic sphere (icosahedron, each face cut n x n).
+
+    Vertices have valence 5 or 6 and triangles are nearly uniform, like a scanned hand mesh
+    (UV spheres have long thin triangles and high-valence poles that SoftRas renders as blobs).
 
     Args:
         center: (x, y, z) metres.
         radii: semi-axes along local x, y, z, metres.
         angle_z: rotation about the z axis, radians, applied before translation.
-        n_lon: segments around the axis, >= 3.
-        n_lat: segments from pole to pole, >= 2.
+        frequency: n >= 1; the mesh has 20 n^2 faces and 10 n^2 + 2 vertices.
         dtype: float dtype of the vertices.
 
     Returns:
-        verts (2 + n_lon * (n_lat - 1), 3) and faces (2 * n_lon * (n_lat - 1), 3) int64,
-        counter-clockwise seen from outside.
+        verts (V, 3) and faces (F, 3) int64, counter-clockwise seen from outside.
     """
-    if n_lon < 3 or n_lat < 2:
-        raise ValueError(f"need n_lon >= 3 and n_lat >= 2, got {n_lon}, {n_lat}")
-    theta = torch.arange(1, n_lat, dtype=torch.float64) * math.pi / n_lat  # polar angle
-    phi = torch.arange(n_lon, dtype=torch.float64) * 2 * math.pi / n_lon
-    th, ph = torch.meshgrid(theta, phi, indexing="ij")  # (n_lat - 1, n_lon)
-    ring = torch.stack(
-        (th.sin() * ph.cos(), th.cos(), th.sin() * ph.sin()), dim=-1
-    ).reshape(-1, 3)
-    unit = torch.cat((torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64), ring,
-                      torch.tensor([[0.0, -1.0, 0.0]], dtype=torch.float64)))
-    local = unit * torch.tensor(radii, dtype=torch.float64)
-    c, s = math.cos(angle_z), math.sin(angle_z)
-    rot = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
-    verts = local @ rot.T + torch.tensor(center, dtype=torch.float64)
-
-    top, bottom = 0, 1 + n_lon * (n_lat - 1)
-    faces = []
-    j = torch.arange(n_lon)
-    jn = (j + 1) % n_lon
-    faces.append(torch.stack((torch.full_like(j, top), 1 + jn, 1 + j), dim=1))
-    for i in range(n_lat - 2):
-        a, b = 1 + i * n_lon + j, 1 + i * n_lon + jn
-        c_, d = a + n_lon, b + n_lon
-        faces.append(torch.stack((a, b, d), dim=1))
-        faces.append(torch.stack((a, d, c_), dim=1))
-    last = 1 + (n_lat - 2) * n_lon
-    faces.append(torch.stack((last + j, last + jn, torch.full_like(j, bottom)), dim=1))
-    faces_t = torch.cat(faces).long()
-    # Make the winding counter-clockwise seen from outside (positive signed volume).
-    v0, v1, v2 = (verts[faces_t[:, i]] - verts.mean(0) for i in range(3))
-    if torch.linalg.cross(v0, v1).mul(v2).sum() < 0:
-        faces_t = faces_t[:, [0, 2, 1]]
-    return verts.to(dtype), faces_t
+    if frequency < 1:
+        raise ValueError(f"frequency must be >= 1, got {frequency}")
+    t = (1.0 + math.sqrt(5.0)) / 2.0
+    ico_v = torch.tensor([
+        [-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t],
+        [0, -1, -t], [0, 1, -t], [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1],
+    ], dtype=torch.float64)
+    ico_f = torch.tensor([
+        [0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4],
+        [11, 10, 2], [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8],
+        [3, 8, 9], [4, 9, 5], [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1],
+    ])
+    n = frequency
+    ij = [(i, j) for i in range(n + 1) for j in range(n + 1 - i)]
+    local = {p: k for k, p in enumerate(ij)}
+    tris = []
+    for i, j in ij:
+        if i + j < n:
+            tris.append((local[(i, j)], local[(i + 1, j)], local[(i, j + 1)]))
+        if i + j < n - 1:
+            tris.append((local[(i + 1, j)], local[(i + 1, j + 1)], local[(i, j + 1)]))
+    w = torch.tensor(ij, dtype=torch.float64) / n  # (P, 2) weights of corners B and C
+    a, b, c = (ico_v[ico_f[:, k]] for k in range(3))  # (20, 3) each
+    points = a[:, None] + w[None, :, :1] * (b - a)[:, None] + w[None, :, 1:] * (c - a)[:, None]
+    points = points / points.norm(dim=-1, keepdim=True)  # (20, P, 3) on the unit sphere
+    sub = torch.tensor(tris)  # (n^2, 3)
+    faces = (sub[None] + torch.arange(20)[:, None, None] * len(ij)).reshape(-1, 3)
+    flat = points.reshape(-1, 3)
+    _, inverse = torch.unique(torch.round(flat * 1e6), dim=0, return_inverse=True)
+    unit = torch.zeros(int(inverse.max()) + 1, 3, dtype=torch.float64).index_copy_(
+        0, inverse, flat)
+    faces = inverse[faces]
+    # Orient every face outward (normal along its centroid on the unit sphere).
+    v0, v1, v2 = (unit[faces[:, k]] for k in range(3))
+    inward = (torch.linalg.cross(v1 - v0, v2 - v0) * (v0 + v1 + v2)).sum(-1) < 0
+    faces[inward] = faces[inward][:, [0, 2, 1]]
+    local_v = unit * torch.tensor(radii, dtype=torch.float64)
+    cz, sz = math.cos(angle_z), math.sin(angle_z)
+    rot = torch.tensor([[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    verts = local_v @ rot.T + torch.tensor(center, dtype=torch.float64)
+    return verts.to(dtype), faces.long()
 
 
 def synthetic_hand_mesh(dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
     """A right-hand-like union of ellipsoids, palm facing -z, fingers pointing up (-y).
 
     Returns:
-        verts (V, 3) metres, centred near the origin (about 0.19 m tall, 0.13 m wide), and
-        faces (3168, 3) int64.
+        verts (V, 3) metres, centred near the origin (about 0.19 m tall, 0.14 m wide), and
+        faces (3220, 3) int64: palm 1620 faces, four fingers and a thumb 320 each.
     """
-    parts = [uv_ellipsoid((0.0, 0.015, 0.0), (0.045, 0.05, 0.016), 0.0, 32, 18, dtype)]
+    parts = [geodesic_ellipsoid((0.0, 0.015, 0.0), (0.045, 0.05, 0.016), 0.0, 9, dtype)]
     # (x of finger base, length, spread angle) for index, middle, ring, pinky.
     for x, length, angle in ((-0.032, 0.072, 0.10), (-0.011, 0.082, 0.02),
                              (0.011, 0.077, -0.06), (0.032, 0.062, -0.14)):
         cy = -0.025 - length / 2
         cx = x - math.sin(angle) * length / 2
-        parts.append(uv_ellipsoid((cx, cy, 0.0), (0.0085, length / 2 + 0.008, 0.0085),
-                                  angle, 16, 14, dtype))
+        parts.append(geodesic_ellipsoid((cx, cy, 0.0), (0.0085, length / 2 + 0.008, 0.0085),
+                                        angle, 4, dtype))
     # Thumb, from the side of the palm, pointing up and outward.
-    parts.append(uv_ellipsoid((0.058, 0.0, -0.004), (0.0105, 0.038, 0.0105), -0.75,
-                              16, 14, dtype))
+    parts.append(geodesic_ellipsoid((0.058, 0.0, -0.004), (0.0105, 0.038, 0.0105), -0.75,
+                                    4, dtype))
     verts, faces, offset = [], [], 0
     for v, f in parts:
         verts.append(v)
