@@ -328,7 +328,7 @@ def test_numpy_and_torch_paths_agree(noisy, right, left):
             a = fast.fit([observation(h, camera)])[0]
             b = ref.fit([observation(h, camera)])[0]
             assert np.abs(a.keypoints_2d - b.keypoints_2d).mean() < 0.25
-            assert abs(a.reprojection_error_px - b.reprojection_error_px) < 0.15
+            assert abs(a.reprojection_error_px - b.reprojection_error_px) < 0.3
 
 
 def test_settings_and_edge_cases(noisy, right, left):
