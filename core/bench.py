@@ -176,3 +176,22 @@ def bench_accuracy_real() -> dict[str, Any]:
 
 BENCHMARKS["pipeline"] = bench_pipeline
 BENCHMARKS["accuracy_real"] = bench_accuracy_real
+
+
+def bench_accuracy_synthetic() -> dict[str, Any]:
+    """Accuracy on 60 synthetic hands through the real MediaPipe (exact ground truth)."""
+    from core.evaluate import evaluate_synthetic
+
+    return {"accuracy_synthetic": evaluate_synthetic(60)["synthetic"]}
+
+
+def bench_softras() -> dict[str, Any]:
+    """The soft silhouette rasterizer on the open hand, 128 x 128, forward + backward."""
+    from core.render.bench import benchmark_softras
+
+    res = benchmark_softras(repeats=10)
+    return {k: res[k] for k in ("softras_ms", "softras_dense_speedup") if k in res}
+
+
+BENCHMARKS["accuracy_synthetic"] = bench_accuracy_synthetic
+BENCHMARKS["softras"] = bench_softras

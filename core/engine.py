@@ -8,6 +8,7 @@ frame and feed the tailor's temporal term; with a profile loaded the shape is fi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -133,6 +134,9 @@ class Engine:
         self.shape = None if shape is None else np.asarray(shape, dtype=np.float32)
         self.detector = HandDetector(max_hands=settings.max_hands, mode=settings.detector_mode)
         self._last: dict[str, tuple[float, HandFit]] = {}
+        # Belief that a lone tracked hand is a right hand (MediaPipe's label flickers).
+        self._right_belief: float | None = None
+        self._belief_time = -1e9
 
     def __enter__(self) -> "Engine":
         return self
@@ -146,6 +150,7 @@ class Engine:
     def reset(self) -> None:
         """Forget the previous frames (a new stream starts)."""
         self._last.clear()
+        self._right_belief = None
         self.detector.reset()
 
     def process(self, frame: Frame) -> FrameResult:
@@ -197,8 +202,33 @@ class Engine:
                     pass
             worker.join()
 
+    def _steady_handedness(self, detections: tuple[Detection, ...], t: float) -> tuple[Detection, ...]:
+        """Smooth the handedness of a lone hand over time.
+
+        MediaPipe's left/right label flips now and then on a single hand (even at 0.8
+        confidence), which would swap the fitted model mid-stream. While exactly one hand is in
+        view, the label follows an exponential average of P(right); with two hands MediaPipe's
+        labels are kept (they are decided jointly).
+        """
+        if len(detections) != 1:
+            if len(detections) > 1:
+                self._right_belief = None
+            return detections
+        d = detections[0]
+        p_right = d.score if d.handedness == "right" else 1.0 - d.score
+        if self._right_belief is None or t - self._belief_time > self.settings.reset_after_s:
+            self._right_belief = p_right
+        else:
+            self._right_belief = 0.8 * self._right_belief + 0.2 * p_right
+        self._belief_time = t
+        side = "right" if self._right_belief >= 0.5 else "left"
+        if side == d.handedness:
+            return detections
+        return (dataclasses.replace(d, handedness=side, score=abs(2 * self._right_belief - 1) * 0.5 + 0.5),)
+
     def _fit_frame(self, frame: Frame, detections: tuple[Detection, ...], detect_ms: float) -> FrameResult:
         t1 = time.perf_counter()
+        detections = self._steady_handedness(detections, frame.timestamp_s)
         # One hand per side: keep the most confident detection of each.
         by_side: dict[str, Detection] = {}
         for d in detections:

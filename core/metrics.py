@@ -34,6 +34,13 @@ def pa_mpjpe(pred: np.ndarray, gt: np.ndarray) -> float:
     return mpjpe(procrustes_align(pred, gt), gt)
 
 
+def centred_mpjpe(pred: np.ndarray, gt: np.ndarray) -> float:
+    """MPJPE after removing the mean offset only (metric scale and rotation kept)."""
+    p = np.asarray(pred, np.float64)
+    g = np.asarray(gt, np.float64)
+    return mpjpe(p - p.mean(0), g - g.mean(0))
+
+
 def keypoint_error_px(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray | None = None) -> float:
     """Mean 2D distance in pixels over visible keypoints. pred, gt: (21, 2)."""
     d = np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(gt, np.float64), axis=-1)

@@ -205,8 +205,13 @@ def shade(
     light_dir: np.ndarray,
     ambient: float,
     light_rgb: np.ndarray,
+    vertex_tint: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Textured Lambert rendering of one mesh. Returns (H, W, 3) float RGB in [0, 255], mask."""
+    """Textured Lambert rendering of one mesh. Returns (H, W, 3) float RGB in [0, 255], mask.
+
+    ``vertex_tint`` (V,) in [0, 1] lightens and desaturates the albedo where it is 1 (the palm
+    side of a hand is paler than its back).
+    """
     w, h = size
     v = torch.as_tensor(vertices, dtype=torch.float32)[None]
     f = torch.as_tensor(faces, dtype=torch.long)
@@ -224,6 +229,10 @@ def shade(
     tx = np.clip((uvp[:, 0] * (tsz - 1)).round().astype(int), 0, tsz - 1)
     ty = np.clip(((1.0 - uvp[:, 1]) * (tsz - 1)).round().astype(int), 0, tsz - 1)
     albedo = texture[ty, tx].astype(np.float32)
+    if vertex_tint is not None:
+        tint = (vertex_tint[faces[pix[ys, xs]]] * bary[ys, xs]).sum(1)[:, None]
+        grey = albedo.mean(1, keepdims=True)
+        albedo = albedo + tint * (0.35 * (grey - albedo) + 0.22 * (255.0 - albedo) * 0.5)
     n = normals[ys, xs]
     # Normals face away from the camera on the far side; light comes from the camera side.
     lambert = np.clip(-(n @ light_dir), 0.0, 1.0)
@@ -231,6 +240,20 @@ def shade(
     img = np.zeros((h, w, 3), np.float32)
     img[ys, xs] = colour
     return img, mask
+
+
+_PALM_TINT: dict[int, np.ndarray] = {}
+
+
+def palm_tint(layer: HandModel) -> np.ndarray:
+    """(V,) how much each vertex is on the palm side (rest normal toward -y), in [0, 1]."""
+    key = id(layer)
+    if key not in _PALM_TINT:
+        with torch.no_grad():
+            rest = layer.rest().vertices
+        n = vertex_normals(rest, layer.faces)[0].numpy()
+        _PALM_TINT[key] = np.clip((-n[:, 1] - 0.2) / 0.6, 0.0, 1.0).astype(np.float32)
+    return _PALM_TINT[key]
 
 
 def render_hand_sample(
@@ -299,7 +322,8 @@ def render_hand_sample(
         lighting = (light, float(rng.uniform(0.35, 0.6)), np.clip(rng.normal(1.0, 0.06, 3), 0.85, 1.15))
     light, ambient, light_rgb = lighting
     img_ss, mask_ss = shade(verts, layer.data.faces, layer.data.uv, layer.data.uv_faces, tex, K_ss,
-                            (w * ss, h * ss), np.asarray(light, dtype=np.float64), ambient, np.asarray(light_rgb))
+                            (w * ss, h * ss), np.asarray(light, dtype=np.float64), ambient, np.asarray(light_rgb),
+                            palm_tint(layer))
     img = cv2.resize(img_ss, (w, h), interpolation=cv2.INTER_AREA)
     cover = cv2.resize(mask_ss.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
     bg = procedural_background(rng, w, h) if background is None else background
