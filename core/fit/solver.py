@@ -105,6 +105,10 @@ class _BlasThreads:
                 put(n)
 
 
+#: Largest |beta| the fit may reach (standard deviations of the shape space).
+MAX_BETA = 3.0
+
+
 class NumpyBackend:
     """float64 NumPy arrays on the CPU."""
 
@@ -536,6 +540,21 @@ class SideSolver:
         At = A.swapaxes(1, 2)
         return self.be.solve(At @ A, (At @ y[..., None])[..., 0])
 
+    def _reprojection(self, G, cam, segs, uv, K):
+        """(B,) mean squared reprojection error of a state, pixels^2."""
+        xp = self.xp
+        if K is not None:
+            kp, _, _ = self.keypoints(G, cam, segs)
+            z = self.be.clamp(kp[..., 2], 1e-3)
+            u = K[:, None, 0, 0] * kp[..., 0] / z + K[:, None, 0, 2]
+            v = K[:, None, 1, 1] * kp[..., 1] / z + K[:, None, 1, 2]
+        else:
+            rel, _, _ = self.keypoints(G, self.be.zeros(G.shape[0], 3), segs)
+            s = xp.exp(cam[:, :1])
+            u = s * rel[..., 0] + cam[:, 1:2]
+            v = s * rel[..., 1] + cam[:, 2:3]
+        return ((u - uv[..., 0]) ** 2 + (v - uv[..., 1]) ** 2).mean(-1)
+
     def weak_from_2d(self, G, segs, uv):
         """(B, 3) weak-perspective (log scale, tu, tv) by HandTailor Eq. 17, t at the wrist."""
         xp = self.xp
@@ -585,7 +604,9 @@ class SideSolver:
                 R_new = self.clamp_local(R_new)
             G_new = self.global_from_local(R_new)
             cam_new = cam + delta[:, 48:51]
-            beta_new = beta + delta[:, 51:] if fit_shape else beta
+            # Shapes beyond 3 SD are not hands the model describes: keep beta in the box, or
+            # the optimizer trades size for depth to chase detector noise.
+            beta_new = be.clamp(beta + delta[:, 51:], -MAX_BETA, MAX_BETA) if fit_shape else beta
             H_new, g_new, cost_new = system(R_new, G_new, cam_new, beta_new)
             # Keep a step only where it lowered the cost.
             ok = cost_new < cost
@@ -641,15 +662,20 @@ class SideSolver:
         else:
             R = G_init = G = be.zeros(b, 16, 3, 3) + self.I3
         temporal = has_prev is not None
+        segs0 = self.segments(beta)
+        # Step 1: the analytic scale / root.
+        cam = self.root_from_2d(G, segs0, uv, K) if persp else self.weak_from_2d(G, segs0, uv)
         if temporal:
             prev_R = self.rodrigues(prev_pose.reshape(b, 16, 3))
             prev_G = self.global_from_local(prev_R)
             mask = has_prev[:, None]
-            R = xp.where(mask[:, :, None, None], prev_R, R)
+            # Warm start from the last frame, unless the hand moved so fast that this frame's
+            # own initialization reprojects better (a stale start ends in a wrong basin).
+            cam_prev = self.root_from_2d(prev_G, segs0, uv, K) if persp else self.weak_from_2d(prev_G, segs0, uv)
+            warm = mask[:, 0] & (self._reprojection(prev_G, cam_prev, segs0, uv, K) < self._reprojection(G, cam, segs0, uv, K))
+            R = xp.where(warm[:, None, None, None], prev_R, R)
             G = self.global_from_local(R)
-        segs0 = self.segments(beta)
-        # Step 1: the analytic scale / root.
-        cam = self.root_from_2d(G, segs0, uv, K) if persp else self.weak_from_2d(G, segs0, uv)
+            cam = xp.where(warm[:, None], cam_prev, cam)
 
         # Constants of this fit.
         wi, ws, wl = w.w_identity, w.w_shape, w.w_limits

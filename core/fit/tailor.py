@@ -112,7 +112,7 @@ class FitSettings:
     w_identity: float = 3.0
     w_temporal: float = 6.0
     w_temporal_transl: float = 300.0
-    w_shape: float = 2.0
+    w_shape: float = 5.0
     w_limits: float = 100.0
     lm_lambda: float = 0.3
     project_every: int = 5
@@ -267,7 +267,7 @@ class TailorFitter:
                     prev_pose[i] = p.pose
                     prev_t[i] = p.keypoints_3d[0] if has_k else (np.log(p.scale), p.keypoints_2d[0, 0], p.keypoints_2d[0, 1])
                     if fit_shape:
-                        beta[i] = p.betas
+                        beta[i] = np.clip(p.betas, -3.0, 3.0)
             prev_pose, prev_t, mask = be.const(prev_pose), be.const(prev_t), be.index(has_prev) > 0
         c = be.const
         with torch.inference_mode(), be.threads:
