@@ -80,10 +80,12 @@ class HandView(QtInteractor):
         """Model frame: look at the back of the hand, fingers up (fingers +x, palm -y).
         Camera frame: look from the camera (OpenCV: z forward, y down)."""
         if self._camera_frame:
-            self.view_vector((0.0, 0.0, -1.0), viewup=(0.0, -1.0, 0.0))
+            # The live hand is centred at the origin (about 0.2 m across): look from the camera.
+            self.camera_position = [(0.0, 0.0, -0.45), (0.0, 0.0, 0.0), (0.0, -1.0, 0.0)]
+            self.reset_camera_clipping_range()
         else:
             self.view_vector((0.15, 1.0, 0.35), viewup=(1.0, 0.0, 0.0))
-        self.reset_camera()
+            self.reset_camera()
 
     def clear_actors(self) -> None:
         for name in ("hand", "bones", "joints"):
