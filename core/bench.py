@@ -98,18 +98,15 @@ def run_benchmarks(only: list[str] | None = None) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- the pipeline
 
-DEMO_CLIP = __import__("pathlib").Path(__file__).resolve().parents[1] / "resources" / "demo" / "demo.mp4"
-
-
 def _bench_frames(max_frames: int = 60) -> list:
     """Frames for the pipeline benchmark: the bundled demo clip."""
-    from core.capture import open_source
+    from core.capture import DEMO_CLIP_PATH, open_source
     from core.errors import InputError
 
-    if not DEMO_CLIP.exists():
-        raise InputError(f"the demo clip {DEMO_CLIP} is missing (python -m core.synth.make_demo)")
+    if not DEMO_CLIP_PATH.exists():
+        raise InputError(f"the demo clip {DEMO_CLIP_PATH} is missing (python -m core.synth.make_demo)")
     frames = []
-    with open_source(str(DEMO_CLIP)) as src:
+    with open_source(str(DEMO_CLIP_PATH)) as src:
         for frame in src:
             frames.append(frame)
             if len(frames) >= max_frames:

@@ -63,8 +63,6 @@ class Skeleton(torch.nn.Module):
         sel = torch.nn.functional.one_hot(seg_joint, NUM_JOINTS).to(dtype)  # (20, 16)
         self.register_buffer("inc_joint", inc[:, :, None] * sel[None])  # (21, 20, 16)
         self.register_buffer("parents", torch.tensor(MANO_PARENTS, device=device))
-        # ancestor[k, a] = 1 when joint a's rotation moves keypoint k.
-        self.register_buffer("ancestor", (self.inc_joint.sum(1) > 0).to(dtype))  # (21, 16)
 
     def segments(self, betas: torch.Tensor) -> torch.Tensor:
         """(B, 20, 3) rest segments for shapes (B, S)."""
@@ -83,20 +81,3 @@ class Skeleton(torch.nn.Module):
         """
         rotated = (G[:, self.seg_joint] @ segs[..., None])[..., 0]
         return t[:, None] + self.incidence @ rotated, rotated
-
-    def local_from_global(self, G: torch.Tensor) -> torch.Tensor:
-        """(B, 16, 3, 3) local rotations R_j = G_parent^T G_j (R_0 = G_0)."""
-        par = self.parents.clamp(min=0)
-        local = G[:, par].transpose(-1, -2) @ G
-        return torch.cat([G[:, :1], local[:, 1:]], dim=1)
-
-    def global_from_local(self, R: torch.Tensor) -> torch.Tensor:
-        """(B, 16, 3, 3) global rotations from local ones (three levels below the wrist)."""
-        from core.fit.kinematics import LEVELS
-
-        G = R.clone()
-        for level in LEVELS:
-            idx = list(level)
-            par = [int(self.parents[j]) for j in idx]
-            G[:, idx] = G[:, par] @ R[:, idx]
-        return G

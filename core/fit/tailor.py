@@ -195,14 +195,6 @@ class TailorFitter:
             self._solvers[key] = SideSolver(self._data[side], be)
         return self._solvers[key]
 
-    # ----------------------------------------------------------------- initialization
-
-    def initialize(self, side: str, world: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
-        """Global joint rotations (B, 16, 3, 3) from world landmarks (B, 21, 3) by swing IK."""
-        solver = self._solver(side, "torch")
-        with torch.inference_mode():
-            return solver.initialize(solver.be.const(world), solver.be.const(betas))
-
     # ----------------------------------------------------------------- the tailor
 
     def fit(
