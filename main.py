@@ -143,13 +143,16 @@ def cmd_calib_camera(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_yet(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        from core.errors import NotYetAvailableError
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from core.personalize.cli import run_calibrate
 
-        raise NotYetAvailableError(f"'{name}' is not yet available in this release ({issue})")
+    return run_calibrate(args)
 
-    return run
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from core.export.cli import run_export
+
+    return run_export(args)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -157,8 +160,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "model-info": cmd_model_info,
     "bench": cmd_bench,
     "track": cmd_track,
-    "calibrate": _not_yet("calibrate", "hand shape personalization"),
-    "export": _not_yet("export", "texture capture and export"),
+    "calibrate": cmd_calibrate,
+    "export": cmd_export,
     "calib-camera": cmd_calib_camera,
 }
 

@@ -83,7 +83,7 @@ def run_benchmarks(only: list[str] | None = None) -> dict[str, Any]:
     """Run the registered benchmarks (all, or the named ones) and merge their figures."""
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
-    for name, fn in BENCHMARKS.items():
+    for name, fn in {**BENCHMARKS, **_stage_benchmarks()}.items():
         if only and name not in only and name != "baseline":
             continue
         log.info("bench: %s", name)
@@ -192,3 +192,28 @@ def bench_softras() -> dict[str, Any]:
 
 BENCHMARKS["accuracy_synthetic"] = bench_accuracy_synthetic
 BENCHMARKS["softras"] = bench_softras
+
+#: Stage packages that contribute benchmarks: each ``<module>.BENCHMARKS`` is a dict
+#: name -> function returning a dict of figures, merged after the ones above.
+STAGE_BENCH_MODULES = (
+    "core.segment.bench",
+    "core.refine.bench",
+    "core.personalize.bench",
+    "core.texture.bench",
+)
+
+
+def _stage_benchmarks() -> dict[str, Callable[[], dict[str, Any]]]:
+    import importlib
+
+    found: dict[str, Callable[[], dict[str, Any]]] = {}
+    for name in STAGE_BENCH_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                log.debug("bench: %s is not in this release", name)
+                continue
+            raise
+        found.update(module.BENCHMARKS)
+    return found

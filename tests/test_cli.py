@@ -42,12 +42,6 @@ def test_bad_model_path_is_one_clear_line(tmp_path: Path, capsys) -> None:
     assert len(err) == 1 and err[0].startswith("handtwin: error:")
 
 
-@pytest.mark.parametrize("argv", [["calibrate", "demo", "--out", "p.json"]])
-def test_later_commands_say_not_yet_available(argv, capsys) -> None:
-    assert cli.main(argv) == 2
-    assert "not yet available" in capsys.readouterr().err
-
-
 def test_bench_reports_model_forward(capsys) -> None:
     assert cli.main(["bench", "--json", "--only", "model"]) == 0
     res = json.loads(capsys.readouterr().out)
