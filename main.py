@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="stage timings on this machine")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--only", nargs="*", help="run only these benchmarks")
+    p.add_argument("--plots", metavar="DIR", default=None, help="also write the benchmarks' plots (PNG) here")
 
     p = sub.add_parser("model-info", help="the hand model in use")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -106,7 +107,7 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from core.bench import run_benchmarks
 
-    results = run_benchmarks(args.only)
+    results = run_benchmarks(args.only, plots_dir=args.plots)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -79,8 +80,24 @@ PENDING = ("mediapipe_ms", "fit_ms", "refine_iter_ms", "softras_ms", "softras_de
            "texture_ms", "frame_ms", "pipeline_ratio")
 
 
-def run_benchmarks(only: list[str] | None = None) -> dict[str, Any]:
-    """Run the registered benchmarks (all, or the named ones) and merge their figures."""
+#: Where benchmarks that draw plots write their PNGs (``bench --plots DIR``); None: no plots.
+_PLOTS_DIR: Path | None = None
+
+
+def plots_dir() -> Path | None:
+    """The folder for benchmark plots of this run, created on demand, or None when not asked."""
+    if _PLOTS_DIR is not None:
+        _PLOTS_DIR.mkdir(parents=True, exist_ok=True)
+    return _PLOTS_DIR
+
+
+def run_benchmarks(only: list[str] | None = None, plots_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run the registered benchmarks (all, or the named ones) and merge their figures.
+
+    With ``plots_dir``, benchmarks that can draw a plot write it there (see :func:`plots_dir`).
+    """
+    global _PLOTS_DIR
+    _PLOTS_DIR = Path(plots_dir) if plots_dir is not None else None
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
     for name, fn in {**BENCHMARKS, **_stage_benchmarks()}.items():
