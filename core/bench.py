@@ -123,7 +123,7 @@ def _bench_frames(max_frames: int = 60) -> list:
     if not DEMO_CLIP_PATH.exists():
         raise InputError(f"the demo clip {DEMO_CLIP_PATH} is missing (python -m core.synth.make_demo)")
     frames = []
-    with open_source(str(DEMO_CLIP_PATH)) as src:
+    with open_source("demo") as src:  # "demo" brings the clip's intrinsics (perspective fit)
         for frame in src:
             frames.append(frame)
             if len(frames) >= max_frames:

@@ -251,6 +251,24 @@ def test_weak_perspective_reduces_2d_error(noisy, fitter):
     assert np.mean(e1) < 0.7 * np.mean(e0)
 
 
+def test_weak_perspective_survives_a_start_that_disagrees_with_the_2d(noisy, fitter):
+    """World landmarks that contradict the 2D (here: the 2D mirrored left-right, as a bad
+    detection can give) make the least-squares scale of Eq. 17 negative; the fit must still
+    start at the right size and end finite, near the keypoints."""
+    for h in noisy[:3]:
+        uv = h["uv_obs"].copy()
+        uv[:, 0] = 2 * uv[:, 0].mean() - uv[:, 0]
+        obs = HandObservation(h["side"], uv.astype(np.float32), h["world"].astype(np.float32), None)
+        start = fitter.fit([obs], iterations=0)[0]
+        fit = fitter.fit([obs])[0]
+        spread = np.sqrt(((uv - uv.mean(0)) ** 2).sum(1).mean())
+        start_kp = start.keypoints_2d
+        start_spread = np.sqrt(((start_kp - start_kp.mean(0)) ** 2).sum(1).mean())
+        assert 0.5 < start_spread / spread < 2.0
+        assert np.isfinite(fit.keypoints_2d).all() and fit.scale > 0
+        assert fit.reprojection_error_px < 0.8 * spread
+
+
 def test_left_hand_fits_with_the_left_model(left, layers, fitter):
     hands = make_hands(left, layers["left"], 5, seed=8)
     e0, e1, p1, p_wrong = [], [], [], []

@@ -561,7 +561,13 @@ class SideSolver:
         rel, _, _ = self.keypoints(G, self.be.zeros(G.shape[0], 3), segs)
         xy = rel[..., :2]
         d = uv - uv[:, :1]
-        s = (xy * d).sum((1, 2)) / self.be.clamp((xy * xy).sum((1, 2)), 1e-12)
+        xx = self.be.clamp((xy * xy).sum((1, 2)), 1e-12)
+        s = (xy * d).sum((1, 2)) / xx
+        # The least-squares scale collapses when the start orientation disagrees with the 2D
+        # (a fist seen end-on, a mirrored start): fall back to the ratio of spreads, which is
+        # always positive and of the right size.
+        s_spread = xp.sqrt((d * d).sum((1, 2)) / xx)
+        s = xp.where(s > 0.5 * s_spread, s, s_spread)
         return xp.stack([xp.log(self.be.clamp(s, 1e-3)), uv[:, 0, 0], uv[:, 0, 1]], -1)
 
     # ------------------------------------------------------------------ the tailor
