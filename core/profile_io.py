@@ -1,11 +1,16 @@
-"""Reading hand profiles (the JSON of DESIGN.md), with clear errors for malformed files.
+"""Hand profiles (the JSON of DESIGN.md): read, validate, write atomically, list, rename, delete.
 
-Personalization (calibration) writes them; tracking reads the shape to fix the hand's size.
+Personalization (calibration) writes them; tracking reads the shape to fix the hand's size
+(:func:`load_profile_shape`); the GUI manages them (:func:`list_profiles`, ...). Every
+malformed file raises :class:`~core.errors.InputError` with the reason.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from core.errors import InputError
+
+log = logging.getLogger(__name__)
 
 PROFILE_FORMAT = "handtwin-profile"
 PROFILE_VERSION = 1
@@ -78,3 +85,219 @@ def load_profile_shape(path: str | Path) -> ProfileShape:
         hand_width_mm=float(doc.get("hand_width_mm") or 0.0),
         raw=doc,
     )
+
+
+# ----------------------------------------------------------------------------- full profiles
+
+SCALE_SOURCES = ("prior", "hand_length", "aruco", "stereo")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A whole hand profile (DESIGN.md), validated.
+
+    Attributes:
+        name: display name. handedness: "right", "left" or "both".
+        shape: (S,) float32 shape coefficients. hand_length_mm, hand_width_mm: measures.
+        bone_lengths_mm: (20,) float32 (child order 1..20 of the keypoint tree), or empty.
+        scale_source: "prior" | "hand_length" | "aruco" | "stereo".
+        frames: the calibration frames [{"source", "frame", "confidence", "weight"}].
+        texture: absolute path of the texture PNG (stored relative to the JSON), or None.
+        created: ISO 8601 time. path: the file read. model_name, model_sha256: the model.
+        raw: the whole JSON document.
+    """
+
+    name: str
+    handedness: str
+    shape: np.ndarray
+    hand_length_mm: float
+    hand_width_mm: float
+    bone_lengths_mm: np.ndarray
+    scale_source: str
+    frames: tuple[dict[str, Any], ...]
+    texture: Path | None
+    created: str
+    raw: dict[str, Any]
+    path: Path | None = None
+    model_name: str = ""
+    model_sha256: str = ""
+
+
+def _number(doc: dict, key: str, where: str, lo: float, hi: float) -> float:
+    v = doc.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or not lo <= v <= hi:
+        raise InputError(f"{where}: '{key}' must be a number in [{lo:g}, {hi:g}] (got {v!r:.40})")
+    return float(v)
+
+
+def validate_profile(doc: Any, where: str = "profile") -> None:
+    """Check a profile document completely; raise :class:`InputError` naming the first problem."""
+    if not isinstance(doc, dict) or doc.get("format") != PROFILE_FORMAT:
+        raise InputError(f"{where} is not a HandTwin profile (format must be '{PROFILE_FORMAT}')")
+    version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= PROFILE_VERSION:
+        raise InputError(f"{where}: unsupported profile version {version!r} (this HandTwin reads 1 to {PROFILE_VERSION})")
+    if not isinstance(doc.get("name"), str) or not doc["name"].strip():
+        raise InputError(f"{where}: 'name' must be a non-empty string")
+    if doc.get("handedness") not in ("right", "left", "both"):
+        raise InputError(f"{where}: 'handedness' must be 'right', 'left' or 'both'")
+    model = doc.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not isinstance(model.get("sha256"), str):
+        raise InputError(f"{where}: 'model' must be {{\"name\": str, \"sha256\": str}}")
+    shape = doc.get("shape")
+    if (not isinstance(shape, list) or not shape or len(shape) > 300
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in shape)
+            or not np.isfinite(np.asarray(shape, dtype=np.float64)).all() or np.abs(np.asarray(shape, dtype=np.float64)).max() > 10):
+        raise InputError(f"{where}: 'shape' must be a list of finite numbers within +-10")
+    _number(doc, "hand_length_mm", where, 50.0, 400.0)
+    _number(doc, "hand_width_mm", where, 10.0, 200.0)
+    bones = doc.get("bone_lengths_mm")
+    if (not isinstance(bones, list) or len(bones) != 20
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and 0 < v < 200 for v in bones)):
+        raise InputError(f"{where}: 'bone_lengths_mm' must be 20 positive numbers (mm)")
+    if doc.get("scale_source") not in SCALE_SOURCES:
+        raise InputError(f"{where}: 'scale_source' must be one of {', '.join(SCALE_SOURCES)}")
+    frames = doc.get("frames")
+    if not isinstance(frames, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("source"), str) and isinstance(f.get("frame"), int)
+            and isinstance(f.get("confidence"), (int, float)) and isinstance(f.get("weight"), (int, float)) for f in frames):
+        raise InputError(f"{where}: 'frames' must be a list of {{source, frame, confidence, weight}}")
+    tex = doc.get("texture")
+    if tex is not None and (not isinstance(tex, str) or not tex or Path(tex).is_absolute() or ".." in Path(tex).parts):
+        raise InputError(f"{where}: 'texture' must be null or a file name next to the profile")
+    if not isinstance(doc.get("created"), str):
+        raise InputError(f"{where}: 'created' must be an ISO 8601 time string")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"profile not found: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not a profile") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the profile {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"the profile {path} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+
+
+def profile_from_doc(doc: dict[str, Any], path: Path | None = None) -> Profile:
+    """A validated :class:`Profile` from a document (``path``: where it lives, for the texture)."""
+    validate_profile(doc, str(path) if path else "profile")
+    tex = doc.get("texture")
+    return Profile(
+        name=doc["name"],
+        handedness=doc["handedness"],
+        shape=np.asarray(doc["shape"], dtype=np.float32),
+        hand_length_mm=float(doc["hand_length_mm"]),
+        hand_width_mm=float(doc["hand_width_mm"]),
+        bone_lengths_mm=np.asarray(doc["bone_lengths_mm"], dtype=np.float32),
+        scale_source=doc["scale_source"],
+        frames=tuple(dict(f) for f in doc["frames"]),
+        texture=None if tex is None else ((path.parent / tex) if path is not None else Path(tex)),
+        created=doc["created"],
+        raw=doc,
+        path=path,
+        model_name=doc["model"]["name"],
+        model_sha256=doc["model"]["sha256"],
+    )
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and fully validate a profile file.
+
+    Raises:
+        InputError: missing or unreadable file, invalid JSON, any malformed field.
+    """
+    path = Path(path)
+    return profile_from_doc(_read_json(path), path)
+
+
+def save_profile(path: str | Path, profile: dict[str, Any]) -> Path:
+    """Validate ``profile`` and write it atomically (the folder is created). Returns the path.
+
+    Raises:
+        InputError: a malformed document. ExportError: the file cannot be written.
+    """
+    from core.export.writer import write_atomic
+
+    path = Path(path)
+    validate_profile(profile, f"the profile for {path}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the folder {path.parent}: {exc.strerror}") from exc
+    return write_atomic(path, (json.dumps(profile, indent=2) + "\n").encode("utf-8"))
+
+
+def profiles_dir() -> Path:
+    """Where profiles live: ``$HANDTWIN_HOME/profiles``, else ``~/.local/share/handtwin/profiles``."""
+    home = os.environ.get("HANDTWIN_HOME")
+    base = Path(home) if home else Path.home() / ".local" / "share" / "handtwin"
+    return base / "profiles"
+
+
+def profile_file_name(name: str) -> str:
+    """A safe file name for a profile name: ``"Ann's hand"`` -> ``"ann-s-hand.json"``."""
+    slug = re.sub(r"[^a-z0-9_-]+", "-", name.strip().lower()).strip("-") or "profile"
+    return slug[:64] + ".json"
+
+
+def list_profiles(directory: str | Path | None = None) -> list[Profile]:
+    """Valid profiles in ``directory`` (default :func:`profiles_dir`), by name; malformed files
+    are skipped with a warning."""
+    folder = Path(directory) if directory is not None else profiles_dir()
+    out = []
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            out.append(load_profile(p))
+        except InputError as exc:
+            log.warning("skipping %s: %s", p, exc)
+    return sorted(out, key=lambda pr: pr.name.lower())
+
+
+def _resolve(name_or_path: str | Path, directory: str | Path | None) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".json" and p.exists():
+        return p
+    folder = Path(directory) if directory is not None else profiles_dir()
+    for pr in list_profiles(folder):
+        if pr.name == str(name_or_path):
+            return pr.path
+    candidate = folder / profile_file_name(str(name_or_path))
+    if candidate.exists():
+        return candidate
+    raise InputError(f"no profile named {str(name_or_path)!r} in {folder}")
+
+
+def rename_profile(name_or_path: str | Path, new_name: str, directory: str | Path | None = None) -> Path:
+    """Give a profile a new name (and the matching file name in its folder). Returns the new path.
+
+    Raises:
+        InputError: no such profile, an empty name, or another profile file already has it.
+    """
+    if not isinstance(new_name, str) or not new_name.strip():
+        raise InputError("a profile name cannot be empty")
+    src = _resolve(name_or_path, directory)
+    doc = load_profile(src).raw
+    dst = src.parent / profile_file_name(new_name)
+    if dst != src and dst.exists():
+        raise InputError(f"a profile file {dst.name} already exists in {dst.parent}")
+    doc = dict(doc, name=new_name.strip())
+    save_profile(dst, doc)
+    if dst != src:
+        src.unlink()
+    return dst
+
+
+def delete_profile(name_or_path: str | Path, directory: str | Path | None = None) -> None:
+    """Delete a profile file and its texture (if the texture is next to it)."""
+    path = _resolve(name_or_path, directory)
+    try:
+        tex = load_profile(path).texture
+    except InputError:
+        tex = None
+    path.unlink()
+    if tex is not None and tex.exists() and tex.parent.resolve() == path.parent.resolve():
+        tex.unlink()

@@ -10,7 +10,9 @@ For a fixed pose, linear blend skinning is affine in the shape, ``M(b, theta) = 
 so each term is ``|| A_i (b - beta_i) ||``. We solve the squared problem in closed form and then
 take a few iteratively reweighted least-squares steps (weights ``w_i / ||residual_i||``) to reach
 the unsquared Frobenius objective of Eq. 7. Everything is batched over frames: one forward
-pass gives every A_i (by linearity), then a 10 x 10 solve per step.
+pass gives every A_i (by linearity); only ``A_i^T A_i`` (S x S) is kept, since both the
+normal equations and the residual norms are quadratic forms in it, so a calibration from
+cached per-frame matrices is a handful of 10 x 10 solves (well under a millisecond).
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ class Calibration:
     Attributes:
         betas: (S,) float32 the personal shape.
         weights: (K,) float64 the attention weights used.
-        residual_mm: (K,) per-frame mean vertex distance between the personal and the frame's
-            own mesh at that frame's pose, millimetres.
+        residual_mm: (K,) per-frame root-mean-square vertex distance between the personal and
+            the frame's own mesh at that frame's pose, millimetres.
         iterations: IRLS iterations run.
     """
 
@@ -67,12 +69,51 @@ def shape_jacobians(layer: HandModel, poses: torch.Tensor) -> tuple[torch.Tensor
     return a, c
 
 
+def shape_normal_matrices(layer: HandModel, poses: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(K, S, S) float64 ``A_i^T A_i`` per pose (m^2 per unit shape): all Eq. 7 needs of a frame.
+
+    ``||M(b, theta_i) - M(beta_i, theta_i)||^2 = (b - beta_i)^T A_i^T A_i (b - beta_i)``, so a
+    session computes these once per candidate and calibrates any subset without the model.
+    """
+    th = torch.as_tensor(np.asarray(poses), dtype=torch.float32).reshape(-1, 48)
+    a, _ = shape_jacobians(layer, th)
+    a = a.to(torch.float64)
+    return (a.transpose(1, 2) @ a).numpy()
+
+
+def solve_eq7(ata: np.ndarray, betas: np.ndarray, weights: np.ndarray, irls_iterations: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 7 from per-frame normal matrices.
+
+    Args:
+        ata: (K, S, S) ``A_i^T A_i``. betas: (K, S) per-frame shapes. weights: (K,).
+        irls_iterations: reweighting steps toward the unsquared norm (0: squared problem).
+
+    Returns:
+        beta (S,) float64 and the per-frame Frobenius residuals ``||A_i (beta - beta_i)||`` (K,) m.
+    """
+    ata = np.asarray(ata, dtype=np.float64)
+    b_i = np.asarray(betas, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if b_i.ndim != 2 or ata.shape != (b_i.shape[0], b_i.shape[1], b_i.shape[1]) or w.shape != (b_i.shape[0],):
+        raise ValueError(f"expected ata (K,S,S), betas (K,S), weights (K,); got {ata.shape}, {b_i.shape}, {w.shape}")
+    rhs_i = np.einsum("kij,kj->ki", ata, b_i)
+    eff = w.copy()
+    for it in range(irls_iterations + 1):
+        beta = np.linalg.solve(np.einsum("k,kij->ij", eff, ata), eff @ rhs_i)
+        d = beta[None] - b_i
+        norm = np.sqrt(np.maximum(np.einsum("ki,kij,kj->k", d, ata, d), 0.0))
+        if it < irls_iterations:
+            eff = w / np.maximum(norm, 1e-6)
+    return beta, norm
+
+
 def calibrate_shape(
     layer: HandModel,
     betas: np.ndarray,
     poses: np.ndarray,
     weights: np.ndarray,
     irls_iterations: int = 5,
+    normal_matrices: np.ndarray | None = None,
 ) -> Calibration:
     """Solve Eq. 7 for one personal shape.
 
@@ -82,32 +123,22 @@ def calibrate_shape(
         poses: (K, 48) per-frame poses (axis-angle, radians).
         weights: (K,) attention weights (Eq. 6), or uniform 1/K.
         irls_iterations: reweighting steps toward the unsquared norm of Eq. 7 (0: squared).
+        normal_matrices: (K, S, S) precomputed :func:`shape_normal_matrices` of ``poses``.
+
+    ``residual_mm`` is then the root-mean-square vertex distance per frame (the mean distance
+    needs the full meshes).
     """
-    dtype = torch.float64
-    b_i = torch.as_tensor(np.asarray(betas), dtype=dtype)
-    th = torch.as_tensor(np.asarray(poses), dtype=torch.float32)
-    w = torch.as_tensor(np.asarray(weights), dtype=dtype)
+    b_i = np.asarray(betas, dtype=np.float64)
+    th = np.asarray(poses, dtype=np.float32)
+    w = np.asarray(weights, dtype=np.float64)
     if b_i.ndim != 2 or th.shape != (b_i.shape[0], 48) or w.shape != (b_i.shape[0],):
-        raise ValueError(f"expected betas (K,S), poses (K,48), weights (K,); got {tuple(b_i.shape)}, {tuple(th.shape)}, {tuple(w.shape)}")
-    a, _ = shape_jacobians(layer, th)
-    a = a.to(dtype)
-    ata = a.transpose(1, 2) @ a  # (K, S, S)
-    rhs_i = (ata @ b_i[..., None])[..., 0]  # (K, S)
-    eff = w.clone()
-    beta = None
-    it = 0
-    for it in range(irls_iterations + 1):
-        lhs = (eff[:, None, None] * ata).sum(0)
-        rhs = (eff[:, None] * rhs_i).sum(0)
-        beta = torch.linalg.solve(lhs, rhs)
-        res = (a @ (beta - b_i)[..., None])[..., 0].reshape(len(w), -1, 3)
-        norm = res.reshape(len(w), -1).norm(dim=1)
-        if it < irls_iterations:
-            eff = w / norm.clamp(min=1e-6)
-    per_vertex = res.norm(dim=-1).mean(-1) * 1000.0
+        raise ValueError(f"expected betas (K,S), poses (K,48), weights (K,); got {b_i.shape}, {th.shape}, {w.shape}")
+    ata = shape_normal_matrices(layer, th) if normal_matrices is None else np.asarray(normal_matrices, dtype=np.float64)
+    beta, norm = solve_eq7(ata, b_i, w, irls_iterations)
+    n_vertices = layer.data.num_vertices
     return Calibration(
-        betas=beta.to(torch.float32).numpy(),
-        weights=w.numpy(),
-        residual_mm=per_vertex.numpy(),
-        iterations=it,
+        betas=beta.astype(np.float32),
+        weights=w,
+        residual_mm=norm / np.sqrt(n_vertices) * 1000.0,
+        iterations=irls_iterations,
     )

@@ -1,0 +1,231 @@
+"""``bench --only calibration``: calibration time and accuracy (identity-aware paper, Sec. 4).
+
+Figures (lengths in mm):
+
+- ``calibration_ms``: :meth:`CalibrationSession.calibrate` for K = 20 frames (median).
+- Synthetic subjects (shapes from the model's shape distribution; 20 detected frames each,
+  known intrinsics; :mod:`core.personalize.synthdata`, cached): W- and L-errors with the
+  size pinned to the true hand length (isolates proportions; L is then pinned by
+  construction), with attention (Eq. 6) and with uniform weights (Table 4's ablation), and
+  with the prior's size only; error against K (Fig. 4: random subsets, 1 to 20 frames).
+- Demo clip (one subject, ground truth known): calibrated W/L errors, and the hand length
+  of every tracked frame with a free shape against identity-aware tracking with the
+  calibrated profile (standard deviation across frames).
+
+With ``bench --plots DIR``: ``calibration_hand_length.png`` and ``calibration_error_vs_k.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+K_VALUES = (1, 2, 5, 10, 20)
+SUBSETS_PER_K = 8
+
+
+def _subject_candidates(session, data) -> dict[int, list]:
+    from core.personalize.synthdata import candidates
+
+    out: dict[int, list] = {}
+    for s in np.unique(data.subject):
+        idx = np.nonzero(data.subject == s)[0]
+        out[int(s)] = [c for c in candidates(session, data, idx) if c is not None]
+    return out
+
+
+def _errors(session, cands, true_betas, frames, scale_true: bool, uniform: bool) -> tuple[float, float]:
+    from core.personalize.scale import ScaleOption, measures
+
+    L, W, _ = measures(session.layer, true_betas)
+    session._candidates = cands
+    session._selected = None
+    opt = ScaleOption.from_hand_length(L * 1000.0) if scale_true else None
+    r = session.calibrate(opt, frames=frames, uniform=uniform)
+    return r.hand_width_mm - W * 1000.0, r.hand_length_mm - L * 1000.0
+
+
+def synthetic_calibration(session=None) -> dict[str, Any]:
+    """W/L errors on the held-out synthetic subjects (see the module docstring)."""
+    from core.personalize.session import CalibrationSession
+    from core.personalize.synthdata import load_or_generate
+    from core.personalize.train_confidence import HELDOUT_SET
+
+    name, n_subj, n_frames, seed = HELDOUT_SET
+    data = load_or_generate(name, n_subj, n_frames, seed)
+    session = session or CalibrationSession(k=20)
+    per_subject = _subject_candidates(session, data)
+    truth = {int(s): data.true_betas[np.nonzero(data.subject == s)[0][0]] for s in per_subject}
+    rows: dict[str, list] = {"att_true": [], "uni_true": [], "att_prior": [], "uni_prior": []}
+    for s, cands in per_subject.items():
+        if not cands:
+            continue
+        frames = list(range(min(20, len(cands))))
+        rows["att_true"].append(_errors(session, cands, truth[s], frames, True, False))
+        rows["uni_true"].append(_errors(session, cands, truth[s], frames, True, True))
+        rows["att_prior"].append(_errors(session, cands, truth[s], frames, False, False))
+        rows["uni_prior"].append(_errors(session, cands, truth[s], frames, False, True))
+    mean_abs = {k: np.abs(np.asarray(v)).mean(0) for k, v in rows.items()}
+    rng = np.random.default_rng(0)
+    vs_k: dict[str, dict[int, list[float]]] = {k: {kk: [] for kk in K_VALUES} for k in ("w_true", "w_prior", "l_prior", "w_true_uniform")}
+    for s, cands in per_subject.items():
+        for kk in K_VALUES:
+            n = min(kk, len(cands))  # K = 20: all of the subject's usable frames (<= 20)
+            for _ in range(SUBSETS_PER_K if n < len(cands) else 1):
+                frames = sorted(rng.choice(len(cands), n, replace=False).tolist())
+                w_t, _ = _errors(session, cands, truth[s], frames, True, False)
+                w_u, _ = _errors(session, cands, truth[s], frames, True, True)
+                w_p, l_p = _errors(session, cands, truth[s], frames, False, False)
+                vs_k["w_true"][kk].append(abs(w_t))
+                vs_k["w_true_uniform"][kk].append(abs(w_u))
+                vs_k["w_prior"][kk].append(abs(w_p))
+                vs_k["l_prior"][kk].append(abs(l_p))
+    curve = {k: {str(kk): round(float(np.mean(v)), 3) for kk, v in d.items() if v} for k, d in vs_k.items()}
+    # The shape prior alone (mean shape, pinned to the true length): what the frames add.
+    from core.personalize.scale import measures, pin_hand_length
+
+    prior_only = []
+    for s in per_subject:
+        L, W, _ = measures(session.layer, truth[s])
+        prior_only.append(measures(session.layer, pin_hand_length(session.layer, np.zeros(session.layer.num_betas), L))[1] - W)
+    return {
+        "calibration_subjects": len(rows["att_true"]),
+        "calibration_frames_per_subject": round(float(np.mean([min(20, len(c)) for c in per_subject.values()])), 1),
+        "calibration_confidence": session.predictor.source,
+        "calibration_w_error_mm": round(float(mean_abs["att_true"][0]), 3),
+        "calibration_l_error_mm": round(float(mean_abs["att_true"][1]), 3),
+        "calibration_w_error_uniform_mm": round(float(mean_abs["uni_true"][0]), 3),
+        "calibration_l_error_uniform_mm": round(float(mean_abs["uni_true"][1]), 3),
+        "calibration_w_error_prior_scale_mm": round(float(mean_abs["att_prior"][0]), 3),
+        "calibration_l_error_prior_scale_mm": round(float(mean_abs["att_prior"][1]), 3),
+        "calibration_w_error_prior_scale_uniform_mm": round(float(mean_abs["uni_prior"][0]), 3),
+        "calibration_l_error_prior_scale_uniform_mm": round(float(mean_abs["uni_prior"][1]), 3),
+        "calibration_w_error_mean_shape_true_length_mm": round(float(np.mean(np.abs(prior_only)) * 1000), 3),
+        "calibration_error_vs_k": curve,
+    }
+
+
+def demo_identity(session=None) -> dict[str, Any]:
+    """Calibrate on the demo clip; hand length per tracked frame, free shape vs profile."""
+    from core.capture import DEMO_CLIP_PATH, open_source
+    from core.detect import HandDetector
+    from core.fit import HandObservation
+    from core.personalize.scale import ScaleOption, measures
+    from core.personalize.session import CalibrationSession
+
+    if not DEMO_CLIP_PATH.exists():
+        return {"calibration_demo": "absent"}
+    gt = np.load(DEMO_CLIP_PATH.with_name("demo_groundtruth.npz"))
+    session = session or CalibrationSession(k=20)
+    frames, dets = [], []
+    with open_source("demo") as src, HandDetector(max_hands=1, mode="video") as det:
+        for f in src:
+            found = det.detect(f.image, f.timestamp_s)
+            frames.append(f)
+            dets.append(found[0] if found else None)
+    for f, d in zip(frames, dets):
+        if d is not None:
+            session.offer_detection(f.image, d, f.intrinsics.K, "demo", f.index, f.timestamp_s)
+    L, W, _ = measures(session.layer, gt["betas"][0])
+    r_prior = session.calibrate()
+    r_true = session.calibrate(ScaleOption.from_hand_length(L * 1000.0))
+
+    def track(betas):
+        prev, lengths = None, []
+        for f, d in zip(frames, dets):
+            if d is None:
+                lengths.append(np.nan)
+                continue
+            obs = HandObservation("right", d.keypoints_2d, d.world_landmarks, f.intrinsics.K.astype(np.float32), (f.width, f.height), d.score)
+            fit = session.fitter.fit([obs], betas, [prev])[0]
+            prev = fit
+            lengths.append(session.frame_lengths_mm(fit.betas[None])[0])
+        return np.asarray(lengths)
+
+    with torch.inference_mode():
+        free = track(None)
+        aware = track(r_prior.shape)
+    out = {
+        "calibration_demo_w_error_prior_scale_mm": round(r_prior.hand_width_mm - W * 1000, 3),
+        "calibration_demo_l_error_prior_scale_mm": round(r_prior.hand_length_mm - L * 1000, 3),
+        "calibration_demo_w_error_true_length_mm": round(r_true.hand_width_mm - W * 1000, 3),
+        "calibration_demo_hand_length_std_free_mm": round(float(np.nanstd(free)), 3),
+        "calibration_demo_hand_length_range_free_mm": round(float(np.nanmax(free) - np.nanmin(free)), 3),
+        "calibration_demo_hand_length_std_identity_aware_mm": round(float(np.nanstd(aware)), 6),
+    }
+    from core.bench import plots_dir
+
+    folder = plots_dir()
+    if folder is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
+        t = np.arange(len(free))
+        ax.plot(t, free, label="shape-free fit (per frame)", lw=1.2)
+        ax.plot(t, aware, label="identity-aware (calibrated profile)", lw=1.6)
+        ax.axhline(L * 1000, color="k", ls="--", lw=0.8, label="ground truth")
+        ax.set_xlabel("demo frame")
+        ax.set_ylabel("hand length (mm)")
+        ax.set_title("Hand length across tracked frames")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "calibration_hand_length.png")
+        plt.close(fig)
+    return out
+
+
+def _plot_error_vs_k(curve: dict[str, dict[str, float]]) -> None:
+    from core.bench import plots_dir
+
+    folder = plots_dir()
+    if folder is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    labels = {"w_true": "W-error, true length, attention", "w_true_uniform": "W-error, true length, uniform",
+              "w_prior": "W-error, prior scale", "l_prior": "L-error, prior scale"}
+    for key, label in labels.items():
+        pts = curve.get(key, {})
+        if pts:
+            ks = [int(k) for k in pts]
+            ax.plot(ks, list(pts.values()), marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_xticks(list(K_VALUES))
+    ax.set_xticklabels([str(k) for k in K_VALUES])
+    ax.set_xlabel("K (frames used for calibration)")
+    ax.set_ylabel("mean absolute error (mm)")
+    ax.set_title("Calibration error vs number of frames (synthetic subjects)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "calibration_error_vs_k.png")
+    plt.close(fig)
+
+
+def bench_calibration() -> dict[str, Any]:
+    from core.bench import median_ms
+    from core.personalize.session import CalibrationSession
+
+    torch.set_num_threads(1)
+    session = CalibrationSession(k=20)
+    out = demo_identity(session)
+    chosen = session.selected
+    out["calibration_ms"] = round(median_ms(lambda: session.calibrate(frames=chosen), repeats=10, warmup=2), 2)
+    out["calibration_k"] = len(chosen)
+    out.update(synthetic_calibration(CalibrationSession(k=20)))
+    _plot_error_vs_k(out["calibration_error_vs_k"])
+    return out
+
+
+BENCHMARKS = {"calibration": bench_calibration}

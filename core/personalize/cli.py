@@ -1,0 +1,126 @@
+"""``calibrate``: a hand profile from automatically chosen frames of a source.
+
+    python main.py calibrate SRC --out P.json [--frames K] [--intrinsics F]
+        [--hand-length-mm L | --aruco-sheet SHEET.json | --stereo SRC2 --stereo-calib S.json]
+        [--name NAME] [--side auto|right|left] [--model PATH]
+
+Every frame is tracked; each hand of the calibrated side is refitted with a free shape and
+offered to a :class:`~core.personalize.session.CalibrationSession`, which chooses K frames
+and calibrates one shape (attention over confidences, Eq. 6-7). The size comes from the
+prior unless a measurement pins it (``scale_source`` in the profile says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: Largest mean finger flexion (rad) for a hand to count as lying flat on the sheet.
+FLAT_FLEXION = 0.35
+
+
+def _scale_arguments(args: argparse.Namespace) -> str:
+    given = [n for n in ("hand_length_mm", "aruco_sheet", "stereo") if getattr(args, n, None) is not None]
+    if len(given) > 1:
+        raise InputError("give one scale: --hand-length-mm, --aruco-sheet or --stereo")
+    if getattr(args, "stereo", None) is not None and getattr(args, "stereo_calib", None) is None:
+        raise InputError("--stereo needs --stereo-calib (K1, K2, R, T of the camera pair)")
+    return {"hand_length_mm": "hand_length", "aruco_sheet": "aruco", "stereo": "stereo"}.get(given[0], "") if given else "prior"
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """The ``calibrate`` command; returns the exit status."""
+    from core.capture import open_source
+    from core.engine import Engine, EngineSettings
+    from core.personalize.scale import (FLAT_BONES, ScaleOption, keypoints_on_plane, load_sheet_spec,
+                                        load_stereo_calibration, sheet_pose, triangulate_keypoints)
+    from core.personalize.session import CalibrationSession
+    from core.profile_io import save_profile
+    from core.progress import ProgressBar
+
+    source_kind = _scale_arguments(args)
+    out = Path(args.out)
+    if out.suffix.lower() != ".json":
+        raise InputError(f"--out must be a .json file (got {out})")
+    k = int(args.frames)
+    if not 1 <= k <= 200:
+        raise InputError(f"--frames must be between 1 and 200 (got {k})")
+    scale = ScaleOption.from_hand_length(args.hand_length_mm) if source_kind == "hand_length" else None
+    sheet = load_sheet_spec(args.aruco_sheet) if source_kind == "aruco" else None
+    stereo = load_stereo_calibration(args.stereo_calib) if source_kind == "stereo" else None
+    side_arg = getattr(args, "side", "auto") or "auto"
+    sides = ("right", "left") if side_arg == "auto" else (side_arg,)
+    sessions = {s: CalibrationSession(side=s, k=k, model=args.model) for s in sides}
+    measured: dict[str, list[np.ndarray]] = {s: [] for s in sides}
+    settings = EngineSettings(max_hands=2, device="cpu", model=args.model)
+    frames = 0
+    with open_source(args.source, args.intrinsics) as src:
+        if type(src).__name__ == "ImageSequenceSource":
+            settings = dataclasses.replace(settings, detector_mode="static")
+        second = open_source(args.stereo) if stereo is not None else None
+        engine2 = Engine(settings) if stereo is not None else None
+        try:
+            total = getattr(src, "frame_count", None)
+            with Engine(settings) as engine, ProgressBar(total, "calibrate", None) as bar:
+                stream2 = iter(engine2.process_stream(second)) if engine2 is not None else None
+                pending: dict[int, object] = {}
+
+                def remember(frames_in):
+                    for f in frames_in:
+                        pending[f.index] = f
+                        yield f
+
+                for result in engine.process_stream(remember(src)):
+                    frame = pending.pop(result.frame, None)
+                    frames += 1
+                    res2 = next(stream2, None) if stream2 is not None else None
+                    bar.update(1, f"{sum(len(s.candidates) for s in sessions.values())} candidates")
+                    if frame is None:
+                        continue
+                    for s, session in sessions.items():
+                        cand = session.offer(frame, result)
+                        if cand is None:
+                            continue
+                        if sheet is not None and frame.intrinsics is not None and cand.features[10] < FLAT_FLEXION:
+                            pose = sheet_pose(frame.image, frame.intrinsics.K, sheet)
+                            if pose is not None:
+                                measured[s].append(keypoints_on_plane(cand.keypoints_2d, frame.intrinsics.K, *pose))
+                        if res2 is not None:
+                            other = [h for h in res2.hands if h.detection.handedness == s]
+                            if other:
+                                measured[s].append(triangulate_keypoints(cand.keypoints_2d, other[0].detection.keypoints_2d, stereo))
+        finally:
+            if engine2 is not None:
+                engine2.close()
+            if second is not None:
+                second.close()
+    if frames == 0:
+        raise InputError(f"{args.source} gave no frames")
+    side = max(sessions, key=lambda s: len(sessions[s].candidates))
+    session = sessions[side]
+    if not session.candidates:
+        raise InputError(f"no usable hand in the {frames} frames of {args.source}")
+    if source_kind in ("aruco", "stereo"):
+        if not measured[side]:
+            what = "the sheet with the hand lying flat on it" if source_kind == "aruco" else "the hand in both cameras"
+            raise InputError(f"--{'aruco-sheet' if source_kind == 'aruco' else 'stereo'}: no frame shows {what}")
+        scale = ScaleOption(source_kind, keypoints_3d=np.stack(measured[side]),
+                            bones=FLAT_BONES if source_kind == "aruco" else tuple(range(20)))
+    result = session.calibrate(scale)
+    name = getattr(args, "name", None) or out.stem
+    profile = session.to_profile(result, name)
+    save_profile(out, profile)
+    print(
+        f"calibrated the {side} hand from {len(result.frames)} of {len(session.candidates)} candidate frames "
+        f"({frames} frames read) in {result.seconds * 1000:.0f} ms: hand length {result.hand_length_mm:.1f} mm, "
+        f"width {result.hand_width_mm:.1f} mm (scale: {result.scale_source}); wrote {out}"
+    )
+    return 0

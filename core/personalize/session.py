@@ -1,0 +1,349 @@
+"""A calibration session: candidate frames in, one personal hand shape out.
+
+The pipeline of the identity-aware paper (Sec. 3.4) on top of our tracker:
+
+1. every offered frame's hand is refitted with a free shape (beta_i, theta_i), independently
+   of its neighbours, and described by quality features (:mod:`core.personalize.features`);
+2. the confidence predictor gives c_i (:mod:`core.personalize.confidence`);
+3. K frames are chosen for quality and diversity (:mod:`core.personalize.selection`); the
+   user may add or drop frames;
+4. attention calibration: w = softmax(c / T) (Eq. 6), one shape solving Eq. 7
+   (:mod:`core.personalize.attention`);
+5. the size is pinned as the :class:`~core.personalize.scale.ScaleOption` says.
+
+:meth:`CalibrationSession.to_profile` turns the result into the profile JSON of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
+from core.model import HandModel, load_model_data
+from core.personalize.attention import DEFAULT_TEMPERATURE, attention_weights, calibrate_shape, shape_normal_matrices
+from core.personalize.confidence import ConfidencePredictor
+from core.personalize.features import FEATURE_NAMES, frame_features, hand_crop, pose_descriptor
+from core.personalize.scale import ScaleOption, apply_scale, measures, rest_keypoint_basis
+from core.personalize.selection import select_frames
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class CalibrationFrame:
+    """One candidate frame of a calibration session.
+
+    Attributes:
+        source: the source's name. frame_index: the frame's index in it. side: "right"/"left".
+        thumbnail: (h, w, 3) uint8 RGB crop of the hand, 96 x 96 px.
+        features: (F,) float32 quality features (``FEATURE_NAMES``).
+        pose: (48,) float32 free-shape fit pose (axis-angle, radians).
+        betas: (S,) float32 free-shape fit shape.
+        confidence: c_i from the predictor (higher: more trustworthy shape).
+        descriptor: (8,) float32 pose/view descriptor for diversity.
+        keypoints_2d: (21, 2) float32 detected keypoints, px.
+        timestamp_s: the frame's time, seconds.
+        normal_matrix: (S, S) float64 ``A^T A`` of Eq. 7 at this pose (cached by the session).
+    """
+
+    source: str
+    frame_index: int
+    side: str
+    thumbnail: np.ndarray
+    features: np.ndarray
+    pose: np.ndarray
+    betas: np.ndarray
+    confidence: float
+    descriptor: np.ndarray | None = None
+    keypoints_2d: np.ndarray | None = None
+    timestamp_s: float = 0.0
+    normal_matrix: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """A calibrated personal shape.
+
+    Attributes:
+        shape: (S,) float32 the personal shape (size pinned per ``scale_source``).
+        hand_length_mm, hand_width_mm: its measures (flat rest pose, DESIGN.md definitions).
+        bone_lengths_mm: (20,) its bone lengths, child order 1..20 of the keypoint tree.
+        scale_source: "prior" | "hand_length" | "aruco" | "stereo".
+        weights: (K,) attention weights (Eq. 6). confidences: (K,) the frames' c_i.
+        frame_lengths_mm: (K,) each frame's own free-shape hand length.
+        seconds: wall time of :meth:`CalibrationSession.calibrate`.
+        frames: (K,) indices of the frames used, into the session's candidates.
+        unscaled_shape: (S,) the Eq. 7 shape before the size was pinned.
+    """
+
+    shape: np.ndarray
+    hand_length_mm: float
+    hand_width_mm: float
+    bone_lengths_mm: np.ndarray
+    scale_source: str
+    weights: np.ndarray
+    confidences: np.ndarray
+    frame_lengths_mm: np.ndarray
+    seconds: float
+    frames: tuple[int, ...] = ()
+    unscaled_shape: np.ndarray | None = None
+
+
+#: The free-shape refit of a candidate: a weaker shape prior than tracking's, so that each
+#: frame's shape says what its keypoints show (the attention average tames the noise).
+REFIT_SETTINGS = FitSettings(w_shape=5.0)
+
+#: A candidate is unusable beyond these (relative reprojection error, keypoints inside).
+MAX_REPROJECTION_REL = 0.08
+MIN_INSIDE_FRACTION = 0.85
+
+
+class CalibrationSession:
+    """Collects candidate frames of one hand and calibrates its shape.
+
+    Args:
+        side: the hand to calibrate, "right" or "left".
+        k: frames to calibrate from (the paper uses 20).
+        model: hand model path (None: $HANDTWIN_MODEL or the bundled open hand).
+        device: "cpu" (the refits are tiny; "cuda" is accepted and used for the fitter).
+        confidence: a predictor, a weights path, "heuristic", or None (the bundled weights).
+        temperature: T of Eq. 6.
+        fit_iterations: tailor iterations of each candidate's free-shape refit.
+        max_candidates: candidates kept; beyond it a new frame replaces the least confident
+            one in place (its index is reused), so long streams stay bounded.
+        fit_settings: the free-shape refit's tailor settings (default :data:`REFIT_SETTINGS`).
+    """
+
+    def __init__(
+        self,
+        side: str = "right",
+        k: int = 20,
+        model: str | None = None,
+        device: str = "cpu",
+        confidence: ConfidencePredictor | str | None = None,
+        temperature: float = DEFAULT_TEMPERATURE,
+        fit_iterations: int = 40,
+        max_candidates: int = 400,
+        fit_settings: FitSettings | None = None,
+    ) -> None:
+        if side not in ("right", "left"):
+            raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+        self.side = side
+        self.k = int(k)
+        self.temperature = float(temperature)
+        self.fit_iterations = int(fit_iterations)
+        self.max_candidates = int(max_candidates)
+        data = {s: load_model_data(model, s) for s in ("right", "left")}
+        self.model_data = data[side]
+        self.layer = HandModel(data[side])
+        self.fitter = TailorFitter(data["right"], data["left"], fit_settings or REFIT_SETTINGS, "cpu" if device == "auto" else device)
+        self.predictor = confidence if isinstance(confidence, ConfidencePredictor) else ConfidencePredictor(confidence)
+        self._basis = rest_keypoint_basis(self.layer)
+        self._candidates: list[CalibrationFrame] = []
+        self._added: list[int] = []
+        self._dropped: set[int] = set()
+        self._selected: list[int] | None = None
+
+    # ------------------------------------------------------------------ candidates
+
+    @property
+    def candidates(self) -> list[CalibrationFrame]:
+        """The usable frames offered so far (a copy of the list)."""
+        return list(self._candidates)
+
+    @property
+    def selected(self) -> list[int]:
+        """Indices into :attr:`candidates` chosen for calibration (user overrides applied)."""
+        if self._selected is None:
+            if not self._candidates:
+                self._selected = []
+            else:
+                conf = np.array([c.confidence for c in self._candidates])
+                desc = np.stack([c.descriptor for c in self._candidates])
+                self._selected = select_frames(conf, desc, self.k, forced=self._added, excluded=self._dropped)
+        return list(self._selected)
+
+    def add(self, index: int) -> None:
+        """Force candidate ``index`` into the selection (it replaces an automatic choice)."""
+        self._check_index(index)
+        self._dropped.discard(index)
+        if index not in self._added:
+            self._added.append(index)
+        self._added = self._added[-self.k:]
+        self._selected = None
+
+    def drop(self, index: int) -> None:
+        """Keep candidate ``index`` out of the selection (another frame takes its place)."""
+        self._check_index(index)
+        self._dropped.add(index)
+        if index in self._added:
+            self._added.remove(index)
+        self._selected = None
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= int(index) < len(self._candidates):
+            raise IndexError(f"no candidate {index} (there are {len(self._candidates)})")
+
+    def offer(self, frame: Any, result: Any) -> CalibrationFrame | None:
+        """Evaluate a tracked frame (``core.capture.Frame``, ``core.engine.FrameResult``).
+
+        The hand of this session's side (the most confident one) is refitted with a free
+        shape; the candidate is kept if usable. Returns it, or None.
+        """
+        hands = [h for h in getattr(result, "hands", ()) if h.detection.handedness == self.side]
+        if not hands:
+            return None
+        det = max(hands, key=lambda h: h.detection.score).detection
+        K = None if frame.intrinsics is None else frame.intrinsics.K
+        return self.offer_detection(frame.image, det, K, frame.source, frame.index, frame.timestamp_s)
+
+    def offer_detection(self, image: np.ndarray, detection: Any, K: np.ndarray | None, source: str = "",
+                        frame_index: int = 0, timestamp_s: float = 0.0) -> CalibrationFrame | None:
+        """Like :meth:`offer`, from an image and one :class:`~core.detect.Detection`."""
+        cand = self.evaluate(image, detection, K, source, frame_index, timestamp_s)
+        if cand is None:
+            return None
+        self._insert(cand)
+        return cand
+
+    def evaluate(self, image: np.ndarray, detection: Any, K: np.ndarray | None, source: str = "",
+                 frame_index: int = 0, timestamp_s: float = 0.0) -> CalibrationFrame | None:
+        """The candidate a detection makes (free-shape refit, features, confidence), or None
+        when unusable; nothing is stored."""
+        h, w = image.shape[:2]
+        obs = HandObservation(detection.handedness, detection.keypoints_2d, detection.world_landmarks,
+                              None if K is None else np.asarray(K, dtype=np.float32), (w, h), float(detection.score))
+        fit = self.fitter.fit([obs], None, None, self.fit_iterations)[0]
+        return self._candidate(image, detection, fit, source, frame_index, timestamp_s)
+
+    def _candidate(self, image, detection, fit: HandFit, source, frame_index, timestamp_s,
+                   crop: np.ndarray | None = None) -> CalibrationFrame | None:
+        if crop is None:
+            crop = hand_crop(image, detection.keypoints_2d)
+        feats = frame_features(image, detection.keypoints_2d, detection.keypoints_z, detection.world_landmarks,
+                               detection.score, fit.side, fit.pose, fit.betas, fit.keypoints_3d,
+                               fit.reprojection_error_px, crop)
+        named = dict(zip(FEATURE_NAMES, feats))
+        if named["reprojection_rel"] > MAX_REPROJECTION_REL or named["inside_fraction"] < MIN_INSIDE_FRACTION:
+            return None
+        conf = float(self.predictor(feats[None])[0])
+        return CalibrationFrame(
+            source=str(source), frame_index=int(frame_index), side=fit.side, thumbnail=crop, features=feats,
+            pose=np.asarray(fit.pose, dtype=np.float32), betas=np.asarray(fit.betas, dtype=np.float32),
+            confidence=conf, descriptor=pose_descriptor(fit.pose, fit.keypoints_3d, fit.side),
+            keypoints_2d=np.asarray(detection.keypoints_2d, dtype=np.float32), timestamp_s=float(timestamp_s),
+            normal_matrix=shape_normal_matrices(self.layer, np.asarray(fit.pose)[None])[0],
+        )
+
+    def _insert(self, cand: CalibrationFrame) -> None:
+        if len(self._candidates) < self.max_candidates:
+            self._candidates.append(cand)
+        else:
+            worst = int(np.argmin([c.confidence for c in self._candidates]))
+            if self._candidates[worst].confidence >= cand.confidence:
+                return
+            self._candidates[worst] = cand
+            self._dropped.discard(worst)
+            if worst in self._added:
+                self._added.remove(worst)
+        self._selected = None
+
+    def add_candidates(self, frames: list[CalibrationFrame]) -> None:
+        """Add already evaluated candidates (e.g. from a cache)."""
+        for c in frames:
+            self._insert(c)
+
+    # ------------------------------------------------------------------ calibration
+
+    def frame_lengths_mm(self, betas: np.ndarray) -> np.ndarray:
+        """(N,) hand length (mm) of each shape in (N, S), flat rest pose."""
+        from core.keypoints import Keypoint
+
+        k0, kd = self._basis
+        kp = k0[None] + (np.asarray(betas, dtype=np.float64) @ kd.T).reshape(-1, 21, 3)
+        return np.linalg.norm(kp[:, Keypoint.MIDDLE_TIP] - kp[:, Keypoint.WRIST], axis=1) * 1000.0
+
+    def calibrate(self, scale: ScaleOption | None = None, progress: Progress | None = None,
+                  frames: list[int] | None = None, uniform: bool = False) -> CalibrationResult:
+        """Calibrate one shape from the selected frames (or ``frames``).
+
+        Args:
+            scale: how to pin the size (None: the prior).
+            progress: called with (fraction, message).
+            frames: candidate indices to use instead of :attr:`selected`.
+            uniform: w_i = 1/K instead of the attention weights (the paper's ablation).
+
+        Raises:
+            InputError: no usable candidate.
+        """
+        from core.errors import InputError
+
+        t0 = time.perf_counter()
+        idx = self.selected if frames is None else [int(i) for i in frames]
+        if not idx:
+            raise InputError("no usable hand frame to calibrate from (is the hand visible and the side right?)")
+        chosen = [self._candidates[i] for i in idx]
+        if progress:
+            progress(0.1, f"calibrating from {len(chosen)} frames")
+        conf = np.array([c.confidence for c in chosen], dtype=np.float64)
+        w = np.full(len(chosen), 1.0 / len(chosen)) if uniform else attention_weights(conf, self.temperature)
+        betas = np.stack([c.betas for c in chosen])
+        poses = np.stack([c.pose for c in chosen])
+        ata = np.stack([c.normal_matrix if c.normal_matrix is not None else
+                        shape_normal_matrices(self.layer, c.pose[None])[0] for c in chosen])
+        with torch.inference_mode():
+            cal = calibrate_shape(self.layer, betas, poses, w, normal_matrices=ata)
+        if progress:
+            progress(0.7, "pinning the size")
+        shape = apply_scale(self.layer, cal.betas, scale)
+        length, width, bones = measures(self.layer, shape)
+        result = CalibrationResult(
+            shape=np.asarray(shape, dtype=np.float32),
+            hand_length_mm=length * 1000.0,
+            hand_width_mm=width * 1000.0,
+            bone_lengths_mm=(bones * 1000.0).astype(np.float32),
+            scale_source="prior" if scale is None else scale.source,
+            weights=np.asarray(w, dtype=np.float64),
+            confidences=conf,
+            frame_lengths_mm=self.frame_lengths_mm(betas),
+            seconds=time.perf_counter() - t0,
+            frames=tuple(idx),
+            unscaled_shape=np.asarray(cal.betas, dtype=np.float32),
+        )
+        if progress:
+            progress(1.0, f"hand length {result.hand_length_mm:.1f} mm, width {result.hand_width_mm:.1f} mm")
+        return result
+
+    def to_profile(self, result: CalibrationResult, name: str) -> dict[str, Any]:
+        """The profile JSON document of DESIGN.md for ``result``."""
+        from core.profile_io import PROFILE_FORMAT, PROFILE_VERSION
+
+        frames = [
+            {"source": self._candidates[i].source, "frame": self._candidates[i].frame_index,
+             "confidence": round(float(c), 4), "weight": round(float(w), 5)}
+            for i, c, w in zip(result.frames, result.confidences, result.weights)
+        ]
+        return {
+            "format": PROFILE_FORMAT,
+            "version": PROFILE_VERSION,
+            "name": str(name),
+            "handedness": self.side,
+            "model": {"name": self.model_data.name, "sha256": self.model_data.sha256},
+            "shape": [round(float(v), 6) for v in result.shape],
+            "hand_length_mm": round(float(result.hand_length_mm), 2),
+            "hand_width_mm": round(float(result.hand_width_mm), 2),
+            "bone_lengths_mm": [round(float(v), 2) for v in result.bone_lengths_mm],
+            "scale_source": result.scale_source,
+            "frames": frames,
+            "texture": None,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }

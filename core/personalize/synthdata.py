@@ -1,0 +1,216 @@
+"""Synthetic calibration subjects with known shapes, for training and benchmarking.
+
+A subject is a shape drawn from the model's shape distribution (beta ~ N(0, I), clipped at
+2.5 SD) and a skin texture; each of its frames is rendered by :mod:`core.synth.render` in a
+random natural pose and view (palm or back, tilted up to 60 degrees), random lighting and
+background, then degraded at random: Gaussian or motion blur, occluders over the hand, noise,
+exposure. MediaPipe (static-image mode) detects the hand as it would in the app.
+
+The expensive part (rendering + MediaPipe) is cached per data set in an ``.npz`` under
+:func:`cache_dir`: detections, the 96 px crops, image sizes, intrinsics and the true shape,
+so changing the fit or the features does not re-render anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Bump when rendering or degradation changes (invalidates caches).
+DATA_VERSION = 3
+
+
+def cache_dir() -> Path:
+    """``$HANDTWIN_CACHE/personalize`` or ``<tmp>/handtwin-cache/personalize``."""
+    base = os.environ.get("HANDTWIN_CACHE")
+    root = Path(base) if base else Path(tempfile.gettempdir()) / "handtwin-cache"
+    return root / "personalize"
+
+
+@dataclass(frozen=True)
+class SynthFrames:
+    """Detected synthetic frames of several subjects (arrays over N detected frames).
+
+    Attributes:
+        subject: (N,) int subject id. true_betas: (N, S) float32 the subject's shape.
+        frame: (N,) int frame number within the subject.
+        keypoints_2d: (N, 21, 2) detected px. keypoints_z: (N, 21). world: (N, 21, 3) m.
+        score: (N,) detector score. handedness: (N,) str.
+        crops: (N, 96, 96, 3) uint8 hand crops. image_size: (N, 2) (w, h). K: (N, 3, 3).
+        true_pose: (N, 48). degradation: (N, 3) blur sigma px, occluded fraction, noise std.
+        rendered: frames rendered in total (detected or not).
+    """
+
+    subject: np.ndarray
+    true_betas: np.ndarray
+    frame: np.ndarray
+    keypoints_2d: np.ndarray
+    keypoints_z: np.ndarray
+    world: np.ndarray
+    score: np.ndarray
+    handedness: np.ndarray
+    crops: np.ndarray
+    image_size: np.ndarray
+    K: np.ndarray
+    true_pose: np.ndarray
+    degradation: np.ndarray
+    rendered: int
+
+    def __len__(self) -> int:
+        return len(self.subject)
+
+
+def degrade(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """Blur, occlude, add noise and change exposure, each at random (more at higher strength).
+
+    Returns the image and (blur sigma px, occluded fraction of the hand, noise std).
+    """
+    import cv2
+
+    img = image.astype(np.float32)
+    blur = 0.0
+    occluded = 0.0
+    if rng.random() < 0.6 * strength + 0.1:
+        blur = float(rng.uniform(0.5, 4.0) * strength + 0.3)
+        if rng.random() < 0.5:
+            img = cv2.GaussianBlur(img, (0, 0), blur)
+        else:  # motion blur along a random direction
+            n = max(3, int(2 * blur + 1) | 1)
+            kernel = np.zeros((n, n), np.float32)
+            kernel[n // 2, :] = 1.0
+            rot = cv2.getRotationMatrix2D((n / 2 - 0.5, n / 2 - 0.5), float(rng.uniform(0, 180)), 1.0)
+            kernel = cv2.warpAffine(kernel, rot, (n, n))
+            img = cv2.filter2D(img, -1, kernel / max(kernel.sum(), 1e-6))
+    if rng.random() < 0.5 * strength and mask.any():
+        ys, xs = np.nonzero(mask)
+        occ = np.zeros(mask.shape, np.uint8)
+        for _ in range(int(rng.integers(1, 3))):
+            j = int(rng.integers(len(ys)))
+            r = float(np.sqrt(mask.sum()) * rng.uniform(0.1, 0.35))
+            colour = rng.uniform(0, 255, 3).tolist()
+            centre = (int(xs[j]), int(ys[j]))
+            if rng.random() < 0.5:
+                cv2.circle(img, centre, int(r), colour, -1)
+                cv2.circle(occ, centre, int(r), 1, -1)
+            else:
+                p1 = (int(xs[j] + r * rng.uniform(0.5, 2)), int(ys[j] + r * rng.uniform(0.3, 1.5)))
+                cv2.rectangle(img, centre, p1, colour, -1)
+                cv2.rectangle(occ, centre, p1, 1, -1)
+        occluded = float((occ.astype(bool) & mask).sum() / max(mask.sum(), 1))
+    gain = float(rng.uniform(1 - 0.4 * strength, 1 + 0.3 * strength))
+    noise = float(rng.uniform(0, 10) * strength)
+    img = img * gain + rng.normal(0, noise + 1e-6, img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8), np.array([blur, occluded, noise], np.float32)
+
+
+def generate(n_subjects: int, frames_per_subject: int, seed: int, image_size: tuple[int, int] = (256, 256),
+             model: str | None = None, progress: bool = False, max_render_factor: int = 4) -> SynthFrames:
+    """Render, degrade and detect right hands until each of ``n_subjects`` subjects has
+    ``frames_per_subject`` detected frames (at most ``max_render_factor`` times as many renders)."""
+    import torch
+
+    from core.detect import HandDetector
+    from core.personalize.features import hand_crop
+    from core.synth.render import SynthSettings, default_layers, procedural_skin_texture, render_hand_sample
+
+    torch.set_num_threads(1)
+    layers = default_layers(model)
+    settings = SynthSettings(image_size=image_size, fill=(0.35, 0.75), max_tilt_deg=60.0, back_facing=0.4,
+                             supersample=1, left_probability=0.0)
+    rows: dict[str, list] = {k: [] for k in ("subject", "true_betas", "frame", "keypoints_2d", "keypoints_z", "world", "score",
+                                              "handedness", "crops", "image_size", "K", "true_pose", "degradation")}
+    rendered = 0
+    with HandDetector(max_hands=1, mode="static") as det:
+        for s in range(n_subjects):
+            rng = np.random.default_rng([seed, s])
+            betas = np.clip(rng.normal(0, 1, layers["right"].num_betas), -2.5, 2.5).astype(np.float32)
+            texture = procedural_skin_texture(rng, 256)
+            found_here = 0
+            for f in range(max_render_factor * frames_per_subject):
+                if found_here >= frames_per_subject:
+                    break
+                sample = render_hand_sample(rng, layers, settings, betas=betas, texture=texture)
+                strength = float(rng.uniform(0, 1) ** 1.5)
+                image, deg = degrade(rng, sample.image, sample.mask, strength)
+                rendered += 1
+                found = det.detect(image)
+                if not found:
+                    continue
+                d = found[0]
+                found_here += 1
+                h, w = image.shape[:2]
+                rows["subject"].append(s)
+                rows["true_betas"].append(betas)
+                rows["frame"].append(f)
+                rows["keypoints_2d"].append(d.keypoints_2d)
+                rows["keypoints_z"].append(d.keypoints_z)
+                rows["world"].append(d.world_landmarks)
+                rows["score"].append(d.score)
+                rows["handedness"].append(d.handedness)
+                rows["crops"].append(hand_crop(image, d.keypoints_2d))
+                rows["image_size"].append((w, h))
+                rows["K"].append(sample.K)
+                rows["true_pose"].append(sample.pose)
+                rows["degradation"].append(deg)
+            if progress:
+                log.info("subject %d/%d: %d frames detected so far of %d", s + 1, n_subjects, len(rows["subject"]), rendered)
+    arrays = {k: np.asarray(v) for k, v in rows.items()}
+    return SynthFrames(rendered=rendered, **arrays)
+
+
+def load_or_generate(name: str, n_subjects: int, frames_per_subject: int, seed: int,
+                     model: str | None = None, progress: bool = False) -> SynthFrames:
+    """:func:`generate`, cached under :func:`cache_dir` by its arguments and :data:`DATA_VERSION`."""
+    key = hashlib.sha256(repr((DATA_VERSION, n_subjects, frames_per_subject, seed, model)).encode()).hexdigest()[:12]
+    path = cache_dir() / f"{name}-{key}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return SynthFrames(rendered=int(z["rendered"]), **{k: z[k] for k in z.files if k != "rendered"})
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring the unreadable cache %s (%s)", path, exc)
+    data = generate(n_subjects, frames_per_subject, seed, model=model, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part.npz")
+    arrays = {k: getattr(data, k) for k in data.__dataclass_fields__ if k != "rendered"}
+    np.savez_compressed(tmp, rendered=np.int64(data.rendered), **arrays)
+    os.replace(tmp, path)
+    return data
+
+
+class _Det:
+    """A detection record from cached arrays (duck-types :class:`core.detect.Detection`)."""
+
+    def __init__(self, data: SynthFrames, i: int) -> None:
+        self.handedness = str(data.handedness[i])
+        self.score = float(data.score[i])
+        self.keypoints_2d = data.keypoints_2d[i]
+        self.keypoints_z = data.keypoints_z[i]
+        self.world_landmarks = data.world[i]
+
+
+def candidates(session, data: SynthFrames, indices: np.ndarray | list[int] | None = None) -> list:
+    """Evaluate cached frames as calibration candidates of ``session`` (free-shape refit,
+    features, confidence). Returns one CalibrationFrame or None per index."""
+    from core.fit import HandObservation
+
+    idx = range(len(data)) if indices is None else indices
+    out = []
+    for i in idx:
+        det = _Det(data, int(i))
+        det.handedness = session.side  # synthetic subjects are right hands; trust the truth
+        w, h = (int(v) for v in data.image_size[i])
+        obs = HandObservation(det.handedness, det.keypoints_2d, det.world_landmarks,
+                              data.K[i].astype(np.float32), (w, h), det.score)
+        fit = session.fitter.fit([obs], None, None, session.fit_iterations)[0]
+        image = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (h, w, 3))
+        out.append(session._candidate(image, det, fit, "synthetic", int(data.frame[i]), 0.0, crop=data.crops[i]))
+    return out
