@@ -1,23 +1,66 @@
-"""The main window: camera panel, 3D hand view, toolbar and status bar."""
+"""The main window: camera panel, 3D hand view, panels (calibration, profiles, tracking),
+toolbar, menus and the status area."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from PySide6.QtCore import Qt, QThread, QTimer
-from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QToolBar
+from PySide6.QtCore import QSettings, Qt, QThread, QTimer, Slot
+from PySide6.QtGui import QAction, QColor, QKeySequence
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QFormLayout,
+    QLabel,
+    QMainWindow,
+    QSpinBox,
+    QSplitter,
+    QStyle,
+    QToolBar,
+    QWidget,
+)
 
+from app.calibration_panel import CalibrationPanel
 from app.camera_view import CameraView
 from app.hand_view import HandView
-from app.worker import LiveUpdate, TrackingWorker
+from app.jobs import JobRunner, describe_error, show_error
+from app.profiles_panel import ProfilesPanel
+from app.settings import AppSettings, cuda_available, open_store
+from app.sources import SourceChoice, SourceDialog, describe_source, split_spec
+from app.worker import LiveUpdate, TrackingConfig, TrackingWorker
 from core.engine import EngineSettings
 from core.errors import HandTwinError
+from core.fit import FitSettings
 from core.model import HandModel, load_model_data
 
 log = logging.getLogger(__name__)
+
+STAGE_ORDER = ("detect", "fit", "refine", "segment", "texture")
+
+
+def engine_settings(model: str | None, s: AppSettings) -> EngineSettings:
+    """EngineSettings from the app settings (refinement only where the engine has it)."""
+    kwargs = dict(model=model, device=s.device, fit=FitSettings(iterations=s.fit_iterations))
+    names = {f.name for f in dataclasses.fields(EngineSettings)}
+    for name in ("refine_iterations", "refine"):
+        if name in names:
+            field = next(f for f in dataclasses.fields(EngineSettings) if f.name == name)
+            default = field.default if field.default is not dataclasses.MISSING else None
+            if isinstance(default, int) and not isinstance(default, bool):
+                kwargs[name] = int(s.refine_iterations)
+                break
+    return EngineSettings(**kwargs)
+
+
+def refinement_supported() -> bool:
+    return any(f.name == "refine_iterations" for f in dataclasses.fields(EngineSettings))
 
 
 class MainWindow(QMainWindow):
@@ -25,83 +68,420 @@ class MainWindow(QMainWindow):
 
     Args:
         model: hand model path (None: ``$HANDTWIN_MODEL`` or the bundled open hand).
-        source: a SRC to start tracking at once (camera index, "demo", video, folder), or None.
+        source: a SRC to start tracking at once (camera index, "demo", video, folder, "a|b"
+            for a stereo pair), or None.
+        store: where settings persist (None: the user's QSettings).
+        profile: a profile file to use at once (None: the last active one, if any).
     """
 
-    def __init__(self, model: str | None = None, source: str | None = None) -> None:
+    def __init__(self, model: str | None = None, source: str | None = None, store: QSettings | None = None,
+                 profile: str | None = None) -> None:
         super().__init__()
-        self.setWindowTitle("HandTwin")
-        self.resize(1280, 760)
+        self.store = store if store is not None else open_store()
+        self.settings = AppSettings.load(self.store)
+        self.resize(1560, 900)
         self.model_path = model
+        self.jobs = JobRunner(self)
         self.camera_view = CameraView(self)
         self.hand_view = HandView(self)
+        self.active_profile = None
+        self.layer: HandModel | None = None
+        self.model_data = None
+        self._thread: QThread | None = None
+        self._worker: TrackingWorker | None = None
+        self.current_update: LiveUpdate | None = None
+        self._texture: np.ndarray | None = None
+        self.frames_shown = 0
+        self.last_message = ""
+        self._closing = False
 
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
         splitter.addWidget(self.camera_view)
         splitter.addWidget(self.hand_view.interactor)
-        splitter.setSizes([620, 660])
+        splitter.setSizes([600, 560])
         self.setCentralWidget(splitter)
 
-        self._build_toolbar()
-        self.model_label = QLabel()
-        self.stats_label = QLabel()
-        self.statusBar().addPermanentWidget(self.stats_label)
-        self.statusBar().addPermanentWidget(self.model_label)
+        self._build_status()
+        self._build_actions()
+        self._build_docks()
+        self._build_menus_and_toolbar()
 
-        self.layer: HandModel | None = None
-        self._thread: QThread | None = None
-        self._worker: TrackingWorker | None = None
-        self._latest: LiveUpdate | None = None
-        self.frames_shown = 0
         self._draw_timer = QTimer(self)
-        self._draw_timer.setInterval(30)
+        self._draw_timer.setInterval(15)
         self._draw_timer.timeout.connect(self._draw_latest)
         self._draw_timer.start()
         self.load_model(model)
+        if profile is not None:
+            self.load_profile_file(profile, restart=False)
+        elif self.settings.active_profile:
+            if Path(self.settings.active_profile).is_file():
+                self.load_profile_file(self.settings.active_profile, restart=False, quiet=True)
+        self._update_title()
+        self._sync_actions()
         if source is not None:
             QTimer.singleShot(0, lambda: self.start_source(source))
 
-    # ------------------------------------------------------------------ UI
+    # ================================================================== building
 
-    def _build_toolbar(self) -> None:
+    def _icon(self, name: str):
+        return self.style().standardIcon(getattr(QStyle.StandardPixmap, name))
+
+    def _action(self, text: str, icon: str | None = None, shortcut: str | None = None, tip: str = "",
+                slot=None, checkable: bool = False, checked: bool = False) -> QAction:
+        a = QAction(text, self)
+        if icon:
+            a.setIcon(self._icon(icon))
+        if shortcut:
+            a.setShortcut(QKeySequence(shortcut))
+            a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        a.setCheckable(checkable)
+        if checkable:
+            a.setChecked(checked)
+        tip = tip or text
+        a.setToolTip(f"{tip} ({a.shortcut().toString()})" if shortcut else tip)
+        a.setStatusTip(tip)
+        if slot is not None:
+            (a.toggled if checkable else a.triggered).connect(slot)
+        return a
+
+    def _build_actions(self) -> None:
+        s = self.settings
+        self.action_open = self._action("Open source…", "SP_DialogOpenButton", "Ctrl+O",
+                                        "Choose a camera, video, image folder, session, the demo or a stereo pair",
+                                        self.open_source_dialog)
+        self.action_demo = self._action("Demo", "SP_ComputerIcon", "Ctrl+D", "Track the bundled demo clip",
+                                        lambda: self.start_source("demo"))
+        self.action_video = self._action("Open video…", None, None, "Track a video file", self._open_video)
+        self.action_folder = self._action("Open image folder…", None, None, "Track an image folder", self._open_folder)
+        self.action_start = self._action("Start", "SP_MediaPlay", "Space",
+                                         "Start tracking the last source, or pause and resume", self.start_or_pause)
+        self.action_pause = self._action("Pause", "SP_MediaPause", None, "Pause or resume tracking",
+                                         self._set_paused, checkable=True)
+        self.action_stop = self._action("Stop", "SP_MediaStop", "Ctrl+.", "Stop tracking", self.stop_tracking)
+        self.action_record = self._action("Record", "SP_DialogSaveButton", "Ctrl+R",
+                                          "Record frames and results to a session folder", self.set_recording,
+                                          checkable=True)
+        self.action_replay = self._action("Replay session…", "SP_MediaSeekBackward", "Ctrl+Shift+R",
+                                          "Track a recorded session again", self.replay_dialog)
+        self.action_capture = self._action("Capture frame", "SP_DialogApplyButton", "C",
+                                           "Offer the current frame to the calibration session",
+                                           lambda: self.calibration_panel.capture_current())
+        self.action_export = self._action("Export…", "SP_DriveFDIcon", "Ctrl+E",
+                                          "Export the personalized hand (OBJ, GLB, rigged GLB, PLY)", self.export_dialog)
+        self.action_camera_calib = self._action("Calibrate camera…", "SP_FileDialogContentsView", None,
+                                                "Intrinsics from photos of a checkerboard or ChArUco board",
+                                                self.camera_calibration_dialog)
+        self.action_skeleton = self._action("Skeleton", None, "K", "Show the keypoints and bones",
+                                            self._set_skeleton, checkable=True, checked=True)
+        self.action_wireframe = self._action("Wireframe", None, "W", "Show mesh edges",
+                                             self.hand_view.set_wireframe, checkable=True)
+        self.action_silhouette = self._action("Silhouette", None, "S", "Overlay the fitted and segmented silhouettes",
+                                              self._set_silhouette, checkable=True, checked=s.silhouette)
+        self.action_texture = self._action("Texture", None, "T", "Capture and show the skin texture",
+                                           self._set_texture, checkable=True, checked=s.texture)
+        self.action_reset = self._action("Reset view", "SP_BrowserReload", "R", "Frame the hand again",
+                                         self.hand_view.reset_view)
+        self.action_quit = self._action("Quit", None, "Ctrl+Q", "Quit HandTwin", self.close)
+        for a in (self.action_open, self.action_demo, self.action_start, self.action_stop, self.action_record,
+                  self.action_replay, self.action_capture, self.action_export, self.action_skeleton,
+                  self.action_wireframe, self.action_silhouette, self.action_texture, self.action_reset,
+                  self.action_quit, self.action_pause):
+            self.addAction(a)
+
+    def _build_menus_and_toolbar(self) -> None:
+        m = self.menuBar()
+        f = m.addMenu("&File")
+        for a in (self.action_open, self.action_demo, self.action_video, self.action_folder, self.action_replay):
+            f.addAction(a)
+        f.addSeparator()
+        f.addAction(self.action_export)
+        f.addSeparator()
+        f.addAction(self.action_quit)
+        t = m.addMenu("&Tracking")
+        for a in (self.action_start, self.action_stop, self.action_record):
+            t.addAction(a)
+        t.addSeparator()
+        t.addAction(self.action_camera_calib)
+        c = m.addMenu("&Calibration")
+        c.addAction(self.action_capture)
+        c.addAction(self.calibration_dock.toggleViewAction())
+        c.addAction(self.profiles_dock.toggleViewAction())
+        v = m.addMenu("&View")
+        for a in (self.action_skeleton, self.action_wireframe, self.action_silhouette, self.action_texture,
+                  self.action_reset):
+            v.addAction(a)
+        v.addSeparator()
+        v.addAction(self.tracking_dock.toggleViewAction())
+
         bar = QToolBar("Main", self)
+        bar.setObjectName("main-toolbar")
         bar.setMovable(False)
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.addToolBar(bar)
-        self.action_demo = QAction("Demo", self)
-        self.action_demo.setToolTip("Track the bundled demo clip")
-        self.action_demo.triggered.connect(lambda: self.start_source("demo"))
-        self.action_camera = QAction("Camera", self)
-        self.action_camera.setToolTip("Track camera 0")
-        self.action_camera.triggered.connect(lambda: self.start_source("0"))
-        self.action_video = QAction("Video…", self)
-        self.action_video.triggered.connect(self._open_video)
-        self.action_folder = QAction("Folder…", self)
-        self.action_folder.triggered.connect(self._open_folder)
-        self.action_pause = QAction("Pause", self, checkable=True)
-        self.action_pause.setShortcut(QKeySequence(Qt.Key.Key_Space))
-        self.action_pause.setToolTip("Pause or resume tracking (Space)")
-        self.action_pause.toggled.connect(self._set_paused)
-        self.action_stop = QAction("Stop", self)
-        self.action_stop.triggered.connect(self.stop_tracking)
-        for a in (self.action_demo, self.action_camera, self.action_video, self.action_folder):
+        for a in (self.action_open, self.action_demo):
             bar.addAction(a)
         bar.addSeparator()
-        bar.addAction(self.action_pause)
-        bar.addAction(self.action_stop)
+        for a in (self.action_start, self.action_stop, self.action_record, self.action_replay):
+            bar.addAction(a)
         bar.addSeparator()
-        self.action_skeleton = QAction("Skeleton", self, checkable=True, checked=True)
-        self.action_skeleton.setShortcut(QKeySequence("K"))
-        self.action_skeleton.setToolTip("Show the 21 keypoints and bones (K)")
-        self.action_skeleton.toggled.connect(self.hand_view.set_skeleton_visible)
-        self.action_wireframe = QAction("Wireframe", self, checkable=True, checked=False)
-        self.action_wireframe.setShortcut(QKeySequence("W"))
-        self.action_wireframe.setToolTip("Show mesh edges (W)")
-        self.action_wireframe.toggled.connect(self.hand_view.set_wireframe)
-        self.action_reset = QAction("Reset view", self)
-        self.action_reset.setShortcut(QKeySequence("R"))
-        self.action_reset.triggered.connect(self.hand_view.reset_view)
-        for action in (self.action_skeleton, self.action_wireframe, self.action_reset):
-            bar.addAction(action)
+        bar.addAction(self.action_capture)
+        bar.addAction(self.action_export)
+        bar.addSeparator()
+        for a in (self.action_skeleton, self.action_wireframe, self.action_silhouette, self.action_texture,
+                  self.action_reset):
+            bar.addAction(a)
+        self.toolbar = bar
+
+    def _build_docks(self) -> None:
+        self.calibration_panel = CalibrationPanel(self)
+        self.profiles_panel = ProfilesPanel(self)
+        self.tracking_panel = self._tracking_panel()
+        self.calibration_dock = self._dock("Calibration", self.calibration_panel)
+        self.profiles_dock = self._dock("Profiles", self.profiles_panel)
+        self.tracking_dock = self._dock("Tracking", self.tracking_panel)
+        self.tabifyDockWidget(self.calibration_dock, self.profiles_dock)
+        self.tabifyDockWidget(self.profiles_dock, self.tracking_dock)
+        self.calibration_dock.raise_()
+        self.calibration_dock.setMinimumWidth(400)
+        self.resizeDocks([self.calibration_dock], [420], Qt.Orientation.Horizontal)
+
+    def _dock(self, title: str, widget: QWidget) -> QDockWidget:
+        d = QDockWidget(title, self)
+        d.setObjectName(f"dock-{title.lower()}")
+        d.setWidget(widget)
+        d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetClosable
+                      | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, d)
+        return d
+
+    def _tracking_panel(self) -> QWidget:
+        s = self.settings
+        w = QWidget(self)
+        form = QFormLayout(w)
+        self.device_combo = QComboBox()
+        self.device_combo.addItem("CPU", "cpu")
+        self.device_combo.addItem("CUDA (GPU)", "cuda")
+        if not cuda_available():
+            item = self.device_combo.model().item(1)
+            item.setEnabled(False)
+            item.setToolTip("This PyTorch has no CUDA device")
+        self.device_combo.setCurrentIndex(1 if s.device == "cuda" and cuda_available() else 0)
+        self.device_combo.setToolTip("Where fitting and refinement run")
+        self.device_combo.currentIndexChanged.connect(lambda *_: self._settings_changed(restart=True))
+        self.fit_iterations = QSpinBox()
+        self.fit_iterations.setRange(1, 100)
+        self.fit_iterations.setValue(s.fit_iterations)
+        self.fit_iterations.setToolTip("Levenberg-Marquardt iterations of the model fit per frame")
+        self.fit_iterations.editingFinished.connect(lambda: self._settings_changed(restart=True))
+        self.refine_iterations = QSpinBox()
+        self.refine_iterations.setRange(0, 50)
+        self.refine_iterations.setValue(s.refine_iterations)
+        self.refine_iterations.setSpecialValueText("off")
+        self.refine_iterations.setEnabled(refinement_supported())
+        self.refine_iterations.setToolTip("Silhouette refinement iterations per frame (0: off)"
+                                          if refinement_supported() else "This engine has no silhouette refinement yet")
+        self.refine_iterations.editingFinished.connect(lambda: self._settings_changed(restart=True))
+        self.realtime_check = QCheckBox("Play files at their frame rate")
+        self.realtime_check.setChecked(s.realtime)
+        self.realtime_check.setToolTip("Off: files play as fast as tracking goes")
+        self.realtime_check.toggled.connect(lambda *_: self._settings_changed(restart=True))
+        self.texture_check = QCheckBox("Capture the skin texture")
+        self.texture_check.setChecked(s.texture)
+        self.texture_check.toggled.connect(self.action_texture.setChecked)
+        self.action_texture.toggled.connect(self.texture_check.setChecked)
+        self.intrinsics_label = QLabel()
+        self.intrinsics_label.setWordWrap(True)
+        form.addRow("Device", self.device_combo)
+        form.addRow("Fit iterations", self.fit_iterations)
+        form.addRow("Refinement", self.refine_iterations)
+        form.addRow(self.realtime_check)
+        form.addRow(self.texture_check)
+        form.addRow("Intrinsics", self.intrinsics_label)
+        self._intrinsics_text()
+        return w
+
+    def _build_status(self) -> None:
+        sb = self.statusBar()
+        self.fps_label = QLabel("— fps")
+        self.fps_label.setToolTip("Frames tracked per second / 3D view updates per second")
+        self.stages_label = QLabel("")
+        self.stages_label.setToolTip("Per-stage time of the last frame, milliseconds")
+        self.quality_label = QLabel("")
+        self.quality_label.setToolTip("Mean reprojection error of the 21 keypoints; silhouette IoU when refining")
+        self.texture_label = QLabel("")
+        self.profile_label = QLabel("")
+        self.model_label = QLabel()
+        self.stats_label = self.stages_label  # older name
+        for w in (self.fps_label, self.stages_label, self.quality_label, self.texture_label, self.profile_label,
+                  self.model_label):
+            w.setContentsMargins(6, 0, 6, 0)
+            sb.addPermanentWidget(w)
+
+    # ================================================================== model, profile
+
+    def load_model(self, model: str | None) -> None:
+        """Load a hand model and show its mean shape in the rest pose."""
+        try:
+            data = load_model_data(model)
+        except HandTwinError as exc:
+            show_error(self, "Hand model", str(exc))
+            return
+        self.model_data = data
+        self.layer = HandModel(data)
+        self._show_rest_hand()
+        with torch.no_grad():
+            length, width = self.layer.measures()
+        self.model_label.setText(
+            f"{data.name} · {data.num_vertices} vertices · "
+            f"length {length.item() * 1000:.0f} mm · width {width.item() * 1000:.0f} mm"
+        )
+        self.statusBar().showMessage("Showing the hand in the rest pose. Open a source to track (Ctrl+O, or Ctrl+D for the demo).")
+
+    def _show_rest_hand(self) -> None:
+        if self.layer is None:
+            return
+        shape = None if self.active_profile is None else torch.as_tensor(self.active_profile.shape)[None]
+        with torch.no_grad():
+            out = self.layer.rest(shape)
+        d = self.model_data
+        self.hand_view.set_hand(out.vertices[0].numpy(), d.faces, out.keypoints[0].numpy(),
+                                uv=d.uv, uv_faces=d.uv_faces)
+
+    @property
+    def profiles_directory(self) -> Path:
+        from core.profile_io import profiles_dir
+
+        return Path(self.settings.profiles_dir) if self.settings.profiles_dir else profiles_dir()
+
+    @property
+    def export_directory(self) -> Path:
+        return self.profiles_directory.parent / "exports"
+
+    def load_profile_file(self, path: str, restart: bool = True, quiet: bool = False) -> bool:
+        """Read a profile and make it the active one; a bad file gives a message and changes nothing."""
+        from core.profile_io import load_profile
+
+        try:
+            profile = load_profile(path)
+            if self.model_data is not None and len(profile.shape) != self.model_data.num_betas:
+                raise HandTwinError(f"the profile's shape has {len(profile.shape)} values; "
+                                    f"the hand model {self.model_data.name} needs {self.model_data.num_betas}")
+        except Exception as exc:  # noqa: BLE001 - a corrupt profile is a message, never a crash
+            message = f"Cannot use the profile {Path(path).name}: {describe_error(exc)}"
+            self.last_message = message
+            if quiet:
+                log.warning(message)
+                self.statusBar().showMessage(message, 8000)
+            else:
+                show_error(self, "Profile", message)
+            return False
+        self.set_active_profile(profile, restart=restart)
+        return True
+
+    def set_active_profile(self, profile, restart: bool = True) -> None:
+        """Use ``profile`` (a core.profile_io.Profile, or None) for identity-aware tracking."""
+        self.active_profile = profile
+        self.settings = dataclasses.replace(
+            self.settings, active_profile=str(profile.path) if profile is not None and profile.path else "")
+        self.settings.save(self.store)
+        self._texture = None
+        if profile is not None and profile.texture is not None and Path(profile.texture).is_file():
+            import cv2
+
+            bgr = cv2.imread(str(profile.texture), cv2.IMREAD_COLOR)
+            if bgr is not None:
+                self._texture = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        self.hand_view.set_texture(self._texture)
+        if not self.tracking:
+            self._show_rest_hand()
+        self._update_title()
+        self.profiles_panel.refresh()
+        if restart and self.tracking:
+            self.start_source(self._worker.config.sources and "|".join(self._worker.config.sources))
+        self.statusBar().showMessage(
+            f"Tracking with the profile {profile.name}: the hand keeps its calibrated size." if profile is not None
+            else "No profile: the shape is estimated per frame.", 5000)
+
+    def _update_title(self) -> None:
+        p = self.active_profile
+        self.setWindowTitle(f"HandTwin — {p.name}" if p is not None else "HandTwin")
+        self.profile_label.setText(f"profile: {p.name}" if p is not None else "no profile")
+
+    def calibration_finished(self, result) -> None:
+        self.statusBar().showMessage(
+            f"Calibrated: hand length {result.hand_length_mm:.1f} mm, width {result.hand_width_mm:.1f} mm. "
+            "Save it as a profile to track with it.", 8000)
+
+    def save_calibration_profile(self, name: str) -> Path | None:
+        """Save the calibration result (with the captured texture) as a profile and use it."""
+        import cv2
+
+        from core.profile_io import profile_file_name, save_profile
+
+        try:
+            doc = self.calibration_panel.profile_document(name)
+            folder = self.profiles_directory
+            path = folder / profile_file_name(name)
+            folder.mkdir(parents=True, exist_ok=True)
+            texture = self.current_texture()
+            if texture is not None:
+                tex_name = path.with_suffix(".png").name
+                if not cv2.imwrite(str(folder / tex_name), cv2.cvtColor(texture, cv2.COLOR_RGB2BGR)):
+                    raise OSError(f"cannot write the texture {folder / tex_name}")
+                doc["texture"] = tex_name
+            saved = save_profile(path, doc)
+        except Exception as exc:  # noqa: BLE001 - unwritable folder etc.: a message
+            show_error(self, "Save the profile", describe_error(exc))
+            return None
+        self.profiles_panel.refresh()
+        self.load_profile_file(str(saved))
+        self.profiles_panel.select(saved)
+        return Path(saved)
+
+    # ================================================================== sources and tracking
+
+    def current_choice(self) -> SourceChoice:
+        s = self.settings
+        return SourceChoice(split_spec(s.last_source) or ("demo",), s.intrinsics_mode, s.intrinsics_file, s.fov_deg)
+
+    def open_source_dialog(self) -> None:
+        dlg = SourceDialog(self.jobs, self.current_choice(), self)
+        dlg.intrinsics.calibrate_requested.connect(lambda: self._wizard_into(dlg))
+        if dlg.exec() == SourceDialog.DialogCode.Accepted:
+            choice = dlg.choice()
+            if not all(choice.sources):
+                show_error(self, "Open a source", "Choose a file or folder first.")
+                return
+            self.set_intrinsics(choice.intrinsics_mode, choice.intrinsics_file, choice.fov_deg)
+            self.start_source(choice.spec)
+
+    def _wizard_into(self, dlg: SourceDialog) -> None:
+        path = self.camera_calibration_dialog()
+        if path:
+            dlg.intrinsics.set_file(path)
+
+    def camera_calibration_dialog(self) -> str | None:
+        from app.camera_calibration import CameraCalibrationDialog
+
+        wiz = CameraCalibrationDialog(
+            self.jobs, lambda: None if self.current_update is None else self.current_update.frame.image, self)
+        wiz.exec()
+        if wiz.saved_path:
+            self.set_intrinsics("file", wiz.saved_path, self.settings.fov_deg)
+            return wiz.saved_path
+        return None
+
+    def set_intrinsics(self, mode: str, file: str = "", fov_deg: float = 60.0) -> None:
+        self.settings = dataclasses.replace(self.settings, intrinsics_mode=mode, intrinsics_file=file, fov_deg=fov_deg)
+        self.settings.save(self.store)
+        self._intrinsics_text()
+
+    def _intrinsics_text(self) -> None:
+        s = self.settings
+        text = {"file": f"file {Path(s.intrinsics_file).name}", "fov": f"field of view {s.fov_deg:.0f}°"}.get(
+            s.intrinsics_mode, "from the source, else weak perspective")
+        if hasattr(self, "intrinsics_label"):
+            self.intrinsics_label.setText(text)
 
     def _open_video(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a video", "", "Videos (*.mp4 *.avi *.mov *.mkv *.webm)")
@@ -113,96 +493,305 @@ class MainWindow(QMainWindow):
         if path:
             self.start_source(path)
 
-    # ------------------------------------------------------------------ model
+    def replay_dialog(self) -> None:
+        start = str(self.profiles_directory.parent / "sessions")
+        path = QFileDialog.getExistingDirectory(self, "Replay a recorded session", start)
+        if path:
+            self.start_source(path)
 
-    def load_model(self, model: str | None) -> None:
-        """Load a hand model and show its mean shape in the rest pose."""
-        try:
-            data = load_model_data(model)
-        except HandTwinError as exc:
-            QMessageBox.warning(self, "Hand model", str(exc))
-            log.warning("could not load the hand model: %s", exc)
-            return
-        self.layer = HandModel(data)
-        with torch.no_grad():
-            out = self.layer.rest()
-            length, width = self.layer.measures()
-        self.hand_view.set_hand(out.vertices[0].numpy(), data.faces, out.keypoints[0].numpy())
-        self.model_label.setText(
-            f"{data.name} · {data.num_vertices} vertices · "
-            f"length {length.item() * 1000:.0f} mm · width {width.item() * 1000:.0f} mm"
+    def tracking_config(self, spec: str) -> TrackingConfig:
+        s = self.settings
+        sources = split_spec(spec)
+        intr = s.intrinsics_file if s.intrinsics_mode == "file" and s.intrinsics_file else None
+        fov = s.fov_deg if s.intrinsics_mode == "fov" else None
+        return TrackingConfig(
+            sources=sources,
+            settings=engine_settings(self.model_path, s),
+            intrinsics=intr,
+            fov_deg=fov,
+            shape=None if self.active_profile is None else np.asarray(self.active_profile.shape, np.float32),
+            realtime=s.realtime,
+            loop=sources == ("demo",),
+            texture=s.texture,
+            silhouette=s.silhouette,
         )
-        self.statusBar().showMessage("Showing the mean hand in the rest pose. Open a source to track.")
 
-    # ------------------------------------------------------------------ tracking
-
-    def start_source(self, source: str) -> None:
-        """Start tracking a SRC in a worker thread (stops any running one first)."""
+    def start_source(self, spec: str) -> None:
+        """Start tracking a SRC ("a|b": a stereo pair) in a worker thread (stops any running one)."""
         self.stop_tracking()
-        self._worker = TrackingWorker(source, EngineSettings(model=self.model_path), realtime=True, loop=source == "demo")
+        if not spec:
+            return
+        config = self.tracking_config(spec)
+        self.settings = self.settings.with_recent(spec)
+        self.settings.save(self.store)
+        self._worker = TrackingWorker(config)
         self._thread = QThread(self)
+        self._thread.setObjectName("handtwin-tracking")
         self._worker.moveToThread(self._thread)
         self._thread.started.connect(self._worker.run)
-        self._worker.update.connect(self._on_update)
-        self._worker.failed.connect(self._on_failed)
-        self._worker.finished.connect(self._thread.quit)
+        worker = self._worker
+        worker.failed.connect(self._on_failed)
+        worker.ended.connect(self._on_ended)
+        worker.notice.connect(self._on_notice)
+        worker.finished.connect(self._thread.quit)
+        worker.finished.connect(self._on_worker_finished)
+        self.install_frame_hook()
         self._thread.start()
         self.action_pause.setChecked(False)
-        self.camera_view.clear(f"Opening {source}…")
-        self.statusBar().showMessage(f"Tracking {source}")
+        self.camera_view.clear(f"Opening {describe_source(spec)}…")
+        self.statusBar().showMessage(f"Tracking {describe_source(spec)}")
+        self._sync_actions()
+
+    def install_frame_hook(self) -> None:
+        if self._worker is not None:
+            self._worker.frame_hook = self.calibration_panel.frame_hook if self.calibration_panel.auto else None
 
     def stop_tracking(self) -> None:
-        if self._worker is not None:
-            self._worker.stop()
-        if self._thread is not None:
-            self._thread.quit()
-            self._thread.wait(5000)
+        worker, thread = self._worker, self._thread
         self._worker = None
         self._thread = None
+        if worker is not None:
+            worker.stop()
+            if worker.recording:
+                worker.stop_recording()
+        if thread is not None:
+            thread.quit()
+            if not thread.wait(15000):
+                log.warning("the tracking thread did not stop in time")
+        if worker is not None:
+            self._texture = self._texture if self._texture is not None else None
+        self.action_record.blockSignals(True)
+        self.action_record.setChecked(False)
+        self.action_record.blockSignals(False)
+        self._sync_actions()
 
     @property
     def tracking(self) -> bool:
         return self._thread is not None and self._thread.isRunning()
 
+    @property
+    def worker(self) -> TrackingWorker | None:
+        return self._worker
+
+    def start_or_pause(self) -> None:
+        """Space: start the last source when idle, otherwise pause or resume."""
+        if self._worker is None:
+            self.start_source(self.settings.last_source or "demo")
+        else:
+            self.action_pause.toggle()
+
     def _set_paused(self, paused: bool) -> None:
         if self._worker is not None:
             self._worker.set_paused(paused)
-        self.statusBar().showMessage("Paused" if paused else "Tracking")
+            self.statusBar().showMessage("Paused (Space resumes)" if paused else "Tracking")
+        self._sync_actions()
 
-    def _on_update(self, update: LiveUpdate) -> None:
-        self._latest = update  # latest frame wins; drawn by the timer
+    @Slot()
+    def _on_worker_finished(self) -> None:
+        worker = self._worker
+        if worker is not None and worker.done:
+            # The stream ended by itself (end of file, failure): keep the last image on screen.
+            thread = self._thread
+            self._worker = None
+            self._thread = None
+            if thread is not None:
+                thread.quit()
+                thread.wait(5000)
+            self.action_record.blockSignals(True)
+            self.action_record.setChecked(False)
+            self.action_record.blockSignals(False)
+        self._sync_actions()
 
     def _on_failed(self, message: str) -> None:
+        self.last_message = message
         self.statusBar().showMessage(message)
-        self.camera_view.clear(message)
-        QMessageBox.warning(self, "Tracking", message)
+        if self.current_update is None:
+            self.camera_view.clear(message)
+        if not self._closing:
+            show_error(self, "Tracking", message)
+
+    def _on_ended(self, message: str) -> None:
+        self.statusBar().showMessage(message)
+
+    def _on_notice(self, message: str) -> None:
+        self.last_message = message
+        self.statusBar().showMessage(message, 8000)
+        if message.startswith(("Cannot record", "Recording stopped")):
+            self.action_record.blockSignals(True)
+            self.action_record.setChecked(False)
+            self.action_record.blockSignals(False)
+            show_error(self, "Recording", message)
+
+    def set_recording(self, on: bool, folder: str | None = None) -> None:
+        """Start (into ``folder``, default a new time-stamped one) or stop recording."""
+        if self._worker is None:
+            if on:
+                self.action_record.blockSignals(True)
+                self.action_record.setChecked(False)
+                self.action_record.blockSignals(False)
+                show_error(self, "Recording", "Nothing to record: open a source first.")
+            return
+        if on:
+            folder = folder or str(self.profiles_directory.parent / "sessions" / time.strftime("session-%Y%m%d-%H%M%S"))
+            self.recording_folder = folder
+            self._worker.start_recording(folder)
+            self.statusBar().showMessage(f"Recording to {folder}")
+        else:
+            self._worker.stop_recording()
+        self._sync_actions()
+
+    def _sync_actions(self) -> None:
+        running = self._worker is not None
+        self.action_stop.setEnabled(running)
+        self.action_record.setEnabled(running)
+        paused = running and self._worker.paused
+        self.action_start.setText("Resume" if paused else "Pause" if running else "Start")
+        self.action_start.setIcon(self._icon("SP_MediaPause" if running and not paused else "SP_MediaPlay"))
+        badges = []
+        if running and self._worker.recording:
+            badges.append(("● REC", QColor("#ff5a5f")))
+        if paused:
+            badges.append(("PAUSED", QColor("#ffd166")))
+        if self.calibration_panel.auto:
+            badges.append(("AUTO-CAPTURE", QColor("#4cc9f0")))
+        self.camera_view.badges = badges
+        self.camera_view.update()
+
+    # ================================================================== settings
+
+    def _settings_changed(self, restart: bool = False) -> None:
+        self.settings = dataclasses.replace(
+            self.settings,
+            device=self.device_combo.currentData() or "cpu",
+            fit_iterations=self.fit_iterations.value(),
+            refine_iterations=self.refine_iterations.value(),
+            realtime=self.realtime_check.isChecked(),
+        )
+        self.settings.save(self.store)
+        if restart and self._worker is not None:
+            self.start_source("|".join(self._worker.config.sources))
+
+    def _set_skeleton(self, on: bool) -> None:
+        self.hand_view.set_skeleton_visible(on)
+        self.camera_view.show_skeleton = on
+        self.camera_view.update()
+
+    def _set_silhouette(self, on: bool) -> None:
+        self.settings = dataclasses.replace(self.settings, silhouette=on)
+        self.settings.save(self.store)
+        self.camera_view.show_silhouette = on
+        self.camera_view.update()
+        if self._worker is not None:
+            self._worker.silhouette_enabled = on
+
+    def _set_texture(self, on: bool) -> None:
+        self.settings = dataclasses.replace(self.settings, texture=on)
+        self.settings.save(self.store)
+        if self._worker is not None:
+            self._worker.texture_enabled = on
+        self.hand_view.set_texture_visible(on)
+
+    # ================================================================== drawing
 
     def _draw_latest(self) -> None:
-        update, self._latest = self._latest, None
+        worker = self._worker
+        update = worker.take_latest() if worker is not None else None
         if update is None:
             return
+        self.current_update = update
         result = update.result
         self.camera_view.set_frame(
             update.frame.image,
             [(h.fit.side, h.detection.keypoints_2d, h.fit.keypoints_2d) for h in result.hands],
+            update.silhouette,
+            update.second_image,
         )
+        if update.texture is not None:
+            self._texture = update.texture
+            self.hand_view.set_texture(update.texture)
         if update.meshes:
             # Seen from the camera, centred on the hand so the view stays framed as it moves.
             kp = result.hands[0].fit.keypoints_3d
             centre = kp.mean(0)
-            self.hand_view.set_hand(update.meshes[0] - centre, update.faces[0], kp - centre, camera_frame=True)
-        t = result.time_ms
-        err = (
-            f" · reprojection {np.mean([h.fit.reprojection_error_px for h in result.hands]):.1f} px"
-            if result.hands else " · no hand"
-        )
-        self.stats_label.setText(
-            f"{update.fps:4.1f} fps · detect {t.get('detect', 0):.0f} ms · fit {t.get('fit', 0):.0f} ms{err}"
-        )
+            d = self.model_data
+            self.hand_view.set_hand(update.meshes[0] - centre, update.faces[0], kp - centre, camera_frame=True,
+                                    uv=None if d is None else d.uv, uv_faces=None if d is None else d.uv_faces)
+        now = time.perf_counter()
+        if now - getattr(self, "_stats_time", 0.0) > 0.25:  # every label change repaints the window
+            self._stats_time = now
+            self._show_stats(update)
         self.frames_shown += 1
 
+    def _show_stats(self, update: LiveUpdate) -> None:
+        result = update.result
+        self.fps_label.setText(f"{update.fps:4.1f} fps · view {self.hand_view.update_rate():4.1f}/s")
+        t = result.time_ms
+        stages = [k for k in STAGE_ORDER if k in t] + [k for k in t if k not in STAGE_ORDER and k != "total"]
+        self.stages_label.setText(" · ".join(f"{k} {t[k]:.0f}" for k in stages) + " ms")
+        if result.hands:
+            err = np.mean([h.fit.reprojection_error_px for h in result.hands])
+            iou = f" · IoU {update.iou:.2f}" if update.iou is not None else ""
+            self.quality_label.setText(f"reprojection {err:.1f} px{iou}")
+        else:
+            self.quality_label.setText("no hand")
+        if update.recorded >= 0:
+            self.texture_label.setText(f"● recorded {update.recorded}")
+        elif self.settings.texture and update.texture_coverage > 0:
+            self.texture_label.setText(f"texture {100 * update.texture_coverage:.0f}%")
+        else:
+            self.texture_label.setText("")
+        if self.frames_shown % 8 == 0:
+            self._sync_actions()
+
+    # ================================================================== export
+
+    def current_hand_fit(self):
+        u = self.current_update
+        return u.result.hands[0].fit if u is not None and u.result.hands else None
+
+    def current_texture(self) -> np.ndarray | None:
+        if self._worker is not None and self.settings.texture:
+            side = self.current_hand_fit().side if self.current_hand_fit() is not None else "right"
+            try:
+                tex = self._worker.texture_image(side)
+            except Exception:  # noqa: BLE001
+                tex = None
+            if tex is not None:
+                return tex
+        return self._texture
+
+    def export_shape(self) -> tuple[np.ndarray, str]:
+        """(shape, side) to export: the profile's, else the current frame's, else the mean."""
+        if self.active_profile is not None:
+            side = self.active_profile.handedness if self.active_profile.handedness in ("right", "left") else "right"
+            return np.asarray(self.active_profile.shape, np.float32), side
+        fit = self.current_hand_fit()
+        if fit is not None:
+            return np.asarray(fit.betas, np.float32), fit.side
+        n = self.model_data.num_betas if self.model_data is not None else 10
+        return np.zeros(n, np.float32), "right"
+
+    def export_dialog(self):
+        from app.export_dialog import ExportDialog
+
+        if getattr(self, "_export_dialog", None) is None:
+            self._export_dialog = ExportDialog(self)
+        self._export_dialog.refresh()
+        self._export_dialog.show()
+        self._export_dialog.raise_()
+        return self._export_dialog
+
+    # ================================================================== closing
+
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        self._closing = True
         self._draw_timer.stop()
+        self.calibration_panel.auto = False
         self.stop_tracking()
+        self.jobs.cancel_all()
+        self.settings.save(self.store)
+        self.calibration_panel.close_views()
+        if getattr(self, "_export_dialog", None) is not None:
+            self._export_dialog.close()
         self.hand_view.close()
         super().closeEvent(event)

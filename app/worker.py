@@ -1,38 +1,56 @@
 """The tracking worker: reads frames and runs the engine off the GUI thread.
 
-Latest frame wins: the worker emits each result once; the window keeps only the newest and
-draws it on its own timer, so a slow GUI never makes a queue grow. Errors reach the window as
-a signal carrying the message, never as an exception in the GUI thread.
+Latest frame wins: the worker keeps only its newest result in a one-slot mailbox that the
+window's draw timer takes from, so a slow GUI never makes a queue grow. Errors reach the
+window as a signal carrying the message, never as an exception in the GUI thread.
+
+The worker also does the per-frame work that is cheap next to tracking but would block the
+GUI thread: posing the hand meshes, the fitted mesh's silhouette mask, the texture update,
+session recording, and offering frames to a calibration session.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 from PySide6.QtCore import QObject, Signal, Slot
 
-from core.capture import Frame, open_source
+from core.camera import intrinsics_from_fov
+from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source, open_source
 from core.engine import Engine, EngineSettings, FrameResult
 from core.errors import HandTwinError
 from core.model import HandModel, load_model_data
+
+from app.jobs import describe_error
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LiveUpdate:
-    """What the window draws for one frame: the image, the engine result and hand meshes.
+    """What the window draws for one frame.
 
     Attributes:
-        frame: the captured frame (RGB image).
+        frame: the captured frame (RGB image) of the reference camera.
         result: the engine's result (keypoints, fits, timings).
         meshes: one (V, 3) float32 vertex array per hand, camera frame, metres.
         faces: per hand, its (F, 3) faces.
         fps: frames processed per second, smoothed.
+        silhouette: (H, W) uint8 per-pixel label: 0 background, 1 the fitted mesh, 2 the
+            target (segmentation) mask, 3 both; None when silhouettes are off.
+        second_image: the other camera's RGB image of a stereo pair, else None.
+        texture: (S, S, 3) uint8 skin texture when it changed this frame, else None.
+        texture_coverage: fraction of the texture observed so far (0 without texture capture).
+        recorded: frames written to the session being recorded (-1: not recording).
+        iou: mean silhouette IoU of the hands, when the engine reports it.
     """
 
     frame: Frame
@@ -40,75 +58,380 @@ class LiveUpdate:
     meshes: tuple[np.ndarray, ...]
     faces: tuple[np.ndarray, ...]
     fps: float
+    silhouette: np.ndarray | None = None
+    second_image: np.ndarray | None = None
+    texture: np.ndarray | None = None
+    texture_coverage: float = 0.0
+    recorded: int = -1
+    iou: float | None = None
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """How to track.
+
+    Attributes:
+        sources: one SRC, or two for a stereo pair (the first is the reference camera).
+        settings: the engine's settings.
+        intrinsics: an intrinsics file for the source(s), or None.
+        fov_deg: a horizontal field of view instead of a file, or None.
+        shape: (S,) a profile's fixed shape (identity-aware tracking), or None.
+        realtime: pace files at their frame rate.
+        loop: start over at the end (the demo).
+        texture: capture the skin texture.
+        silhouette: compute the fitted mesh's silhouette for the overlay.
+        texture_size: side of the texture image, pixels.
+    """
+
+    sources: tuple[str, ...]
+    settings: EngineSettings = field(default_factory=EngineSettings)
+    intrinsics: str | None = None
+    fov_deg: float | None = None
+    shape: np.ndarray | None = None
+    realtime: bool = True
+    loop: bool = False
+    texture: bool = False
+    silhouette: bool = True
+    texture_size: int = 512
+
+    @property
+    def label(self) -> str:
+        return " + ".join(self.sources)
+
+
+def nominal_K(fit_settings, width: int, height: int) -> np.ndarray:  # noqa: N802
+    """The pinhole camera weak-perspective fits are placed in (see TailorFitter._place_weak)."""
+    fov = getattr(fit_settings, "nominal_fov_deg", 60.0)
+    return intrinsics_from_fov(fov, width, height).K.astype(np.float32)
+
+
+def project_to_fit(points: np.ndarray, keypoints_3d: np.ndarray, keypoints_2d: np.ndarray, K: np.ndarray) -> np.ndarray:  # noqa: N803
+    """Project camera-frame points with K, then align the projected keypoints to the fit's
+    2D keypoints (least-squares scale and shift), so weak-perspective fits overlay correctly.
+
+    Returns:
+        (N, 2) float32 pixels.
+    """
+
+    def proj(p: np.ndarray) -> np.ndarray:
+        z = np.maximum(p[:, 2:3], 1e-6)
+        return p[:, :2] / z * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
+
+    kp = proj(np.asarray(keypoints_3d, np.float64))
+    pts = proj(np.asarray(points, np.float64))
+    a = kp - kp.mean(0)
+    b = np.asarray(keypoints_2d, np.float64) - np.mean(keypoints_2d, axis=0)
+    s = float((a * b).sum() / max((a * a).sum(), 1e-9))
+    return ((pts - kp.mean(0)) * s + np.mean(keypoints_2d, axis=0)).astype(np.float32)
+
+
+def fill_silhouette(mask: np.ndarray, pixels: np.ndarray, faces: np.ndarray, value: int = 1) -> None:
+    """Fill the triangles (pixels[faces]) into ``mask`` (in place), sub-pixel accurate."""
+    tris = np.round(pixels[faces] * 4.0).astype(np.int32)
+    h, w = mask.shape
+    inside = (tris[..., 0].max(1) >= 0) & (tris[..., 1].max(1) >= 0) & (tris[..., 0].min(1) < 4 * w) & (tris[..., 1].min(1) < 4 * h)
+    if inside.any():
+        cv2.fillPoly(mask, list(tris[inside]), value, lineType=cv2.LINE_8, shift=2)
+
+
+def _hand_target_mask(result: FrameResult, hand) -> np.ndarray | None:
+    """The segmentation mask the engine used for this hand, when it exposes one."""
+    for owner, name in ((hand, "target_mask"), (hand, "mask"), (result, "target_mask")):
+        value = getattr(owner, name, None)
+        if value is None:
+            continue
+        value = getattr(value, "mask", value)  # a HandMask record or a plain array
+        if isinstance(value, np.ndarray) and value.ndim == 2:
+            return value.astype(bool)
+    return None
+
+
+def _hand_iou(hand) -> float | None:
+    for owner in (hand, getattr(hand, "fit", None), getattr(hand, "refine", None)):
+        value = getattr(owner, "silhouette_iou", None)
+        if value is not None:
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                return None
+    return None
 
 
 class TrackingWorker(QObject):
-    """Runs a source through the engine in a QThread. Call :meth:`run` via the thread."""
+    """Runs a source through the engine in a QThread. Call :meth:`run` via the thread.
 
-    update = Signal(object)  # LiveUpdate
+    Signals: ``failed(message)`` (the stream stopped with an error), ``ended(message)``
+    (a file or a camera ran out of frames), ``notice(message)`` (a non-fatal problem, e.g. the
+    recording could not be written), ``finished()``.
+    """
+
     failed = Signal(str)
+    ended = Signal(str)
+    notice = Signal(str)
+    started_tracking = Signal()
     finished = Signal()
 
-    def __init__(self, source: str, settings: EngineSettings, realtime: bool = True, loop: bool = False) -> None:
+    def __init__(self, config: TrackingConfig) -> None:
         super().__init__()
-        self.source = source
-        self.settings = settings
-        self.realtime = realtime
-        self.loop = loop
-        self._stop = False
-        self._paused = False
+        self.config = config
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._lock = threading.Lock()
+        self._latest: LiveUpdate | None = None
+        self._record_request: str | None = None
+        self._recorder: SessionRecorder | None = None
+        self._stop_recording = False
+        self.recorded_sessions: list[str] = []
+        #: Called in the worker thread with (frames, result) for every tracked frame (frames: the
+        #: reference camera first, then the other view of a stereo pair); a
+        #: calibration session's auto-capture. Exceptions disable it with a notice.
+        self.frame_hook: Callable[[tuple[Frame, ...], FrameResult], None] | None = None
+        self.texture_enabled = config.texture
+        self.silhouette_enabled = config.silhouette
+        self.frames_done = 0
+        self.done = False
+        self._texture_captures: dict[str, object] = {}
+
+    # -- control, from the GUI thread ---------------------------------------------------------
+
+    @property
+    def source(self) -> str:
+        return self.config.label
 
     def stop(self) -> None:
-        self._stop = True
+        self._stop.set()
 
     def set_paused(self, paused: bool) -> None:
-        self._paused = paused
+        if paused:
+            self._paused.set()
+        else:
+            self._paused.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def take_latest(self) -> LiveUpdate | None:
+        """The newest update not yet taken (older ones were dropped), or None."""
+        with self._lock:
+            update, self._latest = self._latest, None
+        return update
+
+    def start_recording(self, folder: str) -> None:
+        """Record frames and results into a new session folder from the next frame."""
+        self._stop_recording = False
+        self._record_request = folder
+
+    def stop_recording(self) -> None:
+        self._stop_recording = True
+
+    @property
+    def recording(self) -> bool:
+        return self._recorder is not None or self._record_request is not None
+
+    def texture_image(self, side: str = "right") -> np.ndarray | None:
+        """The current texture of one side (None without texture capture)."""
+        cap = self._texture_captures.get(side)
+        if cap is None:
+            return None
+        with self._lock:
+            return cap.texture(filled=True)
+
+    # -- the thread ---------------------------------------------------------------------------
 
     @Slot()
     def run(self) -> None:
         try:
             self._run()
-        except HandTwinError as exc:
-            self.failed.emit(str(exc))
         except Exception as exc:  # noqa: BLE001 - any failure must reach the user, not kill the app
-            log.exception("tracking failed")
-            self.failed.emit(f"tracking stopped: {type(exc).__name__}: {exc}")
+            if not isinstance(exc, HandTwinError):
+                log.exception("tracking failed")
+            self.failed.emit(f"Tracking {self.config.label} stopped: {describe_error(exc)}")
         finally:
+            self._close_recorder()
+            self.done = True
             self.finished.emit()
+
+    def _open(self):
+        c = self.config
+        if len(c.sources) > 1:
+            intr = [c.intrinsics] * len(c.sources) if c.intrinsics else None
+            return open_multi_source(list(c.sources), intrinsics=intr, fov_deg=None if intr else c.fov_deg)
+        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg)
 
     def _run(self) -> None:
         torch.set_num_threads(1)  # leave a core for MediaPipe and the GUI
-        layers = {side: HandModel(load_model_data(self.settings.model, side)) for side in ("right", "left")}
-        with Engine(self.settings) as engine:
-            while not self._stop:
-                with open_source(self.source) as src:
+        c = self.config
+        datas = {side: load_model_data(c.settings.model, side) for side in ("right", "left")}
+        layers = {side: HandModel(d) for side, d in datas.items()}
+        with Engine(c.settings, shape=c.shape) as engine:
+            self.started_tracking.emit()
+            while not self._stop.is_set():
+                count = 0
+                live_camera = False
+                with self._open() as src:
+                    live_camera = isinstance(src, CameraSource) or any(
+                        isinstance(s, CameraSource) for s in getattr(src, "sources", ())
+                    )
                     start_wall = time.perf_counter()
-                    first_ts = None
+                    first_ts: float | None = None
                     fps = 0.0
                     last = time.perf_counter()
-                    for frame in src:
-                        while self._paused and not self._stop:
-                            time.sleep(0.05)
-                        if self._stop:
+                    for item in src:
+                        frames = tuple(item.frames) if hasattr(item, "frames") else (item,)
+                        frame = frames[0]
+                        while self._paused.is_set() and not self._stop.is_set():
+                            time.sleep(0.03)
+                            start_wall = None
+                        if self._stop.is_set():
                             return
-                        if self.realtime and frame.source != "camera":
+                        if start_wall is None:  # resumed after a pause: restart the clock
+                            start_wall, first_ts = time.perf_counter(), None
+                        if c.realtime and not live_camera:
                             first_ts = frame.timestamp_s if first_ts is None else first_ts
                             lag = (frame.timestamp_s - first_ts) - (time.perf_counter() - start_wall)
                             if lag > 0:
-                                time.sleep(lag)
+                                self._stop.wait(lag)
                         result = engine.process(frame)
-                        meshes, faces = [], []
-                        with torch.no_grad():
-                            for hand in result.hands:
-                                layer = layers[hand.fit.side]
-                                out = layer(torch.as_tensor(hand.fit.pose)[None], torch.as_tensor(hand.fit.betas)[None],
-                                            torch.as_tensor(hand.fit.transl)[None])
-                                meshes.append(out.vertices[0].numpy())
-                                faces.append(layer.data.faces)
                         now = time.perf_counter()
-                        fps = 0.8 * fps + 0.2 / max(now - last, 1e-6) if fps else 1.0 / max(now - last, 1e-6)
+                        dt = max(now - last, 1e-6)
+                        fps = 0.8 * fps + 0.2 / dt if fps else 1.0 / dt
                         last = now
-                        self.update.emit(LiveUpdate(frame, result, tuple(meshes), tuple(faces), fps))
-                if not self.loop:
+                        update = self._make_update(frame, result, layers, datas, fps,
+                                                   frames[1].image if len(frames) > 1 else None)
+                        self._record(frame, result)
+                        hook = self.frame_hook
+                        if hook is not None:
+                            try:
+                                hook(frames, result)
+                            except Exception as exc:  # noqa: BLE001 - reported, tracking goes on
+                                log.exception("the frame hook failed")
+                                self.frame_hook = None
+                                self.notice.emit(f"Auto-capture stopped: {describe_error(exc)}")
+                        with self._lock:
+                            self._latest = update
+                        count += 1
+                        self.frames_done += 1
+                if self._stop.is_set():
+                    return
+                if live_camera:
+                    self.failed.emit(
+                        f"The camera {c.label} stopped delivering frames after {count} frames "
+                        f"(unplugged, or taken by another app?). Choose a source to go on."
+                    )
+                    return
+                if count == 0:
+                    self.failed.emit(f"{c.label} delivered no frames.")
+                    return
+                if not c.loop:
+                    self.ended.emit(f"End of {c.label} ({count} frames).")
                     return
                 engine.reset()
+
+    def _make_update(self, frame: Frame, result: FrameResult, layers, datas, fps: float,
+                     second: np.ndarray | None) -> LiveUpdate:
+        meshes, faces = [], []
+        with torch.no_grad():
+            for hand in result.hands:
+                layer = layers[hand.fit.side]
+                out = layer(torch.as_tensor(hand.fit.pose)[None], torch.as_tensor(hand.fit.betas)[None],
+                            torch.as_tensor(hand.fit.transl)[None])
+                meshes.append(out.vertices[0].numpy())
+                faces.append(layer.data.faces)
+        h, w = frame.image.shape[:2]
+        K = frame.intrinsics.K.astype(np.float32) if frame.intrinsics is not None else None
+        silhouette = None
+        if self.silhouette_enabled and result.hands:
+            silhouette = np.zeros((h, w), np.uint8)
+            Kp = K if K is not None else nominal_K(self.config.settings.fit, w, h)
+            for hand, verts, f in zip(result.hands, meshes, faces):
+                px = project_to_fit(verts, hand.fit.keypoints_3d, hand.fit.keypoints_2d, Kp)
+                fill_silhouette(silhouette, px, f, 1)
+                target = _hand_target_mask(result, hand)
+                if target is not None and target.shape == silhouette.shape:
+                    silhouette[target] |= 2
+        texture, coverage = None, 0.0
+        if self.texture_enabled and result.hands:
+            texture, coverage = self._update_texture(frame, result, meshes, datas, K)
+        ious = [v for v in (_hand_iou(h) for h in result.hands) if v is not None]
+        recorded = self._recorder.frame_count if self._recorder is not None else -1
+        return LiveUpdate(frame, result, tuple(meshes), tuple(faces), fps, silhouette, second, texture,
+                          coverage, recorded, float(np.mean(ious)) if ious else None)
+
+    def _update_texture(self, frame: Frame, result: FrameResult, meshes, datas, K) -> tuple[np.ndarray | None, float]:
+        try:
+            from core.texture import TextureCapture
+        except ImportError:
+            self.texture_enabled = False
+            self.notice.emit("Texture capture is not available in this build.")
+            return None, 0.0
+        h, w = frame.image.shape[:2]
+        Kp = K if K is not None else nominal_K(self.config.settings.fit, w, h)
+        texture, coverage = None, 0.0
+        try:
+            for hand, verts in zip(result.hands, meshes):
+                side = hand.fit.side
+                cap = self._texture_captures.get(side)
+                if cap is None:
+                    cap = self._texture_captures[side] = _make_texture_capture(TextureCapture, datas[side],
+                                                                                 self.config.texture_size)
+                with self._lock:
+                    cap.update(frame.image, verts, Kp)
+                # Send the texture to the view a few times a second, not every frame.
+                if side == result.hands[0].fit.side:
+                    coverage = float(getattr(cap, "coverage", 0.0))
+                    if self.frames_done % 8 == 0:
+                        with self._lock:
+                            texture = cap.texture(filled=True)
+        except Exception as exc:  # noqa: BLE001 - texture is optional; tracking goes on
+            log.exception("texture capture failed")
+            self.texture_enabled = False
+            self.notice.emit(f"Texture capture stopped: {describe_error(exc)}")
+        return texture, coverage
+
+    def _record(self, frame: Frame, result: FrameResult) -> None:
+        if self._record_request is not None:
+            folder, self._record_request = self._record_request, None
+            self._close_recorder()
+            try:
+                self._recorder = SessionRecorder(folder, storage="png", source=self.config.label)
+            except Exception as exc:  # noqa: BLE001
+                self.notice.emit(f"Cannot record into {folder}: {describe_error(exc)}")
+                return
+        if self._stop_recording:
+            self._stop_recording = False
+            self._close_recorder()
+            return
+        if self._recorder is None:
+            return
+        try:
+            self._recorder.add_frame(frame)
+            self._recorder.add_result(result.to_json())
+        except Exception as exc:  # noqa: BLE001 - a full disk stops the recording, not tracking
+            self.notice.emit(f"Recording stopped: {describe_error(exc)}")
+            self._close_recorder()
+
+    def _close_recorder(self) -> None:
+        rec, self._recorder = self._recorder, None
+        if rec is not None:
+            try:
+                rec.close()
+                self.recorded_sessions.append(str(rec.folder))
+                self.notice.emit(f"Recorded {rec.frame_count} frames to {rec.folder}")
+            except Exception as exc:  # noqa: BLE001
+                self.notice.emit(f"Closing the recording failed: {describe_error(exc)}")
+
+
+def _make_texture_capture(cls, data, size: int):
+    """TextureCapture over one side's model (its constructor takes the model data or its arrays)."""
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    kwargs = {"size": size} if "size" in params else {}
+    for name in ("model", "data", "model_data"):
+        if name in params:
+            return cls(**{name: data}, **kwargs)
+    if "faces" in params and "uv" in params:
+        extra = {"uv_faces": data.uv_faces} if "uv_faces" in params else {}
+        return cls(faces=data.faces, uv=data.uv, **extra, **kwargs)
+    return cls(data, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def window(qtbot):
+def window(qtbot, tmp_path: Path, monkeypatch):
+    from PySide6.QtCore import QSettings
+
     from app.main_window import MainWindow
 
-    w = MainWindow()
+    monkeypatch.setenv("HANDTWIN_HOME", str(tmp_path / "home"))
+    w = MainWindow(store=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     qtbot.addWidget(w)
     yield w
     w.close()
@@ -31,7 +35,7 @@ def window(qtbot):
 
 def test_window_shows_the_open_hand(window) -> None:
     view = window.hand_view
-    assert view._mesh is not None and view._mesh.n_points == 1610
+    assert view._mesh is not None and view.num_model_vertices == 1610
     assert "1610 vertices" in window.model_label.text()
     assert "length" in window.model_label.text()
 
@@ -41,6 +45,7 @@ def test_view_toggles(window) -> None:
     assert window.hand_view._mesh_actor.GetProperty().GetEdgeVisibility()
     window.action_skeleton.setChecked(False)
     assert not any(a.GetVisibility() for a in window.hand_view._skel_actors)
+    assert window.hand_view._skel_actors
     window.action_skeleton.setChecked(True)
     assert all(a.GetVisibility() for a in window.hand_view._skel_actors)
 
@@ -52,9 +57,13 @@ def test_bad_model_gives_a_message_not_a_crash(qtbot, tmp_path: Path, monkeypatc
 
     shown = []
     monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
+    monkeypatch.setenv("HANDTWIN_HOME", str(tmp_path / "home"))
+    from PySide6.QtCore import QSettings
+
+    monkeypatch.setenv("HANDTWIN_HOME", str(tmp_path / "home"))
     bad = tmp_path / "MANO_RIGHT.pkl"
     bad.write_bytes(b"junk")
-    w = MainWindow(model=str(bad))
+    w = MainWindow(model=str(bad), store=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     qtbot.addWidget(w)
     assert shown and "not a readable MANO pickle" in shown[0]
     assert w.layer is None
@@ -65,7 +74,8 @@ def test_screenshot_and_quit_after(tmp_path: Path) -> None:
     out = tmp_path / "shot.png"
     result = subprocess.run(
         [sys.executable, "main.py", "gui", "--screenshot", str(out), "--quit-after", "1.5"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "HANDTWIN_HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "config")},
     )
     assert result.returncode == 0, result.stderr
     from PIL import Image

@@ -1,0 +1,669 @@
+"""The calibration session panel: guided poses, auto-captured frames, calibration, result.
+
+The flow of the identity-aware paper as a user sees it: show a few hand poses while the panel
+offers tracked frames to a :class:`core.personalize.session.CalibrationSession` (it refits
+each with a free shape, predicts a confidence and keeps the usable ones); the thumbnails show
+every candidate with its confidence and attention weight, chosen ones ticked; the user drops
+or adds frames, picks how the metric size is fixed, and calibrates (a job). The result shows
+hand length and width, per-frame hand lengths against the calibrated one, and the mesh.
+
+The session is touched by the tracking thread (auto-capture), jobs (manual capture,
+calibration) and the GUI thread (add/drop), always under ``self.lock``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QColor, QIcon, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QScrollArea,
+    QSpinBox,
+    QStyle,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.jobs import describe_error, show_error
+
+if TYPE_CHECKING:
+    from app.main_window import MainWindow
+
+log = logging.getLogger(__name__)
+
+#: The guided poses, shown one after another as frames are captured.
+POSE_PROMPTS = (
+    ("Flat hand, palm toward the camera", "Fingers together and straight, whole hand in view."),
+    ("Spread your fingers", "Palm toward the camera, fingers wide apart."),
+    ("Back of the hand", "Turn the hand over: knuckles toward the camera."),
+    ("Tilt the hand", "Palm toward the camera, tilt it slowly left and right."),
+    ("Relaxed, slightly curled", "Let the fingers bend a little, as at rest."),
+    ("Thumb out", "Flat hand with the thumb stretched away from the palm."),
+)
+
+#: Seconds between two frames offered by auto-capture (each offer refits the hand).
+AUTO_INTERVAL_S = 0.25
+MAX_MEASURED = 200
+
+
+def thumbnail_icon(image: np.ndarray, selected: bool, size: int = 84) -> QIcon:
+    img = np.ascontiguousarray(image[..., :3])
+    h, w = img.shape[:2]
+    q = QImage(img.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    pix = QPixmap.fromImage(q).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
+                                      Qt.TransformationMode.SmoothTransformation)
+    if not selected:
+        faded = QPixmap(pix.size())
+        faded.fill(QColor(0, 0, 0, 0))
+        from PySide6.QtGui import QPainter
+
+        p = QPainter(faded)
+        p.setOpacity(0.35)
+        p.drawPixmap(0, 0, pix)
+        p.end()
+        pix = faded
+    return QIcon(pix)
+
+
+class CalibrationPanel(QWidget):
+    """The calibration dock's contents (see the module docstring)."""
+
+    candidate_added = Signal(object)  # emitted from any thread; queued to the GUI
+    measured = Signal(int)
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.window_ = window
+        self.lock = threading.RLock()
+        self.session: Any = None
+        self.result: Any = None
+        self.auto = False
+        self._last_offer = 0.0
+        self._measured_kp: list[np.ndarray] = []
+        self._stereo_detector = None
+        self._stereo_cal = None
+        self._mesh_view = None
+        self._creating = False
+        icon = self.style().standardIcon
+
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = self._scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        outer.addWidget(scroll)
+        body = QWidget()
+        scroll.setWidget(body)
+        lay = QVBoxLayout(body)
+
+        # -- session settings
+        top = QHBoxLayout()
+        self.side = QComboBox()
+        self.side.addItems(["right", "left"])
+        self.side.setToolTip("The hand to calibrate")
+        self.k = QSpinBox()
+        self.k.setRange(3, 60)
+        self.k.setValue(20)
+        self.k.setToolTip("Frames to calibrate from (the paper uses 20)")
+        top.addWidget(QLabel("Hand"))
+        top.addWidget(self.side)
+        top.addWidget(QLabel("Frames"))
+        top.addWidget(self.k)
+        top.addStretch(1)
+        lay.addLayout(top)
+
+        # -- guided prompt
+        self.prompt = QLabel()
+        self.prompt.setWordWrap(True)
+        self.prompt.setStyleSheet("QLabel { background: #2b3340; color: #f1f3f5; padding: 8px; border-radius: 6px; }")
+        lay.addWidget(self.prompt)
+        self.count_bar = QProgressBar()
+        self.count_bar.setFormat("%v of %m frames chosen")
+        lay.addWidget(self.count_bar)
+
+        row = QHBoxLayout()
+        self.auto_btn = QPushButton(icon(QStyle.StandardPixmap.SP_MediaPlay), "Auto-capture")
+        self.auto_btn.setCheckable(True)
+        self.auto_btn.setToolTip("Offer tracked frames to the session while you show the poses")
+        self.auto_btn.toggled.connect(self.set_auto)
+        self.capture_btn = QPushButton(icon(QStyle.StandardPixmap.SP_DialogApplyButton), "Capture (C)")
+        self.capture_btn.setToolTip("Offer the frame shown now (C)")
+        self.capture_btn.clicked.connect(self.capture_current)
+        self.clear_btn = QPushButton(icon(QStyle.StandardPixmap.SP_DialogResetButton), "Clear")
+        self.clear_btn.setToolTip("Start a new calibration session")
+        self.clear_btn.clicked.connect(self.clear)
+        for b in (self.auto_btn, self.capture_btn, self.clear_btn):
+            row.addWidget(b)
+        lay.addLayout(row)
+
+        # -- candidates
+        self.thumbs = QListWidget()
+        self.thumbs.setViewMode(QListWidget.ViewMode.IconMode)
+        self.thumbs.setIconSize(QSize(84, 84))
+        self.thumbs.setGridSize(QSize(100, 124))
+        self.thumbs.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.thumbs.setMovement(QListWidget.Movement.Static)
+        self.thumbs.setMinimumHeight(260)
+        self.thumbs.setWordWrap(True)
+        self.thumbs.setToolTip("Candidates: c = confidence, w = attention weight. Faded ones are not used.\n"
+                               "Double-click to add or drop a frame.")
+        self.thumbs.itemDoubleClicked.connect(lambda item: self.toggle(item.data(Qt.ItemDataRole.UserRole)))
+        self.thumbs.currentItemChanged.connect(lambda *_: self._sync_buttons())
+        lay.addWidget(self.thumbs)
+        row = QHBoxLayout()
+        self.drop_btn = QPushButton(icon(QStyle.StandardPixmap.SP_TrashIcon), "Drop")
+        self.drop_btn.clicked.connect(lambda: self._current_do("drop"))
+        self.add_btn = QPushButton(icon(QStyle.StandardPixmap.SP_ArrowUp), "Use")
+        self.add_btn.clicked.connect(lambda: self._current_do("add"))
+        row.addWidget(self.drop_btn)
+        row.addWidget(self.add_btn)
+        row.addStretch(1)
+        lay.addLayout(row)
+
+        # -- metric scale
+        scale = QGroupBox("Metric size")
+        grid = QGridLayout(scale)
+        self.scale_group = QButtonGroup(self)
+        self.scale_prior = QRadioButton("Average hand size (no measurement)")
+        self.scale_length = QRadioButton("Known hand length")
+        self.scale_aruco = QRadioButton("Hand flat on a marker sheet")
+        self.scale_stereo = QRadioButton("Stereo camera pair")
+        for i, r in enumerate((self.scale_prior, self.scale_length, self.scale_aruco, self.scale_stereo)):
+            self.scale_group.addButton(r, i)
+        self.scale_prior.setChecked(True)
+        self.length_mm = QDoubleSpinBox()
+        self.length_mm.setRange(80, 300)
+        self.length_mm.setValue(185)
+        self.length_mm.setSuffix(" mm")
+        self.length_mm.setToolTip("Wrist crease to middle fingertip, hand flat")
+        self.sheet_kind = QComboBox()
+        self.sheet_kind.addItems(["charuco", "aruco"])
+        self.sheet_square = QDoubleSpinBox(); self.sheet_square.setRange(5, 200); self.sheet_square.setValue(35); self.sheet_square.setSuffix(" mm")
+        self.sheet_marker = QDoubleSpinBox(); self.sheet_marker.setRange(1, 200); self.sheet_marker.setValue(26); self.sheet_marker.setSuffix(" mm")
+        self.sheet_dict = QComboBox()
+        self.sheet_dict.addItems(["DICT_4X4_50", "DICT_4X4_100", "DICT_5X5_100", "DICT_6X6_250"])
+        self.stereo_file = QLineEdit()
+        self.stereo_file.setPlaceholderText("stereo calibration JSON (K1, K2, R, T)")
+        stereo_browse = QPushButton(icon(QStyle.StandardPixmap.SP_DialogOpenButton), "")
+        stereo_browse.clicked.connect(self._browse_stereo)
+        self.measured_label = QLabel("")
+        grid.addWidget(self.scale_prior, 0, 0, 1, 3)
+        grid.addWidget(self.scale_length, 1, 0)
+        grid.addWidget(self.length_mm, 1, 1, 1, 2)
+        grid.addWidget(self.scale_aruco, 2, 0, 1, 3)
+        sheet = QGridLayout()
+        sheet.addWidget(self.sheet_kind, 0, 0)
+        sheet.addWidget(self.sheet_dict, 0, 1)
+        sheet.addWidget(self.sheet_square, 1, 0)
+        sheet.addWidget(self.sheet_marker, 1, 1)
+        self.sheet_square.setToolTip("Square side of the printed sheet")
+        self.sheet_marker.setToolTip("Marker side of the printed sheet")
+        grid.addLayout(sheet, 3, 0, 1, 3)
+        grid.addWidget(self.scale_stereo, 4, 0)
+        grid.addWidget(self.stereo_file, 4, 1)
+        grid.addWidget(stereo_browse, 4, 2)
+        grid.addWidget(self.measured_label, 5, 0, 1, 3)
+        self.scale_group.idToggled.connect(lambda *_: self._sync_scale())
+        lay.addWidget(scale)
+
+        # -- calibrate
+        row = QHBoxLayout()
+        self.calibrate_btn = QPushButton(icon(QStyle.StandardPixmap.SP_MediaSeekForward), "Calibrate")
+        self.calibrate_btn.setToolTip("One shape from the chosen frames (attention-weighted)")
+        self.calibrate_btn.clicked.connect(self.calibrate)
+        self.cal_progress = QProgressBar()
+        self.cal_progress.setRange(0, 1000)
+        self.cal_progress.setTextVisible(False)
+        row.addWidget(self.calibrate_btn)
+        row.addWidget(self.cal_progress, 1)
+        lay.addLayout(row)
+
+        # -- result
+        self.result_box = QGroupBox("Result")
+        rlay = QVBoxLayout(self.result_box)
+        self.result_label = QLabel("Not calibrated yet.")
+        self.result_label.setWordWrap(True)
+        rlay.addWidget(self.result_label)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.4, 2.3), dpi=90, tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setFixedHeight(200)
+        rlay.addWidget(self.canvas)
+        self.save_btn = QPushButton(icon(QStyle.StandardPixmap.SP_DialogSaveButton), "Save as profile…")
+        self.save_btn.clicked.connect(self.save_profile_dialog)
+        rlay.addWidget(self.save_btn)
+        lay.addWidget(self.result_box)
+        lay.addStretch(1)
+        # The calibrated mesh's 3D view stays outside the scroll area (an OpenGL widget
+        # composites badly when scrolled).
+        self.mesh_holder = QVBoxLayout()
+        outer.addLayout(self.mesh_holder)
+
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(200)
+        self._refresh_timer.timeout.connect(self.refresh)
+        self.candidate_added.connect(self._on_candidate)
+        self.measured.connect(self._on_measured)
+        self.side.currentIndexChanged.connect(lambda *_: self.clear())
+        self.k.valueChanged.connect(self._k_changed)
+        self.refresh()
+        self._sync_scale()
+
+    # ------------------------------------------------------------------ session
+
+    @Slot(object)
+    def _on_candidate(self, cand: Any) -> None:
+        self._refresh_timer.start()
+
+    @Slot(int)
+    def _on_measured(self, count: int) -> None:
+        self._sync_scale()
+
+    def _available(self) -> bool:
+        try:
+            from core.personalize.session import CalibrationSession  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def ensure_session(self, then=None) -> None:
+        """Create the session in a job (it loads the models), then call ``then()``."""
+        if self.session is not None:
+            if then:
+                then()
+            return
+        if not self._available():
+            show_error(self, "Calibration", "Calibration is not available in this build (core.personalize.session is missing).")
+            return
+        if self._creating:
+            return
+        self._creating = True
+        side, k = self.side.currentText(), self.k.value()
+        model, device = self.window_.model_path, self.window_.settings.device
+
+        def make(progress):
+            from core.personalize.session import CalibrationSession
+
+            progress(-1, "Loading the calibration models…")
+            return CalibrationSession(side=side, k=k, model=model, device=device)
+
+        def done(session) -> None:
+            self._creating = False
+            with self.lock:
+                self.session = session
+            self.refresh()
+            if then:
+                then()
+
+        def failed(message: str) -> None:
+            self._creating = False
+            self.auto_btn.setChecked(False)
+            show_error(self, "Calibration", message)
+
+        self.window_.jobs.start("Preparing calibration", make, on_done=done, on_error=failed, dialog=False)
+
+    def clear(self) -> None:
+        """Forget the candidates and the result (a new session)."""
+        with self.lock:
+            self.session = None
+            self.result = None
+            self._measured_kp = []
+        self.auto_btn.setChecked(False)
+        self.figure.clear()
+        self.canvas.draw_idle()
+        self.result_label.setText("Not calibrated yet.")
+        self.refresh()
+
+    def _k_changed(self, k: int) -> None:
+        with self.lock:
+            if self.session is not None:
+                self.session.k = int(k)
+                self.session._selected = None  # noqa: SLF001 - the session re-selects lazily
+        self.refresh()
+
+    def set_auto(self, on: bool) -> None:
+        """Start or stop auto-capture (tracked frames are offered every AUTO_INTERVAL_S)."""
+        if on and self.session is None:
+            self.ensure_session(lambda: self.set_auto(self.auto_btn.isChecked()))
+            return
+        self.auto = on
+        self.auto_btn.setText("Stop capture" if on else "Auto-capture")
+        self.auto_btn.setIcon(self.style().standardIcon(
+            QStyle.StandardPixmap.SP_MediaStop if on else QStyle.StandardPixmap.SP_MediaPlay))
+        self.window_.install_frame_hook()
+        self.window_._sync_actions()  # noqa: SLF001 - the AUTO-CAPTURE badge
+        if on and not self.window_.tracking:
+            self.window_.statusBar().showMessage("Auto-capture waits for a source: open the demo or a camera.")
+
+    def frame_hook(self, frames: tuple, result: Any) -> None:
+        """Called in the tracking thread for every frame."""
+        if not self.auto or self.session is None:
+            return
+        now = time.perf_counter()
+        if now - self._last_offer < AUTO_INTERVAL_S:
+            return
+        side = self.session.side
+        if not any(h.detection.handedness == side for h in result.hands):
+            return
+        self._last_offer = now
+        frame = frames[0]
+        with self.lock:
+            session = self.session
+            if session is None:
+                return
+            cand = session.offer(frame, result)
+        self._measure_scale(frames, result, side)
+        if cand is not None:
+            self.candidate_added.emit(cand)
+
+    def capture_current(self) -> None:
+        """Offer the frame on screen now (a job: the refit takes a moment)."""
+        update = self.window_.current_update
+        if update is None or not update.result.hands:
+            show_error(self, "Calibration", "No hand in the current frame: open a source and show your hand.")
+            return
+        if self.session is None:
+            self.ensure_session(self.capture_current)
+            return
+
+        def offer(progress):
+            with self.lock:
+                return self.session.offer(update.frame, update.result) if self.session is not None else None
+
+        def done(cand) -> None:
+            if cand is None:
+                self.window_.statusBar().showMessage(
+                    f"This frame is not usable for calibration (no clear {self.side.currentText()} hand).", 4000)
+            else:
+                self.candidate_added.emit(cand)
+                self.window_.statusBar().showMessage(f"Captured a frame (confidence {cand.confidence:.2f}).", 3000)
+
+        self.window_.jobs.start("Capturing a frame", offer, on_done=done, dialog=False)
+
+    # ------------------------------------------------------------------ metric scale
+
+    def _browse_stereo(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Stereo calibration", "", "JSON (*.json)")
+        if path:
+            self.stereo_file.setText(path)
+            self.scale_stereo.setChecked(True)
+
+    def scale_mode(self) -> str:
+        return ("prior", "hand_length", "aruco", "stereo")[max(self.scale_group.checkedId(), 0)]
+
+    def _sync_scale(self) -> None:
+        mode = self.scale_mode()
+        self.length_mm.setEnabled(mode == "hand_length")
+        for w in (self.sheet_kind, self.sheet_square, self.sheet_marker, self.sheet_dict):
+            w.setEnabled(mode == "aruco")
+        self.stereo_file.setEnabled(mode == "stereo")
+        n = len(self._measured_kp)
+        if mode == "aruco":
+            self.measured_label.setText(f"{n} frame(s) with the hand measured on the sheet. "
+                                        "Lay the hand flat on the printed sheet; the camera needs intrinsics.")
+        elif mode == "stereo":
+            self.measured_label.setText(f"{n} frame(s) triangulated. Open a stereo pair as the source.")
+        else:
+            self.measured_label.setText("")
+
+    def _measure_scale(self, frames: tuple, result: Any, side: str) -> None:
+        """Metric keypoints for the ArUco or stereo options (tracking thread; cheap or skipped)."""
+        mode = self.scale_mode()
+        if mode not in ("aruco", "stereo") or len(self._measured_kp) >= MAX_MEASURED:
+            return
+        hand = next((h for h in result.hands if h.detection.handedness == side), None)
+        frame = frames[0]
+        if hand is None:
+            return
+        try:
+            from core.personalize import scale as sc
+
+            if mode == "aruco":
+                if frame.intrinsics is None:
+                    return
+                sheet = sc.SheetSpec(self.sheet_kind.currentText(), (5, 7), self.sheet_square.value(),
+                                     self.sheet_marker.value(), self.sheet_dict.currentText())
+                pose = sc.sheet_pose(frame.image, frame.intrinsics.K, sheet)
+                if pose is None:
+                    return
+                kp = sc.keypoints_on_plane(hand.detection.keypoints_2d, frame.intrinsics.K, *pose)
+            else:
+                if len(frames) < 2 or not self.stereo_file.text().strip():
+                    return
+                if self._stereo_cal is None:
+                    self._stereo_cal = sc.load_stereo_calibration(self.stereo_file.text().strip())
+                if self._stereo_detector is None:
+                    from core.detect import HandDetector
+
+                    self._stereo_detector = HandDetector(max_hands=2, mode="image")
+                dets = [d for d in self._stereo_detector.detect(frames[1].image, frames[1].timestamp_s)
+                        if d.handedness == side]
+                if not dets:
+                    return
+                kp = sc.triangulate_keypoints(hand.detection.keypoints_2d, dets[0].keypoints_2d, self._stereo_cal)
+        except Exception:  # noqa: BLE001 - a failed measurement only means fewer measurements
+            log.debug("scale measurement failed", exc_info=True)
+            return
+        self._measured_kp.append(np.asarray(kp, dtype=np.float64))
+        self.measured.emit(len(self._measured_kp))
+
+    def scale_option(self):
+        """The ScaleOption for the chosen mode (raises InputError when it cannot be built)."""
+        from core.personalize.scale import ScaleOption
+
+        mode = self.scale_mode()
+        if mode == "prior":
+            return None
+        if mode == "hand_length":
+            return ScaleOption.from_hand_length(self.length_mm.value())
+        kp = np.stack(self._measured_kp) if self._measured_kp else None
+        return ScaleOption(mode, keypoints_3d=kp)
+
+    # ------------------------------------------------------------------ candidates view
+
+    def toggle(self, index: int) -> None:
+        with self.lock:
+            if self.session is None:
+                return
+            (self.session.drop if index in self.session.selected else self.session.add)(index)
+        self.refresh()
+
+    def _current_do(self, what: str) -> None:
+        item = self.thumbs.currentItem()
+        if item is None:
+            return
+        index = item.data(Qt.ItemDataRole.UserRole)
+        with self.lock:
+            if self.session is not None:
+                getattr(self.session, what)(index)
+        self.refresh()
+
+    def preview_weights(self) -> dict[int, float]:
+        """Attention weights of the chosen frames (from the result when calibrated on them)."""
+        with self.lock:
+            if self.session is None:
+                return {}
+            selected = self.session.selected
+            cands = self.session.candidates
+        if self.result is not None and list(self.result.frames) == selected:
+            return {i: float(w) for i, w in zip(self.result.frames, self.result.weights)}
+        if not selected:
+            return {}
+        from core.personalize import attention_weights
+
+        w = attention_weights(np.array([cands[i].confidence for i in selected]))
+        return dict(zip(selected, map(float, w)))
+
+    def refresh(self) -> None:
+        """Rebuild the thumbnails, counters, prompt and button states."""
+        with self.lock:
+            cands = self.session.candidates if self.session is not None else []
+            selected = set(self.session.selected) if self.session is not None else set()
+        weights = self.preview_weights()
+        current = self.thumbs.currentItem().data(Qt.ItemDataRole.UserRole) if self.thumbs.currentItem() else None
+        self.thumbs.clear()
+        for i, c in enumerate(cands):
+            chosen = i in selected
+            w = weights.get(i)
+            text = f"c {c.confidence:.2f}" + (f"\nw {w:.3f}" if w is not None else "\nnot used")
+            item = QListWidgetItem(thumbnail_icon(c.thumbnail, chosen), text)
+            item.setData(Qt.ItemDataRole.UserRole, i)
+            item.setToolTip(f"{c.source} frame {c.frame_index} · {c.side} hand · confidence {c.confidence:.3f}"
+                            + (f" · weight {w:.3f}" if w is not None else " · not used"))
+            self.thumbs.addItem(item)
+            if i == current:
+                self.thumbs.setCurrentItem(item)
+        k = self.k.value()
+        self.count_bar.setRange(0, k)
+        self.count_bar.setValue(min(len(selected), k))
+        step = min(len(cands) * len(POSE_PROMPTS) // max(k, 1), len(POSE_PROMPTS) - 1)
+        title, hint = POSE_PROMPTS[step]
+        if self.session is None:
+            self.prompt.setText("<b>Calibrate your hand</b><br>Start auto-capture and show the poses asked "
+                                "for here, or press C to capture the frame on screen.")
+        elif len(selected) >= k:
+            self.prompt.setText(f"<b>Enough frames ({len(cands)} captured).</b><br>Check the thumbnails, "
+                                "drop any bad one, then Calibrate.")
+        else:
+            self.prompt.setText(f"<b>Pose {step + 1} of {len(POSE_PROMPTS)}: {title}</b><br>{hint}")
+        self._sync_buttons()
+
+    def _sync_buttons(self) -> None:
+        has = self.session is not None and bool(self.session.candidates)
+        self.calibrate_btn.setEnabled(has)
+        item = self.thumbs.currentItem()
+        in_sel = item is not None and self.session is not None and item.data(Qt.ItemDataRole.UserRole) in self.session.selected
+        self.drop_btn.setEnabled(item is not None and in_sel)
+        self.add_btn.setEnabled(item is not None and not in_sel)
+        self.save_btn.setEnabled(self.result is not None)
+
+    # ------------------------------------------------------------------ calibrate
+
+    def calibrate(self) -> None:
+        if self.session is None:
+            show_error(self, "Calibration", "Capture some frames first.")
+            return
+        try:
+            scale = self.scale_option()
+        except Exception as exc:  # noqa: BLE001 - InputError from ScaleOption: a message
+            show_error(self, "Calibration", describe_error(exc))
+            return
+        self.calibrate_btn.setEnabled(False)
+        self.cal_progress.setValue(0)
+
+        def work(progress):
+            with self.lock:
+                return self.session.calibrate(scale, progress=progress)
+
+        def on_progress(fraction: float, message: str) -> None:
+            self.cal_progress.setRange(0, 0 if fraction < 0 else 1000)
+            if fraction >= 0:
+                self.cal_progress.setValue(int(1000 * fraction))
+
+        def failed(message: str) -> None:
+            self._sync_buttons()
+            show_error(self, "Calibration", message)
+
+        self.window_.jobs.start("Calibrating", work, on_done=self.show_result, on_error=failed,
+                                progress_to=on_progress)
+
+    def show_result(self, result: Any) -> None:
+        self.result = result
+        self.cal_progress.setRange(0, 1000)
+        self.cal_progress.setValue(1000)
+        scale_names = {"prior": "average size (no measurement)", "hand_length": "known hand length",
+                       "aruco": "marker sheet", "stereo": "stereo pair"}
+        self.result_label.setText(
+            f"<b>Hand length {result.hand_length_mm:.1f} mm · width {result.hand_width_mm:.1f} mm</b><br>"
+            f"{len(result.weights)} frames · size from {scale_names.get(result.scale_source, result.scale_source)} · "
+            f"{result.seconds * 1000:.0f} ms"
+        )
+        self._plot(result)
+        self._show_mesh(result)
+        self.refresh()
+        QTimer.singleShot(0, lambda: self._scroll.ensureWidgetVisible(self.result_box, 0, 0))
+        self.window_.calibration_finished(result)
+
+    def _plot(self, result: Any) -> None:
+        fig = self.figure
+        fig.clear()
+        ax = fig.add_subplot(111)
+        lengths = np.asarray(result.frame_lengths_mm, dtype=float)
+        w = np.asarray(result.weights, dtype=float)
+        x = np.arange(1, len(lengths) + 1)
+        sizes = 15 + 220 * w / max(w.max(), 1e-9)
+        ax.scatter(x, lengths, s=sizes, c=w, cmap="viridis", edgecolors="k", linewidths=0.4,
+                   label="per frame, before calibration")
+        ax.axhline(result.hand_length_mm, color="#e8553e", lw=2, label=f"calibrated {result.hand_length_mm:.1f} mm")
+        ax.set_xlabel("frame (marker size = weight)", fontsize=8)
+        ax.set_ylabel("hand length (mm)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+        self.canvas.draw()
+
+    def _show_mesh(self, result: Any) -> None:
+        """The calibrated hand in the rest pose, in a small 3D view of its own."""
+        import torch
+
+        from app.hand_view import HandView
+        from core.model import HandModel, load_model_data
+
+        try:
+            data = load_model_data(self.window_.model_path, "right")
+            layer = HandModel(data)
+            with torch.no_grad():
+                out = layer.rest(torch.as_tensor(np.asarray(result.shape, np.float32))[None])
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cannot show the calibrated mesh: %s", exc)
+            return
+        if self._mesh_view is None:
+            self._mesh_view = HandView(self)
+            self._mesh_view.interactor.setFixedHeight(220)
+            self.mesh_holder.addWidget(self._mesh_view.interactor)
+        self._mesh_view.set_hand(out.vertices[0].numpy(), data.faces, out.keypoints[0].numpy())
+
+    def close_views(self) -> None:
+        if self._mesh_view is not None:
+            self._mesh_view.close()
+            self._mesh_view = None
+        if self._stereo_detector is not None:
+            self._stereo_detector.close()
+            self._stereo_detector = None
+
+    # ------------------------------------------------------------------ profile
+
+    def save_profile_dialog(self) -> None:
+        if self.result is None:
+            return
+        name, ok = QInputDialog.getText(self, "Save the profile", "Profile name:", text="My hand")
+        if ok and name.strip():
+            self.window_.save_calibration_profile(name.strip())
+
+    def profile_document(self, name: str) -> dict:
+        with self.lock:
+            return self.session.to_profile(self.result, name)

@@ -1,0 +1,183 @@
+"""The profiles panel: saved hand profiles; use one (identity-aware tracking), import, rename, delete."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPushButton,
+    QStyle,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.jobs import describe_error, show_error
+
+if TYPE_CHECKING:
+    from app.main_window import MainWindow
+
+log = logging.getLogger(__name__)
+
+
+def profile_summary(p) -> str:
+    tex = " · textured" if p.texture is not None and Path(p.texture).is_file() else ""
+    return f"{p.name}\n{p.hand_length_mm:.0f} × {p.hand_width_mm:.0f} mm · {p.handedness} · {p.scale_source}{tex}"
+
+
+class ProfilesPanel(QWidget):
+    """Lists the profiles in the profiles folder; the active one is shown in bold."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.window_ = window
+        icon = self.style().standardIcon
+        lay = QVBoxLayout(self)
+        self.active_label = QLabel()
+        self.active_label.setWordWrap(True)
+        lay.addWidget(self.active_label)
+        self.list = QListWidget()
+        self.list.setToolTip("Double-click a profile to track with it")
+        self.list.itemDoubleClicked.connect(lambda *_: self.use_selected())
+        self.list.currentItemChanged.connect(lambda *_: self._sync())
+        lay.addWidget(self.list, 1)
+        grid = QHBoxLayout()
+        self.use_btn = QPushButton(icon(QStyle.StandardPixmap.SP_DialogApplyButton), "Use")
+        self.use_btn.setToolTip("Track with this profile's hand shape (identity-aware tracking)")
+        self.use_btn.clicked.connect(self.use_selected)
+        self.none_btn = QPushButton(icon(QStyle.StandardPixmap.SP_DialogCancelButton), "None")
+        self.none_btn.setToolTip("Track without a profile (the shape is estimated per frame)")
+        self.none_btn.clicked.connect(lambda: self.window_.set_active_profile(None))
+        self.import_btn = QPushButton(icon(QStyle.StandardPixmap.SP_DialogOpenButton), "Load…")
+        self.import_btn.setToolTip("Load a profile file and use it")
+        self.import_btn.clicked.connect(self.import_dialog)
+        for b in (self.use_btn, self.none_btn, self.import_btn):
+            grid.addWidget(b)
+        lay.addLayout(grid)
+        grid = QHBoxLayout()
+        self.rename_btn = QPushButton(icon(QStyle.StandardPixmap.SP_FileDialogDetailedView), "Rename…")
+        self.rename_btn.clicked.connect(self.rename_dialog)
+        self.delete_btn = QPushButton(icon(QStyle.StandardPixmap.SP_TrashIcon), "Delete")
+        self.delete_btn.clicked.connect(self.delete_selected)
+        self.refresh_btn = QPushButton(icon(QStyle.StandardPixmap.SP_BrowserReload), "")
+        self.refresh_btn.setToolTip("Read the profiles folder again")
+        self.refresh_btn.clicked.connect(self.refresh)
+        for b in (self.rename_btn, self.delete_btn, self.refresh_btn):
+            grid.addWidget(b)
+        lay.addLayout(grid)
+        self.folder_label = QLabel()
+        self.folder_label.setWordWrap(True)
+        self.folder_label.setStyleSheet("color: #8a94a3;")
+        lay.addWidget(self.folder_label)
+        self.refresh()
+
+    @property
+    def directory(self) -> Path:
+        return self.window_.profiles_directory
+
+    def refresh(self) -> None:
+        from core.profile_io import list_profiles
+
+        active = self.window_.active_profile
+        active_path = str(active.path) if active is not None and active.path is not None else None
+        current = self.list.currentItem().data(Qt.ItemDataRole.UserRole) if self.list.currentItem() else None
+        self.list.clear()
+        for p in list_profiles(self.directory):
+            item = QListWidgetItem(profile_summary(p))
+            item.setData(Qt.ItemDataRole.UserRole, str(p.path))
+            item.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_FileIcon))
+            if active_path is not None and Path(active_path) == p.path:
+                font = QFont(item.font())
+                font.setBold(True)
+                item.setFont(font)
+                item.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_DialogApplyButton))
+            self.list.addItem(item)
+            if str(p.path) == current:
+                self.list.setCurrentItem(item)
+        self.active_label.setText(
+            f"Active: <b>{active.name}</b> ({active.hand_length_mm:.0f} mm)" if active is not None
+            else "Active: none. Tracking estimates the shape per frame."
+        )
+        self.folder_label.setText(f"Folder: {self.directory}")
+        self._sync()
+
+    def _sync(self) -> None:
+        has = self.list.currentItem() is not None
+        for b in (self.use_btn, self.rename_btn, self.delete_btn):
+            b.setEnabled(has)
+        self.none_btn.setEnabled(self.window_.active_profile is not None)
+
+    def selected_path(self) -> str | None:
+        item = self.list.currentItem()
+        return item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+
+    def select(self, path: str | Path) -> None:
+        for i in range(self.list.count()):
+            if Path(self.list.item(i).data(Qt.ItemDataRole.UserRole)) == Path(path):
+                self.list.setCurrentRow(i)
+                return
+
+    def use_selected(self) -> None:
+        path = self.selected_path()
+        if path:
+            self.window_.load_profile_file(path)
+
+    def import_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load a profile", str(self.directory), "Profiles (*.json)")
+        if path:
+            self.window_.load_profile_file(path)
+
+    def rename_dialog(self) -> None:
+        path = self.selected_path()
+        if not path:
+            return
+        name, ok = QInputDialog.getText(self, "Rename the profile", "New name:")
+        if ok:
+            self.rename(path, name)
+
+    def rename(self, path: str, name: str) -> Path | None:
+        from core.profile_io import rename_profile
+
+        try:
+            new = rename_profile(path, name, self.directory)
+        except Exception as exc:  # noqa: BLE001 - InputError/OSError: a message
+            show_error(self, "Rename the profile", describe_error(exc))
+            return None
+        active = self.window_.active_profile
+        if active is not None and active.path is not None and Path(active.path) == Path(path):
+            self.window_.load_profile_file(str(new), restart=False)
+        self.refresh()
+        self.select(new)
+        return new
+
+    def delete_selected(self, confirm: bool = True) -> None:
+        path = self.selected_path()
+        if not path:
+            return
+        if confirm and QMessageBox.question(self, "Delete the profile", f"Delete {Path(path).name} and its texture?") \
+                != QMessageBox.StandardButton.Yes:
+            return
+        self.delete(path)
+
+    def delete(self, path: str) -> None:
+        from core.profile_io import delete_profile
+
+        active = self.window_.active_profile
+        try:
+            delete_profile(path, self.directory)
+        except Exception as exc:  # noqa: BLE001
+            show_error(self, "Delete the profile", describe_error(exc))
+            return
+        if active is not None and active.path is not None and Path(active.path) == Path(path):
+            self.window_.set_active_profile(None)
+        self.refresh()
