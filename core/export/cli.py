@@ -1,0 +1,326 @@
+"""``export``: a personalized, textured (optionally rigged) hand mesh from the command line.
+
+    python main.py export (--profile P | SRC | --profile P SRC) --out FILE.{obj,glb,ply}
+                          [--pose rest|frame:N] [--rigged [--animate]] [--texture-size PX]
+
+- ``--profile P`` alone: the profile's shape and texture (``"texture"`` next to the JSON), in
+  the flat rest pose. Nothing is tracked.
+- ``SRC``: the source is tracked (:class:`core.engine.Engine`) and the texture captured from
+  every tracked frame (:class:`core.texture.session.SessionCapture`); the shape is the median
+  of the per-frame fits, the side the one tracked most. ``--pose frame:N`` poses the hand as
+  in source frame N; ``--rigged --animate`` adds the whole recorded motion.
+- both: the profile's shape (tracking is identity-aware), its side and its texture as the
+  base the session improves.
+
+The profile JSON is written beside the mesh (``NAME.profile.json``, its texture ``NAME.png``),
+so an export made from a video can be loaded back as a profile. Errors are
+:class:`~core.errors.HandTwinError` (one line, exit status 2 in ``main.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import re
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import ExportError, InputError
+
+__all__ = ["ExportSummary", "capture_source", "parse_pose", "read_texture", "run_export"]
+
+log = logging.getLogger(__name__)
+
+#: Frames taken from a live camera when ``--max-frames`` is not given (it never ends).
+CAMERA_FRAMES = 150
+
+
+def parse_pose(spec: str) -> int | None:
+    """``"rest"`` -> None, ``"frame:N"`` -> N. Raises :class:`InputError` otherwise."""
+    text = (spec or "rest").strip().lower()
+    if text == "rest":
+        return None
+    match = re.fullmatch(r"frame:(\d+)", text)
+    if match is None:
+        raise InputError(f"--pose must be 'rest' or 'frame:N' (a frame number), got {spec!r}")
+    return int(match.group(1))
+
+
+def read_texture(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from an image file (a profile's texture). Raises InputError."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise InputError(f"the profile's texture {path} is missing") from None
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"cannot read the profile's texture {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What an export did: files, frames, texture coverage, time."""
+
+    files: tuple[Path, ...]
+    side: str
+    frames: int
+    tracked_frames: int
+    coverage: float | None
+    texture_size: int | None
+    texture_ms: float | None
+    seconds: float
+
+    def format(self) -> str:
+        parts = [f"wrote {', '.join(str(f) for f in self.files)}", f"{self.side} hand"]
+        if self.frames:
+            parts.append(f"{self.tracked_frames}/{self.frames} frames tracked")
+        if self.coverage is not None:
+            parts.append(f"texture seen on {100 * self.coverage:.0f}% of the hand")
+        if self.texture_size:
+            parts.append(f"texture {self.texture_size}x{self.texture_size}")
+        if self.texture_ms is not None:
+            parts.append(f"{self.texture_ms:.1f} ms per texture update")
+        parts.append(f"{self.seconds:.1f} s")
+        return "; ".join(parts)
+
+
+def capture_source(
+    source: str,
+    *,
+    model: str | None = None,
+    shape: np.ndarray | None = None,
+    base: np.ndarray | None = None,
+    texture_size: int = 1024,
+    intrinsics: str | None = None,
+    fov_deg: float | None = None,
+    max_frames: int | None = None,
+    sides: tuple[str, ...] = ("right", "left"),
+    progress: bool | None = None,
+) -> tuple[Any, int]:
+    """Track ``source`` and capture the texture of every tracked hand.
+
+    Returns:
+        (the :class:`~core.texture.session.SessionCapture`, number of frames read).
+
+    Raises:
+        InputError: unreadable source or intrinsics, or a source without frames.
+    """
+    from core.capture import open_source
+    from core.engine import Engine, EngineSettings
+    from core.model import load_model_data
+    from core.progress import ProgressBar
+    from core.texture.session import SessionCapture, hand_segmenter
+
+    if intrinsics is not None and fov_deg is not None:
+        raise InputError("give either --intrinsics or --fov, not both")
+    if max_frames is not None and max_frames <= 0:
+        raise InputError(f"--max-frames must be positive, got {max_frames}")
+    models = {side: load_model_data(model, side) for side in sides}  # type: ignore[arg-type]
+    settings = EngineSettings(max_hands=2, model=model)
+    frames_read = 0
+    with open_source(source, intrinsics, fov_deg) as src:
+        kind = type(src).__name__
+        if kind == "ImageSequenceSource":
+            settings = replace(settings, detector_mode="static")
+        limit = max_frames
+        if limit is None and kind == "CameraSource":
+            limit = CAMERA_FRAMES
+            log.info("capturing %d frames from the camera (use --max-frames to change)", limit)
+        total = getattr(src, "frame_count", None)
+        if limit is not None:
+            total = limit if total is None else min(total, limit)
+        session = SessionCapture(models, texture_size, base, nominal_fov_deg=settings.fit.nominal_fov_deg,
+                                 segmenter=hand_segmenter())
+        pending: dict[int, Any] = {}
+
+        def frames():
+            for count, frame in enumerate(src):
+                if limit is not None and count >= limit:
+                    return
+                pending[frame.index] = frame
+                yield frame
+
+        with Engine(settings, shape) as engine, ProgressBar(total, "export", progress) as bar:
+            for result in engine.process_stream(frames()):
+                frame = pending.pop(result.frame)
+                frames_read += 1
+                hands = [h for h in result.hands if h.fit.side in models]
+                K = None if frame.intrinsics is None else frame.intrinsics.K
+                session.add(frame.image, result.frame, result.timestamp_s, [h.fit for h in hands], K,
+                            [h.detection.keypoints_2d for h in hands])
+                side = session.main_side()
+                capture = None if side is None else session.capture(side)
+                bar.update(1, "" if capture is None else f"texture {100 * capture.coverage:.0f}%")
+    if frames_read == 0:
+        raise InputError(f"{source} gave no frames")
+    return session, frames_read
+
+
+def _session_profile(name: str, side: str, data: Any, shape: np.ndarray, frames: list[Any], source: str) -> dict:
+    """A profile document (DESIGN.md) for a hand captured without a profile."""
+    import torch
+
+    from core.keypoints import BONES, Keypoint
+    from core.model import HandModel
+    from core.profile_io import PROFILE_FORMAT, PROFILE_VERSION
+
+    with torch.no_grad():
+        kp = HandModel(data).rest(torch.as_tensor(shape, dtype=torch.float32)[None]).keypoints[0].double().numpy()
+    bones = [float(np.linalg.norm(kp[c] - kp[p])) * 1000.0 for p, c in BONES]
+    return {
+        "format": PROFILE_FORMAT,
+        "version": PROFILE_VERSION,
+        "name": name,
+        "handedness": side,
+        "model": {"name": data.name, "sha256": data.sha256},
+        "shape": [round(float(v), 6) for v in shape],
+        "hand_length_mm": round(float(np.linalg.norm(kp[Keypoint.MIDDLE_TIP] - kp[Keypoint.WRIST])) * 1000.0, 2),
+        "hand_width_mm": round(float(np.linalg.norm(kp[Keypoint.RING_MCP] - kp[Keypoint.INDEX_MCP])) * 1000.0, 2),
+        "bone_lengths_mm": [round(b, 2) for b in bones],
+        "scale_source": "prior",
+        "frames": [{"source": source, "frame": int(t.frame), "confidence": 1.0, "weight": round(1.0 / len(frames), 5)}
+                   for t in frames],
+        "texture": None,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _profile_side(profile: Any) -> str | None:
+    return profile.handedness if profile is not None and profile.handedness in ("right", "left") else None
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """The ``export`` command (DESIGN.md). Prints one summary line; returns 0.
+
+    Raises:
+        InputError: neither SRC nor --profile, a bad --pose, an unreadable profile, source or
+            texture, a frame without a tracked hand. ExportError: the file cannot be written.
+    """
+    from core.export.api import export_hand, session_animation
+    from core.model import load_model_data
+
+    t0 = time.perf_counter()
+    source = getattr(args, "source", None)
+    profile_path = getattr(args, "profile", None)
+    if source is None and profile_path is None:
+        raise InputError("export needs a source (SRC) or --profile P (or both)")
+    frame_n = parse_pose(getattr(args, "pose", "rest"))
+    rigged = bool(getattr(args, "rigged", False))
+    animate = bool(getattr(args, "animate", False))
+    texture_size = int(getattr(args, "texture_size", 1024) or 1024)
+    model = getattr(args, "model", None)
+    out = Path(args.out)
+    if texture_size < 8 or texture_size > 8192:
+        raise InputError(f"--texture-size must be between 8 and 8192, got {texture_size}")
+    if animate and not (rigged and source is not None):
+        raise InputError("--animate needs --rigged and a source (SRC) to animate")
+    if frame_n is not None and source is None:
+        raise InputError("--pose frame:N needs a source (SRC) whose frame N is tracked")
+    if out.suffix.lower() not in (".obj", ".glb", ".ply"):
+        raise ExportError(f"Cannot export to {out.name}: use a .obj, .glb or .ply file name.")
+    _probe_writable(out.parent)
+
+    profile = None
+    base = None
+    if profile_path is not None:
+        from core.profile_io import load_profile
+
+        profile = load_profile(profile_path)
+        if profile.texture is not None:
+            base = read_texture(profile.texture)
+
+    if source is None:
+        side = _profile_side(profile) or "right"
+        data = load_model_data(model, side)  # type: ignore[arg-type]
+        _check_model(profile, data)
+        files = export_hand(out, shape=profile.shape, texture=base, side=side, rigged=rigged,
+                            texture_size=texture_size, profile_json=profile.raw, model_data=data)
+        summary = ExportSummary(tuple(files), side, 0, 0, None, texture_size if base is not None else None,
+                                None, time.perf_counter() - t0)
+        print(summary.format())
+        return 0
+
+    wanted = _profile_side(profile)
+    session, frames_read = capture_source(
+        source, model=model, shape=None if profile is None else profile.shape, base=base,
+        texture_size=texture_size, intrinsics=getattr(args, "intrinsics", None),
+        fov_deg=getattr(args, "fov", None), max_frames=getattr(args, "max_frames", None),
+    )
+    side = wanted or session.main_side()
+    if side is None or not session.frames_of(side):
+        which = "" if wanted is None else f"{wanted} "
+        raise InputError(f"no {which}hand was tracked in any of the {frames_read} frames of {source}")
+    data = session.models[side]
+    _check_model(profile, data)
+    tracked = session.frames_of(side)
+    shape = profile.shape if profile is not None else session.median_shape(side)
+    pose = None
+    if frame_n is not None:
+        hand = session.at_frame(side, frame_n)
+        if hand is None:
+            seen = [t.frame for t in tracked]
+            raise InputError(
+                f"frame {frame_n} has no tracked {side} hand (tracked frames: {_ranges(seen)})"
+            )
+        pose = hand.pose
+    animation = None
+    if animate:
+        from core.export.api import rest_geometry
+
+        _, joints = rest_geometry(data, shape)
+        if len(tracked) < 2:
+            raise InputError("--animate needs at least two tracked frames")
+        animation = session_animation([t.timestamp_s for t in tracked], np.stack([t.pose for t in tracked]),
+                                      np.stack([t.transl for t in tracked]), joints)
+    capture = session.capture(side)
+    if capture is None:
+        log.warning("the hand model %s has no UV coordinates: exporting without a texture", data.name)
+    texture = None if capture is None else capture.texture(filled=True)
+    doc = profile.raw if profile is not None else _session_profile(out.stem or "hand", side, data, shape, tracked, source)
+    files = export_hand(out, shape=shape, texture=texture, pose=pose, side=side, rigged=rigged,
+                        texture_size=texture_size, profile_json=doc, animation=animation, model_data=data)
+    summary = ExportSummary(
+        tuple(files), side, frames_read, len(tracked), None if capture is None else capture.coverage,
+        texture_size if capture is not None else None,
+        float(np.median(session.texture_ms)) if session.texture_ms else None, time.perf_counter() - t0,
+    )
+    print(summary.format())
+    return 0
+
+
+def _probe_writable(folder: Path) -> None:
+    """Raise :class:`ExportError` now, not after a long capture, if ``folder`` cannot be
+    written (missing, not a folder, read-only): write and remove an empty temporary file."""
+    from core.export.writer import _check_folder, _write_temp
+
+    _check_folder(folder)
+    _write_temp(folder, "probe", b"").unlink(missing_ok=True)
+
+
+def _check_model(profile: Any, data: Any) -> None:
+    """Warn when a profile's shape was made for another hand model than the one in use."""
+    if profile is not None and profile.model_sha256 and data.sha256 and profile.model_sha256 != data.sha256:
+        log.warning("the profile was made with the hand model %r, this export uses %r: its shape may not fit",
+                    profile.model_name, data.name)
+
+
+def _ranges(frames: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8' (first 8 runs)."""
+    if not frames:
+        return "none"
+    runs: list[tuple[int, int]] = []
+    for f in sorted(frames):
+        if runs and f == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], f)
+        else:
+            runs.append((f, f))
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs[:8])
+    return text + (", ..." if len(runs) > 8 else "")

@@ -1,0 +1,563 @@
+"""Capturing the hand's skin texture from video frames (RealisticHands, paper 001, Sec. 3.2).
+
+Every frame, the fitted mesh is projected into the image and each texel of the UV texture
+that the camera sees takes the image colour at its projection; the texture is the
+confidence-weighted exponential average of these observations over frames ("we average the
+current texture with the previous"), which fights outliers and follows slow changes.
+
+The paper rasterizes the mesh and maps each fragment's UV into the texture. Here the mapping
+runs the other way (texture -> image), which leaves no holes when the texture has more texels
+than the hand has pixels. The texel -> (face, barycentric) map is computed once per topology
+(:mod:`core.texture.texels`); per frame, every texel of a face turned toward the camera is
+
+1. **placed**: its pixel and depth are the barycentric mix of its face's projected corners
+   (the UV map is affine per triangle, so this is exact up to the perspective division
+   inside one small triangle, far below a pixel). Face values are spread to their texels
+   with ``np.repeat`` (texels are stored sorted by face), which is several times cheaper
+   than gathering per-texel corner indices;
+2. **tested for visibility** against a z-buffer splatted from the same texels
+   (``np.minimum.at``) and widened by a 3 x 3 minimum, so a texel counts as seen when
+   nothing within a pixel lies more than ``depth_tolerance_m`` (plus a slope allowance)
+   in front of it. This replaces a hard rasterization of the mesh (``core.render.rasterize``
+   costs 10-60 ms per frame here), since the texels already sample every visible surface at
+   about a pixel or finer;
+3. **weighted**: confidence = viewing-angle term (0 at ``min_cos``, 1 head-on) x
+   silhouette-edge term (0 outside the mesh's silhouette and the target mask, and within
+   ``edge_margin_px`` of their edge, rising to 1 over ``edge_ramp_px``), since colours at
+   grazing angles are smeared and colours at the edge mix in the background; the target
+   mask (hand segmentation) keeps a misfitted mesh from painting background onto the hand;
+4. **blended**: ``den <- (1 - w (1 - s)) den + w``, ``colour <- colour + (w / den)
+   (sample - colour)``, with ``s`` the smoothing and ``w`` the confidence: the
+   confidence-weighted mean of a texel's observations, each full-confidence frame
+   multiplying the weight of the older ones by ``s``. The first observation sets the texel,
+   the next ones average with it (noise drops quickly), and in the long run it is
+   exponential smoothing with rate ``1 - s`` (a memory of about ``1 / (1 - s)`` frames), so
+   the texture keeps following slow changes; a weak observation moves it proportionally
+   less. Once a texel is trusted (accumulated weight 1), a sample far from it (by
+   ``outlier_levels``) is down-weighted as a probable outlier: background seen through a
+   misfitted mesh, which the paper's plain average would let in. Samples whose colour lies
+   far outside the colour distribution of the frame's samples (``colour_gate_sigma``) lose
+   their confidence before blending, which keeps background out even of texels never seen
+   as skin.
+
+The average lives on a capture grid of ``capture_size`` texels (default 512), and
+:meth:`TextureCapture.texture` resamples it to the texture ``size`` (default 1024). A hand
+filling a 480 x 360 frame shows about 20K pixels and a 512 grid samples it with about 24K
+texels (a 1024 grid with 4 times as many, for no more image detail), which keeps an update
+near its 5 ms budget (``core.texture.bench``); pass ``capture_size=1024`` for close-ups from
+high-resolution cameras.
+
+Never-seen texels are filled on demand (:mod:`core.texture.fill`). An optional base texture
+(a profile's texture from an earlier session) starts the average, so a session keeps
+improving it instead of starting over.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from core.texture.fill import fill_texture
+from core.texture.texels import TexelMap, texel_map
+
+__all__ = [
+    "DEFAULT_CAPTURE_SIZE",
+    "DEFAULT_TEXTURE_SIZE",
+    "CaptureSettings",
+    "FrameSamples",
+    "TextureCapture",
+    "TextureUpdate",
+    "sample_frame",
+]
+
+log = logging.getLogger(__name__)
+
+#: Side of the exported texture, texels.
+DEFAULT_TEXTURE_SIZE = 1024
+#: Side of the grid the observations are averaged on, texels (see the module docstring).
+DEFAULT_CAPTURE_SIZE = 512
+
+#: cv2.remap handles images below 32767 columns: samples are laid out in rows of this width.
+_REMAP_WIDTH = 4096
+_CROSS = np.ones((3, 3), dtype=np.uint8)
+#: Samples the colour gate estimates the frame's skin colours from (every k-th sample).
+_GATE_SAMPLES = 1024
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """Which texels a frame may update, and how much.
+
+    Attributes:
+        min_cos: smallest cosine between the face normal and the direction to the camera
+            (0.25: up to about 75 degrees from head-on); more oblique texels are skipped.
+        depth_tolerance_m: a texel is hidden when the z-buffer within a pixel of it is this
+            much nearer (plus a slope allowance of 1.5 pixels' depth change), metres.
+        edge_margin_px: pixels closer than this to the mask's edge are skipped, pixels.
+        edge_ramp_px: beyond the margin, confidence grows linearly to 1 over this distance,
+            pixels.
+        base_confidence: weight of a base texture, in full-confidence frames.
+        outlier_levels: a sample this far (RMS over RGB, 8-bit levels) from a texel's
+            trusted estimate counts half; farther ones less (Cauchy weight). Background seen
+            through a misfitted mesh is thus kept out once the skin has been seen. 0: off.
+        colour_gate_sigma: samples further than this (Mahalanobis distance) from the colour
+            distribution of the frame's samples lose confidence (a Gaussian fall-off beyond
+            it): background colours that leak into the samples are dropped even where the
+            skin was never seen. 0: off.
+    """
+
+    min_cos: float = 0.25
+    depth_tolerance_m: float = 0.003
+    edge_margin_px: float = 1.5
+    edge_ramp_px: float = 5.0
+    base_confidence: float = 3.0
+    outlier_levels: float = 30.0
+    colour_gate_sigma: float = 3.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_cos < 1.0:
+            raise ValueError(f"min_cos must be in [0, 1), got {self.min_cos}")
+        if self.depth_tolerance_m <= 0 or self.edge_margin_px < 0 or self.edge_ramp_px <= 0:
+            raise ValueError("depth_tolerance_m and edge_ramp_px must be > 0, edge_margin_px >= 0")
+        if self.base_confidence <= 0:
+            raise ValueError(f"base_confidence must be > 0, got {self.base_confidence}")
+        if self.outlier_levels < 0 or self.colour_gate_sigma < 0:
+            raise ValueError("outlier_levels and colour_gate_sigma must be >= 0")
+
+
+@dataclass(frozen=True)
+class FrameSamples:
+    """What one frame shows of the texture.
+
+    Attributes:
+        texels: (M,) int64 indices into the :class:`TexelMap`'s covered texels, increasing.
+        colors: (3, M) float32 RGB in [0, 255] (channel first), sampled bilinearly at the
+            texels' projections.
+        confidence: (M,) float32 in (0, 1].
+    """
+
+    texels: np.ndarray
+    colors: np.ndarray
+    confidence: np.ndarray
+
+    @staticmethod
+    def empty() -> FrameSamples:
+        return FrameSamples(np.zeros(0, np.int64), np.zeros((3, 0), np.float32), np.zeros(0, np.float32))
+
+
+@dataclass(frozen=True)
+class TextureUpdate:
+    """The result of :meth:`TextureCapture.update`.
+
+    Attributes:
+        texels_updated: capture-grid texels this frame updated.
+        coverage: fraction of the covered texels seen so far in this session, in [0, 1].
+        mean_confidence: mean confidence of this frame's texels (0 when none).
+        time_ms: wall time of the update, milliseconds.
+    """
+
+    texels_updated: int
+    coverage: float
+    mean_confidence: float
+    time_ms: float
+
+
+def _face_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenate the integer ranges ``starts[i] : starts[i] + counts[i]`` (int64)."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.cumsum(counts) - counts  # where each range begins in the output
+    return np.arange(total, dtype=np.int64) + np.repeat(starts - offsets, counts)
+
+
+def _edge_weight(mask: np.ndarray, margin_px: float, ramp_px: float) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: 0 outside ``mask`` and within ``margin_px`` of its edge,
+    rising linearly to 1 over ``ramp_px``."""
+    dist = cv2.distanceTransform(np.ascontiguousarray(mask).view(np.uint8), cv2.DIST_L2, 3)
+    return np.clip((dist - margin_px) * (1.0 / ramp_px), 0.0, 1.0)
+
+
+def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(3, M) float32 bilinear samples of an (H, W, 3) image at pixel coordinates (x, y)."""
+    count = x.size
+    rows = -(-count // _REMAP_WIDTH)
+    map_x = np.empty(rows * _REMAP_WIDTH, dtype=np.float32)
+    map_y = np.empty(rows * _REMAP_WIDTH, dtype=np.float32)
+    map_x[:count], map_y[:count] = x, y
+    map_x[count:] = 0.0
+    map_y[count:] = 0.0
+    out = cv2.remap(image, map_x.reshape(rows, -1), map_y.reshape(rows, -1), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(out.reshape(-1, 3)[:count].T, dtype=np.float32)
+
+
+def sample_frame(
+    tmap: TexelMap,
+    image: np.ndarray,
+    vertices: np.ndarray,
+    K: np.ndarray,
+    mask: np.ndarray | None = None,
+    settings: CaptureSettings = CaptureSettings(),
+) -> FrameSamples:
+    """The texels one frame sees, their colours and confidences (pure function).
+
+    Args:
+        tmap: the mesh's texel map (its faces must be the ones ``vertices`` belong to).
+        image: (H, W, 3) uint8 RGB.
+        vertices: (V, 3) float, metres, camera frame (OpenCV), the fitted mesh.
+        K: (3, 3) float intrinsics, pixels.
+        mask: (H, W) bool target mask of this hand (segmentation), or None to rely on the
+            mesh's own silhouette alone.
+        settings: thresholds and weights.
+
+    Returns:
+        The :class:`FrameSamples` (empty when nothing is seen).
+    """
+    height, width = image.shape[:2]
+    verts = np.asarray(vertices, dtype=np.float32)
+    if verts.shape != (tmap.num_vertices, 3):
+        raise ValueError(f"vertices must be ({tmap.num_vertices}, 3), got {verts.shape}")
+    if mask is not None and mask.shape != (height, width):
+        raise ValueError(f"mask must be {(height, width)}, got {mask.shape}")
+    K = np.asarray(K, dtype=np.float64)
+    faces_t = tmap.faces_t
+
+    # Face stage (channel first): projected corners, viewing cosine, faces to sample.
+    x, y, z = verts.T
+    zs = np.maximum(z, np.float32(1e-3))
+    px = x / zs * np.float32(K[0, 0]) + np.float32(K[0, 2])
+    py = y / zs * np.float32(K[1, 1]) + np.float32(K[1, 2])
+    cx = [np.take(x, f) for f in faces_t]  # corner k of every face
+    cy = [np.take(y, f) for f in faces_t]
+    cz = [np.take(z, f) for f in faces_t]
+    e1 = (cx[1] - cx[0], cy[1] - cy[0], cz[1] - cz[0])
+    e2 = (cx[2] - cx[0], cy[2] - cy[0], cz[2] - cz[0])
+    nx = e1[1] * e2[2] - e1[2] * e2[1]
+    ny = e1[2] * e2[0] - e1[0] * e2[2]
+    nz = e1[0] * e2[1] - e1[1] * e2[0]
+    mx, my, mz = cx[0] + cx[1] + cx[2], cy[0] + cy[1] + cy[2], cz[0] + cz[1] + cz[2]  # 3 x centroid
+    cos = -(nx * mx + ny * my + nz * mz) / np.maximum(
+        np.sqrt((nx * nx + ny * ny + nz * nz) * (mx * mx + my * my + mz * mz)), np.float32(1e-30)
+    )
+    fx = np.stack([np.take(px, f) for f in faces_t])  # (3, F)
+    fy = np.stack([np.take(py, f) for f in faces_t])
+    fx_min, fx_max, fy_min, fy_max = fx.min(0), fx.max(0), fy.min(0), fy.max(0)
+    lo_x, hi_x, lo_y, hi_y = -0.5, width - 0.5, -0.5, height - 0.5
+    if mask is not None:
+        bx, by, bw, bh = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+        if bw == 0 or bh == 0:
+            return FrameSamples.empty()
+        lo_x, hi_x = max(lo_x, bx - 1.0), min(hi_x, bx + bw)
+        lo_y, hi_y = max(lo_y, by - 1.0), min(hi_y, by + bh)
+    front = (
+        (cos > 0.0) & (np.minimum(np.minimum(cz[0], cz[1]), cz[2]) > 1e-3) & tmap.has_texels
+        & (fx_max >= lo_x) & (fx_min <= hi_x) & (fy_max >= lo_y) & (fy_min <= hi_y)
+    )
+    cand = np.flatnonzero(front)
+    if cand.size == 0:
+        return FrameSamples.empty()
+
+    # The crop of the image the candidates fall in (plus room for the edge distances).
+    pad = int(np.ceil(settings.edge_margin_px + settings.edge_ramp_px)) + 2
+    x0 = max(int(np.floor(fx_min[cand].min())) - pad, 0)
+    x1 = min(int(np.ceil(fx_max[cand].max())) + pad + 1, width)
+    y0 = max(int(np.floor(fy_min[cand].min())) - pad, 0)
+    y1 = min(int(np.ceil(fy_max[cand].max())) + pad + 1, height)
+    if x1 <= x0 or y1 <= y0:
+        return FrameSamples.empty()
+    crop_w, crop_h = x1 - x0, y1 - y0
+
+    # Texel stage: place every texel of the candidate faces (face values spread by repeat).
+    counts = tmap.face_count[cand]
+    texels = _face_ranges(tmap.face_start[cand], counts)
+    b1 = np.take(tmap.bary_t[1], texels)
+    b2 = np.take(tmap.bary_t[2], texels)
+
+    def spread(corners: np.ndarray, offset: float = 0.0) -> np.ndarray:
+        """(3, F) per-corner values -> (M,) values at the candidate faces' texels."""
+        c0, c1, c2 = corners[0][cand], corners[1][cand], corners[2][cand]
+        out = np.repeat(c0 - np.float32(offset), counts)
+        out += b1 * np.repeat(c1 - c0, counts)
+        out += b2 * np.repeat(c2 - c0, counts)
+        return out
+
+    col = spread(fx, x0)
+    row = spread(fy, y0)
+    depth = spread(cz)
+    inside = (col > -0.5) & (col < crop_w - 0.5) & (row > -0.5) & (row < crop_h - 0.5)
+    # Nearest pixel (truncation is rounding for the coordinates inside); others -> a spare cell.
+    flat = (row + np.float32(0.5)).astype(np.int32) * crop_w + (col + np.float32(0.5)).astype(np.int32)
+    spare = crop_h * crop_w
+    flat[~inside] = spare
+
+    # Visibility: splatted z-buffer, widened by a 3 x 3 minimum (fills 1-pixel gaps).
+    zbuf = np.full(spare + 1, np.inf, dtype=np.float32)
+    np.minimum.at(zbuf, flat, depth)
+    zmin = np.empty_like(zbuf)
+    zmin[spare] = -np.inf  # a texel outside the crop is never visible
+    zmin[:spare] = cv2.erode(zbuf[:spare].reshape(crop_h, crop_w), _CROSS, borderType=cv2.BORDER_CONSTANT,
+                             borderValue=np.inf).reshape(-1)
+    # Slope allowance: 1.5 pixels' worth of depth change across the face (z / f tan(angle)).
+    cos_c = np.clip(cos[cand], 1e-3, 1.0)
+    pixel_m = mz[cand] * np.float32(1.0 / (3.0 * K[0, 0]))
+    tolerance = settings.depth_tolerance_m + 1.5 * pixel_m * np.sqrt(1.0 - cos_c * cos_c) / cos_c
+    visible = depth <= np.take(zmin, flat) + np.repeat(tolerance.astype(np.float32), counts)
+
+    # Confidence: viewing angle x distance to the edge of the mesh's silhouette (the closed
+    # splat coverage) intersected with the target mask.
+    hit = np.isfinite(zbuf[:spare]).reshape(crop_h, crop_w).view(np.uint8)
+    crop_mask = cv2.morphologyEx(hit, cv2.MORPH_CLOSE, _CROSS)
+    if mask is not None:
+        crop_mask &= np.ascontiguousarray(mask[y0:y1, x0:x1]).view(np.uint8)
+    edge = np.zeros(spare + 1, dtype=np.float32)
+    edge[:spare] = _edge_weight(crop_mask, settings.edge_margin_px, settings.edge_ramp_px).reshape(-1)
+    angle = np.clip((cos_c - settings.min_cos) * (1.0 / (1.0 - settings.min_cos)), 0.0, 1.0)
+    confidence = np.repeat(angle.astype(np.float32), counts)
+    confidence *= np.take(edge, flat)
+    confidence *= visible
+    keep = np.flatnonzero(confidence > 1e-3)
+    if keep.size == 0:
+        return FrameSamples.empty()
+    colors = _bilinear(image, np.take(col, keep) + np.float32(x0), np.take(row, keep) + np.float32(y0))
+    confidence = np.take(confidence, keep)
+    texels = np.take(texels, keep)
+    if settings.colour_gate_sigma > 0 and keep.size >= 16:
+        confidence *= _colour_gate(colors, confidence, settings.colour_gate_sigma)
+        strong = np.flatnonzero(confidence > 1e-3)
+        if strong.size < keep.size:
+            texels, colors, confidence = texels[strong], colors[:, strong], confidence[strong]
+    return FrameSamples(texels, np.ascontiguousarray(colors), confidence)
+
+
+def _colour_gate(colors: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
+    """(M,) float32 in [0, 1]: 1 for samples within ``sigma`` (Mahalanobis) of the frame's
+    skin colour distribution, falling as a Gaussian beyond (0.14 at sigma + 2).
+
+    The samples of one frame are mostly the hand. Its colour distribution is estimated
+    robustly: the samples within 6 robust deviations (MAD) of the per-channel median in every
+    channel give the weighted mean and covariance (floored at 5 levels of spread), so a
+    few percent of background cannot widen it; a sample far outside it is background seen
+    through a misfitted mesh or a segmentation leak.
+    """
+    step = max(1, colors.shape[1] // _GATE_SAMPLES)  # the statistics need only a subset
+    sub, sub_w = colors[:, ::step], weights[::step]
+    median = np.median(sub, axis=1)
+    spread = np.maximum(1.4826 * np.median(np.abs(sub - median[:, None]), axis=1), 3.0)
+    inlier = (np.abs(sub - median[:, None]) < 6.0 * spread[:, None]).all(axis=0)
+    w = sub_w * inlier
+    total = float(w.sum())
+    if total <= 0:
+        return np.ones_like(weights)
+    mean = (sub * w).sum(axis=1) / total  # (3,)
+    sub_diff = sub - mean[:, None]
+    cov = (sub_diff * w) @ sub_diff.T / total + 25.0 * np.eye(3)
+    inv = np.linalg.inv(cov).astype(np.float32)
+    diff = colors - mean[:, None].astype(np.float32)
+    d2 = np.einsum("cm,cm->m", diff, inv @ diff)
+    excess = np.sqrt(np.maximum(d2, 0.0, out=d2), out=d2)
+    excess -= np.float32(sigma)
+    np.maximum(excess, 0.0, out=excess)
+    excess *= excess
+    excess *= np.float32(-0.5)
+    return np.exp(excess, out=excess)
+
+
+def _as_model_data(model: Any) -> Any:
+    """A HandModelData from a HandModelData or a HandModel (which holds one in ``.data``)."""
+    return getattr(model, "data", model)
+
+
+@dataclass
+class _State:
+    """The running average on the capture grid (channel first, N covered texels)."""
+
+    colour: np.ndarray  # (3, N) float32 RGB in [0, 255]
+    weight: np.ndarray  # (N,) float32 accumulated confidence
+    seen: np.ndarray  # (N,) bool, observed in this session
+    known: np.ndarray  # (N,) bool, observed or given by the base texture
+    frames: int = 0
+    cache: dict[bool, np.ndarray] = field(default_factory=dict)
+
+
+class TextureCapture:
+    """Accumulates one hand's UV texture over frames (thin state over :func:`sample_frame`).
+
+    Args:
+        model: the hand's :class:`~core.model.HandModelData` (or a ``HandModel``, which
+            holds one in ``.data``): its ``uv``, ``uv_faces`` and ``faces`` define the
+            layout. Mirroring keeps the UV layout, so one texture serves both sides; pass
+            the model of the side whose vertices :meth:`update` gets.
+        size: texels per side of the texture :meth:`texture` returns.
+        base: (H, W, 3) uint8 RGB texture to start from (UV origin bottom-left; resampled as
+            needed), e.g. the profile's texture, or None.
+        smoothing: weight of the previous texture against one full-confidence frame, in
+            [0, 1): 0 keeps only the latest frame, 0.9 averages over about 10 frames.
+        settings: visibility thresholds and confidence weights.
+        capture_size: side of the grid observations are averaged on (default
+            ``min(size, 512)``; see the module docstring).
+
+    Raises:
+        ValueError: the model has no UV coordinates, or bad arguments.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        size: int = DEFAULT_TEXTURE_SIZE,
+        base: np.ndarray | None = None,
+        smoothing: float = 0.9,
+        settings: CaptureSettings = CaptureSettings(),
+        capture_size: int | None = None,
+    ) -> None:
+        data = _as_model_data(model)
+        if getattr(data, "uv", None) is None or getattr(data, "uv_faces", None) is None:
+            raise ValueError("this hand model has no UV coordinates: its texture cannot be captured")
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        if int(size) < 8:
+            raise ValueError(f"texture size must be at least 8, got {size}")
+        self.size = int(size)
+        self.capture_size = min(self.size, DEFAULT_CAPTURE_SIZE) if capture_size is None else int(capture_size)
+        self.smoothing = float(smoothing)
+        self.settings = settings
+        self.texel_map: TexelMap = texel_map(data.uv, data.uv_faces, data.faces, self.capture_size)
+        self.reset(base)
+
+    # ----------------------------------------------------------------- state
+
+    def reset(self, base: np.ndarray | None = None) -> None:
+        """Forget every observation; start again from ``base`` (or from nothing)."""
+        n = self.texel_map.num_texels
+        colour = np.zeros((3, n), dtype=np.float32)
+        weight = np.zeros(n, dtype=np.float32)
+        known = np.zeros(n, dtype=bool)
+        if base is not None:
+            base = np.asarray(base)
+            if base.ndim != 3 or base.shape[2] != 3 or base.dtype != np.uint8:
+                raise ValueError(f"base texture must be (H, W, 3) uint8, got {base.shape} {base.dtype}")
+            grid = _resize(base, self.capture_size)
+            colour[:] = self.texel_map.from_image(grid).T
+            weight[:] = self.settings.base_confidence
+            known[:] = True
+        self._state = _State(colour, weight, np.zeros(n, dtype=bool), known)
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of the covered texels observed in this session, in [0, 1]."""
+        return float(np.count_nonzero(self._state.seen)) / max(self.texel_map.num_texels, 1)
+
+    @property
+    def frames(self) -> int:
+        """Frames that updated at least one texel."""
+        return self._state.frames
+
+    def seen_mask(self) -> np.ndarray:
+        """(size, size) bool: texels observed in this session (nearest capture-grid texel)."""
+        grid = self.texel_map.to_image(self._state.seen, False)
+        return _resize(grid.astype(np.uint8), self.size, nearest=True) > 0
+
+    # ----------------------------------------------------------------- updates
+
+    def update(
+        self,
+        image: np.ndarray,
+        vertices: np.ndarray,
+        K: np.ndarray,
+        mask: np.ndarray | None = None,
+    ) -> TextureUpdate:
+        """Blend one frame into the texture.
+
+        Args:
+            image: (H, W, 3) uint8 RGB frame.
+            vertices: (V, 3) float, metres, camera frame (OpenCV): the fitted (refined) mesh
+                of this hand.
+            K: (3, 3) intrinsics, pixels (for a weak-perspective fit, the nominal camera the
+                fit was placed in).
+            mask: (H, W) bool target mask of this hand (segmentation), or None to use the
+                mesh's own silhouette.
+        """
+        t0 = time.perf_counter()
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        samples = sample_frame(self.texel_map, image, vertices, K, mask, self.settings)
+        self.blend(samples)
+        count = int(samples.texels.size)
+        return TextureUpdate(
+            texels_updated=count,
+            coverage=self.coverage,
+            mean_confidence=float(samples.confidence.mean()) if count else 0.0,
+            time_ms=(time.perf_counter() - t0) * 1000.0,
+        )
+
+    def blend(self, samples: FrameSamples) -> None:
+        """Blend one frame's samples into the running average (see the module docstring)."""
+        if samples.texels.size == 0:
+            return
+        st = self._state
+        idx, w = samples.texels, samples.confidence
+        old_weight = np.take(st.weight, idx)
+        current = [np.take(st.colour[channel], idx) for channel in range(3)]
+        if self.settings.outlier_levels > 0:
+            # A sample far from a trusted estimate is probably background or a misfit:
+            # Cauchy weight 1 / (1 + (d / t)^2), applied in proportion to the trust (weight).
+            dist2 = sum((samples.colors[c] - current[c]) ** 2 for c in range(3)) * np.float32(1.0 / 3.0)
+            robust = 1.0 / (1.0 + dist2 * np.float32(1.0 / self.settings.outlier_levels**2))
+            trust = np.minimum(old_weight, np.float32(1.0))
+            w = w * (1.0 - trust + trust * robust)
+        weight = old_weight * (1.0 - w * np.float32(1.0 - self.smoothing))
+        weight += w
+        rate = w / weight
+        for channel in range(3):
+            values = current[channel]
+            values += rate * (samples.colors[channel] - values)
+            st.colour[channel][idx] = values
+        st.weight[idx] = weight
+        st.seen[idx] = True
+        st.known[idx] = True
+        st.frames += 1
+        st.cache.clear()
+
+    # ----------------------------------------------------------------- results
+
+    def texture(self, filled: bool = True) -> np.ndarray:
+        """(size, size, 3) uint8 RGB texture, UV origin bottom-left, top row first.
+
+        Args:
+            filled: fill never-seen texels from the seen ones (over the mesh surface, across
+                UV seams) and pad outside the UV islands, so the hand has no holes or seams
+                (:func:`~core.texture.fill.fill_texture`). False leaves them black.
+        """
+        st = self._state
+        if filled not in st.cache:
+            if filled:
+                grid = fill_texture(self.texel_map, st.colour.T, st.known)
+                st.cache[filled] = _resize(grid, self.size)
+            else:
+                values = np.where(st.known[:, None], np.clip(np.rint(st.colour.T), 0, 255), 0)
+                grid = self.texel_map.to_image(values.astype(np.uint8), 0)
+                st.cache[filled] = _resize(grid, self.size, nearest=True)
+        return st.cache[filled].copy()
+
+    def texel_colours(self) -> tuple[np.ndarray, np.ndarray]:
+        """The raw average on the capture grid: ((N, 3) float32 RGB, (N,) bool known)."""
+        return self._state.colour.T.copy(), self._state.known.copy()
+
+
+def _resize(image: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
+    """Resample a square (or not) image to size x size (area when shrinking, else linear)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    if nearest:
+        interpolation = cv2.INTER_NEAREST
+    elif image.shape[0] > size:
+        interpolation = cv2.INTER_AREA
+    else:
+        interpolation = cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)

@@ -1,0 +1,205 @@
+"""Texture capture over a tracked stream: the glue between the engine's fits and
+:class:`~core.texture.capture.TextureCapture`.
+
+The engine reports each hand as a :class:`~core.fit.HandFit` (pose, shape, translation in the
+camera frame). The texture needs the fitted mesh's vertices in that frame and the camera that
+sees them: the frame's intrinsics, or for a weak-perspective fit (no intrinsics) the nominal
+pinhole camera the fitter placed the hand in (``FitSettings.nominal_fov_deg``, centred
+principal point: :meth:`core.fit.TailorFitter._place_weak`).
+
+:class:`SessionCapture` keeps one texture per side and a light record of every tracked hand
+(its parameters per frame), which is what an export needs: the shape (median over frames),
+any frame's pose, and the recorded motion.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core.camera import intrinsics_from_fov
+from core.fit import FitSettings, HandFit
+from core.model import HandModel, HandModelData
+from core.texture.capture import DEFAULT_TEXTURE_SIZE, CaptureSettings, TextureCapture, TextureUpdate
+
+__all__ = ["SessionCapture", "TrackedHand", "fit_camera", "fit_vertices", "hand_segmenter"]
+
+log = logging.getLogger(__name__)
+
+#: ``segment(image, keypoints_2d) -> (H, W) bool mask`` (or None when no mask is available).
+Segmenter = Callable[[np.ndarray, np.ndarray], "np.ndarray | None"]
+
+
+@dataclass(frozen=True)
+class TrackedHand:
+    """One hand in one frame, as tracked (camera frame, OpenCV axes, metres).
+
+    Attributes:
+        frame: index of the frame in its source. timestamp_s: seconds.
+        side: "right" or "left".
+        pose: (48,) float32 axis-angle (global rotation first). betas: (S,) float32 shape.
+        transl: (3,) float32 translation, metres.
+    """
+
+    frame: int
+    timestamp_s: float
+    side: str
+    pose: np.ndarray
+    betas: np.ndarray
+    transl: np.ndarray
+
+
+def fit_camera(fit: HandFit, image_size: tuple[int, int], K: np.ndarray | None,
+               nominal_fov_deg: float = FitSettings().nominal_fov_deg) -> np.ndarray:
+    """(3, 3) float64 intrinsics under which ``fit``'s camera-frame mesh lines up with the image.
+
+    Args:
+        fit: the fitted hand. image_size: (width, height) of the frame, pixels.
+        K: the frame's intrinsics, or None (weak perspective).
+        nominal_fov_deg: the fitter's nominal field of view for weak perspective.
+    """
+    if K is not None:
+        return np.asarray(K, dtype=np.float64)
+    width, height = image_size
+    return intrinsics_from_fov(nominal_fov_deg, int(width), int(height)).K.astype(np.float64)
+
+
+def fit_vertices(layer: HandModel, pose: np.ndarray, betas: np.ndarray, transl: np.ndarray) -> np.ndarray:
+    """(V, 3) float32 vertices of the hand model posed in the camera frame, metres."""
+    with torch.no_grad():
+        out = layer(
+            torch.as_tensor(np.asarray(pose, dtype=np.float32))[None],
+            torch.as_tensor(np.asarray(betas, dtype=np.float32))[None],
+            torch.as_tensor(np.asarray(transl, dtype=np.float32))[None],
+        )
+    return out.vertices[0].numpy().astype(np.float32)
+
+
+#: Segmentation method for texture capture: colour-based, so background between the fingers
+#: or under a slightly misfitted mesh stays out (about 10 ms a hand; the keypoint capsule,
+#: the live default, lets background in).
+TEXTURE_SEGMENT_METHOD = "skin"
+
+
+def hand_segmenter(method: str | None = TEXTURE_SEGMENT_METHOD) -> Segmenter | None:
+    """The hand segmentation of :mod:`core.segment` as a mask function, or None if absent.
+
+    Args:
+        method: a :data:`core.segment.SEGMENTERS` name (None: that module's default).
+    """
+    try:
+        from core.segment import segment_hand
+    except ImportError:
+        return None
+
+    def segment(image: np.ndarray, keypoints_2d: np.ndarray) -> np.ndarray | None:
+        return np.asarray(segment_hand(image, keypoints_2d, method).mask, dtype=bool)
+
+    return segment
+
+
+class SessionCapture:
+    """Captures textures and records tracked hands over a stream of engine results.
+
+    Args:
+        models: {"right": HandModelData, "left": HandModelData} of the model in use.
+        size: texture size. base: a starting texture for both sides (a profile's), or None.
+        smoothing, settings, capture_size: see :class:`TextureCapture`.
+        nominal_fov_deg: the fitter's nominal field of view (weak perspective).
+        segmenter: target masks (:func:`hand_segmenter`), or None for the mesh silhouette.
+    """
+
+    def __init__(
+        self,
+        models: dict[str, HandModelData],
+        size: int = DEFAULT_TEXTURE_SIZE,
+        base: np.ndarray | None = None,
+        smoothing: float = 0.9,
+        settings: CaptureSettings = CaptureSettings(),
+        capture_size: int | None = None,
+        nominal_fov_deg: float = FitSettings().nominal_fov_deg,
+        segmenter: Segmenter | None = None,
+    ) -> None:
+        self.models = dict(models)
+        self.layers = {side: HandModel(data) for side, data in self.models.items()}
+        self.size = int(size)
+        self.base = base
+        self.smoothing = smoothing
+        self.settings = settings
+        self.capture_size = capture_size
+        self.nominal_fov_deg = nominal_fov_deg
+        self.segmenter = segmenter
+        self.captures: dict[str, TextureCapture] = {}
+        self.tracked: list[TrackedHand] = []
+        self.texture_ms: list[float] = []
+
+    def capture(self, side: str) -> TextureCapture | None:
+        """The side's texture capture (created on first use); None when the model has no UVs
+        (a user's MANO files): the hand is still tracked and recorded, without texture."""
+        if self.models[side].uv is None:
+            return None
+        if side not in self.captures:
+            self.captures[side] = TextureCapture(
+                self.models[side], self.size, self.base, self.smoothing, self.settings, self.capture_size
+            )
+        return self.captures[side]
+
+    def add(self, image: np.ndarray, frame: int, timestamp_s: float, fits: list[HandFit],
+            K: np.ndarray | None, keypoints_2d: list[np.ndarray] | None = None) -> list[TextureUpdate]:
+        """Record the fitted hands of one frame and blend the frame into their textures.
+
+        Args:
+            image: (H, W, 3) uint8 RGB. frame, timestamp_s: where the frame is in its source.
+            fits: the frame's fitted hands. K: the frame's intrinsics or None.
+            keypoints_2d: per fit, the detected keypoints (px) for the segmenter, or None.
+        """
+        height, width = image.shape[:2]
+        updates = []
+        for i, fit in enumerate(fits):
+            if fit.side not in self.models:
+                continue
+            self.tracked.append(TrackedHand(frame, timestamp_s, fit.side, np.asarray(fit.pose, np.float32).copy(),
+                                            np.asarray(fit.betas, np.float32).copy(),
+                                            np.asarray(fit.transl, np.float32).copy()))
+            capture = self.capture(fit.side)
+            if capture is None:
+                continue
+            verts = fit_vertices(self.layers[fit.side], fit.pose, fit.betas, fit.transl)
+            cam = fit_camera(fit, (width, height), K, self.nominal_fov_deg)
+            mask = None
+            if self.segmenter is not None and keypoints_2d is not None:
+                mask = self.segmenter(image, keypoints_2d[i])
+            update = capture.update(image, verts, cam, mask)
+            self.texture_ms.append(update.time_ms)
+            updates.append(update)
+        return updates
+
+    # ----------------------------------------------------------------- summaries
+
+    def frames_of(self, side: str) -> list[TrackedHand]:
+        """The tracked hands of one side, in frame order."""
+        return [t for t in self.tracked if t.side == side]
+
+    def main_side(self) -> str | None:
+        """The side tracked in the most frames (None when nothing was tracked)."""
+        counts = {side: len(self.frames_of(side)) for side in self.models}
+        best = max(counts, key=lambda s: counts[s])
+        return best if counts[best] > 0 else None
+
+    def median_shape(self, side: str) -> np.ndarray | None:
+        """(S,) the per-coefficient median of the side's fitted shapes, or None."""
+        hands = self.frames_of(side)
+        if not hands:
+            return None
+        return np.median(np.stack([t.betas for t in hands]), axis=0).astype(np.float32)
+
+    def at_frame(self, side: str, frame: int) -> TrackedHand | None:
+        """The side's tracked hand in source frame ``frame``, or None."""
+        for t in self.frames_of(side):
+            if t.frame == frame:
+                return t
+        return None
