@@ -21,6 +21,8 @@ from core.export import split_uv_seams, vertex_normals
 from core.keypoints import BONES
 
 SKIN_RGB = (0.91, 0.74, 0.64)
+#: Side of the texture shown live (the captured one is larger; the export keeps it all).
+DISPLAY_TEXTURE_SIZE = 512
 
 
 def faces_to_vtk(faces: np.ndarray) -> np.ndarray:
@@ -187,6 +189,10 @@ class HandView(QtInteractor):
         if image is None:
             self._texture = None
         else:
+            if image.shape[0] > DISPLAY_TEXTURE_SIZE:  # a live view needs no more; uploads cost
+                import cv2
+
+                image = cv2.resize(image, (DISPLAY_TEXTURE_SIZE, DISPLAY_TEXTURE_SIZE), interpolation=cv2.INTER_AREA)
             img = np.ascontiguousarray(np.flipud(image))  # VTK images start at the bottom row
             h, w = img.shape[:2]
             data = pv.ImageData(dimensions=(w, h, 1))
@@ -197,7 +203,7 @@ class HandView(QtInteractor):
             self._texture.SetInputDataObject(data)
             self._texture_size = (w, h)
         self._apply_texture()
-        self.render()
+        QWidget.update(self)  # painted with the next frame, not rendered twice now
 
     def set_texture_visible(self, on: bool) -> None:
         self.show_texture = on
