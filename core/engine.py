@@ -24,6 +24,7 @@ from core.capture.frame import Frame
 from core.detect import Detection, HandDetector
 from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
 from core.model import load_model_data
+from core.refine import RefineResult, Refiner, RefineSettings, RefineTarget
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ class EngineSettings:
         device: "cpu", "cuda" or "auto".
         model: hand model path (None: $HANDTWIN_MODEL or the open hand).
         reset_after_s: forget a hand's previous fit when it was last seen this long ago.
+        refine_iterations: silhouette refinement iterations per hand and frame (0: none; live
+            3, offline 15, :mod:`core.refine`); the target is the hand's segmentation.
+        refine: the refinement's weights and rendering (its ``iterations`` is not used).
+        segmentation: segmentation method for the refinement's target (None: the default of
+            :func:`core.segment.segment_hand`).
     """
 
     max_hands: int = 2
@@ -47,30 +53,57 @@ class EngineSettings:
     device: str = "auto"
     model: str | None = None
     reset_after_s: float = 0.5
+    refine_iterations: int = 0
+    refine: RefineSettings = field(default_factory=RefineSettings)
+    segmentation: str | None = None
 
 
 @dataclass(frozen=True)
 class HandResult:
-    """One tracked hand in one frame: what was detected and the fitted model."""
+    """One tracked hand in one frame: what was detected, the fitted model and its refinement.
+
+    Attributes:
+        detection: MediaPipe's hand.
+        fit: the tailor's fit.
+        refined: the silhouette refinement of ``fit`` (None when refinement is off, or the hand
+            could not be segmented).
+    """
 
     detection: Detection
     fit: HandFit
+    refined: RefineResult | None = None
+
+    @property
+    def keypoints_3d(self) -> np.ndarray:
+        """(21, 3) float32 camera-frame keypoints, metres: refined when refined, else fitted."""
+        return self.fit.keypoints_3d if self.refined is None else self.refined.keypoints_3d
 
     def to_json(self) -> dict[str, Any]:
-        """The hand entry of a ``track`` line (DESIGN.md)."""
-        f = self.fit
-        return {
+        """The hand entry of a ``track`` line (DESIGN.md); the refined hand when refined.
+
+        With refinement the entry also has ``silhouette_iou_before`` (the fit's IoU with the
+        target), ``edge_length_error_mm`` and ``normal_error`` (paper 004's plausibility
+        metrics of the refined mesh against the parametric mesh its vertex offsets deform).
+        """
+        f, r = self.fit, self.refined
+        src = f if r is None else r
+        out = {
             "handedness": self.detection.handedness,
             "score": round(float(self.detection.score), 4),
             "keypoints_2d": np.round(self.detection.keypoints_2d, 2).tolist(),
-            "joints_3d": np.round(f.keypoints_3d, 5).tolist(),
-            "pose": np.round(f.pose, 5).tolist(),
-            "shape": np.round(f.betas, 5).tolist(),
-            "translation": np.round(f.transl, 5).tolist(),
-            "reprojection_error_px": round(f.reprojection_error_px, 3),
-            "silhouette_iou": None,
+            "joints_3d": np.round(src.keypoints_3d, 5).tolist(),
+            "pose": np.round(src.pose, 5).tolist(),
+            "shape": np.round(src.betas, 5).tolist(),
+            "translation": np.round(src.transl, 5).tolist(),
+            "reprojection_error_px": round(float(src.reprojection_error_px), 3),
+            "silhouette_iou": None if r is None else round(r.iou_after, 4),
             "projection": f.projection,
         }
+        if r is not None:
+            out["silhouette_iou_before"] = round(r.iou_before, 4)
+            out["edge_length_error_mm"] = round(r.edge_length_error * 1000.0, 4)
+            out["normal_error"] = round(r.normal_error, 5)
+        return out
 
 
 @dataclass(frozen=True)
@@ -80,7 +113,8 @@ class FrameResult:
     Attributes:
         frame: index in the source. timestamp_s: seconds. source: the SRC string.
         hands: the tracked hands (possibly none).
-        time_ms: per-stage wall time in milliseconds ("detect", "fit", "total").
+        time_ms: per-stage wall time in milliseconds ("detect", "fit", with refinement
+            "segment" and "refine", and "total").
     """
 
     frame: int
@@ -133,6 +167,9 @@ class Engine:
             raise InputError(f"the profile's shape has {len(shape)} values, the model needs {right.num_betas}")
         self.shape = None if shape is None else np.asarray(shape, dtype=np.float32)
         self.detector = HandDetector(max_hands=settings.max_hands, mode=settings.detector_mode)
+        self.refiner: Refiner | None = None
+        if settings.refine_iterations > 0:
+            self.refiner = Refiner(right, left, settings.refine, self.device, settings.fit.nominal_fov_deg)
         self._last: dict[str, tuple[float, HandFit]] = {}
         # Belief that a lone tracked hand is a right hand (MediaPipe's label flickers).
         self._right_belief: float | None = None
@@ -249,7 +286,38 @@ class Engine:
         t2 = time.perf_counter()
         for d, f in zip(dets, fits):
             self._last[d.handedness] = (frame.timestamp_s, f)
-        hands = tuple(HandResult(d, f) for d, f in zip(dets, fits))
         fit_ms = (t2 - t1) * 1000
-        times = {"detect": detect_ms, "fit": fit_ms, "total": detect_ms + fit_ms}
+        times = {"detect": detect_ms, "fit": fit_ms}
+        refined: list[RefineResult | None] = [None] * len(fits)
+        if self.refiner is not None and fits:
+            refined = self._refine(frame, dets, fits, K, times)
+        hands = tuple(HandResult(d, f, r) for d, f, r in zip(dets, fits, refined))
+        times["total"] = sum(times.values())
         return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times)
+
+    def _refine(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,
+                times: dict[str, float]) -> list[RefineResult | None]:
+        """Segment every fitted hand and refine the fits against the masks (all hands at once)."""
+        from core.errors import HandTwinError
+        from core.segment import segment_hand
+
+        t0 = time.perf_counter()
+        targets: list[RefineTarget | None] = []
+        for d in dets:
+            try:
+                mask = segment_hand(frame.image, d.keypoints_2d, self.settings.segmentation).mask
+            except HandTwinError as exc:  # e.g. keypoints outside the image
+                log.debug("no refinement target for a %s hand: %s", d.handedness, exc)
+                targets.append(None)
+                continue
+            targets.append(RefineTarget(mask, d.keypoints_2d, K))
+        t1 = time.perf_counter()
+        idx = [i for i, t in enumerate(targets) if t is not None]
+        results = self.refiner.refine([fits[i] for i in idx], [targets[i] for i in idx],
+                                      iterations=self.settings.refine_iterations) if idx else []
+        times["segment"] = (t1 - t0) * 1000
+        times["refine"] = (time.perf_counter() - t1) * 1000
+        out: list[RefineResult | None] = [None] * len(fits)
+        for i, r in zip(idx, results):
+            out[i] = r
+        return out

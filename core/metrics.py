@@ -47,3 +47,61 @@ def keypoint_error_px(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray | No
     if visible is not None:
         d = d[np.asarray(visible, bool)]
     return float(d.mean()) if d.size else float("nan")
+
+
+# --------------------------------------------------------------------------- mesh plausibility
+# Paper 004 (Sec. 4.3) reports, beside joint and vertex errors, two plausibility metrics of a
+# mesh against a reference with the same topology (usually the ground truth; for a refined
+# mesh, also the parametric mesh its free offsets deform): the edge-length error and the
+# normal error of paper 003 (Eq. 3-4), in the form common hand-mesh code evaluates them.
+
+
+def _face_edges(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(F, 3, 3) edge vectors of each face, corner k to corner k + 1."""
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    return v[np.roll(f, -1, axis=1)] - v[f]
+
+
+def edge_length_error(pred: np.ndarray, ref: np.ndarray, faces: np.ndarray) -> float:
+    """Mean absolute difference of edge lengths, same unit as the vertices (paper 004 "Edge").
+
+    Every face edge counts once per face it belongs to. pred, ref: (V, 3); faces: (F, 3).
+    """
+    lp = np.linalg.norm(_face_edges(pred, faces), axis=-1)
+    lr = np.linalg.norm(_face_edges(ref, faces), axis=-1)
+    return float(np.abs(lp - lr).mean())
+
+
+def normal_error(pred: np.ndarray, ref: np.ndarray, faces: np.ndarray) -> float:
+    """Mean |cos| between the predicted face edges and the reference face normals (paper 004 "Norm").
+
+    Paper 003 Eq. 3 with unit edges: 0 when every predicted face lies in the plane of its
+    reference face, up to 1. No unit. pred, ref: (V, 3); faces: (F, 3).
+    """
+    e = _face_edges(pred, faces)
+    e = e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
+    r = _face_edges(ref, faces)
+    n = np.cross(r[:, 0], -r[:, 2])  # (corner1 - corner0) x (corner2 - corner0)
+    n = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+    return float(np.abs((e * n[:, None, :]).sum(-1)).mean())
+
+
+def mask_iou(pred: np.ndarray, target: np.ndarray, region: np.ndarray | None = None) -> float:
+    """Intersection over union of two (H, W) masks (bool, or values > 0.5 inside).
+
+    Args:
+        region: optional (H, W) bool; only pixels inside it count.
+
+    Returns:
+        IoU in [0, 1]; 1.0 when both masks are empty.
+    """
+    a = np.asarray(pred)
+    b = np.asarray(target)
+    a = a if a.dtype == bool else a > 0.5
+    b = b if b.dtype == bool else b > 0.5
+    if region is not None:
+        r = np.asarray(region, bool)
+        a, b = a & r, b & r
+    union = int((a | b).sum())
+    return float((a & b).sum() / union) if union else 1.0

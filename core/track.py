@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrackSummary:
-    """What a ``track`` run did: frames, frames with a hand, mean times and errors."""
+    """What a ``track`` run did: frames, frames with a hand, mean times and errors (and the mean
+    silhouette IoU after refinement, when refining)."""
 
     frames: int
     frames_with_hands: int
@@ -29,15 +30,17 @@ class TrackSummary:
     fps: float
     mean_reprojection_error_px: float | None
     out: str
+    mean_silhouette_iou: float | None = None
 
     def format(self) -> str:
         pct = 100.0 * self.frames_with_hands / max(self.frames, 1)
         times = ", ".join(f"{k} {v:.1f} ms" for k, v in self.mean_time_ms.items())
         err = "n/a" if self.mean_reprojection_error_px is None else f"{self.mean_reprojection_error_px:.2f} px"
+        iou = "" if self.mean_silhouette_iou is None else f"mean silhouette IoU {self.mean_silhouette_iou:.3f}; "
         return (
             f"tracked {self.frames} frames ({self.frames_with_hands} with a hand, {pct:.0f}%), "
             f"{self.hands} hands; {self.fps:.1f} fps; per frame: {times}; "
-            f"mean reprojection error {err}; wrote {self.out}"
+            f"mean reprojection error {err}; {iou}wrote {self.out}"
         )
 
 
@@ -58,10 +61,8 @@ def run_track(
     Raises:
         InputError: unreadable source or intrinsics, unwritable output, no hand in any frame.
     """
-    if refine:
-        from core.errors import NotYetAvailableError
-
-        raise NotYetAvailableError("--refine is not yet available (silhouette refinement)")
+    if refine < 0:
+        raise InputError(f"--refine must be >= 0 iterations, got {refine}")
     if intrinsics is not None and fov_deg is not None:
         raise InputError("give either --intrinsics or --fov, not both")
     shape = None
@@ -72,9 +73,10 @@ def run_track(
     out = Path(out)
     if not out.parent.exists():
         raise InputError(f"the output folder {out.parent} does not exist")
-    settings = EngineSettings(max_hands=max_hands, device=device, model=model)
+    settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
     times: dict[str, list[float]] = {}
     errors: list[float] = []
+    ious: list[float] = []
     frames = with_hands = hands = 0
     try:
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".part")
@@ -96,6 +98,7 @@ def run_track(
                     hands += len(result.hands)
                     with_hands += bool(result.hands)
                     errors.extend(h.fit.reprojection_error_px for h in result.hands)
+                    ious.extend(h.refined.iou_after for h in result.hands if h.refined is not None)
                     for k, v in result.time_ms.items():
                         times.setdefault(k, []).append(v)
                     bar.update(1, f"{len(result.hands)} hand(s)")
@@ -114,6 +117,7 @@ def run_track(
         fps=frames / max(elapsed, 1e-9),
         mean_reprojection_error_px=statistics.fmean(errors) if errors else None,
         out=str(out),
+        mean_silhouette_iou=statistics.fmean(ious) if ious else None,
     )
     if with_hands == 0:
         raise InputError(f"no hand was found in any of the {frames} frames of {source} (results written to {out})")

@@ -1,0 +1,210 @@
+"""Benchmarks of the silhouette refinement (``python main.py bench --only refine``).
+
+Figures (milliseconds are wall-clock medians on the current device and thread count; shared
+machines are noisy, so ratios against a baseline measured in the same run are what count):
+
+* ``refine_iter_ms``: one refinement iteration of one hand at 128 x 128 (model forward, soft
+  silhouette, regularizers, keypoint term, backward, Adam step), from the difference of runs
+  with 6 and 1 iterations;
+* ``refine_profile_ms``: where an iteration's time goes (each part timed on its own);
+* ``refine_iou_before`` / ``refine_iou_after``: mean silhouette IoU (crop, 128 x 128) of
+  synthetic hands (exact masks) before and after 15 iterations, starting from the tailor's
+  fit to noisy keypoints (no MediaPipe needed: deterministic and fast);
+* ``pipeline_refine3_ratio``: throughput of the whole engine (detection, fit, segmentation,
+  3 refinement iterations) on the demo clip over MediaPipe alone on the same frames, in the
+  same run (DESIGN.md budget: 1.5); with ``refine3_frame_ms`` and ``refine3_mediapipe_ms``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["BENCHMARKS", "bench_refine", "synthetic_refine_cases"]
+
+
+def synthetic_refine_cases(n: int, seed: int = 0, keypoint_noise_px: float = 3.0):
+    """``n`` synthetic hands with exact masks and a tailor fit to noisy keypoints.
+
+    The fit gets the true keypoints plus Gaussian noise and the true joints (centred, with 5 mm
+    noise) as world landmarks, standing in for MediaPipe.
+
+    Returns:
+        (refiner inputs ``[(fit, target, sample)]``, the hand layers).
+    """
+    from core.fit import HandObservation, TailorFitter
+    from core.refine import RefineTarget
+    from core.synth import SynthSettings, default_layers, render_hand_sample
+
+    rng = np.random.default_rng(seed)
+    layers = default_layers()
+    fitter = TailorFitter(layers["right"].data, layers["left"].data)
+    cases = []
+    for _ in range(n):
+        s = render_hand_sample(rng, layers, SynthSettings(left_probability=0.3))
+        h, w = s.image.shape[:2]
+        kp = (s.keypoints_2d + rng.normal(0.0, keypoint_noise_px, s.keypoints_2d.shape)).astype(np.float32)
+        world = s.joints_3d - s.joints_3d.mean(0) + rng.normal(0.0, 0.005, s.joints_3d.shape)
+        obs = HandObservation(s.side, kp, world.astype(np.float32), s.K.astype(np.float32), (w, h))
+        fit = fitter.fit([obs])[0]
+        cases.append((fit, RefineTarget(s.mask, kp, s.K), s))
+    return cases, layers
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float]:
+    """Time the parts of one refinement iteration on their own (one hand, the refiner's settings).
+
+    Returns:
+        ms per part: ``model`` (hand model forward + backward), ``silhouette_forward``,
+        ``silhouette_backward`` (the soft rasterizer; backward includes the sign-split
+        workaround of :mod:`core.refine.silhouette` while it is active), ``regularizers``
+        (forward + backward), ``iteration`` (everything, from :func:`bench_refine`'s method)
+        and ``other`` (iteration minus the parts: keypoints, losses, Adam, bookkeeping).
+    """
+    from core.refine.mesh import edge_loss, laplacian_loss, normal_loss, vertex_offset_loss
+    from core.refine.refiner import _front_faces
+    from core.refine.silhouette import soft_silhouette
+    from core.render import project_points
+    from core.refine.crop import crop_box
+
+    st = refiner.settings
+    dev = refiner.device
+    layer, topo = refiner.layers[fit.side], refiner.topology[fit.side]
+    pose = torch.as_tensor(fit.pose, device=dev)[None]
+    betas = torch.as_tensor(fit.betas, device=dev)[None]
+    transl = torch.as_tensor(fit.transl, device=dev)[None]
+    with torch.no_grad():
+        v0 = layer(pose, betas, transl).vertices
+    K = torch.as_tensor(np.asarray(target.K, np.float32), device=dev)[None]
+    box = crop_box(project_points(v0, K)[0].cpu().numpy(), st.image_size, st.crop_margin)
+    Kc = torch.as_tensor(box.affine(), dtype=torch.float32, device=dev)[None] @ K
+    mask = torch.as_tensor(box.resample_mask(target.mask), device=dev)[None]
+    faces = _front_faces(v0, topo.faces) if st.cull_backfaces else topo.faces
+    soft = st.soft
+
+    def model() -> None:
+        p = pose.clone().requires_grad_(True)
+        layer(p, betas, transl).vertices.sum().backward()
+
+    def sil_forward() -> None:
+        with torch.no_grad():
+            soft_silhouette(v0, faces, Kc, soft)
+
+    def sil_both() -> None:
+        v = v0.clone().requires_grad_(True)
+        ((soft_silhouette(v, faces, Kc, soft) - mask) ** 2).sum().backward()
+
+    def regs() -> None:
+        u = torch.zeros_like(v0, requires_grad=True)
+        v = v0 + u * 0.003
+        (vertex_offset_loss(u) + laplacian_loss(u, topo) + 0.1 * edge_loss(v, v0, topo)
+         + normal_loss(v, v0, topo)).sum().backward()
+
+    for fn in (model, sil_forward, sil_both, regs):
+        fn()  # warm-up
+    out = {
+        "model": _median_ms(model, repeats),
+        "silhouette_forward": _median_ms(sil_forward, repeats),
+        "silhouette_forward_backward": _median_ms(sil_both, repeats),
+        "regularizers": _median_ms(regs, repeats),
+    }
+    out["silhouette_backward"] = out.pop("silhouette_forward_backward") - out["silhouette_forward"]
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def iteration_ms(refiner, fit, target, repeats: int = 5) -> float:
+    """Median ms of one iteration: (time with 6 iterations - time with 1) / 5."""
+    refiner.refine([fit], [target], iterations=1)  # warm-up
+    one = _median_ms(lambda: refiner.refine([fit], [target], iterations=1), repeats)
+    six = _median_ms(lambda: refiner.refine([fit], [target], iterations=6), repeats)
+    return (six - one) / 5.0
+
+
+def pipeline_ratio(iterations: int = 3, max_frames: int = 24, settings=None) -> dict[str, Any]:
+    """Whole-frame throughput with refinement over MediaPipe alone, on the demo clip.
+
+    Args:
+        iterations: refinement iterations per frame. max_frames: demo frames used.
+        settings: the :class:`~core.refine.RefineSettings` (None: the defaults).
+    """
+    from core.bench import _bench_frames
+    from core.detect import HandDetector
+    from core.engine import Engine, EngineSettings
+
+    frames = _bench_frames(max_frames)
+
+    def run_detector() -> float:
+        with HandDetector(max_hands=1, mode="video") as det:
+            t0 = time.perf_counter()
+            for f in frames:
+                det.detect(f.image, f.timestamp_s)
+            return (time.perf_counter() - t0) * 1000 / len(frames)
+
+    run_detector()  # warm-up
+    mediapipe_ms = run_detector()
+    from core.refine import RefineSettings
+
+    engine_settings = EngineSettings(max_hands=1, device="cpu", refine_iterations=iterations,
+                                     refine=settings or RefineSettings())
+    with Engine(engine_settings) as engine:
+        engine.process(frames[0])  # warm-up (first calls, renderer probe)
+        engine.reset()
+        stages: dict[str, list[float]] = {}
+        ious = []
+        t0 = time.perf_counter()
+        for r in engine.process_stream(frames):
+            for k, v in r.time_ms.items():
+                stages.setdefault(k, []).append(v)
+            ious += [h.refined.iou_after for h in r.hands if h.refined is not None]
+        frame_ms = (time.perf_counter() - t0) * 1000 / len(frames)
+    return {
+        f"refine{iterations}_frame_ms": round(frame_ms, 3),
+        f"refine{iterations}_mediapipe_ms": round(mediapipe_ms, 3),
+        f"pipeline_refine{iterations}_ratio": round(frame_ms / mediapipe_ms, 3),
+        f"refine{iterations}_stage_ms": {k: round(statistics.median(v), 3) for k, v in stages.items()},
+        f"refine{iterations}_demo_iou": round(float(np.mean(ious)), 4) if ious else None,
+        f"refine{iterations}_frames": len(frames),
+    }
+
+
+def bench_refine() -> dict[str, Any]:
+    """``refine_iter_ms``, the profile, synthetic IoU before/after 15 iterations, pipeline ratio."""
+    from core.refine import Refiner, RefineSettings
+
+    cases, layers = synthetic_refine_cases(4)
+    refiner = Refiner(layers["right"].data, layers["left"].data, RefineSettings())
+    fit, target, _ = cases[0]
+    iter_ms = iteration_ms(refiner, fit, target)
+    profile = profile_iteration(refiner, fit, target)
+    profile["iteration"] = round(iter_ms, 3)
+    profile["other"] = round(iter_ms - sum(v for k, v in profile.items() if k != "iteration"), 3)
+    results = [refiner.refine([c[0]], [c[1]], iterations=15)[0] for c in cases]  # separate images
+    out: dict[str, Any] = {
+        "refine_iter_ms": round(iter_ms, 3),
+        "refine_profile_ms": profile,
+        "refine_iou_before": round(float(np.mean([r.iou_before for r in results])), 4),
+        "refine_iou_after": round(float(np.mean([r.iou_after for r in results])), 4),
+        "refine_threads": torch.get_num_threads(),
+    }
+    try:
+        out.update(pipeline_ratio(3))
+    except Exception as exc:  # noqa: BLE001 - the demo clip may be missing; report, don't fail
+        out["pipeline_refine3_ratio"] = None
+        out["pipeline_refine3_error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+BENCHMARKS = {"refine": bench_refine}

@@ -1,0 +1,244 @@
+"""Mesh topology and the mesh regularizers of the refinement (pure functions, batched).
+
+The refinement deforms a parametric mesh ``M = M(p + dp, s + ds)`` by free per-vertex offsets
+``dv`` (RealisticHands, paper 001, Eq. 1): ``H = M + dv``. The regularizers keep the free part
+plausible. Each is written so that it is **zero, and a minimum, at dv = 0** (the undeformed
+parametric mesh), so it never fights the pose or shape offsets, only the free-form part:
+
+* vertex offsets (001 Eq. 2, ``L_v = ||dv||^2``): ``mean_v |dv_v|^2 / e^2``;
+* Laplacian (001 Eq. 3, in the offset form of paper 003 Eq. 5, the Laplacian of ``dv`` =
+  ``lap(H) - lap(M)``): ``mean_v |dv_v - mean_{k in N(v)} dv_k|^2 / e^2``;
+* edge lengths (the edge-length consistency of 003 Eq. 4, each edge against its own length in
+  ``M``): ``mean_edges ((|e_H|^2 - |e_M|^2) / |e_M|^2)^2`` over the faces' edges;
+* normal consistency (003 Eq. 3, the edges of ``H`` against the face normals of ``M``, with
+  unit edges so the term has no unit): ``mean_{faces, edges} <e_H / |e_H|, n_M>^2``.
+
+``e`` is the mean edge length of ``M`` (per hand), so the offset terms are in units of "edge
+lengths" and every term is scale-free: the same weights work for any hand size. Paper 001's
+own Eq. 2 edge term (``sum |v - k|^2``) and Eq. 4 normal term (``1 - cos`` between neighbouring
+faces) are not zero on a curved hand mesh and would shrink and flatten it; the forms above are
+the ones the same papers use for consistency with a reference mesh (see the notes in
+:mod:`core.refine`).
+
+Shapes: vertices ``(B, V, 3)`` float, metres, any frame (the terms are rigid-invariant).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "MeshTopology",
+    "edge_loss",
+    "face_edge_vectors",
+    "face_normals",
+    "laplacian",
+    "laplacian_loss",
+    "mean_edge_length",
+    "normal_loss",
+    "plausibility",
+    "vertex_normals",
+    "vertex_offset_loss",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class MeshTopology:
+    """Fixed connectivity of a triangle mesh, as index tensors on one device.
+
+    Attributes:
+        faces: (F, 3) int64 vertex indices (counter-clockwise seen from outside).
+        edges: (E, 2) int64 unique undirected edges, ``edges[:, 0] < edges[:, 1]``.
+        face_edges: (F, 3, 2) int64 the three directed edges of every face (corner k to k+1).
+        degree: (V,) float number of edge neighbours of every vertex (>= 1 for used vertices;
+            unused vertices count 1 so nothing divides by 0).
+        laplacian: (V, V) sparse COO float64 uniform graph Laplacian ``I - D^-1 A``
+            (:meth:`laplacian_as` gives it in another dtype).
+        num_vertices: V.
+    """
+
+    faces: Tensor
+    edges: Tensor
+    face_edges: Tensor
+    degree: Tensor
+    laplacian: Tensor
+    num_vertices: int
+    _laplacian32: Tensor | None = None
+
+    def laplacian_as(self, dtype: torch.dtype) -> Tensor:
+        """The Laplacian matrix in ``dtype`` (float32 is kept ready)."""
+        if dtype == torch.float32 and self._laplacian32 is not None:
+            return self._laplacian32
+        return self.laplacian if dtype == self.laplacian.dtype else self.laplacian.to(dtype)
+
+    @staticmethod
+    def from_faces(faces: np.ndarray | Tensor, num_vertices: int,
+                   device: torch.device | str = "cpu") -> "MeshTopology":
+        """Build the topology of ``faces`` (F, 3) over ``num_vertices`` vertices."""
+        f = np.asarray(faces.cpu() if isinstance(faces, Tensor) else faces, dtype=np.int64)
+        if f.ndim != 2 or f.shape[1] != 3:
+            raise ValueError(f"faces must be (F, 3), got {f.shape}")
+        directed = np.stack([f, np.roll(f, -1, axis=1)], axis=-1)  # (F, 3, 2)
+        und = np.sort(directed.reshape(-1, 2), axis=1)
+        edges = np.unique(und, axis=0)
+        degree = np.bincount(edges.reshape(-1), minlength=num_vertices).astype(np.float32)
+        degree = np.maximum(degree, 1.0)
+        dev = torch.device(device)
+        i, j = edges[:, 0], edges[:, 1]
+        diag = np.arange(num_vertices)
+        index = np.stack([np.concatenate([i, j, diag]), np.concatenate([j, i, diag])])
+        inv = 1.0 / degree.astype(np.float64)
+        values = np.concatenate([-inv[i], -inv[j], np.ones(num_vertices)])
+        lap = torch.sparse_coo_tensor(torch.as_tensor(index), torch.as_tensor(values, dtype=torch.float64),
+                                      (num_vertices, num_vertices), check_invariants=False).coalesce().to(dev)
+        return MeshTopology(
+            faces=torch.as_tensor(f, device=dev),
+            edges=torch.as_tensor(edges, device=dev),
+            face_edges=torch.as_tensor(directed, device=dev),
+            degree=torch.as_tensor(degree, device=dev),
+            laplacian=lap,
+            num_vertices=int(num_vertices),
+            _laplacian32=lap.to(torch.float32),
+        )
+
+    def to(self, device: torch.device | str) -> "MeshTopology":
+        """The same topology on another device."""
+        lap = self.laplacian.to(device)
+        return MeshTopology(self.faces.to(device), self.edges.to(device), self.face_edges.to(device),
+                            self.degree.to(device), lap, self.num_vertices, lap.to(torch.float32))
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def face_normals(verts: Tensor, faces: Tensor, unit: bool = True) -> Tensor:
+    """(B, F, 3) face normals (right-hand rule on the corner order); unit unless ``unit=False``."""
+    tri = verts[:, faces]  # (B, F, 3, 3)
+    n = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+    return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12) if unit else n
+
+
+def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """(B, V, 3) unit area-weighted vertex normals (outward for counter-clockwise faces)."""
+    n = face_normals(verts, faces, unit=False)  # (B, F, 3), length = 2 x area
+    out = torch.zeros_like(verts)
+    out.index_add_(1, faces.reshape(-1), n.repeat_interleave(3, dim=1))
+    return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def edge_vectors(verts: Tensor, edges: Tensor) -> Tensor:
+    """(B, E, 3) ``v[edges[:, 1]] - v[edges[:, 0]]``."""
+    return verts[:, edges[:, 1]] - verts[:, edges[:, 0]]
+
+
+def mean_edge_length(verts: Tensor, topo: MeshTopology) -> Tensor:
+    """(B,) mean edge length, same unit as ``verts``."""
+    return edge_vectors(verts, topo.edges).norm(dim=-1).mean(dim=1)
+
+
+def laplacian(x: Tensor, topo: MeshTopology) -> Tensor:
+    """Uniform graph Laplacian ``x_v - mean_{k in N(v)} x_k`` of a per-vertex field.
+
+    Args:
+        x: (B, V, C) values per vertex.
+
+    Returns:
+        (B, V, C). (A sparse product with :attr:`MeshTopology.laplacian`.)
+    """
+    b, v, c = x.shape
+    lap = topo.laplacian_as(x.dtype)
+    flat = x.permute(1, 0, 2).reshape(v, b * c)
+    return torch.sparse.mm(lap, flat).reshape(v, b, c).permute(1, 0, 2)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def _scale2(scale: Tensor | float, like: Tensor) -> Tensor:
+    s = torch.as_tensor(scale, dtype=like.dtype, device=like.device)
+    return (s * s).reshape(-1, *([1] * (like.ndim - 1))) if s.ndim else s * s
+
+
+def vertex_offset_loss(offsets: Tensor, scale: Tensor | float = 1.0) -> Tensor:
+    """(B,) ``mean_v |dv_v|^2 / scale^2`` (paper 001 Eq. 2, ``L_v``).
+
+    Args:
+        offsets: (B, V, 3) free vertex offsets dv.
+        scale: (B,) or scalar length unit (the mean edge length of the parametric mesh).
+    """
+    return (offsets.pow(2).sum(-1) / _scale2(scale, offsets[..., 0])).mean(dim=1)
+
+
+def laplacian_loss(offsets: Tensor, topo: MeshTopology, scale: Tensor | float = 1.0) -> Tensor:
+    """(B,) ``mean_v |lap(dv)_v|^2 / scale^2`` (001 Eq. 3 applied to the offsets, 003 Eq. 5).
+
+    Zero for any constant offset (a translation), and for dv = 0.
+    """
+    lap = laplacian(offsets, topo)
+    return (lap.pow(2).sum(-1) / _scale2(scale, offsets[..., 0])).mean(dim=1)
+
+
+def face_edge_vectors(verts: Tensor, faces: Tensor) -> Tensor:
+    """(B, F, 3, 3) the three edge vectors of every face, corner k to corner k + 1."""
+    tri = verts[:, faces]  # (B, F, 3 corners, 3)
+    return tri.roll(-1, dims=2) - tri
+
+
+def edge_loss(verts: Tensor, ref: Tensor, topo: MeshTopology,
+              edges: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """(B,) ``mean ((|e|^2 - |e_ref|^2) / |e_ref|^2)^2`` over face edges (003 Eq. 4, per edge).
+
+    Interior edges count once per face (twice), which weighs them like the normal term does.
+
+    Args:
+        verts: (B, V, 3) the deformed mesh H. ref: (B, V, 3) the reference M (same topology).
+        edges: optional precomputed ``(face_edge_vectors(verts), face_edge_vectors(ref))``.
+    """
+    e, r = edges if edges is not None else (face_edge_vectors(verts, topo.faces),
+                                            face_edge_vectors(ref, topo.faces))
+    l2 = (e * e).sum(-1)
+    r2 = (r * r).sum(-1).clamp_min(1e-16)
+    return ((l2 - r2) / r2).pow(2).mean(dim=(1, 2))
+
+
+def normal_loss(verts: Tensor, ref: Tensor, topo: MeshTopology,
+                edges: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """(B,) ``mean_{t, (i, j) in t} <(v_i - v_j) / |v_i - v_j|, n_t>^2`` (003 Eq. 3, unit edges).
+
+    ``n_t`` are the unit face normals of the reference ``ref``; the edges are those of
+    ``verts``. Zero (a minimum) when ``verts`` equals ``ref``, and for any deformation that
+    keeps every face in its plane.
+
+    Args:
+        edges: optional precomputed ``(face_edge_vectors(verts), face_edge_vectors(ref))``.
+    """
+    e, r = edges if edges is not None else (face_edge_vectors(verts, topo.faces),
+                                            face_edge_vectors(ref, topo.faces))
+    n = torch.cross(r[:, :, 0], -r[:, :, 2], dim=-1)  # (B, F, 3): (c1 - c0) x (c2 - c0)
+    # cos^2 = (e . n)^2 / (|e|^2 |n|^2), without square roots.
+    dot = (e * n[:, :, None, :]).sum(-1)
+    cos2 = dot.pow(2) / ((e * e).sum(-1) * (n * n).sum(-1)[..., None]).clamp_min(1e-30)
+    return cos2.mean(dim=(1, 2))
+
+
+@torch.no_grad()
+def plausibility(verts: Tensor, ref: Tensor, topo: MeshTopology) -> tuple[Tensor, Tensor]:
+    """Paper 004's edge-length and normal errors of ``verts`` against ``ref``, batched.
+
+    The same definitions as :func:`core.metrics.edge_length_error` and
+    :func:`core.metrics.normal_error` (numpy), in torch for the refiner.
+
+    Returns:
+        ((B,) mean | |e| - |e_ref| | over face edges, same unit as the vertices;
+        (B,) mean |cos| between the edges of ``verts`` and the face normals of ``ref``).
+    """
+    e, r = face_edge_vectors(verts, topo.faces), face_edge_vectors(ref, topo.faces)
+    edge = (e.norm(dim=-1) - r.norm(dim=-1)).abs().mean(dim=(1, 2))
+    n = torch.cross(r[:, :, 0], -r[:, :, 2], dim=-1)
+    n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    cos = (e * n[:, :, None, :]).sum(-1) / e.norm(dim=-1).clamp_min(1e-12)
+    return edge, cos.abs().mean(dim=(1, 2))

@@ -1,0 +1,755 @@
+"""Silhouette refinement of fitted hands (RealisticHands, paper 001, Sec. 3.2-3.3).
+
+Starting from the tailor's fit (pose ``p``, shape ``s``, translation), the refinement adds
+offsets (Eq. 1)
+
+    H = M(p + dp, s + ds) + dv,        camera c + dc
+
+and minimizes (Eq. 5, plus the terms HandTwin adds)
+
+    L = l1 L_sil + l2 L_v + l3 L_n + l4 L_lap + l5 L_edge        (paper 001, Eq. 5)
+        + l_kp L_kp + l_pose |dp|^2 + l_shape |ds|^2             (anchors, HandTwin)
+        + l_D L_depth                                            (optional, paper 003 Eq. 7)
+        + l_pen L_pene                                           (two hands, paper 004 Eq. 6)
+
+* ``L_sil``: squared difference between the soft silhouette of ``H``
+  (:func:`core.render.rasterize_silhouette`, SoftRas, rendered in the hand's crop at 128 x 128)
+  and the target mask resampled into the same crop, summed over pixels and divided by the
+  target's area (so it does not depend on the crop's resolution); with calibrated extra views
+  it is averaged over the views (Eq. 8). Pixels beyond the wrist line (where the segmentation
+  cuts the forearm off) are ignored in every view that has keypoints.
+* ``L_v, L_n, L_lap, L_edge``: the mesh regularizers of :mod:`core.refine.mesh`, each zero at
+  ``dv = 0``.
+* ``L_kp``: MediaPipe's 2D keypoints against the model's reprojected keypoints, in units of
+  ``keypoint_scale_px`` crop pixels, so the hand cannot slide along its own silhouette.
+* ``L_depth``: smooth-L1 between the rendered depth map (hard visibility, differentiable depth)
+  and a measured one, in units of the mean edge length.
+* ``L_pene``: the depth of each hand's vertices inside the other hand.
+
+Paper 001 steps the offsets by SGD with momentum (lr 0.002, momentum 0.9) on its own loss
+scale; HandTwin uses Adam with per-parameter step sizes in natural units (radians, edge
+lengths, crop pixels), which does not depend on the loss's scale and converges in the 3 (live)
+or 15 (offline) iterations the paper reports. The best iterate (lowest loss, per hand) is kept.
+
+Frames and units: camera frame (OpenCV, metres) for every 3D quantity, image pixels for every
+2D quantity of the results; the crop only lives inside the optimization.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from core.errors import InputError
+from core.fit import HandFit
+from core.model import HandModel
+from core.model.data import HandModelData
+from core.refine.crop import CropBox, as_tensor, crop_box
+from core.refine.mesh import (
+    MeshTopology,
+    edge_loss,
+    face_edge_vectors,
+    laplacian_loss,
+    mean_edge_length,
+    normal_loss,
+    plausibility,
+    vertex_offset_loss,
+)
+from core.refine.penetration import penetration_loss
+from core.refine.silhouette import soft_silhouette
+from core.render import (
+    RasterSettings,
+    SoftRasterSettings,
+    project_points,
+    rasterize,
+    render_depth_differentiable,
+    smooth_l1_depth_loss,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "LIVE_ITERATIONS",
+    "OFFLINE_ITERATIONS",
+    "RefineResult",
+    "RefineSettings",
+    "RefineTarget",
+    "RefineView",
+    "Refiner",
+    "nominal_intrinsics",
+]
+
+#: Refinement iterations per frame when tracking live (paper 001, Fig. 9: 3 iterations).
+LIVE_ITERATIONS = 3
+#: Refinement iterations offline (paper 001, Fig. 9: 15 iterations, IoU 0.677 -> 0.748).
+OFFLINE_ITERATIONS = 15
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """Weights, step sizes and rendering of the refinement.
+
+    Loss weights (paper 001 Eq. 5: l1 = l2 = l3 = l4 = 1, l5 = 0.1):
+        w_silhouette: l1, the silhouette term.
+        w_vertex: l2, vertex offsets (in mean edge lengths).
+        w_normal: l3, normal consistency.
+        w_laplacian: l4, Laplacian of the offsets (in mean edge lengths).
+        w_edge: l5, edge-length consistency.
+    Anchors HandTwin adds:
+        w_keypoints: 2D keypoints against MediaPipe's; keypoint_scale_px: its unit, crop pixels.
+        keypoint_slack: count only how much further each keypoint moves from MediaPipe's than
+            the fit had it (the fit already balanced them against its priors; the term then
+            stops drift without pulling the hand toward MediaPipe's noise).
+        w_pose: ``mean(dp^2)``, radians^2. w_shape: ``mean(ds^2)``.
+    Optional terms:
+        w_depth: depth map term (paper 003, Eq. 8: l_D = 0.1), used when a target has depth.
+        w_penetration: two-hand penetration (paper 004, Sec. 4.1: l6 = 10), in edge lengths.
+    Optimization (Adam; step sizes are the largest change per iteration, in natural units):
+        iterations: default number of iterations (offline 15; the engine uses 3 live).
+        lr_pose: radians. lr_shape: shape units. lr_vertices: mean edge lengths.
+        lr_translation: crop pixels of the primary view: x, y shift the hand, z grows or shrinks
+            its image (a change of depth).
+        lr_focal: log focal length (weak-perspective path only, see ``optimize_focal``).
+        optimize_pose, optimize_shape, optimize_vertices, optimize_translation: which offsets
+            are free (a profile's fixed shape turns ``optimize_shape`` off).
+        optimize_focal: None = only when the camera is unknown (weak perspective: the focal
+            length is nominal there); True/False to force.
+    Rendering:
+        image_size: side of the crop's render, pixels. sigma: SoftRas sharpness, px^2 at that
+        size. saturate_interior: set the silhouette's interior to exactly 1 (removes SoftRas's
+        faint interior dips; measured on synthetic hands it changes nothing in the result and
+        costs a third of the forward pass, so it is off).
+        raster_backend: "eager", "compiled" or "auto" (see :class:`SoftRasterSettings`).
+        crop_margin: margin around the hand in the crop, fraction of its extent.
+        cull_backfaces: render only the faces turned toward the camera (the silhouette of a
+            closed surface is theirs alone; about half the renderer's work).
+        ignore_beyond_wrist: ignore pixels past the wrist line (the forearm) in the losses.
+        keep_best: return the iterate with the lowest loss, not the last one.
+    """
+
+    iterations: int = OFFLINE_ITERATIONS
+    w_silhouette: float = 1.0
+    w_vertex: float = 1.0
+    w_normal: float = 1.0
+    w_laplacian: float = 1.0
+    w_edge: float = 0.1
+    w_keypoints: float = 1.0
+    keypoint_scale_px: float = 4.0
+    keypoint_slack: bool = True
+    keypoint_tolerance_px: float | None = None
+    w_pose: float = 1.0
+    w_shape: float = 0.01
+    w_depth: float = 0.1
+    w_penetration: float = 10.0
+    lr_pose: float = 0.01
+    lr_shape: float = 0.05
+    lr_vertices: float = 0.04
+    lr_translation: float = 0.5
+    lr_focal: float = 0.01
+    optimize_pose: bool = True
+    optimize_shape: bool = True
+    optimize_vertices: bool = True
+    optimize_translation: bool = True
+    optimize_focal: bool | None = None
+    image_size: int = 128
+    sigma: float = 0.5
+    saturate_interior: bool = False
+    raster_backend: str = "eager"
+    crop_margin: float = 0.15
+    cull_backfaces: bool = True
+    ignore_beyond_wrist: bool = True
+    keep_best: bool = True
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8 pixels, got {self.image_size}")
+
+    @property
+    def soft(self) -> SoftRasterSettings:
+        """The soft rasterizer settings of the crop."""
+        return SoftRasterSettings(
+            image_size=(self.image_size, self.image_size), sigma=self.sigma,
+            saturate_interior=self.saturate_interior, backend=self.raster_backend,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class RefineView:
+    """A second calibrated camera seeing the same hand (paper 001, Sec. 3.3, Eq. 8).
+
+    Attributes:
+        mask: (H, W) bool or float in [0, 1], the hand's silhouette in this camera's image.
+        K: (3, 3) intrinsics of this camera, pixels.
+        R, t: (3, 3), (3,) metres: ``X_view = R @ X_primary + t`` (primary camera frame to
+            this camera's frame).
+        keypoints_2d: (21, 2) pixels in this image (MediaPipe order), or None.
+    """
+
+    mask: np.ndarray
+    K: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+    keypoints_2d: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class RefineTarget:
+    """What one hand is refined against.
+
+    Attributes:
+        mask: (H, W) bool or float in [0, 1], the target silhouette in the primary image
+            (a hand segmentation, cut at the wrist). Its shape gives the image size.
+        keypoints_2d: (21, 2) MediaPipe keypoints, pixels of the primary image.
+        K: (3, 3) intrinsics of the primary camera, pixels; None when unknown (the fit's
+            weak-perspective path: the refiner uses the same nominal pinhole camera the fit
+            placed the hand in, see :func:`nominal_intrinsics`).
+        depth: (H, W) float metres, a depth map registered to the primary image (0 or
+            non-finite where unknown), or None.
+        views: extra calibrated views (all targets of one call must have the same number).
+    """
+
+    mask: np.ndarray
+    keypoints_2d: np.ndarray
+    K: np.ndarray | None = None
+    depth: np.ndarray | None = None
+    views: tuple[RefineView, ...] = ()
+
+
+@dataclass(frozen=True)
+class RefineResult:
+    """A refined hand (camera frame: OpenCV axes, metres; image pixels).
+
+    Attributes:
+        side: "right" or "left".
+        vertices: (V, 3) float32 refined mesh ``H = M(p + dp, s + ds) + dv``, camera frame.
+        pose: (48,) float32 axis-angle, radians (smplx layout, global rotation first).
+        betas: (S,) float32 shape.
+        transl: (3,) float32 smplx translation, metres (camera offset included).
+        vertex_offsets: (V, 3) float32 free offsets ``dv``, metres, camera frame.
+        keypoints_3d: (21, 3) float32 keypoints of ``M(p + dp, s + ds)``, camera frame,
+            MediaPipe order.
+        keypoints_2d: (21, 2) float32 those keypoints projected with ``K``, image pixels.
+        K: (3, 3) float32 the primary camera's intrinsics used (nominal on the
+            weak-perspective path, times the refined focal scale when the focal is free).
+        reprojection_error_px: mean distance of ``keypoints_2d`` to MediaPipe's, pixels.
+        iou_before, iou_after: IoU of the mesh's silhouette (soft > 0.5) with the target
+            (> 0.5) in the primary view's crop at ``image_size``, wrist-cut region ignored;
+            before and after refinement.
+        edge_length_error: mean | |e_H| - |e_M| | over edges, metres (paper 004's edge
+            error, against the parametric mesh ``M`` the offsets deform).
+        normal_error: mean |<e_H / |e_H|, n_M>| over face edges, no unit (paper 004's
+            normal error against ``M``).
+        iterations: iterations run. best_iteration: the iterate returned (0 = the fit).
+        ms: wall time of the refinement call that produced it (shared by its hands), ms.
+    """
+
+    side: str
+    vertices: np.ndarray
+    pose: np.ndarray
+    betas: np.ndarray
+    transl: np.ndarray
+    vertex_offsets: np.ndarray
+    keypoints_3d: np.ndarray
+    keypoints_2d: np.ndarray
+    K: np.ndarray
+    reprojection_error_px: float
+    iou_before: float
+    iou_after: float
+    edge_length_error: float
+    normal_error: float
+    iterations: int
+    best_iteration: int
+    ms: float
+
+
+def nominal_intrinsics(image_size: tuple[int, int], fov_deg: float) -> np.ndarray:
+    """The pinhole camera the tailor places weak-perspective fits in (``TailorFitter._place_weak``).
+
+    Args:
+        image_size: (width, height) pixels. fov_deg: horizontal field of view, degrees.
+
+    Returns:
+        (3, 3) float32 K with ``f = (w / 2) / tan(fov / 2)`` and the image centre.
+    """
+    w, h = image_size
+    f = (w / 2) / math.tan(math.radians(fov_deg) / 2)
+    return np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Internal state of one optimization (per side: hands of one side share a model and faces)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _View:
+    """One camera of a group: crop intrinsics map, target, weights (all batched over hands)."""
+
+    affine: Tensor  # (B, 3, 3) image -> crop pixels
+    K: Tensor  # (B, 3, 3) image intrinsics
+    R: Tensor | None  # (B, 3, 3) primary -> this camera, or None for the primary view
+    t: Tensor | None  # (B, 3)
+    target: Tensor  # (B, S, S) float in [0, 1]
+    weight: Tensor  # (B, S, S) float 0/1
+    keypoints: Tensor | None  # (B, 21, 2) crop pixels
+    boxes: list[CropBox]
+    slack: Tensor | None = None  # (B, 21) crop px, the fit's keypoint distances (keypoint_slack)
+
+
+@dataclass
+class _Group:
+    side: str
+    index: list[int]  # positions of these hands in the call
+    layer: HandModel
+    topo: MeshTopology
+    pose0: Tensor  # (B, 48)
+    betas0: Tensor  # (B, S)
+    transl0: Tensor  # (B, 3)
+    depth0: Tensor  # (B,) the fit's wrist depth, metres
+    edge0: Tensor  # (B,) length unit of the offsets: the model's mean edge length, metres
+    views: list[_View]
+    depth_target: Tensor | None  # (B, S, S) metres, 0 unknown
+    free_focal: bool
+    params: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+
+
+@dataclass
+class _Eval:
+    """One evaluation of a group: per-hand losses and the detached outputs."""
+
+    loss: Tensor  # (B,) with graph
+    sil_iou: Tensor  # (B,)
+    verts: Tensor  # (B, V, 3)
+    base: Tensor  # (B, V, 3) parametric mesh M
+    keypoints: Tensor  # (B, 21, 3)
+    K: Tensor  # (B, 3, 3) primary image intrinsics in use
+    terms: dict[str, Tensor]  # (B,) each weighted term (diagnostics)
+
+
+class Refiner:
+    """Refines fitted hands against target silhouettes; thin state: the models and topology.
+
+    Args:
+        right, left: the two hand models' data (the fit's).
+        settings: weights, steps and rendering.
+        device: "cpu" or "cuda"; every tensor of the optimization lives there.
+        nominal_fov_deg: the fit's ``FitSettings.nominal_fov_deg`` (weak-perspective camera).
+    """
+
+    def __init__(self, right: HandModelData, left: HandModelData,
+                 settings: RefineSettings = RefineSettings(), device: str | torch.device = "cpu",
+                 nominal_fov_deg: float = 60.0) -> None:
+        self.settings = settings
+        self.device = torch.device(device)
+        self.nominal_fov_deg = float(nominal_fov_deg)
+        self.layers = {d.side: HandModel(d, self.device) for d in (right, left)}
+        self.topology = {side: MeshTopology.from_faces(layer.data.faces, layer.data.num_vertices,
+                                                       self.device)
+                         for side, layer in self.layers.items()}
+        with torch.no_grad():  # mean edge length of the mean-shape rest mesh, metres
+            self._edge_unit = {side: mean_edge_length(layer.rest().vertices, self.topology[side])
+                               for side, layer in self.layers.items()}
+
+    # ------------------------------------------------------------------------------ public
+
+    def refine(self, fits: Sequence[HandFit], targets: Sequence[RefineTarget],
+               iterations: int | None = None, settings: RefineSettings | None = None,
+               ) -> list[RefineResult]:
+        """Refine every hand of one frame (batched per side; jointly, for the penetration term).
+
+        Args:
+            fits: the tailor's fits (any mix of sides, perspective or weak).
+            targets: one per fit, same order.
+            iterations: overrides ``settings.iterations``.
+            settings: overrides the refiner's settings for this call.
+
+        Returns:
+            One :class:`RefineResult` per fit, in order.
+
+        Raises:
+            InputError: mismatched fits and targets, or malformed target arrays.
+        """
+        st = settings or self.settings
+        n_iter = st.iterations if iterations is None else int(iterations)
+        if len(fits) != len(targets):
+            raise InputError(f"{len(fits)} fits but {len(targets)} refinement targets")
+        if not fits:
+            return []
+        n_views = {len(t.views) for t in targets}
+        if len(n_views) > 1:
+            raise InputError("every refinement target of one call needs the same number of views")
+        start = time.perf_counter()
+        groups = self._groups(fits, targets, st)
+        results = self._optimize(groups, n_iter, st, len(fits))
+        ms = (time.perf_counter() - start) * 1e3
+        return [dataclasses.replace(r, ms=ms) for r in results]
+
+    # ------------------------------------------------------------------------------ setup
+
+    def _groups(self, fits: Sequence[HandFit], targets: Sequence[RefineTarget],
+                st: RefineSettings) -> list[_Group]:
+        dev = self.device
+        by_side: dict[str, list[int]] = {}
+        for i, f in enumerate(fits):
+            if f.side not in self.layers:
+                raise InputError(f"unknown hand side {f.side!r}")
+            by_side.setdefault(f.side, []).append(i)
+        groups = []
+        for side, idx in by_side.items():
+            layer, topo = self.layers[side], self.topology[side]
+            pose0 = as_tensor(np.stack([fits[i].pose for i in idx]), dev)
+            betas0 = as_tensor(np.stack([fits[i].betas for i in idx]), dev)
+            transl0 = as_tensor(np.stack([fits[i].transl for i in idx]), dev)
+            # The fit's keypoints frame the crops (no model pass needed before the first step).
+            kp0 = as_tensor(np.stack([fits[i].keypoints_3d for i in idx]), dev)
+            depth0 = kp0[:, 0, 2].clamp_min(1e-3)
+            edge0 = self._edge_unit[side].expand(len(idx))
+            Ks = [self._image_K(targets[i]) for i in idx]
+            views = [self._primary_view(kp0, Ks, [targets[i] for i in idx], st)]
+            for k in range(len(targets[idx[0]].views)):
+                views.append(self._extra_view(kp0, [targets[i].views[k] for i in idx], st))
+            depth_target = None
+            if any(targets[i].depth is not None for i in idx):
+                maps = []
+                for j, i in enumerate(idx):
+                    d = targets[i].depth
+                    box = views[0].boxes[j]
+                    maps.append(np.zeros((box.size, box.size), np.float32) if d is None
+                                else box.resample_depth(_check_image(d, "depth")))
+                depth_target = as_tensor(np.stack(maps), dev)
+            free_focal = st.optimize_focal
+            if free_focal is None:
+                free_focal = all(targets[i].K is None for i in idx)
+            groups.append(_Group(side, idx, layer, topo, pose0, betas0, transl0, depth0, edge0,
+                                 views, depth_target, bool(free_focal)))
+        return groups
+
+    def _image_K(self, target: RefineTarget) -> np.ndarray:
+        mask = _check_image(target.mask, "mask")
+        if target.K is None:
+            h, w = mask.shape
+            return nominal_intrinsics((w, h), self.nominal_fov_deg)
+        K = np.asarray(target.K, dtype=np.float32)
+        if K.shape != (3, 3):
+            raise InputError(f"K must be (3, 3), got {K.shape}")
+        return K
+
+    def _primary_view(self, points0: Tensor, Ks: list[np.ndarray], targets: list[RefineTarget],
+                      st: RefineSettings) -> _View:
+        dev = self.device
+        K = as_tensor(np.stack(Ks), dev)
+        with torch.no_grad():
+            uv = project_points(points0, K).cpu().numpy()
+        boxes, tgt, wts, kps = [], [], [], []
+        for j, t in enumerate(targets):
+            kp = np.asarray(t.keypoints_2d, dtype=np.float64)
+            if kp.shape != (21, 2):
+                raise InputError(f"keypoints_2d must be (21, 2), got {kp.shape}")
+            mask = _check_image(t.mask, "mask")
+            box = crop_box(np.concatenate([uv[j], kp]), st.image_size, st.crop_margin,
+                           max_side=2 * max(mask.shape))
+            boxes.append(box)
+            tgt.append(box.resample_mask(mask))
+            wts.append(_wrist_weight(box, kp) if st.ignore_beyond_wrist else
+                       np.ones((box.size, box.size), np.float32))
+            kps.append(box.to_crop(kp))
+        return _View(
+            affine=as_tensor(np.stack([b.affine() for b in boxes]), dev), K=K, R=None, t=None,
+            target=as_tensor(np.stack(tgt), dev), weight=as_tensor(np.stack(wts), dev),
+            keypoints=as_tensor(np.stack(kps), dev), boxes=boxes,
+        )
+
+    def _extra_view(self, points0: Tensor, views: list[RefineView], st: RefineSettings) -> _View:
+        dev = self.device
+        K = as_tensor(np.stack([np.asarray(v.K, np.float32) for v in views]), dev)
+        R = as_tensor(np.stack([np.asarray(v.R, np.float32) for v in views]), dev)
+        t = as_tensor(np.stack([np.asarray(v.t, np.float32).reshape(3) for v in views]), dev)
+        with torch.no_grad():
+            uv = project_points(points0 @ R.transpose(1, 2) + t[:, None], K).cpu().numpy()
+        boxes, tgt, wts, kps = [], [], [], []
+        has_kp = all(v.keypoints_2d is not None for v in views)
+        for j, v in enumerate(views):
+            pts = uv[j] if v.keypoints_2d is None else np.concatenate([uv[j], v.keypoints_2d])
+            mask = _check_image(v.mask, "view mask")
+            box = crop_box(pts, st.image_size, st.crop_margin, max_side=2 * max(mask.shape))
+            boxes.append(box)
+            tgt.append(box.resample_mask(mask))
+            if has_kp and st.ignore_beyond_wrist:
+                wts.append(_wrist_weight(box, np.asarray(v.keypoints_2d, np.float64)))
+            else:
+                wts.append(np.ones((box.size, box.size), np.float32))
+            if has_kp:
+                kps.append(box.to_crop(v.keypoints_2d))
+        return _View(
+            affine=as_tensor(np.stack([b.affine() for b in boxes]), dev), K=K, R=R, t=t,
+            target=as_tensor(np.stack(tgt), dev), weight=as_tensor(np.stack(wts), dev),
+            keypoints=as_tensor(np.stack(kps), dev) if has_kp else None, boxes=boxes,
+        )
+
+    # ------------------------------------------------------------------------------ loss
+
+    def _params(self, g: _Group, st: RefineSettings) -> list[dict]:
+        b = g.pose0.shape[0]
+        dev, num_v = self.device, g.topo.num_vertices
+        zeros = {
+            "pose": torch.zeros(b, 48, device=dev),
+            "shape": torch.zeros(b, g.betas0.shape[1], device=dev),
+            "vertices": torch.zeros(b, num_v, 3, device=dev),
+            "translation": torch.zeros(b, 3, device=dev),
+            "focal": torch.zeros(b, 1, device=dev),
+        }
+        free = {
+            "pose": st.optimize_pose, "shape": st.optimize_shape,
+            "vertices": st.optimize_vertices, "translation": st.optimize_translation,
+            "focal": g.free_focal,
+        }
+        lrs = {"pose": st.lr_pose, "shape": st.lr_shape, "vertices": st.lr_vertices,
+               "translation": st.lr_translation, "focal": st.lr_focal}
+        groups = []
+        for name, value in zeros.items():
+            if free[name]:
+                value.requires_grad_(True)
+                groups.append({"params": [value], "lr": lrs[name]})
+            g.params[name] = value
+        return groups
+
+    def _evaluate(self, g: _Group, st: RefineSettings, with_depth: bool) -> _Eval:
+        p = g.params
+        pose = g.pose0 + p["pose"]
+        betas = g.betas0 + p["shape"]
+        transl = g.transl0 + self._translation(g, p["translation"], st)
+        out = g.layer(pose, betas, transl)
+        base = out.vertices
+        offsets = p["vertices"] * g.edge0[:, None, None]
+        verts = base + offsets
+        focal = torch.exp(p["focal"])[:, :, None]  # (B, 1, 1)
+        scale = torch.cat([focal, focal, torch.ones_like(focal)], dim=1)  # (B, 3, 1)
+        K_img = g.views[0].K * scale.transpose(1, 2)  # columns 0, 1 scaled: fx, fy
+        faces = g.topo.faces
+        soft = st.soft
+        sil_terms, ious = [], None
+        kp_terms = []
+        for k, view in enumerate(g.views):
+            Kv = K_img if k == 0 else view.K
+            Kc = view.affine @ Kv
+            v = verts if view.R is None else verts @ view.R.transpose(1, 2) + view.t[:, None]
+            sil = soft_silhouette(v, _front_faces(v, faces) if st.cull_backfaces else faces, Kc, soft)
+            w = view.weight
+            diff = (sil - view.target).pow(2) * w
+            area = (view.target * w).flatten(1).sum(1).clamp_min(1.0)
+            sil_terms.append(diff.flatten(1).sum(1) / area)
+            if k == 0:
+                with torch.no_grad():
+                    a, t = (sil > 0.5) & (w > 0), (view.target > 0.5) & (w > 0)
+                    inter = (a & t).flatten(1).sum(1).float()
+                    union = (a | t).flatten(1).sum(1).float()
+                    ious = torch.where(union > 0, inter / union.clamp_min(1.0), torch.ones_like(union))
+            if view.keypoints is not None and st.w_keypoints > 0:
+                kp3 = out.keypoints if view.R is None else out.keypoints @ view.R.transpose(1, 2) + view.t[:, None]
+                dist = (project_points(kp3, Kc) - view.keypoints).norm(dim=-1)  # (B, 21) crop px
+                if st.keypoint_slack:
+                    if view.slack is None:  # the fit's own distances, taken at the first evaluation
+                        view.slack = dist.detach()
+                        if st.keypoint_tolerance_px is not None:
+                            view.slack = view.slack.clamp(max=st.keypoint_tolerance_px)
+                    dist = torch.relu(dist - view.slack)
+                kp_terms.append(dist.pow(2).mean(1) / st.keypoint_scale_px ** 2)
+        terms = {"silhouette": st.w_silhouette * torch.stack(sil_terms).mean(0)}  # Eq. 8
+        if kp_terms:
+            terms["keypoints"] = st.w_keypoints * torch.stack(kp_terms).mean(0)
+        if st.optimize_vertices:
+            u = p["vertices"]  # offsets in mean edge lengths
+            if st.w_vertex:
+                terms["vertex"] = st.w_vertex * vertex_offset_loss(u)
+            if st.w_laplacian:
+                terms["laplacian"] = st.w_laplacian * laplacian_loss(u, g.topo)
+            if st.w_edge or st.w_normal:
+                edges = (face_edge_vectors(verts, g.topo.faces), face_edge_vectors(base, g.topo.faces))
+                if st.w_edge:
+                    terms["edge"] = st.w_edge * edge_loss(verts, base, g.topo, edges)
+                if st.w_normal:
+                    terms["normal"] = st.w_normal * normal_loss(verts, base, g.topo, edges)
+        if st.optimize_pose and st.w_pose:
+            terms["pose"] = st.w_pose * p["pose"].pow(2).mean(1)
+        if st.optimize_shape and st.w_shape:
+            terms["shape"] = st.w_shape * p["shape"].pow(2).mean(1)
+        if with_depth and g.depth_target is not None and st.w_depth:
+            terms["depth"] = st.w_depth * self._depth_term(g, verts, g.views[0].affine @ K_img, st)
+        loss = torch.stack(list(terms.values())).sum(0)
+        return _Eval(loss, ious, verts, base, out.keypoints, K_img, terms)
+
+    @staticmethod
+    def _translation(g: _Group, dt: Tensor, st: RefineSettings) -> Tensor:
+        """(B, 3) metres from the translation offsets, which are in crop pixels of the primary view.
+
+        x, y: the shift that moves the wrist by ``dt`` crop pixels; z: the change of depth that
+        grows the hand's image (about ``image_size / (1 + 2 margin)`` crop pixels across) by
+        ``dt_z`` crop pixels.
+        """
+        fc = g.views[0].affine[:, 0, 0] * g.views[0].K[:, 0, 0]  # (B,) crop focal, px
+        extent = st.image_size / (1.0 + 2.0 * st.crop_margin)
+        z = g.depth0
+        return torch.stack([dt[:, 0] * z / fc, dt[:, 1] * z / fc, -dt[:, 2] * z / extent], dim=-1)
+
+    def _depth_term(self, g: _Group, verts: Tensor, Kc: Tensor, st: RefineSettings) -> Tensor:
+        """(B,) smooth-L1 of rendered vs measured depth, in mean edge lengths (paper 003 Eq. 7)."""
+        size = (st.image_size, st.image_size)
+        with torch.no_grad():
+            frags = rasterize(verts.detach(), g.topo.faces, Kc.detach(), RasterSettings(image_size=size))
+        depth = render_depth_differentiable(verts, g.topo.faces, Kc, frags)
+        unit = g.edge0[:, None, None]
+        valid = (frags.pix_to_face >= 0) & (g.views[0].weight > 0)
+        terms = [smooth_l1_depth_loss(depth[j:j + 1] / unit[j], g.depth_target[j:j + 1] / unit[j],
+                                      valid[j:j + 1], beta=1.0) for j in range(depth.shape[0])]
+        return torch.stack(terms)
+
+    # ------------------------------------------------------------------------------ loop
+
+    def _optimize(self, groups: list[_Group], n_iter: int, st: RefineSettings,
+                  n_hands: int) -> list[RefineResult]:
+        param_groups = []
+        for g in groups:
+            param_groups += self._params(g, st)
+        opt = torch.optim.Adam(param_groups, betas=(0.9, 0.99)) if param_groups else None
+        pen_pairs = self._pen_pairs(groups) if st.w_penetration > 0 else []
+        best: list[dict | None] = [None] * len(groups)
+        iou_before: list[Tensor | None] = [None] * len(groups)
+        for it in range(n_iter + 1):
+            final = it == n_iter
+            with torch.set_grad_enabled(not final and opt is not None):
+                evals = [self._evaluate(g, st, with_depth=True) for g in groups]
+                losses = [e.loss for e in evals]
+                if pen_pairs:
+                    losses = self._add_penetration(groups, evals, losses, pen_pairs, st)
+                for gi, (g, e, l) in enumerate(zip(groups, evals, losses)):
+                    if it == 0:
+                        iou_before[gi] = e.sil_iou
+                    self._keep(best, gi, g, e, l.detach(), it, st.keep_best)
+                if final or opt is None:
+                    break
+                opt.zero_grad(set_to_none=True)
+                torch.stack([l.sum() for l in losses]).sum().backward()
+                opt.step()
+        results: list[RefineResult | None] = [None] * n_hands
+        for gi, g in enumerate(groups):
+            edge_err, normal_err = plausibility(best[gi]["verts"], best[gi]["base"], g.topo)
+            for j, i in enumerate(g.index):
+                results[i] = self._result(g, j, best[gi], iou_before[gi], n_iter, st,
+                                          float(edge_err[j]), float(normal_err[j]))
+        return [r for r in results if r is not None]
+
+    def _pen_pairs(self, groups: list[_Group]) -> list[tuple[int, int, int, int]]:
+        """(group a, hand a, group b, hand b) for every pair of hands of the call."""
+        hands = [(gi, j) for gi, g in enumerate(groups) for j in range(len(g.index))]
+        return [(*hands[x], *hands[y]) for x in range(len(hands)) for y in range(x + 1, len(hands))]
+
+    def _add_penetration(self, groups, evals, losses, pairs, st) -> list[Tensor]:
+        losses = list(losses)
+        for ga, ja, gb, jb in pairs:
+            unit = 0.5 * (groups[ga].edge0[ja] + groups[gb].edge0[jb])
+            pen = penetration_loss(evals[ga].verts[ja], groups[ga].topo.faces,
+                                   evals[gb].verts[jb], groups[gb].topo.faces) / unit
+            # Each hand of the pair carries half of the pair's term.
+            for gi, j in ((ga, ja), (gb, jb)):
+                add = torch.zeros_like(losses[gi])
+                add = add.index_put((torch.tensor([j], device=add.device),), 0.5 * st.w_penetration * pen.reshape(1))
+                losses[gi] = losses[gi] + add
+        return losses
+
+    def _keep(self, best: list[dict | None], gi: int, g: _Group, e: _Eval, loss: Tensor,
+              it: int, keep_best: bool) -> None:
+        """Remember, per hand, the iterate with the lowest loss (or the last one)."""
+        snap = {
+            "loss": loss.clone(), "iteration": torch.full_like(loss, it),
+            "verts": e.verts.detach().clone(), "base": e.base.detach().clone(),
+            "keypoints": e.keypoints.detach().clone(), "K": e.K.detach().clone(),
+            "iou": e.sil_iou.clone(),
+            **{f"p_{k}": v.detach().clone() for k, v in g.params.items()},
+        }
+        if best[gi] is None:
+            best[gi] = snap
+            return
+        cur = best[gi]
+        better = snap["loss"] < cur["loss"] if keep_best else torch.ones_like(loss, dtype=torch.bool)
+        for k, v in snap.items():
+            m = better.reshape(-1, *([1] * (v.ndim - 1)))
+            cur[k] = torch.where(m, v, cur[k])
+
+    def _result(self, g: _Group, j: int, b: dict, iou_before: Tensor, n_iter: int,
+                st: RefineSettings, edge_error: float, normal_error: float) -> RefineResult:
+        verts = b["verts"][j].cpu().numpy()
+        base = b["base"][j].cpu().numpy()
+        K = b["K"][j]
+        kp3 = b["keypoints"][j]
+        kp2 = project_points(kp3[None], K[None])[0].cpu().numpy()
+        target_kp = g.views[0].boxes[j].to_image(g.views[0].keypoints[j].cpu().numpy())
+        transl = g.transl0[j] + self._translation(g, b["p_translation"], st)[j]
+        return RefineResult(
+            side=g.side,
+            vertices=verts.astype(np.float32),
+            pose=(g.pose0[j] + b["p_pose"][j]).cpu().numpy().astype(np.float32),
+            betas=(g.betas0[j] + b["p_shape"][j]).cpu().numpy().astype(np.float32),
+            transl=transl.cpu().numpy().astype(np.float32),
+            vertex_offsets=(verts - base).astype(np.float32),
+            keypoints_3d=kp3.cpu().numpy().astype(np.float32),
+            keypoints_2d=kp2.astype(np.float32),
+            K=K.cpu().numpy().astype(np.float32),
+            reprojection_error_px=float(np.linalg.norm(kp2 - target_kp, axis=1).mean()),
+            iou_before=float(iou_before[j]),
+            iou_after=float(b["iou"][j]),
+            edge_length_error=edge_error,
+            normal_error=normal_error,
+            iterations=n_iter,
+            best_iteration=int(b["iteration"][j]),
+            ms=0.0,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _front_faces(verts: Tensor, faces: Tensor) -> Tensor:
+    """(F', 3) the faces that face the camera in at least one mesh of the batch.
+
+    For a closed surface the silhouette is the union of its front faces; drawing only those
+    halves the renderer's work. (The hand is open at the wrist, where a few back faces would
+    show through the opening; that region is past the wrist line and ignored.)
+    """
+    with torch.no_grad():
+        tri = verts.detach()[:, faces]  # (B, F, 3, 3)
+        n = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+        front = ((n * tri.sum(2)).sum(-1) < 0).any(0)  # normal against the view ray
+    return faces[front]
+
+
+def _check_image(a: np.ndarray, what: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.ndim != 2 or min(arr.shape) < 1:
+        raise InputError(f"the refinement {what} must be (H, W), got shape {arr.shape}")
+    return arr
+
+
+def _wrist_weight(box: CropBox, keypoints_2d: np.ndarray) -> np.ndarray:
+    """(size, size) float32: 1 on the hand's side of the wrist line, 0 past it (the forearm).
+
+    The line is the segmentation's (:func:`core.segment.wrist_cut`), so the refinement ignores
+    exactly the pixels the target mask was cut off at.
+    """
+    from core.segment.geometry import hand_scale, wrist_halfplane
+
+    kp = np.asarray(keypoints_2d, dtype=np.float64)
+    n, c = wrist_halfplane(kp, hand_scale(kp))  # the segmentation's own offset
+    grid = box.image_grid()
+    return ((grid @ n) >= c).astype(np.float32)
