@@ -193,8 +193,9 @@ def span_backward_weights(
     d2 = torch.minimum(torch.minimum(d0, d1), d2_)
     l_min = torch.minimum(torch.minimum(l0, l1), l2)
     d_prob = torch.sigmoid(torch.copysign(d2, l_min) * inv_sigma)  # D = sigmoid(x)
-    # dL/dx = w_pix * D; dL/dd2 = dL/dx * s / sigma.
-    grad_d2 = torch.copysign(w_pix * d_prob, l_min) * (2.0 * inv_sigma)  # (Sw, S)
+    # dL/dx = w_pix * D; dL/dd2 = dL/dx * s / sigma (s, the sign of l_min, must not replace
+    # the sign of w_pix, which is negative wherever the loss wants more silhouette).
+    grad_d2 = w_pix * torch.copysign(d_prob, l_min) * (2.0 * inv_sigma)  # (Sw, S)
     first = d0 == d2
     second = (d1 == d2) & ~first
     third = ~(first | second)

@@ -80,19 +80,25 @@ class SoftRasterSettings:
             object describes a SoftRas renderer completely.
         eps: face-pixel probabilities below ``eps`` are treated as 0; it sets the cull
             radius through :func:`cull_radius_px`. In (0, 0.5).
-        saturate_interior: if True (default, fast), pixels whose whole neighbourhood of
-            radius ``ceil(cull_radius)`` lies inside the hard silhouette are set to exactly
-            1 with zero gradient, and only the band around the silhouette edge is computed
-            with soft face-pixel pairs. If False, every face-pixel pair within the cull
-            radius is computed, which matches the dense reference up to ``eps``. The
-            difference: SoftRas leaves faint dips (values slightly below 1) along interior
-            edges of small triangles; saturation removes them.
+        saturate_interior: if True, pixels whose whole (2 r + 1)^2 neighbourhood
+            (``r = ceil(cull_radius)``) lies inside the hard silhouette are set to exactly 1
+            with zero gradient (the native backend's backward pass then skips them). If False
+            (default), every face-pixel pair within the cull radius counts, which matches the
+            dense reference up to ``eps``. The difference: with triangles of a few pixels
+            SoftRas leaves dips (values down to about 0.94) along the mesh's interior edges;
+            saturation removes them.
         z_near: faces with any vertex at ``z <= z_near`` (metres) are ignored.
-        backend: how the per-pixel math runs. ``"eager"`` (default): plain PyTorch ops.
-            ``"compiled"``: fused by ``torch.compile`` (needs a working C++ compiler on the CPU,
-            Triton on CUDA; the first call compiles for 20-30 s, later calls with other sizes
-            reuse it; about 2x faster on the 2-core CPU). ``"auto"``: compiled when that works,
-            else eager (one warning in the log). Results agree to float rounding.
+        backend: how the per-pixel math runs. ``"auto"`` (default): ``"native"`` for
+            float32/float64 CPU tensors where the C kernels build, else ``"eager"`` (the
+            first failed build logs one warning). ``"native"``: fused C kernels
+            (:mod:`core.render._native`), compiled on first use with the system C compiler
+            (about a second, once per machine: the library is cached) and loaded by later
+            processes in milliseconds; CPU only, raises where they cannot be built.
+            ``"eager"``: plain PyTorch ops on any device. ``"compiled"``: the eager ops fused
+            by ``torch.compile`` (needs a C++ compiler on the CPU, Triton on CUDA; the first
+            call in every process compiles for 15-30 s). They agree to float rounding but for
+            face-pixel pairs with ``D < eps``: the native kernels skip all of them, the others
+            only those outside each face's box grown by the cull radius.
     """
 
     image_size: tuple[int, int] = (128, 128)
@@ -101,12 +107,14 @@ class SoftRasterSettings:
     eps: float = 1e-4
     saturate_interior: bool = False
     z_near: float = 1e-3
-    backend: Literal["auto", "eager", "compiled"] = "eager"
+    backend: Literal["auto", "native", "eager", "compiled"] = "auto"
 
     def __post_init__(self) -> None:
         _check_image_size(self.image_size)
-        if self.backend not in ("auto", "eager", "compiled"):
-            raise ValueError(f"backend must be 'auto', 'eager' or 'compiled', got {self.backend!r}")
+        if self.backend not in ("auto", "native", "eager", "compiled"):
+            raise ValueError(
+                f"backend must be 'auto', 'native', 'eager' or 'compiled', got {self.backend!r}"
+            )
         if self.gamma <= 0:
             raise ValueError(f"gamma must be > 0, got {self.gamma}")
         if self.z_near <= 0:

@@ -1,0 +1,769 @@
+"""Fused CPU kernels of the soft rasterizer, in C, built on first use with the system compiler.
+
+The fast rasterizer's per-pixel math (:mod:`core.render.soft`) is a few dozen flops per
+face-pixel pair. As separate PyTorch ops every one of them reads and writes the whole
+(pairs,) array; here each face's pixels are visited once, in registers, 8 pixels of a row at a
+time (one AVX vector of floats). The C source below is compiled on first use with the system
+compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) into a small shared library cached under
+``$HANDTWIN_CACHE_DIR`` (default ``~/.cache/handtwin/kernels``), named by a hash of the
+source, the flags, the compiler and the CPU: the first build takes one to a few seconds, later
+processes only load it (milliseconds). Where nothing compiles (no compiler, an unwritable
+cache), :func:`library` returns None and the caller falls back to plain PyTorch ops.
+
+The C functions take raw pointers to contiguous CPU tensors (float32 or float64: one set per
+dtype, suffix ``_f32``/``_f64``). Images are stored with a row stride of ``W + LANES`` so a
+vector of ``LANES`` pixels never runs past a row's buffer. Work is shared by
+``threads`` threads (the caller plus detached helpers, each taking tasks from a shared
+counter): the forward pass by bands of rows (each pixel's product formed in face order), the
+backward pass by blocks of faces (each face's sums formed in row order, then added to the
+vertices in face order), so results are the same bit for bit whatever the number of threads.
+
+Model (as :mod:`core.render.soft`): for pixel centre p and face f, with l_k the signed
+distance from p to the line of edge k (>= 0 on the face's side) and e_k its distance along the
+edge beyond the edge's ends, ``d2 = min_k l_k^2 + e_k^2`` (squared distance to the boundary),
+inside when every ``l_k >= 0`` (the dense reference's cross-product test), ``x = +-d2 / sigma``,
+``q = 1 - D = 1 / (1 + exp(x))``, ``prod(p) = prod_f q``. Each face is paired with the
+pixels of its box grown by the cull radius r (``r^2 = sigma log(1 / eps - 1)``: beyond it
+``D < eps``), narrowed per row to where every ``l_k >= -r``: all pixels within r of the face
+and a few more. Backward,
+with ``w = dL/dsil * prod``: ``dL/dd2 = w D (+-1 / sigma)`` and, with c the closest point on
+the nearest edge at the fraction t of the edge, ``d(d2)/d(start) = -2 (1 - t) (p - c)``,
+``d(d2)/d(end) = -2 t (p - c)`` (exact also where t is clamped to 0 or 1). float32 uses an
+exp of relative error < 3e-7 that vectorizes; float64 uses libm's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from core.errors import HandTwinError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "LANES", "NativeUnavailableError", "backward", "build_error", "cache_dir", "forward", "interior",
+    "library", "native_supported", "source",
+]
+
+#: Pixels per vector: images passed to the kernels have rows of ``W + LANES`` values.
+LANES = 8
+
+#: Environment variable naming the folder of cached builds (default ``~/.cache/handtwin``).
+CACHE_ENV_VAR = "HANDTWIN_CACHE_DIR"
+
+_HEADER = r"""
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LANES @LANES@
+#define MAX_THREADS 16
+#define BAND 8         /* forward: rows per task */
+#define FACE_BLOCK 64  /* backward: faces per task */
+#define MIN_VECTORS_PER_HELPER 8192  /* about 0.3 ms of work: more than starting a thread */
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#define HAVE_PTHREAD 1
+typedef atomic_llong COUNTER;
+#define FETCH_ADD(p, n) atomic_fetch_add((p), (n)) /* sequentially consistent */
+#define LOAD(p) atomic_load(p)
+#else
+#define HAVE_PTHREAD 0
+typedef long long COUNTER;
+static long long fetch_add(COUNTER *p, long long n) { long long v = *p; *p += n; return v; }
+#define FETCH_ADD(p, n) fetch_add((p), (n))
+#define LOAD(p) (*(p))
+#endif
+
+/* exp for float, branch-free so loops over it vectorize: relative error < 3e-7 for |x| < 87
+   (Cody-Waite range reduction, degree-6 polynomial, exponent bits set directly). */
+static inline float exp_f32(float x) {
+    x = x < -87.0f ? -87.0f : (x > 87.0f ? 87.0f : x);
+    float n = __builtin_roundf(x * 1.44269504088896341f);
+    float r = x - n * 0.693145751953125f - n * 1.428606765330187045e-06f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666671633720398f
+              + r * (0.041666645556688309f + r * (0.008333390764892101f
+              + r * 0.001388599909842014f)))));
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return p * scale;
+}
+
+/* out = 1 where every pixel of the (2 radius + 1)^2 square around it is covered; pixels
+   outside the image count as uncovered. cover, work, out: (B, H, stride) bytes. */
+void softras_interior(const uint8_t *restrict cover, int64_t B, int64_t H, int64_t W,
+                      int64_t stride, int64_t radius, uint8_t *restrict work,
+                      uint8_t *restrict out) {
+    int64_t side = 2 * radius + 1;
+    for (int64_t b = 0; b < B; ++b) {
+        int64_t image = b * H * stride;
+        /* work(y, x) = 1 when columns x - r .. x + r of row y are all covered: the run of
+           covered pixels ending at column x + r is at least 2 r + 1 long */
+        for (int64_t y = 0; y < H; ++y) {
+            int64_t run = 0, row = image + y * stride;
+            for (int64_t x = -radius; x < W; ++x) {
+                int64_t c = x + radius;
+                run = (c < W && cover[row + c]) ? run + 1 : 0;
+                if (x >= 0) work[row + x] = run >= side;
+            }
+        }
+        /* the same along the columns of work */
+        for (int64_t x = 0; x < W; ++x) {
+            int64_t run = 0;
+            for (int64_t y = -radius; y < H; ++y) {
+                int64_t c = y + radius;
+                run = (c < H && work[image + c * stride + x]) ? run + 1 : 0;
+                if (y >= 0) out[image + y * stride + x] = run >= side;
+            }
+        }
+    }
+}
+"""
+
+_KERNELS = r"""
+/* ------------------------------ REAL kernels (suffix SFX) ------------------------------ */
+
+/* A face in the frames of its edges. Edge k runs from corner k (start a) to corner k + 1
+   (end b), length len, unit direction u; n is the unit normal pointing into the face. For a
+   pixel p: l = n.(p - a) (signed distance to the edge's line, >= 0 on the face's side),
+   tau = u.(p - a) (position along the edge), and the squared distance to the edge is
+   l^2 + e^2 with e = tau - clamp(tau, 0, len); p minus the closest point is l n + e u.
+   l = nx x + ny y + nc and tau = ux x + uy y + uc are affine in the pixel. A zero-length edge
+   gets n = (0, 1), u = (1, 0) (its distance is the distance to its corner) and no say in the
+   inside test (like a zero cross product in the dense reference). */
+typedef struct {
+    REAL nx[3], ny[3], nc[3], ux[3], uy[3], uc[3], len[3], inv_len[3], inv_nx[3];
+    REAL floor_l[3];     /* inside test: l >= floor_l for every edge (0, or -1e30 if len = 0) */
+    int64_t corner[3];   /* vertex index b V + v of each corner */
+    int64_t image;       /* offset of the face's image in the (B, H, stride) buffers */
+    int y0, y1, x0, x1;  /* pixel box grown by r, clipped to the image */
+    int drawn;           /* 0: behind the near plane, not finite, or off the image */
+} Face_SFX;
+
+/* What the threads of one call share. */
+typedef struct Call_SFX {
+    const REAL *uv;          /* (B, V, 2) projected vertices, pixels */
+    const REAL *verts;       /* (B, V, 3) camera-frame vertices, metres (only z is read) */
+    const int64_t *faces;    /* (F, 3) vertex indices */
+    uint8_t *cover;          /* (B, H, stride) forward: 1 at pixel centres inside a face */
+    const REAL *weight;      /* (B, H, stride) dL/dsil * prod (backward) */
+    REAL *out;               /* forward: (B, H, stride) product; backward: (B F, 12) sums */
+    Face_SFX *face;          /* (B F) */
+    int64_t *band_start;     /* (bands + 1) forward: faces of band k are */
+    int64_t *band_faces;     /*   band_faces[band_start[k]:band_start[k + 1]], in order */
+    int64_t B, V, F, H, W, stride, bands;
+    REAL z_near, inv_sigma, r2;
+    void (*tasks)(struct Call_SFX *);  /* takes tasks until none is left */
+    COUNTER next;            /* the next task: band (forward) or block of faces (backward) */
+    COUNTER active;          /* threads inside tasks() */
+    COUNTER refs;            /* threads still holding this (heap) struct */
+} Call_SFX;
+
+static int clip_SFX(double v, int hi) { return v < 0 ? 0 : (v > hi ? hi : (int)v); }
+
+/* The edge frames and pixel box (grown by r) of face i = b F + f; f->drawn = 0 when the
+   face is not drawn: a vertex at z <= z_near (or NaN), a non-finite corner, or a box off
+   the image. */
+static void face_setup_SFX(const Call_SFX *call, int64_t i, REAL r, Face_SFX *f) {
+    int64_t b = i / call->F;
+    const int64_t *corner = call->faces + 3 * (i - b * call->F);
+    REAL t[6];
+    f->drawn = 0;
+    for (int k = 0; k < 3; ++k) {
+        int64_t v = b * call->V + corner[k];
+        if (!(call->verts[3 * v + 2] > call->z_near)) return;
+        t[2 * k] = call->uv[2 * v];
+        t[2 * k + 1] = call->uv[2 * v + 1];
+        if (!isfinite(t[2 * k]) || !isfinite(t[2 * k + 1])) return;
+        f->corner[k] = v;
+    }
+    /* orientation: inside is to the left of every edge for a counter-clockwise face */
+    REAL area2 = (t[2] - t[0]) * (t[5] - t[1]) - (t[3] - t[1]) * (t[4] - t[0]);
+    REAL o = area2 >= 0 ? (REAL)1 : (REAL)-1;
+    REAL xlo = t[0], xhi = t[0], ylo = t[1], yhi = t[1];
+    for (int k = 0; k < 3; ++k) {
+        int n = k == 2 ? 0 : k + 1;
+        REAL ax = t[2 * k], ay = t[2 * k + 1], ex = t[2 * n] - ax, ey = t[2 * n + 1] - ay;
+        REAL l2 = ex * ex + ey * ey;
+        REAL len = SQRT(l2), ux = 1, uy = 0, nx = 0, ny = 1;
+        int ok = l2 > (REAL)1e-12;
+        if (ok) {
+            ux = ex / len;
+            uy = ey / len;
+            nx = -o * uy;
+            ny = o * ux;
+        } else {
+            len = 0;
+        }
+        f->nx[k] = nx;
+        f->ny[k] = ny;
+        f->nc[k] = -(nx * ax + ny * ay);
+        f->ux[k] = ux;
+        f->uy[k] = uy;
+        f->uc[k] = -(ux * ax + uy * ay);
+        f->len[k] = len;
+        f->inv_len[k] = ok ? (REAL)1 / len : (REAL)0;
+        f->inv_nx[k] = nx != 0 ? (REAL)1 / nx : (REAL)0;
+        f->floor_l[k] = ok ? (REAL)0 : (REAL)-1e30;
+        xlo = ax < xlo ? ax : xlo;
+        xhi = ax > xhi ? ax : xhi;
+        ylo = ay < ylo ? ay : ylo;
+        yhi = ay > yhi ? ay : yhi;
+    }
+    int H = (int)call->H, W = (int)call->W;
+    double x0 = ceil((double)(xlo - r)), x1 = floor((double)(xhi + r));
+    double y0 = ceil((double)(ylo - r)), y1 = floor((double)(yhi + r));
+    if (x1 < 0 || y1 < 0 || x0 > W - 1 || y0 > H - 1) return;
+    f->x0 = clip_SFX(x0, W - 1);
+    f->x1 = clip_SFX(x1, W - 1);
+    f->y0 = clip_SFX(y0, H - 1);
+    f->y1 = clip_SFX(y1, H - 1);
+    f->image = b * call->H * call->stride;
+    f->drawn = f->x0 <= f->x1 && f->y0 <= f->y1;
+}
+
+/* Columns [*a, *b] of row y where l >= -r for every edge, within the box: a superset of the
+   pixels within r of the face (the face grown by a disc lies in every grown half-plane). */
+static int face_row_SFX(const Face_SFX *f, int y, REAL r, int *a, int *b) {
+    REAL lo = (REAL)f->x0, hi = (REAL)f->x1;
+    for (int k = 0; k < 3; ++k) {
+        if (f->len[k] == 0) continue;
+        REAL rest = f->ny[k] * (REAL)y + f->nc[k] + r;  /* l + r = nx x + rest >= 0 */
+        if (f->nx[k] > (REAL)1e-6) {
+            REAL v = -rest * f->inv_nx[k];
+            lo = v > lo ? v : lo;
+        } else if (f->nx[k] < (REAL)-1e-6) {
+            REAL v = -rest * f->inv_nx[k];
+            hi = v < hi ? v : hi;
+        } else if (rest < 0) {
+            return 0;
+        }
+    }
+    if (!(lo <= hi)) return 0;
+    *a = (int)ceil((double)lo);
+    *b = (int)floor((double)hi);
+    return *a <= *b;
+}
+
+/* For the LANES pixels (x0 + j, y), j < LANES: per edge l, e, the clamped position c along
+   the edge and d2 = l^2 + e^2; the nearest edge's d2 (best) and the inside flag. lr, tr: the
+   row's terms ny y + nc and uy y + uc. */
+#define EDGES_SFX(f, lr, tr, xf, j, l, e, c, d2s, best, inside)                              \
+    do {                                                                                    \
+        best = (REAL)1e30;                                                                  \
+        inside = 1;                                                                         \
+        for (int k = 0; k < 3; ++k) {                                                       \
+            l[k] = lr[k] + (f).nx[k] * ((xf) + (REAL)(j));                                   \
+            REAL tau = tr[k] + (f).ux[k] * ((xf) + (REAL)(j));                               \
+            c[k] = tau < 0 ? (REAL)0 : (tau > (f).len[k] ? (f).len[k] : tau);              \
+            e[k] = tau - c[k];                                                              \
+            d2s[k] = l[k] * l[k] + e[k] * e[k];                                             \
+            best = d2s[k] < best ? d2s[k] : best;                                           \
+            inside &= l[k] >= (f).floor_l[k];                                               \
+        }                                                                                   \
+    } while (0)
+
+/* prod *= q = 1 - D for the pixels of rows [ya, yb] of one face; cover = 1 at the pixel
+   centres inside it (every edge's l >= 0: the dense reference's test up to rounding). */
+static void forward_rows_SFX(const Call_SFX *call, const Face_SFX *face, int ya, int yb) {
+    const Face_SFX f = *face;  /* a local copy: its fields stay in registers */
+    REAL r = SQRT(call->r2), inv_sigma = call->inv_sigma;
+    for (int y = ya; y <= yb; ++y) {
+        int a, b;
+        if (!face_row_SFX(&f, y, r, &a, &b)) continue;
+        REAL lr[3], tr[3];
+        for (int k = 0; k < 3; ++k) {
+            lr[k] = f.ny[k] * (REAL)y + f.nc[k];
+            tr[k] = f.uy[k] * (REAL)y + f.uc[k];
+        }
+        for (int xs = a; xs <= b; xs += LANES) {
+            int64_t at = f.image + (int64_t)y * call->stride + xs;
+            REAL *restrict out = call->out + at;
+            int count = b - xs + 1, covered = 0;
+            REAL xf = (REAL)xs;
+            for (int j = 0; j < LANES; ++j) {
+                REAL l[3], e[3], c[3], d2s[3], best;
+                int inside;
+                EDGES_SFX(f, lr, tr, xf, j, l, e, c, d2s, best, inside);
+                REAL q = (REAL)1 / ((REAL)1 + EXP((inside ? best : -best) * inv_sigma));
+                /* every pixel in the row range counts, also those a little beyond r (their
+                   D < eps; keeping them costs nothing and brings the dense result closer) */
+                out[j] *= j < count ? q : (REAL)1;
+                covered |= (inside & (j < count)) << j;
+            }
+            if (covered)
+                for (int j = 0; j < LANES; ++j) call->cover[at + j] |= (covered >> j) & 1;
+        }
+    }
+}
+
+/* Forward tasks: bands of BAND rows; within a band the faces come in index order, so every
+   pixel's product is formed in the same order whatever the number of threads. */
+static void forward_tasks_SFX(Call_SFX *call) {
+    int64_t per_image = (call->H + BAND - 1) / BAND;
+    for (;;) {
+        int64_t band = FETCH_ADD(&call->next, 1);
+        if (band >= call->bands) break;
+        int ya = (int)((band % per_image) * BAND), yb = ya + BAND - 1;
+        for (int64_t m = call->band_start[band]; m < call->band_start[band + 1]; ++m) {
+            const Face_SFX *f = &call->face[call->band_faces[m]];
+            forward_rows_SFX(call, f, f->y0 > ya ? f->y0 : ya, f->y1 < yb ? f->y1 : yb);
+        }
+    }
+}
+
+/* sums[12] = per edge k: sums over the face's pixels of gd (1 - t) l, gd (1 - t) e, gd t l,
+   gd t e, with gd = -2 dL/dd2 and t = c / len (the closest point's fraction of the edge). */
+static void backward_face_SFX(const Call_SFX *call, const Face_SFX *face, REAL *sums) {
+    const Face_SFX f = *face;
+    REAL r = SQRT(call->r2), inv_sigma = call->inv_sigma;
+    REAL acc[3][4][LANES];
+    for (int k = 0; k < 3; ++k)
+        for (int m = 0; m < 4; ++m)
+            for (int j = 0; j < LANES; ++j) acc[k][m][j] = 0;
+    for (int y = f.y0; y <= f.y1; ++y) {
+        int a, b;
+        if (!face_row_SFX(&f, y, r, &a, &b)) continue;
+        REAL lr[3], tr[3];
+        for (int k = 0; k < 3; ++k) {
+            lr[k] = f.ny[k] * (REAL)y + f.nc[k];
+            tr[k] = f.uy[k] * (REAL)y + f.uc[k];
+        }
+        for (int xs = a; xs <= b; xs += LANES) {
+            /* vectors of 8 pixels without gradient (e.g. a saturated interior) are skipped */
+            const REAL *restrict w = call->weight + (f.image + (int64_t)y * call->stride + xs);
+            REAL size = 0;
+            for (int j = 0; j < LANES; ++j) size += FABS(w[j]);
+            if (size == 0) continue;
+            int count = b - xs + 1;
+            REAL xf = (REAL)xs;
+            for (int j = 0; j < LANES; ++j) {
+                REAL l[3], e[3], c[3], d2s[3], best;
+                int inside;
+                EDGES_SFX(f, lr, tr, xf, j, l, e, c, d2s, best, inside);
+                REAL xv = (inside ? best : -best) * inv_sigma;
+                REAL D = (REAL)1 / ((REAL)1 + EXP(-xv));
+                /* dL/dx = w D, dL/dd2 = dL/dx (+-1 / sigma); gd = -2 dL/dd2 */
+                REAL gd = j < count ? w[j] * D * (inside ? -2 * inv_sigma : 2 * inv_sigma) : 0;
+                /* only the nearest edge (the first one on ties) gets the gradient */
+                int n0 = d2s[0] == best, n1 = !n0 & (d2s[1] == best), n2 = !(n0 | n1);
+                REAL g[3] = {n0 ? gd : (REAL)0, n1 ? gd : (REAL)0, n2 ? gd : (REAL)0};
+                for (int k = 0; k < 3; ++k) {
+                    REAL gt = g[k] * c[k] * f.inv_len[k], gs = g[k] - gt;
+                    acc[k][0][j] += gs * l[k];
+                    acc[k][1][j] += gs * e[k];
+                    acc[k][2][j] += gt * l[k];
+                    acc[k][3][j] += gt * e[k];
+                }
+            }
+        }
+    }
+    for (int k = 0; k < 3; ++k)
+        for (int m = 0; m < 4; ++m) {
+            REAL total = 0;
+            for (int j = 0; j < LANES; ++j) total += acc[k][m][j];
+            sums[4 * k + m] = total;
+        }
+}
+
+/* Backward tasks: blocks of FACE_BLOCK faces; each face's sums are formed by one thread in
+   row order, whatever the number of threads. */
+static void backward_tasks_SFX(Call_SFX *call) {
+    int64_t faces = call->B * call->F;
+    for (;;) {
+        int64_t first = FETCH_ADD(&call->next, FACE_BLOCK);
+        if (first >= faces) break;
+        int64_t stop = first + FACE_BLOCK < faces ? first + FACE_BLOCK : faces;
+        for (int64_t i = first; i < stop; ++i)
+            if (call->face[i].drawn) backward_face_SFX(call, &call->face[i], call->out + 12 * i);
+    }
+}
+
+static void release_SFX(Call_SFX *call) {
+    if (FETCH_ADD(&call->refs, -1) == 1) free(call);
+}
+
+#if HAVE_PTHREAD
+static void *helper_SFX(void *arg) {
+    Call_SFX *call = (Call_SFX *)arg;
+    FETCH_ADD(&call->active, 1);  /* before taking a task: see run_tasks */
+    call->tasks(call);
+    FETCH_ADD(&call->active, -1);
+    release_SFX(call);
+    return NULL;
+}
+#endif
+
+/* Runs call->tasks on the calling thread and threads - 1 detached helpers; returns when every
+   task is done. The caller never waits for a helper that has not started (on a busy machine
+   it may start late): a helper counts itself active before taking a task, so once the tasks
+   are exhausted, active == 0 means no task is in progress. A late helper finds no task left,
+   and the last thread to let go of call frees it: call must come from malloc, and the caller
+   must not touch it after this returns. */
+static void run_tasks_SFX(Call_SFX *call, int64_t threads) {
+    call->refs = 1;
+    call->active = 0;
+    call->next = 0;
+#if HAVE_PTHREAD
+    /* a helper only pays off with enough work: count the vectors of the faces' boxes */
+    int64_t work = 0;
+    for (int64_t i = 0; i < call->B * call->F; ++i) {
+        const Face_SFX *f = &call->face[i];
+        if (f->drawn) work += (int64_t)(f->y1 - f->y0 + 1) * ((f->x1 - f->x0 + LANES) / LANES);
+    }
+    int64_t n = threads < 1 ? 1 : (threads > MAX_THREADS ? MAX_THREADS : threads);
+    if (n > 1 + work / MIN_VECTORS_PER_HELPER) n = 1 + work / MIN_VECTORS_PER_HELPER;
+    pthread_attr_t attr;
+    int detached = n > 1 && pthread_attr_init(&attr) == 0;
+    if (detached && pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) != 0) {
+        pthread_attr_destroy(&attr);
+        detached = 0;
+    }
+    for (int64_t t = 1; t < n && detached; ++t) {
+        pthread_t tid;
+        FETCH_ADD(&call->refs, 1);
+        if (pthread_create(&tid, &attr, helper_SFX, call) != 0) FETCH_ADD(&call->refs, -1);
+    }
+    if (detached) pthread_attr_destroy(&attr);
+    call->tasks(call);
+    while (LOAD(&call->active) > 0) sched_yield();
+#else
+    (void)threads;
+    call->tasks(call);
+#endif
+    release_SFX(call);
+}
+
+/* Size of the workspace of softras_forward / softras_backward: one Face per face. */
+int64_t softras_face_bytes_SFX(void) { return (int64_t)sizeof(Face_SFX); }
+
+/* prod (B, H, stride), preset to 1: multiplied by q = 1 - D of every face-pixel pair;
+   cover (B, H, stride), preset to 0: set to 1 at pixel centres inside a drawn face;
+   workspace (B F softras_face_bytes()): filled for softras_backward. Returns 0, or -1 when
+   out of memory. */
+int softras_forward_SFX(const REAL *uv, const REAL *verts, const int64_t *faces, int64_t B,
+                        int64_t V, int64_t F, int64_t H, int64_t W, int64_t stride,
+                        REAL z_near, REAL inv_sigma, REAL r2, int64_t threads, REAL *prod,
+                        uint8_t *cover, void *workspace) {
+    int64_t per_image = (H + BAND - 1) / BAND, count = B * F, bands = B * per_image;
+    Face_SFX *face = (Face_SFX *)workspace;
+    REAL r = SQRT(r2);
+    Call_SFX setup = {uv, verts, faces, NULL, NULL, NULL, NULL, NULL, NULL, B, V, F, H, W,
+                      stride, bands, z_near, inv_sigma, r2, NULL, 0, 0, 0};
+    for (int64_t i = 0; i < count; ++i) face_setup_SFX(&setup, i, r, &face[i]);
+    /* the faces of each band, in index order (counting sort) */
+    int64_t *start = (int64_t *)calloc((size_t)bands + 1, sizeof(int64_t));
+    if (start == NULL) return -1;
+    for (int64_t i = 0; i < count; ++i) {
+        if (!face[i].drawn) continue;
+        int64_t base = (i / F) * per_image;
+        for (int64_t k = face[i].y0 / BAND; k <= face[i].y1 / BAND; ++k) ++start[base + k + 1];
+    }
+    for (int64_t k = 0; k < bands; ++k) start[k + 1] += start[k];
+    int64_t *list = (int64_t *)malloc((size_t)(start[bands] > 0 ? start[bands] : 1) * sizeof(int64_t));
+    int64_t *fill = (int64_t *)malloc((size_t)bands * sizeof(int64_t));
+    Call_SFX *call = (Call_SFX *)malloc(sizeof(Call_SFX));
+    if (list == NULL || fill == NULL || call == NULL) {
+        free(start);
+        free(list);
+        free(fill);
+        free(call);
+        return -1;
+    }
+    memcpy(fill, start, (size_t)bands * sizeof(int64_t));
+    for (int64_t i = 0; i < count; ++i) {
+        if (!face[i].drawn) continue;
+        int64_t base = (i / F) * per_image;
+        for (int64_t k = face[i].y0 / BAND; k <= face[i].y1 / BAND; ++k) list[fill[base + k]++] = i;
+    }
+    free(fill);
+    memcpy(call, &setup, sizeof(Call_SFX));  /* (no struct assignment: it has atomics) */
+    call->cover = cover;
+    call->out = prod;
+    call->face = face;
+    call->band_start = start;
+    call->band_faces = list;
+    call->tasks = forward_tasks_SFX;
+    run_tasks_SFX(call, threads);
+    free(start);
+    free(list);
+    return 0;
+}
+
+/* grad (B, V, 2) += dL/d(uv), from weight (B, H, stride) = dL/dsil * prod (zero in the
+   padding columns) and the workspace of softras_forward. Returns 0, or -1 when out of
+   memory. */
+int softras_backward_SFX(const REAL *uv, const REAL *verts, const int64_t *faces, int64_t B,
+                         int64_t V, int64_t F, int64_t H, int64_t W, int64_t stride,
+                         REAL z_near, REAL inv_sigma, REAL r2, const REAL *weight,
+                         int64_t threads, REAL *grad, const void *workspace) {
+    int64_t count = B * F;
+    const Face_SFX *face = (const Face_SFX *)workspace;
+    REAL *sums = (REAL *)malloc((size_t)(count > 0 ? count : 1) * 12 * sizeof(REAL));
+    Call_SFX *call = (Call_SFX *)malloc(sizeof(Call_SFX));
+    if (sums == NULL || call == NULL) {
+        free(sums);
+        free(call);
+        return -1;
+    }
+    Call_SFX init = {uv, verts, faces, NULL, weight, sums, (Face_SFX *)face, NULL, NULL, B, V,
+                     F, H, W, stride, 0, z_near, inv_sigma, r2, backward_tasks_SFX, 0, 0, 0};
+    memcpy(call, &init, sizeof(Call_SFX));
+    run_tasks_SFX(call, threads);
+    /* d(d2)/d(start) = -2 (1 - t) (l n + e u), d(d2)/d(end) = -2 t (l n + e u); added to the
+       vertices in face order */
+    for (int64_t i = 0; i < count; ++i) {
+        const Face_SFX *f = &face[i];
+        if (!f->drawn) continue;
+        const REAL *s = sums + 12 * i;
+        for (int k = 0; k < 3; ++k, s += 4) {
+            int64_t a = f->corner[k], b = f->corner[k == 2 ? 0 : k + 1];
+            grad[2 * a] += s[0] * f->nx[k] + s[1] * f->ux[k];
+            grad[2 * a + 1] += s[0] * f->ny[k] + s[1] * f->uy[k];
+            grad[2 * b] += s[2] * f->nx[k] + s[3] * f->ux[k];
+            grad[2 * b + 1] += s[2] * f->ny[k] + s[3] * f->uy[k];
+        }
+    }
+    free(sums);
+    return 0;
+}
+"""
+
+_FLAVOURS = (  # C type, suffix, exp, sqrt, fabs
+    ("float", "f32", "exp_f32", "sqrtf", "fabsf"),
+    ("double", "f64", "exp", "sqrt", "fabs"),
+)
+
+#: Flags: the loops over a vector's pixels vectorize at -O3 without -ffast-math (which would
+#: also switch the whole process to flush-to-zero); the math flags below only allow
+#: reassociating the gradient sums and dropping errno.
+_FLAGS = ("-O3", "-fPIC", "-shared", "-pthread", "-std=c11", "-ffp-contract=fast",
+          "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros", "-fassociative-math",
+          "-freciprocal-math")
+#: Tried first; dropped when the compiler rejects it (the cache key includes the CPU).
+_NATIVE_ARCH = "-march=native"
+
+
+class NativeUnavailableError(HandTwinError):
+    """The C kernels could not be built or loaded on this machine (the message says why)."""
+
+
+def source() -> str:
+    """The complete C source of the kernels (float32 and float64 versions)."""
+    text = _HEADER.replace("@LANES@", str(LANES))
+    for real, suffix, exp, sqrt, fabs in _FLAVOURS:
+        text += (_KERNELS.replace("REAL", real).replace("SFX", suffix).replace("EXP", exp)
+                 .replace("SQRT", sqrt).replace("FABS", fabs))
+    return text
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and (path := shutil.which(name)):
+            return path
+    return None
+
+
+def _cpu_id() -> str:
+    """What the cached build depends on besides the source: machine and CPU features."""
+    text = platform.machine() + platform.system()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(("flags", "model name", "Features", "CPU part")):
+                    text += line
+                    if line.startswith(("flags", "Features")):
+                        break
+    except OSError:
+        text += platform.processor()
+    return text
+
+
+def cache_dir() -> Path:
+    """Folder of the cached builds: ``$HANDTWIN_CACHE_DIR`` or ``~/.cache/handtwin``."""
+    env = os.environ.get(CACHE_ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "handtwin"
+
+
+def _build(compiler: str) -> Path:
+    """Compile the kernels (or find them already compiled); returns the library's path."""
+    text = source()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                             timeout=30).stdout.splitlines()[:1]
+    key = hashlib.sha256("\0".join([text, *_FLAGS, _NATIVE_ARCH, compiler, *version,
+                                    _cpu_id()]).encode()).hexdigest()[:16]
+    folder = cache_dir() / "kernels"
+    target = folder / f"softras-{key}{'.dll' if os.name == 'nt' else '.so'}"
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as tmp:
+        src = Path(tmp) / "softras.c"
+        src.write_text(text, encoding="utf-8")
+        out = Path(tmp) / target.name
+        errors = ""
+        for arch in (_NATIVE_ARCH, None):
+            cmd = [compiler, *_FLAGS, *([arch] if arch else []), "-o", str(out), str(src), "-lm"]
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            if result.returncode == 0:
+                os.replace(out, target)  # atomic: a concurrent build writes the same bytes
+                return target
+            errors = result.stderr.strip()
+        raise NativeUnavailableError(f"{Path(compiler).name} failed: {errors[-500:]}")
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.softras_interior.argtypes = [p, i64, i64, i64, i64, i64, p, p]
+    lib.softras_interior.restype = None
+    mesh = [p, p, p, i64, i64, i64, i64, i64, i64]  # uv, verts, faces, B, V, F, H, W, stride
+    for _, suffix, *_ in _FLAVOURS:
+        real = ctypes.c_float if suffix == "f32" else ctypes.c_double
+        fwd = getattr(lib, f"softras_forward_{suffix}")
+        fwd.argtypes = [*mesh, real, real, real, i64, p, p, p]
+        bwd = getattr(lib, f"softras_backward_{suffix}")
+        bwd.argtypes = [*mesh, real, real, real, p, i64, p, p]
+        fwd.restype = bwd.restype = ctypes.c_int
+        size = getattr(lib, f"softras_face_bytes_{suffix}")
+        size.argtypes = []
+        size.restype = ctypes.c_int64
+
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_error: str | None = None
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, building them on the first call; None where that fails.
+
+    A failure is logged once (warning) and remembered for the rest of the process
+    (:func:`build_error` gives the reason). Thread-safe.
+    """
+    global _library, _error
+    with _lock:
+        if _library is not None or _error is not None:
+            return _library
+        try:
+            compiler = _compiler()
+            if compiler is None:
+                raise NativeUnavailableError("no C compiler found ($CC, cc, gcc, clang)")
+            path = _build(compiler)
+            try:
+                lib = ctypes.CDLL(str(path))
+            except OSError:  # a damaged cached build: build it again, once
+                path.unlink(missing_ok=True)
+                lib = ctypes.CDLL(str(_build(compiler)))
+            _declare(lib)
+            _library = lib
+        except (OSError, subprocess.SubprocessError, NativeUnavailableError) as exc:
+            _error = f"{type(exc).__name__}: {exc}"
+            log.warning("soft rasterizer: C kernels unavailable (%s); using PyTorch ops",
+                        _error.splitlines()[0])
+        return _library
+
+
+def build_error() -> str | None:
+    """Why :func:`library` failed in this process, or None (not tried yet, or it worked)."""
+    return _error
+
+
+def native_supported(t: Tensor) -> bool:
+    """Whether the C kernels can take this tensor's data: a float32/64 CPU tensor."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# Tensor-level wrappers (inputs: contiguous CPU tensors of one float dtype, checked by the
+# caller; the C code trusts the shapes and the face indices)
+# --------------------------------------------------------------------------------------------
+
+
+def _lib() -> ctypes.CDLL:
+    lib = library()
+    if lib is None:
+        raise NativeUnavailableError(_error or "not built")
+    return lib
+
+
+def _suffix(t: Tensor) -> str:
+    return "f32" if t.dtype == torch.float32 else "f64"
+
+
+def _mesh_args(uv: Tensor, verts: Tensor, faces: Tensor, height: int, width: int) -> list:
+    batch, num_verts = uv.shape[:2]
+    return [uv.data_ptr(), verts.data_ptr(), faces.data_ptr(), batch, num_verts,
+            faces.shape[0], height, width, width + LANES]
+
+
+def forward(uv: Tensor, verts: Tensor, faces: Tensor, height: int, width: int, z_near: float,
+            sigma: float, r2: float, threads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``prod_f (1 - D)`` per pixel, and the hard coverage.
+
+    Args:
+        uv: (B, V, 2) projected vertices, pixels. verts: (B, V, 3) camera frame, metres
+            (faces with a vertex at ``z <= z_near`` are not drawn). faces: (F, 3) int64.
+        sigma: px^2. r2: squared cull radius, px^2.
+        threads: threads to share the work (the result does not depend on it).
+
+    Returns:
+        prod (B, H, W + LANES); cover (B, H, W + LANES) uint8, 1 at pixel centres inside a
+        drawn face (columns ``W:`` are padding); and the per-face workspace that
+        :func:`backward` needs.
+    """
+    lib, suffix = _lib(), _suffix(uv)
+    shape = (uv.shape[0], height, width + LANES)
+    prod = torch.ones(shape, dtype=uv.dtype)
+    cover = torch.zeros(shape, dtype=torch.uint8)
+    face_bytes = getattr(lib, f"softras_face_bytes_{suffix}")()
+    workspace = torch.empty(max(1, uv.shape[0] * faces.shape[0]) * face_bytes,
+                            dtype=torch.uint8)
+    if getattr(lib, f"softras_forward_{suffix}")(
+        *_mesh_args(uv, verts, faces, height, width), z_near, 1.0 / sigma, r2, threads,
+        prod.data_ptr(), cover.data_ptr(), workspace.data_ptr()) != 0:
+        raise MemoryError("soft rasterizer: out of memory")
+    return prod, cover, workspace
+
+
+def backward(uv: Tensor, verts: Tensor, faces: Tensor, height: int, width: int,
+             z_near: float, sigma: float, r2: float, weight: Tensor, threads: int,
+             workspace: Tensor) -> Tensor:
+    """(B, V, 2) gradient w.r.t. ``uv`` from ``weight`` (B, H, W + LANES) = dL/dsil * prod
+    (zero in the padding columns; runs of 8 zeros are not visited); ``workspace`` from
+    :func:`forward` with the same arguments; other arguments as :func:`forward`."""
+    grad = torch.zeros_like(uv)
+    if getattr(_lib(), f"softras_backward_{_suffix(uv)}")(
+        *_mesh_args(uv, verts, faces, height, width), z_near, 1.0 / sigma, r2,
+        weight.data_ptr(), threads, grad.data_ptr(), workspace.data_ptr()) != 0:
+        raise MemoryError("soft rasterizer: out of memory")
+    return grad
+
+
+def interior(cover: Tensor, radius: int) -> Tensor:
+    """(B, H, W + LANES) uint8: 1 at pixels whose (2 radius + 1)^2 neighbourhood is covered
+    (``cover`` from :func:`forward`; pixels off the image count as uncovered)."""
+    batch, height, stride = cover.shape
+    work = torch.empty_like(cover)
+    out = torch.zeros_like(cover)
+    _lib().softras_interior(cover.data_ptr(), batch, height, stride - LANES, stride, radius,
+                            work.data_ptr(), out.data_ptr())
+    return out
