@@ -26,11 +26,11 @@ from core.refine import (
 )
 from core.refine.crop import CropBox, crop_box
 from core.refine.mesh import edge_loss, laplacian, laplacian_loss, normal_loss, vertex_offset_loss
-from core.refine.silhouette import soft_silhouette
 from core.render import (
     RasterSettings,
     SoftRasterSettings,
     rasterize,
+    rasterize_silhouette,
     rasterize_silhouette_dense,
     render_depth,
 )
@@ -231,7 +231,7 @@ def test_crop_resamples_masks_by_area_and_depth_by_nearest() -> None:
     assert d[1, 2] == depth[6, 3]
 
 
-def test_soft_silhouette_gradient_matches_dense_for_either_sign() -> None:
+def test_silhouette_gradient_matches_dense_for_either_sign() -> None:
     """The refinement's loss has dL/dsil of both signs; the gradient must match the reference."""
     verts, faces = geodesic_ellipsoid((0.0, 0.0, 0.5), (0.02, 0.03, 0.015), 0.3, 2, torch.float64)
     K = torch.tensor([[[250.0, 0.0, 13.3], [0.0, 260.0, 11.6], [0.0, 0.0, 1.0]]], dtype=torch.float64)
@@ -239,7 +239,7 @@ def test_soft_silhouette_gradient_matches_dense_for_either_sign() -> None:
     target = torch.zeros(1, 24, 28, dtype=torch.float64)
     target[:, 6:18, 10:20] = 1.0
     grads = []
-    for render in (soft_silhouette, rasterize_silhouette_dense):
+    for render in (rasterize_silhouette, rasterize_silhouette_dense):
         v = verts[None].clone().requires_grad_(True)
         ((render(v, faces, K, settings) - target) ** 2).sum().backward()
         grads.append(v.grad)

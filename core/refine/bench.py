@@ -76,8 +76,7 @@ def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float
     """
     from core.refine.mesh import edge_loss, laplacian_loss, normal_loss, vertex_offset_loss
     from core.refine.refiner import _front_faces
-    from core.refine.silhouette import soft_silhouette
-    from core.render import project_points
+    from core.render import project_points, rasterize_silhouette
     from core.refine.crop import crop_box
 
     st = refiner.settings
@@ -101,11 +100,11 @@ def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float
 
     def sil_forward() -> None:
         with torch.no_grad():
-            soft_silhouette(v0, faces, Kc, soft)
+            rasterize_silhouette(v0, faces, Kc, soft)
 
     def sil_both() -> None:
         v = v0.clone().requires_grad_(True)
-        ((soft_silhouette(v, faces, Kc, soft) - mask) ** 2).sum().backward()
+        ((rasterize_silhouette(v, faces, Kc, soft) - mask) ** 2).sum().backward()
 
     def regs() -> None:
         u = torch.zeros_like(v0, requires_grad=True)

@@ -64,12 +64,12 @@ from core.refine.mesh import (
     vertex_offset_loss,
 )
 from core.refine.penetration import penetration_loss
-from core.refine.silhouette import soft_silhouette
 from core.render import (
     RasterSettings,
     SoftRasterSettings,
     project_points,
     rasterize,
+    rasterize_silhouette,
     render_depth_differentiable,
     smooth_l1_depth_loss,
 )
@@ -127,7 +127,8 @@ class RefineSettings:
         size. saturate_interior: set the silhouette's interior to exactly 1 (removes SoftRas's
         faint interior dips; measured on synthetic hands it changes nothing in the result and
         costs a third of the forward pass, so it is off).
-        raster_backend: "eager", "compiled" or "auto" (see :class:`SoftRasterSettings`).
+        raster_backend: "auto" (C kernels on the CPU when they build), "native", "eager" or
+            "compiled" (see :class:`SoftRasterSettings`).
         crop_margin: margin around the hand in the crop, fraction of its extent.
         cull_backfaces: render only the faces turned toward the camera (the silhouette of a
             closed surface is theirs alone; about half the renderer's work).
@@ -162,7 +163,7 @@ class RefineSettings:
     image_size: int = 128
     sigma: float = 0.5
     saturate_interior: bool = False
-    raster_backend: str = "eager"
+    raster_backend: str = "auto"
     crop_margin: float = 0.15
     cull_backfaces: bool = True
     ignore_beyond_wrist: bool = True
@@ -543,7 +544,7 @@ class Refiner:
             Kv = K_img if k == 0 else view.K
             Kc = view.affine @ Kv
             v = verts if view.R is None else verts @ view.R.transpose(1, 2) + view.t[:, None]
-            sil = soft_silhouette(v, _front_faces(v, faces) if st.cull_backfaces else faces, Kc, soft)
+            sil = rasterize_silhouette(v, _front_faces(v, faces) if st.cull_backfaces else faces, Kc, soft)
             w = view.weight
             diff = (sil - view.target).pow(2) * w
             area = (view.target * w).flatten(1).sum(1).clamp_min(1.0)
