@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -283,21 +282,11 @@ class CalibrationPanel(QWidget):
     def _on_measured(self, count: int) -> None:
         self._sync_scale()
 
-    def _available(self) -> bool:
-        try:
-            from core.personalize.session import CalibrationSession  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
     def ensure_session(self, then=None) -> None:
         """Create the session in a job (it loads the models), then call ``then()``."""
         if self.session is not None:
             if then:
                 then()
-            return
-        if not self._available():
-            show_error(self, "Calibration", "Calibration is not available in this build (core.personalize.session is missing).")
             return
         if self._creating:
             return

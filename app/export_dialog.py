@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
     QRadioButton,
     QStyle,
     QVBoxLayout,
-    QWidget,
 )
 
 from app.jobs import Job, show_error
@@ -76,43 +75,12 @@ def run_export(req: ExportRequest, progress) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"cannot create the folder {folder}: {exc.strerror}") from exc
-    try:
-        from core.export.api import export_hand
-    except ImportError:
-        return _fallback_export(req, progress)
+    from core.export.api import export_hand
+
     return list(export_hand(
         req.out, shape=req.shape, texture=req.texture, pose=req.pose, side=req.side, rigged=req.rigged,
         model=req.model, texture_size=req.texture_size, profile_json=req.profile_json, progress=progress,
     ))
-
-
-def _fallback_export(req: ExportRequest, progress) -> list[Path]:
-    """A static textured mesh with core.export, while core.export.api is not in this build."""
-    import cv2
-    import torch
-
-    from core.errors import ExportError
-    from core.export import MeshBundle, export_mesh
-    from core.model import HandModel, load_model_data
-
-    if req.rigged:
-        raise ExportError("rigged export needs core.export.api, which this build lacks")
-    progress(0.1, "posing the hand")
-    data = load_model_data(req.model, req.side)
-    layer = HandModel(data)
-    pose = torch.zeros(1, 48) if req.pose is None else torch.as_tensor(np.asarray(req.pose, np.float32))[None]
-    with torch.no_grad():
-        out = layer(pose, torch.as_tensor(np.asarray(req.shape, np.float32))[None], torch.zeros(1, 3))
-    tex = req.texture
-    if tex is not None and tex.shape[0] != req.texture_size:
-        tex = cv2.resize(tex, (req.texture_size, req.texture_size), interpolation=cv2.INTER_AREA)
-    uv = data.uv if data.uv is not None else None
-    bundle = MeshBundle(out.vertices[0].numpy(), data.faces, uv=uv, uv_faces=data.uv_faces if uv is not None else None,
-                        texture=tex if uv is not None else None, name="hand")
-    progress(0.6, "writing")
-    written = export_mesh(req.out, bundle)
-    progress(1.0, "done")
-    return list(written) if isinstance(written, (list, tuple)) else [Path(written) if written else req.out]
 
 
 class ExportDialog(QDialog):

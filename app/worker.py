@@ -11,7 +11,6 @@ session recording, and offering frames to a calibration session.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time

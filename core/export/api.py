@@ -38,7 +38,7 @@ from core.export.bundle import Animation, MeshBundle, Rig, encode_png
 from core.export.gltf import build_glb, build_rigged_glb
 from core.export.obj import build_obj
 from core.export.ply import build_ply
-from core.export.writer import SUPPORTED_SUFFIXES, _check_folder, _check_target, _companion_stem, write_bundle
+from core.export.writer import _check_folder, _check_target, _companion_stem, check_export_target, write_bundle
 
 __all__ = [
     "CAMERA_TO_Y_UP",
@@ -239,15 +239,7 @@ def export_hand(
             failed write (then no file is left behind), or a bad shape or texture.
     """
     report = progress or (lambda fraction, message: None)
-    target = Path(out)
-    suffix = target.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise ExportError(
-            f"Cannot export to {target.name}: unknown format {suffix or '(no suffix)'!r}; "
-            f"use one of {', '.join(SUPPORTED_SUFFIXES)}."
-        )
-    if rigged and suffix != ".glb":
-        raise ExportError(f"A rigged export needs a .glb file, got {target.name}.")
+    target, suffix = check_export_target(out, rigged)
     if side not in ("right", "left"):
         raise ExportError(f"side must be 'right' or 'left', got {side!r}")
     if int(texture_size) < 8:

@@ -166,6 +166,21 @@ def _companion_stem(stem: str) -> str:
     return safe or "hand"
 
 
+def check_export_target(path: str | os.PathLike[str], rigged: bool = False) -> tuple[Path, str]:
+    """The export path and its lower-case suffix, or an :class:`ExportError` for a format we
+    do not write or a rigged export to anything but GLB."""
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise ExportError(
+            f"Cannot export to {target.name}: unknown format {suffix or '(no suffix)'!r}; "
+            f"use one of {', '.join(SUPPORTED_SUFFIXES)}."
+        )
+    if rigged and suffix != ".glb":
+        raise ExportError(f"A rigged export needs a .glb file, got {target.name}.")
+    return target, suffix
+
+
 def export_mesh(
     path: str | os.PathLike[str],
     mesh: MeshBundle,
@@ -194,15 +209,7 @@ def export_mesh(
         ExportError: unsupported suffix, a rigged export to a format without skins or of a
             mesh without a rig, mesh data the format cannot hold, or any write failure.
     """
-    target = Path(path)
-    suffix = target.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise ExportError(
-            f"Cannot export to {target.name}: unknown format {suffix or '(no suffix)'!r}; "
-            f"use one of {', '.join(SUPPORTED_SUFFIXES)}."
-        )
-    if rigged and suffix != ".glb":
-        raise ExportError(f"A rigged export needs a .glb file, got {target.name}.")
+    target, suffix = check_export_target(path, rigged)
     if rigged and mesh.rig is None:
         raise ExportError("A rigged export needs a hand model with a skeleton; this mesh has none.")
     _check_folder(target.parent)

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.bench import median_ms
+
 __all__ = ["BENCHMARKS", "bench_refine", "synthetic_refine_cases"]
 
 
@@ -53,15 +55,6 @@ def synthetic_refine_cases(n: int, seed: int = 0, keypoint_noise_px: float = 3.0
         fit = fitter.fit([obs])[0]
         cases.append((fit, RefineTarget(s.mask, kp, s.K), s))
     return cases, layers
-
-
-def _median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float]:
@@ -115,10 +108,10 @@ def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float
     for fn in (model, sil_forward, sil_both, regs):
         fn()  # warm-up
     out = {
-        "model": _median_ms(model, repeats),
-        "silhouette_forward": _median_ms(sil_forward, repeats),
-        "silhouette_forward_backward": _median_ms(sil_both, repeats),
-        "regularizers": _median_ms(regs, repeats),
+        "model": median_ms(model, repeats, warmup=0),
+        "silhouette_forward": median_ms(sil_forward, repeats, warmup=0),
+        "silhouette_forward_backward": median_ms(sil_both, repeats, warmup=0),
+        "regularizers": median_ms(regs, repeats, warmup=0),
     }
     out["silhouette_backward"] = out.pop("silhouette_forward_backward") - out["silhouette_forward"]
     return {k: round(v, 3) for k, v in out.items()}
@@ -127,8 +120,8 @@ def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float
 def iteration_ms(refiner, fit, target, repeats: int = 5) -> float:
     """Median ms of one iteration: (time with 6 iterations - time with 1) / 5."""
     refiner.refine([fit], [target], iterations=1)  # warm-up
-    one = _median_ms(lambda: refiner.refine([fit], [target], iterations=1), repeats)
-    six = _median_ms(lambda: refiner.refine([fit], [target], iterations=6), repeats)
+    one = median_ms(lambda: refiner.refine([fit], [target], iterations=1), repeats, warmup=0)
+    six = median_ms(lambda: refiner.refine([fit], [target], iterations=6), repeats, warmup=0)
     return (six - one) / 5.0
 
 

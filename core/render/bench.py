@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import statistics
 import time
 from typing import Callable
@@ -22,7 +21,7 @@ from core.render._span_kernels import compiled_backend_failed
 from core.render.projection import project_points, resize_intrinsics
 from core.render.settings import SoftRasterSettings
 from core.render.soft import make_spans, rasterize_silhouette, rasterize_silhouette_dense
-from core.render.synthetic import synthetic_hand_scene
+from core.render.synthetic import frame_in_camera, synthetic_hand_scene
 
 __all__ = ["benchmark_softras", "open_hand_scene", "time_ms"]
 
@@ -85,19 +84,7 @@ def open_hand_scene(
     local = centred @ rot.T
     if float(axes[0, 0]) > 0:  # the template's fingers point along +x: put them up (-y)
         local = local * torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64)
-    a = 0.35
-    tilt = torch.tensor([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0],
-                         [-math.sin(a), 0.0, math.cos(a)]], dtype=torch.float64)
-    verts = local @ tilt.T + torch.tensor([0.0, 0.0, depth], dtype=torch.float64)
-    uv = verts[:, :2] / verts[:, 2:]
-    lo, hi = uv.amin(0), uv.amax(0)
-    height, width = image_size
-    focal = fill * max(height, width) / float((hi - lo).max())
-    centre = (lo + hi) / 2 * focal
-    K = torch.tensor([[focal, 0.0, (width - 1) / 2 - float(centre[0])],
-                      [0.0, focal, (height - 1) / 2 - float(centre[1])],
-                      [0.0, 0.0, 1.0]], dtype=torch.float64)
-    return verts[None].to(dtype), faces, K[None].to(dtype)
+    return frame_in_camera(local, faces, image_size, fill, depth, dtype)
 
 
 def benchmark_scene(

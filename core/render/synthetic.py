@@ -124,7 +124,27 @@ def synthetic_hand_scene(
         verts (1, V, 3) metres, camera frame; faces (F, 3) int64; K (1, 3, 3) pixels.
     """
     verts, faces = synthetic_hand_mesh(torch.float64)
-    # A slight tilt, so the palm's projection is not perfectly symmetric.
+    return frame_in_camera(verts, faces, image_size, fill, depth, dtype)
+
+
+def frame_in_camera(
+    verts: Tensor,
+    faces: Tensor,
+    image_size: tuple[int, int],
+    fill: float,
+    depth: float,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Tilt a mesh slightly (0.35 rad about the vertical, so its projection is not perfectly
+    symmetric), put it ``depth`` metres in front of a camera and choose K so that it covers
+    ``fill`` of the larger image side, centred.
+
+    Args:
+        verts: (V, 3) float64 metres, centred near the origin. faces: (F, 3) int64.
+
+    Returns:
+        verts (1, V, 3) metres, camera frame; faces; K (1, 3, 3) pixels.
+    """
     a = 0.35
     rot = torch.tensor([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0],
                         [-math.sin(a), 0.0, math.cos(a)]], dtype=torch.float64)
