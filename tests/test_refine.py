@@ -172,6 +172,67 @@ def test_laplacian_of_a_constant_field_is_zero() -> None:
     assert int(topo.edges.shape[0]) == 3 * faces.shape[0] // 2  # closed mesh: E = 3F / 2
 
 
+def test_fast_regularizers_match_the_reference_terms(models) -> None:
+    """The float32 fast paths (sparse products) against the float64 plain ones, values and gradients."""
+    from core.refine.mesh import edge_normal_losses
+
+    layer = models["right"]
+    topo = MeshTopology.from_faces(layer.data.faces, layer.data.num_vertices)
+    base0 = torch.as_tensor(np.stack([posed(layer, gt_pose(s), np.zeros(10, np.float32),
+                                            np.array([0.0, 0.0, 0.4], np.float32))[0] for s in (0, 1)]))
+    gen = torch.Generator().manual_seed(3)
+    u0 = 0.3 * torch.randn(base0.shape, generator=gen)
+    out = {}
+    for dtype in (torch.float32, torch.float64):
+        base = base0.to(dtype).requires_grad_(True)
+        u = u0.to(dtype).requires_grad_(True)
+        verts = base + 0.003 * u
+        if dtype == torch.float32:
+            edge, normal = edge_normal_losses(verts, base, topo)
+        else:
+            edge, normal = edge_loss(verts, base, topo), normal_loss(verts, base, topo)
+            plain = torch.stack(edge_normal_losses(verts, base, topo))  # the float64 gather path
+            torch.testing.assert_close(plain, torch.stack([edge, normal]), rtol=1e-12, atol=0.0)
+        lap = laplacian_loss(u, topo)
+        values = torch.stack([edge, normal, lap])  # (3, B)
+        grads = torch.autograd.grad((values * torch.tensor([[0.1], [1.0], [1.0]], dtype=dtype)).sum(), (u, base))
+        out[dtype] = (values.detach().double(), [g.double() for g in grads])
+    (v32, g32), (v64, g64) = out[torch.float32], out[torch.float64]
+    assert v64.min() > 1e-4  # the terms are not trivially zero here
+    torch.testing.assert_close(v32, v64, rtol=1e-4, atol=1e-9)
+    for a, b in zip(g32, g64):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("pose_correctives", [False, True])
+def test_lean_hand_matches_the_hand_model(models, pose_correctives: bool) -> None:
+    """The refiner's lean forward pass = smplx's (with and without pose-corrective blend shapes)."""
+    from core.model import HandModel
+    from core.refine.lbs import LeanHand
+
+    rng = np.random.default_rng(5)
+    for side in ("right", "left"):
+        layer = models[side]
+        if pose_correctives:  # the open hand has none; MANO has (V, 3, 135) of them
+            pd = rng.normal(0.0, 0.002, layer.data.posedirs.shape).astype(np.float32)
+            layer = HandModel(dataclasses.replace(layer.data, posedirs=pd))
+        lean = LeanHand(layer)
+        assert (lean.posedirs is not None) == pose_correctives
+        pose = torch.as_tensor(np.stack([gt_pose(1), gt_pose(2)]))
+        betas = torch.as_tensor(rng.normal(0.0, 1.0, (2, layer.num_betas)).astype(np.float32))
+        transl = torch.as_tensor(rng.normal(0.0, 0.1, (2, 3)).astype(np.float32))
+        res = []
+        for fn in (layer, lean):
+            p, b, t = (x.clone().requires_grad_(True) for x in (pose, betas, transl))
+            o = fn(p, b, t)
+            w = torch.linspace(-1.0, 1.0, o.vertices.numel()).reshape(o.vertices.shape)
+            loss = (o.vertices * w).sum() + o.keypoints.pow(2).sum() + o.joints.sum()
+            res.append((o.vertices.detach(), o.joints.detach(), o.keypoints.detach(),
+                        *torch.autograd.grad(loss, (p, b, t))))
+        for a, b in zip(res[1], res[0]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(b.abs().max())))
+
+
 def test_plausibility_metrics(models) -> None:
     layer = models["right"]
     faces = layer.data.faces

@@ -67,7 +67,7 @@ def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float
         (forward + backward), ``iteration`` (everything, from :func:`bench_refine`'s method)
         and ``other`` (iteration minus the parts: keypoints, losses, Adam, bookkeeping).
     """
-    from core.refine.mesh import edge_loss, laplacian_loss, normal_loss, vertex_offset_loss
+    from core.refine.mesh import edge_normal_losses, laplacian_loss, vertex_offset_loss
     from core.refine.refiner import _front_faces
     from core.render import project_points, rasterize_silhouette
     from core.refine.crop import crop_box
@@ -87,9 +87,11 @@ def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float
     faces = _front_faces(v0, topo.faces) if st.cull_backfaces else topo.faces
     soft = st.soft
 
+    lean = refiner._lean[fit.side]  # the refiner's own forward pass (core.refine.lbs)
+
     def model() -> None:
         p = pose.clone().requires_grad_(True)
-        layer(p, betas, transl).vertices.sum().backward()
+        lean(p, betas, transl).vertices.sum().backward()
 
     def sil_forward() -> None:
         with torch.no_grad():
@@ -102,8 +104,8 @@ def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float
     def regs() -> None:
         u = torch.zeros_like(v0, requires_grad=True)
         v = v0 + u * 0.003
-        (vertex_offset_loss(u) + laplacian_loss(u, topo) + 0.1 * edge_loss(v, v0, topo)
-         + normal_loss(v, v0, topo)).sum().backward()
+        edge, normal = edge_normal_losses(v, v0, topo)
+        (vertex_offset_loss(u) + laplacian_loss(u, topo) + 0.1 * edge + normal).sum().backward()
 
     for fn in (model, sil_forward, sil_both, regs):
         fn()  # warm-up

@@ -25,6 +25,7 @@ Shapes: vertices ``(B, V, 3)`` float, metres, any frame (the terms are rigid-inv
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,7 @@ from torch import Tensor
 __all__ = [
     "MeshTopology",
     "edge_loss",
+    "edge_normal_losses",
     "face_edge_vectors",
     "face_normals",
     "laplacian",
@@ -68,6 +70,9 @@ class MeshTopology:
     laplacian: Tensor
     num_vertices: int
     _laplacian32: Tensor | None = None
+    _lap_csr: tuple[Tensor, Tensor] | None = None  # float32 (L, L^T) as CSR (fast products)
+    _corners: tuple[Tensor, Tensor] | None = None  # (3F,) corner k and k + 1, corner-major
+    _incidence: tuple[Tensor, Tensor] | None = None  # (3F, V) float32 CSR (D, D^T): D x = edges
 
     def laplacian_as(self, dtype: torch.dtype) -> Tensor:
         """The Laplacian matrix in ``dtype`` (float32 is kept ready)."""
@@ -95,21 +100,68 @@ class MeshTopology:
         values = np.concatenate([-inv[i], -inv[j], np.ones(num_vertices)])
         lap = torch.sparse_coo_tensor(torch.as_tensor(index), torch.as_tensor(values, dtype=torch.float64),
                                       (num_vertices, num_vertices), check_invariants=False).coalesce().to(dev)
+        faces_t = torch.as_tensor(f, device=dev)
         return MeshTopology(
-            faces=torch.as_tensor(f, device=dev),
+            faces=faces_t,
             edges=torch.as_tensor(edges, device=dev),
             face_edges=torch.as_tensor(directed, device=dev),
             degree=torch.as_tensor(degree, device=dev),
             laplacian=lap,
             num_vertices=int(num_vertices),
             _laplacian32=lap.to(torch.float32),
+            _lap_csr=_csr_pair(lap),
+            _corners=_corner_index(faces_t),
+            _incidence=_incidence_pair(faces_t, int(num_vertices)),
         )
 
     def to(self, device: torch.device | str) -> "MeshTopology":
         """The same topology on another device."""
         lap = self.laplacian.to(device)
-        return MeshTopology(self.faces.to(device), self.edges.to(device), self.face_edges.to(device),
-                            self.degree.to(device), lap, self.num_vertices, lap.to(torch.float32))
+        faces = self.faces.to(device)
+        return MeshTopology(faces, self.edges.to(device), self.face_edges.to(device),
+                            self.degree.to(device), lap, self.num_vertices, lap.to(torch.float32),
+                            _csr_pair(lap), _corner_index(faces), _incidence_pair(faces, self.num_vertices))
+
+
+def _csr_pair(lap: Tensor) -> tuple[Tensor, Tensor] | None:
+    """float32 (L, L^T) in CSR layout, or None where this build cannot make them."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            l32 = lap.to(torch.float32).coalesce()
+            return l32.to_sparse_csr(), l32.t().coalesce().to_sparse_csr()
+    except (RuntimeError, NotImplementedError):  # pragma: no cover - depends on the build
+        return None
+
+
+def _incidence_pair(faces: Tensor, num_vertices: int) -> tuple[Tensor, Tensor] | None:
+    """float32 CSR (D, D^T) of the face-edge operator: row r of ``D x`` is x[end_r] - x[start_r]."""
+    i0, i1 = _corner_index(faces)
+    rows = torch.arange(i0.numel(), device=faces.device)
+    index = torch.stack([torch.cat([rows, rows]), torch.cat([i1, i0])])
+    values = torch.cat([torch.ones(rows.numel()), -torch.ones(rows.numel())]).to(faces.device)
+    d = torch.sparse_coo_tensor(index, values, (rows.numel(), num_vertices),
+                                check_invariants=False).coalesce()
+    return _csr_pair(d)
+
+
+def _corner_index(faces: Tensor) -> tuple[Tensor, Tensor]:
+    """(3F,) start and end vertex of every face edge, corner-major (all corner-0 edges first)."""
+    fk = faces.t().contiguous()  # (3, F)
+    return fk.reshape(-1), fk.roll(-1, 0).reshape(-1)
+
+
+class _SparseProduct(torch.autograd.Function):
+    """``m @ x`` for a constant sparse ``m`` (CSR), with the gradient ``m^T @ g``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, m: Tensor, mt: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.mt = mt
+        return m @ x
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        return ctx.mt @ g.contiguous(), None, None
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -150,9 +202,12 @@ def laplacian(x: Tensor, topo: MeshTopology) -> Tensor:
         (B, V, C). (A sparse product with :attr:`MeshTopology.laplacian`.)
     """
     b, v, c = x.shape
-    lap = topo.laplacian_as(x.dtype)
     flat = x.permute(1, 0, 2).reshape(v, b * c)
-    return torch.sparse.mm(lap, flat).reshape(v, b, c).permute(1, 0, 2)
+    if x.dtype == torch.float32 and topo._lap_csr is not None:
+        out = _SparseProduct.apply(flat, *topo._lap_csr)
+    else:
+        out = torch.sparse.mm(topo.laplacian_as(x.dtype), flat)
+    return out.reshape(v, b, c).permute(1, 0, 2)
 
 
 # ----------------------------------------------------------------------------- losses
@@ -223,6 +278,34 @@ def normal_loss(verts: Tensor, ref: Tensor, topo: MeshTopology,
     dot = (e * n[:, :, None, :]).sum(-1)
     cos2 = dot.pow(2) / ((e * e).sum(-1) * (n * n).sum(-1)[..., None]).clamp_min(1e-30)
     return cos2.mean(dim=(1, 2))
+
+
+def edge_normal_losses(verts: Tensor, ref: Tensor, topo: MeshTopology) -> tuple[Tensor, Tensor]:
+    """``(edge_loss(verts, ref, topo), normal_loss(verts, ref, topo))`` in one pass, (B,) each.
+
+    The same terms, computed on component planes ((B, 3, 3F) contiguous arrays, no strided
+    vector slices) from one gather of both meshes: about half the ops of the two functions.
+    """
+    b = verts.shape[0]
+    i0, i1 = topo._corners if topo._corners is not None else _corner_index(topo.faces)
+    x = torch.cat([verts, ref], dim=-1)  # (B, V, 6)
+    if x.dtype == torch.float32 and topo._incidence is not None:
+        # The edge vectors as one sparse product (and its transpose in backward): much faster
+        # than a gather, whose backward is a scatter-add.
+        flat = x.transpose(0, 1).reshape(x.shape[1], -1)  # (V, B * 6)
+        d = _SparseProduct.apply(flat, *topo._incidence).view(-1, b, 6).permute(1, 2, 0)
+    else:
+        d = (x[:, i1] - x[:, i0]).transpose(1, 2)  # (B, 6, 3F)
+    d = d.contiguous().view(b, 2, 3, 3, -1)  # (B, mesh, xyz, corner, F)
+    e, r = d.unbind(1)  # (unbind, not indexing: one cheap node in backward)
+    l2 = (e * e).sum(1)  # (B, 3 corners, F)
+    r2 = (r * r).sum(1).clamp_min(1e-16)
+    edge = ((l2 - r2) / r2).pow(2).mean(dim=(1, 2))
+    a, _, c = r.unbind(2)  # (B, xyz, F): c1 - c0 and c0 - c2 of ref
+    n = torch.linalg.cross(a, -c, dim=1)  # (B, xyz, F): (c1 - c0) x (c2 - c0)
+    dot = (e * n[:, :, None]).sum(1)  # (B, 3 corners, F)
+    cos2 = dot.pow(2) / (l2 * (n * n).sum(1)[:, None]).clamp_min(1e-30)
+    return edge, cos2.mean(dim=(1, 2))
 
 
 @torch.no_grad()

@@ -53,13 +53,12 @@ from core.fit import HandFit
 from core.model import HandModel
 from core.model.data import HandModelData
 from core.refine.crop import CropBox, as_tensor, crop_box
+from core.refine.lbs import LeanHand
 from core.refine.mesh import (
     MeshTopology,
-    edge_loss,
-    face_edge_vectors,
+    edge_normal_losses,
     laplacian_loss,
     mean_edge_length,
-    normal_loss,
     plausibility,
     vertex_offset_loss,
 )
@@ -354,6 +353,7 @@ class Refiner:
         self.device = torch.device(device)
         self.nominal_fov_deg = float(nominal_fov_deg)
         self.layers = {d.side: HandModel(d, self.device) for d in (right, left)}
+        self._lean = {side: LeanHand(layer) for side, layer in self.layers.items()}  # fast M(p, s)
         self.topology = {side: MeshTopology.from_faces(layer.data.faces, layer.data.num_vertices,
                                                        self.device)
                          for side, layer in self.layers.items()}
@@ -529,7 +529,7 @@ class Refiner:
         pose = g.pose0 + p["pose"]
         betas = g.betas0 + p["shape"]
         transl = g.transl0 + self._translation(g, p["translation"], st)
-        out = g.layer(pose, betas, transl)
+        out = self._lean[g.side](pose, betas, transl)
         base = out.vertices
         offsets = p["vertices"] * g.edge0[:, None, None]
         verts = base + offsets
@@ -575,11 +575,11 @@ class Refiner:
             if st.w_laplacian:
                 terms["laplacian"] = st.w_laplacian * laplacian_loss(u, g.topo)
             if st.w_edge or st.w_normal:
-                edges = (face_edge_vectors(verts, g.topo.faces), face_edge_vectors(base, g.topo.faces))
+                edge, normal = edge_normal_losses(verts, base, g.topo)
                 if st.w_edge:
-                    terms["edge"] = st.w_edge * edge_loss(verts, base, g.topo, edges)
+                    terms["edge"] = st.w_edge * edge
                 if st.w_normal:
-                    terms["normal"] = st.w_normal * normal_loss(verts, base, g.topo, edges)
+                    terms["normal"] = st.w_normal * normal
         if st.optimize_pose and st.w_pose:
             terms["pose"] = st.w_pose * p["pose"].pow(2).mean(1)
         if st.optimize_shape and st.w_shape:
@@ -621,7 +621,8 @@ class Refiner:
         param_groups = []
         for g in groups:
             param_groups += self._params(g, st)
-        opt = torch.optim.Adam(param_groups, betas=(0.9, 0.99)) if param_groups else None
+        fused = self.device.type in ("cpu", "cuda")  # one kernel for every parameter
+        opt = torch.optim.Adam(param_groups, betas=(0.9, 0.99), fused=fused) if param_groups else None
         pen_pairs = self._pen_pairs(groups) if st.w_penetration > 0 else []
         best: list[dict | None] = [None] * len(groups)
         iou_before: list[Tensor | None] = [None] * len(groups)
@@ -729,9 +730,11 @@ def _front_faces(verts: Tensor, faces: Tensor) -> Tensor:
     show through the opening; that region is past the wrist line and ignored.)
     """
     with torch.no_grad():
-        tri = verts.detach()[:, faces]  # (B, F, 3, 3)
-        n = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
-        front = ((n * tri.sum(2)).sum(-1) < 0).any(0)  # normal against the view ray
+        # Corner-major gather (index_select is the fast one): three contiguous (B, F, 3) planes.
+        c0, c1, c2 = verts.detach().index_select(1, faces.t().reshape(-1)).view(
+            verts.shape[0], 3, -1, 3).unbind(1)
+        n = torch.linalg.cross(c1 - c0, c2 - c0, dim=-1)
+        front = ((n * (c0 + c1 + c2)).sum(-1) < 0).any(0)  # normal against the view ray
     return faces[front]
 
 
