@@ -67,9 +67,9 @@ def run_track(
         raise InputError("give either --intrinsics or --fov, not both")
     shape = None
     if profile is not None:
-        from core.profile_io import load_profile_shape
+        from core.profile_io import load_profile
 
-        shape = load_profile_shape(profile).shape
+        shape = load_profile(profile).shape
     out = Path(out)
     if not out.parent.exists():
         raise InputError(f"the output folder {out.parent} does not exist")

@@ -13,7 +13,6 @@ from core.profile_io import (
     delete_profile,
     list_profiles,
     load_profile,
-    load_profile_shape,
     profiles_dir,
     rename_profile,
     save_profile,
@@ -40,7 +39,7 @@ def test_save_load_roundtrip(tmp_path: Path) -> None:
     assert p.name == "Ann" and p.handedness == "right" and p.scale_source == "prior"
     assert p.shape.shape == (10,) and p.shape.dtype == np.float32 and p.bone_lengths_mm.shape == (20,)
     assert p.texture == path.parent / "ann.png" and p.frames[0]["frame"] == 3
-    assert load_profile_shape(path).shape.tolist() == pytest.approx([0.1] * 10)
+    assert p.shape.tolist() == pytest.approx([0.1] * 10)
 
 
 @pytest.mark.parametrize("change, message", [

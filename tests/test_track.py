@@ -83,7 +83,12 @@ def test_malformed_intrinsics(tmp_path: Path, capsys, content: str) -> None:
 def test_malformed_profile(tmp_path: Path, capsys) -> None:
     video = _noise_video(tmp_path / "v.mp4", frames=2)
     prof = tmp_path / "p.json"
-    prof.write_text('{"format": "handtwin-profile", "version": 1, "shape": "big"}')
+    prof.write_text(json.dumps({
+        "format": "handtwin-profile", "version": 1, "name": "p", "handedness": "right",
+        "model": {"name": "open hand", "sha256": ""}, "shape": "big", "hand_length_mm": 185.0,
+        "hand_width_mm": 45.0, "bone_lengths_mm": [30.0] * 20, "scale_source": "prior", "frames": [],
+        "texture": None, "created": "2026-01-01T00:00:00+00:00",
+    }))
     code, _, err = _run(["track", str(video), "--out", str(tmp_path / "r.jsonl"), "--profile", str(prof)], capsys)
     assert code == 2
     assert "shape" in _one_error_line(err)
