@@ -4,8 +4,8 @@ Machines are noisy and differ, so every timing comes with ``baseline_ms``: a fix
 workload (a float32 matrix product loop) timed in the same run. Ratios against it, or
 against MediaPipe for the whole-frame budget, are what budgets compare.
 
-Each benchmark is a function returning a dict of figures; later stages register theirs in
-:data:`BENCHMARKS`.
+Each benchmark is a function returning a dict of figures: the pipeline-wide ones are in
+:data:`BENCHMARKS`, each stage's in ``core.<stage>.bench`` (:data:`STAGE_BENCH_MODULES`).
 """
 
 from __future__ import annotations
@@ -69,15 +69,11 @@ def bench_model() -> dict[str, float]:
     }
 
 
-#: name -> benchmark function; later stages add theirs here.
+#: name -> benchmark function (the stage packages add theirs: STAGE_BENCH_MODULES).
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "baseline": bench_baseline,
     "model": bench_model,
 }
-
-#: Figures that DESIGN.md asks for and that a later release fills in.
-PENDING = ("mediapipe_ms", "fit_ms", "refine_iter_ms", "softras_ms", "softras_dense_speedup",
-           "texture_ms", "frame_ms", "pipeline_ratio")
 
 
 #: Where benchmarks that draw plots write their PNGs (``bench --plots DIR``); None: no plots.
@@ -105,9 +101,6 @@ def run_benchmarks(only: list[str] | None = None, plots_dir: str | Path | None =
             continue
         log.info("bench: %s", name)
         results.update(fn())
-    missing = [k for k in PENDING if k not in results]
-    if missing:
-        results["not_yet_available"] = missing
     if "model_forward_ms" in results:
         results["model_forward_ratio"] = round(results["model_forward_ms"] / results["baseline_ms"], 3)
     return results
@@ -225,12 +218,5 @@ def _stage_benchmarks() -> dict[str, Callable[[], dict[str, Any]]]:
 
     found: dict[str, Callable[[], dict[str, Any]]] = {}
     for name in STAGE_BENCH_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                log.debug("bench: %s is not in this release", name)
-                continue
-            raise
-        found.update(module.BENCHMARKS)
+        found.update(importlib.import_module(name).BENCHMARKS)
     return found

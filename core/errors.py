@@ -11,10 +11,6 @@ class HandTwinError(Exception):
     """Base class of every error HandTwin raises on purpose."""
 
 
-class NotYetAvailableError(HandTwinError):
-    """A feature that a later release fills in."""
-
-
 class ModelFileError(HandTwinError):
     """A hand model file is missing, malformed, or not what it claims to be."""
 
