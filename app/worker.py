@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from PySide6.QtCore import QObject, Signal, Slot
 
-from core.camera import intrinsics_from_fov
 from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source, open_source
 from core.engine import Engine, EngineSettings, FrameResult
 from core.errors import HandTwinError
 from core.model import HandModel, load_model_data
+from core.refine import nominal_intrinsics
+from core.texture import TextureCapture
 
 from app.jobs import describe_error
 
@@ -98,12 +99,6 @@ class TrackingConfig:
         return " + ".join(self.sources)
 
 
-def nominal_K(fit_settings, width: int, height: int) -> np.ndarray:  # noqa: N802
-    """The pinhole camera weak-perspective fits are placed in (see TailorFitter._place_weak)."""
-    fov = getattr(fit_settings, "nominal_fov_deg", 60.0)
-    return intrinsics_from_fov(fov, width, height).K.astype(np.float32)
-
-
 def project_to_fit(points: np.ndarray, keypoints_3d: np.ndarray, keypoints_2d: np.ndarray, K: np.ndarray) -> np.ndarray:  # noqa: N803
     """Project camera-frame points with K, then align the projected keypoints to the fit's
     2D keypoints (least-squares scale and shift), so weak-perspective fits overlay correctly.
@@ -133,27 +128,9 @@ def fill_silhouette(mask: np.ndarray, pixels: np.ndarray, faces: np.ndarray, val
         cv2.fillPoly(mask, list(tris[inside]), value, lineType=cv2.LINE_8, shift=2)
 
 
-def _hand_target_mask(result: FrameResult, hand) -> np.ndarray | None:
-    """The segmentation mask the engine used for this hand, when it exposes one."""
-    for owner, name in ((hand, "target_mask"), (hand, "mask"), (result, "target_mask")):
-        value = getattr(owner, name, None)
-        if value is None:
-            continue
-        value = getattr(value, "mask", value)  # a HandMask record or a plain array
-        if isinstance(value, np.ndarray) and value.ndim == 2:
-            return value.astype(bool)
-    return None
-
-
 def _hand_iou(hand) -> float | None:
-    for owner in (hand, getattr(hand, "fit", None), getattr(hand, "refine", None)):
-        value = getattr(owner, "silhouette_iou", None)
-        if value is not None:
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                return None
-    return None
+    """The refined hand's silhouette IoU with its target, or None without refinement."""
+    return None if hand.refined is None else float(hand.refined.iou_after)
 
 
 class TrackingWorker(QObject):
@@ -333,22 +310,25 @@ class TrackingWorker(QObject):
         with torch.no_grad():
             for hand in result.hands:
                 layer = layers[hand.fit.side]
-                out = layer(torch.as_tensor(hand.fit.pose)[None], torch.as_tensor(hand.fit.betas)[None],
-                            torch.as_tensor(hand.fit.transl)[None])
-                meshes.append(out.vertices[0].numpy())
+                if hand.refined is not None:  # the engine has the refined mesh already
+                    meshes.append(hand.refined.vertices)
+                else:
+                    out = layer(torch.as_tensor(hand.fit.pose)[None], torch.as_tensor(hand.fit.betas)[None],
+                                torch.as_tensor(hand.fit.transl)[None])
+                    meshes.append(out.vertices[0].numpy())
                 faces.append(layer.data.faces)
         h, w = frame.image.shape[:2]
-        K = frame.intrinsics.K.astype(np.float32) if frame.intrinsics is not None else None
+        # The camera the meshes are in: the frame's, or the nominal one of weak-perspective fits.
+        if frame.intrinsics is not None:
+            K = frame.intrinsics.K.astype(np.float32)
+        else:
+            K = nominal_intrinsics((w, h), self.config.settings.fit.nominal_fov_deg)
         silhouette = None
         if self.silhouette_enabled and result.hands:
             silhouette = np.zeros((h, w), np.uint8)
-            Kp = K if K is not None else nominal_K(self.config.settings.fit, w, h)
             for hand, verts, f in zip(result.hands, meshes, faces):
-                px = project_to_fit(verts, hand.fit.keypoints_3d, hand.fit.keypoints_2d, Kp)
+                px = project_to_fit(verts, hand.fit.keypoints_3d, hand.fit.keypoints_2d, K)
                 fill_silhouette(silhouette, px, f, 1)
-                target = _hand_target_mask(result, hand)
-                if target is not None and target.shape == silhouette.shape:
-                    silhouette[target] |= 2
         texture, coverage = None, 0.0
         if self.texture_enabled and result.hands:
             texture, coverage = self._update_texture(frame, result, meshes, datas, K)
@@ -358,27 +338,18 @@ class TrackingWorker(QObject):
                           coverage, recorded, float(np.mean(ious)) if ious else None)
 
     def _update_texture(self, frame: Frame, result: FrameResult, meshes, datas, K) -> tuple[np.ndarray | None, float]:
-        try:
-            from core.texture import TextureCapture
-        except ImportError:
-            self.texture_enabled = False
-            self.notice.emit("Texture capture is not available in this build.")
-            return None, 0.0
-        h, w = frame.image.shape[:2]
-        Kp = K if K is not None else nominal_K(self.config.settings.fit, w, h)
         texture, coverage = None, 0.0
         try:
             for hand, verts in zip(result.hands, meshes):
                 side = hand.fit.side
                 cap = self._texture_captures.get(side)
                 if cap is None:
-                    cap = self._texture_captures[side] = _make_texture_capture(TextureCapture, datas[side],
-                                                                                 self.config.texture_size)
+                    cap = self._texture_captures[side] = TextureCapture(datas[side], size=self.config.texture_size)
                 with self._lock:
-                    cap.update(frame.image, verts, Kp)
+                    cap.update(frame.image, verts, K)
                 # Send the texture to the view a few times a second, not every frame.
                 if side == result.hands[0].fit.side:
-                    coverage = float(getattr(cap, "coverage", 0.0))
+                    coverage = float(cap.coverage)
                     if self.frames_done % 8 == 0:
                         with self._lock:
                             texture = cap.texture(filled=True)
@@ -419,18 +390,3 @@ class TrackingWorker(QObject):
                 self.notice.emit(f"Recorded {rec.frame_count} frames to {rec.folder}")
             except Exception as exc:  # noqa: BLE001
                 self.notice.emit(f"Closing the recording failed: {describe_error(exc)}")
-
-
-def _make_texture_capture(cls, data, size: int):
-    """TextureCapture over one side's model (its constructor takes the model data or its arrays)."""
-    import inspect
-
-    params = inspect.signature(cls).parameters
-    kwargs = {"size": size} if "size" in params else {}
-    for name in ("model", "data", "model_data"):
-        if name in params:
-            return cls(**{name: data}, **kwargs)
-    if "faces" in params and "uv" in params:
-        extra = {"uv_faces": data.uv_faces} if "uv_faces" in params else {}
-        return cls(faces=data.faces, uv=data.uv, **extra, **kwargs)
-    return cls(data, **kwargs)

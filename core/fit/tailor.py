@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from core.camera import intrinsics_from_fov
 from core.fit.solver import NumpyBackend, SideSolver, TorchBackend, Weights
 from core.model.data import HandModelData
 
@@ -289,11 +290,10 @@ class TailorFitter:
         Weak perspective sees scale, not depth: with a nominal focal length f, the wrist is
         placed at depth f / s behind its pixel, so the 3D result projects close to the fit.
         """
-        w, h = image_size
-        f = (w / 2) / np.tan(np.radians(self.settings.nominal_fov_deg) / 2)
-        z = f / fit.scale
+        cam = intrinsics_from_fov(self.settings.nominal_fov_deg, *image_size)
+        z = cam.fx / fit.scale
         u, v = fit.keypoints_2d[0]
-        wrist = np.array([(u - (w - 1) / 2) * z / f, (v - (h - 1) / 2) * z / f, z], dtype=np.float32)
+        wrist = np.array([(u - cam.cx) * z / cam.fx, (v - cam.cy) * z / cam.fy, z], dtype=np.float32)
         return dataclasses.replace(
             fit,
             keypoints_3d=(fit.keypoints_3d + wrist).astype(np.float32),

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -48,6 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.camera import intrinsics_from_fov
 from core.errors import InputError
 from core.fit import HandFit
 from core.model import HandModel
@@ -282,8 +282,7 @@ def nominal_intrinsics(image_size: tuple[int, int], fov_deg: float) -> np.ndarra
         (3, 3) float32 K with ``f = (w / 2) / tan(fov / 2)`` and the image centre.
     """
     w, h = image_size
-    f = (w / 2) / math.tan(math.radians(fov_deg) / 2)
-    return np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]], dtype=np.float32)
+    return intrinsics_from_fov(fov_deg, int(w), int(h)).K.astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------

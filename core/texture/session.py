@@ -80,21 +80,17 @@ def fit_vertices(layer: HandModel, pose: np.ndarray, betas: np.ndarray, transl: 
 
 
 #: Segmentation method for texture capture: colour-based, so background between the fingers
-#: or under a slightly misfitted mesh stays out (about 10 ms a hand; the keypoint capsule,
-#: the live default, lets background in).
+#: or under a slightly misfitted mesh stays out (the keypoint capsule alone lets it in).
 TEXTURE_SEGMENT_METHOD = "skin"
 
 
-def hand_segmenter(method: str | None = TEXTURE_SEGMENT_METHOD) -> Segmenter | None:
-    """The hand segmentation of :mod:`core.segment` as a mask function, or None if absent.
+def hand_segmenter(method: str | None = TEXTURE_SEGMENT_METHOD) -> Segmenter:
+    """The hand segmentation of :mod:`core.segment` as a mask function.
 
     Args:
         method: a :data:`core.segment.SEGMENTERS` name (None: that module's default).
     """
-    try:
-        from core.segment import segment_hand
-    except ImportError:
-        return None
+    from core.segment import segment_hand
 
     def segment(image: np.ndarray, keypoints_2d: np.ndarray) -> np.ndarray | None:
         return np.asarray(segment_hand(image, keypoints_2d, method).mask, dtype=bool)
