@@ -46,21 +46,9 @@ STAGE_ORDER = ("detect", "fit", "refine", "segment", "texture")
 
 
 def engine_settings(model: str | None, s: AppSettings) -> EngineSettings:
-    """EngineSettings from the app settings (refinement only where the engine has it)."""
-    kwargs = dict(model=model, device=s.device, fit=FitSettings(iterations=s.fit_iterations))
-    names = {f.name for f in dataclasses.fields(EngineSettings)}
-    for name in ("refine_iterations", "refine"):
-        if name in names:
-            field = next(f for f in dataclasses.fields(EngineSettings) if f.name == name)
-            default = field.default if field.default is not dataclasses.MISSING else None
-            if isinstance(default, int) and not isinstance(default, bool):
-                kwargs[name] = int(s.refine_iterations)
-                break
-    return EngineSettings(**kwargs)
-
-
-def refinement_supported() -> bool:
-    return any(f.name == "refine_iterations" for f in dataclasses.fields(EngineSettings))
+    """EngineSettings from the app settings."""
+    return EngineSettings(model=model, device=s.device, fit=FitSettings(iterations=s.fit_iterations),
+                          refine_iterations=int(s.refine_iterations))
 
 
 class MainWindow(QMainWindow):
@@ -277,9 +265,7 @@ class MainWindow(QMainWindow):
         self.refine_iterations.setRange(0, 50)
         self.refine_iterations.setValue(s.refine_iterations)
         self.refine_iterations.setSpecialValueText("off")
-        self.refine_iterations.setEnabled(refinement_supported())
-        self.refine_iterations.setToolTip("Silhouette refinement iterations per frame (0: off)"
-                                          if refinement_supported() else "This engine has no silhouette refinement yet")
+        self.refine_iterations.setToolTip("Silhouette refinement iterations per frame (0: off)")
         self.refine_iterations.editingFinished.connect(lambda: self._settings_changed(restart=True))
         self.realtime_check = QCheckBox("Play files at their frame rate")
         self.realtime_check.setChecked(s.realtime)
