@@ -292,9 +292,11 @@ def test_native_on_the_open_hand_within_bounds_of_dense() -> None:
 def test_auto_falls_back_to_eager_without_a_compiler(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(_native, "_library", None)
-    monkeypatch.setattr(_native, "_error", None)
-    monkeypatch.setattr(_native, "_compiler", lambda: None)
+    import core.native
+
+    monkeypatch.setattr(_native.LIBRARY, "_lib", None)  # restored after the test
+    monkeypatch.setattr(_native.LIBRARY, "_error", None)
+    monkeypatch.setattr(core.native, "compiler", lambda: None)
     verts, faces, K = two_blobs()
     auto = dataclasses.replace(EAGER, backend="auto")
     with caplog.at_level(logging.WARNING):
@@ -316,13 +318,14 @@ def test_native_rejects_unsupported_tensors() -> None:
 def test_native_build_is_cached(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     needs_native()
     monkeypatch.setenv(_native.CACHE_ENV_VAR, str(tmp_path))
-    monkeypatch.setattr(_native, "_library", None)
-    monkeypatch.setattr(_native, "_error", None)
+    monkeypatch.setattr(_native.LIBRARY, "_lib", None)  # restored after the test
+    monkeypatch.setattr(_native.LIBRARY, "_error", None)
     assert _native.library() is not None
     built = list((tmp_path / "kernels").glob("softras-*"))
     assert len(built) == 1 and not list((tmp_path / "kernels").glob(".build-*"))
     stamp = built[0].stat().st_mtime_ns
-    monkeypatch.setattr(_native, "_library", None)
+    monkeypatch.setattr(_native.LIBRARY, "_lib", None)  # restored after the test
+    monkeypatch.setattr(_native.LIBRARY, "_error", None)
     assert _native.library() is not None
     assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
 

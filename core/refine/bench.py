@@ -62,12 +62,11 @@ def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float
 
     Returns:
         ms per part: ``model`` (hand model forward + backward), ``silhouette_forward``,
-        ``silhouette_backward`` (the soft rasterizer; backward includes the sign-split
-        workaround of :mod:`core.refine.silhouette` while it is active), ``regularizers``
+        ``silhouette_backward`` (the soft rasterizer), ``regularizers``
         (forward + backward), ``iteration`` (everything, from :func:`bench_refine`'s method)
         and ``other`` (iteration minus the parts: keypoints, losses, Adam, bookkeeping).
     """
-    from core.refine.mesh import edge_normal_losses, laplacian_loss, vertex_offset_loss
+    from core.refine.mesh import edge_normal_losses, offset_losses
     from core.refine.refiner import _front_faces
     from core.render import project_points, rasterize_silhouette
     from core.refine.crop import crop_box
@@ -105,7 +104,8 @@ def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float
         u = torch.zeros_like(v0, requires_grad=True)
         v = v0 + u * 0.003
         edge, normal = edge_normal_losses(v, v0, topo)
-        (vertex_offset_loss(u) + laplacian_loss(u, topo) + 0.1 * edge + normal).sum().backward()
+        vertex, lap = offset_losses(u, topo)
+        (vertex + lap + 0.1 * edge + normal).sum().backward()
 
     for fn in (model, sil_forward, sil_both, regs):
         fn()  # warm-up

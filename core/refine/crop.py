@@ -95,11 +95,10 @@ class CropBox:
         idx = np.clip(np.floor(centres + 0.5).astype(np.int64), 0, self.side - 1)  # ties go up
         return win[idx[:, None], idx[None, :]]
 
-    def image_grid(self) -> np.ndarray:
-        """(size, size, 2) image coordinates (x, y) of the crop's pixel centres."""
-        c = self.to_image(np.stack(np.meshgrid(np.arange(self.size), np.arange(self.size),
-                                                indexing="xy"), axis=-1))
-        return c
+    def image_axes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(size,) image x of the crop's pixel columns and (size,) image y of its rows."""
+        t = (np.arange(self.size) + 0.5) / self.scale - 0.5
+        return t + self.x0, t + self.y0
 
 
 def crop_box(points_2d: np.ndarray, size: int = 128, margin: float = 0.15,

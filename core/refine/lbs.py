@@ -14,6 +14,10 @@ ops in forward and backward. :class:`LeanHand` computes the same quantities with
 
 Outputs match :class:`core.model.HandModel` to float rounding (tests/test_refine.py checks).
 Frames and units as the model's: metres, model frame plus translation.
+
+On CPU tensors the forward and backward passes are one C call each
+(:mod:`core.refine._native`, about 20x faster than the PyTorch ops); elsewhere, or with
+``backend="eager"``, the PyTorch ops below run (they are also the kernels' test reference).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import Tensor
 
 from core.model import HandModel
 from core.model.layer import HandOutput
+from core.refine import _native
 
 __all__ = ["LeanHand"]
 
@@ -32,11 +37,16 @@ class LeanHand:
 
     Args:
         layer: the hand model (its smplx buffers are read once, not copied per call).
+        backend: "auto" (the C kernels for CPU float tensors when they build, else PyTorch),
+            "native" (the C kernels or an error) or "eager" (PyTorch ops).
     """
 
-    def __init__(self, layer: HandModel) -> None:
+    def __init__(self, layer: HandModel, backend: str = "auto") -> None:
+        if backend not in ("auto", "native", "eager"):
+            raise ValueError(f"backend must be auto, native or eager, got {backend!r}")
         m = layer.mano
         self.layer = layer
+        self.backend = backend
         self.v_template = m.v_template  # (V, 3)
         self.shapedirs = m.shapedirs  # (V, 3, S)
         num_v = self.v_template.shape[0]
@@ -47,7 +57,7 @@ class LeanHand:
         j_dirs = torch.einsum("jv,vks->sjk", jreg, self.shapedirs)  # (S, J, 3)
         self.j_shapedirs = j_dirs.reshape(s, -1).contiguous()  # (S, 3J)
         posedirs = m.posedirs  # (P, 3V)
-        self.posedirs = posedirs if bool(posedirs.abs().max() > 0) else None
+        self.posedirs = posedirs.contiguous() if bool(posedirs.abs().max() > 0) else None
         self.pose_mean = m.pose_mean if bool(m.pose_mean.abs().max() > 0) else None
         self.weights = m.lbs_weights  # (V, J)
         parents = [int(p) for p in m.parents.tolist()]
@@ -70,10 +80,35 @@ class LeanHand:
             inv[j] = pos
         self.unorder = torch.tensor(inv, device=dev)
         self.parents = torch.tensor(parents[1:], device=dev)
+        self.parents_all = torch.tensor(parents, dtype=torch.int64, device=dev)
+        self._chain_ok = all(p < j for j, p in enumerate(parents[1:], 1)) and parents[0] == -1
         self.tip_ids, self.mp_order = layer.tip_ids, layer.mp_order
+        self.weights = self.weights.contiguous()
+        self.v_template = self.v_template.contiguous()
+        self.j_template = self.j_template.contiguous()
+
+    def uses_native(self, pose: Tensor) -> bool:
+        """Whether a call with this pose tensor runs the C kernels."""
+        if self.backend == "eager":
+            return False
+        ok = (self._chain_ok and self.num_joints <= _native.MAX_JOINTS
+              and pose.dtype == self.v_template.dtype and _native.supported(pose, self.v_template))
+        if self.backend == "native" and not ok:
+            _native.LIBRARY.require()  # raises NativeUnavailableError where the build failed
+            raise ValueError("the native skinning needs CPU tensors of the model's float dtype")
+        return ok
 
     def __call__(self, pose: Tensor, betas: Tensor, transl: Tensor) -> HandOutput:
         """Pose (B, 48) axis-angle, betas (B, S), transl (B, 3) -> :class:`HandOutput`."""
+        if self.uses_native(pose):
+            if self.pose_mean is not None:
+                pose = pose + self.pose_mean
+            verts, joints = _NativeSkinning.apply(pose, betas, transl, self)
+            keypoints = torch.cat([joints, verts[:, self.tip_ids]], dim=1)[:, self.mp_order]
+            return HandOutput(vertices=verts, joints=joints, keypoints=keypoints)
+        return self._eager(pose, betas, transl)
+
+    def _eager(self, pose: Tensor, betas: Tensor, transl: Tensor) -> HandOutput:
         b = pose.shape[0]
         nj = self.num_joints
         v_shaped = self.v_template + (betas @ self.shapedirs_flat).view(b, -1, 3)  # (B, V, 3)
@@ -105,6 +140,31 @@ class LeanHand:
         posed_joints = posed_joints + transl[:, None]
         keypoints = torch.cat([posed_joints, verts[:, self.tip_ids]], dim=1)[:, self.mp_order]
         return HandOutput(vertices=verts, joints=posed_joints, keypoints=keypoints)
+
+
+class _NativeSkinning(torch.autograd.Function):
+    """(pose with mean, betas, transl) -> (vertices, joints) by the C kernels, and its gradient."""
+
+    @staticmethod
+    def forward(ctx, pose: Tensor, betas: Tensor, transl: Tensor,  # type: ignore[override]
+                hand: "LeanHand") -> tuple[Tensor, Tensor]:
+        pose, betas, transl = (t.detach().contiguous() for t in (pose, betas, transl))
+        verts, joints, work = _native.lbs_forward(
+            pose, betas, transl, hand.v_template, hand.shapedirs_flat, hand.j_template,
+            hand.j_shapedirs, hand.posedirs, hand.weights, hand.parents_all)
+        ctx.hand, ctx.pose, ctx.work = hand, pose, work
+        return verts, joints
+
+    @staticmethod
+    def backward(ctx, g_verts: Tensor | None, g_joints: Tensor | None):  # type: ignore[override]
+        hand, pose = ctx.hand, ctx.pose
+        b, nj, nv = pose.shape[0], hand.num_joints, hand.weights.shape[0]
+        gv = torch.zeros(b, nv, 3, dtype=pose.dtype) if g_verts is None else g_verts.contiguous()
+        gj = torch.zeros(b, nj, 3, dtype=pose.dtype) if g_joints is None else g_joints.contiguous()
+        g_pose, g_betas, g_transl = _native.lbs_backward(
+            pose, hand.shapedirs_flat, hand.j_shapedirs, hand.posedirs, hand.weights,
+            hand.parents_all, ctx.work, gv, gj)
+        return g_pose, g_betas, g_transl, None
 
 
 def _rodrigues(v: Tensor) -> Tensor:

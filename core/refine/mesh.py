@@ -36,12 +36,14 @@ __all__ = [
     "MeshTopology",
     "edge_loss",
     "edge_normal_losses",
+    "edge_normal_losses_reference",
     "face_edge_vectors",
     "face_normals",
     "laplacian",
     "laplacian_loss",
     "mean_edge_length",
     "normal_loss",
+    "offset_losses",
     "plausibility",
     "vertex_normals",
     "vertex_offset_loss",
@@ -73,6 +75,7 @@ class MeshTopology:
     _lap_csr: tuple[Tensor, Tensor] | None = None  # float32 (L, L^T) as CSR (fast products)
     _corners: tuple[Tensor, Tensor] | None = None  # (3F,) corner k and k + 1, corner-major
     _incidence: tuple[Tensor, Tensor] | None = None  # (3F, V) float32 CSR (D, D^T): D x = edges
+    _adjacency: tuple[Tensor, Tensor] | None = None  # (V + 1,), (2E,) int64 neighbours in CSR
 
     def laplacian_as(self, dtype: torch.dtype) -> Tensor:
         """The Laplacian matrix in ``dtype`` (float32 is kept ready)."""
@@ -112,6 +115,7 @@ class MeshTopology:
             _lap_csr=_csr_pair(lap),
             _corners=_corner_index(faces_t),
             _incidence=_incidence_pair(faces_t, int(num_vertices)),
+            _adjacency=_adjacency(edges, int(num_vertices), dev),
         )
 
     def to(self, device: torch.device | str) -> "MeshTopology":
@@ -120,7 +124,18 @@ class MeshTopology:
         faces = self.faces.to(device)
         return MeshTopology(faces, self.edges.to(device), self.face_edges.to(device),
                             self.degree.to(device), lap, self.num_vertices, lap.to(torch.float32),
-                            _csr_pair(lap), _corner_index(faces), _incidence_pair(faces, self.num_vertices))
+                            _csr_pair(lap), _corner_index(faces), _incidence_pair(faces, self.num_vertices),
+                            _adjacency(self.edges.cpu().numpy(), self.num_vertices, torch.device(device)))
+
+
+def _adjacency(edges: np.ndarray, num_vertices: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(V + 1,) row pointers and (2E,) neighbour indices (int64) of the undirected ``edges``."""
+    both = np.concatenate([edges, edges[:, ::-1]])
+    both = both[np.lexsort((both[:, 1], both[:, 0]))]
+    ptr = np.zeros(num_vertices + 1, dtype=np.int64)
+    np.cumsum(np.bincount(both[:, 0], minlength=num_vertices), out=ptr[1:])
+    return (torch.as_tensor(ptr, device=device),
+            torch.as_tensor(np.ascontiguousarray(both[:, 1]), device=device))
 
 
 def _csr_pair(lap: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -192,11 +207,12 @@ def mean_edge_length(verts: Tensor, topo: MeshTopology) -> Tensor:
     return edge_vectors(verts, topo.edges).norm(dim=-1).mean(dim=1)
 
 
-def laplacian(x: Tensor, topo: MeshTopology) -> Tensor:
+def laplacian(x: Tensor, topo: MeshTopology, transpose: bool = False) -> Tensor:
     """Uniform graph Laplacian ``x_v - mean_{k in N(v)} x_k`` of a per-vertex field.
 
     Args:
         x: (B, V, C) values per vertex.
+        transpose: apply ``L^T`` instead (the Laplacian's adjoint, for gradients).
 
     Returns:
         (B, V, C). (A sparse product with :attr:`MeshTopology.laplacian`.)
@@ -204,9 +220,11 @@ def laplacian(x: Tensor, topo: MeshTopology) -> Tensor:
     b, v, c = x.shape
     flat = x.permute(1, 0, 2).reshape(v, b * c)
     if x.dtype == torch.float32 and topo._lap_csr is not None:
-        out = _SparseProduct.apply(flat, *topo._lap_csr)
+        m, mt = topo._lap_csr
+        out = _SparseProduct.apply(flat, *((mt, m) if transpose else (m, mt)))
     else:
-        out = torch.sparse.mm(topo.laplacian_as(x.dtype), flat)
+        lap = topo.laplacian_as(x.dtype)
+        out = torch.sparse.mm(lap.t() if transpose else lap, flat)
     return out.reshape(v, b, c).permute(1, 0, 2)
 
 
@@ -235,6 +253,69 @@ def laplacian_loss(offsets: Tensor, topo: MeshTopology, scale: Tensor | float = 
     """
     lap = laplacian(offsets, topo)
     return (lap.pow(2).sum(-1) / _scale2(scale, offsets[..., 0])).mean(dim=1)
+
+
+def offset_losses(offsets: Tensor, topo: MeshTopology) -> tuple[Tensor, Tensor]:
+    """``(vertex_offset_loss(dv), laplacian_loss(dv, topo))`` in one pass, (B,) each.
+
+    Offsets in units of the length scale (the refiner's mean edge lengths). The gradient is
+    written out (``2 / V (g_v dv + g_l L^T L dv)``): two sparse products instead of the dozen
+    small ops the two functions record for autograd.
+    """
+    from core.refine import _native
+
+    if topo._adjacency is not None and _native.supported(offsets):
+        return _NativeOffsetLosses.apply(offsets, topo)
+    return _OffsetLosses.apply(offsets, topo)
+
+
+class _NativeOffsetLosses(torch.autograd.Function):
+    """:func:`offset_losses` by the C kernels (one pass forward, one backward)."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, topo: MeshTopology) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        from core.refine import _native
+
+        u = u.detach().contiguous()
+        inv_deg = 1.0 / topo.degree.to(u.dtype)
+        vertex, lap, lu = _native.offset_losses(u, *topo._adjacency, inv_deg)
+        ctx.save_for_backward(u, lu, inv_deg)
+        ctx.topo = topo
+        return vertex, lap
+
+    @staticmethod
+    def backward(ctx, g_vertex: Tensor | None, g_lap: Tensor | None):  # type: ignore[override]
+        from core.refine import _native
+
+        u, lu, inv_deg = ctx.saved_tensors
+        zero = torch.zeros(u.shape[0], dtype=u.dtype)
+        gv = zero if g_vertex is None else g_vertex.contiguous()
+        gl = zero if g_lap is None else g_lap.contiguous()
+        return _native.offset_grad(u, lu, *ctx.topo._adjacency, inv_deg, gv, gl), None
+
+
+class _OffsetLosses(torch.autograd.Function):
+    """:func:`offset_losses` in PyTorch ops (CUDA; the C kernels' reference)."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, topo: MeshTopology) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        u = u.detach()
+        lap = laplacian(u, topo)
+        ctx.save_for_backward(u, lap)
+        ctx.topo = topo
+        n = u.shape[1]
+        return (u * u).sum((1, 2)) / n, (lap * lap).sum((1, 2)) / n
+
+    @staticmethod
+    def backward(ctx, g_vertex: Tensor | None, g_lap: Tensor | None):  # type: ignore[override]
+        u, lap = ctx.saved_tensors
+        n = u.shape[1]
+        grad = torch.zeros_like(u)
+        if g_vertex is not None:
+            grad += (2.0 / n) * g_vertex[:, None, None] * u
+        if g_lap is not None:
+            grad += (2.0 / n) * g_lap[:, None, None] * laplacian(lap, ctx.topo, transpose=True)
+        return grad, None
 
 
 def face_edge_vectors(verts: Tensor, faces: Tensor) -> Tensor:
@@ -280,11 +361,59 @@ def normal_loss(verts: Tensor, ref: Tensor, topo: MeshTopology,
     return cos2.mean(dim=(1, 2))
 
 
-def edge_normal_losses(verts: Tensor, ref: Tensor, topo: MeshTopology) -> tuple[Tensor, Tensor]:
+def edge_normal_losses(verts: Tensor, ref: Tensor, topo: MeshTopology,
+                       backend: str = "auto") -> tuple[Tensor, Tensor]:
     """``(edge_loss(verts, ref, topo), normal_loss(verts, ref, topo))`` in one pass, (B,) each.
 
-    The same terms, computed on component planes ((B, 3, 3F) contiguous arrays, no strided
-    vector slices) from one gather of both meshes: about half the ops of the two functions.
+    Args:
+        backend: "auto" (one C call forward and one backward, :mod:`core.refine._native`, for
+            CPU float tensors when the kernels build; else PyTorch ops), "native" or "eager"
+            (:func:`edge_normal_losses_reference`).
+    """
+    if backend not in ("auto", "native", "eager"):
+        raise ValueError(f"backend must be auto, native or eager, got {backend!r}")
+    if backend != "eager":
+        from core.refine import _native
+
+        if verts.dtype == ref.dtype and _native.supported(verts, ref):
+            return _NativeEdgeNormal.apply(verts, ref, topo.faces)
+        if backend == "native":
+            _native.LIBRARY.require()
+            raise ValueError("the native edge/normal terms need CPU tensors of one float dtype")
+    return edge_normal_losses_reference(verts, ref, topo)
+
+
+class _NativeEdgeNormal(torch.autograd.Function):
+    """(verts, ref) -> (edge, normal) terms by the C kernel, and their gradients."""
+
+    @staticmethod
+    def forward(ctx, verts: Tensor, ref: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        from core.refine import _native
+
+        verts, ref = verts.detach().contiguous(), ref.detach().contiguous()
+        ctx.save_for_backward(verts, ref, faces)
+        edge, normal, _, _ = _native.edge_normal(verts, ref, faces)
+        return edge, normal
+
+    @staticmethod
+    def backward(ctx, g_edge: Tensor | None, g_normal: Tensor | None):  # type: ignore[override]
+        from core.refine import _native
+
+        verts, ref, faces = ctx.saved_tensors
+        zero = torch.zeros(verts.shape[0], dtype=verts.dtype)
+        ge = zero if g_edge is None else g_edge.contiguous()
+        gn = zero if g_normal is None else g_normal.contiguous()
+        _, _, g_v, g_r = _native.edge_normal(verts, ref, faces, ge, gn)
+        return g_v, g_r, None
+
+
+def edge_normal_losses_reference(verts: Tensor, ref: Tensor,
+                                 topo: MeshTopology) -> tuple[Tensor, Tensor]:
+    """:func:`edge_normal_losses` in PyTorch ops (CUDA, and the C kernel's test reference).
+
+    The same terms as :func:`edge_loss` and :func:`normal_loss`, computed on component planes
+    ((B, 3, 3F) contiguous arrays, no strided vector slices) from one gather of both meshes:
+    about half the ops of the two functions.
     """
     b = verts.shape[0]
     i0, i1 = topo._corners if topo._corners is not None else _corner_index(topo.faces)

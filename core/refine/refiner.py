@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -52,15 +53,15 @@ from core.errors import InputError
 from core.fit import HandFit
 from core.model import HandModel
 from core.model.data import HandModelData
+from core.model.layer import HandOutput
 from core.refine.crop import CropBox, as_tensor, crop_box
 from core.refine.lbs import LeanHand
 from core.refine.mesh import (
     MeshTopology,
     edge_normal_losses,
-    laplacian_loss,
     mean_edge_length,
+    offset_losses,
     plausibility,
-    vertex_offset_loss,
 )
 from core.refine.penetration import penetration_loss
 from core.render import (
@@ -303,6 +304,8 @@ class _View:
     keypoints: Tensor | None  # (B, 21, 2) crop pixels
     boxes: list[CropBox]
     slack: Tensor | None = None  # (B, 21) crop px, the fit's keypoint distances (keypoint_slack)
+    area: Tensor | None = None  # (B,) the target's area inside the weight, crop px (>= 1)
+    faces: Tensor | None = None  # (F', 3) faces drawn in this view, chosen at the first evaluation
 
 
 @dataclass
@@ -319,7 +322,9 @@ class _Group:
     views: list[_View]
     depth_target: Tensor | None  # (B, S, S) metres, 0 unknown
     free_focal: bool
-    params: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+    params: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # views of the flat offsets
+    layout: list[tuple[str, tuple[int, ...], int]] = dataclasses.field(default_factory=list)
+    t_scale: Tensor | None = None  # (B, 3) metres per crop pixel of the translation offsets
 
 
 @dataclass
@@ -430,8 +435,10 @@ class Refiner:
             free_focal = st.optimize_focal
             if free_focal is None:
                 free_focal = all(targets[i].K is None for i in idx)
-            groups.append(_Group(side, idx, layer, topo, pose0, betas0, transl0, depth0, edge0,
-                                 views, depth_target, bool(free_focal)))
+            g = _Group(side, idx, layer, topo, pose0, betas0, transl0, depth0, edge0, views,
+                       depth_target, bool(free_focal))
+            g.t_scale = self._translation_scale(g, st)
+            groups.append(g)
         return groups
 
     def _image_K(self, target: RefineTarget) -> np.ndarray:
@@ -498,43 +505,53 @@ class Refiner:
 
     # ------------------------------------------------------------------------------ loss
 
-    def _params(self, g: _Group, st: RefineSettings) -> list[dict]:
+    def _layout(self, g: _Group, st: RefineSettings) -> list[tuple[Tensor, float, bool]]:
+        """Lay out the group's offsets in the flat parameter vector; returns (zeros, lr, free) each.
+
+        Offsets (all zero at the start): pose (B, 48) radians, shape (B, S), vertices (B, V, 3)
+        in mean edge lengths, translation (B, 3) crop pixels, focal (B, 1) log focal scale.
+        """
         b = g.pose0.shape[0]
-        dev, num_v = self.device, g.topo.num_vertices
-        zeros = {
-            "pose": torch.zeros(b, 48, device=dev),
-            "shape": torch.zeros(b, g.betas0.shape[1], device=dev),
-            "vertices": torch.zeros(b, num_v, 3, device=dev),
-            "translation": torch.zeros(b, 3, device=dev),
-            "focal": torch.zeros(b, 1, device=dev),
-        }
-        free = {
-            "pose": st.optimize_pose, "shape": st.optimize_shape,
-            "vertices": st.optimize_vertices, "translation": st.optimize_translation,
-            "focal": g.free_focal,
-        }
+        shapes = {"pose": (b, 48), "shape": (b, g.betas0.shape[1]),
+                  "vertices": (b, g.topo.num_vertices, 3), "translation": (b, 3), "focal": (b, 1)}
+        free = {"pose": st.optimize_pose, "shape": st.optimize_shape,
+                "vertices": st.optimize_vertices, "translation": st.optimize_translation,
+                "focal": g.free_focal}
         lrs = {"pose": st.lr_pose, "shape": st.lr_shape, "vertices": st.lr_vertices,
                "translation": st.lr_translation, "focal": st.lr_focal}
-        groups = []
-        for name, value in zeros.items():
-            if free[name]:
-                value.requires_grad_(True)
-                groups.append({"params": [value], "lr": lrs[name]})
-            g.params[name] = value
-        return groups
+        g.layout = [(name, shape, math.prod(shape)) for name, shape in shapes.items()]
+        return [(torch.zeros(n), lrs[name], free[name]) for name, _, n in g.layout]
 
-    def _evaluate(self, g: _Group, st: RefineSettings, with_depth: bool) -> _Eval:
+    @staticmethod
+    def _bind(groups: list[_Group], theta: Tensor) -> None:
+        """Point every group's ``params`` at its slices of the flat offsets ``theta``."""
+        offset = 0
+        for g in groups:
+            for name, shape, n in g.layout:
+                g.params[name] = theta[offset:offset + n].view(shape)
+                offset += n
+
+    def _mesh(self, g: _Group, st: RefineSettings) -> tuple[HandOutput, Tensor, Tensor, Tensor]:
+        """The model's output, the parametric mesh M, the refined mesh H (B, V, 3) and the
+        primary camera's intrinsics (B, 3, 3), from the group's current offsets."""
         p = g.params
         pose = g.pose0 + p["pose"]
         betas = g.betas0 + p["shape"]
-        transl = g.transl0 + self._translation(g, p["translation"], st)
+        transl = g.transl0 + p["translation"] * g.t_scale
         out = self._lean[g.side](pose, betas, transl)
         base = out.vertices
-        offsets = p["vertices"] * g.edge0[:, None, None]
-        verts = base + offsets
-        focal = torch.exp(p["focal"])[:, :, None]  # (B, 1, 1)
-        scale = torch.cat([focal, focal, torch.ones_like(focal)], dim=1)  # (B, 3, 1)
-        K_img = g.views[0].K * scale.transpose(1, 2)  # columns 0, 1 scaled: fx, fy
+        verts = base + p["vertices"] * g.edge0[:, None, None]
+        if g.free_focal:
+            focal = torch.exp(p["focal"])  # (B, 1): fx and fy scaled (columns 0, 1 of K)
+            scale = torch.cat([focal, focal, torch.ones_like(focal)], dim=1)  # (B, 3)
+            K_img = g.views[0].K * scale[:, None, :]
+        else:
+            K_img = g.views[0].K
+        return out, base, verts, K_img
+
+    def _evaluate(self, g: _Group, st: RefineSettings, with_depth: bool) -> _Eval:
+        p = g.params
+        out, base, verts, K_img = self._mesh(g, st)
         faces = g.topo.faces
         soft = st.soft
         sil_terms, ious = [], None
@@ -543,11 +560,13 @@ class Refiner:
             Kv = K_img if k == 0 else view.K
             Kc = view.affine @ Kv
             v = verts if view.R is None else verts @ view.R.transpose(1, 2) + view.t[:, None]
-            sil = rasterize_silhouette(v, _front_faces(v, faces) if st.cull_backfaces else faces, Kc, soft)
+            if view.faces is None:  # the start's front faces, and those near grazing
+                view.faces = _front_faces(v, faces) if st.cull_backfaces else faces
+            sil = rasterize_silhouette(v, view.faces, Kc, soft)
             w = view.weight
-            diff = (sil - view.target).pow(2) * w
-            area = (view.target * w).flatten(1).sum(1).clamp_min(1.0)
-            sil_terms.append(diff.flatten(1).sum(1) / area)
+            if view.area is None:
+                view.area = (view.target * w).flatten(1).sum(1).clamp_min(1.0)
+            sil_terms.append(((sil - view.target).pow(2) * w).flatten(1).sum(1) / view.area)
             if k == 0:
                 with torch.no_grad():
                     a, t = (sil > 0.5) & (w > 0), (view.target > 0.5) & (w > 0)
@@ -568,11 +587,10 @@ class Refiner:
         if kp_terms:
             terms["keypoints"] = st.w_keypoints * torch.stack(kp_terms).mean(0)
         if st.optimize_vertices:
-            u = p["vertices"]  # offsets in mean edge lengths
-            if st.w_vertex:
-                terms["vertex"] = st.w_vertex * vertex_offset_loss(u)
-            if st.w_laplacian:
-                terms["laplacian"] = st.w_laplacian * laplacian_loss(u, g.topo)
+            if st.w_vertex or st.w_laplacian:  # offsets in mean edge lengths
+                vertex, lap = offset_losses(p["vertices"], g.topo)
+                terms["vertex"] = st.w_vertex * vertex
+                terms["laplacian"] = st.w_laplacian * lap
             if st.w_edge or st.w_normal:
                 edge, normal = edge_normal_losses(verts, base, g.topo)
                 if st.w_edge:
@@ -589,17 +607,17 @@ class Refiner:
         return _Eval(loss, ious, verts, base, out.keypoints, K_img, terms)
 
     @staticmethod
-    def _translation(g: _Group, dt: Tensor, st: RefineSettings) -> Tensor:
-        """(B, 3) metres from the translation offsets, which are in crop pixels of the primary view.
+    def _translation_scale(g: _Group, st: RefineSettings) -> Tensor:
+        """(B, 3) metres per crop pixel of the translation offsets (primary view).
 
-        x, y: the shift that moves the wrist by ``dt`` crop pixels; z: the change of depth that
+        x, y: the shift that moves the wrist by one crop pixel; z: the change of depth that
         grows the hand's image (about ``image_size / (1 + 2 margin)`` crop pixels across) by
-        ``dt_z`` crop pixels.
+        one crop pixel.
         """
         fc = g.views[0].affine[:, 0, 0] * g.views[0].K[:, 0, 0]  # (B,) crop focal, px
         extent = st.image_size / (1.0 + 2.0 * st.crop_margin)
         z = g.depth0
-        return torch.stack([dt[:, 0] * z / fc, dt[:, 1] * z / fc, -dt[:, 2] * z / extent], dim=-1)
+        return torch.stack([z / fc, z / fc, -z / extent], dim=-1)
 
     def _depth_term(self, g: _Group, verts: Tensor, Kc: Tensor, st: RefineSettings) -> Tensor:
         """(B,) smooth-L1 of rendered vs measured depth, in mean edge lengths (paper 003 Eq. 7)."""
@@ -617,36 +635,53 @@ class Refiner:
 
     def _optimize(self, groups: list[_Group], n_iter: int, st: RefineSettings,
                   n_hands: int) -> list[RefineResult]:
-        param_groups = []
-        for g in groups:
-            param_groups += self._params(g, st)
-        fused = self.device.type in ("cpu", "cuda")  # one kernel for every parameter
-        opt = torch.optim.Adam(param_groups, betas=(0.9, 0.99), fused=fused) if param_groups else None
+        # Every offset of every hand lives in one flat vector, stepped by one Adam update with
+        # per-entry step sizes (frozen offsets: step 0): a handful of ops per iteration.
+        parts = [p for g in groups for p in self._layout(g, st)]
+        dev = self.device
+        theta = torch.cat([z for z, _, _ in parts]).to(dev).requires_grad_(True)
+        lr = torch.cat([torch.full_like(z, lr if free else 0.0) for z, lr, free in parts]).to(dev)
+        adam = _Adam(theta, lr) if n_iter > 0 and bool((lr > 0).any()) else None
         pen_pairs = self._pen_pairs(groups) if st.w_penetration > 0 else []
-        best: list[dict | None] = [None] * len(groups)
+        best: list[dict[str, Tensor] | None] = [None] * len(groups)
         iou_before: list[Tensor | None] = [None] * len(groups)
         for it in range(n_iter + 1):
-            final = it == n_iter
-            with torch.set_grad_enabled(not final and opt is not None):
+            final = it == n_iter or adam is None
+            with torch.set_grad_enabled(not final):
+                self._bind(groups, theta)
                 evals = [self._evaluate(g, st, with_depth=True) for g in groups]
                 losses = [e.loss for e in evals]
                 if pen_pairs:
                     losses = self._add_penetration(groups, evals, losses, pen_pairs, st)
-                for gi, (g, e, l) in enumerate(zip(groups, evals, losses)):
+                for gi, (e, loss) in enumerate(zip(evals, losses)):
                     if it == 0:
                         iou_before[gi] = e.sil_iou
-                    self._keep(best, gi, g, e, l.detach(), it, st.keep_best)
-                if final or opt is None:
+                    self._keep(best, gi, groups[gi], e, loss.detach(), it, st.keep_best)
+                if final:
                     break
-                opt.zero_grad(set_to_none=True)
-                torch.stack([l.sum() for l in losses]).sum().backward()
-                opt.step()
+                grad, = torch.autograd.grad(torch.stack([loss.sum() for loss in losses]).sum(), theta)
+                adam.step(grad)
+        return self._results(groups, best, iou_before, n_iter, st, n_hands)
+
+    def _results(self, groups: list[_Group], best: list[dict[str, Tensor] | None],
+                 iou_before: list[Tensor | None], n_iter: int, st: RefineSettings,
+                 n_hands: int) -> list[RefineResult]:
+        """The kept iterates (their offsets) as results: one forward pass, no rendering."""
         results: list[RefineResult | None] = [None] * n_hands
-        for gi, g in enumerate(groups):
-            edge_err, normal_err = plausibility(best[gi]["verts"], best[gi]["base"], g.topo)
-            for j, i in enumerate(g.index):
-                results[i] = self._result(g, j, best[gi], iou_before[gi], n_iter, st,
-                                          float(edge_err[j]), float(normal_err[j]))
+        with torch.no_grad():
+            for gi, g in enumerate(groups):
+                b = best[gi]
+                offset = 0
+                for name, shape, n in g.layout:  # (B, P) rows, one hand each
+                    per_hand = n // shape[0]
+                    g.params[name] = b["theta"][:, offset:offset + per_hand].reshape(shape)
+                    offset += per_hand
+                out, base, verts, K_img = self._mesh(g, st)
+                edge_err, normal_err = plausibility(verts, base, g.topo)
+                for j, i in enumerate(g.index):
+                    results[i] = self._result(g, j, out.keypoints[j], verts[j], base[j], K_img[j],
+                                              b, iou_before[gi], n_iter, st, float(edge_err[j]),
+                                              float(normal_err[j]))
         return [r for r in results if r is not None]
 
     def _pen_pairs(self, groups: list[_Group]) -> list[tuple[int, int, int, int]]:
@@ -667,42 +702,37 @@ class Refiner:
                 losses[gi] = losses[gi] + add
         return losses
 
-    def _keep(self, best: list[dict | None], gi: int, g: _Group, e: _Eval, loss: Tensor,
+    @staticmethod
+    def _keep(best: list[dict[str, Tensor] | None], gi: int, g: _Group, e: _Eval, loss: Tensor,
               it: int, keep_best: bool) -> None:
-        """Remember, per hand, the iterate with the lowest loss (or the last one)."""
-        snap = {
-            "loss": loss.clone(), "iteration": torch.full_like(loss, it),
-            "verts": e.verts.detach().clone(), "base": e.base.detach().clone(),
-            "keypoints": e.keypoints.detach().clone(), "K": e.K.detach().clone(),
-            "iou": e.sil_iou.clone(),
-            **{f"p_{k}": v.detach().clone() for k, v in g.params.items()},
-        }
+        """Remember, per hand, the offsets with the lowest loss (or the last ones)."""
+        b = g.pose0.shape[0]
+        theta = torch.cat([g.params[name].detach().reshape(b, -1) for name, _, _ in g.layout], 1)
+        snap = {"loss": loss, "iteration": torch.full_like(loss, it), "iou": e.sil_iou, "theta": theta}
         if best[gi] is None:
-            best[gi] = snap
+            best[gi] = {k: v.clone() for k, v in snap.items()}
             return
         cur = best[gi]
         better = snap["loss"] < cur["loss"] if keep_best else torch.ones_like(loss, dtype=torch.bool)
         for k, v in snap.items():
-            m = better.reshape(-1, *([1] * (v.ndim - 1)))
-            cur[k] = torch.where(m, v, cur[k])
+            cur[k] = torch.where(better.reshape(-1, *([1] * (v.ndim - 1))), v, cur[k])
 
-    def _result(self, g: _Group, j: int, b: dict, iou_before: Tensor, n_iter: int,
+    def _result(self, g: _Group, j: int, keypoints: Tensor, verts: Tensor, base: Tensor,
+                K: Tensor, b: dict[str, Tensor], iou_before: Tensor, n_iter: int,
                 st: RefineSettings, edge_error: float, normal_error: float) -> RefineResult:
-        verts = b["verts"][j].cpu().numpy()
-        base = b["base"][j].cpu().numpy()
-        K = b["K"][j]
-        kp3 = b["keypoints"][j]
-        kp2 = project_points(kp3[None], K[None])[0].cpu().numpy()
+        """Hand ``j`` of a group: its kept iterate's model outputs (``g.params`` bound to it)."""
+        kp2 = project_points(keypoints[None], K[None])[0].cpu().numpy()
         target_kp = g.views[0].boxes[j].to_image(g.views[0].keypoints[j].cpu().numpy())
-        transl = g.transl0[j] + self._translation(g, b["p_translation"], st)[j]
+        transl = g.transl0[j] + g.params["translation"][j] * g.t_scale[j]
+        v, m = verts.cpu().numpy(), base.cpu().numpy()
         return RefineResult(
             side=g.side,
-            vertices=verts.astype(np.float32),
-            pose=(g.pose0[j] + b["p_pose"][j]).cpu().numpy().astype(np.float32),
-            betas=(g.betas0[j] + b["p_shape"][j]).cpu().numpy().astype(np.float32),
+            vertices=v.astype(np.float32),
+            pose=(g.pose0[j] + g.params["pose"][j]).cpu().numpy().astype(np.float32),
+            betas=(g.betas0[j] + g.params["shape"][j]).cpu().numpy().astype(np.float32),
             transl=transl.cpu().numpy().astype(np.float32),
-            vertex_offsets=(verts - base).astype(np.float32),
-            keypoints_3d=kp3.cpu().numpy().astype(np.float32),
+            vertex_offsets=(v - m).astype(np.float32),
+            keypoints_3d=keypoints.cpu().numpy().astype(np.float32),
             keypoints_2d=kp2.astype(np.float32),
             K=K.cpu().numpy().astype(np.float32),
             reprojection_error_px=float(np.linalg.norm(kp2 - target_kp, axis=1).mean()),
@@ -714,6 +744,27 @@ class Refiner:
             best_iteration=int(b["iteration"][j]),
             ms=0.0,
         )
+
+
+class _Adam:
+    """Adam (Kingma & Ba; ``torch.optim.Adam``'s update, betas (0.9, 0.99)) on one flat tensor
+    with a step size per entry (0 freezes an entry)."""
+
+    def __init__(self, theta: Tensor, lr: Tensor, betas: tuple[float, float] = (0.9, 0.99),
+                 eps: float = 1e-8) -> None:
+        self.theta, self.lr, self.betas, self.eps = theta, lr, betas, eps
+        self.m = torch.zeros_like(lr)
+        self.v = torch.zeros_like(lr)
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, grad: Tensor) -> None:
+        b1, b2 = self.betas
+        self.t += 1
+        self.m.mul_(b1).add_(grad, alpha=1 - b1)
+        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denom = (self.v / (1 - b2 ** self.t)).sqrt_().add_(self.eps)
+        self.theta.addcdiv_(self.m * self.lr, denom, value=-1 / (1 - b1 ** self.t))
 
 
 # --------------------------------------------------------------------------------------------
@@ -754,5 +805,5 @@ def _wrist_weight(box: CropBox, keypoints_2d: np.ndarray) -> np.ndarray:
 
     kp = np.asarray(keypoints_2d, dtype=np.float64)
     n, c = wrist_halfplane(kp, hand_scale(kp))  # the segmentation's own offset
-    grid = box.image_grid()
-    return ((grid @ n) >= c).astype(np.float32)
+    xs, ys = box.image_axes()  # (x, y) . n >= c, separably
+    return ((xs * n[0])[None, :] + (ys * n[1])[:, None] >= c).astype(np.float32)

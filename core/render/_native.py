@@ -3,12 +3,10 @@
 The fast rasterizer's per-pixel math (:mod:`core.render.soft`) is a few dozen flops per
 face-pixel pair. As separate PyTorch ops every one of them reads and writes the whole
 (pairs,) array; here each face's pixels are visited once, in registers, 8 pixels of a row at a
-time (one AVX vector of floats). The C source below is compiled on first use with the system
-compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) into a small shared library cached under
-``$HANDTWIN_CACHE_DIR`` (default ``~/.cache/handtwin/kernels``), named by a hash of the
-source, the flags, the compiler and the CPU: the first build takes one to a few seconds, later
-processes only load it (milliseconds). Where nothing compiles (no compiler, an unwritable
-cache), :func:`library` returns None and the caller falls back to plain PyTorch ops.
+time (one AVX vector of floats). The C source below is compiled on first use by
+:class:`core.native.NativeLibrary` (system compiler, cached build; the first build takes one
+to a few seconds, later processes only load it). Where nothing compiles (no compiler, an
+unwritable cache), :func:`library` returns None and the caller falls back to PyTorch ops.
 
 The C functions take raw pointers to contiguous CPU tensors (float32 or float64: one set per
 dtype, suffix ``_f32``/``_f64``). Images are stored with a row stride of ``W + LANES`` so a
@@ -35,33 +33,19 @@ exp of relative error < 3e-7 that vectorizes; float64 uses libm's.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import logging
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import threading
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from core.errors import HandTwinError
-
-log = logging.getLogger(__name__)
+from core.native import CACHE_ENV_VAR, NativeLibrary, NativeUnavailableError, cache_dir
 
 __all__ = [
-    "LANES", "NativeUnavailableError", "backward", "build_error", "cache_dir", "forward", "interior",
+    "CACHE_ENV_VAR", "LANES", "NativeUnavailableError", "backward", "build_error", "cache_dir", "forward", "interior",
     "library", "native_supported", "source",
 ]
 
 #: Pixels per vector: images passed to the kernels have rows of ``W + LANES`` values.
 LANES = 8
-
-#: Environment variable naming the folder of cached builds (default ``~/.cache/handtwin``).
-CACHE_ENV_VAR = "HANDTWIN_CACHE_DIR"
 
 _HEADER = r"""
 #include <math.h>
@@ -550,19 +534,6 @@ _FLAVOURS = (  # C type, suffix, exp, sqrt, fabs
     ("double", "f64", "exp", "sqrt", "fabs"),
 )
 
-#: Flags: the loops over a vector's pixels vectorize at -O3 without -ffast-math (which would
-#: also switch the whole process to flush-to-zero); the math flags below only allow
-#: reassociating the gradient sums and dropping errno.
-_FLAGS = ("-O3", "-fPIC", "-shared", "-pthread", "-std=c11", "-ffp-contract=fast",
-          "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros", "-fassociative-math",
-          "-freciprocal-math")
-#: Tried first; dropped when the compiler rejects it (the cache key includes the CPU).
-_NATIVE_ARCH = "-march=native"
-
-
-class NativeUnavailableError(HandTwinError):
-    """The C kernels could not be built or loaded on this machine (the message says why)."""
-
 
 def source() -> str:
     """The complete C source of the kernels (float32 and float64 versions)."""
@@ -571,64 +542,6 @@ def source() -> str:
         text += (_KERNELS.replace("REAL", real).replace("SFX", suffix).replace("EXP", exp)
                  .replace("SQRT", sqrt).replace("FABS", fabs))
     return text
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and (path := shutil.which(name)):
-            return path
-    return None
-
-
-def _cpu_id() -> str:
-    """What the cached build depends on besides the source: machine and CPU features."""
-    text = platform.machine() + platform.system()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith(("flags", "model name", "Features", "CPU part")):
-                    text += line
-                    if line.startswith(("flags", "Features")):
-                        break
-    except OSError:
-        text += platform.processor()
-    return text
-
-
-def cache_dir() -> Path:
-    """Folder of the cached builds: ``$HANDTWIN_CACHE_DIR`` or ``~/.cache/handtwin``."""
-    env = os.environ.get(CACHE_ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "handtwin"
-
-
-def _build(compiler: str) -> Path:
-    """Compile the kernels (or find them already compiled); returns the library's path."""
-    text = source()
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
-                             timeout=30).stdout.splitlines()[:1]
-    key = hashlib.sha256("\0".join([text, *_FLAGS, _NATIVE_ARCH, compiler, *version,
-                                    _cpu_id()]).encode()).hexdigest()[:16]
-    folder = cache_dir() / "kernels"
-    target = folder / f"softras-{key}{'.dll' if os.name == 'nt' else '.so'}"
-    if target.exists():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as tmp:
-        src = Path(tmp) / "softras.c"
-        src.write_text(text, encoding="utf-8")
-        out = Path(tmp) / target.name
-        errors = ""
-        for arch in (_NATIVE_ARCH, None):
-            cmd = [compiler, *_FLAGS, *([arch] if arch else []), "-o", str(out), str(src), "-lm"]
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-            if result.returncode == 0:
-                os.replace(out, target)  # atomic: a concurrent build writes the same bytes
-                return target
-            errors = result.stderr.strip()
-        raise NativeUnavailableError(f"{Path(compiler).name} failed: {errors[-500:]}")
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -648,43 +561,18 @@ def _declare(lib: ctypes.CDLL) -> None:
         size.restype = ctypes.c_int64
 
 
-_lock = threading.Lock()
-_library: ctypes.CDLL | None = None
-_error: str | None = None
+#: The kernels' library (built on first use).
+LIBRARY = NativeLibrary("softras", source, _declare)
 
 
 def library() -> ctypes.CDLL | None:
-    """The loaded kernels, building them on the first call; None where that fails.
-
-    A failure is logged once (warning) and remembered for the rest of the process
-    (:func:`build_error` gives the reason). Thread-safe.
-    """
-    global _library, _error
-    with _lock:
-        if _library is not None or _error is not None:
-            return _library
-        try:
-            compiler = _compiler()
-            if compiler is None:
-                raise NativeUnavailableError("no C compiler found ($CC, cc, gcc, clang)")
-            path = _build(compiler)
-            try:
-                lib = ctypes.CDLL(str(path))
-            except OSError:  # a damaged cached build: build it again, once
-                path.unlink(missing_ok=True)
-                lib = ctypes.CDLL(str(_build(compiler)))
-            _declare(lib)
-            _library = lib
-        except (OSError, subprocess.SubprocessError, NativeUnavailableError) as exc:
-            _error = f"{type(exc).__name__}: {exc}"
-            log.warning("soft rasterizer: C kernels unavailable (%s); using PyTorch ops",
-                        _error.splitlines()[0])
-        return _library
+    """The loaded kernels, building them on the first call; None where that fails (logged once)."""
+    return LIBRARY.get()
 
 
 def build_error() -> str | None:
     """Why :func:`library` failed in this process, or None (not tried yet, or it worked)."""
-    return _error
+    return LIBRARY.error
 
 
 def native_supported(t: Tensor) -> bool:
@@ -699,10 +587,7 @@ def native_supported(t: Tensor) -> bool:
 
 
 def _lib() -> ctypes.CDLL:
-    lib = library()
-    if lib is None:
-        raise NativeUnavailableError(_error or "not built")
-    return lib
+    return LIBRARY.require()
 
 
 def _suffix(t: Tensor) -> str:

@@ -34,13 +34,11 @@ def project_points(points: Tensor, K: Tensor, eps: float = 1e-9) -> Tensor:
         raise ValueError(
             f"K must have shape (B, 3, 3) with B={points.shape[0]}, got {tuple(K.shape)}"
         )
-    z = points[..., 2]
-    z = torch.where(z.abs() < eps, torch.full_like(z, eps), z)
-    fx, fy = K[:, 0, 0, None], K[:, 1, 1, None]
-    cx, cy = K[:, 0, 2, None], K[:, 1, 2, None]
-    u = fx * points[..., 0] / z + cx
-    v = fy * points[..., 1] / z + cy
-    return torch.stack((u, v), dim=-1)
+    z = points[..., 2:]
+    z = torch.where(z.abs() < eps, eps, z)
+    f = torch.diagonal(K[:, :2, :2], dim1=1, dim2=2)[:, None]  # (B, 1, 2): fx, fy
+    c = K[:, None, :2, 2]  # (B, 1, 2): cx, cy
+    return f * points[..., :2] / z + c
 
 
 def resize_intrinsics(K: Tensor, scale: float) -> Tensor:

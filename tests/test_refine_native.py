@@ -1,0 +1,197 @@
+"""The refinement's C kernels (core.refine._native) against their PyTorch references and
+finite differences, their fallback, and the refiner's own Adam."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import core.native
+from core.refine import MeshTopology, Refiner, RefineSettings
+from core.refine import _native
+from core.refine.lbs import LeanHand
+from core.refine.mesh import (
+    edge_normal_losses,
+    edge_normal_losses_reference,
+    laplacian_loss,
+    offset_losses,
+    vertex_offset_loss,
+)
+from core.render.synthetic import geodesic_ellipsoid
+
+
+def needs_native() -> None:
+    if _native.LIBRARY.get() is None:
+        pytest.skip(f"C kernels unavailable: {_native.LIBRARY.error}")
+
+
+@pytest.fixture(scope="module")
+def layer64():
+    """The right hand in float64, with random pose-corrective blend shapes and a pose mean
+    (the open hand has neither; MANO has both), so every branch of the kernels runs."""
+    from core.model import HandModel, load_model_data
+
+    data = load_model_data(None, "right")
+    rng = np.random.default_rng(0)
+    data = dataclasses.replace(data, posedirs=rng.normal(0.0, 0.002, data.posedirs.shape).astype(np.float32))
+    layer = HandModel(data).double()
+    with torch.no_grad():
+        layer.mano.pose_mean.copy_(torch.as_tensor(rng.normal(0.0, 0.1, layer.mano.pose_mean.shape)))
+    return layer
+
+
+def hand_inputs(batch: int, num_betas: int, seed: int = 1) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    pose = 0.4 * torch.randn(batch, 48, generator=gen, dtype=torch.float64)
+    pose[0, 3:6] = 0.0  # a joint at exactly zero rotation: the kernel's small-angle case
+    betas = torch.randn(batch, num_betas, generator=gen, dtype=torch.float64)
+    transl = 0.1 * torch.randn(batch, 3, generator=gen, dtype=torch.float64)
+    return pose, betas, transl
+
+
+def test_native_skinning_matches_pytorch_values_and_gradients(layer64) -> None:
+    needs_native()
+    native, eager = LeanHand(layer64, "native"), LeanHand(layer64, "eager")
+    assert native.posedirs is not None and native.pose_mean is not None
+    inputs = hand_inputs(2, layer64.num_betas)
+    res = []
+    for hand in (native, eager):
+        p, b, t = (x.clone().requires_grad_(True) for x in inputs)
+        o = hand(p, b, t)
+        w = torch.linspace(-1.0, 1.0, o.vertices.numel(), dtype=torch.float64).reshape(o.vertices.shape)
+        loss = (o.vertices * w).sum() + o.keypoints.pow(2).sum() + o.joints.sum()
+        res.append((o.vertices.detach(), o.joints.detach(), *torch.autograd.grad(loss, (p, b, t))))
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_native_skinning_gradient_matches_finite_differences(layer64) -> None:
+    needs_native()
+    native = LeanHand(layer64, "native")
+    pose, betas, transl = (x.requires_grad_(True) for x in hand_inputs(1, layer64.num_betas, seed=2))
+    picked = torch.arange(0, 1610, 97)  # a few vertices keep the check fast
+
+    def fn(p, b, t):
+        o = native(p, b, t)
+        return o.vertices[:, picked], o.joints
+
+    assert torch.autograd.gradcheck(fn, (pose, betas, transl), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def ellipsoid_pair(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, MeshTopology]:
+    verts, faces = geodesic_ellipsoid((0.0, 0.0, 0.4), (0.02, 0.03, 0.015), 0.3, 2, torch.float64)
+    topo = MeshTopology.from_faces(faces, verts.shape[0])
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.stack([verts, verts + 0.001 * torch.randn(verts.shape, generator=gen, dtype=torch.float64)])
+    deformed = base + 0.002 * torch.randn(base.shape, generator=gen, dtype=torch.float64)
+    return deformed, base, topo
+
+
+def test_native_edge_normal_terms_match_the_reference_and_finite_differences() -> None:
+    needs_native()
+    verts, base, topo = ellipsoid_pair()
+    res = []
+    for fn in (lambda v, r: edge_normal_losses(v, r, topo, backend="native"),
+               lambda v, r: edge_normal_losses_reference(v, r, topo)):
+        v, r = verts.clone().requires_grad_(True), base.clone().requires_grad_(True)
+        edge, normal = fn(v, r)
+        weights = torch.tensor([0.3, -1.7], dtype=torch.float64)
+        res.append((edge.detach(), normal.detach(),
+                    *torch.autograd.grad((edge * weights + normal * weights.flip(0)).sum(), (v, r))))
+    assert float(res[1][0].min()) > 1e-4 and float(res[1][1].min()) > 1e-4  # not trivially zero
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    v, r = verts.clone().requires_grad_(True), base.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v, r: edge_normal_losses(v, r, topo, backend="native"),
+                                    (v, r), eps=1e-7, atol=1e-6, rtol=1e-4)
+
+
+def test_native_offset_terms_match_the_reference_and_finite_differences() -> None:
+    needs_native()
+    verts, _, topo = ellipsoid_pair()
+    u = (verts - verts.mean(1, keepdim=True)).requires_grad_(True)
+    vertex, lap = offset_losses(u, topo)
+    torch.testing.assert_close(vertex, vertex_offset_loss(u), rtol=1e-12, atol=0.0)
+    torch.testing.assert_close(lap, laplacian_loss(u, topo), rtol=1e-10, atol=0.0)
+    assert torch.autograd.gradcheck(lambda x: torch.stack(offset_losses(x, topo)), (u,),
+                                    eps=1e-7, atol=1e-7, rtol=1e-5)
+
+
+def test_without_a_compiler_the_refiner_falls_back_to_pytorch_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where the kernels do not build, every term runs as PyTorch ops, to the same result.
+
+    (Adam's first steps are about ``lr * sign(gradient)``, so float rounding in gradients near
+    zero moves those vertices by up to a step either way: the refined meshes agree to a
+    fraction of a millimetre, not to rounding.)"""
+    needs_native()
+    from core.refine.bench import synthetic_refine_cases
+
+    cases, layers = synthetic_refine_cases(1, seed=4)
+    fit, target, _ = cases[0]
+    settings = RefineSettings(image_size=64, sigma=0.5 / 4, raster_backend="eager")
+    native = [Refiner(layers["right"].data, layers["left"].data, settings).refine([fit], [target], n)[0]
+              for n in (0, 4)]
+    monkeypatch.setattr(_native.LIBRARY, "_lib", None)  # restored after the test
+    monkeypatch.setattr(_native.LIBRARY, "_error", None)
+    monkeypatch.setattr(core.native, "compiler", lambda: None)
+    with caplog.at_level(logging.WARNING):
+        eager = [Refiner(layers["right"].data, layers["left"].data, settings).refine([fit], [target], n)[0]
+                 for n in (0, 4)]
+    assert "C kernels unavailable" in caplog.text
+    assert not LeanHand(layers["right"]).uses_native(torch.zeros(1, 48))
+    np.testing.assert_allclose(eager[0].vertices, native[0].vertices, atol=1e-6)
+    assert eager[0].iou_after == native[0].iou_after
+    assert np.linalg.norm(eager[1].vertices - native[1].vertices, axis=1).mean() < 2e-4
+    assert eager[1].iou_after == pytest.approx(native[1].iou_after, abs=0.01)
+    assert native[1].iou_after > native[0].iou_after
+    with pytest.raises(core.native.NativeUnavailableError, match="no C compiler"):
+        LeanHand(layers["right"], "native")(torch.zeros(1, 48), torch.zeros(1, 10), torch.zeros(1, 3))
+
+
+def test_a_broken_build_reports_the_compiler_error(tmp_path, monkeypatch, caplog) -> None:
+    if core.native.compiler() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv(core.native.CACHE_ENV_VAR, str(tmp_path))
+    lib = core.native.NativeLibrary("broken", lambda: "int f( {", lambda _: None)
+    with caplog.at_level(logging.WARNING):
+        assert lib.get() is None
+    assert "broken: C kernels unavailable" in caplog.text and "failed" in (lib.error or "")
+    with pytest.raises(core.native.NativeUnavailableError, match="failed"):
+        lib.require()
+
+
+def test_refiner_adam_matches_torch_adam() -> None:
+    from core.refine.refiner import _Adam
+
+    target = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    lr = torch.tensor([0.1, 0.05, 0.0, 0.2])  # a zero step size freezes its entry
+    mine = torch.zeros(4, requires_grad=True)
+    ref = [torch.zeros(1, requires_grad=True) for _ in range(4)]
+    opt = torch.optim.Adam([{"params": [p], "lr": float(r)} for p, r in zip(ref, lr)], betas=(0.9, 0.99))
+    adam = _Adam(mine, lr)
+    for _ in range(7):
+        grad, = torch.autograd.grad(((mine - target) ** 2 * torch.arange(1.0, 5.0)).sum(), mine)
+        adam.step(grad)
+        opt.zero_grad()
+        ((torch.cat(ref) - target) ** 2 * torch.arange(1.0, 5.0)).sum().backward()
+        opt.step()
+    torch.testing.assert_close(mine.detach(), torch.cat(ref).detach(), rtol=1e-6, atol=1e-7)
+    assert float(mine[2]) == 0.0
+
+
+def test_refiner_needs_no_gradient_bookkeeping_between_calls() -> None:
+    """Two calls in a row on the same targets give the same result (no state leaks)."""
+    from core.refine.bench import synthetic_refine_cases
+
+    cases, layers = synthetic_refine_cases(1, seed=6)
+    fit, target, _ = cases[0]
+    refiner = Refiner(layers["right"].data, layers["left"].data, RefineSettings(image_size=64, sigma=0.125))
+    a = refiner.refine([fit], [target], 3)[0]
+    b = refiner.refine([fit], [dataclasses.replace(target)], 3)[0]
+    np.testing.assert_array_equal(a.vertices, b.vertices)
