@@ -45,6 +45,10 @@ class EngineSettings:
         refine: the refinement's weights and rendering (its ``iterations`` is not used).
         segmentation: segmentation method for the refinement's target (None: the default of
             :func:`core.segment.segment_hand`).
+        stream_threads: PyTorch's intra-op threads while :meth:`Engine.process_stream` runs
+            (the detector then works in a second thread: with two cores, one PyTorch thread
+            leaves the other to MediaPipe; two threads make both wait on each other, which
+            doubled the refinement's time on the 2-core machine). None: leave it as it is.
     """
 
     max_hands: int = 2
@@ -56,6 +60,7 @@ class EngineSettings:
     refine_iterations: int = 0
     refine: RefineSettings = field(default_factory=RefineSettings)
     segmentation: str | None = None
+    stream_threads: int | None = 1
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,9 @@ class Engine:
                 q.put(exc)
 
         worker = threading.Thread(target=produce, name="handtwin-detect", daemon=True)
+        threads = torch.get_num_threads()
+        if self.settings.stream_threads is not None:
+            torch.set_num_threads(self.settings.stream_threads)
         worker.start()
         try:
             while True:
@@ -238,6 +246,7 @@ class Engine:
                 except queue.Empty:
                     pass
             worker.join()
+            torch.set_num_threads(threads)
 
     def _steady_handedness(self, detections: tuple[Detection, ...], t: float) -> tuple[Detection, ...]:
         """Smooth the handedness of a lone hand over time.

@@ -32,7 +32,7 @@ from torch import Tensor
 from core.native import NativeLibrary
 
 __all__ = ["LIBRARY", "edge_normal", "lbs_backward", "lbs_forward", "offset_grad", "offset_losses",
-           "supported"]
+           "plausibility", "supported"]
 
 _KERNELS = r"""
 /* ------------------------------ REAL kernels (suffix SFX) ------------------------------ */
@@ -333,6 +333,40 @@ void edge_normal_SFX(const REAL *H, const REAL *M, const int64_t *faces, int64_t
     }
 }
 
+/* Paper 004's plausibility errors of H against M (core.refine.mesh.plausibility), per hand:
+     edge = mean_{f,k} | |e| - |r| |,  normal = mean_{f,k} |<e / |e|, n / |n|>| */
+void plausibility_SFX(const REAL *H, const REAL *M, const int64_t *faces, int64_t B, int64_t V,
+                      int64_t F, REAL *edge, REAL *normal) {
+    for (int64_t b = 0; b < B; ++b) {
+        const REAL *h = H + b * V * 3, *m = M + b * V * 3;
+        double se = 0, sn = 0;
+        for (int64_t f = 0; f < F; ++f) {
+            const int64_t *c = faces + 3 * f;
+            REAL e[3][3], r[3][3];
+            for (int k = 0; k < 3; ++k) {
+                int64_t i0 = c[k], i1 = c[k == 2 ? 0 : k + 1];
+                for (int x = 0; x < 3; ++x) {
+                    e[k][x] = h[3 * i1 + x] - h[3 * i0 + x];
+                    r[k][x] = m[3 * i1 + x] - m[3 * i0 + x];
+                }
+            }
+            REAL n[3] = {-(r[0][1] * r[2][2] - r[0][2] * r[2][1]), -(r[0][2] * r[2][0] - r[0][0] * r[2][2]),
+                         -(r[0][0] * r[2][1] - r[0][1] * r[2][0])};
+            REAL nl = SQRT(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]);
+            nl = nl > (REAL)1e-12 ? nl : (REAL)1e-12;
+            for (int k = 0; k < 3; ++k) {
+                REAL le = SQRT(e[k][0] * e[k][0] + e[k][1] * e[k][1] + e[k][2] * e[k][2]);
+                REAL lr = SQRT(r[k][0] * r[k][0] + r[k][1] * r[k][1] + r[k][2] * r[k][2]);
+                se += FABS(le - lr);
+                REAL dot = e[k][0] * n[0] + e[k][1] * n[1] + e[k][2] * n[2];
+                sn += FABS(dot) / (nl * (le > (REAL)1e-12 ? le : (REAL)1e-12));
+            }
+        }
+        edge[b] = (REAL)(se / (3.0 * F));
+        normal[b] = (REAL)(sn / (3.0 * F));
+    }
+}
+
 /* Offset regularizers (core.refine.mesh.offset_losses), per hand, with the uniform Laplacian
    (L u)_v = u_v - inv_deg_v sum_{k in N(v)} u_k (adjacency in CSR: nbr[ptr[v]:ptr[v + 1]]):
      vertex = sum |u|^2 / V,  laplacian = sum |L u|^2 / V;  lu (B, V, 3) receives L u. */
@@ -386,18 +420,18 @@ _HEADER = r"""
 #include <string.h>
 """
 
-_FLAVOURS = (  # C type, suffix, sqrt, sin, cos
-    ("float", "f32", "sqrtf", "sinf", "cosf"),
-    ("double", "f64", "sqrt", "sin", "cos"),
+_FLAVOURS = (  # C type, suffix, sqrt, sin, cos, fabs
+    ("float", "f32", "sqrtf", "sinf", "cosf", "fabsf"),
+    ("double", "f64", "sqrt", "sin", "cos", "fabs"),
 )
 
 
 def source() -> str:
     """The complete C source (float32 and float64 versions)."""
     text = _HEADER
-    for real, suffix, sqrt, sin, cos in _FLAVOURS:
+    for real, suffix, sqrt, sin, cos, fabs in _FLAVOURS:
         text += (_KERNELS.replace("REAL", real).replace("SFX", suffix).replace("SQRT", sqrt)
-                 .replace("SIN", sin).replace("COS", cos))
+                 .replace("SIN", sin).replace("COS", cos).replace("FABS", fabs))
     return text
 
 
@@ -410,6 +444,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         bwd.argtypes = [p] * 6 + [i64] * 4 + [p] * 7
         en = getattr(lib, f"edge_normal_{suffix}")
         en.argtypes = [p, p, p, i64, i64, i64, p, p, p, p, p, p]
+        pl = getattr(lib, f"plausibility_{suffix}")
+        pl.argtypes = [p, p, p, i64, i64, i64, p, p]
+        pl.restype = None
         ol = getattr(lib, f"offset_losses_{suffix}")
         ol.argtypes = [p, p, p, p, i64, i64, p, p, p]
         og = getattr(lib, f"offset_grad_{suffix}")
@@ -528,3 +565,14 @@ def offset_grad(u: Tensor, lu: Tensor, ptr: Tensor, nbr: Tensor, inv_deg: Tensor
                           inv_deg.data_ptr(), b, num_v, g_vertex.data_ptr(), g_lap.data_ptr(),
                           grad.data_ptr())
     return grad
+
+
+def plausibility(verts: Tensor, ref: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
+    """Paper 004's (edge-length error (B,), normal error (B,)) of ``verts`` against ``ref``
+    (contiguous (B, V, 3) CPU tensors of one float dtype; faces (F, 3) int64)."""
+    b, num_v = verts.shape[:2]
+    edge = torch.empty(b, dtype=verts.dtype)
+    normal = torch.empty(b, dtype=verts.dtype)
+    _fn("plausibility", verts)(verts.data_ptr(), ref.data_ptr(), faces.data_ptr(), b, num_v,
+                               faces.shape[0], edge.data_ptr(), normal.data_ptr())
+    return edge, normal

@@ -447,7 +447,12 @@ def plausibility(verts: Tensor, ref: Tensor, topo: MeshTopology) -> tuple[Tensor
     Returns:
         ((B,) mean | |e| - |e_ref| | over face edges, same unit as the vertices;
         (B,) mean |cos| between the edges of ``verts`` and the face normals of ``ref``).
+        (One C call on CPU float tensors where the kernels build, :mod:`core.refine._native`.)
     """
+    from core.refine import _native
+
+    if verts.dtype == ref.dtype and _native.supported(verts, ref):
+        return _native.plausibility(verts.contiguous(), ref.contiguous(), topo.faces)
     e, r = face_edge_vectors(verts, topo.faces), face_edge_vectors(ref, topo.faces)
     edge = (e.norm(dim=-1) - r.norm(dim=-1)).abs().mean(dim=(1, 2))
     n = torch.cross(r[:, :, 0], -r[:, :, 2], dim=-1)

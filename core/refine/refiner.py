@@ -549,6 +549,45 @@ class Refiner:
             K_img = g.views[0].K
         return out, base, verts, K_img
 
+    def _fusable(self, groups: list[_Group], st: RefineSettings, theta: Tensor,
+                 pen_pairs: list) -> bool:
+        """Whether this call can use the hand-written loss and gradient (:mod:`core.refine.fused`):
+        one camera, no depth, no second hand to keep apart, the C kernels for these tensors."""
+        from core.refine import _native as refine_native
+        from core.render import _native as raster_native
+
+        return (not pen_pairs and not st.saturate_interior and st.raster_backend in ("auto", "native")
+                and all(len(g.views) == 1 and (g.depth_target is None or not st.w_depth) for g in groups)
+                and raster_native.native_supported(theta) and raster_native.library() is not None
+                and all(self._lean[g.side].uses_native(theta) for g in groups)
+                and refine_native.supported(theta))
+
+    def _evaluate_fused(self, g: _Group, st: RefineSettings, need_grad: bool):
+        """:meth:`_evaluate` (one view, no depth) and its gradient by :func:`core.refine.fused.loss_and_grad`."""
+        from core.refine.fused import FusedView, loss_and_grad
+
+        view = g.views[0]
+        if view.faces is None:  # as _evaluate: the start's front faces
+            with torch.no_grad():
+                start = self._lean[g.side](g.pose0, g.betas0, g.transl0).vertices
+            view.faces = (_front_faces(start, g.topo.faces) if st.cull_backfaces else g.topo.faces).contiguous()
+        if view.area is None:
+            view.area = (view.target * view.weight).flatten(1).sum(1).clamp_min(1.0)
+        fv = FusedView(g.pose0, g.betas0, g.transl0, g.t_scale, g.edge0, view.K, view.affine,
+                       view.target, view.weight, view.area, view.keypoints, view.faces, g.topo,
+                       g.free_focal)
+        free_v = st.optimize_vertices
+        weights = {"silhouette": st.w_silhouette, "keypoints": st.w_keypoints,
+                   "vertex": st.w_vertex if free_v else 0.0, "laplacian": st.w_laplacian if free_v else 0.0,
+                   "edge": st.w_edge if free_v else 0.0, "normal": st.w_normal if free_v else 0.0,
+                   "pose": st.w_pose if st.optimize_pose else 0.0,
+                   "shape": st.w_shape if st.optimize_shape else 0.0}
+        out = loss_and_grad(self._lean[g.side], fv, g.params, weights, st.soft, st.keypoint_scale_px,
+                            view.slack, st.keypoint_slack, st.keypoint_tolerance_px, need_grad)
+        if st.keypoint_slack:
+            view.slack = out.slack
+        return out
+
     def _evaluate(self, g: _Group, st: RefineSettings, with_depth: bool) -> _Eval:
         p = g.params
         out, base, verts, K_img = self._mesh(g, st)
@@ -643,24 +682,33 @@ class Refiner:
         lr = torch.cat([torch.full_like(z, lr if free else 0.0) for z, lr, free in parts]).to(dev)
         adam = _Adam(theta, lr) if n_iter > 0 and bool((lr > 0).any()) else None
         pen_pairs = self._pen_pairs(groups) if st.w_penetration > 0 else []
+        fused = self._fusable(groups, st, theta, pen_pairs)
         best: list[dict[str, Tensor] | None] = [None] * len(groups)
         iou_before: list[Tensor | None] = [None] * len(groups)
         for it in range(n_iter + 1):
             final = it == n_iter or adam is None
-            with torch.set_grad_enabled(not final):
-                self._bind(groups, theta)
-                evals = [self._evaluate(g, st, with_depth=True) for g in groups]
-                losses = [e.loss for e in evals]
-                if pen_pairs:
-                    losses = self._add_penetration(groups, evals, losses, pen_pairs, st)
-                for gi, (e, loss) in enumerate(zip(evals, losses)):
-                    if it == 0:
-                        iou_before[gi] = e.sil_iou
-                    self._keep(best, gi, groups[gi], e, loss.detach(), it, st.keep_best)
-                if final:
-                    break
+            self._bind(groups, theta)
+            if fused:  # the hand-written loss and gradient (core.refine.fused)
+                outs = [self._evaluate_fused(g, st, need_grad=not final) for g in groups]
+                losses, ious = [o.loss for o in outs], [o.iou for o in outs]
+            else:
+                with torch.set_grad_enabled(not final):
+                    evals = [self._evaluate(g, st, with_depth=True) for g in groups]
+                    losses, ious = [e.loss for e in evals], [e.sil_iou for e in evals]
+                    if pen_pairs:
+                        losses = self._add_penetration(groups, evals, losses, pen_pairs, st)
+            for gi, (iou, loss) in enumerate(zip(ious, losses)):
+                if it == 0:
+                    iou_before[gi] = iou
+                self._keep(best, gi, groups[gi], iou, loss.detach(), it, st.keep_best)
+            if final:
+                break
+            if fused:
+                grad = torch.cat([o.grads[name].reshape(-1) for g, o in zip(groups, outs)
+                                  for name, _, _ in g.layout])
+            else:
                 grad, = torch.autograd.grad(torch.stack([loss.sum() for loss in losses]).sum(), theta)
-                adam.step(grad)
+            adam.step(grad)
         return self._results(groups, best, iou_before, n_iter, st, n_hands)
 
     def _results(self, groups: list[_Group], best: list[dict[str, Tensor] | None],
@@ -703,12 +751,12 @@ class Refiner:
         return losses
 
     @staticmethod
-    def _keep(best: list[dict[str, Tensor] | None], gi: int, g: _Group, e: _Eval, loss: Tensor,
+    def _keep(best: list[dict[str, Tensor] | None], gi: int, g: _Group, iou: Tensor, loss: Tensor,
               it: int, keep_best: bool) -> None:
         """Remember, per hand, the offsets with the lowest loss (or the last ones)."""
         b = g.pose0.shape[0]
         theta = torch.cat([g.params[name].detach().reshape(b, -1) for name, _, _ in g.layout], 1)
-        snap = {"loss": loss, "iteration": torch.full_like(loss, it), "iou": e.sil_iou, "theta": theta}
+        snap = {"loss": loss, "iteration": torch.full_like(loss, it), "iou": iou, "theta": theta}
         if best[gi] is None:
             best[gi] = {k: v.clone() for k, v in snap.items()}
             return
