@@ -510,3 +510,14 @@ def test_track_refine_on_a_tiny_clip(tmp_path: Path, capsys) -> None:
     ious = [h["silhouette_iou"] for line in lines for h in line["hands"]]
     assert ious and all(0.0 < v <= 1.0 for v in ious)
     assert "refine" in lines[0]["time_ms"]
+
+
+@pytest.mark.skipif(not DEMO_CLIP_PATH.exists(), reason="no demo clip")
+def test_pipeline_benchmark_reports_the_whole_frame_with_texture() -> None:
+    from core.refine.bench import pipeline_ratio
+
+    res = pipeline_ratio(1, max_frames=3, settings=FAST, texture=True)
+    assert res["refine1_texture_frames"] == 3
+    assert res["pipeline_refine1_texture_ratio"] > 0
+    stages = res["refine1_texture_stage_ms"]
+    assert {"detect", "fit", "segment", "refine", "texture"} <= set(stages)

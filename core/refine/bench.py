@@ -12,7 +12,9 @@ machines are noisy, so ratios against a baseline measured in the same run are wh
   fit to noisy keypoints (no MediaPipe needed: deterministic and fast);
 * ``pipeline_refine3_ratio``: throughput of the whole engine (detection, fit, segmentation,
   3 refinement iterations) on the demo clip over MediaPipe alone on the same frames, in the
-  same run (DESIGN.md budget: 1.5); with ``refine3_frame_ms`` and ``refine3_mediapipe_ms``.
+  same run; with ``refine3_frame_ms`` and ``refine3_mediapipe_ms``;
+* ``pipeline_refine3_texture_ratio``: the same with every refined hand blended into a skin
+  texture, as live tracking does: the DESIGN.md budget's whole frame (1.5).
 """
 
 from __future__ import annotations
@@ -127,12 +129,16 @@ def iteration_ms(refiner, fit, target, repeats: int = 5) -> float:
     return (six - one) / 5.0
 
 
-def pipeline_ratio(iterations: int = 3, max_frames: int = 24, settings=None) -> dict[str, Any]:
+def pipeline_ratio(iterations: int = 3, max_frames: int = 24, settings=None,
+                   texture: bool = False) -> dict[str, Any]:
     """Whole-frame throughput with refinement over MediaPipe alone, on the demo clip.
 
     Args:
         iterations: refinement iterations per frame. max_frames: demo frames used.
         settings: the :class:`~core.refine.RefineSettings` (None: the defaults).
+        texture: also blend every refined hand into a skin texture, as live tracking does
+            (the DESIGN budget's "whole frame": MediaPipe, 3 iterations, texture); the keys
+            then carry ``_texture``.
     """
     from core.bench import _bench_frames
     from core.detect import HandDetector
@@ -153,24 +159,35 @@ def pipeline_ratio(iterations: int = 3, max_frames: int = 24, settings=None) -> 
 
     engine_settings = EngineSettings(max_hands=1, device="cpu", refine_iterations=iterations,
                                      refine=settings or RefineSettings())
+    captures: dict[str, Any] = {}
     with Engine(engine_settings) as engine:
         engine.process(frames[0])  # warm-up (first calls, renderer probe)
         engine.reset()
+        if texture:
+            from core.model import load_model_data
+            from core.texture import TextureCapture
+
+            captures = {side: TextureCapture(load_model_data(None, side)) for side in ("right", "left")}
         stages: dict[str, list[float]] = {}
         ious = []
         t0 = time.perf_counter()
-        for r in engine.process_stream(frames):
+        for i, r in enumerate(engine.process_stream(frames)):
             for k, v in r.time_ms.items():
                 stages.setdefault(k, []).append(v)
             ious += [h.refined.iou_after for h in r.hands if h.refined is not None]
+            for h in r.hands:
+                if texture and h.refined is not None:
+                    t = captures[h.refined.side].update(frames[i].image, h.refined.vertices, h.refined.K)
+                    stages.setdefault("texture", []).append(t.time_ms)
         frame_ms = (time.perf_counter() - t0) * 1000 / len(frames)
+    key = f"refine{iterations}{'_texture' if texture else ''}"
     return {
-        f"refine{iterations}_frame_ms": round(frame_ms, 3),
-        f"refine{iterations}_mediapipe_ms": round(mediapipe_ms, 3),
-        f"pipeline_refine{iterations}_ratio": round(frame_ms / mediapipe_ms, 3),
-        f"refine{iterations}_stage_ms": {k: round(statistics.median(v), 3) for k, v in stages.items()},
-        f"refine{iterations}_demo_iou": round(float(np.mean(ious)), 4) if ious else None,
-        f"refine{iterations}_frames": len(frames),
+        f"{key}_frame_ms": round(frame_ms, 3),
+        f"{key}_mediapipe_ms": round(mediapipe_ms, 3),
+        f"pipeline_{key}_ratio": round(frame_ms / mediapipe_ms, 3),
+        f"{key}_stage_ms": {k: round(statistics.median(v), 3) for k, v in stages.items()},
+        f"{key}_demo_iou": round(float(np.mean(ious)), 4) if ious else None,
+        f"{key}_frames": len(frames),
     }
 
 
@@ -193,11 +210,13 @@ def bench_refine() -> dict[str, Any]:
         "refine_iou_after": round(float(np.mean([r.iou_after for r in results])), 4),
         "refine_threads": torch.get_num_threads(),
     }
-    try:
-        out.update(pipeline_ratio(3))
-    except Exception as exc:  # noqa: BLE001 - the demo clip may be missing; report, don't fail
-        out["pipeline_refine3_ratio"] = None
-        out["pipeline_refine3_error"] = f"{type(exc).__name__}: {exc}"
+    for texture in (False, True):
+        try:
+            out.update(pipeline_ratio(3, texture=texture))
+        except Exception as exc:  # noqa: BLE001 - the demo clip may be missing; report, don't fail
+            key = f"pipeline_refine3{'_texture' if texture else ''}"
+            out[f"{key}_ratio"] = None
+            out[f"{key}_error"] = f"{type(exc).__name__}: {exc}"
     return out
 
 
