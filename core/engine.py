@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -152,6 +152,15 @@ def resolve_device(device: str) -> str:
     return device
 
 
+@dataclass(frozen=True)
+class _Segmented:
+    """The hand masks of one frame's detections (same order; None where segmentation failed)
+    and the time it took, ms."""
+
+    masks: tuple[np.ndarray | None, ...]
+    ms: float
+
+
 class Engine:
     """Detect and fit hands frame by frame. Use as a context manager (closes MediaPipe).
 
@@ -201,12 +210,29 @@ class Engine:
         detections = self.detector.detect(frame.image, frame.timestamp_s)
         return self._fit_frame(frame, detections, (time.perf_counter() - t0) * 1000)
 
+    def _segment(self, frame: Frame, detections: Sequence[Detection]) -> _Segmented:
+        """The refinement targets' masks of every detection (None where segmentation fails)."""
+        from core.errors import HandTwinError
+        from core.segment import segment_hand
+
+        t0 = time.perf_counter()
+        masks: list[np.ndarray | None] = []
+        for d in detections:
+            try:
+                masks.append(segment_hand(frame.image, d.keypoints_2d, self.settings.segmentation).mask)
+            except HandTwinError as exc:  # e.g. keypoints outside the image
+                log.debug("no refinement target for a %s hand: %s", d.handedness, exc)
+                masks.append(None)
+        return _Segmented(tuple(masks), (time.perf_counter() - t0) * 1000)
+
     def process_stream(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
         """Process a stream with detection running one frame ahead in a second thread.
 
         MediaPipe and PyTorch both release the GIL, so on two cores detecting frame n+1
-        overlaps fitting frame n. The queue is bounded (two frames), nothing piles up; an
-        error in the reader or the detector is raised here, in the caller's thread.
+        overlaps fitting frame n. With refinement the detector's thread also segments the
+        hands (it needs only the image and the keypoints), which balances the two threads'
+        work. The queue is bounded (two frames), nothing piles up; an error in the reader or
+        the detector is raised here, in the caller's thread.
         """
         q: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
@@ -219,7 +245,9 @@ class Engine:
                         return
                     t0 = time.perf_counter()
                     dets = self.detector.detect(frame.image, frame.timestamp_s)
-                    q.put((frame, dets, (time.perf_counter() - t0) * 1000))
+                    ms = (time.perf_counter() - t0) * 1000
+                    segmented = self._segment(frame, dets) if self.refiner is not None else None
+                    q.put((frame, dets, ms, segmented))
                 q.put(done)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
                 q.put(exc)
@@ -236,8 +264,8 @@ class Engine:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                frame, dets, detect_ms = item
-                yield self._fit_frame(frame, dets, detect_ms)
+                frame, dets, detect_ms, segmented = item
+                yield self._fit_frame(frame, dets, detect_ms, segmented)
         finally:
             stop.set()
             while worker.is_alive():
@@ -272,15 +300,16 @@ class Engine:
             return detections
         return (dataclasses.replace(d, handedness=side, score=abs(2 * self._right_belief - 1) * 0.5 + 0.5),)
 
-    def _fit_frame(self, frame: Frame, detections: tuple[Detection, ...], detect_ms: float) -> FrameResult:
+    def _fit_frame(self, frame: Frame, detections: tuple[Detection, ...], detect_ms: float,
+                   segmented: _Segmented | None = None) -> FrameResult:
         t1 = time.perf_counter()
-        detections = self._steady_handedness(detections, frame.timestamp_s)
+        steady = self._steady_handedness(detections, frame.timestamp_s)  # same order and count
         # One hand per side: keep the most confident detection of each.
-        by_side: dict[str, Detection] = {}
-        for d in detections:
-            if d.handedness not in by_side or d.score > by_side[d.handedness].score:
-                by_side[d.handedness] = d
-        dets = list(by_side.values())
+        by_side: dict[str, int] = {}
+        for i, d in enumerate(steady):
+            if d.handedness not in by_side or d.score > steady[by_side[d.handedness]].score:
+                by_side[d.handedness] = i
+        dets = [steady[i] for i in by_side.values()]
         K = None if frame.intrinsics is None else frame.intrinsics.K.astype(np.float32)
         h, w = frame.image.shape[:2]
         observations = [
@@ -299,32 +328,25 @@ class Engine:
         times = {"detect": detect_ms, "fit": fit_ms}
         refined: list[RefineResult | None] = [None] * len(fits)
         if self.refiner is not None and fits:
-            refined = self._refine(frame, dets, fits, K, times)
+            if segmented is None:
+                segmented = self._segment(frame, dets)
+            else:
+                segmented = _Segmented(tuple(segmented.masks[i] for i in by_side.values()), segmented.ms)
+            refined = self._refine(frame, dets, fits, K, segmented, times)
         hands = tuple(HandResult(d, f, r) for d, f, r in zip(dets, fits, refined))
         times["total"] = sum(times.values())
         return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times)
 
     def _refine(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,
-                times: dict[str, float]) -> list[RefineResult | None]:
-        """Segment every fitted hand and refine the fits against the masks (all hands at once)."""
-        from core.errors import HandTwinError
-        from core.segment import segment_hand
-
-        t0 = time.perf_counter()
-        targets: list[RefineTarget | None] = []
-        for d in dets:
-            try:
-                mask = segment_hand(frame.image, d.keypoints_2d, self.settings.segmentation).mask
-            except HandTwinError as exc:  # e.g. keypoints outside the image
-                log.debug("no refinement target for a %s hand: %s", d.handedness, exc)
-                targets.append(None)
-                continue
-            targets.append(RefineTarget(mask, d.keypoints_2d, K))
+                segmented: _Segmented, times: dict[str, float]) -> list[RefineResult | None]:
+        """Refine the fits against their hands' masks (all hands at once)."""
+        targets = [None if m is None else RefineTarget(m, d.keypoints_2d, K)
+                   for d, m in zip(dets, segmented.masks)]
         t1 = time.perf_counter()
         idx = [i for i, t in enumerate(targets) if t is not None]
         results = self.refiner.refine([fits[i] for i in idx], [targets[i] for i in idx],
                                       iterations=self.settings.refine_iterations) if idx else []
-        times["segment"] = (t1 - t0) * 1000
+        times["segment"] = segmented.ms
         times["refine"] = (time.perf_counter() - t1) * 1000
         out: list[RefineResult | None] = [None] * len(fits)
         for i, r in zip(idx, results):
