@@ -511,6 +511,7 @@ class MainWindow(QMainWindow):
         self.settings = self.settings.with_recent(spec)
         self.settings.save(self.store)
         self._worker = TrackingWorker(config)
+        self._worker.display_spec = self.camera_view.display_spec()
         self._thread = QThread(self)
         self._thread.setObjectName("handtwin-tracking")
         self._worker.moveToThread(self._thread)
@@ -686,11 +687,14 @@ class MainWindow(QMainWindow):
             return
         self.current_update = update
         result = update.result
+        # The worker draws the next frames for the panel's size and toggles as they are now.
+        worker.display_spec = self.camera_view.display_spec()
         self.camera_view.set_frame(
             update.frame.image,
             [(h.fit.side, h.detection.keypoints_2d, h.fit.keypoints_2d) for h in result.hands],
             update.silhouette,
             update.second_image,
+            update.composed,
         )
         if update.texture is not None:
             self._texture = update.texture
@@ -701,7 +705,8 @@ class MainWindow(QMainWindow):
             centre = kp.mean(0)
             d = self.model_data
             self.hand_view.set_hand(update.meshes[0] - centre, update.faces[0], kp - centre, camera_frame=True,
-                                    uv=None if d is None else d.uv, uv_faces=None if d is None else d.uv_faces)
+                                    uv=None if d is None else d.uv, uv_faces=None if d is None else d.uv_faces,
+                                    normals=update.normals[0] if update.normals else None)
         now = time.perf_counter()
         if now - getattr(self, "_stats_time", 0.0) > 0.25:  # every label change repaints the window
             self._stats_time = now

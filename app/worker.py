@@ -5,8 +5,11 @@ window's draw timer takes from, so a slow GUI never makes a queue grow. Errors r
 window as a signal carrying the message, never as an exception in the GUI thread.
 
 The worker also does the per-frame work that is cheap next to tracking but would block the
-GUI thread: posing the hand meshes, the fitted mesh's silhouette mask, the texture update,
-session recording, and offering frames to a calibration session.
+GUI thread: posing the hand meshes and their normals, the fitted mesh's silhouette mask, the
+hand's segmentation and the texture update, drawing the camera panel's image (scaled, with
+its overlays, at the panel's size), session recording, and offering frames to a calibration
+session. What is left for the GUI thread per frame is a blit of the camera image and
+handing the mesh to the 3D view, which renders in its own thread (:mod:`app.hand_view`).
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ from PySide6.QtCore import QObject, Signal, Slot
 from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source, open_source
 from core.engine import Engine, EngineSettings, FrameResult
 from core.errors import HandTwinError
+from core.export import vertex_normals
 from core.model import HandModel, load_model_data
 from core.refine import nominal_intrinsics
 from core.texture import TextureCapture
+from core.texture.session import hand_segmenter
 
+from app.camera_view import ComposedFrame, DisplaySpec, compose_frame
 from app.jobs import describe_error
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,7 @@ class LiveUpdate:
         frame: the captured frame (RGB image) of the reference camera.
         result: the engine's result (keypoints, fits, timings).
         meshes: one (V, 3) float32 vertex array per hand, camera frame, metres.
+        normals: per hand, its (V, 3) float32 unit vertex normals.
         faces: per hand, its (F, 3) faces.
         fps: frames processed per second, smoothed.
         silhouette: (H, W) uint8 per-pixel label: 0 background, 1 the fitted mesh, 2 the
@@ -51,6 +58,8 @@ class LiveUpdate:
         texture_coverage: fraction of the texture observed so far (0 without texture capture).
         recorded: frames written to the session being recorded (-1: not recording).
         iou: mean silhouette IoU of the hands, when the engine reports it.
+        composed: the camera panel's image of this frame, drawn for the panel's
+            :class:`~app.camera_view.DisplaySpec` at the time (None before the panel gave one).
     """
 
     frame: Frame
@@ -64,6 +73,8 @@ class LiveUpdate:
     texture_coverage: float = 0.0
     recorded: int = -1
     iou: float | None = None
+    normals: tuple[np.ndarray, ...] = ()
+    composed: ComposedFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -152,7 +163,9 @@ class TrackingWorker(QObject):
         self.config = config
         self._stop = threading.Event()
         self._paused = threading.Event()
-        self._lock = threading.Lock()
+        # Two locks: the GUI thread's take_latest() must never wait for a texture update.
+        self._lock = threading.Lock()  # the one-slot mailbox
+        self._texture_lock = threading.Lock()  # the texture captures
         self._latest: LiveUpdate | None = None
         self._record_request: str | None = None
         self._recorder: SessionRecorder | None = None
@@ -167,6 +180,10 @@ class TrackingWorker(QObject):
         self.frames_done = 0
         self.done = False
         self._texture_captures: dict[str, object] = {}
+        self._segment = hand_segmenter()
+        #: The camera panel's size and overlay toggles, set by the GUI thread (the panel's
+        #: image is drawn here for it); None: the panel draws for itself.
+        self.display_spec: DisplaySpec | None = None
 
     # -- control, from the GUI thread ---------------------------------------------------------
 
@@ -210,7 +227,7 @@ class TrackingWorker(QObject):
         cap = self._texture_captures.get(side)
         if cap is None:
             return None
-        with self._lock:
+        with self._texture_lock:
             return cap.texture(filled=True)
 
     # -- the thread ---------------------------------------------------------------------------
@@ -306,7 +323,7 @@ class TrackingWorker(QObject):
 
     def _make_update(self, frame: Frame, result: FrameResult, layers, datas, fps: float,
                      second: np.ndarray | None) -> LiveUpdate:
-        meshes, faces = [], []
+        meshes, faces, normals = [], [], []
         with torch.no_grad():
             for hand in result.hands:
                 layer = layers[hand.fit.side]
@@ -317,41 +334,70 @@ class TrackingWorker(QObject):
                                 torch.as_tensor(hand.fit.transl)[None])
                     meshes.append(out.vertices[0].numpy())
                 faces.append(layer.data.faces)
+                normals.append(vertex_normals(meshes[-1], layer.data.faces))
         h, w = frame.image.shape[:2]
         # The camera the meshes are in: the frame's, or the nominal one of weak-perspective fits.
         if frame.intrinsics is not None:
             K = frame.intrinsics.K.astype(np.float32)
         else:
             K = nominal_intrinsics((w, h), self.config.settings.fit.nominal_fov_deg)
+        texture_on = self.texture_enabled
+        # The hands' segmentation keeps the background out of the texture (and shows in the
+        # silhouette overlay); only computed when the texture is captured.
+        masks = self._masks(frame, result) if texture_on else [None] * len(result.hands)
         silhouette = None
         if self.silhouette_enabled and result.hands:
             silhouette = np.zeros((h, w), np.uint8)
-            for hand, verts, f in zip(result.hands, meshes, faces):
+            for hand, verts, f, mask in zip(result.hands, meshes, faces, masks):
                 px = project_to_fit(verts, hand.fit.keypoints_3d, hand.fit.keypoints_2d, K)
                 fill_silhouette(silhouette, px, f, 1)
+                if mask is not None:
+                    silhouette[mask] |= 2
         texture, coverage = None, 0.0
-        if self.texture_enabled and result.hands:
-            texture, coverage = self._update_texture(frame, result, meshes, datas, K)
+        if texture_on and result.hands:
+            texture, coverage = self._update_texture(frame, result, meshes, masks, datas, K)
         ious = [v for v in (_hand_iou(h) for h in result.hands) if v is not None]
         recorded = self._recorder.frame_count if self._recorder is not None else -1
+        spec = self.display_spec
+        composed = None
+        if spec is not None:
+            hands = [(hd.fit.side, hd.detection.keypoints_2d, hd.fit.keypoints_2d) for hd in result.hands]
+            composed = compose_frame(frame.image, hands, silhouette, second, spec)
         return LiveUpdate(frame, result, tuple(meshes), tuple(faces), fps, silhouette, second, texture,
-                          coverage, recorded, float(np.mean(ious)) if ious else None)
+                          coverage, recorded, float(np.mean(ious)) if ious else None, tuple(normals), composed)
 
-    def _update_texture(self, frame: Frame, result: FrameResult, meshes, datas, K) -> tuple[np.ndarray | None, float]:
+    def _masks(self, frame: Frame, result: FrameResult) -> list[np.ndarray | None]:
+        """Per hand, its (H, W) bool segmentation from the detected keypoints, or None."""
+        masks: list[np.ndarray | None] = []
+        for hand in result.hands:
+            mask = None
+            if self._segment is not None:
+                try:
+                    mask = self._segment(frame.image, hand.detection.keypoints_2d)
+                except HandTwinError as exc:  # e.g. keypoints off the image: none this frame
+                    log.debug("no segmentation: %s", exc)
+                except Exception:  # noqa: BLE001 - optional: the texture falls back to the mesh's silhouette
+                    log.exception("hand segmentation failed; the texture goes on without it")
+                    self._segment = None
+            masks.append(mask)
+        return masks
+
+    def _update_texture(self, frame: Frame, result: FrameResult, meshes, masks, datas,
+                        K) -> tuple[np.ndarray | None, float]:
         texture, coverage = None, 0.0
         try:
-            for hand, verts in zip(result.hands, meshes):
+            for hand, verts, mask in zip(result.hands, meshes, masks):
                 side = hand.fit.side
                 cap = self._texture_captures.get(side)
                 if cap is None:
                     cap = self._texture_captures[side] = TextureCapture(datas[side], size=self.config.texture_size)
-                with self._lock:
-                    cap.update(frame.image, verts, K)
+                with self._texture_lock:
+                    cap.update(frame.image, verts, K, mask)
                 # Send the texture to the view a few times a second, not every frame.
                 if side == result.hands[0].fit.side:
                     coverage = float(cap.coverage)
                     if self.frames_done % 8 == 0:
-                        with self._lock:
+                        with self._texture_lock:
                             texture = cap.texture(filled=True)
         except Exception as exc:  # noqa: BLE001 - texture is optional; tracking goes on
             log.exception("texture capture failed")

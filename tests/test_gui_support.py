@@ -8,6 +8,7 @@ job thread or visible window may be left behind.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -67,6 +68,8 @@ def make_window(qtbot, gui_env):
         running = [t.objectName() for t in w.findChildren(QThread) if t.isRunning()]
         assert not running, f"threads left running: {running}"
         assert w._worker is None and not w.jobs.busy  # noqa: SLF001
+    renderers = [t.name for t in threading.enumerate() if t.name == "handtwin-hand-view"]
+    assert not renderers, f"3D view render threads left running: {renderers}"
     visible = [x for x in QApplication.topLevelWidgets() if x.isVisible()]
     assert not visible, f"windows left open: {visible}"
 

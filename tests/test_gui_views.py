@@ -1,0 +1,193 @@
+"""The two views of the main window on their own: the camera panel's frame composition (done
+in the tracking thread) and the 3D view's off-GUI-thread rendering, orbiting and mailboxes."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from tests.test_gui_support import GUI_MARKS
+
+pytestmark = GUI_MARKS
+
+GREY = 100
+
+
+def _frame_and_hands():
+    image = np.full((30, 40, 3), GREY, np.uint8)
+    labels = np.zeros((30, 40), np.uint8)
+    labels[2:12, 20:36] = 1  # the fitted mesh only
+    labels[16:28, 20:36] = 3  # mesh and segmentation agree
+    fitted = np.tile(np.float32([5.0, 25.0]), (21, 1))
+    fitted[0] = (5.0, 5.0)  # bone 0-1 is a vertical line at x = 5, y 5..25; the others a dot
+    detected = np.tile(np.float32([30.0, 15.0]), (21, 1))
+    return image, labels, [("right", detected, fitted)]
+
+
+def _rgb(composed, x: int, y: int) -> np.ndarray:
+    b, g, r, _ = composed.image[y, x].astype(int)
+    return np.array([r, g, b])
+
+
+def test_compose_frame_blends_scales_and_draws() -> None:
+    from app.camera_view import HAND_COLOURS, KEYPOINT_COLOUR, SILHOUETTE_RGBA, DisplaySpec, compose_frame
+
+    image, labels, hands = _frame_and_hands()
+    c = compose_frame(image, hands, labels, None, DisplaySpec(100, 60))
+    # Scale 2 (the height binds), centred horizontally.
+    assert c.scale == pytest.approx(2.0) and (c.x, c.y) == (10, 0) and c.image.shape == (60, 80, 4)
+    assert (c.image[..., 3] == 255).all()
+    for label, (x, y) in ((1, (56, 14)), (3, (56, 44))):
+        rgba = SILHOUETTE_RGBA[label].astype(float)
+        a = rgba[3] / 255
+        expected = np.round(GREY * (1 - a) + rgba[:3] * a)
+        np.testing.assert_allclose(_rgb(c, x, y), expected, atol=2)
+    np.testing.assert_array_equal(_rgb(c, 4, 40), [GREY] * 3)  # no label, no line: the frame
+    # Frame pixel (x, y) has its centre at ((x + 0.5) * 2 - 0.5) in the composed image.
+    line = HAND_COLOURS["right"]
+    np.testing.assert_allclose(_rgb(c, 10, 30) * 0.5 + _rgb(c, 11, 30) * 0.5,
+                               [line.red(), line.green(), line.blue()], atol=40)
+    dot = _rgb(c, 60, 30)
+    np.testing.assert_allclose(dot, [KEYPOINT_COLOUR.red(), KEYPOINT_COLOUR.green(), KEYPOINT_COLOUR.blue()], atol=20)
+
+    bare = compose_frame(image, hands, labels, None, DisplaySpec(100, 60, skeleton=False, silhouette=False))
+    np.testing.assert_array_equal(_rgb(bare, 60, 30), [GREY] * 3)
+    np.testing.assert_array_equal(_rgb(bare, 56, 14), [GREY] * 3)
+    assert compose_frame(image, hands, labels, None, DisplaySpec(1, 1)) is None
+
+
+def test_compose_frame_puts_a_stereo_pair_side_by_side() -> None:
+    from app.camera_view import STEREO_GAP_PX, DisplaySpec, compose_frame
+
+    image, labels, hands = _frame_and_hands()
+    second = np.full((30, 40, 3), 200, np.uint8)
+    c = compose_frame(image, [], None, second, DisplaySpec(88, 30))
+    assert c.scale == pytest.approx(1.0) and c.image.shape == (30, 40 + STEREO_GAP_PX + 40, 4)
+    np.testing.assert_array_equal(_rgb(c, 20, 15), [GREY] * 3)
+    np.testing.assert_array_equal(_rgb(c, 40 + STEREO_GAP_PX + 20, 15), [200] * 3)
+
+
+def test_camera_view_blits_the_composed_frame_and_recomposes_when_it_no_longer_fits(qtbot) -> None:
+    from app.camera_view import CameraView, compose_frame
+
+    view = CameraView()
+    qtbot.addWidget(view)
+    view.resize(400, 300)
+    view.show()
+    qtbot.waitExposed(view)
+    image, labels, hands = _frame_and_hands()
+    composed = compose_frame(image, hands, labels, None, view.display_spec())
+    view.set_frame(image, hands, labels, None, composed)
+    qtbot.wait(100)  # painted
+    assert view.composed is composed  # drawn by the tracking thread, only blitted here
+    view.show_skeleton = False
+    view.update()
+    qtbot.waitUntil(lambda: view.composed.spec.skeleton is False)
+    assert view.composed is not composed
+    view.resize(500, 300)
+    qtbot.waitUntil(lambda: view.composed.spec.width == round(500 * view.devicePixelRatioF()))
+
+
+# ----------------------------------------------------------------------------- 3D view
+
+
+@pytest.fixture
+def hand_view(qtbot):
+    import torch
+
+    from app.hand_view import HandView
+    from core.model import HandModel, load_model_data
+
+    data = load_model_data(None)
+    with torch.no_grad():
+        out = HandModel(data).rest(None)
+    view = HandView()
+    qtbot.addWidget(view)
+    view.resize(320, 400)
+    view.show()
+    qtbot.waitExposed(view)
+    verts, kp = out.vertices[0].numpy(), out.keypoints[0].numpy()
+    centre = kp.mean(0)
+    view.set_hand(verts - centre, data.faces, kp - centre, camera_frame=True, uv=data.uv, uv_faces=data.uv_faces)
+    assert view.render() and view.error is None
+    yield view, data, verts - centre, kp - centre
+    view.close()
+    assert not view._thread.is_alive()  # noqa: SLF001
+
+
+def _shown(view) -> np.ndarray:
+    return np.array(view._qimage_data, copy=True)  # noqa: SLF001
+
+
+def test_hand_view_renders_in_its_own_thread(hand_view) -> None:
+    from app.hand_view import BACKGROUND_RGB
+
+    view, *_ = hand_view
+    seen = []
+    render = view._scene.render  # noqa: SLF001
+
+    def spy():
+        seen.append(threading.current_thread().name)
+        return render()
+
+    view._scene.render = spy  # noqa: SLF001
+    view.render()
+    assert seen and set(seen) == {"handtwin-hand-view"}
+    img = _shown(view)
+    h, w = img.shape[:2]
+    assert (w, h) == (round(320 * view.devicePixelRatioF()), round(400 * view.devicePixelRatioF()))
+    background = np.round(np.array(BACKGROUND_RGB[::-1]) * 255)
+    hand = np.abs(img[..., :3].astype(float) - background).sum(-1) > 30
+    assert 0.1 < hand.mean() < 0.9  # the hand fills part of the view
+
+
+def test_hand_view_orbits_with_the_mouse(hand_view, qtbot) -> None:
+    from PySide6.QtCore import QEvent, QPointF, Qt
+    from PySide6.QtGui import QMouseEvent
+    from PySide6.QtWidgets import QApplication
+
+    view, *_ = hand_view
+    camera = view._scene.renderer.GetActiveCamera()  # noqa: SLF001
+    before_pos, before_img = np.array(camera.GetPosition()), _shown(view)
+
+    def send(kind, x, buttons):
+        button = Qt.MouseButton.LeftButton if kind != QEvent.Type.MouseMove else Qt.MouseButton.NoButton
+        p = QPointF(x, 200)
+        QApplication.sendEvent(view, QMouseEvent(kind, p, view.mapToGlobal(p), button, buttons,
+                                                 Qt.KeyboardModifier.NoModifier))
+
+    send(QEvent.Type.MouseButtonPress, 100, Qt.MouseButton.LeftButton)
+    for x in range(110, 220, 10):
+        send(QEvent.Type.MouseMove, x, Qt.MouseButton.LeftButton)
+    send(QEvent.Type.MouseButtonRelease, 220, Qt.MouseButton.NoButton)
+    assert view.render()
+    after_pos = np.array(camera.GetPosition())
+    # Orbiting keeps the distance to the focal point (the hand's centre) and changes the view.
+    focal = np.array(camera.GetFocalPoint())
+    assert np.linalg.norm(after_pos - focal) == pytest.approx(np.linalg.norm(before_pos - focal), rel=1e-3)
+    assert np.linalg.norm(after_pos - before_pos) > 0.05
+    assert np.abs(_shown(view).astype(int) - before_img.astype(int)).mean() > 1.0
+
+
+def test_hand_view_never_waits_for_a_render_and_the_latest_pose_wins(hand_view) -> None:
+    view, data, verts, kp = hand_view
+    started, release = threading.Event(), threading.Event()
+    render = view._scene.render  # noqa: SLF001
+
+    def slow():
+        started.set()
+        release.wait(10)
+        return render()
+
+    view._scene.render = slow  # noqa: SLF001
+    renders = view.renders
+    view.set_hand(verts, data.faces, kp, camera_frame=True, uv=data.uv, uv_faces=data.uv_faces)
+    assert started.wait(10)  # a render is under way and cannot finish
+    for i in range(1, 6):  # these return at once: each replaces the one before
+        view.set_hand(verts + 0.01 * i, data.faces, kp, camera_frame=True, uv=data.uv, uv_faces=data.uv_faces)
+    release.set()
+    assert view.wait_idle(10)
+    assert view.renders - renders <= 2
+    np.testing.assert_allclose(view._scene.mesh.points, (verts + 0.05)[view._vertex_index], atol=1e-6)  # noqa: SLF001
