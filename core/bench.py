@@ -87,6 +87,28 @@ def plots_dir() -> Path | None:
     return _PLOTS_DIR
 
 
+def cpu_steal_ticks() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks since boot (Linux ``/proc/stat``; None elsewhere).
+
+    Steal is the time the hypervisor gave this virtual machine's CPUs to other machines: on
+    the shared 2-core VMs it reached 30-65% for long stretches, which slows every stage by as
+    much and which no in-process baseline can cancel (it changes within a run).
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
+
+
+def steal_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    """Share of CPU time stolen between two :func:`cpu_steal_ticks` readings (None if unknown)."""
+    if start is None or end is None:
+        return None
+    return (end[0] - start[0]) / max(1, end[1] - start[1])
+
+
 def run_benchmarks(only: list[str] | None = None, plots_dir: str | Path | None = None) -> dict[str, Any]:
     """Run the registered benchmarks (all, or the named ones) and merge their figures.
 
@@ -96,6 +118,7 @@ def run_benchmarks(only: list[str] | None = None, plots_dir: str | Path | None =
     _PLOTS_DIR = Path(plots_dir) if plots_dir is not None else None
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
+    start = cpu_steal_ticks()
     for name, fn in {**BENCHMARKS, **_stage_benchmarks()}.items():
         if only and name not in only and name != "baseline":
             continue
@@ -103,6 +126,11 @@ def run_benchmarks(only: list[str] | None = None, plots_dir: str | Path | None =
         results.update(fn())
     if "model_forward_ms" in results:
         results["model_forward_ratio"] = round(results["model_forward_ms"] / results["baseline_ms"], 3)
+    share = steal_share(start, cpu_steal_ticks())
+    results["cpu_steal_share"] = None if share is None else round(share, 4)
+    if share is not None and share > 0.1:
+        log.warning("bench: other machines took %.0f%% of this VM's CPU during the run; the "
+                    "timings are slower and noisier by about as much", 100 * share)
     return results
 
 

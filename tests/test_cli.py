@@ -55,3 +55,14 @@ def test_main_runs_as_a_script() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["faces"] == 3216
+
+
+def test_bench_reports_cpu_steal_share() -> None:
+    from core.bench import cpu_steal_ticks, steal_share
+
+    assert steal_share((10, 1000), (60, 2000)) == 0.05
+    assert steal_share(None, (1, 2)) is None
+    ticks = cpu_steal_ticks()
+    if ticks is not None:  # Linux
+        steal, total = ticks
+        assert 0 <= steal <= total

@@ -226,18 +226,15 @@ MAX_STEAL_SHARE = 0.25
 
 
 def _cpu_steal() -> tuple[int, int] | None:
-    """(steal, total) CPU ticks so far (Linux; None elsewhere): the share of time the
-    hypervisor gave this machine's CPUs to other machines."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
+    from core.bench import cpu_steal_ticks
+
+    return cpu_steal_ticks()
 
 
 def _steal_share(a, b) -> float | None:
-    return None if a is None or b is None else (b[0] - a[0]) / max(1, b[1] - a[1])
+    from core.bench import steal_share
+
+    return steal_share(a, b)
 
 
 def test_gui_thread_stays_responsive_while_tracking(make_window, qtbot) -> None:
