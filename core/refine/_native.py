@@ -254,6 +254,22 @@ void lbs_backward_SFX(const REAL *pose, const REAL *shapedirs, const REAL *j_sha
     }
 }
 
+/* The face edges (corner k to k + 1) of H (e) and M (r) for the face with corners c, and
+   M's face normal n = r0 x (-r2) = (M1 - M0) x (M2 - M0), not normalized. */
+static inline void face_edges_SFX(const REAL *h, const REAL *m, const int64_t *c, REAL e[3][3],
+                                  REAL r[3][3], REAL n[3]) {
+    for (int k = 0; k < 3; ++k) {
+        int64_t i0 = c[k], i1 = c[k == 2 ? 0 : k + 1];
+        for (int x = 0; x < 3; ++x) {
+            e[k][x] = h[3 * i1 + x] - h[3 * i0 + x];
+            r[k][x] = m[3 * i1 + x] - m[3 * i0 + x];
+        }
+    }
+    n[0] = -(r[0][1] * r[2][2] - r[0][2] * r[2][1]);
+    n[1] = -(r[0][2] * r[2][0] - r[0][0] * r[2][2]);
+    n[2] = -(r[0][0] * r[2][1] - r[0][1] * r[2][0]);
+}
+
 /* Edge and normal-consistency terms of H against M (core.refine.mesh), per hand:
      edge = mean_{f,k} ((|e|^2 - |r|^2) / |r|^2)^2,  normal = mean_{f,k} <e, n>^2 / (|e|^2 |n|^2)
    with e, r the face edges (corner k to k + 1) of H and M and n = (M1 - M0) x (M2 - M0).
@@ -269,17 +285,8 @@ void edge_normal_SFX(const REAL *H, const REAL *M, const int64_t *faces, int64_t
         REAL *gh = gH ? gH + b * V * 3 : NULL, *gm = gM ? gM + b * V * 3 : NULL;
         for (int64_t f = 0; f < F; ++f) {
             const int64_t *c = faces + 3 * f;
-            REAL e[3][3], r[3][3];
-            for (int k = 0; k < 3; ++k) {
-                int64_t i0 = c[k], i1 = c[k == 2 ? 0 : k + 1];
-                for (int x = 0; x < 3; ++x) {
-                    e[k][x] = h[3 * i1 + x] - h[3 * i0 + x];
-                    r[k][x] = m[3 * i1 + x] - m[3 * i0 + x];
-                }
-            }
-            /* n = r0 x (-r2) = (M1 - M0) x (M2 - M0) */
-            REAL n[3] = {-(r[0][1] * r[2][2] - r[0][2] * r[2][1]), -(r[0][2] * r[2][0] - r[0][0] * r[2][2]),
-                         -(r[0][0] * r[2][1] - r[0][1] * r[2][0])};
+            REAL e[3][3], r[3][3], n[3];
+            face_edges_SFX(h, m, c, e, r, n);
             REAL nn = n[0] * n[0] + n[1] * n[1] + n[2] * n[2];
             REAL gnv[3] = {0, 0, 0};  /* d/dn of this face's normal terms */
             for (int k = 0; k < 3; ++k) {
@@ -342,16 +349,8 @@ void plausibility_SFX(const REAL *H, const REAL *M, const int64_t *faces, int64_
         double se = 0, sn = 0;
         for (int64_t f = 0; f < F; ++f) {
             const int64_t *c = faces + 3 * f;
-            REAL e[3][3], r[3][3];
-            for (int k = 0; k < 3; ++k) {
-                int64_t i0 = c[k], i1 = c[k == 2 ? 0 : k + 1];
-                for (int x = 0; x < 3; ++x) {
-                    e[k][x] = h[3 * i1 + x] - h[3 * i0 + x];
-                    r[k][x] = m[3 * i1 + x] - m[3 * i0 + x];
-                }
-            }
-            REAL n[3] = {-(r[0][1] * r[2][2] - r[0][2] * r[2][1]), -(r[0][2] * r[2][0] - r[0][0] * r[2][2]),
-                         -(r[0][0] * r[2][1] - r[0][1] * r[2][0])};
+            REAL e[3][3], r[3][3], n[3];
+            face_edges_SFX(h, m, c, e, r, n);
             REAL nl = SQRT(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]);
             nl = nl > (REAL)1e-12 ? nl : (REAL)1e-12;
             for (int k = 0; k < 3; ++k) {

@@ -269,6 +269,11 @@ def offset_losses(offsets: Tensor, topo: MeshTopology) -> tuple[Tensor, Tensor]:
     return _OffsetLosses.apply(offsets, topo)
 
 
+def _per_hand_grad(grad: Tensor | None, like: Tensor) -> Tensor:
+    """A (B,) incoming gradient as a contiguous tensor (zeros where autograd passes None)."""
+    return torch.zeros(like.shape[0], dtype=like.dtype) if grad is None else grad.contiguous()
+
+
 class _NativeOffsetLosses(torch.autograd.Function):
     """:func:`offset_losses` by the C kernels (one pass forward, one backward)."""
 
@@ -288,9 +293,7 @@ class _NativeOffsetLosses(torch.autograd.Function):
         from core.refine import _native
 
         u, lu, inv_deg = ctx.saved_tensors
-        zero = torch.zeros(u.shape[0], dtype=u.dtype)
-        gv = zero if g_vertex is None else g_vertex.contiguous()
-        gl = zero if g_lap is None else g_lap.contiguous()
+        gv, gl = _per_hand_grad(g_vertex, u), _per_hand_grad(g_lap, u)
         return _native.offset_grad(u, lu, *ctx.topo._adjacency, inv_deg, gv, gl), None
 
 
@@ -400,9 +403,7 @@ class _NativeEdgeNormal(torch.autograd.Function):
         from core.refine import _native
 
         verts, ref, faces = ctx.saved_tensors
-        zero = torch.zeros(verts.shape[0], dtype=verts.dtype)
-        ge = zero if g_edge is None else g_edge.contiguous()
-        gn = zero if g_normal is None else g_normal.contiguous()
+        ge, gn = _per_hand_grad(g_edge, verts), _per_hand_grad(g_normal, verts)
         _, _, g_v, g_r = _native.edge_normal(verts, ref, faces, ge, gn)
         return g_v, g_r, None
 
