@@ -619,7 +619,7 @@ class CalibrationPanel(QWidget):
         """The calibrated hand in the rest pose, in a small 3D view of its own."""
         import torch
 
-        from app.hand_view import HandView
+        from app.hand_view import make_hand_view
         from core.model import HandModel, load_model_data
 
         try:
@@ -631,7 +631,7 @@ class CalibrationPanel(QWidget):
             log.warning("cannot show the calibrated mesh: %s", exc)
             return
         if self._mesh_view is None:
-            self._mesh_view = HandView(self)
+            self._mesh_view = make_hand_view(self)
             self._mesh_view.interactor.setFixedHeight(220)
             self.mesh_holder.addWidget(self._mesh_view.interactor)
         self._mesh_view.set_hand(out.vertices[0].numpy(), data.faces, out.keypoints[0].numpy())

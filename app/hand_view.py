@@ -26,6 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -54,6 +55,9 @@ import vtkmodules.vtkRenderingFreeType  # noqa: F401  (axis labels)
 from core.export import split_uv_seams, vertex_normals
 from core.keypoints import BONES
 
+if TYPE_CHECKING:
+    from app.hand_view_qt import InteractorHandView
+
 log = logging.getLogger(__name__)
 
 SKIN_RGB = (0.91, 0.74, 0.64)
@@ -64,6 +68,12 @@ DISPLAY_TEXTURE_SIZE = 512
 MAX_RENDER_FPS = 40.0
 
 _UNSET = object()
+#: Held around every OpenGL use of VTK (context creation, render, finalize) in any thread:
+#: Mesa's software driver shares per-screen state between the contexts of one process, and
+#: two views (the main one and the calibration panel's) creating, rendering and destroying
+#: contexts at once in their own threads crashed now and then (about 1 run in 10 of the GUI
+#: tests). One view at a time costs nothing: they never need to render at the same instant.
+GL_LOCK = threading.RLock()
 
 
 def faces_to_vtk(faces: np.ndarray) -> np.ndarray:
@@ -267,10 +277,29 @@ class _Scene:
         return cv2.cvtColor(cv2.flip(rgba, 0), cv2.COLOR_RGBA2BGRA)
 
     def finalize(self) -> None:
+        """Release every OpenGL resource, then the context, in this (the render) thread.
+
+        The VTK objects themselves are destroyed later, wherever Python drops them (often the
+        GUI thread, at a garbage collection): by then none may hold a texture, buffer or
+        shader of a context that is gone, or their destructors would reach into it.
+        """
         if self._axes is not None:
             self._axes.SetEnabled(0)
+            self._axes.SetInteractor(None)
             self._axes = None
+        self.mesh_actor.SetTexture(None)
+        self.texture.ReleaseGraphicsResources(self.ren_win)
+        for renderer in (self.renderer, self.overlay):
+            renderer.RemoveAllViewProps()  # releases each prop's graphics resources
         self.ren_win.Finalize()
+        self.interactor = None
+
+    def drop(self) -> None:
+        """Let go of every VTK object, in this (the render) thread, so that each is destroyed
+        by the thread that used it rather than at some later garbage collection elsewhere."""
+        for name in list(vars(self)):
+            if name != "size":
+                setattr(self, name, None)
 
 
 class HandView(QWidget):
@@ -337,7 +366,7 @@ class HandView(QWidget):
 
     @property
     def _skel_actors(self) -> list[vtkActor]:
-        return self._scene.skel_actors if self._mesh is not None else []
+        return (self._scene.skel_actors or []) if self._mesh is not None else []
 
     # ----------------------------------------------------------------- content
 
@@ -489,6 +518,8 @@ class HandView(QWidget):
 
     def _apply_flags(self) -> None:
         # Plain property flags: safe to set from the GUI thread (no OpenGL involved).
+        if self._scene.mesh_actor is None:  # rendering has stopped: the scene is gone
+            return
         self._scene.mesh_actor.GetProperty().SetEdgeVisibility(self.wireframe)
         for actor in self._scene.skel_actors:
             actor.SetVisibility(self.show_skeleton and self._mesh is not None)
@@ -538,7 +569,8 @@ class HandView(QWidget):
     def _run(self) -> None:
         scene = self._scene
         try:
-            scene.start()
+            with GL_LOCK:
+                scene.start()
             min_interval = 1.0 / MAX_RENDER_FPS
             last = 0.0
             while True:
@@ -554,14 +586,15 @@ class HandView(QWidget):
                     points, self._points = self._points, None
                     texture, self._texture_data = self._texture_data, _UNSET
                     covered = self._requested
-                for command in commands:
-                    command(scene)
-                if points is not None:
-                    scene.update_points(*points)
-                if texture is not _UNSET:
-                    scene.set_texture_image(texture, self.textured)
-                last = time.perf_counter()
-                image = scene.render()
+                with GL_LOCK:
+                    for command in commands:
+                        command(scene)
+                    if points is not None:
+                        scene.update_points(*points)
+                    if texture is not _UNSET:
+                        scene.set_texture_image(texture, self.textured)
+                    last = time.perf_counter()
+                    image = scene.render()
                 now = time.perf_counter()
                 with self._mail:
                     self._image = image
@@ -581,7 +614,9 @@ class HandView(QWidget):
                 pass
         finally:
             try:
-                scene.finalize()
+                with GL_LOCK:
+                    scene.finalize()
+                    scene.drop()
             except Exception:  # noqa: BLE001
                 log.debug("finalizing the render window failed", exc_info=True)
 
@@ -659,3 +694,55 @@ class HandView(QWidget):
     def close(self) -> bool:
         self.stop_rendering()
         return super().close()
+
+
+#: Environment variable choosing the 3D view: "auto" (default), "thread" or "interactor".
+VIEW_ENV_VAR = "HANDTWIN_VIEW"
+_SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast", "swiftshader", "software rasterizer")
+_software_gl: bool | None = None
+
+
+def software_opengl() -> bool:
+    """Whether VTK renders with a software OpenGL driver here (probed once, off-screen).
+
+    Mesa's llvmpipe/softpipe (Xvfb, most VMs, no GPU) and SwiftShader count as software.
+    When the probe itself fails, software is assumed (the threaded view works with either).
+    """
+    global _software_gl
+    if _software_gl is None:
+        try:
+            with GL_LOCK:
+                win = vtkRenderWindow()
+                win.SetOffScreenRendering(1)
+                win.SetSize(8, 8)
+                win.Render()
+                caps = (win.ReportCapabilities() or "").lower().splitlines()
+                win.Finalize()
+            renderer = next((line for line in caps if line.startswith("opengl renderer string")), "")
+            _software_gl = not renderer or any(name in renderer for name in _SOFTWARE_GL)
+            log.info("3D view: OpenGL renderer is %s", "software" if _software_gl else "hardware")
+        except Exception:  # noqa: BLE001 - any failure of the probe: take the safe view
+            log.exception("3D view: could not probe the OpenGL driver; assuming software")
+            _software_gl = True
+    return _software_gl
+
+
+def make_hand_view(parent: QWidget | None = None) -> "HandView | InteractorHandView":
+    """The 3D hand view for this machine.
+
+    Software OpenGL: :class:`HandView`, which renders in its own thread (a render there takes
+    27-58 ms, which would block the GUI thread as long). Hardware OpenGL: pyvistaqt's
+    ``QtInteractor`` (:class:`app.hand_view_qt.InteractorHandView`), which renders on the GUI
+    thread in a millisecond or two. ``$HANDTWIN_VIEW`` = "thread" or "interactor" forces one.
+    """
+    import os
+
+    choice = os.environ.get(VIEW_ENV_VAR, "auto").strip().lower()
+    if choice not in ("auto", "thread", "interactor"):
+        log.warning("%s=%r is not auto, thread or interactor; using auto", VIEW_ENV_VAR, choice)
+        choice = "auto"
+    if choice == "interactor" or (choice == "auto" and not software_opengl()):
+        from app.hand_view_qt import InteractorHandView
+
+        return InteractorHandView(parent)
+    return HandView(parent)

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from app.calibration_panel import CalibrationPanel
 from app.camera_view import CameraView
-from app.hand_view import HandView
+from app.hand_view import make_hand_view
 from app.jobs import JobRunner, describe_error, show_error
 from app.profiles_panel import ProfilesPanel
 from app.settings import AppSettings, cuda_available, open_store
@@ -71,7 +71,7 @@ class MainWindow(QMainWindow):
         self.model_path = model
         self.jobs = JobRunner(self)
         self.camera_view = CameraView(self)
-        self.hand_view = HandView(self)
+        self.hand_view = make_hand_view(self)
         self.active_profile = None
         self.layer: HandModel | None = None
         self.model_data = None

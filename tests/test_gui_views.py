@@ -191,3 +191,39 @@ def test_hand_view_never_waits_for_a_render_and_the_latest_pose_wins(hand_view) 
     assert view.wait_idle(10)
     assert view.renders - renders <= 2
     np.testing.assert_allclose(view._scene.mesh.points, (verts + 0.05)[view._vertex_index], atol=1e-6)  # noqa: SLF001
+
+
+def test_the_view_is_chosen_by_the_opengl_driver(monkeypatch, qtbot) -> None:
+    """Software OpenGL (Xvfb here) gets the threaded view; $HANDTWIN_VIEW forces either; the
+    pyvistaqt interactor view (hardware OpenGL) shows and updates the hand like the other."""
+    import numpy as np
+
+    import app.hand_view as hv
+    from app.hand_view_qt import InteractorHandView
+    from core.model import HandModel, load_model_data
+
+    monkeypatch.delenv(hv.VIEW_ENV_VAR, raising=False)
+    assert hv.software_opengl()  # llvmpipe under Xvfb
+    view = hv.make_hand_view()
+    assert isinstance(view, hv.HandView)
+    view.close()
+    monkeypatch.setenv(hv.VIEW_ENV_VAR, "interactor")
+    view = hv.make_hand_view()
+    try:
+        assert isinstance(view, InteractorHandView) and view.interactor is view
+        data = load_model_data(None, "right")
+        out = HandModel(data).rest()
+        verts, kp = out.vertices[0].numpy(), out.keypoints[0].numpy()
+        view.set_hand(verts, data.faces, kp, uv=data.uv, uv_faces=data.uv_faces)
+        view.set_texture(np.full((64, 64, 3), 200, np.uint8))
+        assert view.has_mesh and view.textured and view.num_model_vertices == len(verts)
+        view.set_hand(verts + 0.01, data.faces, kp + 0.01, uv=data.uv, uv_faces=data.uv_faces)
+        split = verts[view._vertex_index]  # one point per vertex and UV pair
+        np.testing.assert_allclose(view._mesh.points, split + 0.01, atol=1e-6)  # moved in place
+        before = view.renders
+        view.render()
+        assert view.renders > before and view.wait_idle()
+        view.set_wireframe(True)
+        view.set_skeleton_visible(False)
+    finally:
+        view.close()

@@ -1,0 +1,270 @@
+"""The 3D hand view on a hardware OpenGL driver: a pyvistaqt ``QtInteractor``.
+
+With a GPU driver a render takes a millisecond or two, so rendering on the GUI thread, as
+pyvistaqt's interactor does, costs nothing and gives its native interaction. With software
+OpenGL (llvmpipe under Xvfb, VMs) a render takes 27-58 ms and would block the window as long:
+there :func:`app.hand_view.make_hand_view` picks the threaded :class:`app.hand_view.HandView`
+instead. Both have the same methods.
+
+All VTK mutation happens here, on the GUI thread. A model with UV coordinates is shown split
+at its UV seams (one VTK point per vertex and UV pair) so a skin texture can be applied;
+normals come from the unsplit mesh, so the seams do not show in the shading.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import cv2
+import numpy as np
+import pyvista as pv
+from vtkmodules.vtkFiltersGeneral import vtkVertexGlyphFilter
+from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper, vtkRenderer
+from PySide6.QtWidgets import QWidget
+from pyvistaqt import QtInteractor
+
+from app.hand_view import DISPLAY_TEXTURE_SIZE, SKIN_RGB, _rate, faces_to_vtk, skeleton_polydata
+from core.export import split_uv_seams, vertex_normals
+
+
+class InteractorHandView(QtInteractor):
+    """Orbitable view of one hand mesh, with wireframe, skeleton and texture toggles, rendered
+    on the GUI thread (hardware OpenGL)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent, multi_samples=0, auto_update=False)
+        # A software OpenGL (llvmpipe under Xvfb, VMs) pays per pixel: no MSAA, no gradient, no
+        # translucency. The skeleton is drawn in an overlay layer on top of the opaque skin.
+        self.ren_win.SetMultiSamples(0)
+        self.set_background("#262b33")
+        self._overlay = vtkRenderer()
+        self._overlay.SetLayer(1)
+        self._overlay.InteractiveOff()
+        self._overlay.SetActiveCamera(self.renderer.GetActiveCamera())
+        self.ren_win.SetNumberOfLayers(2)
+        self.ren_win.AddRenderer(self._overlay)
+        self._mesh: pv.PolyData | None = None
+        self._skeleton: pv.PolyData | None = None
+        self._mesh_actor = None
+        self._skel_actors: list = []
+        self._faces: np.ndarray | None = None
+        self._vertex_index: np.ndarray | None = None  # split point -> model vertex
+        self._texture: pv.Texture | None = None
+        self._texture_size: tuple[int, int] | None = None
+        self.show_skeleton = True
+        self.wireframe = False
+        self.show_texture = True
+        self._camera_frame = False
+        self.update_times: deque[float] = deque(maxlen=120)
+        self.updates = 0
+        #: Renders done, and when they finished (perf_counter seconds).
+        self.renders = 0
+        self.render_times: deque[float] = deque(maxlen=120)
+        self.ren_win.AddObserver("EndEvent", self._count_render)
+        self.add_axes(line_width=2)
+
+    def _count_render(self, *_: object) -> None:
+        self.renders += 1
+        self.render_times.append(time.perf_counter())
+
+
+    # ----------------------------------------------------------------- content
+
+    def set_hand(
+        self,
+        vertices: np.ndarray,
+        faces: np.ndarray,
+        keypoints: np.ndarray,
+        camera_frame: bool = False,
+        uv: np.ndarray | None = None,
+        uv_faces: np.ndarray | None = None,
+        normals: np.ndarray | None = None,
+    ) -> None:
+        """Show a new hand, or update the vertices in place when the topology is unchanged.
+
+        Args:
+            vertices: (V, 3) metres; faces: (F, 3); keypoints: (21, 3) metres.
+            camera_frame: the points are in the OpenCV camera frame (look from the camera)
+                rather than the model frame.
+            uv, uv_faces: (T, 2) texture coordinates and (F, 3) faces into them, for a texture.
+            normals: (V, 3) unit vertex normals when the caller has them, else computed here.
+        """
+        vertices = np.asarray(vertices, dtype=np.float32)
+        if camera_frame != self._camera_frame:
+            self._camera_frame = camera_frame
+            self.clear_actors()
+        same = (
+            self._mesh is not None and self._faces is not None and len(self._faces) == len(faces)
+            and (self._vertex_index is None) == (uv is None)
+            and int(self._faces.max()) + 1 == len(vertices)
+        )
+        if same:
+            self._mesh.points = self._split_points(vertices)
+            if normals is None:
+                normals = vertex_normals(vertices, self._faces)
+            self._mesh.point_data["Normals"] = self._split_points(normals)
+            self._skeleton.points = np.asarray(keypoints, dtype=np.float32)
+            self._skeleton.Modified()
+            self._count_update()
+            return
+        self.clear_actors()
+        self._faces = np.asarray(faces, dtype=np.int64)
+        if uv is not None and uv_faces is not None:
+            split = split_uv_seams(self._faces, uv_faces)
+            self._vertex_index = split.vertex_index
+            self._mesh = pv.PolyData(vertices[split.vertex_index], faces_to_vtk(split.faces))
+            self._mesh.active_texture_coordinates = np.asarray(uv, np.float32)[split.uv_index]
+        else:
+            self._vertex_index = None
+            self._mesh = pv.PolyData(vertices, faces_to_vtk(self._faces))
+        self._mesh.point_data["Normals"] = self._split_points(vertex_normals(vertices, self._faces))
+        self._mesh.point_data.active_normals_name = "Normals"
+        self._mesh_actor = self.add_mesh(
+            self._mesh, color=SKIN_RGB, smooth_shading=True, specular=0.2,
+            show_edges=self.wireframe, edge_color="#5a4a40", name="hand",
+        )
+        self._apply_texture()
+        self._skeleton = skeleton_polydata(keypoints)
+        self._overlay.RemoveAllViewProps()
+        self._skel_actors = [self._overlay_actor(self._skeleton, "#e8553e", lines=True),
+                             self._overlay_actor(self._skeleton, "#ffd166", lines=False)]
+        self._apply_visibility()
+        self.reset_view()
+        self._count_update()
+
+    def _overlay_actor(self, data: pv.PolyData, colour: str, lines: bool) -> vtkActor:
+        mapper = vtkPolyDataMapper()
+        if lines:
+            mapper.SetInputData(data)
+        else:
+            glyphs = vtkVertexGlyphFilter()
+            glyphs.SetInputData(data)
+            mapper.SetInputConnection(glyphs.GetOutputPort())
+        actor = vtkActor()
+        actor.SetMapper(mapper)
+        prop = actor.GetProperty()
+        prop.SetColor(pv.Color(colour).float_rgb)
+        if lines:
+            prop.SetLineWidth(3)
+        else:
+            prop.SetPointSize(9)
+            prop.SetRenderPointsAsSpheres(True)
+        self._overlay.AddActor(actor)
+        return actor
+
+    def _split_points(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float32)
+        return values if self._vertex_index is None else values[self._vertex_index]
+
+    def _count_update(self) -> None:
+        # One render per update: schedule a paint (paintGL renders) instead of rendering now
+        # and again in the paint that VTK's frame event schedules.
+        QWidget.update(self)
+        self.updates += 1
+        self.update_times.append(time.perf_counter())
+
+    def update_rate(self, window_s: float = 2.0) -> float:
+        """Mesh updates per second over the last ``window_s`` seconds."""
+        return _rate(self.update_times, window_s)
+
+    def render_rate(self, window_s: float = 2.0) -> float:
+        """Renders per second over the last ``window_s`` seconds."""
+        return _rate(self.render_times, window_s)
+
+    def wait_idle(self, timeout_s: float = 5.0) -> bool:
+        """Nothing to wait for: this view renders on the GUI thread (same API as HandView)."""
+        return True
+
+    def stop_rendering(self) -> None:
+        """Nothing to stop: no render thread (same API as HandView)."""
+
+    @property
+    def num_model_vertices(self) -> int:
+        """Vertices of the model shown (before the split at UV seams); 0 when none."""
+        if self._mesh is None or self._faces is None:
+            return 0
+        return int(self._faces.max()) + 1
+
+    @property
+    def has_mesh(self) -> bool:
+        return self._mesh is not None and self._mesh.n_points > 0
+
+    @property
+    def textured(self) -> bool:
+        return self._texture is not None and self._vertex_index is not None and self.show_texture
+
+    def set_texture(self, image: np.ndarray | None) -> None:
+        """(S, S, 3) uint8 skin texture (top row first, UV origin bottom-left), or None.
+
+        An update of the same size replaces the pixels of the existing texture in place.
+        """
+        if image is None:
+            self._texture = None
+        else:
+            if image.shape[0] > DISPLAY_TEXTURE_SIZE:  # a live view needs no more; uploads cost
+                image = cv2.resize(image, (DISPLAY_TEXTURE_SIZE, DISPLAY_TEXTURE_SIZE), interpolation=cv2.INTER_AREA)
+            img = np.ascontiguousarray(np.flipud(image))  # VTK images start at the bottom row
+            h, w = img.shape[:2]
+            data = pv.ImageData(dimensions=(w, h, 1))
+            data.point_data["rgb"] = img.reshape(-1, 3)
+            if self._texture is None or self._texture_size != (w, h):
+                self._texture = pv.Texture()
+                self._texture.InterpolateOn()
+            self._texture.SetInputDataObject(data)
+            self._texture_size = (w, h)
+        self._apply_texture()
+        QWidget.update(self)  # painted with the next frame, not rendered twice now
+
+    def set_texture_visible(self, on: bool) -> None:
+        self.show_texture = on
+        self._apply_texture()
+        self.render()
+
+    def _apply_texture(self) -> None:
+        actor = self._mesh_actor
+        if actor is None:
+            return
+        if self.textured:
+            actor.texture = self._texture
+            actor.GetProperty().SetColor(1.0, 1.0, 1.0)
+        else:
+            actor.texture = None
+            actor.GetProperty().SetColor(*SKIN_RGB)
+
+    # ----------------------------------------------------------------- view
+
+    def reset_view(self) -> None:
+        """Model frame: look at the back of the hand, fingers up (fingers +x, palm -y).
+        Camera frame: look from the camera (OpenCV: z forward, y down)."""
+        if self._camera_frame:
+            # The live hand is centred at the origin (about 0.2 m across): look from the camera.
+            self.camera_position = [(0.0, 0.0, -0.45), (0.0, 0.0, 0.0), (0.0, -1.0, 0.0)]
+            self.reset_camera_clipping_range()
+        else:
+            self.view_vector((0.15, 1.0, 0.35), viewup=(1.0, 0.0, 0.0))
+            self.reset_camera()
+
+    def clear_actors(self) -> None:
+        self.remove_actor("hand", render=False)
+        self._overlay.RemoveAllViewProps()
+        self._skel_actors = []
+        self._mesh = None
+        self._mesh_actor = None
+        self._faces = None
+
+    def set_wireframe(self, on: bool) -> None:
+        self.wireframe = on
+        if self._mesh_actor is not None:
+            self._mesh_actor.GetProperty().SetEdgeVisibility(on)
+            self.render()
+
+    def set_skeleton_visible(self, on: bool) -> None:
+        self.show_skeleton = on
+        self._apply_visibility()
+        self.render()
+
+    def _apply_visibility(self) -> None:
+        for actor in self._skel_actors:
+            actor.SetVisibility(self.show_skeleton)
+
