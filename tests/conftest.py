@@ -21,6 +21,21 @@ def _no_user_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HANDTWIN_MODEL", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _interactor_view_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GUI tests use pyvistaqt's interactor view unless they ask for the threaded one.
+
+    Under Xvfb (software OpenGL) the app picks the threaded view (app.hand_view), which
+    tests/test_gui_views.py and the responsiveness test exercise on purpose. Every other GUI
+    test runs on the interactor: with the threaded view, about one run in 15 of the GUI tests
+    ended in a segfault in a native thread after several windows had come and gone (not
+    reproduced with the interactor in 32 runs; see the closing note of issue 7). $HANDTWIN_VIEW
+    set outside the tests wins.
+    """
+    if "HANDTWIN_VIEW" not in os.environ:
+        monkeypatch.setenv("HANDTWIN_VIEW", "interactor")
+
+
 @pytest.fixture(scope="session")
 def open_hand():
     from core.model import load_open_hand
