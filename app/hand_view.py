@@ -88,6 +88,66 @@ def skeleton_polydata(keypoints: np.ndarray) -> pv.PolyData:
     return pv.PolyData(np.array(keypoints, dtype=np.float32), lines=lines)  # a copy: updated in place
 
 
+def skeleton_actors(renderer: vtkRenderer, skeleton: pv.PolyData) -> list[vtkActor]:
+    """The skeleton's bones (red lines) and joints (yellow dots), added to ``renderer``."""
+    actors = []
+    for colour, lines in (("#e8553e", True), ("#ffd166", False)):
+        mapper = vtkPolyDataMapper()
+        if lines:
+            mapper.SetInputData(skeleton)
+        else:
+            glyphs = vtkVertexGlyphFilter()
+            glyphs.SetInputData(skeleton)
+            mapper.SetInputConnection(glyphs.GetOutputPort())
+        actor = vtkActor()
+        actor.SetMapper(mapper)
+        prop = actor.GetProperty()
+        prop.SetColor(pv.Color(colour).float_rgb)
+        if lines:
+            prop.SetLineWidth(3)
+        else:
+            prop.SetPointSize(9)
+            prop.SetRenderPointsAsSpheres(True)
+        renderer.AddActor(actor)
+        actors.append(actor)
+    return actors
+
+
+def hand_polydata(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray,
+                  uv: np.ndarray | None, uv_faces: np.ndarray | None) -> tuple[pv.PolyData, np.ndarray | None]:
+    """The hand mesh for VTK, with its normals; with ``uv``, split at the UV seams.
+
+    Returns:
+        (the mesh, its own copy of the points; (P,) the model vertex of each point, or None
+        when the mesh is not split).
+    """
+    faces = np.asarray(faces, dtype=np.int64)
+    index = None
+    if uv is not None and uv_faces is not None:
+        split = split_uv_seams(faces, uv_faces)
+        index = split.vertex_index
+        mesh = pv.PolyData(vertices[index], faces_to_vtk(split.faces))
+        mesh.active_texture_coordinates = np.asarray(uv, np.float32)[split.uv_index]
+    else:
+        mesh = pv.PolyData(vertices.copy(), faces_to_vtk(faces))
+    points_normals = np.asarray(normals, dtype=np.float32)
+    mesh.point_data["Normals"] = np.array(points_normals if index is None else points_normals[index])
+    mesh.point_data.active_normals_name = "Normals"
+    return mesh, index
+
+
+def texture_image(image: np.ndarray) -> pv.ImageData:
+    """(S, S, 3) uint8 texture (top row first) as VTK image data for a live view (bottom row
+    first, at most :data:`DISPLAY_TEXTURE_SIZE` texels a side: uploads cost)."""
+    if image.shape[0] > DISPLAY_TEXTURE_SIZE:
+        image = cv2.resize(image, (DISPLAY_TEXTURE_SIZE, DISPLAY_TEXTURE_SIZE), interpolation=cv2.INTER_AREA)
+    img = np.ascontiguousarray(np.flipud(image))
+    h, w = img.shape[:2]
+    data = pv.ImageData(dimensions=(w, h, 1))
+    data.point_data["rgb"] = img.reshape(-1, 3)
+    return data
+
+
 def _rate(times: deque[float], window_s: float) -> float:
     """Events per second among ``times`` (perf_counter seconds) in the last ``window_s``."""
     now = time.perf_counter()
@@ -144,7 +204,7 @@ class _Scene:
         self.renderer.AddActor(self.mesh_actor)
 
         self.skeleton = skeleton_polydata(np.zeros((21, 3), np.float32))
-        self.skel_actors = [self._overlay_actor("#e8553e", lines=True), self._overlay_actor("#ffd166", lines=False)]
+        self.skel_actors = skeleton_actors(self.overlay, self.skeleton)
         for actor in self.skel_actors:
             actor.VisibilityOff()
 
@@ -154,26 +214,6 @@ class _Scene:
         self.interactor: vtkGenericRenderWindowInteractor | None = None
         self._axes = None
         self._pixels = vtkUnsignedCharArray()
-
-    def _overlay_actor(self, colour: str, lines: bool) -> vtkActor:
-        mapper = vtkPolyDataMapper()
-        if lines:
-            mapper.SetInputData(self.skeleton)
-        else:
-            glyphs = vtkVertexGlyphFilter()
-            glyphs.SetInputData(self.skeleton)
-            mapper.SetInputConnection(glyphs.GetOutputPort())
-        actor = vtkActor()
-        actor.SetMapper(mapper)
-        prop = actor.GetProperty()
-        prop.SetColor(pv.Color(colour).float_rgb)
-        if lines:
-            prop.SetLineWidth(3)
-        else:
-            prop.SetPointSize(9)
-            prop.SetRenderPointsAsSpheres(True)
-        self.overlay.AddActor(actor)
-        return actor
 
     # -- render thread -------------------------------------------------------------------
 
@@ -409,17 +449,8 @@ class HandView(QWidget):
             return
         self._camera_frame = camera_frame
         self._faces = np.asarray(faces, dtype=np.int64)
-        if uv is not None and uv_faces is not None:
-            split = split_uv_seams(self._faces, uv_faces)
-            self._vertex_index = split.vertex_index
-            mesh = pv.PolyData(vertices[split.vertex_index], faces_to_vtk(split.faces))
-            mesh.active_texture_coordinates = np.asarray(uv, np.float32)[split.uv_index]
-        else:
-            self._vertex_index = None
-            mesh = pv.PolyData(vertices.copy(), faces_to_vtk(self._faces))  # updated in place later
-        mesh.point_data["Normals"] = np.array(self._split_points(normals), dtype=np.float32)
-        mesh.point_data.active_normals_name = "Normals"
-        self._mesh = mesh
+        mesh, self._vertex_index = hand_polydata(vertices, self._faces, normals, uv, uv_faces)
+        self._mesh = mesh  # its points are updated in place later
         textured = self.textured
 
         def install(scene: _Scene) -> None:
@@ -470,14 +501,7 @@ class HandView(QWidget):
 
         Shown with the next render; a texture not yet shown is replaced by a newer one.
         """
-        data = None
-        if image is not None:
-            if image.shape[0] > DISPLAY_TEXTURE_SIZE:  # a live view needs no more; uploads cost
-                image = cv2.resize(image, (DISPLAY_TEXTURE_SIZE, DISPLAY_TEXTURE_SIZE), interpolation=cv2.INTER_AREA)
-            img = np.ascontiguousarray(np.flipud(image))  # VTK images start at the bottom row
-            h, w = img.shape[:2]
-            data = pv.ImageData(dimensions=(w, h, 1))
-            data.point_data["rgb"] = img.reshape(-1, 3)
+        data = None if image is None else texture_image(image)
         self._has_texture = image is not None
         with self._mail:
             self._texture_data = data

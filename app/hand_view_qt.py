@@ -16,16 +16,21 @@ from __future__ import annotations
 import time
 from collections import deque
 
-import cv2
 import numpy as np
 import pyvista as pv
-from vtkmodules.vtkFiltersGeneral import vtkVertexGlyphFilter
-from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper, vtkRenderer
+from vtkmodules.vtkRenderingCore import vtkRenderer
 from PySide6.QtWidgets import QWidget
 from pyvistaqt import QtInteractor
 
-from app.hand_view import DISPLAY_TEXTURE_SIZE, SKIN_RGB, _rate, faces_to_vtk, skeleton_polydata
-from core.export import split_uv_seams, vertex_normals
+from app.hand_view import (
+    SKIN_RGB,
+    _rate,
+    hand_polydata,
+    skeleton_actors,
+    skeleton_polydata,
+    texture_image,
+)
+from core.export import vertex_normals
 
 
 class InteractorHandView(QtInteractor):
@@ -110,16 +115,9 @@ class InteractorHandView(QtInteractor):
             return
         self.clear_actors()
         self._faces = np.asarray(faces, dtype=np.int64)
-        if uv is not None and uv_faces is not None:
-            split = split_uv_seams(self._faces, uv_faces)
-            self._vertex_index = split.vertex_index
-            self._mesh = pv.PolyData(vertices[split.vertex_index], faces_to_vtk(split.faces))
-            self._mesh.active_texture_coordinates = np.asarray(uv, np.float32)[split.uv_index]
-        else:
-            self._vertex_index = None
-            self._mesh = pv.PolyData(vertices, faces_to_vtk(self._faces))
-        self._mesh.point_data["Normals"] = self._split_points(vertex_normals(vertices, self._faces))
-        self._mesh.point_data.active_normals_name = "Normals"
+        if normals is None:
+            normals = vertex_normals(vertices, self._faces)
+        self._mesh, self._vertex_index = hand_polydata(vertices, self._faces, normals, uv, uv_faces)
         self._mesh_actor = self.add_mesh(
             self._mesh, color=SKIN_RGB, smooth_shading=True, specular=0.2,
             show_edges=self.wireframe, edge_color="#5a4a40", name="hand",
@@ -127,31 +125,10 @@ class InteractorHandView(QtInteractor):
         self._apply_texture()
         self._skeleton = skeleton_polydata(keypoints)
         self._overlay.RemoveAllViewProps()
-        self._skel_actors = [self._overlay_actor(self._skeleton, "#e8553e", lines=True),
-                             self._overlay_actor(self._skeleton, "#ffd166", lines=False)]
+        self._skel_actors = skeleton_actors(self._overlay, self._skeleton)
         self._apply_visibility()
         self.reset_view()
         self._count_update()
-
-    def _overlay_actor(self, data: pv.PolyData, colour: str, lines: bool) -> vtkActor:
-        mapper = vtkPolyDataMapper()
-        if lines:
-            mapper.SetInputData(data)
-        else:
-            glyphs = vtkVertexGlyphFilter()
-            glyphs.SetInputData(data)
-            mapper.SetInputConnection(glyphs.GetOutputPort())
-        actor = vtkActor()
-        actor.SetMapper(mapper)
-        prop = actor.GetProperty()
-        prop.SetColor(pv.Color(colour).float_rgb)
-        if lines:
-            prop.SetLineWidth(3)
-        else:
-            prop.SetPointSize(9)
-            prop.SetRenderPointsAsSpheres(True)
-        self._overlay.AddActor(actor)
-        return actor
 
     def _split_points(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values, dtype=np.float32)
@@ -202,12 +179,8 @@ class InteractorHandView(QtInteractor):
         if image is None:
             self._texture = None
         else:
-            if image.shape[0] > DISPLAY_TEXTURE_SIZE:  # a live view needs no more; uploads cost
-                image = cv2.resize(image, (DISPLAY_TEXTURE_SIZE, DISPLAY_TEXTURE_SIZE), interpolation=cv2.INTER_AREA)
-            img = np.ascontiguousarray(np.flipud(image))  # VTK images start at the bottom row
-            h, w = img.shape[:2]
-            data = pv.ImageData(dimensions=(w, h, 1))
-            data.point_data["rgb"] = img.reshape(-1, 3)
+            data = texture_image(image)
+            w, h = data.dimensions[:2]
             if self._texture is None or self._texture_size != (w, h):
                 self._texture = pv.Texture()
                 self._texture.InterpolateOn()
