@@ -174,8 +174,8 @@ def loss_and_grad(lean: LeanHand, view: FusedView, params: dict[str, Tensor], we
     # regularizers
     wv, wl, we, wn = (weights[k] for k in ("vertex", "laplacian", "edge", "normal"))
     if wv or wl:
-        vertex, lap, lu = _native.offset_losses(du.contiguous(), *view.topo._adjacency,
-                                                1.0 / view.topo.degree.to(du.dtype))
+        inv_deg = 1.0 / view.topo.degree.to(du.dtype)
+        vertex, lap, lu = _native.offset_losses(du.contiguous(), *view.topo._adjacency, inv_deg)
         loss = loss + wv * vertex + wl * lap
     if we or wn:
         edge, normal, _, _ = _native.edge_normal(verts.contiguous(), base, view.topo.faces)
@@ -204,8 +204,8 @@ def loss_and_grad(lean: LeanHand, view: FusedView, params: dict[str, Tensor], we
     g_du = g_verts * e0
     if wv or wl:
         ones = torch.ones(b, dtype=du.dtype)
-        g_du = g_du + _native.offset_grad(du.contiguous(), lu, *view.topo._adjacency,
-                                          1.0 / view.topo.degree.to(du.dtype), wv * ones, wl * ones)
+        g_du = g_du + _native.offset_grad(du.contiguous(), lu, *view.topo._adjacency, inv_deg,
+                                          wv * ones, wl * ones)
     g_joints = torch.zeros_like(joints)
     if g_kuv is not None:
         g_kp, g_kfocal = _project_backward(g_kuv, kuv, kz, Kc)

@@ -304,8 +304,11 @@ class _View:
     keypoints: Tensor | None  # (B, 21, 2) crop pixels
     boxes: list[CropBox]
     slack: Tensor | None = None  # (B, 21) crop px, the fit's keypoint distances (keypoint_slack)
-    area: Tensor | None = None  # (B,) the target's area inside the weight, crop px (>= 1)
     faces: Tensor | None = None  # (F', 3) faces drawn in this view, chosen at the first evaluation
+    area: Tensor = dataclasses.field(init=False)  # (B,) the target's area inside the weight, px (>= 1)
+
+    def __post_init__(self) -> None:
+        self.area = (self.target * self.weight).flatten(1).sum(1).clamp_min(1.0)
 
 
 @dataclass
@@ -571,8 +574,6 @@ class Refiner:
             with torch.no_grad():
                 start = self._lean[g.side](g.pose0, g.betas0, g.transl0).vertices
             view.faces = (_front_faces(start, g.topo.faces) if st.cull_backfaces else g.topo.faces).contiguous()
-        if view.area is None:
-            view.area = (view.target * view.weight).flatten(1).sum(1).clamp_min(1.0)
         fv = FusedView(g.pose0, g.betas0, g.transl0, g.t_scale, g.edge0, view.K, view.affine,
                        view.target, view.weight, view.area, view.keypoints, view.faces, g.topo,
                        g.free_focal)
@@ -603,8 +604,6 @@ class Refiner:
                 view.faces = _front_faces(v, faces) if st.cull_backfaces else faces
             sil = rasterize_silhouette(v, view.faces, Kc, soft)
             w = view.weight
-            if view.area is None:
-                view.area = (view.target * w).flatten(1).sum(1).clamp_min(1.0)
             sil_terms.append(((sil - view.target).pow(2) * w).flatten(1).sum(1) / view.area)
             if k == 0:
                 with torch.no_grad():
