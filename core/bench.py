@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,9 @@ def _bench_frames(max_frames: int = 60) -> list:
 def bench_pipeline() -> dict[str, Any]:
     """mediapipe_ms, fit_ms (20 iterations, one hand), frame_ms and pipeline_ratio on the demo.
 
+    ``stream_fit_iterations`` is the mean number of iterations the stream's warm-started fits
+    ran before converging (``FitSettings.tolerance``).
+
     ``frame_ms`` is throughput: wall time over the clip divided by its frames, for the whole
     engine (detection + fit); ``mediapipe_ms`` the same for the detector alone, in this run.
     """
@@ -180,20 +184,21 @@ def bench_pipeline() -> dict[str, Any]:
         engine.process(frames[0])
         engine.reset()
         t0 = time.perf_counter()
-        for _ in engine.process_stream(frames):
-            pass
+        stream_fits = [h.fit for r in engine.process_stream(frames) for h in r.hands]
         frame_ms = (time.perf_counter() - t0) * 1000 / len(frames)
         first = next((d[0] for d in dets if d), None)
         fit_ms = None
         if first is not None:
             K = frames[0].intrinsics.K.astype("float32") if frames[0].intrinsics is not None else None
             obs = HandObservation(first.handedness, first.keypoints_2d, first.world_landmarks, K, first.image_size)
-            fit_ms = round(median_ms(lambda: engine.fitter.fit([obs], iterations=20), repeats=20, warmup=3), 3)
+            fit_ms = round(median_ms(lambda: engine.fitter.fit([obs], iterations=20, tolerance=0.0),
+                                     repeats=20, warmup=3), 3)
     detected = sum(1 for d in dets if d) / len(frames)
     return {
         "bench_frames": len(frames),
         "mediapipe_ms": round(mediapipe_ms, 3),
         "fit_ms": fit_ms,
+        "stream_fit_iterations": round(float(np.mean([f.iterations for f in stream_fits])), 2) if stream_fits else None,
         "frame_ms": round(frame_ms, 3),
         "pipeline_ratio": round(frame_ms / mediapipe_ms, 3),
         "demo_detection_rate": round(detected, 3),

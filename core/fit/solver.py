@@ -221,6 +221,7 @@ class Weights:
     w_limits: float
     lm_lambda: float
     project_every: int
+    tolerance: float = 0.0
 
 
 @dataclass
@@ -234,6 +235,7 @@ class FitOutput:
     keypoints_2d: np.ndarray  # (B, 21, 2)
     error_px: np.ndarray  # (B,) mean distance to the detected keypoints
     scale: np.ndarray  # (B,) pixels per metre
+    iterations: np.ndarray  # (B,) int Levenberg-Marquardt iterations each hand ran
 
 
 class SideSolver:
@@ -600,7 +602,18 @@ class SideSolver:
         lam = be.zeros(b, 1) + w.lm_lambda
         refresh(G, beta)
         H, g, cost = system(R, G, cam, beta)
+        # A hand has converged when its last accepted step lowered its cost by less than the
+        # tolerance (a fraction of the cost). After the first ``project_every`` iterations a
+        # converged hand is frozen, so a batch gives each hand what fitting it alone gives.
+        converged = be.zeros(b) > 0
+        active = ~converged
+        ran = be.zeros(b)
         for it in range(n_iter):
+            if w.tolerance > 0 and it >= w.project_every:
+                active = ~converged
+                if not bool(active.any()):
+                    break
+            ran = ran + active
             if it and it % _REFRESH == 0:
                 H = H + refresh(G, beta)
             diag = H.reshape(b, P * P)[:, :: P + 1]
@@ -615,7 +628,8 @@ class SideSolver:
             beta_new = be.clamp(beta + delta[:, 51:], -MAX_BETA, MAX_BETA) if fit_shape else beta
             H_new, g_new, cost_new = system(R_new, G_new, cam_new, beta_new)
             # Keep a step only where it lowered the cost.
-            ok = cost_new < cost
+            ok = (cost_new < cost) & active
+            converged = xp.where(ok, cost - cost_new < w.tolerance * cost, converged)
             if bool(ok.all()):
                 R, G, cam, beta, H, g, cost = R_new, G_new, cam_new, beta_new, H_new, g_new, cost_new
                 lam = lam * 0.5
@@ -631,7 +645,7 @@ class SideSolver:
             else:
                 lam = lam * 4.0
         R = self.clamp_local(R)
-        return self._outputs(R, self.global_from_local(R), cam, beta, uv, K)
+        return self._outputs(R, self.global_from_local(R), cam, beta, uv, K, ran)
 
     def problem(self, w: Weights, uv, world, K, beta, fit_shape: bool,
                 prev_pose=None, prev_t=None, has_prev=None):
@@ -820,7 +834,7 @@ class SideSolver:
 
         return system, refresh, R, G, cam, beta
 
-    def _outputs(self, R, G, cam, beta, uv, K) -> FitOutput:
+    def _outputs(self, R, G, cam, beta, uv, K, iterations) -> FitOutput:
         xp, be = self.xp, self.be
         b = G.shape[0]
         if K is not None:
@@ -846,4 +860,5 @@ class SideSolver:
             pose=n(pose).astype(np.float32), betas=n(beta).astype(np.float32), transl=n(transl).astype(np.float32),
             keypoints_3d=n(kp).astype(np.float32), keypoints_2d=n(px).astype(np.float32),
             error_px=n(err).astype(np.float64), scale=n(scale).astype(np.float64),
+            iterations=n(iterations).astype(np.int64),
         )
