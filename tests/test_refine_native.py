@@ -121,6 +121,35 @@ def test_native_offset_terms_match_the_reference_and_finite_differences() -> Non
                                     eps=1e-7, atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_silhouette_term_matches_the_pytorch_expression(dtype) -> None:
+    """Loss, IoU and the backward's input against the tensor expression they replace (padded
+    rows, a weight with holes, a target half inside the silhouette)."""
+    needs_native()
+    g = torch.Generator().manual_seed(5)
+    b, h, w, wp = 2, 24, 20, 23
+    prod = torch.rand(b, h, wp, generator=g, dtype=dtype)
+    target = (torch.rand(b, h, w, generator=g) > 0.5).to(dtype)
+    weight = (torch.rand(b, h, w, generator=g) > 0.2).to(dtype)
+    area = (target * weight).sum((1, 2))
+    loss, iou, g_sil = _native.silhouette_loss(prod, target, weight, area, 0.7, need_grad=True)
+    sil = 1.0 - prod[..., :w]
+    res = (sil - target) * weight
+    ref_loss = 0.7 * (res * res).sum((1, 2)) / area
+    inside, tmask = (sil > 0.5) & (weight > 0), (target > 0.5) & (weight > 0)
+    ref_iou = (inside & tmask).sum((1, 2)).to(dtype) / (inside | tmask).sum((1, 2)).to(dtype)
+    ref_g = torch.zeros_like(prod)
+    ref_g[..., :w] = 1.4 * res * weight / area[:, None, None] * prod[..., :w]
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(loss, ref_loss, rtol=tol, atol=tol)
+    torch.testing.assert_close(iou, ref_iou, rtol=tol, atol=tol)
+    torch.testing.assert_close(g_sil, ref_g, rtol=tol, atol=tol)
+    # the IoU of two empty silhouettes is 1; no gradient buffer when none is asked for
+    empty = torch.ones(1, h, wp, dtype=dtype)
+    _, iou0, none = _native.silhouette_loss(empty, target[:1] * 0, weight[:1], area[:1], 1.0, need_grad=False)
+    assert float(iou0[0]) == 1.0 and none is None
+
+
 def test_without_a_compiler_the_refiner_falls_back_to_pytorch_with_the_same_result(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,5 +1,6 @@
 """Fused CPU kernels of the refinement loop, in C: the hand model's skinning and its gradient,
-and the edge / normal-consistency regularizers and their gradients.
+the edge / normal-consistency regularizers and their gradients, and the silhouette term's
+reduction (loss, IoU and the rasterizer backward's input in one pass over the crop).
 
 Every refinement iteration evaluates ``M(p + dp, s + ds)`` and the mesh regularizers and
 back-propagates through them. As PyTorch ops that is several hundred small ops per iteration
@@ -31,7 +32,7 @@ from torch import Tensor
 
 from core.native import NativeLibrary
 
-__all__ = ["LIBRARY", "edge_normal", "lbs_backward", "lbs_forward", "offset_grad", "offset_losses",
+__all__ = ["LIBRARY", "edge_normal", "lbs_backward", "lbs_forward", "offset_grad", "offset_losses", "silhouette_loss",
            "plausibility", "supported"]
 
 _KERNELS = r"""
@@ -411,6 +412,39 @@ void offset_grad_SFX(const REAL *u, const REAL *lu, const int64_t *ptr, const in
         }
     }
 }
+
+/* The silhouette term of B crops H x W. prod (B, H, Wp): the rasterizer's product of
+   (1 - coverage), rows padded to Wp >= W; target, weight (B, H, W); area (B,).
+   sil = 1 - prod, r = (sil - target) weight:  loss_b = w_sil sum r^2 / area_b;
+   iou_b = |sil > 0.5 and target > 0.5| / |either|, both inside weight > 0 (1 when empty);
+   with g (B, H, Wp, zero padding), the input the rasterizer's backward takes:
+   dloss/dsil * prod = 2 w_sil r weight / area * prod. */
+void silhouette_loss_SFX(const REAL *prod, const REAL *target, const REAL *weight,
+                         const REAL *area, int64_t B, int64_t H, int64_t W, int64_t Wp,
+                         REAL w_sil, REAL *loss, REAL *iou, REAL *g) {
+    for (int64_t b = 0; b < B; ++b) {
+        double acc = 0;
+        int64_t inter = 0, uni = 0;
+        REAL k = 2 * w_sil / area[b];
+        for (int64_t y = 0; y < H; ++y) {
+            const REAL *p = prod + (b * H + y) * Wp;
+            const REAL *t = target + (b * H + y) * W, *w = weight + (b * H + y) * W;
+            REAL *gr = g ? g + (b * H + y) * Wp : 0;
+            for (int64_t x = 0; x < W; ++x) {
+                REAL sil = 1 - p[x], r = (sil - t[x]) * w[x];
+                acc += (double)r * r;
+                int in = (sil > (REAL)0.5) && (w[x] > 0), tin = (t[x] > (REAL)0.5) && (w[x] > 0);
+                inter += in && tin;
+                uni += in || tin;
+                if (gr) gr[x] = k * r * w[x] * p[x];
+            }
+            if (gr)
+                for (int64_t x = W; x < Wp; ++x) gr[x] = 0;
+        }
+        loss[b] = (REAL)(w_sil * acc / area[b]);
+        iou[b] = uni > 0 ? (REAL)((double)inter / (double)uni) : (REAL)1;
+    }
+}
 """
 
 _HEADER = r"""
@@ -450,7 +484,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         ol.argtypes = [p, p, p, p, i64, i64, p, p, p]
         og = getattr(lib, f"offset_grad_{suffix}")
         og.argtypes = [p, p, p, p, p, i64, i64, p, p, p]
-        fwd.restype = bwd.restype = en.restype = ol.restype = og.restype = None
+        sl = getattr(lib, f"silhouette_loss_{suffix}")
+        sl.argtypes = [p, p, p, p, i64, i64, i64, i64, ctypes.c_double if suffix == "f64" else ctypes.c_float,
+                       p, p, p]
+        fwd.restype = bwd.restype = en.restype = ol.restype = og.restype = sl.restype = None
 
 
 #: The kernels' library (built on first use).
@@ -537,6 +574,25 @@ def edge_normal(verts: Tensor, ref: Tensor, faces: Tensor, g_edge: Tensor | None
                               faces.shape[0], edge.data_ptr(), normal.data_ptr(),
                               _ptr(g_edge), _ptr(g_normal), _ptr(g_v), _ptr(g_r))
     return edge, normal, g_v, g_r
+
+
+def silhouette_loss(prod: Tensor, target: Tensor, weight: Tensor, area: Tensor, w_silhouette: float,
+                    need_grad: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The silhouette term (B,), the silhouette IoU (B,) and, with ``need_grad``, the rasterizer
+    backward's input (B, H, Wp) for that term (see the C source for the formulas).
+
+    Args: contiguous CPU tensors of one float dtype: ``prod`` (B, H, Wp) the soft rasterizer's
+    product of (1 - coverage) (rows padded to Wp >= W), ``target``/``weight`` (B, H, W),
+    ``area`` (B,) the target's area inside the weight.
+    """
+    b, h, wp = prod.shape
+    w = target.shape[-1]
+    loss = torch.empty(b, dtype=prod.dtype)
+    iou = torch.empty(b, dtype=prod.dtype)
+    g = torch.empty_like(prod) if need_grad else None
+    _fn("silhouette_loss", prod)(prod.data_ptr(), target.data_ptr(), weight.data_ptr(), area.data_ptr(),
+                                 b, h, w, wp, float(w_silhouette), loss.data_ptr(), iou.data_ptr(), _ptr(g))
+    return loss, iou, g
 
 
 def offset_losses(u: Tensor, ptr: Tensor, nbr: Tensor, inv_deg: Tensor

@@ -149,13 +149,9 @@ def loss_and_grad(lean: LeanHand, view: FusedView, params: dict[str, Tensor], we
     r2 = soft.cull_radius ** 2
     prod, _, workspace = _raster.forward(uv, verts, view.faces, h, w, soft.z_near, soft.sigma, r2,
                                          torch.get_num_threads())
-    sil = 1.0 - prod[..., :w]
-    res = (sil - view.target) * view.weight
-    loss = weights["silhouette"] * (res * res).sum((1, 2)) / view.area
-    inside, tmask = (sil > 0.5) & (view.weight > 0), (view.target > 0.5) & (view.weight > 0)
-    inter = (inside & tmask).sum((1, 2)).float()
-    union = (inside | tmask).sum((1, 2)).float()
-    iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.ones_like(union))
+    # sil = 1 - prod; the term, the IoU and the backward's input in one pass
+    loss, iou, g_sil = _native.silhouette_loss(prod, view.target, view.weight, view.area,
+                                               weights["silhouette"], need_grad)
 
     # keypoints
     g_kuv = None
@@ -177,8 +173,11 @@ def loss_and_grad(lean: LeanHand, view: FusedView, params: dict[str, Tensor], we
         inv_deg = 1.0 / view.topo.degree.to(du.dtype)
         vertex, lap, lu = _native.offset_losses(du.contiguous(), *view.topo._adjacency, inv_deg)
         loss = loss + wv * vertex + wl * lap
-    if we or wn:
-        edge, normal, _, _ = _native.edge_normal(verts.contiguous(), base, view.topo.faces)
+    gv_en = gb_en = None
+    if we or wn:  # with need_grad the kernel gives the gradients in the same pass
+        ones = torch.ones(b, dtype=base.dtype)
+        edge, normal, gv_en, gb_en = _native.edge_normal(
+            verts.contiguous(), base, view.topo.faces, *((we * ones, wn * ones) if need_grad else ()))
         loss = loss + we * edge + wn * normal
     if weights["pose"]:
         loss = loss + weights["pose"] * (dp * dp).mean(1)
@@ -188,19 +187,13 @@ def loss_and_grad(lean: LeanHand, view: FusedView, params: dict[str, Tensor], we
         return FusedOutput(loss, iou, verts, base, keypoints, K_img, slack, None)
 
     # ---- backward
-    g_sil = torch.zeros_like(prod)
-    g_sil[..., :w] = (2.0 * weights["silhouette"]) * res * view.weight / view.area[:, None, None] * prod[..., :w]
     g_uv = _raster.backward(uv, verts, view.faces, h, w, soft.z_near, soft.sigma, r2, g_sil,
                             torch.get_num_threads(), workspace)
     g_verts, g_focal = _project_backward(g_uv, uv, z, Kc)
-    g_base = torch.zeros_like(base)
-    if we or wn:
-        ones = torch.ones(b, dtype=base.dtype)
-        _, _, gv_en, gb_en = _native.edge_normal(verts.contiguous(), base, view.topo.faces,
-                                                 we * ones, wn * ones)
+    g_base = g_verts
+    if gv_en is not None:
         g_verts = g_verts + gv_en
-        g_base = g_base + gb_en
-    g_base = g_base + g_verts
+        g_base = g_verts + gb_en
     g_du = g_verts * e0
     if wv or wl:
         ones = torch.ones(b, dtype=du.dtype)

@@ -688,7 +688,7 @@ class Refiner:
             final = it == n_iter or adam is None
             self._bind(groups, theta)
             if fused:  # the hand-written loss and gradient (core.refine.fused)
-                outs = [self._evaluate_fused(g, st, need_grad=not final) for g in groups]
+                outs = evals = [self._evaluate_fused(g, st, need_grad=not final) for g in groups]
                 losses, ious = [o.loss for o in outs], [o.iou for o in outs]
             else:
                 with torch.set_grad_enabled(not final):
@@ -699,7 +699,9 @@ class Refiner:
             for gi, (iou, loss) in enumerate(zip(ious, losses)):
                 if it == 0:
                     iou_before[gi] = iou
-                self._keep(best, gi, groups[gi], iou, loss.detach(), it, st.keep_best)
+                e = evals[gi]
+                meshes = {"verts": e.verts, "base": e.base, "keypoints": e.keypoints, "K": e.K}
+                self._keep(best, gi, groups[gi], iou, loss.detach(), it, st.keep_best, meshes)
             if final:
                 break
             if fused:
@@ -713,7 +715,7 @@ class Refiner:
     def _results(self, groups: list[_Group], best: list[dict[str, Tensor] | None],
                  iou_before: list[Tensor | None], n_iter: int, st: RefineSettings,
                  n_hands: int) -> list[RefineResult]:
-        """The kept iterates (their offsets) as results: one forward pass, no rendering."""
+        """The kept iterates (their offsets and the meshes of their evaluation) as results."""
         results: list[RefineResult | None] = [None] * n_hands
         with torch.no_grad():
             for gi, g in enumerate(groups):
@@ -723,10 +725,10 @@ class Refiner:
                     per_hand = n // shape[0]
                     g.params[name] = b["theta"][:, offset:offset + per_hand].reshape(shape)
                     offset += per_hand
-                out, base, verts, K_img = self._mesh(g, st)
+                verts, base = b["verts"], b["base"]
                 edge_err, normal_err = plausibility(verts, base, g.topo)
                 for j, i in enumerate(g.index):
-                    results[i] = self._result(g, j, out.keypoints[j], verts[j], base[j], K_img[j],
+                    results[i] = self._result(g, j, b["keypoints"][j], verts[j], base[j], b["K"][j],
                                               b, iou_before[gi], n_iter, st, float(edge_err[j]),
                                               float(normal_err[j]))
         return [r for r in results if r is not None]
@@ -751,11 +753,13 @@ class Refiner:
 
     @staticmethod
     def _keep(best: list[dict[str, Tensor] | None], gi: int, g: _Group, iou: Tensor, loss: Tensor,
-              it: int, keep_best: bool) -> None:
-        """Remember, per hand, the offsets with the lowest loss (or the last ones)."""
+              it: int, keep_best: bool, meshes: dict[str, Tensor]) -> None:
+        """Remember, per hand, the offsets with the lowest loss (or the last ones) and the
+        meshes they gave (``verts``, ``base``, ``keypoints``, ``K``: the evaluation's outputs)."""
         b = g.pose0.shape[0]
         theta = torch.cat([g.params[name].detach().reshape(b, -1) for name, _, _ in g.layout], 1)
-        snap = {"loss": loss, "iteration": torch.full_like(loss, it), "iou": iou, "theta": theta}
+        snap = {"loss": loss, "iteration": torch.full_like(loss, it), "iou": iou, "theta": theta,
+                **{k: v.detach() for k, v in meshes.items()}}
         if best[gi] is None:
             best[gi] = {k: v.clone() for k, v in snap.items()}
             return
