@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -25,6 +25,7 @@ from core.detect import Detection, HandDetector
 from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
 from core.model import load_model_data
 from core.refine import RefineResult, Refiner, RefineSettings, RefineTarget
+from core.threads import BLAS_THREADS
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ class EngineSettings:
             (the detector then works in a second thread: with two cores, one PyTorch thread
             leaves the other to MediaPipe; two threads make both wait on each other, which
             doubled the refinement's time on the 2-core machine). None: leave it as it is.
+        blas_threads: OpenBLAS's threads (NumPy, SciPy) while the engine is open; the engine's
+            arrays are small, and idle OpenBLAS workers busy-wait, keeping a core spinning
+            (:mod:`core.threads`). None: leave them as they are.
     """
 
     max_hands: int = 2
@@ -61,6 +65,7 @@ class EngineSettings:
     refine: RefineSettings = field(default_factory=RefineSettings)
     segmentation: str | None = None
     stream_threads: int | None = 1
+    blas_threads: int | None = 1
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,16 @@ class FrameResult:
         }
 
 
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
+    """Put into a bounded queue unless the consumer has stopped (then drop the item)."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.05)
+            return
+        except queue.Full:
+            pass
+
+
 def resolve_device(device: str) -> str:
     """"auto" -> "cuda" when available, else "cpu"; reject an unavailable CUDA clearly."""
     from core.errors import InputError
@@ -184,6 +199,7 @@ class Engine:
         self.refiner: Refiner | None = None
         if settings.refine_iterations > 0:
             self.refiner = Refiner(right, left, settings.refine, self.device, settings.fit.nominal_fov_deg)
+        self._blas_saved = None if settings.blas_threads is None else BLAS_THREADS.set(settings.blas_threads)
         self._last: dict[str, tuple[float, HandFit]] = {}
         # Belief that a lone tracked hand is a right hand (MediaPipe's label flickers).
         self._right_belief: float | None = None
@@ -197,6 +213,9 @@ class Engine:
 
     def close(self) -> None:
         self.detector.close()
+        if self._blas_saved is not None:
+            BLAS_THREADS.set(self._blas_saved)
+            self._blas_saved = None
 
     def reset(self) -> None:
         """Forget the previous frames (a new stream starts)."""
@@ -225,14 +244,23 @@ class Engine:
                 masks.append(None)
         return _Segmented(tuple(masks), (time.perf_counter() - t0) * 1000)
 
-    def process_stream(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
+    def process_stream(self, frames: Iterable[Frame],
+                       after: Callable[[Frame, FrameResult], None] | None = None) -> Iterator[FrameResult]:
         """Process a stream with detection running one frame ahead in a second thread.
 
         MediaPipe and PyTorch both release the GIL, so on two cores detecting frame n+1
         overlaps fitting frame n. With refinement the detector's thread also segments the
         hands (it needs only the image and the keypoints), which balances the two threads'
-        work. The queue is bounded (two frames), nothing piles up; an error in the reader or
-        the detector is raised here, in the caller's thread.
+        work. The queues are bounded (two frames), nothing piles up; an error in the reader, the
+        detector or ``after`` is raised here, in the caller's thread.
+
+        Args:
+            frames: the stream.
+            after: called as ``after(frame, result)`` for every result, in order, in a third
+                thread while the next frames are detected and fitted (e.g. blending the hands
+                into a skin texture). A result is yielded as soon as it is made, before
+                ``after`` has run on it; when the stream ends, this waits for ``after`` to
+                finish the last result.
         """
         q: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
@@ -247,16 +275,32 @@ class Engine:
                     dets = self.detector.detect(frame.image, frame.timestamp_s)
                     ms = (time.perf_counter() - t0) * 1000
                     segmented = self._segment(frame, dets) if self.refiner is not None else None
-                    q.put((frame, dets, ms, segmented))
-                q.put(done)
+                    _put(q, (frame, dets, ms, segmented), stop)
+                _put(q, done, stop)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
-                q.put(exc)
+                _put(q, exc, stop)
+
+        post_q: queue.Queue = queue.Queue(maxsize=2)
+        post_error: list[BaseException] = []
+
+        def post() -> None:
+            while (item := post_q.get()) is not done:
+                if post_error:
+                    continue  # drain after a failure; the caller raises it
+                try:
+                    after(*item)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                    post_error.append(exc)
 
         worker = threading.Thread(target=produce, name="handtwin-detect", daemon=True)
+        poster = threading.Thread(target=post, name="handtwin-after", daemon=True) if after else None
         threads = torch.get_num_threads()
         if self.settings.stream_threads is not None:
             torch.set_num_threads(self.settings.stream_threads)
         worker.start()
+        if poster is not None:
+            poster.start()
+        finished = False
         try:
             while True:
                 item = q.get()
@@ -265,7 +309,13 @@ class Engine:
                 if isinstance(item, BaseException):
                     raise item
                 frame, dets, detect_ms, segmented = item
-                yield self._fit_frame(frame, dets, detect_ms, segmented)
+                result = self._fit_frame(frame, dets, detect_ms, segmented)
+                if poster is not None:
+                    if post_error:
+                        raise post_error[0]
+                    post_q.put((frame, result))
+                yield result
+            finished = True
         finally:
             stop.set()
             while worker.is_alive():
@@ -274,7 +324,12 @@ class Engine:
                 except queue.Empty:
                     pass
             worker.join()
+            if poster is not None:
+                post_q.put(done)  # the poster drains its queue, so this cannot block for long
+                poster.join()
             torch.set_num_threads(threads)
+        if finished and post_error:
+            raise post_error[0]
 
     def _steady_handedness(self, detections: tuple[Detection, ...], t: float) -> tuple[Detection, ...]:
         """Smooth the handedness of a lone hand over time.

@@ -28,7 +28,6 @@ product with the local rotations; the joint-limit hinge adds its blocks only whe
 from __future__ import annotations
 
 import contextlib
-import ctypes
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +38,7 @@ from core.fit.kinematics import LEVELS, KeypointModel
 from core.fit.skeleton import Skeleton
 from core.keypoints import BONES, MANO_JOINT_TO_KEYPOINT
 from core.model.data import HandModelData
+from core.threads import BLAS_THREADS
 
 _PALM = (5, 9, 13, 17)
 _REFRESH = 4  # iterations between recomputations of the priors' and directions' H blocks  # MCP keypoints used with the wrist for the global rotation
@@ -49,60 +49,6 @@ _E9[2, 1], _E9[1, 2], _E9[2, 3], _E9[0, 5], _E9[1, 6], _E9[0, 7] = -1, 1, 1, -1,
 # The axis of the antisymmetric part: vee(A) == A.reshape(9) @ _V9.
 _V9 = np.zeros((9, 3))
 _V9[7, 0], _V9[5, 0], _V9[2, 1], _V9[6, 1], _V9[3, 2], _V9[1, 2] = 0.5, -0.5, 0.5, -0.5, 0.5, -0.5
-
-
-class _BlasThreads:
-    """Runs NumPy's and SciPy's OpenBLAS single-threaded inside a ``with`` block.
-
-    The fit's products and solves are tiny; OpenBLAS would still split some of them over its
-    threads, whose spinning then competes with everything else on a 2-core machine (measured:
-    a 20-iteration fit ~15 ms with the default pools, ~11 ms with one thread). The pools are
-    found among the loaded libraries (Linux ``/proc/self/maps``; elsewhere this does nothing)
-    and restored on exit.
-    """
-
-    _NAMES = (("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-              ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-              ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-              ("openblas_get_num_threads", "openblas_set_num_threads"))
-
-    def __init__(self) -> None:
-        self._pools: list | None = None
-        self._saved: list[int] = []
-
-    def _find(self) -> list:
-        pools = []
-        try:
-            with open("/proc/self/maps") as fh:
-                paths = sorted({ln.split()[-1] for ln in fh if "openblas" in ln.lower() and ".so" in ln})
-        except OSError:
-            return pools
-        for path in paths:
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for get_name, set_name in self._NAMES:
-                get, put = getattr(lib, get_name, None), getattr(lib, set_name, None)
-                if get is not None and put is not None:
-                    get.restype = ctypes.c_int
-                    put.argtypes = [ctypes.c_int]
-                    pools.append((get, put))
-                    break
-        return pools
-
-    def __enter__(self) -> None:
-        if self._pools is None:
-            self._pools = self._find()
-        self._saved = [get() for get, _ in self._pools]
-        for (_, put), n in zip(self._pools, self._saved):
-            if n != 1:
-                put(1)
-
-    def __exit__(self, *exc) -> None:
-        for (_, put), n in zip(self._pools, self._saved):
-            if n != 1:
-                put(n)
 
 
 #: Largest |beta| the fit may reach (standard deviations of the shape space).
@@ -117,7 +63,12 @@ class NumpyBackend:
 
     def __init__(self) -> None:
         self.dtype = np.float64
-        self.threads = _BLAS_THREADS
+
+    @property
+    def threads(self):
+        """One OpenBLAS thread during the fit (its products and solves are tiny; see
+        :mod:`core.threads`)."""
+        return BLAS_THREADS.limit(1)
 
     def const(self, x) -> np.ndarray:
         return np.array(x, dtype=self.dtype)
@@ -162,7 +113,6 @@ class NumpyBackend:
         return np.asarray(x)
 
 
-_BLAS_THREADS = _BlasThreads()
 
 
 class TorchBackend:

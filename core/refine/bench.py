@@ -12,7 +12,9 @@ machines are noisy, so ratios against a baseline measured in the same run are wh
   fit to noisy keypoints (no MediaPipe needed: deterministic and fast);
 * ``pipeline_refine3_ratio``: throughput of the whole engine (detection, fit, segmentation,
   3 refinement iterations) on the demo clip over MediaPipe alone on the same frames, in the
-  same run; with ``refine3_frame_ms`` and ``refine3_mediapipe_ms``;
+  same run: the median over five alternations of the two (``..._ratio_rounds``); with
+  ``refine3_frame_ms`` and ``refine3_mediapipe_ms``; ``pipeline_refine3_cpu_ratio`` is the
+  same for CPU time (all threads): the work per frame, which two cores can at best halve;
 * ``pipeline_refine3_texture_ratio``: the same with every refined hand blended into a skin
   texture, as live tracking does: the DESIGN.md budget's whole frame (1.5).
 """
@@ -130,61 +132,78 @@ def iteration_ms(refiner, fit, target, repeats: int = 5) -> float:
 
 
 def pipeline_ratio(iterations: int = 3, max_frames: int = 24, settings=None,
-                   texture: bool = False) -> dict[str, Any]:
+                   texture: bool = False, rounds: int = 5) -> dict[str, Any]:
     """Whole-frame throughput with refinement over MediaPipe alone, on the demo clip.
+
+    The two are measured in alternation, ``rounds`` times each (MediaPipe alone, then the
+    engine, on the same frames), and the ratio is the median of the rounds' ratios: this VM's
+    speed drifts within a run (CPU steal from other machines, changing host load), and a
+    baseline taken seconds apart from what it divides can be off by tens of percent.
 
     Args:
         iterations: refinement iterations per frame. max_frames: demo frames used.
         settings: the :class:`~core.refine.RefineSettings` (None: the defaults).
         texture: also blend every refined hand into a skin texture, as live tracking does
-            (the DESIGN budget's "whole frame": MediaPipe, 3 iterations, texture); the keys
-            then carry ``_texture``.
+            (the DESIGN budget's "whole frame": MediaPipe, 3 iterations, texture), in the
+            engine's ``after`` stage; the keys then carry ``_texture``.
+        rounds: alternations of baseline and engine.
     """
     from core.bench import _bench_frames
     from core.detect import HandDetector
     from core.engine import Engine, EngineSettings
-
-    frames = _bench_frames(max_frames)
-
-    def run_detector() -> float:
-        with HandDetector(max_hands=1, mode="video") as det:
-            t0 = time.perf_counter()
-            for f in frames:
-                det.detect(f.image, f.timestamp_s)
-            return (time.perf_counter() - t0) * 1000 / len(frames)
-
-    run_detector()  # warm-up
-    mediapipe_ms = run_detector()
     from core.refine import RefineSettings
 
+    frames = _bench_frames(max_frames)
     engine_settings = EngineSettings(max_hands=1, device="cpu", refine_iterations=iterations,
                                      refine=settings or RefineSettings())
     captures: dict[str, Any] = {}
-    with Engine(engine_settings) as engine:
-        engine.process(frames[0])  # warm-up (first calls, renderer probe)
-        engine.reset()
-        if texture:
-            from core.model import load_model_data
-            from core.texture import TextureCapture
+    if texture:
+        from core.model import load_model_data
+        from core.texture import TextureCapture
 
-            captures = {side: TextureCapture(load_model_data(None, side)) for side in ("right", "left")}
-        stages: dict[str, list[float]] = {}
-        ious = []
-        t0 = time.perf_counter()
-        for i, r in enumerate(engine.process_stream(frames)):
-            for k, v in r.time_ms.items():
-                stages.setdefault(k, []).append(v)
-            ious += [h.refined.iou_after for h in r.hands if h.refined is not None]
-            for h in r.hands:
-                if texture and h.refined is not None:
-                    t = captures[h.refined.side].update(frames[i].image, h.refined.vertices, h.refined.K)
-                    stages.setdefault("texture", []).append(t.time_ms)
-        frame_ms = (time.perf_counter() - t0) * 1000 / len(frames)
+        captures = {side: TextureCapture(load_model_data(None, side)) for side in ("right", "left")}
+    stages: dict[str, list[float]] = {}
+    ious: list[float] = []
+
+    def blend(frame, result) -> None:  # the texture stage, in the engine's third thread
+        for h in result.hands:
+            if h.refined is not None:
+                t = captures[h.refined.side].update(frame.image, h.refined.vertices, h.refined.K)
+                stages.setdefault("texture", []).append(t.time_ms)
+
+    mediapipe, frame, mediapipe_cpu, frame_cpu = [], [], [], []
+    with HandDetector(max_hands=1, mode="video") as det, Engine(engine_settings) as engine:
+        engine.process(frames[0])  # warm-up (first calls, renderer probe)
+        for f in frames:  # warm-up of the baseline's graph
+            det.detect(f.image, f.timestamp_s)
+        for _ in range(rounds):
+            det.reset()
+            t0, c0 = time.perf_counter(), time.process_time()
+            for f in frames:
+                det.detect(f.image, f.timestamp_s)
+            mediapipe.append((time.perf_counter() - t0) * 1000 / len(frames))
+            mediapipe_cpu.append((time.process_time() - c0) * 1000 / len(frames))
+            engine.reset()
+            t0, c0 = time.perf_counter(), time.process_time()
+            for r in engine.process_stream(frames, after=blend if texture else None):
+                for k, v in r.time_ms.items():
+                    stages.setdefault(k, []).append(v)
+                ious += [h.refined.iou_after for h in r.hands if h.refined is not None]
+            frame.append((time.perf_counter() - t0) * 1000 / len(frames))
+            frame_cpu.append((time.process_time() - c0) * 1000 / len(frames))
+    ratios = [f / m for f, m in zip(frame, mediapipe)]
     key = f"refine{iterations}{'_texture' if texture else ''}"
     return {
-        f"{key}_frame_ms": round(frame_ms, 3),
-        f"{key}_mediapipe_ms": round(mediapipe_ms, 3),
-        f"pipeline_{key}_ratio": round(frame_ms / mediapipe_ms, 3),
+        f"{key}_frame_ms": round(statistics.median(frame), 3),
+        f"{key}_mediapipe_ms": round(statistics.median(mediapipe), 3),
+        f"pipeline_{key}_ratio": round(statistics.median(ratios), 3),
+        f"pipeline_{key}_ratio_rounds": [round(r, 3) for r in ratios],
+        # CPU time of all threads per frame: the work, whatever the overlap (two cores can
+        # bring the wall-clock ratio down to half the CPU ratio at best)
+        f"{key}_cpu_ms": round(statistics.median(frame_cpu), 3),
+        f"{key}_mediapipe_cpu_ms": round(statistics.median(mediapipe_cpu), 3),
+        f"pipeline_{key}_cpu_ratio": round(statistics.median(
+            [f / m for f, m in zip(frame_cpu, mediapipe_cpu)]), 3),
         f"{key}_stage_ms": {k: round(statistics.median(v), 3) for k, v in stages.items()},
         f"{key}_demo_iou": round(float(np.mean(ious)), 4) if ious else None,
         f"{key}_frames": len(frames),
