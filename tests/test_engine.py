@@ -55,3 +55,53 @@ def test_fixed_shape_keeps_the_hand_size_constant(frames) -> None:
                 lengths[key].append(float(layer.measures(betas)[0]) * 1000)
     assert np.ptp(lengths["fixed"]) == 0.0
     assert np.ptp(lengths["free"]) > 0.0
+
+
+def test_after_stage_sees_every_result_in_order_and_its_errors_reach_the_caller(frames) -> None:
+    import threading
+
+    seen: list[tuple[int, str]] = []
+
+    def after(frame, result) -> None:
+        assert frame.index == result.frame
+        seen.append((result.frame, threading.current_thread().name))
+
+    with Engine(EngineSettings(max_hands=1, device="cpu")) as engine:
+        results = list(engine.process_stream(frames, after=after))
+        # every result, in order, in the engine's third thread, all done when the stream ends
+        assert [f for f, _ in seen] == [r.frame for r in results] == [f.index for f in frames]
+        assert {name for _, name in seen} == {"handtwin-after"}
+
+        def broken(frame, result) -> None:
+            if result.frame == frames[3].index:
+                raise RuntimeError("texture failed")
+
+        engine.reset()
+        with pytest.raises(RuntimeError, match="texture failed"):
+            for _ in engine.process_stream(frames, after=broken):
+                pass
+        # a consumer that stops early leaves no thread behind
+        engine.reset()
+        stream = engine.process_stream(frames, after=after)
+        next(stream)
+        stream.close()
+    assert not [t for t in threading.enumerate() if t.name in ("handtwin-detect", "handtwin-after")]
+
+
+def test_the_engine_runs_openblas_single_threaded_while_open() -> None:
+    from core.threads import BLAS_THREADS
+
+    if not BLAS_THREADS.pools:
+        pytest.skip("no OpenBLAS pool found in this process")
+    before = BLAS_THREADS.get()
+    BLAS_THREADS.set(2)
+    two = BLAS_THREADS.get()  # a pool built single-threaded stays at 1
+    try:
+        with Engine(EngineSettings(max_hands=1, device="cpu")):
+            assert BLAS_THREADS.get() == [1] * len(before)
+        assert BLAS_THREADS.get() == two
+        with BLAS_THREADS.limit(1):
+            assert BLAS_THREADS.get() == [1] * len(before)
+        assert BLAS_THREADS.get() == two
+    finally:
+        BLAS_THREADS.set(before)
