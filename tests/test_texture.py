@@ -203,14 +203,14 @@ def test_far_off_samples_barely_move_a_trusted_texel() -> None:
 
 
 def test_colour_gate_drops_background_colours_among_skin_samples() -> None:
-    from core.texture.capture import _colour_gate
+    from core.texture.capture import _colour_gate, _colour_stats
 
     rng = np.random.default_rng(0)
     skin = np.array([205.0, 150.0, 120.0])[:, None] + rng.normal(0, 8, (3, 500))
     crease = np.array([165.0, 120.0, 96.0])[:, None] + rng.normal(0, 4, (3, 30))
     green = np.array([120.0, 170.0, 90.0])[:, None] + rng.normal(0, 4, (3, 20))
     colours = np.concatenate([skin, crease, green], axis=1).astype(np.float32)
-    gate = _colour_gate(colours, np.ones(colours.shape[1], np.float32), 3.5)
+    gate = _colour_gate(colours, *_colour_stats(colours, np.ones(colours.shape[1], np.float32)), 3.5)
     assert np.median(gate[:500]) == 1.0 and np.median(gate[500:530]) > 0.5
     assert gate[530:].max() < 0.01
 
@@ -329,3 +329,59 @@ def test_session_captures_tracked_hands_and_skips_models_without_uvs(layers, kno
     # Weak perspective: the nominal camera the fitter places the hand in (60 degrees, centred).
     K = fit_camera(fit, (240, 180), None)
     assert K[0, 2] == 119.5 and K[1, 2] == 89.5 and abs(K[0, 0] - 120.0 / np.tan(np.radians(30))) < 1e-9
+
+
+def _needs_texture_kernels() -> None:
+    from core.texture import _native
+
+    if not _native.available():
+        pytest.skip(f"the texture's C kernels did not build: {_native.LIBRARY.error}")
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_c_kernels_sample_what_the_numpy_reference_samples(layers, known_texture, tmap, with_mask) -> None:
+    """The texel stage in C against the NumPy reference on rendered frames: the same texels,
+    colours within one level (a contracted multiply-add may round a coordinate differently),
+    confidences equal to float rounding."""
+    _needs_texture_kernels()
+    for seed in range(3):
+        s = _render(layers, known_texture, seed=seed)
+        mask = s.mask if with_mask else None
+        ref = sample_frame(tmap, s.image, s.vertices, s.K, mask, backend="numpy")
+        got = sample_frame(tmap, s.image, s.vertices, s.K, mask, backend="native")
+        assert ref.texels.size > 500
+        same = np.intersect1d(ref.texels, got.texels)
+        assert same.size >= 0.999 * max(ref.texels.size, got.texels.size)
+        i, j = np.searchsorted(ref.texels, same), np.searchsorted(got.texels, same)
+        assert np.abs(ref.colors[:, i] - got.colors[:, j]).max() <= 1.0
+        assert np.percentile(np.abs(ref.confidence[i] - got.confidence[j]), 99) < 1e-4
+
+
+def test_c_blend_matches_the_numpy_blend() -> None:
+    _needs_texture_kernels()
+    data = default_layers()["right"].data
+    rng = np.random.default_rng(3)
+    caps = {b: TextureCapture(data, 32, smoothing=0.8, backend=b) for b in ("numpy", "native")}
+    for _ in range(6):  # overlapping subsets, trusted and fresh texels, far-off samples
+        texels = np.sort(rng.choice(200, 120, replace=False))
+        colours = rng.uniform(0, 255, (3, 120)).astype(np.float32)
+        confidence = rng.uniform(0.01, 1.0, 120).astype(np.float32)
+        for cap in caps.values():
+            cap.blend(FrameSamples(texels, colours.copy(), confidence.copy()))
+    (a, ka), (b, kb) = caps["numpy"].texel_colours(), caps["native"].texel_colours()
+    np.testing.assert_array_equal(ka, kb)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3)
+    assert caps["numpy"].coverage == caps["native"].coverage and caps["native"].frames == 6
+
+
+def test_texture_capture_works_without_the_c_kernels(layers, known_texture, monkeypatch) -> None:
+    from core.texture import _native
+
+    monkeypatch.setattr(_native.LIBRARY, "_lib", None)
+    monkeypatch.setattr(_native.LIBRARY, "_error", "no compiler (test)")
+    s = _render(layers, known_texture, seed=1)
+    cap = TextureCapture(layers["right"].data, SIZE)
+    update = cap.update(s.image, s.vertices, s.K, s.mask)
+    assert update.texels_updated > 500 and cap.coverage > 0.1
+    with pytest.raises(RuntimeError, match="no compiler"):
+        sample_frame(cap.texel_map, s.image, s.vertices, s.K, backend="native")

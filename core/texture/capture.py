@@ -47,6 +47,10 @@ texels (a 1024 grid with 4 times as many, for no more image detail), which keeps
 near its 5 ms budget (``core.texture.bench``); pass ``capture_size=1024`` for close-ups from
 high-resolution cameras.
 
+The face stage, the texel stage (steps 1-3 around OpenCV's morphology), the colour gate and
+the blend run as C kernels (:mod:`core.texture._native`, 7-8 -> 3.3-4.5 ms per update on the
+demo); the NumPy code here is their reference and the fallback where no C compiler exists.
+
 Never-seen texels are filled on demand (:mod:`core.texture.fill`). An optional base texture
 (a profile's texture from an earlier session) starts the average, so a session keeps
 improving it instead of starting over.
@@ -62,6 +66,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from core.texture import _native
 from core.texture.fill import fill_texture
 from core.texture.texels import TexelMap, texel_map
 
@@ -197,38 +202,9 @@ def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(-1, 3)[:count].T, dtype=np.float32)
 
 
-def sample_frame(
-    tmap: TexelMap,
-    image: np.ndarray,
-    vertices: np.ndarray,
-    K: np.ndarray,
-    mask: np.ndarray | None = None,
-    settings: CaptureSettings = CaptureSettings(),
-) -> FrameSamples:
-    """The texels one frame sees, their colours and confidences (pure function).
-
-    Args:
-        tmap: the mesh's texel map (its faces must be the ones ``vertices`` belong to).
-        image: (H, W, 3) uint8 RGB.
-        vertices: (V, 3) float, metres, camera frame (OpenCV), the fitted mesh.
-        K: (3, 3) float intrinsics, pixels.
-        mask: (H, W) bool target mask of this hand (segmentation), or None to rely on the
-            mesh's own silhouette alone.
-        settings: thresholds and weights.
-
-    Returns:
-        The :class:`FrameSamples` (empty when nothing is seen).
-    """
-    height, width = image.shape[:2]
-    verts = np.asarray(vertices, dtype=np.float32)
-    if verts.shape != (tmap.num_vertices, 3):
-        raise ValueError(f"vertices must be ({tmap.num_vertices}, 3), got {verts.shape}")
-    if mask is not None and mask.shape != (height, width):
-        raise ValueError(f"mask must be {(height, width)}, got {mask.shape}")
-    K = np.asarray(K, dtype=np.float64)
-    faces_t = tmap.faces_t
-
-    # Face stage (channel first): projected corners, viewing cosine, faces to sample.
+def _face_stage(verts: np.ndarray, faces_t: np.ndarray, has_texels: np.ndarray, K: np.ndarray,
+                bounds: tuple[float, float, float, float]):
+    """NumPy reference of :func:`core.texture._native.face_stage` (same arguments and results)."""
     x, y, z = verts.T
     zs = np.maximum(z, np.float32(1e-3))
     px = x / zs * np.float32(K[0, 0]) + np.float32(K[0, 2])
@@ -247,39 +223,27 @@ def sample_frame(
     )
     fx = np.stack([np.take(px, f) for f in faces_t])  # (3, F)
     fy = np.stack([np.take(py, f) for f in faces_t])
+    fz = np.stack(cz)
     fx_min, fx_max, fy_min, fy_max = fx.min(0), fx.max(0), fy.min(0), fy.max(0)
-    lo_x, hi_x, lo_y, hi_y = -0.5, width - 0.5, -0.5, height - 0.5
-    if mask is not None:
-        bx, by, bw, bh = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
-        if bw == 0 or bh == 0:
-            return FrameSamples.empty()
-        lo_x, hi_x = max(lo_x, bx - 1.0), min(hi_x, bx + bw)
-        lo_y, hi_y = max(lo_y, by - 1.0), min(hi_y, by + bh)
+    lo_x, hi_x, lo_y, hi_y = bounds
     front = (
-        (cos > 0.0) & (np.minimum(np.minimum(cz[0], cz[1]), cz[2]) > 1e-3) & tmap.has_texels
+        (cos > 0.0) & (fz.min(0) > 1e-3) & has_texels
         & (fx_max >= lo_x) & (fx_min <= hi_x) & (fy_max >= lo_y) & (fy_min <= hi_y)
     )
     cand = np.flatnonzero(front)
-    if cand.size == 0:
-        return FrameSamples.empty()
+    ext = (np.array([fx_min[cand].min(), fx_max[cand].max(), fy_min[cand].min(), fy_max[cand].max()], np.float32)
+           if cand.size else np.zeros(4, np.float32))
+    return fx, fy, fz, cos, mz, cand, ext
 
-    # The crop of the image the candidates fall in (plus room for the edge distances).
-    pad = int(np.ceil(settings.edge_margin_px + settings.edge_ramp_px)) + 2
-    x0 = max(int(np.floor(fx_min[cand].min())) - pad, 0)
-    x1 = min(int(np.ceil(fx_max[cand].max())) + pad + 1, width)
-    y0 = max(int(np.floor(fy_min[cand].min())) - pad, 0)
-    y1 = min(int(np.ceil(fy_max[cand].max())) + pad + 1, height)
-    if x1 <= x0 or y1 <= y0:
-        return FrameSamples.empty()
-    crop_w, crop_h = x1 - x0, y1 - y0
 
-    # Texel stage: place every texel of the candidate faces (face values spread by repeat).
-    counts = tmap.face_count[cand]
+def _place_texels(tmap: TexelMap, cand: np.ndarray, counts: np.ndarray, fx: np.ndarray, fy: np.ndarray,
+                  fz: np.ndarray, x0: int, y0: int, crop_w: int, crop_h: int):
+    """NumPy reference of :func:`core.texture._native.place` (same arguments and results)."""
     texels = _face_ranges(tmap.face_start[cand], counts)
     b1 = np.take(tmap.bary_t[1], texels)
     b2 = np.take(tmap.bary_t[2], texels)
 
-    def spread(corners: np.ndarray, offset: float = 0.0) -> np.ndarray:
+    def spread(corners, offset: float = 0.0) -> np.ndarray:
         """(3, F) per-corner values -> (M,) values at the candidate faces' texels."""
         c0, c1, c2 = corners[0][cand], corners[1][cand], corners[2][cand]
         out = np.repeat(c0 - np.float32(offset), counts)
@@ -289,16 +253,86 @@ def sample_frame(
 
     col = spread(fx, x0)
     row = spread(fy, y0)
-    depth = spread(cz)
+    depth = spread(fz)
     inside = (col > -0.5) & (col < crop_w - 0.5) & (row > -0.5) & (row < crop_h - 0.5)
     # Nearest pixel (truncation is rounding for the coordinates inside); others -> a spare cell.
     flat = (row + np.float32(0.5)).astype(np.int32) * crop_w + (col + np.float32(0.5)).astype(np.int32)
     spare = crop_h * crop_w
     flat[~inside] = spare
-
-    # Visibility: splatted z-buffer, widened by a 3 x 3 minimum (fills 1-pixel gaps).
     zbuf = np.full(spare + 1, np.inf, dtype=np.float32)
     np.minimum.at(zbuf, flat, depth)
+    return texels, col, row, depth, flat, zbuf
+
+
+def sample_frame(
+    tmap: TexelMap,
+    image: np.ndarray,
+    vertices: np.ndarray,
+    K: np.ndarray,
+    mask: np.ndarray | None = None,
+    settings: CaptureSettings = CaptureSettings(),
+    backend: str = "auto",
+) -> FrameSamples:
+    """The texels one frame sees, their colours and confidences (pure function).
+
+    Args:
+        tmap: the mesh's texel map (its faces must be the ones ``vertices`` belong to).
+        image: (H, W, 3) uint8 RGB.
+        vertices: (V, 3) float, metres, camera frame (OpenCV), the fitted mesh.
+        K: (3, 3) float intrinsics, pixels.
+        mask: (H, W) bool target mask of this hand (segmentation), or None to rely on the
+            mesh's own silhouette alone.
+        settings: thresholds and weights.
+        backend: "auto" (the C kernels of :mod:`core.texture._native` where they build, else
+            NumPy), "native" or "numpy" (the reference).
+
+    Returns:
+        The :class:`FrameSamples` (empty when nothing is seen).
+    """
+    if backend not in ("auto", "native", "numpy"):
+        raise ValueError(f"unknown texture backend {backend!r}")
+    native = backend != "numpy" and _native.available()
+    if backend == "native" and not native:
+        raise RuntimeError(f"the texture's C kernels are unavailable: {_native.LIBRARY.error}")
+    height, width = image.shape[:2]
+    verts = np.asarray(vertices, dtype=np.float32)
+    if verts.shape != (tmap.num_vertices, 3):
+        raise ValueError(f"vertices must be ({tmap.num_vertices}, 3), got {verts.shape}")
+    if mask is not None and mask.shape != (height, width):
+        raise ValueError(f"mask must be {(height, width)}, got {mask.shape}")
+    K = np.asarray(K, dtype=np.float64)
+
+    # Face stage: projected corners, viewing cosine, the faces to sample (in the mask's box).
+    bounds = (-0.5, width - 0.5, -0.5, height - 0.5)
+    if mask is not None:
+        bx, by, bw, bh = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+        if bw == 0 or bh == 0:
+            return FrameSamples.empty()
+        bounds = (max(bounds[0], bx - 1.0), min(bounds[1], bx + bw), max(bounds[2], by - 1.0), min(bounds[3], by + bh))
+    stage = _native.face_stage if native else _face_stage
+    fx, fy, fz, cos, mz, cand, ext = stage(verts, tmap.faces_t, tmap.has_texels, K, bounds)
+    if cand.size == 0:
+        return FrameSamples.empty()
+
+    # The crop of the image the candidates fall in (plus room for the edge distances).
+    pad = int(np.ceil(settings.edge_margin_px + settings.edge_ramp_px)) + 2
+    x0 = max(int(np.floor(ext[0])) - pad, 0)
+    x1 = min(int(np.ceil(ext[1])) + pad + 1, width)
+    y0 = max(int(np.floor(ext[2])) - pad, 0)
+    y1 = min(int(np.ceil(ext[3])) + pad + 1, height)
+    if x1 <= x0 or y1 <= y0:
+        return FrameSamples.empty()
+    crop_w, crop_h = x1 - x0, y1 - y0
+
+    # Texel stage: place every texel of the candidate faces (face values spread by repeat).
+    counts = tmap.face_count[cand]
+    spare = crop_h * crop_w
+    if native:
+        texels, col, row, depth, flat, zbuf = _native.place(
+            cand, tmap.face_start, tmap.face_count, tmap.bary_t, fx, fy, fz, x0, y0, crop_w, crop_h)
+    else:
+        texels, col, row, depth, flat, zbuf = _place_texels(tmap, cand, counts, fx, fy, fz, x0, y0, crop_w, crop_h)
+    # Visibility: the splatted z-buffer, widened by a 3 x 3 minimum (fills 1-pixel gaps).
     zmin = np.empty_like(zbuf)
     zmin[spare] = -np.inf  # a texel outside the crop is never visible
     zmin[:spare] = cv2.erode(zbuf[:spare].reshape(crop_h, crop_w), _CROSS, borderType=cv2.BORDER_CONSTANT,
@@ -307,7 +341,6 @@ def sample_frame(
     cos_c = np.clip(cos[cand], 1e-3, 1.0)
     pixel_m = mz[cand] * np.float32(1.0 / (3.0 * K[0, 0]))
     tolerance = settings.depth_tolerance_m + 1.5 * pixel_m * np.sqrt(1.0 - cos_c * cos_c) / cos_c
-    visible = depth <= np.take(zmin, flat) + np.repeat(tolerance.astype(np.float32), counts)
 
     # Confidence: viewing angle x distance to the edge of the mesh's silhouette (the closed
     # splat coverage) intersected with the target mask.
@@ -318,32 +351,41 @@ def sample_frame(
     edge = np.zeros(spare + 1, dtype=np.float32)
     edge[:spare] = _edge_weight(crop_mask, settings.edge_margin_px, settings.edge_ramp_px).reshape(-1)
     angle = np.clip((cos_c - settings.min_cos) * (1.0 / (1.0 - settings.min_cos)), 0.0, 1.0)
-    confidence = np.repeat(angle.astype(np.float32), counts)
-    confidence *= np.take(edge, flat)
-    confidence *= visible
-    keep = np.flatnonzero(confidence > 1e-3)
-    if keep.size == 0:
+    if native:
+        texels, xs, ys, confidence = _native.keep(counts, texels, col, row, depth, flat, zmin, edge,
+                                                  tolerance, angle, x0, y0)
+    else:
+        visible = depth <= np.take(zmin, flat) + np.repeat(tolerance.astype(np.float32), counts)
+        confidence = np.repeat(angle.astype(np.float32), counts)
+        confidence *= np.take(edge, flat)
+        confidence *= visible
+        keep = np.flatnonzero(confidence > 1e-3)
+        xs, ys = np.take(col, keep) + np.float32(x0), np.take(row, keep) + np.float32(y0)
+        confidence, texels = np.take(confidence, keep), np.take(texels, keep)
+    if texels.size == 0:
         return FrameSamples.empty()
-    colors = _bilinear(image, np.take(col, keep) + np.float32(x0), np.take(row, keep) + np.float32(y0))
-    confidence = np.take(confidence, keep)
-    texels = np.take(texels, keep)
-    if settings.colour_gate_sigma > 0 and keep.size >= 16:
-        confidence *= _colour_gate(colors, confidence, settings.colour_gate_sigma)
-        strong = np.flatnonzero(confidence > 1e-3)
-        if strong.size < keep.size:
-            texels, colors, confidence = texels[strong], colors[:, strong], confidence[strong]
+    colors = _bilinear(image, xs, ys)
+    if settings.colour_gate_sigma > 0 and texels.size >= 16:
+        stats = _colour_stats(colors, confidence)
+        if stats is not None and native:
+            texels, colors, confidence = _native.colour_gate(texels, colors, confidence, *stats,
+                                                             settings.colour_gate_sigma)
+        elif stats is not None:
+            confidence *= _colour_gate(colors, *stats, settings.colour_gate_sigma)
+            strong = np.flatnonzero(confidence > 1e-3)
+            if strong.size < texels.size:
+                texels, colors, confidence = texels[strong], colors[:, strong], confidence[strong]
     return FrameSamples(texels, np.ascontiguousarray(colors), confidence)
 
 
-def _colour_gate(colors: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
-    """(M,) float32 in [0, 1]: 1 for samples within ``sigma`` (Mahalanobis) of the frame's
-    skin colour distribution, falling as a Gaussian beyond (0.14 at sigma + 2).
+def _colour_stats(colors: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The frame's skin colour distribution: (mean (3,), inverse covariance (3, 3)) float32, or
+    None when no sample has weight.
 
     The samples of one frame are mostly the hand. Its colour distribution is estimated
     robustly: the samples within 6 robust deviations (MAD) of the per-channel median in every
     channel give the weighted mean and covariance (floored at 5 levels of spread), so a
-    few percent of background cannot widen it; a sample far outside it is background seen
-    through a misfitted mesh or a segmentation leak.
+    few percent of background cannot widen it.
     """
     step = max(1, colors.shape[1] // _GATE_SAMPLES)  # the statistics need only a subset
     sub, sub_w = colors[:, ::step], weights[::step]
@@ -353,12 +395,18 @@ def _colour_gate(colors: np.ndarray, weights: np.ndarray, sigma: float) -> np.nd
     w = sub_w * inlier
     total = float(w.sum())
     if total <= 0:
-        return np.ones_like(weights)
+        return None
     mean = (sub * w).sum(axis=1) / total  # (3,)
     sub_diff = sub - mean[:, None]
     cov = (sub_diff * w) @ sub_diff.T / total + 25.0 * np.eye(3)
-    inv = np.linalg.inv(cov).astype(np.float32)
-    diff = colors - mean[:, None].astype(np.float32)
+    return mean.astype(np.float32), np.linalg.inv(cov).astype(np.float32)
+
+
+def _colour_gate(colors: np.ndarray, mean: np.ndarray, inv: np.ndarray, sigma: float) -> np.ndarray:
+    """(M,) float32 in [0, 1]: 1 for samples within ``sigma`` (Mahalanobis, :func:`_colour_stats`)
+    of the frame's skin colours, falling as a Gaussian beyond (0.14 at sigma + 2): a sample far
+    outside is background seen through a misfitted mesh or a segmentation leak."""
+    diff = colors - mean[:, None]
     d2 = np.einsum("cm,cm->m", diff, inv @ diff)
     excess = np.sqrt(np.maximum(d2, 0.0, out=d2), out=d2)
     excess -= np.float32(sigma)
@@ -401,6 +449,8 @@ class TextureCapture:
         settings: visibility thresholds and confidence weights.
         capture_size: side of the grid observations are averaged on (default
             ``min(size, 512)``; see the module docstring).
+        backend: "auto" (the C kernels of :mod:`core.texture._native` where they build, else
+            NumPy), "native" or "numpy" (the reference).
 
     Raises:
         ValueError: the model has no UV coordinates, or bad arguments.
@@ -414,8 +464,12 @@ class TextureCapture:
         smoothing: float = 0.9,
         settings: CaptureSettings = CaptureSettings(),
         capture_size: int | None = None,
+        backend: str = "auto",
     ) -> None:
         data = _as_model_data(model)
+        if backend not in ("auto", "native", "numpy"):
+            raise ValueError(f"unknown texture backend {backend!r}")
+        self.backend = backend
         if getattr(data, "uv", None) is None or getattr(data, "uv_faces", None) is None:
             raise ValueError("this hand model has no UV coordinates: its texture cannot be captured")
         if not 0.0 <= smoothing < 1.0:
@@ -486,7 +540,7 @@ class TextureCapture:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-        samples = sample_frame(self.texel_map, image, vertices, K, mask, self.settings)
+        samples = sample_frame(self.texel_map, image, vertices, K, mask, self.settings, self.backend)
         self.blend(samples)
         count = int(samples.texels.size)
         return TextureUpdate(
@@ -500,6 +554,17 @@ class TextureCapture:
         """Blend one frame's samples into the running average (see the module docstring)."""
         if samples.texels.size == 0:
             return
+        st = self._state
+        if self.backend != "numpy" and _native.available():
+            _native.blend(samples.texels, samples.colors, samples.confidence, st.colour, st.weight,
+                          st.seen, st.known, self.smoothing, self.settings.outlier_levels)
+        else:
+            self._blend_numpy(samples)
+        st.frames += 1
+        st.cache.clear()
+
+    def _blend_numpy(self, samples: FrameSamples) -> None:
+        """NumPy reference of :func:`core.texture._native.blend`."""
         st = self._state
         idx, w = samples.texels, samples.confidence
         old_weight = np.take(st.weight, idx)
@@ -521,8 +586,6 @@ class TextureCapture:
         st.weight[idx] = weight
         st.seen[idx] = True
         st.known[idx] = True
-        st.frames += 1
-        st.cache.clear()
 
     # ----------------------------------------------------------------- results
 
