@@ -176,6 +176,20 @@ class _Segmented:
     ms: float
 
 
+@dataclass(frozen=True)
+class _Fitted:
+    """One frame after the fit: the kept detections (one per side), their indices among the
+    frame's detections, the fits, the frame's intrinsics (3, 3) float32 or None, and the
+    stage times so far, ms."""
+
+    frame: Frame
+    detections: list[Detection]
+    kept: tuple[int, ...]
+    fits: list[HandFit]
+    K: np.ndarray | None
+    times: dict[str, float]
+
+
 class Engine:
     """Detect and fit hands frame by frame. Use as a context manager (closes MediaPipe).
 
@@ -246,12 +260,13 @@ class Engine:
 
     def process_stream(self, frames: Iterable[Frame],
                        after: Callable[[Frame, FrameResult], None] | None = None) -> Iterator[FrameResult]:
-        """Process a stream with detection running one frame ahead in a second thread.
+        """Process a stream with detection and fitting running ahead in a second thread.
 
-        MediaPipe and PyTorch both release the GIL, so on two cores detecting frame n+1
-        overlaps fitting frame n. With refinement the detector's thread also segments the
-        hands (it needs only the image and the keypoints), which balances the two threads'
-        work. The queues are bounded (two frames), nothing piles up; an error in the reader, the
+        MediaPipe and PyTorch both release the GIL, so on two cores detecting and fitting frame
+        n+1 overlaps refining frame n. The detector's thread detects, segments the hands (with
+        refinement; it needs only the image and the keypoints) and fits them (the fit needs
+        only the detections and the previous fit), which balances the threads' work: the
+        refinement is the largest stage. The queues are bounded (two frames), nothing piles up; an error in the reader, the
         detector or ``after`` is raised here, in the caller's thread.
 
         Args:
@@ -275,7 +290,7 @@ class Engine:
                     dets = self.detector.detect(frame.image, frame.timestamp_s)
                     ms = (time.perf_counter() - t0) * 1000
                     segmented = self._segment(frame, dets) if self.refiner is not None else None
-                    _put(q, (frame, dets, ms, segmented), stop)
+                    _put(q, (self._fit(frame, dets, ms), segmented), stop)
                 _put(q, done, stop)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
                 _put(q, exc, stop)
@@ -308,12 +323,12 @@ class Engine:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                frame, dets, detect_ms, segmented = item
-                result = self._fit_frame(frame, dets, detect_ms, segmented)
+                fitted, segmented = item
+                result = self._finish(fitted, segmented)
                 if poster is not None:
                     if post_error:
                         raise post_error[0]
-                    post_q.put((frame, result))
+                    post_q.put((fitted.frame, result))
                 yield result
             finished = True
         finally:
@@ -357,6 +372,10 @@ class Engine:
 
     def _fit_frame(self, frame: Frame, detections: tuple[Detection, ...], detect_ms: float,
                    segmented: _Segmented | None = None) -> FrameResult:
+        return self._finish(self._fit(frame, detections, detect_ms), segmented)
+
+    def _fit(self, frame: Frame, detections: tuple[Detection, ...], detect_ms: float) -> _Fitted:
+        """Fit one frame's hands (the per-hand state lives here: call in frame order)."""
         t1 = time.perf_counter()
         steady = self._steady_handedness(detections, frame.timestamp_s)  # same order and count
         # One hand per side: keep the most confident detection of each.
@@ -376,18 +395,21 @@ class Engine:
             fresh = last is not None and abs(frame.timestamp_s - last[0]) <= self.settings.reset_after_s
             previous.append(last[1] if fresh else None)
         fits = self.fitter.fit(observations, self.shape, previous) if observations else []
-        t2 = time.perf_counter()
         for d, f in zip(dets, fits):
             self._last[d.handedness] = (frame.timestamp_s, f)
-        fit_ms = (t2 - t1) * 1000
-        times = {"detect": detect_ms, "fit": fit_ms}
+        times = {"detect": detect_ms, "fit": (time.perf_counter() - t1) * 1000}
+        return _Fitted(frame, dets, tuple(by_side.values()), fits, K, times)
+
+    def _finish(self, fitted: _Fitted, segmented: _Segmented | None) -> FrameResult:
+        """Refine a fitted frame (when refinement is on) and assemble its result."""
+        frame, dets, fits, times = fitted.frame, fitted.detections, fitted.fits, dict(fitted.times)
         refined: list[RefineResult | None] = [None] * len(fits)
         if self.refiner is not None and fits:
             if segmented is None:
                 segmented = self._segment(frame, dets)
             else:
-                segmented = _Segmented(tuple(segmented.masks[i] for i in by_side.values()), segmented.ms)
-            refined = self._refine(frame, dets, fits, K, segmented, times)
+                segmented = _Segmented(tuple(segmented.masks[i] for i in fitted.kept), segmented.ms)
+            refined = self._refine(frame, dets, fits, fitted.K, segmented, times)
         hands = tuple(HandResult(d, f, r) for d, f, r in zip(dets, fits, refined))
         times["total"] = sum(times.values())
         return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times)
