@@ -121,6 +121,26 @@ def test_native_offset_terms_match_the_reference_and_finite_differences() -> Non
                                     eps=1e-7, atol=1e-7, rtol=1e-5)
 
 
+def test_native_projection_and_its_backward_match_autograd() -> None:
+    needs_native()
+    g = torch.Generator().manual_seed(2)
+    points = (torch.rand(2, 7, 3, generator=g, dtype=torch.float64) - 0.5) * 0.2
+    points[..., 2] += 0.5
+    Kc = torch.tensor([[300.0, 0.0, 60.0], [0.0, 310.0, 70.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    Kc = torch.stack([Kc, Kc * torch.tensor([[1.2], [1.1], [1.0]], dtype=torch.float64)])
+    log_scale = torch.zeros(2, 1, dtype=torch.float64, requires_grad=True)
+    p = points.clone().requires_grad_(True)
+    f = torch.diagonal(Kc[:, :2, :2], dim1=1, dim2=2)[:, None] * torch.exp(log_scale)[:, None]
+    ref = f * p[..., :2] / p[..., 2:] + Kc[:, None, :2, 2]
+    uv = _native.project(points, Kc)
+    torch.testing.assert_close(uv, ref.detach(), rtol=1e-12, atol=1e-12)
+    g_uv = torch.rand(2, 7, 2, generator=g, dtype=torch.float64)
+    g_p_ref, g_s_ref = torch.autograd.grad((ref * g_uv).sum(), (p, log_scale))
+    g_p, g_focal = _native.project_backward(g_uv, uv, points, Kc)
+    torch.testing.assert_close(g_p, g_p_ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(g_focal, g_s_ref[:, 0], rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_native_silhouette_term_matches_the_pytorch_expression(dtype) -> None:
     """Loss, IoU and the backward's input against the tensor expression they replace (padded

@@ -32,7 +32,8 @@ from torch import Tensor
 
 from core.native import NativeLibrary
 
-__all__ = ["LIBRARY", "edge_normal", "lbs_backward", "lbs_forward", "offset_grad", "offset_losses", "silhouette_loss",
+__all__ = ["LIBRARY", "edge_normal", "lbs_backward", "lbs_forward", "offset_grad", "offset_losses", "project",
+           "project_backward", "silhouette_loss",
            "plausibility", "supported"]
 
 _KERNELS = r"""
@@ -413,6 +414,41 @@ void offset_grad_SFX(const REAL *u, const REAL *lu, const int64_t *ptr, const in
     }
 }
 
+/* Pinhole projection of B x N camera-frame points p with per-batch intrinsics Kc (3 x 3):
+   uv = (fx x / z + cx, fy y / z + cy). */
+void project_SFX(const REAL *p, const REAL *Kc, int64_t B, int64_t N, REAL *uv) {
+    for (int64_t b = 0; b < B; ++b) {
+        const REAL *k = Kc + 9 * b;
+        const REAL fx = k[0], fy = k[4], cx = k[2], cy = k[5];
+        for (int64_t n = 0; n < N; ++n) {
+            const REAL *q = p + 3 * (b * N + n);
+            uv[2 * (b * N + n)] = fx * q[0] / q[2] + cx;
+            uv[2 * (b * N + n) + 1] = fy * q[1] / q[2] + cy;
+        }
+    }
+}
+
+/* Its backward: g_p (B, N, 3) from g_uv (B, N, 2) at the projections uv, and per batch
+   g_focal = sum g_u (u - cx) + g_v (v - cy) (the gradient w.r.t. a log scale of fx and fy). */
+void project_backward_SFX(const REAL *g_uv, const REAL *uv, const REAL *p, const REAL *Kc,
+                          int64_t B, int64_t N, REAL *g_p, REAL *g_focal) {
+    for (int64_t b = 0; b < B; ++b) {
+        const REAL *k = Kc + 9 * b;
+        const REAL fx = k[0], fy = k[4], cx = k[2], cy = k[5];
+        double acc = 0;
+        for (int64_t n = 0; n < N; ++n) {
+            const int64_t i = b * N + n;
+            const REAL z = p[3 * i + 2], gu = g_uv[2 * i], gv = g_uv[2 * i + 1];
+            const REAL t = gu * (uv[2 * i] - cx) + gv * (uv[2 * i + 1] - cy);
+            g_p[3 * i] = gu * fx / z;
+            g_p[3 * i + 1] = gv * fy / z;
+            g_p[3 * i + 2] = -t / z;
+            acc += t;
+        }
+        g_focal[b] = (REAL)acc;
+    }
+}
+
 /* The silhouette term of B crops H x W. prod (B, H, Wp): the rasterizer's product of
    (1 - coverage), rows padded to Wp >= W; target, weight (B, H, W); area (B,).
    sil = 1 - prod, r = (sil - target) weight:  loss_b = w_sil sum r^2 / area_b;
@@ -484,6 +520,11 @@ def _declare(lib: ctypes.CDLL) -> None:
         ol.argtypes = [p, p, p, p, i64, i64, p, p, p]
         og = getattr(lib, f"offset_grad_{suffix}")
         og.argtypes = [p, p, p, p, p, i64, i64, p, p, p]
+        pj = getattr(lib, f"project_{suffix}")
+        pj.argtypes = [p, p, i64, i64, p]
+        pb = getattr(lib, f"project_backward_{suffix}")
+        pb.argtypes = [p, p, p, p, i64, i64, p, p]
+        pj.restype = pb.restype = None
         sl = getattr(lib, f"silhouette_loss_{suffix}")
         sl.argtypes = [p, p, p, p, i64, i64, i64, i64, ctypes.c_double if suffix == "f64" else ctypes.c_float,
                        p, p, p]
@@ -574,6 +615,25 @@ def edge_normal(verts: Tensor, ref: Tensor, faces: Tensor, g_edge: Tensor | None
                               faces.shape[0], edge.data_ptr(), normal.data_ptr(),
                               _ptr(g_edge), _ptr(g_normal), _ptr(g_v), _ptr(g_r))
     return edge, normal, g_v, g_r
+
+
+def project(points: Tensor, Kc: Tensor) -> Tensor:
+    """(B, N, 2) pixels of camera-frame points (B, N, 3) through intrinsics (B, 3, 3)."""
+    b, n = points.shape[:2]
+    uv = torch.empty(b, n, 2, dtype=points.dtype)
+    _fn("project", points)(points.data_ptr(), Kc.data_ptr(), b, n, uv.data_ptr())
+    return uv
+
+
+def project_backward(g_uv: Tensor, uv: Tensor, points: Tensor, Kc: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradient (B, N, 3) w.r.t. the points of :func:`project` given ``g_uv`` (B, N, 2), and
+    ``sum g_u (u - cx) + g_v (v - cy)`` (B,), the gradient w.r.t. a log scale of the focal."""
+    b, n = points.shape[:2]
+    g_p = torch.empty_like(points)
+    g_focal = torch.empty(b, dtype=points.dtype)
+    _fn("project_backward", points)(g_uv.data_ptr(), uv.data_ptr(), points.data_ptr(), Kc.data_ptr(),
+                                    b, n, g_p.data_ptr(), g_focal.data_ptr())
+    return g_p, g_focal
 
 
 def silhouette_loss(prod: Tensor, target: Tensor, weight: Tensor, area: Tensor, w_silhouette: float,

@@ -90,21 +90,6 @@ class FusedOutput:
     grads: dict[str, Tensor] | None
 
 
-def _project(points: Tensor, Kc: Tensor) -> tuple[Tensor, Tensor]:
-    """(B, N, 2) crop pixels and (B, N, 1) depth of camera-frame points."""
-    z = points[..., 2:]
-    f = torch.diagonal(Kc[:, :2, :2], dim1=1, dim2=2)[:, None]
-    return f * points[..., :2] / z + Kc[:, None, :2, 2], z
-
-
-def _project_backward(g_uv: Tensor, uv: Tensor, z: Tensor, Kc: Tensor) -> tuple[Tensor, Tensor]:
-    """Gradient (B, N, 3) w.r.t. the points, and sum(g_u (u - cx) + g_v (v - cy)) (B,)."""
-    f = torch.diagonal(Kc[:, :2, :2], dim1=1, dim2=2)[:, None]
-    centred = uv - Kc[:, None, :2, 2]
-    gz = -(g_uv * centred).sum(-1, keepdim=True) / z
-    return torch.cat([g_uv * f / z, gz], dim=-1), (g_uv * centred).sum((1, 2))
-
-
 @torch.no_grad()
 def loss_and_grad(lean: LeanHand, view: FusedView, params: dict[str, Tensor], weights: dict[str, float],
                   soft, keypoint_scale_px: float, slack: Tensor | None, use_slack: bool,
@@ -143,8 +128,8 @@ def loss_and_grad(lean: LeanHand, view: FusedView, params: dict[str, Tensor], we
     Kc = view.affine @ K_img
 
     # silhouette (SoftRas, C kernels)
-    uv, z = _project(verts, Kc)
-    uv = uv.contiguous()
+    Kc = Kc.contiguous()
+    uv = _native.project(verts, Kc)
     h, w = soft.image_size
     r2 = soft.cull_radius ** 2
     prod, _, workspace = _raster.forward(uv, verts, view.faces, h, w, soft.z_near, soft.sigma, r2,
@@ -156,7 +141,8 @@ def loss_and_grad(lean: LeanHand, view: FusedView, params: dict[str, Tensor], we
     # keypoints
     g_kuv = None
     if view.keypoints is not None and weights["keypoints"] > 0:
-        kuv, kz = _project(keypoints, Kc)
+        keypoints = keypoints.contiguous()
+        kuv = _native.project(keypoints, Kc)
         d = kuv - view.keypoints
         kp_dist = d.norm(dim=-1)  # (B, 21)
         if use_slack and slack is None:
@@ -189,7 +175,7 @@ def loss_and_grad(lean: LeanHand, view: FusedView, params: dict[str, Tensor], we
     # ---- backward
     g_uv = _raster.backward(uv, verts, view.faces, h, w, soft.z_near, soft.sigma, r2, g_sil,
                             torch.get_num_threads(), workspace)
-    g_verts, g_focal = _project_backward(g_uv, uv, z, Kc)
+    g_verts, g_focal = _native.project_backward(g_uv.contiguous(), uv, verts, Kc)
     g_base = g_verts
     if gv_en is not None:
         g_verts = g_verts + gv_en
@@ -201,7 +187,7 @@ def loss_and_grad(lean: LeanHand, view: FusedView, params: dict[str, Tensor], we
                                           wv * ones, wl * ones)
     g_joints = torch.zeros_like(joints)
     if g_kuv is not None:
-        g_kp, g_kfocal = _project_backward(g_kuv, kuv, kz, Kc)
+        g_kp, g_kfocal = _native.project_backward(g_kuv.contiguous(), kuv, keypoints, Kc)
         g_focal = g_focal + g_kfocal
         g_kp21 = torch.zeros(b, 21, 3, dtype=g_kp.dtype)
         g_kp21[:, lean.mp_order] = g_kp  # back to (joints, tips) order
