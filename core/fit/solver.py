@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from scipy.linalg.lapack import dposv as _posv
 
+from core.fit import _native as _fit_native
 from core.fit.kinematics import LEVELS, KeypointModel
 from core.fit.skeleton import Skeleton
 from core.keypoints import BONES, MANO_JOINT_TO_KEYPOINT
@@ -194,9 +195,15 @@ class SideSolver:
     Args:
         data: the hand model.
         backend: :class:`NumpyBackend` or :class:`TorchBackend`.
+        native: with NumPy, build each iteration's Gauss-Newton system with the C kernel of
+            :mod:`core.fit._native` (same results to float rounding): None where it builds
+            (else the NumPy closure, the reference), True to require it, False never.
+            Ignored by the torch backend. An attribute: tests switch it.
     """
 
-    def __init__(self, data: HandModelData, backend: NumpyBackend | TorchBackend) -> None:
+    def __init__(self, data: HandModelData, backend: NumpyBackend | TorchBackend, native: bool | None = None) -> None:
+        self.native = native
+        self._topology: _fit_native.Topology | None = None
         self.be = be = backend
         self.xp = backend.xp
         kp = KeypointModel(data, "cpu", torch.float64)
@@ -540,6 +547,27 @@ class SideSolver:
             self._layouts[P] = tuple(self.be.index(x) for x in (pos2, posh, posl, posd))
         return self._layouts[P]
 
+    def _use_kernel(self, native: bool | None) -> bool:
+        """Whether :meth:`problem` builds its system with the C kernel (see ``native``)."""
+        native = self.native if native is None else native
+        if native is False or self.be.name != "numpy" or self.num_betas > _fit_native.MAX_BETAS:
+            return False
+        if native:
+            _fit_native.LIBRARY.require()
+            return True
+        return _fit_native.available()
+
+    def _kernel_topology(self) -> _fit_native.Topology:
+        """This model's constants for the C kernel (NumPy backend; built once)."""
+        if self._topology is None:
+            self._topology = _fit_native.Topology(
+                b0=self.b0, bdirs=self.bdirs, seg_parent=np.array([p for p, _ in BONES]),
+                seg_child=np.array([c for _, c in BONES]), seg_joint=self._seg_joint, parents=self._parents,
+                joint_kp=np.asarray(MANO_JOINT_TO_KEYPOINT), pair_k=self._kk, pair_a=self._aa,
+                Fp=self.Fp,
+            )
+        return self._topology
+
     def fit(self, w: Weights, uv, world, K, beta, fit_shape: bool, n_iter: int,
             prev_pose=None, prev_t=None, has_prev=None) -> FitOutput:
         """Fit one batch of hands of this side (arguments as :meth:`problem`)."""
@@ -598,7 +626,7 @@ class SideSolver:
         return self._outputs(R, self.global_from_local(R), cam, beta, uv, K, ran)
 
     def problem(self, w: Weights, uv, world, K, beta, fit_shape: bool,
-                prev_pose=None, prev_t=None, has_prev=None):
+                prev_pose=None, prev_t=None, has_prev=None, native: bool | None = None):
         """Initialize a batch and set up its Gauss-Newton system.
 
         The unknowns are the local joint rotations, perturbed as ``R_a <- R_a exp(delta_a)``
@@ -610,7 +638,8 @@ class SideSolver:
             (weak perspective). beta: (B, S) initial (or fixed) shape. fit_shape: optimize it.
             prev_pose: (B, 48) last frame's local pose (rows without one are ignored),
             prev_t: (B, 3) its wrist (perspective) or (log s, u, v) (weak), has_prev: (B,)
-            bool, or all None. All arrays are of this solver's backend.
+            bool, or all None. All arrays are of this solver's backend. native: overrides
+            :attr:`native` (the C kernel for ``system``, or the NumPy closure).
 
         Returns:
             ``system(R, G, cam, beta) -> (H, g, cost)`` (the Gauss-Newton matrix, the gradient
@@ -782,6 +811,18 @@ class SideSolver:
             parts = [g_rot.reshape(b, 48), g_cam, g_beta] if fit_shape else [g_rot.reshape(b, 48), g_cam]
             return H, g + xp.concatenate(parts, 1), (v * v).sum(1)
 
+        if self._use_kernel(native):
+            kernel = _fit_native.FitSystem(
+                self._kernel_topology(), fit_shape, uv, K, G_init, wlen.reshape(20), w_obs if has_world else None,
+                segs0, *((prev_G, wt, wtt, prev_t) if temporal else (None,) * 4), wi, ws, wl)
+
+            def system_native(R, G, cam, beta):
+                """``system``'s H, g, cost from one C call (:mod:`core.fit._native`); the limits'
+                violations as above, bit for bit (the hinge switches on at the last bit)."""
+                ang = self.anatomical_angles(R)
+                return kernel(G, cam, beta, ang - xp.minimum(xp.maximum(ang, lo_p), hi_p), h_dyn)
+
+            return system_native, refresh, R, G, cam, beta
         return system, refresh, R, G, cam, beta
 
     def _outputs(self, R, G, cam, beta, uv, K, iterations) -> FitOutput:
