@@ -260,28 +260,32 @@ class Engine:
 
     def process_stream(self, frames: Iterable[Frame],
                        after: Callable[[Frame, FrameResult], None] | None = None) -> Iterator[FrameResult]:
-        """Process a stream with detection and fitting running ahead in a second thread.
+        """Process a stream as a pipeline: detection runs a frame ahead in a second thread.
 
-        MediaPipe and PyTorch both release the GIL, so on two cores detecting and fitting frame
-        n+1 overlaps refining frame n. The detector's thread detects, segments the hands (with
-        refinement; it needs only the image and the keypoints) and fits them (the fit needs
-        only the detections and the previous fit), which balances the threads' work: the
-        refinement is the largest stage. The queues are bounded (two frames), nothing piles up; an error in the reader, the
-        detector or ``after`` is raised here, in the caller's thread.
+        The detector's thread runs MediaPipe and, with refinement, the hands' segmentation
+        (it needs only the image and the keypoints); the caller's thread fits and refines;
+        ``after`` runs in a third thread. MediaPipe, the C kernels and most PyTorch ops release
+        the GIL, so on two cores neighbouring frames overlap. The fit stays in the caller's
+        thread: in a thread of its own its NumPy work (which holds the GIL) and the
+        refinement's PyTorch ops (which release and retake it at every op) slowed each other
+        down (whole-frame ratio on the demo, 6 alternating rounds each: 2.33 vs 2.16 with
+        texture, 2.03 vs 1.81 without). The queues are bounded (two frames), nothing piles
+        up; an error in the reader, the detector or ``after`` is raised here, in the caller's
+        thread.
 
         Args:
             frames: the stream.
-            after: called as ``after(frame, result)`` for every result, in order, in a third
-                thread while the next frames are detected and fitted (e.g. blending the hands
-                into a skin texture). A result is yielded as soon as it is made, before
-                ``after`` has run on it; when the stream ends, this waits for ``after`` to
-                finish the last result.
+            after: called as ``after(frame, result)`` for every result, in order, in a thread
+                of its own while the next frames are processed (e.g. blending the hands into
+                a skin texture). A result is yielded as soon as it is made, before ``after``
+                has run on it; when the stream ends, this waits for ``after`` to finish the
+                last result.
         """
-        q: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
         done = object()
+        detected: queue.Queue = queue.Queue(maxsize=2)
 
-        def produce() -> None:
+        def detect_stage() -> None:
             try:
                 for frame in frames:
                     if stop.is_set():
@@ -290,10 +294,10 @@ class Engine:
                     dets = self.detector.detect(frame.image, frame.timestamp_s)
                     ms = (time.perf_counter() - t0) * 1000
                     segmented = self._segment(frame, dets) if self.refiner is not None else None
-                    _put(q, (self._fit(frame, dets, ms), segmented), stop)
-                _put(q, done, stop)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
-                _put(q, exc, stop)
+                    _put(detected, (frame, dets, ms, segmented), stop)
+                _put(detected, done, stop)
+            except BaseException as exc:  # noqa: BLE001 - handed on, re-raised in the caller
+                _put(detected, exc, stop)
 
         post_q: queue.Queue = queue.Queue(maxsize=2)
         post_error: list[BaseException] = []
@@ -307,23 +311,25 @@ class Engine:
                 except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                     post_error.append(exc)
 
-        worker = threading.Thread(target=produce, name="handtwin-detect", daemon=True)
+        stages = [threading.Thread(target=detect_stage, name="handtwin-detect", daemon=True)]
         poster = threading.Thread(target=post, name="handtwin-after", daemon=True) if after else None
         threads = torch.get_num_threads()
         if self.settings.stream_threads is not None:
             torch.set_num_threads(self.settings.stream_threads)
-        worker.start()
+        for t in stages:
+            t.start()
         if poster is not None:
             poster.start()
         finished = False
         try:
             while True:
-                item = q.get()
+                item = detected.get()
                 if item is done:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                fitted, segmented = item
+                frame, dets, detect_ms, segmented = item
+                fitted = self._fit(frame, dets, detect_ms)
                 result = self._finish(fitted, segmented)
                 if poster is not None:
                     if post_error:
@@ -332,13 +338,9 @@ class Engine:
                 yield result
             finished = True
         finally:
-            stop.set()
-            while worker.is_alive():
-                try:
-                    q.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            worker.join()
+            stop.set()  # the detector's thread notices within 50 ms
+            for t in stages:
+                t.join()
             if poster is not None:
                 post_q.put(done)  # the poster drains its queue, so this cannot block for long
                 poster.join()

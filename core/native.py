@@ -110,13 +110,20 @@ class NativeLibrary:
         name: file name stem of the build (``kernels/<name>-<hash>.so``) and the log's label.
         source: returns the complete C source.
         declare: sets the ``argtypes``/``restype`` of the loaded library's functions.
+        hold_gil: call the functions without releasing the GIL (``ctypes.PyDLL``). ctypes
+            releases it around every foreign call, and taking it back means waiting for the
+            thread that took it meanwhile to give it up (up to the interpreter's switch
+            interval, 5 ms by default). For kernels of a fraction of a millisecond, called
+            dozens of times per frame while other threads run Python, that wait costs far
+            more than the kernel; a long kernel (the soft rasterizer) should release it.
     """
 
     def __init__(self, name: str, source: Callable[[], str],
-                 declare: Callable[[ctypes.CDLL], None]) -> None:
+                 declare: Callable[[ctypes.CDLL], None], hold_gil: bool = False) -> None:
         self.name = name
         self.source = source
         self.declare = declare
+        self._loader = ctypes.PyDLL if hold_gil else ctypes.CDLL
         self._lock = threading.Lock()
         self._lib: ctypes.CDLL | None = None
         self._error: str | None = None
@@ -136,10 +143,10 @@ class NativeLibrary:
                     raise NativeUnavailableError("no C compiler found ($CC, cc, gcc, clang)")
                 path = build(self.name, self.source(), cc)
                 try:
-                    lib = ctypes.CDLL(str(path))
+                    lib = self._loader(str(path))
                 except OSError:  # a damaged cached build: build it again, once
                     path.unlink(missing_ok=True)
-                    lib = ctypes.CDLL(str(build(self.name, self.source(), cc)))
+                    lib = self._loader(str(build(self.name, self.source(), cc)))
                 self.declare(lib)
                 self._lib = lib
             except (OSError, subprocess.SubprocessError, NativeUnavailableError) as exc:

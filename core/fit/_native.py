@@ -330,7 +330,7 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 #: The kernel's library (built on first use).
-LIBRARY = NativeLibrary("fit", source, _declare)
+LIBRARY = NativeLibrary("fit", source, _declare, hold_gil=True)  # ~10 us a call
 
 
 def available() -> bool:

@@ -532,7 +532,7 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 #: The kernels' library (built on first use).
-LIBRARY = NativeLibrary("refine", source, _declare)
+LIBRARY = NativeLibrary("refine", source, _declare, hold_gil=True)  # 0.02-0.3 ms a call
 
 _JW = 24  # joint workspace per joint (R, G_R, G_t, J), as in the C source
 #: Most joints the skinning kernel takes (a hand has 16).
