@@ -85,7 +85,7 @@ def test_after_stage_sees_every_result_in_order_and_its_errors_reach_the_caller(
         stream = engine.process_stream(frames, after=after)
         next(stream)
         stream.close()
-    assert not [t for t in threading.enumerate() if t.name in ("handtwin-detect", "handtwin-after")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("handtwin-")]
 
 
 def test_the_engine_runs_openblas_single_threaded_while_open() -> None:
