@@ -52,6 +52,17 @@ _V9 = np.zeros((9, 3))
 _V9[7, 0], _V9[5, 0], _V9[2, 1], _V9[6, 1], _V9[3, 2], _V9[1, 2] = 0.5, -0.5, 0.5, -0.5, 0.5, -0.5
 
 
+#: The joint-limit hinge's switch: right after the projection onto the limits an angle sits on
+#: its limit, where whether it counts as violated (and a 1e4-weighted block enters H) would
+#: depend on the last bit of atan2 / asin, so that the NumPy and the C paths (or any two
+#: roundings) part there. 0 (the default): on where angle != clamp(angle). Negative: violations
+#: up to -_LIMIT_EPS radians count as none; at -1e-9 the paths agree to float rounding
+#: (synthetic n=60: fit 2D 8.68 px, PA-MPJPE 14.50 mm, against 8.67 / 14.53 at 0; demo clip
+#: 7.035 px / 16.22 mm / 8.95 iterations against 6.977 / 16.29 / 8.67), but the torch path
+#: (float32) then parts from the NumPy one (tests/test_fit.py). Positive: on within _LIMIT_EPS
+#: of a limit, inside too (synthetic 8.52 px / 14.84 mm).
+_LIMIT_EPS = 0.0
+
 #: Largest |beta| the fit may reach (standard deviations of the shape space).
 MAX_BETA = 3.0
 
@@ -199,10 +210,18 @@ class SideSolver:
             :mod:`core.fit._native` (same results to float rounding): None where it builds
             (else the NumPy closure, the reference), True to require it, False never.
             Ignored by the torch backend. An attribute: tests switch it.
+        native_loop: where the kernel builds the system, run the whole Levenberg-Marquardt
+            loop in C too (:meth:`core.fit._native.FitSystem.run`; the same algorithm: equal to
+            float rounding except where an angle sits on its limit, where the hinge's switch
+            follows the last bit of atan2 / asin (see :data:`_LIMIT_EPS`); the same accuracy
+            over sets), else the NumPy loop below around the C system. An attribute: tests
+            switch it.
     """
 
-    def __init__(self, data: HandModelData, backend: NumpyBackend | TorchBackend, native: bool | None = None) -> None:
+    def __init__(self, data: HandModelData, backend: NumpyBackend | TorchBackend, native: bool | None = None,
+                 native_loop: bool = True) -> None:
         self.native = native
+        self.native_loop = native_loop
         self._topology: _fit_native.Topology | None = None
         self.be = be = backend
         self.xp = backend.xp
@@ -372,6 +391,16 @@ class SideSolver:
         r = self.EAp + xp.cos(cl)[..., None, None] * self.CAp + xp.sin(cl)[..., None, None] * self.SAp
         fixed = self.F @ (r[..., 1, :, :] @ r[..., 2, :, :] @ r[..., 0, :, :]) @ self.FT
         return xp.concatenate([R[:, :1], fixed], 1)
+
+    def _hinge(self, R):
+        """The joint-limit hinge at local rotations R: (B, 15, 3) the anatomical angles'
+        violations of the limits, angle - clamp(angle), and (B, 15, 3) bool where its
+        Gauss-Newton blocks are on: outside the limits or within :data:`_LIMIT_EPS` of one."""
+        xp = self.xp
+        ang = self.anatomical_angles(R)
+        viol = ang - xp.minimum(xp.maximum(ang, self.lo_p), self.hi_p)
+        on = (ang < self.lo_p + _LIMIT_EPS) | (ang > self.hi_p - _LIMIT_EPS)
+        return (viol if _LIMIT_EPS >= 0 else xp.where(on, viol, 0.0 * viol)), on
 
     def project_limits(self, G):
         """The same for global rotations."""
@@ -564,7 +593,7 @@ class SideSolver:
                 b0=self.b0, bdirs=self.bdirs, seg_parent=np.array([p for p, _ in BONES]),
                 seg_child=np.array([c for _, c in BONES]), seg_joint=self._seg_joint, parents=self._parents,
                 joint_kp=np.asarray(MANO_JOINT_TO_KEYPOINT), pair_k=self._kk, pair_a=self._aa,
-                Fp=self.Fp,
+                Fp=self.Fp, Meul=self.Meul, lo_p=self.lo_p, hi_p=self.hi_p, F=self.F,
             )
         return self._topology
 
@@ -574,6 +603,13 @@ class SideSolver:
         xp, be = self.xp, self.be
         system, refresh, R, G, cam, beta = self.problem(w, uv, world, K, beta, fit_shape, prev_pose, prev_t, has_prev)
         b = uv.shape[0]
+        kernel = getattr(system, "kernel", None)
+        if kernel is not None and self.native_loop:  # the loop below, in one C call
+            R, G, cam, beta, ran = kernel.run(
+                R, G, cam, beta, n_iter=n_iter, project_every=w.project_every, refresh_every=_REFRESH,
+                lm_lambda=w.lm_lambda, tolerance=w.tolerance, max_beta=MAX_BETA if fit_shape else 0.0,
+                limit_eps=_LIMIT_EPS)
+            return self._outputs(R, G, cam, beta, uv, K, ran)
         P = 51 + (self.num_betas if fit_shape else 0)
         eyeP = be.const(np.eye(P))
         # Levenberg-Marquardt with closed-form Jacobians.
@@ -714,7 +750,7 @@ class SideSolver:
             P23b = be.zeros(b, 21, 2, 3) + self.P23
         kk, aa, pc, pc2, pdeep = self.kk, self.aa, self.pair_c, self.pair_c2, self.pair_deep
         sub16, subseg, sel, inc, seg_joint, mpair = self.sub16, self.subseg, self.sel, self.inc, self.seg_joint, self.mpair
-        Fp, lo_p, hi_p = self.Fp, self.lo_p, self.hi_p
+        Fp = self.Fp
         wl2 = wl * wl
         h_dyn = h_const
         zeros3 = be.zeros(b, 3)
@@ -801,10 +837,9 @@ class SideSolver:
             g_rot = (G.swapaxes(-1, -2) @ (sub16 @ yw)[..., None])[..., 0]
             # Joint limits: a hinge on each anatomical angle (here ordered twist, bend, spread);
             # R_j exp(d_j) moves them by ~F^T d_j.
-            ang = self.anatomical_angles(R)
-            viol = ang - xp.minimum(xp.maximum(ang, lo_p), hi_p)
-            if bool(viol.any()):
-                H.reshape(b, P * P)[:, posl] += (((wl2 * (viol != 0))[..., None, :] @ FF)).reshape(b, -1)
+            viol, on = self._hinge(R)
+            if bool(on.any()):
+                H.reshape(b, P * P)[:, posl] += (((wl2 * on)[..., None, :] @ FF)).reshape(b, -1)
                 g_rot[:, 1:] += (Fp @ (wl2 * viol)[..., None])[..., 0]
                 pieces.append(wl * viol.reshape(b, 45))
             v = xp.concatenate(pieces, 1)
@@ -814,14 +849,16 @@ class SideSolver:
         if self._use_kernel(native):
             kernel = _fit_native.FitSystem(
                 self._kernel_topology(), fit_shape, uv, K, G_init, wlen.reshape(20), w_obs if has_world else None,
-                segs0, *((prev_G, wt, wtt, prev_t) if temporal else (None,) * 4), wi, ws, wl)
+                segs0, *((prev_G, wt, wtt, prev_t) if temporal else (None,) * 4), wi, ws, wl,
+                h_const=h_const, w_rot=w_rot)
 
             def system_native(R, G, cam, beta):
                 """``system``'s H, g, cost from one C call (:mod:`core.fit._native`); the limits'
                 violations as above, bit for bit (the hinge switches on at the last bit)."""
-                ang = self.anatomical_angles(R)
-                return kernel(G, cam, beta, ang - xp.minimum(xp.maximum(ang, lo_p), hi_p), h_dyn)
+                viol, on = self._hinge(R)
+                return kernel(G, cam, beta, viol, h_dyn, on)
 
+            system_native.kernel = kernel  # SideSolver.fit runs its whole loop through it
             return system_native, refresh, R, G, cam, beta
         return system, refresh, R, G, cam, beta
 
