@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -546,12 +547,34 @@ def supported(*tensors: Tensor) -> bool:
             and dtype in (torch.float32, torch.float64) and LIBRARY.get() is not None)
 
 
-def _fn(name: str, like: Tensor):
-    return getattr(LIBRARY.require(), f"{name}_{'f32' if like.dtype == torch.float32 else 'f64'}")
+# The wrappers take PyTorch tensors or NumPy arrays (contiguous, CPU) and answer in kind:
+# NumPy arrays are what the live refinement's fused loss uses (core.refine.fused), since small
+# NumPy operations keep the GIL where each PyTorch op gives it up and takes it back.
+Array = Tensor | np.ndarray
 
 
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
+def _fn(name: str, like: Array):
+    f32 = like.dtype == torch.float32 or like.dtype == np.float32
+    return getattr(LIBRARY.require(), f"{name}_{'f32' if f32 else 'f64'}")
+
+
+def _ptr(t: Array | None) -> int | None:
+    if t is None:
+        return None
+    return t.data_ptr() if isinstance(t, Tensor) else t.__array_interface__["data"][0]
+
+
+def _empty(like: Array, *shape: int) -> Array:
+    """An uninitialized array of ``like``'s kind and dtype."""
+    if isinstance(like, np.ndarray):
+        return np.empty(shape, like.dtype)
+    return torch.empty(shape, dtype=like.dtype)
+
+
+def _zeros(like: Array, *shape: int) -> Array:
+    if isinstance(like, np.ndarray):
+        return np.zeros(shape, like.dtype)
+    return torch.zeros(shape, dtype=like.dtype)
 
 
 def lbs_forward(pose: Tensor, betas: Tensor, transl: Tensor, v_template: Tensor,
@@ -568,14 +591,14 @@ def lbs_forward(pose: Tensor, betas: Tensor, transl: Tensor, v_template: Tensor,
     """
     b, num_j = pose.shape[0], weights.shape[1]
     num_v, s = v_template.shape[0], betas.shape[1]
-    verts = torch.empty(b, num_v, 3, dtype=pose.dtype)
-    joints = torch.empty(b, num_j, 3, dtype=pose.dtype)
-    work = torch.empty(b, num_j * _JW + 3 * num_v, dtype=pose.dtype)
-    _fn("lbs_forward", pose)(pose.data_ptr(), betas.data_ptr(), transl.data_ptr(),
-                             v_template.data_ptr(), shapedirs.data_ptr(), j_template.data_ptr(),
-                             j_shapedirs.data_ptr(), _ptr(posedirs), weights.data_ptr(),
-                             parents.data_ptr(), b, num_v, num_j, s, verts.data_ptr(),
-                             joints.data_ptr(), work.data_ptr())
+    verts = _empty(pose, b, num_v, 3)
+    joints = _empty(pose, b, num_j, 3)
+    work = _empty(pose, b, num_j * _JW + 3 * num_v)
+    _fn("lbs_forward", pose)(_ptr(pose), _ptr(betas), _ptr(transl),
+                             _ptr(v_template), _ptr(shapedirs), _ptr(j_template),
+                             _ptr(j_shapedirs), _ptr(posedirs), _ptr(weights),
+                             _ptr(parents), b, num_v, num_j, s, _ptr(verts),
+                             _ptr(joints), _ptr(work))
     return verts, joints, work
 
 
@@ -586,15 +609,15 @@ def lbs_backward(pose: Tensor, shapedirs: Tensor, j_shapedirs: Tensor, posedirs:
     ``sum(g_verts * verts) + sum(g_joints * joints)``; arguments as :func:`lbs_forward`."""
     b, num_j = pose.shape[0], weights.shape[1]
     num_v, s = weights.shape[0], shapedirs.shape[0]
-    g_pose = torch.empty_like(pose)
-    g_betas = torch.empty(b, s, dtype=pose.dtype)
-    g_transl = torch.empty(b, 3, dtype=pose.dtype)
-    scratch = torch.empty(3 * num_v + 39 * num_j, dtype=pose.dtype)
-    _fn("lbs_backward", pose)(pose.data_ptr(), shapedirs.data_ptr(), j_shapedirs.data_ptr(),
-                              _ptr(posedirs), weights.data_ptr(), parents.data_ptr(), b, num_v,
-                              num_j, s, work.data_ptr(), g_verts.data_ptr(), g_joints.data_ptr(),
-                              g_pose.data_ptr(), g_betas.data_ptr(), g_transl.data_ptr(),
-                              scratch.data_ptr())
+    g_pose = _empty(pose, *pose.shape)
+    g_betas = _empty(pose, b, s)
+    g_transl = _empty(pose, b, 3)
+    scratch = _empty(pose, 3 * num_v + 39 * num_j)
+    _fn("lbs_backward", pose)(_ptr(pose), _ptr(shapedirs), _ptr(j_shapedirs),
+                              _ptr(posedirs), _ptr(weights), _ptr(parents), b, num_v,
+                              num_j, s, _ptr(work), _ptr(g_verts), _ptr(g_joints),
+                              _ptr(g_pose), _ptr(g_betas), _ptr(g_transl),
+                              _ptr(scratch))
     return g_pose, g_betas, g_transl
 
 
@@ -606,13 +629,13 @@ def edge_normal(verts: Tensor, ref: Tensor, faces: Tensor, g_edge: Tensor | None
     Args: contiguous CPU tensors of one float dtype; faces (F, 3) int64.
     """
     b, num_v = verts.shape[:2]
-    edge = torch.empty(b, dtype=verts.dtype)
-    normal = torch.empty(b, dtype=verts.dtype)
+    edge = _empty(verts, b)
+    normal = _empty(verts, b)
     g_v = g_r = None
     if g_edge is not None and g_normal is not None:
-        g_v, g_r = torch.zeros_like(verts), torch.zeros_like(ref)
-    _fn("edge_normal", verts)(verts.data_ptr(), ref.data_ptr(), faces.data_ptr(), b, num_v,
-                              faces.shape[0], edge.data_ptr(), normal.data_ptr(),
+        g_v, g_r = _zeros(verts, *verts.shape), _zeros(ref, *ref.shape)
+    _fn("edge_normal", verts)(_ptr(verts), _ptr(ref), _ptr(faces), b, num_v,
+                              faces.shape[0], _ptr(edge), _ptr(normal),
                               _ptr(g_edge), _ptr(g_normal), _ptr(g_v), _ptr(g_r))
     return edge, normal, g_v, g_r
 
@@ -620,8 +643,8 @@ def edge_normal(verts: Tensor, ref: Tensor, faces: Tensor, g_edge: Tensor | None
 def project(points: Tensor, Kc: Tensor) -> Tensor:
     """(B, N, 2) pixels of camera-frame points (B, N, 3) through intrinsics (B, 3, 3)."""
     b, n = points.shape[:2]
-    uv = torch.empty(b, n, 2, dtype=points.dtype)
-    _fn("project", points)(points.data_ptr(), Kc.data_ptr(), b, n, uv.data_ptr())
+    uv = _empty(points, b, n, 2)
+    _fn("project", points)(_ptr(points), Kc.data_ptr(), b, n, _ptr(uv))
     return uv
 
 
@@ -629,10 +652,10 @@ def project_backward(g_uv: Tensor, uv: Tensor, points: Tensor, Kc: Tensor) -> tu
     """Gradient (B, N, 3) w.r.t. the points of :func:`project` given ``g_uv`` (B, N, 2), and
     ``sum g_u (u - cx) + g_v (v - cy)`` (B,), the gradient w.r.t. a log scale of the focal."""
     b, n = points.shape[:2]
-    g_p = torch.empty_like(points)
-    g_focal = torch.empty(b, dtype=points.dtype)
-    _fn("project_backward", points)(g_uv.data_ptr(), uv.data_ptr(), points.data_ptr(), Kc.data_ptr(),
-                                    b, n, g_p.data_ptr(), g_focal.data_ptr())
+    g_p = _empty(points, *points.shape)
+    g_focal = _empty(points, b)
+    _fn("project_backward", points)(_ptr(g_uv), _ptr(uv), _ptr(points), Kc.data_ptr(),
+                                    b, n, _ptr(g_p), _ptr(g_focal))
     return g_p, g_focal
 
 
@@ -647,11 +670,11 @@ def silhouette_loss(prod: Tensor, target: Tensor, weight: Tensor, area: Tensor, 
     """
     b, h, wp = prod.shape
     w = target.shape[-1]
-    loss = torch.empty(b, dtype=prod.dtype)
-    iou = torch.empty(b, dtype=prod.dtype)
-    g = torch.empty_like(prod) if need_grad else None
-    _fn("silhouette_loss", prod)(prod.data_ptr(), target.data_ptr(), weight.data_ptr(), area.data_ptr(),
-                                 b, h, w, wp, float(w_silhouette), loss.data_ptr(), iou.data_ptr(), _ptr(g))
+    loss = _empty(prod, b)
+    iou = _empty(prod, b)
+    g = _empty(prod, *prod.shape) if need_grad else None
+    _fn("silhouette_loss", prod)(_ptr(prod), _ptr(target), _ptr(weight), _ptr(area),
+                                 b, h, w, wp, float(w_silhouette), _ptr(loss), _ptr(iou), _ptr(g))
     return loss, iou, g
 
 
@@ -663,11 +686,11 @@ def offset_losses(u: Tensor, ptr: Tensor, nbr: Tensor, inv_deg: Tensor
     (V,) 1 / degree, dtype of ``u``.
     """
     b, num_v = u.shape[:2]
-    vertex = torch.empty(b, dtype=u.dtype)
-    lap = torch.empty(b, dtype=u.dtype)
-    lu = torch.empty_like(u)
-    _fn("offset_losses", u)(u.data_ptr(), ptr.data_ptr(), nbr.data_ptr(), inv_deg.data_ptr(), b,
-                            num_v, vertex.data_ptr(), lap.data_ptr(), lu.data_ptr())
+    vertex = _empty(u, b)
+    lap = _empty(u, b)
+    lu = _empty(u, *u.shape)
+    _fn("offset_losses", u)(_ptr(u), _ptr(ptr), _ptr(nbr), _ptr(inv_deg), b,
+                            num_v, _ptr(vertex), _ptr(lap), _ptr(lu))
     return vertex, lap, lu
 
 
@@ -675,10 +698,10 @@ def offset_grad(u: Tensor, lu: Tensor, ptr: Tensor, nbr: Tensor, inv_deg: Tensor
                 g_vertex: Tensor, g_lap: Tensor) -> Tensor:
     """(B, V, 3) gradient of ``sum(g_vertex * vertex + g_lap * laplacian)`` w.r.t. ``u``."""
     b, num_v = u.shape[:2]
-    grad = torch.empty_like(u)
-    _fn("offset_grad", u)(u.data_ptr(), lu.data_ptr(), ptr.data_ptr(), nbr.data_ptr(),
-                          inv_deg.data_ptr(), b, num_v, g_vertex.data_ptr(), g_lap.data_ptr(),
-                          grad.data_ptr())
+    grad = _empty(u, *u.shape)
+    _fn("offset_grad", u)(_ptr(u), _ptr(lu), _ptr(ptr), _ptr(nbr),
+                          _ptr(inv_deg), b, num_v, _ptr(g_vertex), _ptr(g_lap),
+                          _ptr(grad))
     return grad
 
 
@@ -686,8 +709,8 @@ def plausibility(verts: Tensor, ref: Tensor, faces: Tensor) -> tuple[Tensor, Ten
     """Paper 004's (edge-length error (B,), normal error (B,)) of ``verts`` against ``ref``
     (contiguous (B, V, 3) CPU tensors of one float dtype; faces (F, 3) int64)."""
     b, num_v = verts.shape[:2]
-    edge = torch.empty(b, dtype=verts.dtype)
-    normal = torch.empty(b, dtype=verts.dtype)
-    _fn("plausibility", verts)(verts.data_ptr(), ref.data_ptr(), faces.data_ptr(), b, num_v,
-                               faces.shape[0], edge.data_ptr(), normal.data_ptr())
+    edge = _empty(verts, b)
+    normal = _empty(verts, b)
+    _fn("plausibility", verts)(_ptr(verts), _ptr(ref), _ptr(faces), b, num_v,
+                               faces.shape[0], _ptr(edge), _ptr(normal))
     return edge, normal

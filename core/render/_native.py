@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -590,13 +591,19 @@ def _lib() -> ctypes.CDLL:
     return LIBRARY.require()
 
 
-def _suffix(t: Tensor) -> str:
-    return "f32" if t.dtype == torch.float32 else "f64"
+def _suffix(t: Tensor | np.ndarray) -> str:
+    return "f32" if t.dtype == torch.float32 or t.dtype == np.float32 else "f64"
+
+
+def _ptr(t: Tensor | np.ndarray) -> int:
+    """The data address of a tensor or of a NumPy array (the wrappers take either and answer
+    in kind: the live refinement's fused loss works on NumPy arrays)."""
+    return t.data_ptr() if isinstance(t, Tensor) else t.__array_interface__["data"][0]
 
 
 def _mesh_args(uv: Tensor, verts: Tensor, faces: Tensor, height: int, width: int) -> list:
     batch, num_verts = uv.shape[:2]
-    return [uv.data_ptr(), verts.data_ptr(), faces.data_ptr(), batch, num_verts,
+    return [_ptr(uv), _ptr(verts), _ptr(faces), batch, num_verts,
             faces.shape[0], height, width, width + LANES]
 
 
@@ -617,14 +624,17 @@ def forward(uv: Tensor, verts: Tensor, faces: Tensor, height: int, width: int, z
     """
     lib, suffix = _lib(), _suffix(uv)
     shape = (uv.shape[0], height, width + LANES)
-    prod = torch.ones(shape, dtype=uv.dtype)
-    cover = torch.zeros(shape, dtype=torch.uint8)
     face_bytes = getattr(lib, f"softras_face_bytes_{suffix}")()
-    workspace = torch.empty(max(1, uv.shape[0] * faces.shape[0]) * face_bytes,
-                            dtype=torch.uint8)
+    size = max(1, uv.shape[0] * faces.shape[0]) * face_bytes
+    if isinstance(uv, np.ndarray):
+        prod, cover, workspace = np.ones(shape, uv.dtype), np.zeros(shape, np.uint8), np.empty(size, np.uint8)
+    else:
+        prod = torch.ones(shape, dtype=uv.dtype)
+        cover = torch.zeros(shape, dtype=torch.uint8)
+        workspace = torch.empty(size, dtype=torch.uint8)
     if getattr(lib, f"softras_forward_{suffix}")(
         *_mesh_args(uv, verts, faces, height, width), z_near, 1.0 / sigma, r2, threads,
-        prod.data_ptr(), cover.data_ptr(), workspace.data_ptr()) != 0:
+        _ptr(prod), _ptr(cover), _ptr(workspace)) != 0:
         raise MemoryError("soft rasterizer: out of memory")
     return prod, cover, workspace
 
@@ -635,10 +645,10 @@ def backward(uv: Tensor, verts: Tensor, faces: Tensor, height: int, width: int,
     """(B, V, 2) gradient w.r.t. ``uv`` from ``weight`` (B, H, W + LANES) = dL/dsil * prod
     (zero in the padding columns; runs of 8 zeros are not visited); ``workspace`` from
     :func:`forward` with the same arguments; other arguments as :func:`forward`."""
-    grad = torch.zeros_like(uv)
+    grad = np.zeros_like(uv) if isinstance(uv, np.ndarray) else torch.zeros_like(uv)
     if getattr(_lib(), f"softras_backward_{_suffix(uv)}")(
         *_mesh_args(uv, verts, faces, height, width), z_near, 1.0 / sigma, r2,
-        weight.data_ptr(), threads, grad.data_ptr(), workspace.data_ptr()) != 0:
+        _ptr(weight), threads, _ptr(grad), _ptr(workspace)) != 0:
         raise MemoryError("soft rasterizer: out of memory")
     return grad
 
