@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -35,7 +36,7 @@ from core.refine.lbs import LeanHand
 from core.refine.mesh import MeshTopology
 from core.render import _native as _raster
 
-__all__ = ["FusedView", "FusedOutput", "loss_and_grad"]
+__all__ = ["FusedView", "FusedOutput", "loss_and_grad", "numpy_view"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class FusedView:
         area: (B,) the target's area inside the weight, crop pixels.
         keypoints: (B, 21, 2) crop pixels, or None (no keypoint term).
         faces: (F', 3) int64 the faces drawn (front faces of the start).
-        topo: the mesh topology (regularizers).
+        topo: the mesh topology (regularizers); :class:`TopologyArrays` in a :func:`numpy_view`.
         free_focal: whether the focal offset is free (weak-perspective path).
     """
 
@@ -67,7 +68,7 @@ class FusedView:
     area: Tensor
     keypoints: Tensor | None
     faces: Tensor
-    topo: MeshTopology
+    topo: MeshTopology | TopologyArrays
     free_focal: bool
 
 
@@ -90,16 +91,45 @@ class FusedOutput:
     grads: dict[str, Tensor] | None
 
 
-@torch.no_grad()
-def loss_and_grad(lean: LeanHand, view: FusedView, params: dict[str, Tensor], weights: dict[str, float],
-                  soft, keypoint_scale_px: float, slack: Tensor | None, use_slack: bool,
-                  slack_tolerance_px: float | None, need_grad: bool) -> FusedOutput:
-    """The refiner's loss of one group and, with ``need_grad``, its gradient.
+@dataclass(frozen=True)
+class TopologyArrays:
+    """What :func:`loss_and_grad` needs of a :class:`MeshTopology`, as NumPy arrays: ``faces``
+    (F, 3) int64, the adjacency in CSR ``adj_ptr`` (V + 1,) and ``adj_nbr`` (2E,) int64, and
+    ``inv_deg`` (V,) 1 / vertex degree in the offsets' dtype."""
+
+    faces: np.ndarray
+    adj_ptr: np.ndarray
+    adj_nbr: np.ndarray
+    inv_deg: np.ndarray
+
+
+def numpy_view(view: FusedView) -> FusedView:
+    """The same view with NumPy arrays (CPU; shared memory where contiguous) in place of its
+    tensors and :class:`TopologyArrays` in place of its topology: what :func:`loss_and_grad`
+    takes. Made once per refinement call."""
+    def a(t):
+        return None if t is None else np.ascontiguousarray(t.detach().cpu().numpy())
+
+    topo = view.topo
+    ptr, nbr = topo._adjacency
+    arrays = TopologyArrays(a(topo.faces), a(ptr), a(nbr), (1.0 / a(topo.degree)).astype(a(view.pose0).dtype))
+    return FusedView(a(view.pose0), a(view.betas0), a(view.transl0), a(view.t_scale), a(view.edge0),
+                     a(view.K), a(view.affine), a(view.target), a(view.weight), a(view.area),
+                     a(view.keypoints), a(view.faces), arrays, view.free_focal)
+
+
+def loss_and_grad(lean: LeanHand, view: FusedView, params: dict[str, np.ndarray], weights: dict[str, float],
+                  soft, keypoint_scale_px: float, slack: np.ndarray | None, use_slack: bool,
+                  slack_tolerance_px: float | None, need_grad: bool, threads: int = 1) -> FusedOutput:
+    """The refiner's loss of one group and, with ``need_grad``, its gradient (NumPy arrays in
+    and out: small NumPy operations keep the GIL, each PyTorch op releases and retakes it,
+    which stalls this thread whenever another one holds it, e.g. the texture's or the
+    detector's, in the engine's stream).
 
     Args:
         lean: the side's skinning (its C kernels must be usable for these tensors).
-        view: the group's fixed data. params: the offsets (``pose``, ``shape``, ``vertices``,
-            ``translation``, ``focal``).
+        view: the group's fixed data, as :func:`numpy_view` gives it. params: the offsets
+            (``pose``, ``shape``, ``vertices``, ``translation``, ``focal``), NumPy views.
         weights: ``silhouette``, ``keypoints``, ``vertex``, ``laplacian``, ``edge``, ``normal``,
             ``pose``, ``shape`` (0 switches a term off).
         soft: the :class:`~core.render.SoftRasterSettings` of the crop.
@@ -108,32 +138,34 @@ def loss_and_grad(lean: LeanHand, view: FusedView, params: dict[str, Tensor], we
             the distance beyond ``slack`` (B, 21); None: take this evaluation's distances
             (clamped to the tolerance), as ``Refiner._evaluate`` does at the start.
         need_grad: also compute the gradient.
+        threads: the soft rasterizer's threads.
     """
+    m = lean.arrays()
     b = view.pose0.shape[0]
     dp, ds, du, dt, df = (params[k] for k in ("pose", "shape", "vertices", "translation", "focal"))
     pose = view.pose0 + dp
-    if lean.pose_mean is not None:
-        pose = pose + lean.pose_mean
-    pose, betas = pose.contiguous(), (view.betas0 + ds).contiguous()
-    transl = (view.transl0 + dt * view.t_scale).contiguous()
-    base, joints, work = _native.lbs_forward(pose, betas, transl, lean.v_template, lean.shapedirs_flat,
-                                             lean.j_template, lean.j_shapedirs, lean.posedirs,
-                                             lean.weights, lean.parents_all)
-    tips = base[:, lean.tip_ids]
-    keypoints = torch.cat([joints, tips], dim=1)[:, lean.mp_order]
+    if m.pose_mean is not None:
+        pose += m.pose_mean
+    betas = view.betas0 + ds
+    transl = view.transl0 + dt * view.t_scale
+    base, joints, work = _native.lbs_forward(pose, betas, transl, m.v_template, m.shapedirs_flat,
+                                             m.j_template, m.j_shapedirs, m.posedirs, m.weights,
+                                             m.parents_all)
+    keypoints = np.concatenate([joints, base[:, m.tip_ids]], axis=1)[:, m.mp_order]
     e0 = view.edge0[:, None, None]
     verts = base + du * e0
-    scale = torch.exp(df) if view.free_focal else None  # (B, 1)
-    K_img = view.K * torch.cat([scale, scale, torch.ones_like(scale)], 1)[:, None, :] if scale is not None else view.K
-    Kc = view.affine @ K_img
+    if view.free_focal:
+        scale = np.exp(df)  # (B, 1): fx and fy scaled (columns 0, 1 of K)
+        K_img = view.K * np.concatenate([scale, scale, np.ones_like(scale)], 1)[:, None, :]
+    else:
+        K_img = view.K
+    Kc = np.ascontiguousarray(view.affine @ K_img)
 
     # silhouette (SoftRas, C kernels)
-    Kc = Kc.contiguous()
     uv = _native.project(verts, Kc)
     h, w = soft.image_size
     r2 = soft.cull_radius ** 2
-    prod, _, workspace = _raster.forward(uv, verts, view.faces, h, w, soft.z_near, soft.sigma, r2,
-                                         torch.get_num_threads())
+    prod, _, workspace = _raster.forward(uv, verts, view.faces, h, w, soft.z_near, soft.sigma, r2, threads)
     # sil = 1 - prod; the term, the IoU and the backward's input in one pass
     loss, iou, g_sil = _native.silhouette_loss(prod, view.target, view.weight, view.area,
                                                weights["silhouette"], need_grad)
@@ -141,66 +173,64 @@ def loss_and_grad(lean: LeanHand, view: FusedView, params: dict[str, Tensor], we
     # keypoints
     g_kuv = None
     if view.keypoints is not None and weights["keypoints"] > 0:
-        keypoints = keypoints.contiguous()
         kuv = _native.project(keypoints, Kc)
         d = kuv - view.keypoints
-        kp_dist = d.norm(dim=-1)  # (B, 21)
+        kp_dist = np.sqrt((d * d).sum(-1))  # (B, 21)
         if use_slack and slack is None:
-            slack = kp_dist if slack_tolerance_px is None else kp_dist.clamp(max=slack_tolerance_px)
-        excess = torch.relu(kp_dist - slack) if use_slack else kp_dist
+            slack = kp_dist if slack_tolerance_px is None else np.minimum(kp_dist, slack_tolerance_px)
+        excess = np.maximum(kp_dist - slack, 0) if use_slack else kp_dist
         unit = weights["keypoints"] / (kp_dist.shape[1] * keypoint_scale_px ** 2)
-        loss = loss + unit * (excess * excess).sum(1)
+        loss += unit * (excess * excess).sum(1)
         if need_grad:
-            g_kuv = (2.0 * unit) * (excess / kp_dist.clamp_min(1e-12))[..., None] * d
+            g_kuv = np.ascontiguousarray((2.0 * unit) * (excess / np.maximum(kp_dist, 1e-12))[..., None] * d)
 
     # regularizers
     wv, wl, we, wn = (weights[k] for k in ("vertex", "laplacian", "edge", "normal"))
     if wv or wl:
-        inv_deg = 1.0 / view.topo.degree.to(du.dtype)
-        vertex, lap, lu = _native.offset_losses(du.contiguous(), *view.topo._adjacency, inv_deg)
-        loss = loss + wv * vertex + wl * lap
+        t = view.topo
+        vertex, lap, lu = _native.offset_losses(du, t.adj_ptr, t.adj_nbr, t.inv_deg)
+        loss += wv * vertex + wl * lap
     gv_en = gb_en = None
     if we or wn:  # with need_grad the kernel gives the gradients in the same pass
-        ones = torch.ones(b, dtype=base.dtype)
+        ones = np.ones(b, base.dtype)
         edge, normal, gv_en, gb_en = _native.edge_normal(
-            verts.contiguous(), base, view.topo.faces, *((we * ones, wn * ones) if need_grad else ()))
-        loss = loss + we * edge + wn * normal
+            verts, base, view.topo.faces, *((we * ones, wn * ones) if need_grad else ()))
+        loss += we * edge + wn * normal
     if weights["pose"]:
-        loss = loss + weights["pose"] * (dp * dp).mean(1)
+        loss += weights["pose"] * (dp * dp).mean(1)
     if weights["shape"]:
-        loss = loss + weights["shape"] * (ds * ds).mean(1)
+        loss += weights["shape"] * (ds * ds).mean(1)
     if not need_grad:
         return FusedOutput(loss, iou, verts, base, keypoints, K_img, slack, None)
 
     # ---- backward
     g_uv = _raster.backward(uv, verts, view.faces, h, w, soft.z_near, soft.sigma, r2, g_sil,
-                            torch.get_num_threads(), workspace)
-    g_verts, g_focal = _native.project_backward(g_uv.contiguous(), uv, verts, Kc)
+                            threads, workspace)
+    g_verts, g_focal = _native.project_backward(g_uv, uv, verts, Kc)
     g_base = g_verts
     if gv_en is not None:
         g_verts = g_verts + gv_en
         g_base = g_verts + gb_en
     g_du = g_verts * e0
     if wv or wl:
-        ones = torch.ones(b, dtype=du.dtype)
-        g_du = g_du + _native.offset_grad(du.contiguous(), lu, *view.topo._adjacency, inv_deg,
-                                          wv * ones, wl * ones)
-    g_joints = torch.zeros_like(joints)
+        ones = np.ones(b, du.dtype)
+        g_du += _native.offset_grad(du, lu, t.adj_ptr, t.adj_nbr, t.inv_deg, wv * ones, wl * ones)
+    nj = joints.shape[1]
+    g_joints = np.zeros_like(joints)
     if g_kuv is not None:
-        g_kp, g_kfocal = _native.project_backward(g_kuv.contiguous(), kuv, keypoints, Kc)
+        g_kp, g_kfocal = _native.project_backward(g_kuv, kuv, keypoints, Kc)
         g_focal = g_focal + g_kfocal
-        g_kp21 = torch.zeros(b, 21, 3, dtype=g_kp.dtype)
-        g_kp21[:, lean.mp_order] = g_kp  # back to (joints, tips) order
-        nj = joints.shape[1]
-        g_joints = g_kp21[:, :nj].contiguous()
-        g_base.index_add_(1, lean.tip_ids, g_kp21[:, nj:])
-    g_pose, g_betas, g_transl = _native.lbs_backward(pose, lean.shapedirs_flat, lean.j_shapedirs,
-                                                     lean.posedirs, lean.weights, lean.parents_all,
-                                                     work, g_base.contiguous(), g_joints)
+        g_kp21 = np.empty_like(g_kp)
+        g_kp21[:, m.mp_order] = g_kp  # back to (joints, tips) order
+        g_joints = np.ascontiguousarray(g_kp21[:, :nj])
+        np.add.at(g_base, (slice(None), m.tip_ids), g_kp21[:, nj:])
+    g_pose, g_betas, g_transl = _native.lbs_backward(pose, m.shapedirs_flat, m.j_shapedirs, m.posedirs,
+                                                     m.weights, m.parents_all, work,
+                                                     np.ascontiguousarray(g_base), g_joints)
     if weights["pose"]:
-        g_pose = g_pose + (2.0 * weights["pose"] / dp.shape[1]) * dp
+        g_pose += (2.0 * weights["pose"] / dp.shape[1]) * dp
     if weights["shape"]:
-        g_betas = g_betas + (2.0 * weights["shape"] / ds.shape[1]) * ds
+        g_betas += (2.0 * weights["shape"] / ds.shape[1]) * ds
     grads = {"pose": g_pose, "shape": g_betas, "vertices": g_du, "translation": g_transl * view.t_scale,
-             "focal": g_focal[:, None] if view.free_focal else torch.zeros_like(df)}
+             "focal": g_focal[:, None] if view.free_focal else np.zeros_like(df)}
     return FusedOutput(loss, iou, verts, base, keypoints, K_img, slack, grads)

@@ -22,6 +22,9 @@ On CPU tensors the forward and backward passes are one C call each
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -86,6 +89,23 @@ class LeanHand:
         self.weights = self.weights.contiguous()
         self.v_template = self.v_template.contiguous()
         self.j_template = self.j_template.contiguous()
+        self._arrays: SimpleNamespace | None = None
+
+    def arrays(self) -> SimpleNamespace:
+        """The skinning data as NumPy arrays (CPU, shared with the tensors), for the C kernels'
+        NumPy callers (:mod:`core.refine.fused`): ``v_template``, ``shapedirs_flat``,
+        ``j_template``, ``j_shapedirs``, ``posedirs`` (or None), ``weights``, ``parents_all``,
+        ``pose_mean`` (or None), ``tip_ids``, ``mp_order``. Made on the first call."""
+        if self._arrays is None:
+            def a(t):
+                return None if t is None else np.ascontiguousarray(torch.as_tensor(t).detach().cpu().numpy())
+
+            self._arrays = SimpleNamespace(
+                v_template=a(self.v_template), shapedirs_flat=a(self.shapedirs_flat),
+                j_template=a(self.j_template), j_shapedirs=a(self.j_shapedirs), posedirs=a(self.posedirs),
+                weights=a(self.weights), parents_all=a(self.parents_all), pose_mean=a(self.pose_mean),
+                tip_ids=a(self.tip_ids).astype(np.int64), mp_order=a(self.mp_order).astype(np.int64))
+        return self._arrays
 
     def uses_native(self, pose: Tensor) -> bool:
         """Whether a call with this pose tensor runs the C kernels."""

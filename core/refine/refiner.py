@@ -328,6 +328,8 @@ class _Group:
     params: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # views of the flat offsets
     layout: list[tuple[str, tuple[int, ...], int]] = dataclasses.field(default_factory=list)
     t_scale: Tensor | None = None  # (B, 3) metres per crop pixel of the translation offsets
+    fused: object | None = None  # the primary view as core.refine.fused.numpy_view made it
+    fused_params: tuple | None = None  # (addresses, NumPy views) of ``params``
 
 
 @dataclass
@@ -567,27 +569,37 @@ class Refiner:
 
     def _evaluate_fused(self, g: _Group, st: RefineSettings, need_grad: bool):
         """:meth:`_evaluate` (one view, no depth) and its gradient by :func:`core.refine.fused.loss_and_grad`."""
-        from core.refine.fused import FusedView, loss_and_grad
+        from core.refine.fused import FusedOutput, FusedView, loss_and_grad, numpy_view
 
         view = g.views[0]
         if view.faces is None:  # as _evaluate: the start's front faces
             with torch.no_grad():
                 start = self._lean[g.side](g.pose0, g.betas0, g.transl0).vertices
             view.faces = (_front_faces(start, g.topo.faces) if st.cull_backfaces else g.topo.faces).contiguous()
-        fv = FusedView(g.pose0, g.betas0, g.transl0, g.t_scale, g.edge0, view.K, view.affine,
-                       view.target, view.weight, view.area, view.keypoints, view.faces, g.topo,
-                       g.free_focal)
+        if g.fused is None:  # NumPy arrays sharing the tensors' memory, once per call
+            g.fused = numpy_view(FusedView(g.pose0, g.betas0, g.transl0, g.t_scale, g.edge0, view.K,
+                                           view.affine, view.target, view.weight, view.area,
+                                           view.keypoints, view.faces, g.topo, g.free_focal))
         free_v = st.optimize_vertices
         weights = {"silhouette": st.w_silhouette, "keypoints": st.w_keypoints,
                    "vertex": st.w_vertex if free_v else 0.0, "laplacian": st.w_laplacian if free_v else 0.0,
                    "edge": st.w_edge if free_v else 0.0, "normal": st.w_normal if free_v else 0.0,
                    "pose": st.w_pose if st.optimize_pose else 0.0,
                    "shape": st.w_shape if st.optimize_shape else 0.0}
-        out = loss_and_grad(self._lean[g.side], fv, g.params, weights, st.soft, st.keypoint_scale_px,
-                            view.slack, st.keypoint_slack, st.keypoint_tolerance_px, need_grad)
-        if st.keypoint_slack:
-            view.slack = out.slack
-        return out
+        key = tuple(p.data_ptr() for p in g.params.values())  # the flat offsets, stepped in place
+        if g.fused_params is None or g.fused_params[0] != key:
+            g.fused_params = (key, {name: p.detach().numpy() for name, p in g.params.items()})
+        params = g.fused_params[1]
+        slack = None if view.slack is None else view.slack.numpy()
+        out = loss_and_grad(self._lean[g.side], g.fused, params, weights, st.soft, st.keypoint_scale_px,
+                            slack, st.keypoint_slack, st.keypoint_tolerance_px, need_grad,
+                            torch.get_num_threads())
+        t = torch.from_numpy
+        if st.keypoint_slack and out.slack is not None:
+            view.slack = t(out.slack)
+        grads = None if out.grads is None else {k: t(v) for k, v in out.grads.items()}
+        return FusedOutput(t(out.loss), t(out.iou), t(out.verts), t(out.base), t(out.keypoints),
+                           t(np.ascontiguousarray(out.K)), view.slack, grads)
 
     def _evaluate(self, g: _Group, st: RefineSettings, with_depth: bool) -> _Eval:
         p = g.params
