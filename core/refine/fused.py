@@ -5,7 +5,11 @@ anchors) from PyTorch ops and lets autograd differentiate it: general (extra vie
 two hands, CUDA), but each of its ~100 small ops and ~70 backward nodes costs microseconds
 of dispatch, more than the arithmetic. For one camera, no depth and no second hand on the CPU
 (live tracking), :func:`loss_and_grad` computes the same loss and the same gradient with the
-C kernels (skinning, soft silhouette, regularizers) and a few dozen tensor ops with no graph.
+C kernels (skinning, projection, soft silhouette, regularizers) and a few dozen NumPy
+operations on views of the refiner's tensors, with no graph. NumPy rather than PyTorch for the
+glue: each PyTorch op releases the GIL and takes it back, and in the engine's stream (where
+the detector and the texture run in other threads) every take-back can wait for another
+thread's turn; small NumPy operations keep the GIL.
 The tests check it against ``_evaluate`` + autograd (values and gradients).
 
 Chain rule, in the order of the backward pass (B hands, V vertices, crop pixels):
@@ -28,7 +32,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from core.refine import _native
