@@ -644,7 +644,7 @@ def project(points: Tensor, Kc: Tensor) -> Tensor:
     """(B, N, 2) pixels of camera-frame points (B, N, 3) through intrinsics (B, 3, 3)."""
     b, n = points.shape[:2]
     uv = _empty(points, b, n, 2)
-    _fn("project", points)(_ptr(points), Kc.data_ptr(), b, n, _ptr(uv))
+    _fn("project", points)(_ptr(points), _ptr(Kc), b, n, _ptr(uv))
     return uv
 
 
@@ -654,7 +654,7 @@ def project_backward(g_uv: Tensor, uv: Tensor, points: Tensor, Kc: Tensor) -> tu
     b, n = points.shape[:2]
     g_p = _empty(points, *points.shape)
     g_focal = _empty(points, b)
-    _fn("project_backward", points)(_ptr(g_uv), _ptr(uv), _ptr(points), Kc.data_ptr(),
+    _fn("project_backward", points)(_ptr(g_uv), _ptr(uv), _ptr(points), _ptr(Kc),
                                     b, n, _ptr(g_p), _ptr(g_focal))
     return g_p, g_focal
 
