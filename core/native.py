@@ -157,6 +157,9 @@ class NativeLibrary:
 
     def require(self) -> ctypes.CDLL:
         """:meth:`get`, raising :class:`NativeUnavailableError` where it is None."""
+        lib = self._lib  # once loaded, no lock: kernels look their library up on every call
+        if lib is not None:
+            return lib
         lib = self.get()
         if lib is None:
             raise NativeUnavailableError(self._error or "not built")
