@@ -157,6 +157,56 @@ def _rate(times: deque[float], window_s: float) -> float:
     return (len(recent) - 1) / (recent[-1] - recent[0])
 
 
+class MeshViewState:
+    """What both 3D views (:class:`HandView`, the threaded one, and
+    :class:`app.hand_view_qt.InteractorHandView`) keep of the shown hand on the GUI side,
+    and what they answer from it. A mixin: the view's ``__init__`` calls :meth:`_init_state`."""
+
+    def _init_state(self) -> None:
+        self._mesh: pv.PolyData | None = None
+        self._faces: np.ndarray | None = None
+        self._vertex_index: np.ndarray | None = None  # split point -> model vertex
+        self._camera_frame = False
+        self.show_skeleton = True
+        self.wireframe = False
+        self.show_texture = True
+        self.update_times: deque[float] = deque(maxlen=120)
+        self.updates = 0
+        #: Renders done, and when the last ones finished (perf_counter seconds).
+        self.renders = 0
+        self.render_times: deque[float] = deque(maxlen=120)
+
+    def _same_topology(self, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray | None) -> bool:
+        """Whether a new hand can reuse the shown mesh (only its points move)."""
+        return (self._mesh is not None and self._faces is not None and len(self._faces) == len(faces)
+                and (self._vertex_index is None) == (uv is None)
+                and int(self._faces.max()) + 1 == len(vertices))
+
+    def _split_points(self, values: np.ndarray) -> np.ndarray:
+        """Per-vertex values of the model, repeated onto the mesh split at UV seams."""
+        values = np.asarray(values, dtype=np.float32)
+        return values if self._vertex_index is None else values[self._vertex_index]
+
+    def update_rate(self, window_s: float = 2.0) -> float:
+        """Mesh updates per second over the last ``window_s`` seconds."""
+        return _rate(self.update_times, window_s)
+
+    def render_rate(self, window_s: float = 2.0) -> float:
+        """Renders per second over the last ``window_s`` seconds."""
+        return _rate(self.render_times, window_s)
+
+    @property
+    def num_model_vertices(self) -> int:
+        """Vertices of the model shown (before the split at UV seams); 0 when none."""
+        if self._mesh is None or self._faces is None:
+            return 0
+        return int(self._faces.max()) + 1
+
+    @property
+    def has_mesh(self) -> bool:
+        return self._mesh is not None and self._mesh.n_points > 0
+
+
 class _Scene:
     """The VTK scene of one :class:`HandView`.
 
@@ -342,7 +392,7 @@ class _Scene:
                 setattr(self, name, None)
 
 
-class HandView(QWidget):
+class HandView(MeshViewState, QWidget):
     """Orbitable view of one hand mesh, with wireframe, skeleton and texture toggles.
 
     Signals: ``frame_ready()`` (internal: the render thread has a new image).
@@ -357,20 +407,8 @@ class HandView(QWidget):
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.setToolTip("Drag to orbit, shift-drag or middle-drag to pan, wheel to zoom; R resets the view")
         self._scene = _Scene(self._device_size())
-        # GUI-side bookkeeping of what is shown.
-        self._mesh: pv.PolyData | None = None
-        self._faces: np.ndarray | None = None
-        self._vertex_index: np.ndarray | None = None  # split point -> model vertex
+        self._init_state()  # GUI-side bookkeeping of what is shown
         self._has_texture = False
-        self._camera_frame = False
-        self.show_skeleton = True
-        self.wireframe = False
-        self.show_texture = True
-        self.update_times: deque[float] = deque(maxlen=120)
-        self.updates = 0
-        #: Renders done, and when the last ones finished (perf_counter seconds).
-        self.renders = 0
-        self.render_times: deque[float] = deque(maxlen=120)
         self.error: str | None = None
         # Mailboxes to the render thread.
         self._mail = threading.Lock()
@@ -434,12 +472,7 @@ class HandView(QWidget):
         """
         vertices = np.asarray(vertices, dtype=np.float32)
         keypoints = np.array(keypoints, dtype=np.float32)
-        same = (
-            camera_frame == self._camera_frame
-            and self._mesh is not None and self._faces is not None and len(self._faces) == len(faces)
-            and (self._vertex_index is None) == (uv is None)
-            and int(self._faces.max()) + 1 == len(vertices)
-        )
+        same = camera_frame == self._camera_frame and self._same_topology(vertices, faces, uv)
         if normals is None:
             normals = vertex_normals(vertices, faces)
         if same:
@@ -464,33 +497,10 @@ class HandView(QWidget):
         self._apply_flags()
         self._count_update()
 
-    def _split_points(self, values: np.ndarray) -> np.ndarray:
-        values = np.asarray(values, dtype=np.float32)
-        return values if self._vertex_index is None else values[self._vertex_index]
-
     def _count_update(self) -> None:
         self.updates += 1
         self.update_times.append(time.perf_counter())
         self._request_render()
-
-    def update_rate(self, window_s: float = 2.0) -> float:
-        """Mesh updates per second over the last ``window_s`` seconds."""
-        return _rate(self.update_times, window_s)
-
-    def render_rate(self, window_s: float = 2.0) -> float:
-        """Renders per second over the last ``window_s`` seconds."""
-        return _rate(self.render_times, window_s)
-
-    @property
-    def num_model_vertices(self) -> int:
-        """Vertices of the model shown (before the split at UV seams); 0 when none."""
-        if self._mesh is None or self._faces is None:
-            return 0
-        return int(self._faces.max()) + 1
-
-    @property
-    def has_mesh(self) -> bool:
-        return self._mesh is not None and self._mesh.n_points > 0
 
     @property
     def textured(self) -> bool:

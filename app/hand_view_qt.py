@@ -14,7 +14,6 @@ normals come from the unsplit mesh, so the seams do not show in the shading.
 from __future__ import annotations
 
 import time
-from collections import deque
 
 import numpy as np
 import pyvista as pv
@@ -24,7 +23,7 @@ from pyvistaqt import QtInteractor
 
 from app.hand_view import (
     SKIN_RGB,
-    _rate,
+    MeshViewState,
     hand_polydata,
     skeleton_actors,
     skeleton_polydata,
@@ -33,7 +32,7 @@ from app.hand_view import (
 from core.export import vertex_normals
 
 
-class InteractorHandView(QtInteractor):
+class InteractorHandView(MeshViewState, QtInteractor):
     """Orbitable view of one hand mesh, with wireframe, skeleton and texture toggles, rendered
     on the GUI thread (hardware OpenGL)."""
 
@@ -49,30 +48,18 @@ class InteractorHandView(QtInteractor):
         self._overlay.SetActiveCamera(self.renderer.GetActiveCamera())
         self.ren_win.SetNumberOfLayers(2)
         self.ren_win.AddRenderer(self._overlay)
-        self._mesh: pv.PolyData | None = None
+        self._init_state()
         self._skeleton: pv.PolyData | None = None
         self._mesh_actor = None
         self._skel_actors: list = []
-        self._faces: np.ndarray | None = None
-        self._vertex_index: np.ndarray | None = None  # split point -> model vertex
         self._texture: pv.Texture | None = None
         self._texture_size: tuple[int, int] | None = None
-        self.show_skeleton = True
-        self.wireframe = False
-        self.show_texture = True
-        self._camera_frame = False
-        self.update_times: deque[float] = deque(maxlen=120)
-        self.updates = 0
-        #: Renders done, and when they finished (perf_counter seconds).
-        self.renders = 0
-        self.render_times: deque[float] = deque(maxlen=120)
         self.ren_win.AddObserver("EndEvent", self._count_render)
         self.add_axes(line_width=2)
 
     def _count_render(self, *_: object) -> None:
         self.renders += 1
         self.render_times.append(time.perf_counter())
-
 
     # ----------------------------------------------------------------- content
 
@@ -99,12 +86,7 @@ class InteractorHandView(QtInteractor):
         if camera_frame != self._camera_frame:
             self._camera_frame = camera_frame
             self.clear_actors()
-        same = (
-            self._mesh is not None and self._faces is not None and len(self._faces) == len(faces)
-            and (self._vertex_index is None) == (uv is None)
-            and int(self._faces.max()) + 1 == len(vertices)
-        )
-        if same:
+        if self._same_topology(vertices, faces, uv):
             self._mesh.points = self._split_points(vertices)
             if normals is None:
                 normals = vertex_normals(vertices, self._faces)
@@ -130,10 +112,6 @@ class InteractorHandView(QtInteractor):
         self.reset_view()
         self._count_update()
 
-    def _split_points(self, values: np.ndarray) -> np.ndarray:
-        values = np.asarray(values, dtype=np.float32)
-        return values if self._vertex_index is None else values[self._vertex_index]
-
     def _count_update(self) -> None:
         # One render per update: schedule a paint (paintGL renders) instead of rendering now
         # and again in the paint that VTK's frame event schedules.
@@ -141,31 +119,12 @@ class InteractorHandView(QtInteractor):
         self.updates += 1
         self.update_times.append(time.perf_counter())
 
-    def update_rate(self, window_s: float = 2.0) -> float:
-        """Mesh updates per second over the last ``window_s`` seconds."""
-        return _rate(self.update_times, window_s)
-
-    def render_rate(self, window_s: float = 2.0) -> float:
-        """Renders per second over the last ``window_s`` seconds."""
-        return _rate(self.render_times, window_s)
-
     def wait_idle(self, timeout_s: float = 5.0) -> bool:
         """Nothing to wait for: this view renders on the GUI thread (same API as HandView)."""
         return True
 
     def stop_rendering(self) -> None:
         """Nothing to stop: no render thread (same API as HandView)."""
-
-    @property
-    def num_model_vertices(self) -> int:
-        """Vertices of the model shown (before the split at UV seams); 0 when none."""
-        if self._mesh is None or self._faces is None:
-            return 0
-        return int(self._faces.max()) + 1
-
-    @property
-    def has_mesh(self) -> bool:
-        return self._mesh is not None and self._mesh.n_points > 0
 
     @property
     def textured(self) -> bool:
