@@ -176,20 +176,6 @@ class _Segmented:
     ms: float
 
 
-@dataclass(frozen=True)
-class _Fitted:
-    """One frame after the fit: the kept detections (one per side), their indices among the
-    frame's detections, the fits, the frame's intrinsics (3, 3) float32 or None, and the
-    stage times so far, ms."""
-
-    frame: Frame
-    detections: list[Detection]
-    kept: tuple[int, ...]
-    fits: list[HandFit]
-    K: np.ndarray | None
-    times: dict[str, float]
-
-
 class Engine:
     """Detect and fit hands frame by frame. Use as a context manager (closes MediaPipe).
 
@@ -311,13 +297,12 @@ class Engine:
                 except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                     post_error.append(exc)
 
-        stages = [threading.Thread(target=detect_stage, name="handtwin-detect", daemon=True)]
+        detector = threading.Thread(target=detect_stage, name="handtwin-detect", daemon=True)
         poster = threading.Thread(target=post, name="handtwin-after", daemon=True) if after else None
         threads = torch.get_num_threads()
         if self.settings.stream_threads is not None:
             torch.set_num_threads(self.settings.stream_threads)
-        for t in stages:
-            t.start()
+        detector.start()
         if poster is not None:
             poster.start()
         finished = False
@@ -329,18 +314,16 @@ class Engine:
                 if isinstance(item, BaseException):
                     raise item
                 frame, dets, detect_ms, segmented = item
-                fitted = self._fit(frame, dets, detect_ms)
-                result = self._finish(fitted, segmented)
+                result = self._fit_frame(frame, dets, detect_ms, segmented)
                 if poster is not None:
                     if post_error:
                         raise post_error[0]
-                    post_q.put((fitted.frame, result))
+                    post_q.put((frame, result))
                 yield result
             finished = True
         finally:
             stop.set()  # the detector's thread notices within 50 ms
-            for t in stages:
-                t.join()
+            detector.join()
             if poster is not None:
                 post_q.put(done)  # the poster drains its queue, so this cannot block for long
                 poster.join()
@@ -374,10 +357,6 @@ class Engine:
 
     def _fit_frame(self, frame: Frame, detections: tuple[Detection, ...], detect_ms: float,
                    segmented: _Segmented | None = None) -> FrameResult:
-        return self._finish(self._fit(frame, detections, detect_ms), segmented)
-
-    def _fit(self, frame: Frame, detections: tuple[Detection, ...], detect_ms: float) -> _Fitted:
-        """Fit one frame's hands (the per-hand state lives here: call in frame order)."""
         t1 = time.perf_counter()
         steady = self._steady_handedness(detections, frame.timestamp_s)  # same order and count
         # One hand per side: keep the most confident detection of each.
@@ -397,21 +376,18 @@ class Engine:
             fresh = last is not None and abs(frame.timestamp_s - last[0]) <= self.settings.reset_after_s
             previous.append(last[1] if fresh else None)
         fits = self.fitter.fit(observations, self.shape, previous) if observations else []
+        t2 = time.perf_counter()
         for d, f in zip(dets, fits):
             self._last[d.handedness] = (frame.timestamp_s, f)
-        times = {"detect": detect_ms, "fit": (time.perf_counter() - t1) * 1000}
-        return _Fitted(frame, dets, tuple(by_side.values()), fits, K, times)
-
-    def _finish(self, fitted: _Fitted, segmented: _Segmented | None) -> FrameResult:
-        """Refine a fitted frame (when refinement is on) and assemble its result."""
-        frame, dets, fits, times = fitted.frame, fitted.detections, fitted.fits, dict(fitted.times)
+        fit_ms = (t2 - t1) * 1000
+        times = {"detect": detect_ms, "fit": fit_ms}
         refined: list[RefineResult | None] = [None] * len(fits)
         if self.refiner is not None and fits:
             if segmented is None:
                 segmented = self._segment(frame, dets)
             else:
-                segmented = _Segmented(tuple(segmented.masks[i] for i in fitted.kept), segmented.ms)
-            refined = self._refine(frame, dets, fits, fitted.K, segmented, times)
+                segmented = _Segmented(tuple(segmented.masks[i] for i in by_side.values()), segmented.ms)
+            refined = self._refine(frame, dets, fits, K, segmented, times)
         hands = tuple(HandResult(d, f, r) for d, f, r in zip(dets, fits, refined))
         times["total"] = sum(times.values())
         return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times)
