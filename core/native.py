@@ -23,11 +23,13 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from core.errors import HandTwinError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CACHE_ENV_VAR", "FLAGS", "NativeLibrary", "NativeUnavailableError", "cache_dir"]
+__all__ = ["CACHE_ENV_VAR", "FLAGS", "NativeLibrary", "NativeUnavailableError", "address", "cache_dir"]
 
 #: Environment variable naming the folder of cached builds (default ``~/.cache/handtwin``).
 CACHE_ENV_VAR = "HANDTWIN_CACHE_DIR"
@@ -39,6 +41,17 @@ FLAGS = ("-O3", "-fPIC", "-shared", "-pthread", "-std=c11", "-ffp-contract=fast"
          "-freciprocal-math")
 #: Tried first; dropped when the compiler rejects it (the cache key includes the CPU).
 NATIVE_ARCH = "-march=native"
+
+
+def address(a) -> int | None:
+    """The data address of a NumPy array or a PyTorch tensor (None for None), to pass to a
+    kernel. ``__array_interface__`` is several times cheaper than ``ndarray.ctypes.data``.
+    The caller keeps the array alive and contiguous for the call."""
+    if a is None:
+        return None
+    if isinstance(a, np.ndarray):
+        return a.__array_interface__["data"][0]
+    return a.data_ptr()
 
 
 class NativeUnavailableError(HandTwinError):

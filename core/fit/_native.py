@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.native import NativeLibrary
+from core.native import NativeLibrary, address
 
 __all__ = ["LIBRARY", "MAX_BETAS", "FitSystem", "Topology", "available"]
 
@@ -686,11 +686,6 @@ def _f64(x) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float64)
 
 
-def _address(a: np.ndarray) -> int:
-    """Address of a new, writable, contiguous array (faster than ``a.ctypes.data``)."""
-    return ctypes.addressof(ctypes.c_char.from_buffer(a))
-
-
 @dataclass(frozen=True)
 class Topology:
     """One hand model's constants the kernel reads (NumPy; built once per solver).
@@ -799,7 +794,7 @@ class FitSystem:
                 raise ValueError(f"h_dyn is {h.shape}, not {self._h_shape}")
             self._h, self._h_ptr, self._h_keep = h_dyn, h.ctypes.data, h
         out = np.empty(b * (P * P + P + 1))  # one allocation: H, then g, then cost
-        self._fn(self._cfg_ptr, self._cp_ptr, self._h_ptr, _address(out))
+        self._fn(self._cfg_ptr, self._cp_ptr, self._h_ptr, address(out))
         n = b * P * P
         H = out[:n].reshape(b, P, P)
         g = out[n:n + b * P].reshape(b, P)
@@ -833,7 +828,7 @@ class FitSystem:
         lcfg = np.array([n_iter, max(1, project_every), max(1, refresh_every)], dtype=np.int64)
         work = np.empty(6 * P * P)
         LIBRARY.require().fit_loop_f64(self._cfg_ptr, self._cp_ptr, lcfg.ctypes.data, lp.ctypes.data,
-                                       _address(io), _address(work))
+                                       address(io), address(work))
         n = b * 144
         R = io[:n].reshape(b, 16, 3, 3)
         G = io[n:2 * n].reshape(b, 16, 3, 3)

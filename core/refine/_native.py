@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core.native import NativeLibrary
+from core.native import NativeLibrary, address
 
 __all__ = ["LIBRARY", "edge_normal", "lbs_backward", "lbs_forward", "offset_grad", "offset_losses", "project",
            "project_backward", "silhouette_loss",
@@ -558,12 +558,6 @@ def _fn(name: str, like: Array):
     return getattr(LIBRARY.require(), f"{name}_{'f32' if f32 else 'f64'}")
 
 
-def _ptr(t: Array | None) -> int | None:
-    if t is None:
-        return None
-    return t.data_ptr() if isinstance(t, Tensor) else t.__array_interface__["data"][0]
-
-
 def _empty(like: Array, *shape: int) -> Array:
     """An uninitialized array of ``like``'s kind and dtype."""
     if isinstance(like, np.ndarray):
@@ -594,11 +588,11 @@ def lbs_forward(pose: Tensor, betas: Tensor, transl: Tensor, v_template: Tensor,
     verts = _empty(pose, b, num_v, 3)
     joints = _empty(pose, b, num_j, 3)
     work = _empty(pose, b, num_j * _JW + 3 * num_v)
-    _fn("lbs_forward", pose)(_ptr(pose), _ptr(betas), _ptr(transl),
-                             _ptr(v_template), _ptr(shapedirs), _ptr(j_template),
-                             _ptr(j_shapedirs), _ptr(posedirs), _ptr(weights),
-                             _ptr(parents), b, num_v, num_j, s, _ptr(verts),
-                             _ptr(joints), _ptr(work))
+    _fn("lbs_forward", pose)(address(pose), address(betas), address(transl),
+                             address(v_template), address(shapedirs), address(j_template),
+                             address(j_shapedirs), address(posedirs), address(weights),
+                             address(parents), b, num_v, num_j, s, address(verts),
+                             address(joints), address(work))
     return verts, joints, work
 
 
@@ -613,11 +607,11 @@ def lbs_backward(pose: Tensor, shapedirs: Tensor, j_shapedirs: Tensor, posedirs:
     g_betas = _empty(pose, b, s)
     g_transl = _empty(pose, b, 3)
     scratch = _empty(pose, 3 * num_v + 39 * num_j)
-    _fn("lbs_backward", pose)(_ptr(pose), _ptr(shapedirs), _ptr(j_shapedirs),
-                              _ptr(posedirs), _ptr(weights), _ptr(parents), b, num_v,
-                              num_j, s, _ptr(work), _ptr(g_verts), _ptr(g_joints),
-                              _ptr(g_pose), _ptr(g_betas), _ptr(g_transl),
-                              _ptr(scratch))
+    _fn("lbs_backward", pose)(address(pose), address(shapedirs), address(j_shapedirs),
+                              address(posedirs), address(weights), address(parents), b, num_v,
+                              num_j, s, address(work), address(g_verts), address(g_joints),
+                              address(g_pose), address(g_betas), address(g_transl),
+                              address(scratch))
     return g_pose, g_betas, g_transl
 
 
@@ -634,9 +628,9 @@ def edge_normal(verts: Tensor, ref: Tensor, faces: Tensor, g_edge: Tensor | None
     g_v = g_r = None
     if g_edge is not None and g_normal is not None:
         g_v, g_r = _zeros(verts, *verts.shape), _zeros(ref, *ref.shape)
-    _fn("edge_normal", verts)(_ptr(verts), _ptr(ref), _ptr(faces), b, num_v,
-                              faces.shape[0], _ptr(edge), _ptr(normal),
-                              _ptr(g_edge), _ptr(g_normal), _ptr(g_v), _ptr(g_r))
+    _fn("edge_normal", verts)(address(verts), address(ref), address(faces), b, num_v,
+                              faces.shape[0], address(edge), address(normal),
+                              address(g_edge), address(g_normal), address(g_v), address(g_r))
     return edge, normal, g_v, g_r
 
 
@@ -644,7 +638,7 @@ def project(points: Tensor, Kc: Tensor) -> Tensor:
     """(B, N, 2) pixels of camera-frame points (B, N, 3) through intrinsics (B, 3, 3)."""
     b, n = points.shape[:2]
     uv = _empty(points, b, n, 2)
-    _fn("project", points)(_ptr(points), _ptr(Kc), b, n, _ptr(uv))
+    _fn("project", points)(address(points), address(Kc), b, n, address(uv))
     return uv
 
 
@@ -654,8 +648,8 @@ def project_backward(g_uv: Tensor, uv: Tensor, points: Tensor, Kc: Tensor) -> tu
     b, n = points.shape[:2]
     g_p = _empty(points, *points.shape)
     g_focal = _empty(points, b)
-    _fn("project_backward", points)(_ptr(g_uv), _ptr(uv), _ptr(points), _ptr(Kc),
-                                    b, n, _ptr(g_p), _ptr(g_focal))
+    _fn("project_backward", points)(address(g_uv), address(uv), address(points), address(Kc),
+                                    b, n, address(g_p), address(g_focal))
     return g_p, g_focal
 
 
@@ -673,8 +667,8 @@ def silhouette_loss(prod: Tensor, target: Tensor, weight: Tensor, area: Tensor, 
     loss = _empty(prod, b)
     iou = _empty(prod, b)
     g = _empty(prod, *prod.shape) if need_grad else None
-    _fn("silhouette_loss", prod)(_ptr(prod), _ptr(target), _ptr(weight), _ptr(area),
-                                 b, h, w, wp, float(w_silhouette), _ptr(loss), _ptr(iou), _ptr(g))
+    _fn("silhouette_loss", prod)(address(prod), address(target), address(weight), address(area),
+                                 b, h, w, wp, float(w_silhouette), address(loss), address(iou), address(g))
     return loss, iou, g
 
 
@@ -689,8 +683,8 @@ def offset_losses(u: Tensor, ptr: Tensor, nbr: Tensor, inv_deg: Tensor
     vertex = _empty(u, b)
     lap = _empty(u, b)
     lu = _empty(u, *u.shape)
-    _fn("offset_losses", u)(_ptr(u), _ptr(ptr), _ptr(nbr), _ptr(inv_deg), b,
-                            num_v, _ptr(vertex), _ptr(lap), _ptr(lu))
+    _fn("offset_losses", u)(address(u), address(ptr), address(nbr), address(inv_deg), b,
+                            num_v, address(vertex), address(lap), address(lu))
     return vertex, lap, lu
 
 
@@ -699,9 +693,9 @@ def offset_grad(u: Tensor, lu: Tensor, ptr: Tensor, nbr: Tensor, inv_deg: Tensor
     """(B, V, 3) gradient of ``sum(g_vertex * vertex + g_lap * laplacian)`` w.r.t. ``u``."""
     b, num_v = u.shape[:2]
     grad = _empty(u, *u.shape)
-    _fn("offset_grad", u)(_ptr(u), _ptr(lu), _ptr(ptr), _ptr(nbr),
-                          _ptr(inv_deg), b, num_v, _ptr(g_vertex), _ptr(g_lap),
-                          _ptr(grad))
+    _fn("offset_grad", u)(address(u), address(lu), address(ptr), address(nbr),
+                          address(inv_deg), b, num_v, address(g_vertex), address(g_lap),
+                          address(grad))
     return grad
 
 
@@ -711,6 +705,6 @@ def plausibility(verts: Tensor, ref: Tensor, faces: Tensor) -> tuple[Tensor, Ten
     b, num_v = verts.shape[:2]
     edge = _empty(verts, b)
     normal = _empty(verts, b)
-    _fn("plausibility", verts)(_ptr(verts), _ptr(ref), _ptr(faces), b, num_v,
-                               faces.shape[0], _ptr(edge), _ptr(normal))
+    _fn("plausibility", verts)(address(verts), address(ref), address(faces), b, num_v,
+                               faces.shape[0], address(edge), address(normal))
     return edge, normal

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core.native import CACHE_ENV_VAR, NativeLibrary, NativeUnavailableError, cache_dir
+from core.native import CACHE_ENV_VAR, NativeLibrary, NativeUnavailableError, address, cache_dir
 
 __all__ = [
     "CACHE_ENV_VAR", "LANES", "NativeUnavailableError", "backward", "build_error", "cache_dir", "forward", "interior",
@@ -595,15 +595,9 @@ def _suffix(t: Tensor | np.ndarray) -> str:
     return "f32" if t.dtype == torch.float32 or t.dtype == np.float32 else "f64"
 
 
-def _ptr(t: Tensor | np.ndarray) -> int:
-    """The data address of a tensor or of a NumPy array (the wrappers take either and answer
-    in kind: the live refinement's fused loss works on NumPy arrays)."""
-    return t.data_ptr() if isinstance(t, Tensor) else t.__array_interface__["data"][0]
-
-
 def _mesh_args(uv: Tensor, verts: Tensor, faces: Tensor, height: int, width: int) -> list:
     batch, num_verts = uv.shape[:2]
-    return [_ptr(uv), _ptr(verts), _ptr(faces), batch, num_verts,
+    return [address(uv), address(verts), address(faces), batch, num_verts,
             faces.shape[0], height, width, width + LANES]
 
 
@@ -634,7 +628,7 @@ def forward(uv: Tensor, verts: Tensor, faces: Tensor, height: int, width: int, z
         workspace = torch.empty(size, dtype=torch.uint8)
     if getattr(lib, f"softras_forward_{suffix}")(
         *_mesh_args(uv, verts, faces, height, width), z_near, 1.0 / sigma, r2, threads,
-        _ptr(prod), _ptr(cover), _ptr(workspace)) != 0:
+        address(prod), address(cover), address(workspace)) != 0:
         raise MemoryError("soft rasterizer: out of memory")
     return prod, cover, workspace
 
@@ -648,7 +642,7 @@ def backward(uv: Tensor, verts: Tensor, faces: Tensor, height: int, width: int,
     grad = np.zeros_like(uv) if isinstance(uv, np.ndarray) else torch.zeros_like(uv)
     if getattr(_lib(), f"softras_backward_{_suffix(uv)}")(
         *_mesh_args(uv, verts, faces, height, width), z_near, 1.0 / sigma, r2,
-        _ptr(weight), threads, _ptr(grad), _ptr(workspace)) != 0:
+        address(weight), threads, address(grad), address(workspace)) != 0:
         raise MemoryError("soft rasterizer: out of memory")
     return grad
 
