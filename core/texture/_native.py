@@ -7,7 +7,7 @@ face values with ``np.repeat``, ``np.minimum.at`` for the z-buffer, gathers, mas
 compactions); here it is two loops. The morphology between them (3 x 3 minimum, closing,
 distance transform) stays in OpenCV.
 
-:func:`place` -- for candidate face i (texels ``face_start[f] .. + face_count[f]``, f =
+:func:`place` -- for candidate face i (texels ``face_start[f] .. + counts[i]``, f =
 ``cand[i]``) and each of its texels t with barycentrics (1 - b1 - b2, b1, b2)::
 
     col = (x0_f - x_off) + b1 (x1_f - x0_f) + b2 (x2_f - x0_f)     (crop pixels; row, depth alike)
@@ -37,7 +37,7 @@ _SOURCE = r"""
 #include <stdint.h>
 
 void texel_place(const int64_t *cand, int64_t nc, const int64_t *face_start,
-                 const int64_t *face_count, const float *b1, const float *b2,
+                 const int64_t *counts, const float *b1, const float *b2,
                  const float *fx, const float *fy, const float *fz, int64_t F,
                  float x_off, float y_off, int64_t crop_w, int64_t crop_h,
                  int64_t *texels, float *col, float *row, float *depth, int32_t *cell,
@@ -46,7 +46,7 @@ void texel_place(const int64_t *cand, int64_t nc, const int64_t *face_start,
     const float hi_x = (float)crop_w - 0.5f, hi_y = (float)crop_h - 0.5f;
     int64_t m = 0;
     for (int64_t i = 0; i < nc; ++i) {
-        const int64_t f = cand[i], s = face_start[f], n = face_count[f];
+        const int64_t f = cand[i], s = face_start[f], n = counts[i];
         const float x0 = fx[f], y0 = fy[f], z0 = fz[f];
         const float dx1 = fx[F + f] - x0, dx2 = fx[2 * F + f] - x0;
         const float dy1 = fy[F + f] - y0, dy2 = fy[2 * F + f] - y0;
@@ -231,15 +231,16 @@ def _c(a: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-def place(cand: np.ndarray, face_start: np.ndarray, face_count: np.ndarray, bary_t: np.ndarray,
+def place(cand: np.ndarray, face_start: np.ndarray, counts: np.ndarray, bary_t: np.ndarray,
           fx: np.ndarray, fy: np.ndarray, fz: np.ndarray, x_off: float, y_off: float,
           crop_w: int, crop_h: int
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Place the candidate faces' texels in the crop and splat their z-buffer.
 
     Args:
-        cand: (C,) int64 candidate faces. face_start, face_count: the texel map's (F + 1,) and
-            (F,) int64. bary_t: (3, N) float32 barycentrics of every texel.
+        cand: (C,) int64 candidate faces. face_start: the texel map's (F + 1,) int64 offsets.
+            counts: (C,) int64 texels of each candidate (the map's ``face_count[cand]``, which
+            the caller has). bary_t: (3, N) float32 barycentrics of every texel.
         fx, fy, fz: (3, F) float32 projected x, y (image pixels) and camera depth (metres) of
             every face's corners. x_off, y_off: the crop's origin, pixels.
         crop_w, crop_h: the crop's size, pixels.
@@ -251,13 +252,14 @@ def place(cand: np.ndarray, face_start: np.ndarray, face_count: np.ndarray, bary
     """
     lib = LIBRARY.require()
     cand = _c(cand, np.int64)
-    total = int(face_count[cand].sum())
+    counts = _c(counts, np.int64)
+    total = int(counts.sum())
     texels = np.empty(total, np.int64)
     col, row, depth = (np.empty(total, np.float32) for _ in range(3))
     cell = np.empty(total, np.int32)
     zbuf = np.full(crop_w * crop_h + 1, np.inf, np.float32)
     fx, fy, fz = _c(fx, np.float32), _c(fy, np.float32), _c(fz, np.float32)
-    lib.texel_place(address(cand), cand.size, address(face_start), address(face_count), address(bary_t[1]),
+    lib.texel_place(address(cand), cand.size, address(face_start), address(counts), address(bary_t[1]),
                     address(bary_t[2]), address(fx), address(fy), address(fz), fx.shape[1], float(x_off),
                     float(y_off), crop_w, crop_h, address(texels), address(col), address(row), address(depth),
                     address(cell), address(zbuf))

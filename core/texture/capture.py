@@ -329,7 +329,7 @@ def sample_frame(
     spare = crop_h * crop_w
     if native:
         texels, col, row, depth, flat, zbuf = _native.place(
-            cand, tmap.face_start, tmap.face_count, tmap.bary_t, fx, fy, fz, x0, y0, crop_w, crop_h)
+            cand, tmap.face_start, counts, tmap.bary_t, fx, fy, fz, x0, y0, crop_w, crop_h)
     else:
         texels, col, row, depth, flat, zbuf = _place_texels(tmap, cand, counts, fx, fy, fz, x0, y0, crop_w, crop_h)
     # Visibility: the splatted z-buffer, widened by a 3 x 3 minimum (fills 1-pixel gaps).
