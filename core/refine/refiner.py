@@ -54,6 +54,7 @@ from core.fit import HandFit
 from core.model import HandModel
 from core.model.data import HandModelData
 from core.model.layer import HandOutput
+from core.refine import _fused_native
 from core.refine.crop import CropBox, as_tensor, crop_box
 from core.refine.lbs import LeanHand
 from core.refine.mesh import (
@@ -330,6 +331,7 @@ class _Group:
     t_scale: Tensor | None = None  # (B, 3) metres per crop pixel of the translation offsets
     fused: object | None = None  # the primary view as core.refine.fused.numpy_view made it
     fused_params: tuple | None = None  # (addresses, NumPy views) of ``params``
+    fused_native: object | None = None  # core.refine._fused_native.NativeEvaluation of ``fused``
 
 
 @dataclass
@@ -567,9 +569,11 @@ class Refiner:
                 and all(self._lean[g.side].uses_native(theta) for g in groups)
                 and refine_native.supported(theta))
 
-    def _evaluate_fused(self, g: _Group, st: RefineSettings, need_grad: bool):
-        """:meth:`_evaluate` (one view, no depth) and its gradient by :func:`core.refine.fused.loss_and_grad`."""
-        from core.refine.fused import FusedOutput, FusedView, loss_and_grad, numpy_view
+    def _fused_setup(self, g: _Group, st: RefineSettings) -> None:
+        """What the fused evaluations of a group keep for the call: the start's front faces (as
+        :meth:`_evaluate`), NumPy views of the fixed tensors and, where it builds, the C
+        evaluation (:mod:`core.refine._fused_native`)."""
+        from core.refine.fused import FusedView, numpy_view
 
         view = g.views[0]
         if view.faces is None:  # as _evaluate: the start's front faces
@@ -580,20 +584,40 @@ class Refiner:
             g.fused = numpy_view(FusedView(g.pose0, g.betas0, g.transl0, g.t_scale, g.edge0, view.K,
                                            view.affine, view.target, view.weight, view.area,
                                            view.keypoints, view.faces, g.topo, g.free_focal))
+            if _fused_native.available(g.fused.pose0.dtype):
+                g.fused_native = _fused_native.NativeEvaluation(self._lean[g.side], g.fused, st.soft,
+                                                                st.keypoint_scale_px)
+
+    @staticmethod
+    def _fused_weights(st: RefineSettings) -> dict[str, float]:
+        """The loss weights as :func:`core.refine.fused.loss_and_grad` takes them (0: term off)."""
         free_v = st.optimize_vertices
-        weights = {"silhouette": st.w_silhouette, "keypoints": st.w_keypoints,
-                   "vertex": st.w_vertex if free_v else 0.0, "laplacian": st.w_laplacian if free_v else 0.0,
-                   "edge": st.w_edge if free_v else 0.0, "normal": st.w_normal if free_v else 0.0,
-                   "pose": st.w_pose if st.optimize_pose else 0.0,
-                   "shape": st.w_shape if st.optimize_shape else 0.0}
+        return {"silhouette": st.w_silhouette, "keypoints": st.w_keypoints,
+                "vertex": st.w_vertex if free_v else 0.0, "laplacian": st.w_laplacian if free_v else 0.0,
+                "edge": st.w_edge if free_v else 0.0, "normal": st.w_normal if free_v else 0.0,
+                "pose": st.w_pose if st.optimize_pose else 0.0,
+                "shape": st.w_shape if st.optimize_shape else 0.0}
+
+    def _evaluate_fused(self, g: _Group, st: RefineSettings, need_grad: bool):
+        """:meth:`_evaluate` (one view, no depth) and its gradient by :func:`core.refine.fused.loss_and_grad`
+        (or its C version)."""
+        from core.refine.fused import FusedOutput, loss_and_grad
+
+        self._fused_setup(g, st)
+        view = g.views[0]
+        weights = self._fused_weights(st)
         key = tuple(p.data_ptr() for p in g.params.values())  # the flat offsets, stepped in place
         if g.fused_params is None or g.fused_params[0] != key:
             g.fused_params = (key, {name: p.detach().numpy() for name, p in g.params.items()})
         params = g.fused_params[1]
         slack = None if view.slack is None else view.slack.numpy()
-        out = loss_and_grad(self._lean[g.side], g.fused, params, weights, st.soft, st.keypoint_scale_px,
-                            slack, st.keypoint_slack, st.keypoint_tolerance_px, need_grad,
-                            torch.get_num_threads())
+        threads = torch.get_num_threads()
+        if g.fused_native is not None:  # one C call, the GIL released
+            out = g.fused_native(params, weights, slack, st.keypoint_slack, st.keypoint_tolerance_px,
+                                 need_grad, threads)
+        else:  # the C kernels joined by NumPy glue (the reference)
+            out = loss_and_grad(self._lean[g.side], g.fused, params, weights, st.soft, st.keypoint_scale_px,
+                                slack, st.keypoint_slack, st.keypoint_tolerance_px, need_grad, threads)
         t = torch.from_numpy
         if st.keypoint_slack and out.slack is not None:
             view.slack = t(out.slack)
@@ -694,6 +718,12 @@ class Refiner:
         adam = _Adam(theta, lr) if n_iter > 0 and bool((lr > 0).any()) else None
         pen_pairs = self._pen_pairs(groups) if st.w_penetration > 0 else []
         fused = self._fusable(groups, st, theta, pen_pairs)
+        if fused:
+            for g in groups:
+                self._fused_setup(g, st)
+            if all(g.fused_native is not None and g.fused_native.dtype == theta.detach().numpy().dtype
+                   for g in groups):
+                return self._optimize_native(groups, theta, lr, n_iter, st, n_hands)
         best: list[dict[str, Tensor] | None] = [None] * len(groups)
         iou_before: list[Tensor | None] = [None] * len(groups)
         for it in range(n_iter + 1):
@@ -722,6 +752,31 @@ class Refiner:
             else:
                 grad, = torch.autograd.grad(torch.stack([loss.sum() for loss in losses]).sum(), theta)
             adam.step(grad)
+        return self._results(groups, best, iou_before, n_iter, st, n_hands)
+
+    def _optimize_native(self, groups: list[_Group], theta: Tensor, lr: Tensor, n_iter: int,
+                         st: RefineSettings, n_hands: int) -> list[RefineResult]:
+        """:meth:`_optimize`'s loop for fusable groups, one C call per group
+        (:meth:`core.refine._fused_native.NativeEvaluation.run`): the same evaluations, Adam
+        steps and kept iterates (Adam is elementwise, so each group's loop is independent of
+        the others'), with no Python per iteration and the GIL released throughout."""
+        weights = self._fused_weights(st)
+        flat, steps = theta.detach().numpy(), lr.numpy()  # views of the tensors' memory
+        best: list[dict[str, Tensor] | None] = []
+        iou_before: list[Tensor | None] = []
+        offset = 0
+        for g in groups:
+            size = sum(n for _, _, n in g.layout)
+            view = g.views[0]
+            out = g.fused_native.run(flat[offset:offset + size], steps[offset:offset + size], n_iter,
+                                     st.keep_best, weights, None if view.slack is None else view.slack.numpy(),
+                                     st.keypoint_slack, st.keypoint_tolerance_px, torch.get_num_threads())
+            offset += size
+            slack = out.pop("slack")
+            if st.keypoint_slack and slack is not None:
+                view.slack = torch.from_numpy(slack)
+            iou_before.append(torch.from_numpy(out.pop("iou_before")))
+            best.append({k: torch.from_numpy(v) for k, v in out.items()})
         return self._results(groups, best, iou_before, n_iter, st, n_hands)
 
     def _results(self, groups: list[_Group], best: list[dict[str, Tensor] | None],
