@@ -33,7 +33,7 @@ from torch import Tensor
 
 from core.native import NativeLibrary, address
 
-__all__ = ["LIBRARY", "edge_normal", "lbs_backward", "lbs_forward", "offset_grad", "offset_losses", "project",
+__all__ = ["LIBRARY", "edge_normal", "front_faces", "lbs_backward", "lbs_forward", "offset_grad", "offset_losses", "project",
            "project_backward", "silhouette_loss",
            "plausibility", "supported"]
 
@@ -415,6 +415,30 @@ void offset_grad_SFX(const REAL *u, const REAL *lu, const int64_t *ptr, const in
     }
 }
 
+/* keep[f] = 1 where face f faces the camera in at least one of the B meshes (B, V, 3):
+   (n . (c0 + c1 + c2)) < 0 with n = (c1 - c0) x (c2 - c0), the normal against the view ray.
+   Returns the number of faces kept. */
+int64_t front_faces_SFX(const REAL *verts, const int64_t *faces, int64_t B, int64_t V, int64_t F,
+                        uint8_t *keep) {
+    int64_t count = 0;
+    for (int64_t f = 0; f < F; ++f) {
+        const int64_t *c = faces + 3 * f;
+        int front = 0;
+        for (int64_t b = 0; b < B && !front; ++b) {
+            const REAL *p0 = verts + (b * V + c[0]) * 3, *p1 = verts + (b * V + c[1]) * 3;
+            const REAL *p2 = verts + (b * V + c[2]) * 3;
+            REAL a[3] = {p1[0] - p0[0], p1[1] - p0[1], p1[2] - p0[2]};
+            REAL e[3] = {p2[0] - p0[0], p2[1] - p0[1], p2[2] - p0[2]};
+            REAL n[3] = {a[1] * e[2] - a[2] * e[1], a[2] * e[0] - a[0] * e[2], a[0] * e[1] - a[1] * e[0]};
+            REAL s = n[0] * (p0[0] + p1[0] + p2[0]) + n[1] * (p0[1] + p1[1] + p2[1]) + n[2] * (p0[2] + p1[2] + p2[2]);
+            front = s < 0;
+        }
+        keep[f] = (uint8_t)front;
+        count += front;
+    }
+    return count;
+}
+
 /* Pinhole projection of B x N camera-frame points p with per-batch intrinsics Kc (3 x 3):
    uv = (fx x / z + cx, fy y / z + cy). */
 void project_SFX(const REAL *p, const REAL *Kc, int64_t B, int64_t N, REAL *uv) {
@@ -521,6 +545,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         ol.argtypes = [p, p, p, p, i64, i64, p, p, p]
         og = getattr(lib, f"offset_grad_{suffix}")
         og.argtypes = [p, p, p, p, p, i64, i64, p, p, p]
+        ff = getattr(lib, f"front_faces_{suffix}")
+        ff.argtypes = [p, p, i64, i64, i64, p]
+        ff.restype = i64
         pj = getattr(lib, f"project_{suffix}")
         pj.argtypes = [p, p, i64, i64, p]
         pb = getattr(lib, f"project_backward_{suffix}")
@@ -632,6 +659,15 @@ def edge_normal(verts: Tensor, ref: Tensor, faces: Tensor, g_edge: Tensor | None
                               faces.shape[0], address(edge), address(normal),
                               address(g_edge), address(g_normal), address(g_v), address(g_r))
     return edge, normal, g_v, g_r
+
+
+def front_faces(verts: Array, faces: Array) -> Array:
+    """(F', 3) the faces (F, 3) int64 facing the camera in at least one mesh of ``verts``
+    (B, V, 3), in their order (:func:`core.refine.refiner._front_faces`)."""
+    b, num_v = verts.shape[:2]
+    keep = np.empty(faces.shape[0], np.uint8)
+    _fn("front_faces", verts)(address(verts), address(faces), b, num_v, faces.shape[0], address(keep))
+    return faces[torch.from_numpy(keep).bool() if isinstance(faces, Tensor) else keep.view(bool)]
 
 
 def project(points: Tensor, Kc: Tensor) -> Tensor:

@@ -83,7 +83,7 @@ class CropBox:
         """A (H, W) mask (bool or [0, 1]) as the crop's (size, size) float32 area coverage."""
         import cv2
 
-        win = self._window(np.asarray(mask, dtype=np.float32), 0.0)
+        win = self._window(np.asarray(mask), 0.0)  # (float32: the window's values only)
         if self.side == self.size:
             return win
         return cv2.resize(win, (self.size, self.size), interpolation=cv2.INTER_AREA)

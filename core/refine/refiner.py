@@ -55,6 +55,7 @@ from core.model import HandModel
 from core.model.data import HandModelData
 from core.model.layer import HandOutput
 from core.refine import _fused_native
+from core.refine import _native as refine_kernels
 from core.refine.crop import CropBox, as_tensor, crop_box
 from core.refine.lbs import LeanHand
 from core.refine.mesh import (
@@ -576,10 +577,16 @@ class Refiner:
         from core.refine.fused import FusedView, numpy_view
 
         view = g.views[0]
-        if view.faces is None:  # as _evaluate: the start's front faces
-            with torch.no_grad():
-                start = self._lean[g.side](g.pose0, g.betas0, g.transl0).vertices
-            view.faces = (_front_faces(start, g.topo.faces) if st.cull_backfaces else g.topo.faces).contiguous()
+        if view.faces is None:  # as _evaluate: the start's front faces (skinned by the C kernel)
+            faces = g.topo.faces
+            if st.cull_backfaces:
+                m = self._lean[g.side].arrays()
+                pose0 = g.pose0.numpy() if m.pose_mean is None else g.pose0.numpy() + m.pose_mean
+                start, _, _ = refine_kernels.lbs_forward(pose0, g.betas0.numpy(), g.transl0.numpy(), m.v_template,
+                                                         m.shapedirs_flat, m.j_template, m.j_shapedirs,
+                                                         m.posedirs, m.weights, m.parents_all)
+                faces = torch.from_numpy(refine_kernels.front_faces(start, faces.numpy()))
+            view.faces = faces.contiguous()
         if g.fused is None:  # NumPy arrays sharing the tensors' memory, once per call
             g.fused = numpy_view(FusedView(g.pose0, g.betas0, g.transl0, g.t_scale, g.edge0, view.K,
                                            view.affine, view.target, view.weight, view.area,
@@ -891,7 +898,8 @@ class _Adam:
 
 
 def _front_faces(verts: Tensor, faces: Tensor) -> Tensor:
-    """(F', 3) the faces that face the camera in at least one mesh of the batch.
+    """(F', 3) the faces that face the camera in at least one mesh of the batch (``verts``
+    (B, V, 3), camera frame; :func:`core.refine._native.front_faces` is its C twin).
 
     For a closed surface the silhouette is the union of its front faces; drawing only those
     halves the renderer's work. (The hand is open at the wrist, where a few back faces would
