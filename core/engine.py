@@ -8,6 +8,7 @@ frame and feed the tailor's temporal term; with a profile loaded the shape is fi
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import queue
@@ -22,6 +23,8 @@ import torch
 
 from core.capture.frame import Frame
 from core.detect import Detection, HandDetector
+from core.detect.process import Detected, DetectorConfig, DetectorProcess, DetectorProcessError
+from core.errors import HandTwinError
 from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
 from core.model import load_model_data
 from core.refine import RefineResult, Refiner, RefineSettings, RefineTarget
@@ -53,6 +56,11 @@ class EngineSettings:
         blas_threads: OpenBLAS's threads (NumPy, SciPy) while the engine is open; the engine's
             arrays are small, and idle OpenBLAS workers busy-wait, keeping a core spinning
             (:mod:`core.threads`). None: leave them as they are.
+        detector_process: in :meth:`Engine.process_stream`, run MediaPipe and the
+            segmentation in a child process (:mod:`core.detect.process`; it starts with the
+            first stream, in a few seconds, and lives as long as the engine) instead of a
+            thread of this process, where they waited on the other stages' GIL. Where the
+            child cannot start, the thread is used (a warning says why).
     """
 
     max_hands: int = 2
@@ -66,6 +74,7 @@ class EngineSettings:
     segmentation: str | None = None
     stream_threads: int | None = 1
     blas_threads: int | None = 1
+    detector_process: bool = True
 
 
 @dataclass(frozen=True)
@@ -201,6 +210,8 @@ class Engine:
             self.refiner = Refiner(right, left, settings.refine, self.device, settings.fit.nominal_fov_deg)
         self._blas_saved = None if settings.blas_threads is None else BLAS_THREADS.set(settings.blas_threads)
         self._last: dict[str, tuple[float, HandFit]] = {}
+        self._worker: DetectorProcess | None = None  # process_stream's detector, once started
+        self._worker_failed = False
         # Belief that a lone tracked hand is a right hand (MediaPipe's label flickers).
         self._right_belief: float | None = None
         self._belief_time = -1e9
@@ -213,6 +224,9 @@ class Engine:
 
     def close(self) -> None:
         self.detector.close()
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
         if self._blas_saved is not None:
             BLAS_THREADS.set(self._blas_saved)
             self._blas_saved = None
@@ -222,6 +236,13 @@ class Engine:
         self._last.clear()
         self._right_belief = None
         self.detector.reset()
+        if self._worker is not None:
+            try:
+                self._worker.reset()
+            except HandTwinError as exc:  # it died: the next stream starts another
+                log.warning("%s", exc)
+                self._worker.close()
+                self._worker = None
 
     def process(self, frame: Frame) -> FrameResult:
         """Detect and fit the hands of one frame."""
@@ -246,18 +267,21 @@ class Engine:
 
     def process_stream(self, frames: Iterable[Frame],
                        after: Callable[[Frame, FrameResult], None] | None = None) -> Iterator[FrameResult]:
-        """Process a stream as a pipeline: detection runs a frame ahead in a second thread.
+        """Process a stream as a pipeline: detection runs a frame or two ahead.
 
-        The detector's thread runs MediaPipe and, with refinement, the hands' segmentation
-        (it needs only the image and the keypoints); the caller's thread fits and refines;
-        ``after`` runs in a third thread. MediaPipe, the C kernels and most PyTorch ops release
-        the GIL, so on two cores neighbouring frames overlap. The fit stays in the caller's
-        thread: in a thread of its own its NumPy work (which holds the GIL) and the
-        refinement's PyTorch ops (which release and retake it at every op) slowed each other
-        down (whole-frame ratio on the demo, 6 alternating rounds each: 2.33 vs 2.16 with
-        texture, 2.03 vs 1.81 without). The queues are bounded (two frames), nothing piles
-        up; an error in the reader, the detector or ``after`` is raised here, in the caller's
-        thread.
+        MediaPipe and, with refinement, the hands' segmentation (it needs only the image and
+        the keypoints) run in a child process (:mod:`core.detect.process`, with
+        ``detector_process``; else in a second thread); the caller's thread fits and refines;
+        ``after`` runs in a third thread. The refinement's C loop and the kernels release the
+        GIL, so on two cores neighbouring frames overlap. In a thread of this process,
+        MediaPipe waited for the other stages' GIL before and after every frame; in the child
+        it runs frame after frame (whole live frame with texture on the demo, median of 8
+        alternating rounds: 1.50x MediaPipe alone with the detector in a thread, 1.42x in the
+        child). The fit stays in the
+        caller's thread: in a thread of its own its NumPy work (which holds the GIL) and the
+        refinement's PyTorch ops slowed each other down. The queues are bounded (two frames),
+        nothing piles up; an error in the reader, the detector or ``after`` is raised here, in
+        the caller's thread.
 
         Args:
             frames: the stream.
@@ -270,20 +294,40 @@ class Engine:
         stop = threading.Event()
         done = object()
         detected: queue.Queue = queue.Queue(maxsize=2)
+        worker = self._stream_worker()
+
+        def answer(frame: Frame, d: Detected) -> None:
+            segmented = None if d.masks is None else _Segmented(d.masks, d.segment_ms)
+            _put(detected, (frame, d.detections, d.detect_ms, segmented), stop)
 
         def detect_stage() -> None:
+            pending: collections.deque[Frame] = collections.deque()
             try:
                 for frame in frames:
                     if stop.is_set():
                         return
+                    if worker is not None:  # a frame or two ahead, in the child process
+                        worker.submit(frame.image, frame.timestamp_s)
+                        pending.append(frame)
+                        if worker.in_flight >= worker.depth:
+                            answer(pending.popleft(), worker.receive())
+                        continue
                     t0 = time.perf_counter()
                     dets = self.detector.detect(frame.image, frame.timestamp_s)
                     ms = (time.perf_counter() - t0) * 1000
                     segmented = self._segment(frame, dets) if self.refiner is not None else None
                     _put(detected, (frame, dets, ms, segmented), stop)
+                while pending and not stop.is_set():
+                    answer(pending.popleft(), worker.receive())
                 _put(detected, done, stop)
             except BaseException as exc:  # noqa: BLE001 - handed on, re-raised in the caller
                 _put(detected, exc, stop)
+            finally:
+                if worker is not None and worker.alive:
+                    try:
+                        worker.drain()  # answers of frames nobody will read (an early stop)
+                    except HandTwinError:  # it died: the next stream starts another
+                        pass
 
         post_q: queue.Queue = queue.Queue(maxsize=2)
         post_error: list[BaseException] = []
@@ -330,6 +374,25 @@ class Engine:
             torch.set_num_threads(threads)
         if finished and post_error:
             raise post_error[0]
+
+    def _stream_worker(self) -> DetectorProcess | None:
+        """The child process :meth:`process_stream` detects in (started on first use), or None
+        for the detector thread (switched off, or it could not start)."""
+        if not self.settings.detector_process or self._worker_failed:
+            return None
+        if self._worker is not None and not self._worker.alive:  # died in an earlier stream
+            self._worker.close()
+            self._worker = None
+        if self._worker is None:
+            config = DetectorConfig(self.settings.max_hands, self.settings.detector_mode,
+                                    segment=self.refiner is not None, segmentation=self.settings.segmentation)
+            try:
+                self._worker = DetectorProcess(config)
+            except DetectorProcessError as exc:
+                log.warning("hand detection stays in this process: %s", exc)
+                self._worker_failed = True
+                return None
+        return self._worker
 
     def _steady_handedness(self, detections: tuple[Detection, ...], t: float) -> tuple[Detection, ...]:
         """Smooth the handedness of a lone hand over time.

@@ -1,0 +1,109 @@
+"""MediaPipe and the segmentation in a child process (core.detect.process), and the engine's
+stream on it: same answers as in this process, clear errors, nothing left behind."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.capture import DEMO_CLIP_PATH, open_source
+from core.detect import HandDetector
+from core.detect.process import DetectorConfig, DetectorProcess, DetectorProcessError
+from core.engine import Engine, EngineSettings
+from core.errors import InputError
+from core.segment import segment_hand
+
+pytestmark = pytest.mark.skipif(not DEMO_CLIP_PATH.exists(), reason="demo clip not built")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    with open_source("demo") as src:
+        return list(itertools.islice(src, 10))
+
+
+def shared_blocks() -> set[str]:
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.iterdir()} if shm.is_dir() else set()
+
+
+def test_the_child_answers_as_this_process_would(frames) -> None:
+    """Keypoints, handedness and masks equal those of a detector and segmenter here; frames
+    pipelined two deep come back in order; bad frames are refused before they are sent."""
+    before = shared_blocks()
+    with DetectorProcess(DetectorConfig(max_hands=1, mode="video", segment=True)) as child, \
+            HandDetector(max_hands=1, mode="video") as here:
+        answers = []
+        for f in frames:
+            child.submit(f.image, f.timestamp_s)
+            if child.in_flight == child.depth:
+                answers.append(child.receive())
+        with pytest.raises(DetectorProcessError, match="in flight"):
+            for _ in range(3):
+                child.submit(frames[0].image, 1e6)
+        child.drain()
+        assert child.in_flight == 0
+        with pytest.raises(InputError, match="uint8"):
+            child.submit(np.zeros((4, 4), np.float32), 0.0)
+        for f, a in zip(frames, answers):
+            mine = here.detect(f.image, f.timestamp_s)
+            assert [d.handedness for d in a.detections] == [d.handedness for d in mine]
+            for d, m in zip(a.detections, mine):
+                np.testing.assert_array_equal(d.keypoints_2d, m.keypoints_2d)
+                np.testing.assert_array_equal(d.world_landmarks, m.world_landmarks)
+            assert a.masks is not None and len(a.masks) == len(a.detections) == 1
+            np.testing.assert_array_equal(a.masks[0], segment_hand(f.image, mine[0].keypoints_2d).mask)
+            assert a.detect_ms > 0 and a.segment_ms > 0
+        assert child.cpu_time_s() is None or child.cpu_time_s() > 0
+    assert shared_blocks() <= before  # the frames' shared memory is gone
+
+
+def test_a_child_that_cannot_start_or_dies_says_so(frames) -> None:
+    with pytest.raises(DetectorProcessError, match="could not start: ValueError: mode"):
+        DetectorProcess(DetectorConfig(mode="sideways"))
+    child = DetectorProcess(DetectorConfig(max_hands=1))
+    child.submit(frames[0].image, 0.0)
+    os.kill(child._proc.pid, signal.SIGKILL)  # noqa: SLF001 - simulate a crash
+    with pytest.raises(DetectorProcessError, match=r"stopped unexpectedly \(exit code -9\)"):
+        child.receive()
+    assert not child.alive
+    child.close()  # idempotent after a death
+
+
+def test_the_stream_in_a_child_equals_the_stream_in_a_thread(frames) -> None:
+    """process_stream with the detector process gives the thread's fits and refinements; a
+    stream stopped early leaves no stale answer for the next; a dead child is replaced."""
+    def run(engine, n=None):
+        engine.reset()
+        out = []
+        for r in engine.process_stream(frames):
+            out.append(r)
+            if n is not None and len(out) == n:
+                break
+        return out
+
+    settings = EngineSettings(max_hands=1, device="cpu", refine_iterations=2)
+    with Engine(settings) as engine:
+        run(engine, 3)  # stopped early: frames stay in flight and must be dropped
+        in_child = run(engine)
+        assert engine._worker is not None  # noqa: SLF001
+        os.kill(engine._worker._proc.pid, signal.SIGKILL)  # noqa: SLF001
+        with pytest.raises(DetectorProcessError, match="stopped unexpectedly"):
+            list(engine.process_stream(frames))
+        again = run(engine)  # a new child
+    with Engine(EngineSettings(max_hands=1, device="cpu", refine_iterations=2, detector_process=False)) as engine:
+        in_thread = run(engine)
+        assert engine._worker is None  # noqa: SLF001
+    assert len(in_child) == len(in_thread) == len(again) == len(frames)
+    for a, b, c in zip(in_child, in_thread, again):
+        assert a.frame == b.frame == c.frame
+        for x, y, z in zip(a.hands, b.hands, c.hands):
+            np.testing.assert_array_equal(x.detection.keypoints_2d, y.detection.keypoints_2d)
+            np.testing.assert_allclose(x.fit.keypoints_3d, y.fit.keypoints_3d, atol=1e-6)
+            np.testing.assert_allclose(x.refined.vertices, y.refined.vertices, atol=1e-6)
+            np.testing.assert_allclose(z.refined.vertices, y.refined.vertices, atol=1e-6)
