@@ -55,7 +55,8 @@ class FusedView:
         area: (B,) the target's area inside the weight, crop pixels.
         keypoints: (B, 21, 2) crop pixels, or None (no keypoint term).
         faces: (F', 3) int64 the faces drawn (front faces of the start).
-        topo: the mesh topology (regularizers); :class:`TopologyArrays` in a :func:`numpy_view`.
+        topo: the mesh topology (regularizers), or its :class:`TopologyArrays`; always the
+            latter in a :func:`numpy_view`.
         free_focal: whether the focal offset is free (weak-perspective path).
     """
 
@@ -114,8 +115,11 @@ def numpy_view(view: FusedView) -> FusedView:
         return None if t is None else np.ascontiguousarray(t.detach().cpu().numpy())
 
     topo = view.topo
-    ptr, nbr = topo._adjacency
-    arrays = TopologyArrays(a(topo.faces), a(ptr), a(nbr), (1.0 / a(topo.degree)).astype(a(view.pose0).dtype))
+    if isinstance(topo, TopologyArrays):  # made earlier (they depend only on the mesh)
+        arrays = topo
+    else:
+        ptr, nbr = topo._adjacency
+        arrays = TopologyArrays(a(topo.faces), a(ptr), a(nbr), (1.0 / a(topo.degree)).astype(a(view.pose0).dtype))
     return FusedView(a(view.pose0), a(view.betas0), a(view.transl0), a(view.t_scale), a(view.edge0),
                      a(view.K), a(view.affine), a(view.target), a(view.weight), a(view.area),
                      a(view.keypoints), a(view.faces), arrays, view.free_focal)

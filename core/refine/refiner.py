@@ -369,6 +369,7 @@ class Refiner:
         self.topology = {side: MeshTopology.from_faces(layer.data.faces, layer.data.num_vertices,
                                                        self.device)
                          for side, layer in self.layers.items()}
+        self._topology_arrays: dict = {}  # (side, dtype) -> core.refine.fused.TopologyArrays
         with torch.no_grad():  # mean edge length of the mean-shape rest mesh, metres
             self._edge_unit = {side: mean_edge_length(layer.rest().vertices, self.topology[side])
                                for side, layer in self.layers.items()}
@@ -424,11 +425,12 @@ class Refiner:
             betas0 = as_tensor(np.stack([fits[i].betas for i in idx]), dev)
             transl0 = as_tensor(np.stack([fits[i].transl for i in idx]), dev)
             # The fit's keypoints frame the crops (no model pass needed before the first step).
-            kp0 = as_tensor(np.stack([fits[i].keypoints_3d for i in idx]), dev)
+            kp0_np = np.stack([fits[i].keypoints_3d for i in idx]).astype(np.float32)
+            kp0 = as_tensor(kp0_np, dev)
             depth0 = kp0[:, 0, 2].clamp_min(1e-3)
             edge0 = self._edge_unit[side].expand(len(idx))
             Ks = [self._image_K(targets[i]) for i in idx]
-            views = [self._primary_view(kp0, Ks, [targets[i] for i in idx], st)]
+            views = [self._primary_view(kp0_np, Ks, [targets[i] for i in idx], st)]
             for k in range(len(targets[idx[0]].views)):
                 views.append(self._extra_view(kp0, [targets[i].views[k] for i in idx], st))
             depth_target = None
@@ -459,12 +461,11 @@ class Refiner:
             raise InputError(f"K must be (3, 3), got {K.shape}")
         return K
 
-    def _primary_view(self, points0: Tensor, Ks: list[np.ndarray], targets: list[RefineTarget],
+    def _primary_view(self, points0: np.ndarray, Ks: list[np.ndarray], targets: list[RefineTarget],
                       st: RefineSettings) -> _View:
         dev = self.device
-        K = as_tensor(np.stack(Ks), dev)
-        with torch.no_grad():
-            uv = project_points(points0, K).cpu().numpy()
+        K = np.stack(Ks)
+        uv = project_points(points0, K)
         boxes, tgt, wts, kps = [], [], [], []
         for j, t in enumerate(targets):
             kp = np.asarray(t.keypoints_2d, dtype=np.float64)
@@ -479,7 +480,7 @@ class Refiner:
                        np.ones((box.size, box.size), np.float32))
             kps.append(box.to_crop(kp))
         return _View(
-            affine=as_tensor(np.stack([b.affine() for b in boxes]), dev), K=K, R=None, t=None,
+            affine=as_tensor(np.stack([b.affine() for b in boxes]), dev), K=as_tensor(K, dev), R=None, t=None,
             target=as_tensor(np.stack(tgt), dev), weight=as_tensor(np.stack(wts), dev),
             keypoints=as_tensor(np.stack(kps), dev), boxes=boxes,
         )
@@ -588,9 +589,14 @@ class Refiner:
                 faces = torch.from_numpy(refine_kernels.front_faces(start, faces.numpy()))
             view.faces = faces.contiguous()
         if g.fused is None:  # NumPy arrays sharing the tensors' memory, once per call
+            key = (g.side, g.pose0.dtype)
+            if key not in self._topology_arrays:  # the topology's, once per refiner
+                self._topology_arrays[key] = numpy_view(FusedView(
+                    g.pose0, g.betas0, g.transl0, g.t_scale, g.edge0, view.K, view.affine, view.target,
+                    view.weight, view.area, view.keypoints, view.faces, g.topo, g.free_focal)).topo
             g.fused = numpy_view(FusedView(g.pose0, g.betas0, g.transl0, g.t_scale, g.edge0, view.K,
                                            view.affine, view.target, view.weight, view.area,
-                                           view.keypoints, view.faces, g.topo, g.free_focal))
+                                           view.keypoints, view.faces, self._topology_arrays[key], g.free_focal))
             if _fused_native.available(g.fused.pose0.dtype):
                 g.fused_native = _fused_native.NativeEvaluation(self._lean[g.side], g.fused, st.soft,
                                                                 st.keypoint_scale_px)
@@ -846,7 +852,8 @@ class Refiner:
                 K: Tensor, b: dict[str, Tensor], iou_before: Tensor, n_iter: int,
                 st: RefineSettings, edge_error: float, normal_error: float) -> RefineResult:
         """Hand ``j`` of a group: its kept iterate's model outputs (``g.params`` bound to it)."""
-        kp2 = project_points(keypoints[None], K[None])[0].cpu().numpy()
+        kp3, Kn = keypoints.cpu().numpy(), K.cpu().numpy()
+        kp2 = project_points(kp3[None], Kn[None])[0]
         target_kp = g.views[0].boxes[j].to_image(g.views[0].keypoints[j].cpu().numpy())
         transl = g.transl0[j] + g.params["translation"][j] * g.t_scale[j]
         v, m = verts.cpu().numpy(), base.cpu().numpy()
@@ -857,9 +864,9 @@ class Refiner:
             betas=(g.betas0[j] + g.params["shape"][j]).cpu().numpy().astype(np.float32),
             transl=transl.cpu().numpy().astype(np.float32),
             vertex_offsets=(v - m).astype(np.float32),
-            keypoints_3d=keypoints.cpu().numpy().astype(np.float32),
+            keypoints_3d=kp3.astype(np.float32),
             keypoints_2d=kp2.astype(np.float32),
-            K=K.cpu().numpy().astype(np.float32),
+            K=Kn.astype(np.float32),
             reprojection_error_px=float(np.linalg.norm(kp2 - target_kp, axis=1).mean()),
             iou_before=float(iou_before[j]),
             iou_after=float(b["iou"][j]),

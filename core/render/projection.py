@@ -9,17 +9,20 @@ and its centre is ``(u, v) = (j, i)``.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = ["project_points", "resize_intrinsics", "check_mesh_inputs"]
 
 
-def project_points(points: Tensor, K: Tensor, eps: float = 1e-9) -> Tensor:
+def project_points(points: Tensor | np.ndarray, K: Tensor | np.ndarray, eps: float = 1e-9) -> Tensor | np.ndarray:
     """Project camera-frame points to pixel coordinates.
 
     Args:
-        points: (B, N, 3) float, metres, camera frame (z > 0 in front of the camera).
+        points: (B, N, 3) float, metres, camera frame (z > 0 in front of the camera). A
+            tensor, or a NumPy array (then ``K`` is one too, and so is the answer: no
+            PyTorch ops, for callers outside a graph).
         K: (B, 3, 3) float intrinsics (pixels).
         eps: smallest |z| used in the division, so points on the camera plane give large
             but finite pixels instead of inf/nan.
@@ -35,6 +38,10 @@ def project_points(points: Tensor, K: Tensor, eps: float = 1e-9) -> Tensor:
             f"K must have shape (B, 3, 3) with B={points.shape[0]}, got {tuple(K.shape)}"
         )
     z = points[..., 2:]
+    if isinstance(points, np.ndarray):
+        z = np.where(np.abs(z) < eps, eps, z)
+        f = np.stack([K[:, 0, 0], K[:, 1, 1]], -1)[:, None]
+        return f * points[..., :2] / z + K[:, None, :2, 2]
     z = torch.where(z.abs() < eps, eps, z)
     f = torch.diagonal(K[:, :2, :2], dim1=1, dim2=2)[:, None]  # (B, 1, 2): fx, fy
     c = K[:, None, :2, 2]  # (B, 1, 2): cx, cy
