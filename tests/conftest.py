@@ -1,4 +1,5 @@
-"""Shared fixtures: seeded RNGs, the open hand, and a home for Qt settings."""
+"""Shared fixtures: seeded RNGs, the open hand (and a float64 MANO-like variant), and a home for
+Qt settings."""
 
 from __future__ import annotations
 
@@ -48,6 +49,23 @@ def hand_layer(open_hand):
     from core.model import HandModel
 
     return HandModel(open_hand)
+
+
+@pytest.fixture(scope="session")
+def layer64():
+    """The right hand in float64, with random pose-corrective blend shapes and a pose mean
+    (the open hand has neither; MANO has both), so every branch of the C kernels runs."""
+    import dataclasses
+
+    from core.model import HandModel, load_model_data
+
+    data = load_model_data(None, "right")
+    rng = np.random.default_rng(0)
+    data = dataclasses.replace(data, posedirs=rng.normal(0.0, 0.002, data.posedirs.shape).astype(np.float32))
+    layer = HandModel(data).double()
+    with torch.no_grad():
+        layer.mano.pose_mean.copy_(torch.as_tensor(rng.normal(0.0, 0.1, layer.mano.pose_mean.shape)))
+    return layer
 
 
 def has_display() -> bool:

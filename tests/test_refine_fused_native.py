@@ -31,21 +31,6 @@ def case():
     raise AssertionError("no right hand in ten seeds")
 
 
-@pytest.fixture(scope="module")
-def layer64():
-    """The right hand in float64 with pose-corrective blend shapes and a pose mean (MANO has
-    both, the open hand neither), so every branch of the evaluation runs."""
-    from core.model import HandModel, load_model_data
-
-    data = load_model_data(None, "right")
-    rng = np.random.default_rng(0)
-    data = dataclasses.replace(data, posedirs=rng.normal(0.0, 0.002, data.posedirs.shape).astype(np.float32))
-    layer = HandModel(data).double()
-    with torch.no_grad():
-        layer.mano.pose_mean.copy_(torch.as_tensor(rng.normal(0.0, 0.1, layer.mano.pose_mean.shape)))
-    return layer
-
-
 def group_at_random_offsets(case, weak: bool, seed: int = 3):
     """The refiner's group for the case, set up, and random offsets (every term active)."""
     fit, target, layers = case

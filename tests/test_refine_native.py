@@ -29,21 +29,6 @@ def needs_native() -> None:
         pytest.skip(f"C kernels unavailable: {_native.LIBRARY.error}")
 
 
-@pytest.fixture(scope="module")
-def layer64():
-    """The right hand in float64, with random pose-corrective blend shapes and a pose mean
-    (the open hand has neither; MANO has both), so every branch of the kernels runs."""
-    from core.model import HandModel, load_model_data
-
-    data = load_model_data(None, "right")
-    rng = np.random.default_rng(0)
-    data = dataclasses.replace(data, posedirs=rng.normal(0.0, 0.002, data.posedirs.shape).astype(np.float32))
-    layer = HandModel(data).double()
-    with torch.no_grad():
-        layer.mano.pose_mean.copy_(torch.as_tensor(rng.normal(0.0, 0.1, layer.mano.pose_mean.shape)))
-    return layer
-
-
 def hand_inputs(batch: int, num_betas: int, seed: int = 1) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(seed)
     pose = 0.4 * torch.randn(batch, 48, generator=gen, dtype=torch.float64)
