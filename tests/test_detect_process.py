@@ -50,6 +50,9 @@ def test_the_child_answers_as_this_process_would(frames) -> None:
         assert child.in_flight == 0
         with pytest.raises(InputError, match="uint8"):
             child.submit(np.zeros((4, 4), np.float32), 0.0)
+        for _ in range(3):  # a larger frame gets larger shared memory in every slot it passes
+            child.submit(np.zeros((600, 900, 3), np.uint8), 1e7 + _)
+            assert child.receive().detections == ()
         for f, a in zip(frames, answers):
             mine = here.detect(f.image, f.timestamp_s)
             assert [d.handedness for d in a.detections] == [d.handedness for d in mine]
@@ -107,3 +110,19 @@ def test_the_stream_in_a_child_equals_the_stream_in_a_thread(frames) -> None:
             np.testing.assert_allclose(x.fit.keypoints_3d, y.fit.keypoints_3d, atol=1e-6)
             np.testing.assert_allclose(x.refined.vertices, y.refined.vertices, atol=1e-6)
             np.testing.assert_allclose(z.refined.vertices, y.refined.vertices, atol=1e-6)
+
+
+def test_where_the_child_cannot_start_the_stream_detects_in_a_thread(frames, monkeypatch, caplog) -> None:
+    import logging
+
+    import core.engine
+
+    def refuse(*args, **kwargs):
+        raise DetectorProcessError("could not start the detector process: no processes here")
+
+    monkeypatch.setattr(core.engine, "DetectorProcess", refuse)
+    with caplog.at_level(logging.WARNING), Engine(EngineSettings(max_hands=1, device="cpu")) as engine:
+        results = list(engine.process_stream(frames[:4]))
+        assert engine._worker is None  # noqa: SLF001
+    assert "hand detection stays in this process" in caplog.text and "no processes here" in caplog.text
+    assert [len(r.hands) for r in results] == [1, 1, 1, 1]

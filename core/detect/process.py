@@ -137,27 +137,32 @@ def _serve(conn: Connection, config: DetectorConfig) -> None:
             if msg[0] == "reset":
                 detector.reset()
                 continue
-            _, slot, name, shape, timestamp_s = msg
             try:
-                if slot not in slots or slots[slot].name != name:
-                    if slot in slots:
-                        slots[slot].close()
-                    slots[slot] = _attach(name)
-                image = np.ndarray(shape, np.uint8, buffer=slots[slot].buf)
-                t0 = time.perf_counter()
-                detections = detector.detect(image, timestamp_s)
-                t1 = time.perf_counter()
-                masks = _segment(image, detections, config.segmentation) if config.segment else None
-                del image  # no view of the slot may outlive the message
-                conn.send(("ok", detections, masks, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3))
+                answer = _answer(detector, slots, config, *msg[1:])
             except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-                conn.send(("error", type(exc).__name__, str(exc)))
-    except (EOFError, KeyboardInterrupt):  # the parent went away
+                answer = ("error", type(exc).__name__, str(exc))
+            conn.send(answer)
+    except (EOFError, OSError, KeyboardInterrupt):  # the parent went away
         pass
     finally:
         detector.close()
         for shm in slots.values():
             shm.close()
+
+
+def _answer(detector: HandDetector, slots: dict[int, shared_memory.SharedMemory], config: DetectorConfig,
+            slot: int, name: str, shape: tuple[int, ...], timestamp_s: float | None) -> tuple:
+    """The child's answer for one frame (its view of the slot ends with this call)."""
+    if slot not in slots or slots[slot].name != name:  # a new or larger block
+        if slot in slots:
+            slots[slot].close()
+        slots[slot] = _attach(name)
+    image = np.ndarray(shape, np.uint8, buffer=slots[slot].buf)
+    t0 = time.perf_counter()
+    detections = detector.detect(image, timestamp_s)
+    t1 = time.perf_counter()
+    masks = _segment(image, detections, config.segmentation) if config.segment else None
+    return "ok", detections, masks, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
 
 
 class DetectorProcess:
