@@ -191,27 +191,40 @@ class Engine:
     Args:
         settings: see :class:`EngineSettings`.
         shape: (S,) a fixed hand shape from a profile (identity-aware), or None.
+        stream: the caller will use :meth:`process_stream`: with ``detector_process``, start
+            the detector's child process now, so that it loads MediaPipe (a few seconds)
+            while this engine loads its models, instead of at the first stream.
     """
 
-    def __init__(self, settings: EngineSettings = EngineSettings(), shape: np.ndarray | None = None) -> None:
+    def __init__(self, settings: EngineSettings = EngineSettings(), shape: np.ndarray | None = None,
+                 stream: bool = False) -> None:
         self.settings = settings
-        self.device = resolve_device(settings.device)
-        right = load_model_data(settings.model, "right")
-        left = load_model_data(settings.model, "left")
-        self.fitter = TailorFitter(right, left, settings.fit, self.device)
-        if shape is not None and len(shape) != right.num_betas:
-            from core.errors import InputError
-
-            raise InputError(f"the profile's shape has {len(shape)} values, the model needs {right.num_betas}")
-        self.shape = None if shape is None else np.asarray(shape, dtype=np.float32)
-        self.detector = HandDetector(max_hands=settings.max_hands, mode=settings.detector_mode)
-        self.refiner: Refiner | None = None
-        if settings.refine_iterations > 0:
-            self.refiner = Refiner(right, left, settings.refine, self.device, settings.fit.nominal_fov_deg)
-        self._blas_saved = None if settings.blas_threads is None else BLAS_THREADS.set(settings.blas_threads)
-        self._last: dict[str, tuple[float, HandFit]] = {}
+        self._detector: HandDetector | None = None  # made on first use (process, or the thread)
         self._worker: DetectorProcess | None = None  # process_stream's detector, once started
         self._worker_failed = False
+        self._blas_saved = None
+        if stream:
+            self._start_worker(wait=False)
+        try:
+            self.device = resolve_device(settings.device)
+            right = load_model_data(settings.model, "right")
+            left = load_model_data(settings.model, "left")
+            self.fitter = TailorFitter(right, left, settings.fit, self.device)
+            if shape is not None and len(shape) != right.num_betas:
+                from core.errors import InputError
+
+                raise InputError(f"the profile's shape has {len(shape)} values, the model needs {right.num_betas}")
+            self.shape = None if shape is None else np.asarray(shape, dtype=np.float32)
+            self.refiner: Refiner | None = None
+            if settings.refine_iterations > 0:
+                self.refiner = Refiner(right, left, settings.refine, self.device, settings.fit.nominal_fov_deg)
+        except BaseException:
+            if self._worker is not None:
+                self._worker.close()
+            raise
+        if settings.blas_threads is not None:
+            self._blas_saved = BLAS_THREADS.set(settings.blas_threads)
+        self._last: dict[str, tuple[float, HandFit]] = {}
         # Belief that a lone tracked hand is a right hand (MediaPipe's label flickers).
         self._right_belief: float | None = None
         self._belief_time = -1e9
@@ -222,8 +235,16 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def detector(self) -> HandDetector:
+        """MediaPipe in this process (:meth:`process`, and streams without the child process)."""
+        if self._detector is None:
+            self._detector = HandDetector(max_hands=self.settings.max_hands, mode=self.settings.detector_mode)
+        return self._detector
+
     def close(self) -> None:
-        self.detector.close()
+        if self._detector is not None:
+            self._detector.close()
         if self._worker is not None:
             self._worker.close()
             self._worker = None
@@ -235,7 +256,8 @@ class Engine:
         """Forget the previous frames (a new stream starts)."""
         self._last.clear()
         self._right_belief = None
-        self.detector.reset()
+        if self._detector is not None:
+            self._detector.reset()
         if self._worker is not None:
             try:
                 self._worker.reset()
@@ -378,21 +400,41 @@ class Engine:
     def _stream_worker(self) -> DetectorProcess | None:
         """The child process :meth:`process_stream` detects in (started on first use), or None
         for the detector thread (switched off, or it could not start)."""
-        if not self.settings.detector_process or self._worker_failed:
-            return None
         if self._worker is not None and not self._worker.alive:  # died in an earlier stream
             self._worker.close()
             self._worker = None
-        if self._worker is None:
-            config = DetectorConfig(self.settings.max_hands, self.settings.detector_mode,
-                                    segment=self.refiner is not None, segmentation=self.settings.segmentation)
-            try:
-                self._worker = DetectorProcess(config)
-            except DetectorProcessError as exc:
-                log.warning("hand detection stays in this process: %s", exc)
-                self._worker_failed = True
-                return None
+        self._start_worker(wait=True)
         return self._worker
+
+    def _start_worker(self, wait: bool) -> None:
+        """Start the detector process (with ``detector_process``, unless it failed before); on
+        failure, log why and leave it to the thread."""
+        if self._worker is not None or not self.settings.detector_process or self._worker_failed:
+            if wait and self._worker is not None:
+                self._wait_worker()
+            return
+        config = DetectorConfig(self.settings.max_hands, self.settings.detector_mode,
+                                segment=self.settings.refine_iterations > 0, segmentation=self.settings.segmentation)
+        try:
+            self._worker = DetectorProcess(config, wait=False)
+        except DetectorProcessError as exc:
+            self._give_up_worker(exc)
+            return
+        if wait:
+            self._wait_worker()
+
+    def _wait_worker(self) -> None:
+        try:
+            self._worker.wait_ready()
+        except DetectorProcessError as exc:
+            self._give_up_worker(exc)
+
+    def _give_up_worker(self, exc: DetectorProcessError) -> None:
+        log.warning("hand detection stays in this process: %s", exc)
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+        self._worker_failed = True
 
     def _steady_handedness(self, detections: tuple[Detection, ...], t: float) -> tuple[Detection, ...]:
         """Smooth the handedness of a lone hand over time.

@@ -91,7 +91,7 @@ def run_track(
             is_photos = type(src).__name__ == "ImageSequenceSource"
             if is_photos:
                 settings = replace(settings, detector_mode="static")
-            with Engine(settings, shape) as engine, ProgressBar(total, "track", progress) as bar:
+            with Engine(settings, shape, stream=True) as engine, ProgressBar(total, "track", progress) as bar:
                 for result in engine.process_stream(src):
                     f.write(json.dumps(result.to_json()) + "\n")
                     frames += 1

@@ -126,3 +126,11 @@ def test_where_the_child_cannot_start_the_stream_detects_in_a_thread(frames, mon
         assert engine._worker is None  # noqa: SLF001
     assert "hand detection stays in this process" in caplog.text and "no processes here" in caplog.text
     assert [len(r.hands) for r in results] == [1, 1, 1, 1]
+
+
+def test_an_engine_made_for_streams_starts_its_child_at_once_and_no_detector_here(frames) -> None:
+    with Engine(EngineSettings(max_hands=1, device="cpu"), stream=True) as engine:
+        assert engine._worker is not None and engine._worker.alive  # noqa: SLF001 - loading meanwhile
+        results = list(engine.process_stream(frames[:3]))
+        assert engine._detector is None  # noqa: SLF001 - MediaPipe was never loaded in this process
+    assert [len(r.hands) for r in results] == [1, 1, 1]

@@ -176,14 +176,20 @@ class DetectorProcess:
         config: what the child runs.
         depth: frames in flight at most.
         start_timeout_s: how long to wait for the child to load MediaPipe.
+        wait: wait here until the child has loaded MediaPipe (a few seconds); else return at
+            once and wait at the first use (:meth:`wait_ready`), so the caller can load other
+            things meanwhile.
 
     Raises:
         DetectorProcessError: the child could not be started or did not come up.
     """
 
-    def __init__(self, config: DetectorConfig, depth: int = 2, start_timeout_s: float = 120.0) -> None:
+    def __init__(self, config: DetectorConfig, depth: int = 2, start_timeout_s: float = 120.0,
+                 wait: bool = True) -> None:
         self.config = config
         self.depth = int(depth)
+        self.start_timeout_s = float(start_timeout_s)
+        self._ready = False
         self._slots: list[shared_memory.SharedMemory | None] = [None] * (self.depth + 1)
         self._next_slot = 0
         self._in_flight: deque[tuple[int, tuple[int, int]]] = deque()  # (slot, image (h, w))
@@ -202,8 +208,24 @@ class DetectorProcess:
         self._conn = Connection(parent.detach())
         try:
             self._conn.send(config)
-            if not self._conn.poll(start_timeout_s):
-                raise DetectorProcessError(f"the detector process did not start in {start_timeout_s:.0f} s")
+        except OSError as exc:
+            raise self._died("while starting") from exc
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait until the child has loaded MediaPipe (at once when it has).
+
+        Raises:
+            DetectorProcessError: it could not start, or did not within ``start_timeout_s``.
+        """
+        if self._ready:
+            return
+        if self._proc is None:
+            raise DetectorProcessError("the detector process is closed")
+        try:
+            if not self._conn.poll(self.start_timeout_s):
+                raise DetectorProcessError(f"the detector process did not start in {self.start_timeout_s:.0f} s")
             answer = self._conn.recv()
         except (EOFError, OSError) as exc:
             raise self._died("while starting") from exc
@@ -213,6 +235,7 @@ class DetectorProcess:
         if answer[0] != "ready":
             self._kill()
             raise DetectorProcessError(f"the detector process could not start: {answer[1]}: {answer[2]}")
+        self._ready = True
 
     @property
     def alive(self) -> bool:
@@ -246,6 +269,7 @@ class DetectorProcess:
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"hand detection needs an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+        self.wait_ready()
         if len(self._in_flight) >= self.depth:
             raise DetectorProcessError(f"{self.depth} frames are already in flight; receive() first")
         slot = self._next_slot
@@ -302,6 +326,7 @@ class DetectorProcess:
 
     def reset(self) -> None:
         """Forget the tracked hands (the next frame starts a new stream); drops answers in flight."""
+        self.wait_ready()
         self.drain()
         try:
             self._conn.send(("reset",))
