@@ -155,3 +155,22 @@ def test_front_faces_in_c_match_those_of_tensors(case) -> None:
         np.testing.assert_array_equal(front_faces(v.numpy(), g.topo.faces.numpy()), faces.numpy())
         np.testing.assert_array_equal(front_faces(v, g.topo.faces).numpy(), faces.numpy())
     np.testing.assert_array_equal(g.views[0].faces.numpy(), _front_faces(verts, g.topo.faces).numpy())
+
+
+@pytest.mark.parametrize("weak", [False, True])
+def test_the_numpy_setup_matches_the_tensor_setup(case, weak: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refiner._refine_native (the live call set up on NumPy arrays) gives what the general
+    setup (_groups, _optimize, _results on tensors) gives with the same C loop."""
+    needs_library()
+    fit, target, layers = case
+    if weak:
+        target = dataclasses.replace(target, K=None)
+    refiner = Refiner(layers["right"].data, layers["left"].data, RefineSettings())
+    fast = refiner.refine([fit], [target], iterations=4)[0]
+    monkeypatch.setattr(Refiner, "_refine_native", lambda *args, **kwargs: None)
+    general = refiner.refine([fit], [target], iterations=4)[0]
+    for name in ("vertices", "pose", "betas", "transl", "vertex_offsets", "keypoints_3d", "keypoints_2d", "K"):
+        np.testing.assert_allclose(getattr(fast, name), getattr(general, name), rtol=1e-5, atol=1e-5, err_msg=name)
+    for name in ("iou_before", "iou_after", "reprojection_error_px", "edge_length_error", "normal_error"):
+        assert getattr(fast, name) == pytest.approx(getattr(general, name), rel=1e-4, abs=1e-7), name
+    assert (fast.iterations, fast.best_iteration) == (general.iterations, general.best_iteration)

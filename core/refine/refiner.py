@@ -373,6 +373,7 @@ class Refiner:
         with torch.no_grad():  # mean edge length of the mean-shape rest mesh, metres
             self._edge_unit = {side: mean_edge_length(layer.rest().vertices, self.topology[side])
                                for side, layer in self.layers.items()}
+        self._edge_unit_np = {side: float(e) for side, e in self._edge_unit.items()}
 
     # ------------------------------------------------------------------------------ public
 
@@ -403,10 +404,100 @@ class Refiner:
         if len(n_views) > 1:
             raise InputError("every refinement target of one call needs the same number of views")
         start = time.perf_counter()
-        groups = self._groups(fits, targets, st)
-        results = self._optimize(groups, n_iter, st, len(fits))
+        results = self._refine_native(fits, targets, n_iter, st)
+        if results is None:
+            groups = self._groups(fits, targets, st)
+            results = self._optimize(groups, n_iter, st, len(fits))
         ms = (time.perf_counter() - start) * 1e3
         return [dataclasses.replace(r, ms=ms) for r in results]
+
+    # ------------------------------------------------------------------------------ live path
+
+    def _refine_native(self, fits: Sequence[HandFit], targets: Sequence[RefineTarget], n_iter: int,
+                       st: RefineSettings) -> list[RefineResult] | None:
+        """:meth:`refine` for the live case, on NumPy arrays and one C call per side, or None
+        where it does not apply (the general path then runs).
+
+        It applies where :meth:`_fusable` would hold: the CPU and the C kernels, one camera, no
+        depth, no second hand to keep apart. It computes what ``_groups``, ``_optimize`` (its
+        :meth:`_optimize_native` branch) and ``_results`` compute, with the same helpers, but
+        without PyTorch tensors: at live rates their dispatch cost more than the setup's
+        arithmetic (about 3.6 of a 12 ms call on the demo).
+        """
+        from core.refine.fused import FusedView
+        from core.render import _native as raster_native
+
+        if (self.device.type != "cpu" or st.saturate_interior or st.raster_backend not in ("auto", "native")
+                or any(t.views for t in targets) or (st.w_depth and any(t.depth is not None for t in targets))
+                or (len(fits) > 1 and st.w_penetration > 0) or raster_native.library() is None
+                or not _fused_native.available(np.float32)):
+            return None
+        by_side: dict[str, list[int]] = {}
+        for i, f in enumerate(fits):
+            if f.side not in self.layers:
+                raise InputError(f"unknown hand side {f.side!r}")
+            by_side.setdefault(f.side, []).append(i)
+        if not all(self._lean[side].uses_native(torch.zeros(1, 48)) for side in by_side):
+            return None
+        f32 = np.float32
+        weights = self._fused_weights(st)
+        results: list[RefineResult | None] = [None] * len(fits)
+        for side, idx in by_side.items():
+            lean, topo = self._lean[side], self._topology_numpy(side)
+            m = lean.arrays()
+            b, s_dim, v_dim = len(idx), m.shapedirs_flat.shape[0], m.v_template.shape[0]
+            pose0, betas0, transl0, kp0 = (np.ascontiguousarray(np.stack([getattr(fits[i], k) for i in idx]), f32)
+                                           for k in ("pose", "betas", "transl", "keypoints_3d"))
+            depth0 = np.maximum(kp0[:, 0, 2], f32(1e-3))
+            K = np.ascontiguousarray(np.stack([self._image_K(targets[i]) for i in idx]), f32)
+            boxes, affine, tgt, wts, kps = _crop_arrays(kp0, K, [targets[i] for i in idx], st)
+            area = np.maximum((tgt * wts).reshape(b, -1).sum(1), f32(1.0))
+            t_scale = _translation_scale(affine, K, depth0, st).astype(f32)
+            faces = topo.faces
+            if st.cull_backfaces:  # the start's front faces (as _fused_setup)
+                start, _, _ = refine_kernels.lbs_forward(
+                    pose0 if m.pose_mean is None else pose0 + m.pose_mean, betas0, transl0, m.v_template,
+                    m.shapedirs_flat, m.j_template, m.j_shapedirs, m.posedirs, m.weights, m.parents_all)
+                faces = refine_kernels.front_faces(start, faces)
+            free_focal = st.optimize_focal
+            if free_focal is None:
+                free_focal = all(targets[i].K is None for i in idx)
+            view = FusedView(pose0, betas0, transl0, t_scale, np.full(b, self._edge_unit_np[side], f32), K, affine,
+                             tgt, wts, area, kps, np.ascontiguousarray(faces), topo, bool(free_focal))
+            spec = _layout_spec(b, s_dim, v_dim, bool(free_focal), st)
+            theta = np.zeros(sum(math.prod(shape) for _, shape, _, _ in spec), f32)
+            lr = np.concatenate([np.full(math.prod(shape), step if free else 0.0, f32)
+                                 for _, shape, step, free in spec])
+            best = _fused_native.NativeEvaluation(lean, view, st.soft, st.keypoint_scale_px).run(
+                theta, lr, n_iter, st.keep_best, weights, None, st.keypoint_slack, st.keypoint_tolerance_px,
+                torch.get_num_threads())
+            edge_err, normal_err = refine_kernels.plausibility(best["verts"], best["base"], topo.faces)
+            offsets, col = {}, 0
+            for name, shape, _, _ in spec:  # each hand's row of every block
+                width = math.prod(shape[1:])
+                offsets[name] = best["theta"][:, col:col + width]
+                col += width
+            transl = transl0 + offsets["translation"] * t_scale
+            for j, i in enumerate(idx):
+                results[i] = _result(side, boxes[j], kps[j], pose0[j] + offsets["pose"][j],
+                                     betas0[j] + offsets["shape"][j], transl[j], best["verts"][j],
+                                     best["base"][j], best["keypoints"][j], best["K"][j],
+                                     float(best["iou_before"][j]), float(best["iou"][j]), n_iter,
+                                     int(best["iteration"][j]), float(edge_err[j]), float(normal_err[j]))
+        return results  # type: ignore[return-value]
+
+    def _topology_numpy(self, side: str):
+        """The side's :class:`core.refine.fused.TopologyArrays` in float32, made once."""
+        from core.refine.fused import TopologyArrays
+
+        key = (side, torch.float32)
+        if key not in self._topology_arrays:
+            topo = self.topology[side]
+            ptr, nbr = topo._adjacency
+            a = lambda t: np.ascontiguousarray(t.detach().cpu().numpy())  # noqa: E731
+            self._topology_arrays[key] = TopologyArrays(a(topo.faces), a(ptr), a(nbr),
+                                                        (1.0 / a(topo.degree)).astype(np.float32))
+        return self._topology_arrays[key]
 
     # ------------------------------------------------------------------------------ setup
 
@@ -464,26 +555,10 @@ class Refiner:
     def _primary_view(self, points0: np.ndarray, Ks: list[np.ndarray], targets: list[RefineTarget],
                       st: RefineSettings) -> _View:
         dev = self.device
-        K = np.stack(Ks)
-        uv = project_points(points0, K)
-        boxes, tgt, wts, kps = [], [], [], []
-        for j, t in enumerate(targets):
-            kp = np.asarray(t.keypoints_2d, dtype=np.float64)
-            if kp.shape != (21, 2):
-                raise InputError(f"keypoints_2d must be (21, 2), got {kp.shape}")
-            mask = _check_image(t.mask, "mask")
-            box = crop_box(np.concatenate([uv[j], kp]), st.image_size, st.crop_margin,
-                           max_side=2 * max(mask.shape))
-            boxes.append(box)
-            tgt.append(box.resample_mask(mask))
-            wts.append(_wrist_weight(box, kp) if st.ignore_beyond_wrist else
-                       np.ones((box.size, box.size), np.float32))
-            kps.append(box.to_crop(kp))
-        return _View(
-            affine=as_tensor(np.stack([b.affine() for b in boxes]), dev), K=as_tensor(K, dev), R=None, t=None,
-            target=as_tensor(np.stack(tgt), dev), weight=as_tensor(np.stack(wts), dev),
-            keypoints=as_tensor(np.stack(kps), dev), boxes=boxes,
-        )
+        boxes, affine, tgt, wts, kps = _crop_arrays(points0, np.stack(Ks), targets, st)
+        return _View(affine=as_tensor(affine, dev), K=as_tensor(np.stack(Ks), dev), R=None, t=None,
+                     target=as_tensor(tgt, dev), weight=as_tensor(wts, dev), keypoints=as_tensor(kps, dev),
+                     boxes=boxes)
 
     def _extra_view(self, points0: Tensor, views: list[RefineView], st: RefineSettings) -> _View:
         dev = self.device
@@ -520,16 +595,9 @@ class Refiner:
         Offsets (all zero at the start): pose (B, 48) radians, shape (B, S), vertices (B, V, 3)
         in mean edge lengths, translation (B, 3) crop pixels, focal (B, 1) log focal scale.
         """
-        b = g.pose0.shape[0]
-        shapes = {"pose": (b, 48), "shape": (b, g.betas0.shape[1]),
-                  "vertices": (b, g.topo.num_vertices, 3), "translation": (b, 3), "focal": (b, 1)}
-        free = {"pose": st.optimize_pose, "shape": st.optimize_shape,
-                "vertices": st.optimize_vertices, "translation": st.optimize_translation,
-                "focal": g.free_focal}
-        lrs = {"pose": st.lr_pose, "shape": st.lr_shape, "vertices": st.lr_vertices,
-               "translation": st.lr_translation, "focal": st.lr_focal}
-        g.layout = [(name, shape, math.prod(shape)) for name, shape in shapes.items()]
-        return [(torch.zeros(n), lrs[name], free[name]) for name, _, n in g.layout]
+        spec = _layout_spec(g.pose0.shape[0], g.betas0.shape[1], g.topo.num_vertices, g.free_focal, st)
+        g.layout = [(name, shape, math.prod(shape)) for name, shape, _, _ in spec]
+        return [(torch.zeros(math.prod(shape)), lr, free) for _, shape, lr, free in spec]
 
     @staticmethod
     def _bind(groups: list[_Group], theta: Tensor) -> None:
@@ -695,16 +763,9 @@ class Refiner:
 
     @staticmethod
     def _translation_scale(g: _Group, st: RefineSettings) -> Tensor:
-        """(B, 3) metres per crop pixel of the translation offsets (primary view).
-
-        x, y: the shift that moves the wrist by one crop pixel; z: the change of depth that
-        grows the hand's image (about ``image_size / (1 + 2 margin)`` crop pixels across) by
-        one crop pixel.
-        """
-        fc = g.views[0].affine[:, 0, 0] * g.views[0].K[:, 0, 0]  # (B,) crop focal, px
-        extent = st.image_size / (1.0 + 2.0 * st.crop_margin)
-        z = g.depth0
-        return torch.stack([z / fc, z / fc, -z / extent], dim=-1)
+        """(B, 3) metres per crop pixel of the translation offsets (primary view): see
+        :func:`_translation_scale`."""
+        return _translation_scale(g.views[0].affine, g.views[0].K, g.depth0, st)
 
     def _depth_term(self, g: _Group, verts: Tensor, Kc: Tensor, st: RefineSettings) -> Tensor:
         """(B,) smooth-L1 of rendered vs measured depth, in mean edge lengths (paper 003 Eq. 7)."""
@@ -807,10 +868,16 @@ class Refiner:
                     offset += per_hand
                 verts, base = b["verts"], b["base"]
                 edge_err, normal_err = plausibility(verts, base, g.topo)
+                pose = (g.pose0 + g.params["pose"]).cpu().numpy()
+                betas = (g.betas0 + g.params["shape"]).cpu().numpy()
+                transl = (g.transl0 + g.params["translation"] * g.t_scale).cpu().numpy()
+                crop_kp = g.views[0].keypoints.cpu().numpy()
+                n = {k: b[k].cpu().numpy() for k in ("keypoints", "verts", "base", "K", "iou", "iteration")}
                 for j, i in enumerate(g.index):
-                    results[i] = self._result(g, j, b["keypoints"][j], verts[j], base[j], b["K"][j],
-                                              b, iou_before[gi], n_iter, st, float(edge_err[j]),
-                                              float(normal_err[j]))
+                    results[i] = _result(g.side, g.views[0].boxes[j], crop_kp[j], pose[j], betas[j], transl[j],
+                                         n["verts"][j], n["base"][j], n["keypoints"][j], n["K"][j],
+                                         float(iou_before[gi][j]), float(n["iou"][j]), n_iter,
+                                         int(n["iteration"][j]), float(edge_err[j]), float(normal_err[j]))
         return [r for r in results if r is not None]
 
     def _pen_pairs(self, groups: list[_Group]) -> list[tuple[int, int, int, int]]:
@@ -848,36 +915,6 @@ class Refiner:
         for k, v in snap.items():
             cur[k] = torch.where(better.reshape(-1, *([1] * (v.ndim - 1))), v, cur[k])
 
-    def _result(self, g: _Group, j: int, keypoints: Tensor, verts: Tensor, base: Tensor,
-                K: Tensor, b: dict[str, Tensor], iou_before: Tensor, n_iter: int,
-                st: RefineSettings, edge_error: float, normal_error: float) -> RefineResult:
-        """Hand ``j`` of a group: its kept iterate's model outputs (``g.params`` bound to it)."""
-        kp3, Kn = keypoints.cpu().numpy(), K.cpu().numpy()
-        kp2 = project_points(kp3[None], Kn[None])[0]
-        target_kp = g.views[0].boxes[j].to_image(g.views[0].keypoints[j].cpu().numpy())
-        transl = g.transl0[j] + g.params["translation"][j] * g.t_scale[j]
-        v, m = verts.cpu().numpy(), base.cpu().numpy()
-        return RefineResult(
-            side=g.side,
-            vertices=v.astype(np.float32),
-            pose=(g.pose0[j] + g.params["pose"][j]).cpu().numpy().astype(np.float32),
-            betas=(g.betas0[j] + g.params["shape"][j]).cpu().numpy().astype(np.float32),
-            transl=transl.cpu().numpy().astype(np.float32),
-            vertex_offsets=(v - m).astype(np.float32),
-            keypoints_3d=kp3.astype(np.float32),
-            keypoints_2d=kp2.astype(np.float32),
-            K=Kn.astype(np.float32),
-            reprojection_error_px=float(np.linalg.norm(kp2 - target_kp, axis=1).mean()),
-            iou_before=float(iou_before[j]),
-            iou_after=float(b["iou"][j]),
-            edge_length_error=edge_error,
-            normal_error=normal_error,
-            iterations=n_iter,
-            best_iteration=int(b["iteration"][j]),
-            ms=0.0,
-        )
-
-
 class _Adam:
     """Adam (Kingma & Ba; ``torch.optim.Adam``'s update, betas (0.9, 0.99)) on one flat tensor
     with a step size per entry (0 freezes an entry)."""
@@ -902,6 +939,81 @@ class _Adam:
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _layout_spec(b: int, num_betas: int, num_vertices: int, free_focal: bool,
+                 st: RefineSettings) -> list[tuple[str, tuple[int, ...], float, bool]]:
+    """The offsets of B hands, in the order they lie in the flat parameter vector: (name, shape,
+    step size, free) each. All zero at the start: pose (B, 48) radians, shape (B, S), vertices
+    (B, V, 3) in mean edge lengths, translation (B, 3) crop pixels, focal (B, 1) log focal scale."""
+    return [("pose", (b, 48), st.lr_pose, st.optimize_pose),
+            ("shape", (b, num_betas), st.lr_shape, st.optimize_shape),
+            ("vertices", (b, num_vertices, 3), st.lr_vertices, st.optimize_vertices),
+            ("translation", (b, 3), st.lr_translation, st.optimize_translation),
+            ("focal", (b, 1), st.lr_focal, free_focal)]
+
+
+def _translation_scale(affine, K, depth0, st: RefineSettings):
+    """(B, 3) metres per crop pixel of the translation offsets (tensors or NumPy arrays).
+
+    x, y: the shift that moves the wrist by one crop pixel; z: the change of depth that grows
+    the hand's image (about ``image_size / (1 + 2 margin)`` crop pixels across) by one crop
+    pixel. ``affine``, ``K`` (B, 3, 3) the primary view's; ``depth0`` (B,) the fit's wrist depth.
+    """
+    fc = affine[:, 0, 0] * K[:, 0, 0]  # (B,) crop focal, px
+    extent = st.image_size / (1.0 + 2.0 * st.crop_margin)
+    stack = np.stack if isinstance(depth0, np.ndarray) else torch.stack
+    return stack([depth0 / fc, depth0 / fc, -depth0 / extent], -1)
+
+
+def _crop_arrays(points0: np.ndarray, K: np.ndarray, targets: Sequence[RefineTarget], st: RefineSettings):
+    """The primary view's crops of B hands, as float32 NumPy arrays.
+
+    Args:
+        points0: (B, N, 3) points the crop must hold (the fit's keypoints), camera frame.
+        K: (B, 3, 3) image intrinsics. targets: the hands' targets.
+
+    Returns:
+        (boxes, affine (B, 3, 3) image to crop, target (B, S, S) in [0, 1], weight (B, S, S)
+        0/1 (0 past the wrist line), keypoints (B, 21, 2) MediaPipe's in crop pixels).
+    """
+    uv = project_points(points0, K)
+    boxes, tgt, wts, kps = [], [], [], []
+    for j, t in enumerate(targets):
+        kp = np.asarray(t.keypoints_2d, dtype=np.float64)
+        if kp.shape != (21, 2):
+            raise InputError(f"keypoints_2d must be (21, 2), got {kp.shape}")
+        mask = _check_image(t.mask, "mask")
+        box = crop_box(np.concatenate([uv[j], kp]), st.image_size, st.crop_margin,
+                       max_side=2 * max(mask.shape))
+        boxes.append(box)
+        tgt.append(box.resample_mask(mask))
+        wts.append(_wrist_weight(box, kp) if st.ignore_beyond_wrist else
+                   np.ones((box.size, box.size), np.float32))
+        kps.append(box.to_crop(kp))
+    def c32(arrays):  # one C-contiguous float32 array (inputs may come in any memory order)
+        return np.ascontiguousarray(np.stack(arrays), dtype=np.float32)
+
+    return boxes, c32([b.affine() for b in boxes]), c32(tgt), c32(wts), c32(kps)
+
+
+def _result(side: str, box: CropBox, crop_keypoints: np.ndarray, pose: np.ndarray, betas: np.ndarray,
+            transl: np.ndarray, verts: np.ndarray, base: np.ndarray, keypoints: np.ndarray, K: np.ndarray,
+            iou_before: float, iou_after: float, n_iter: int, best_iteration: int, edge_error: float,
+            normal_error: float) -> RefineResult:
+    """One hand's :class:`RefineResult` from its kept iterate (NumPy arrays: the offsets already
+    added to the fit; ``crop_keypoints`` (21, 2) MediaPipe's keypoints in ``box``'s pixels)."""
+    kp2 = project_points(keypoints[None], K[None])[0]
+    target_kp = box.to_image(crop_keypoints)
+    f32 = np.float32
+    return RefineResult(
+        side=side, vertices=verts.astype(f32), pose=pose.astype(f32), betas=betas.astype(f32),
+        transl=transl.astype(f32), vertex_offsets=(verts - base).astype(f32), keypoints_3d=keypoints.astype(f32),
+        keypoints_2d=kp2.astype(f32), K=K.astype(f32),
+        reprojection_error_px=float(np.linalg.norm(kp2 - target_kp, axis=1).mean()),
+        iou_before=iou_before, iou_after=iou_after, edge_length_error=edge_error, normal_error=normal_error,
+        iterations=n_iter, best_iteration=best_iteration, ms=0.0,
+    )
 
 
 def _front_faces(verts: Tensor, faces: Tensor) -> Tensor:
