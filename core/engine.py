@@ -193,7 +193,8 @@ class Engine:
         shape: (S,) a fixed hand shape from a profile (identity-aware), or None.
         stream: the caller will use :meth:`process_stream`: with ``detector_process``, start
             the detector's child process now, so that it loads MediaPipe (a few seconds)
-            while this engine loads its models, instead of at the first stream.
+            while this engine loads its models, instead of at the first stream; MediaPipe in
+            this process is then loaded only if needed. Otherwise it is loaded here.
     """
 
     def __init__(self, settings: EngineSettings = EngineSettings(), shape: np.ndarray | None = None,
@@ -222,6 +223,8 @@ class Engine:
             if self._worker is not None:
                 self._worker.close()
             raise
+        if not stream:  # frame by frame: load MediaPipe now, not inside the first frame's detection
+            _ = self.detector
         if settings.blas_threads is not None:
             self._blas_saved = BLAS_THREADS.set(settings.blas_threads)
         self._last: dict[str, tuple[float, HandFit]] = {}
