@@ -300,9 +300,9 @@ class Engine:
         ``after`` runs in a third thread. The refinement's C loop and the kernels release the
         GIL, so on two cores neighbouring frames overlap. In a thread of this process,
         MediaPipe waited for the other stages' GIL before and after every frame; in the child
-        it runs frame after frame (whole live frame with texture on the demo, median of 8
-        alternating rounds: 1.50x MediaPipe alone with the detector in a thread, 1.42x in the
-        child). The fit stays in the
+        it runs frame after frame (whole live frame with texture on the demo, median of 20
+        alternating rounds: 1.47x MediaPipe alone with the detector in a thread, 1.28x in the
+        child; shorter comparisons ranged from no difference to 0.08). The fit stays in the
         caller's thread: in a thread of its own its NumPy work (which holds the GIL) and the
         refinement's PyTorch ops slowed each other down. The queues are bounded (two frames),
         nothing piles up; an error in the reader, the detector or ``after`` is raised here, in
