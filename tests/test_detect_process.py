@@ -134,3 +134,14 @@ def test_an_engine_made_for_streams_starts_its_child_at_once_and_no_detector_her
         results = list(engine.process_stream(frames[:3]))
         assert engine._detector is None  # noqa: SLF001 - MediaPipe was never loaded in this process
     assert [len(r.hands) for r in results] == [1, 1, 1]
+
+
+def test_without_shared_memory_the_child_is_not_started(monkeypatch) -> None:
+    from multiprocessing import shared_memory
+
+    def no_memory(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shared_memory, "SharedMemory", no_memory)
+    with pytest.raises(DetectorProcessError, match="no shared memory for frames"):
+        DetectorProcess(DetectorConfig(max_hands=1))

@@ -194,6 +194,12 @@ class DetectorProcess:
         self._next_slot = 0
         self._in_flight: deque[tuple[int, tuple[int, int]]] = deque()  # (slot, image (h, w))
         self._proc: subprocess.Popen | None = None
+        try:  # frames travel through shared memory: make sure this system has some
+            probe = shared_memory.SharedMemory(create=True, size=4096)
+            probe.close()
+            probe.unlink()
+        except OSError as exc:
+            raise DetectorProcessError(f"no shared memory for frames: {exc}") from exc
         parent, child = socket.socketpair()
         root = str(Path(__file__).resolve().parents[2])  # the folder holding the core package
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
