@@ -769,8 +769,8 @@ class FitSystem:
                   prev_G, None if wt is None else np.reshape(wt, b), None if wtt is None else np.reshape(wtt, b),
                   prev_t, K, uv, top.Fp, np.array([wi, ws, wl]), self._state]
         self._keep = [None if a is None else _f64(a) for a in arrays]
-        self._cp = np.asarray([0 if a is None else a.ctypes.data for a in self._keep], dtype=np.int64)
-        self._cfg_ptr, self._cp_ptr = self._cfg.ctypes.data, self._cp.ctypes.data
+        self._cp = np.asarray([0 if a is None else address(a) for a in self._keep], dtype=np.int64)
+        self._cfg_ptr, self._cp_ptr = address(self._cfg), address(self._cp)
         self._h = self._h_ptr = None
         self._h_shape = (b, self.P, self.P)
 
@@ -792,7 +792,7 @@ class FitSystem:
             h = _f64(h_dyn)
             if h.shape != self._h_shape:
                 raise ValueError(f"h_dyn is {h.shape}, not {self._h_shape}")
-            self._h, self._h_ptr, self._h_keep = h_dyn, h.ctypes.data, h
+            self._h, self._h_ptr, self._h_keep = h_dyn, address(h), h
         out = np.empty(b * (P * P + P + 1))  # one allocation: H, then g, then cost
         self._fn(self._cfg_ptr, self._cp_ptr, self._h_ptr, address(out))
         n = b * P * P
@@ -824,10 +824,10 @@ class FitSystem:
         io = np.concatenate([np.reshape(R, -1), np.reshape(G, -1), np.reshape(cam, -1),
                              np.reshape(beta, -1), np.zeros(b)]).astype(np.float64, copy=False)
         scalars = np.array([lm_lambda, tolerance, max_beta, limit_eps], dtype=np.float64)
-        lp = np.asarray([a.ctypes.data for a in (*self._loop_keep, scalars)], dtype=np.int64)
+        lp = np.asarray([address(a) for a in (*self._loop_keep, scalars)], dtype=np.int64)
         lcfg = np.array([n_iter, max(1, project_every), max(1, refresh_every)], dtype=np.int64)
         work = np.empty(6 * P * P)
-        LIBRARY.require().fit_loop_f64(self._cfg_ptr, self._cp_ptr, lcfg.ctypes.data, lp.ctypes.data,
+        LIBRARY.require().fit_loop_f64(self._cfg_ptr, self._cp_ptr, address(lcfg), address(lp),
                                        address(io), address(work))
         n = b * 144
         R = io[:n].reshape(b, 16, 3, 3)
