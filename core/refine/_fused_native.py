@@ -248,7 +248,7 @@ done:
     return status;
 }
 
-/* Refiner._optimize for one group: evaluate, keep each hand's best iterate, step Adam (betas
+/* Refiner._optimize's loop for one group: evaluate, keep each hand's best iterate, step Adam (betas
    0.9, 0.99, eps 1e-8; core.refine.refiner._Adam) on the offsets theta (B P, laid out as the
    offset blocks pose, shape, vertices, translation, focal; stepped in place) with per-entry
    step sizes lr; n_iter steps, n_iter + 1 evaluations (the last without gradient). Writes,
@@ -456,7 +456,8 @@ class NativeEvaluation:
     def run(self, theta: np.ndarray, lr: np.ndarray, n_iter: int, keep_best: bool, weights: dict[str, float],
             slack: np.ndarray | None, use_slack: bool, slack_tolerance_px: float | None,
             threads: int = 1) -> dict[str, np.ndarray]:
-        """The whole refinement of this group in one C call (``Refiner._optimize``'s loop).
+        """The whole refinement of this group in one C call (``Refiner._optimize``'s loop, for
+        ``Refiner._refine_native``). Not reentrant (the argument tables are shared).
 
         Args:
             theta: the group's flat offsets (all zero at the start), the blocks pose (B, 3J),

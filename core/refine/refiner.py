@@ -419,10 +419,11 @@ class Refiner:
         where it does not apply (the general path then runs).
 
         It applies where :meth:`_fusable` would hold: the CPU and the C kernels, one camera, no
-        depth, no second hand to keep apart. It computes what ``_groups``, ``_optimize`` (its
-        :meth:`_optimize_native` branch) and ``_results`` compute, with the same helpers, but
-        without PyTorch tensors: at live rates their dispatch cost more than the setup's
-        arithmetic (about 3.6 of a 12 ms call on the demo).
+        depth, no second hand to keep apart. It computes what ``_groups``, ``_optimize`` and
+        ``_results`` compute, with the same helpers, but without PyTorch tensors (at live rates
+        their dispatch cost more than the setup's arithmetic), and runs the whole loop (the
+        evaluations, Adam, the kept iterate) in :meth:`core.refine._fused_native.NativeEvaluation.run`.
+        Adam is elementwise, so each side's loop is independent of the other's.
         """
         from core.refine.fused import FusedView
         from core.render import _native as raster_native
@@ -792,12 +793,6 @@ class Refiner:
         adam = _Adam(theta, lr) if n_iter > 0 and bool((lr > 0).any()) else None
         pen_pairs = self._pen_pairs(groups) if st.w_penetration > 0 else []
         fused = self._fusable(groups, st, theta, pen_pairs)
-        if fused:
-            for g in groups:
-                self._fused_setup(g, st)
-            if all(g.fused_native is not None and g.fused_native.dtype == theta.detach().numpy().dtype
-                   for g in groups):
-                return self._optimize_native(groups, theta, lr, n_iter, st, n_hands)
         best: list[dict[str, Tensor] | None] = [None] * len(groups)
         iou_before: list[Tensor | None] = [None] * len(groups)
         for it in range(n_iter + 1):
@@ -826,31 +821,6 @@ class Refiner:
             else:
                 grad, = torch.autograd.grad(torch.stack([loss.sum() for loss in losses]).sum(), theta)
             adam.step(grad)
-        return self._results(groups, best, iou_before, n_iter, st, n_hands)
-
-    def _optimize_native(self, groups: list[_Group], theta: Tensor, lr: Tensor, n_iter: int,
-                         st: RefineSettings, n_hands: int) -> list[RefineResult]:
-        """:meth:`_optimize`'s loop for fusable groups, one C call per group
-        (:meth:`core.refine._fused_native.NativeEvaluation.run`): the same evaluations, Adam
-        steps and kept iterates (Adam is elementwise, so each group's loop is independent of
-        the others'), with no Python per iteration and the GIL released throughout."""
-        weights = self._fused_weights(st)
-        flat, steps = theta.detach().numpy(), lr.numpy()  # views of the tensors' memory
-        best: list[dict[str, Tensor] | None] = []
-        iou_before: list[Tensor | None] = []
-        offset = 0
-        for g in groups:
-            size = sum(n for _, _, n in g.layout)
-            view = g.views[0]
-            out = g.fused_native.run(flat[offset:offset + size], steps[offset:offset + size], n_iter,
-                                     st.keep_best, weights, None if view.slack is None else view.slack.numpy(),
-                                     st.keypoint_slack, st.keypoint_tolerance_px, torch.get_num_threads())
-            offset += size
-            slack = out.pop("slack")
-            if st.keypoint_slack and slack is not None:
-                view.slack = torch.from_numpy(slack)
-            iou_before.append(torch.from_numpy(out.pop("iou_before")))
-            best.append({k: torch.from_numpy(v) for k, v in out.items()})
         return self._results(groups, best, iou_before, n_iter, st, n_hands)
 
     def _results(self, groups: list[_Group], best: list[dict[str, Tensor] | None],
