@@ -145,3 +145,13 @@ def test_without_shared_memory_the_child_is_not_started(monkeypatch) -> None:
     monkeypatch.setattr(shared_memory, "SharedMemory", no_memory)
     with pytest.raises(DetectorProcessError, match="no shared memory for frames"):
         DetectorProcess(DetectorConfig(max_hands=1))
+
+
+def test_a_child_that_stops_answering_is_given_up(frames) -> None:
+    with DetectorProcess(DetectorConfig(max_hands=1)) as child:
+        child.answer_timeout_s = 0.5
+        os.kill(child._proc.pid, signal.SIGSTOP)  # noqa: SLF001 - a hung child
+        child.submit(frames[0].image, 0.0)
+        with pytest.raises(DetectorProcessError, match=r"no answer in 0.5 s"):
+            child.receive()
+        assert not child.alive

@@ -189,6 +189,8 @@ class DetectorProcess:
         self.config = config
         self.depth = int(depth)
         self.start_timeout_s = float(start_timeout_s)
+        #: Longest wait for one frame's answer before the child is taken for hung, seconds.
+        self.answer_timeout_s = 60.0
         self._ready = False
         self._slots: list[shared_memory.SharedMemory | None] = [None] * (self.depth + 1)
         self._next_slot = 0
@@ -308,6 +310,9 @@ class DetectorProcess:
             raise DetectorProcessError("no frame in flight")
         _, shape = self._in_flight.popleft()
         try:
+            if not self._conn.poll(self.answer_timeout_s):
+                self._kill()
+                raise DetectorProcessError(f"the detector process gave no answer in {self.answer_timeout_s:g} s")
             answer: Any = self._conn.recv()
         except (EOFError, OSError) as exc:
             raise self._died() from exc
