@@ -385,3 +385,16 @@ def test_texture_capture_works_without_the_c_kernels(layers, known_texture, monk
     assert update.texels_updated > 500 and cap.coverage > 0.1
     with pytest.raises(RuntimeError, match="no compiler"):
         sample_frame(cap.texel_map, s.image, s.vertices, s.K, backend="native")
+
+
+def test_the_colour_statistics_inverse_is_the_matrix_inverse() -> None:
+    """The cofactor 3 x 3 inverse (kept off LAPACK, whose BLAS threads would spin) = numpy's."""
+    from core.texture.capture import _inverse3
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        a = rng.normal(0.0, 30.0, (3, 3))
+        cov = a @ a.T + 25.0 * np.eye(3)
+        np.testing.assert_allclose(_inverse3(cov), np.linalg.inv(cov), rtol=1e-10, atol=1e-14)
+    skew = np.array([[2.0, 1.0, 0.0], [0.5, 3.0, 1.0], [0.0, -1.0, 4.0]])  # not symmetric, too
+    np.testing.assert_allclose(_inverse3(skew) @ skew, np.eye(3), atol=1e-12)

@@ -399,7 +399,16 @@ def _colour_stats(colors: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, 
     mean = (sub * w).sum(axis=1) / total  # (3,)
     sub_diff = sub - mean[:, None]
     cov = (sub_diff * w) @ sub_diff.T / total + 25.0 * np.eye(3)
-    return mean.astype(np.float32), np.linalg.inv(cov).astype(np.float32)
+    return mean.astype(np.float32), _inverse3(cov).astype(np.float32)
+
+
+def _inverse3(m: np.ndarray) -> np.ndarray:
+    """(3, 3) inverse by cofactors. Not ``np.linalg.inv``: LAPACK wakes OpenBLAS's worker
+    threads, which then busy-wait for milliseconds after every frame (see :mod:`core.threads`;
+    measured: a second core spinning for 4 ms per texture update, outside an open engine)."""
+    a = np.asarray(m, dtype=np.float64)
+    cof = np.cross(a[[1, 2, 0]], a[[2, 0, 1]])  # rows: a1 x a2, a2 x a0, a0 x a1
+    return cof.T / np.dot(a[0], cof[0])
 
 
 def _colour_gate(colors: np.ndarray, mean: np.ndarray, inv: np.ndarray, sigma: float) -> np.ndarray:
