@@ -28,6 +28,10 @@ log = logging.getLogger("handtwin")
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+# HandTwin's NumPy work is small arrays, where OpenBLAS's threads never pay and busy-wait for
+# milliseconds after each call, keeping a second core spinning (core.threads). Set before
+# NumPy loads; an explicit setting in the environment wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _add_model_arg(p: argparse.ArgumentParser) -> None:

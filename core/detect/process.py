@@ -205,6 +205,7 @@ class DetectorProcess:
         parent, child = socket.socketpair()
         root = str(Path(__file__).resolve().parents[2])  # the folder holding the core package
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")  # small arrays only: no busy-waiting workers
         try:
             self._proc = subprocess.Popen([sys.executable, "-m", "core.detect.process", str(child.fileno())],
                                           pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
