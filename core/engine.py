@@ -277,17 +277,11 @@ class Engine:
 
     def _segment(self, frame: Frame, detections: Sequence[Detection]) -> _Segmented:
         """The refinement targets' masks of every detection (None where segmentation fails)."""
-        from core.errors import HandTwinError
-        from core.segment import segment_hand
+        from core.segment import segment_hands
 
         t0 = time.perf_counter()
-        masks: list[np.ndarray | None] = []
-        for d in detections:
-            try:
-                masks.append(segment_hand(frame.image, d.keypoints_2d, self.settings.segmentation).mask)
-            except HandTwinError as exc:  # e.g. keypoints outside the image
-                log.debug("no refinement target for a %s hand: %s", d.handedness, exc)
-                masks.append(None)
+        hands = segment_hands(frame.image, [d.keypoints_2d for d in detections], self.settings.segmentation)
+        masks = [None if h is None else h.mask for h in hands]
         return _Segmented(tuple(masks), (time.perf_counter() - t0) * 1000)
 
     def process_stream(self, frames: Iterable[Frame],
@@ -412,32 +406,20 @@ class Engine:
     def _start_worker(self, wait: bool) -> None:
         """Start the detector process (with ``detector_process``, unless it failed before); on
         failure, log why and leave it to the thread."""
-        if self._worker is not None or not self.settings.detector_process or self._worker_failed:
+        try:
+            if self._worker is None and self.settings.detector_process and not self._worker_failed:
+                config = DetectorConfig(self.settings.max_hands, self.settings.detector_mode,
+                                        segment=self.settings.refine_iterations > 0,
+                                        segmentation=self.settings.segmentation)
+                self._worker = DetectorProcess(config, wait=False)
             if wait and self._worker is not None:
-                self._wait_worker()
-            return
-        config = DetectorConfig(self.settings.max_hands, self.settings.detector_mode,
-                                segment=self.settings.refine_iterations > 0, segmentation=self.settings.segmentation)
-        try:
-            self._worker = DetectorProcess(config, wait=False)
+                self._worker.wait_ready()
         except DetectorProcessError as exc:
-            self._give_up_worker(exc)
-            return
-        if wait:
-            self._wait_worker()
-
-    def _wait_worker(self) -> None:
-        try:
-            self._worker.wait_ready()
-        except DetectorProcessError as exc:
-            self._give_up_worker(exc)
-
-    def _give_up_worker(self, exc: DetectorProcessError) -> None:
-        log.warning("hand detection stays in this process: %s", exc)
-        if self._worker is not None:
-            self._worker.close()
-            self._worker = None
-        self._worker_failed = True
+            log.warning("hand detection stays in this process: %s", exc)
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
+            self._worker_failed = True
 
     def _steady_handedness(self, detections: tuple[Detection, ...], t: float) -> tuple[Detection, ...]:
         """Smooth the handedness of a lone hand over time.

@@ -42,9 +42,21 @@ from core.keypoints import NUM_KEYPOINTS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Detection", "HandDetector", "swap_handedness"]
+__all__ = ["Detection", "HandDetector", "detection_image", "swap_handedness"]
 
 _MODES = ("video", "static")
+
+
+def detection_image(image_rgb: np.ndarray) -> np.ndarray:
+    """The image as an array, checked for what detection takes: (H, W, 3) uint8 RGB.
+
+    Raises:
+        InputError: it is not.
+    """
+    image = np.asarray(image_rgb)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"hand detection needs an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+    return image
 
 
 def swap_handedness(handedness: str) -> str:
@@ -197,12 +209,7 @@ class HandDetector:
         """
         if self._hands is None:
             raise RuntimeError("the hand detector is closed")
-        image = np.asarray(image_rgb)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise InputError(
-                "hand detection needs an (H, W, 3) uint8 RGB image, "
-                f"got {image.shape} {image.dtype}"
-            )
+        image = detection_image(image_rgb)
         if self.mode == "video" and timestamp_s is not None:
             if self._last_timestamp_s is not None and timestamp_s <= self._last_timestamp_s:
                 log.debug("timestamp %.3f s not after %.3f s: resetting the hand tracker",

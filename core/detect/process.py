@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from core.detect.mediapipe_hands import Detection, HandDetector
+from core.detect.mediapipe_hands import Detection, HandDetector, detection_image
 from core.errors import HandTwinError, InputError
 
 log = logging.getLogger(__name__)
@@ -102,14 +102,12 @@ def _attach(name: str) -> shared_memory.SharedMemory:
 
 
 def _segment(image: np.ndarray, detections: tuple[Detection, ...], method: str | None) -> list:
-    from core.segment import segment_hand
+    """Each detection's mask as (box clipped to the image, the mask inside it), or None."""
+    from core.segment import segment_hands
 
     masks: list = []
-    for d in detections:
-        try:
-            m = segment_hand(image, d.keypoints_2d, method)
-        except HandTwinError as exc:  # e.g. keypoints outside the image
-            log.debug("no mask for a %s hand: %s", d.handedness, exc)
+    for m in segment_hands(image, [d.keypoints_2d for d in detections], method):
+        if m is None:
             masks.append(None)
             continue
         x0, y0, x1, y1 = _clip_box(m.box, image.shape[:2])
@@ -194,7 +192,7 @@ class DetectorProcess:
         self._ready = False
         self._slots: list[shared_memory.SharedMemory | None] = [None] * (self.depth + 1)
         self._next_slot = 0
-        self._in_flight: deque[tuple[int, tuple[int, int]]] = deque()  # (slot, image (h, w))
+        self._in_flight: deque[tuple[int, int]] = deque()  # (h, w) of each frame in flight
         self._proc: subprocess.Popen | None = None
         try:  # frames travel through shared memory: make sure this system has some
             probe = shared_memory.SharedMemory(create=True, size=4096)
@@ -275,9 +273,7 @@ class DetectorProcess:
             InputError: the image is not (H, W, 3) uint8.
             DetectorProcessError: ``depth`` frames are already in flight, or the child died.
         """
-        image = np.asarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise InputError(f"hand detection needs an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+        image = detection_image(image)
         self.wait_ready()
         if len(self._in_flight) >= self.depth:
             raise DetectorProcessError(f"{self.depth} frames are already in flight; receive() first")
@@ -298,7 +294,7 @@ class DetectorProcess:
             self._conn.send(("frame", slot, shm.name, image.shape, timestamp_s))
         except (OSError, ValueError) as exc:
             raise self._died() from exc
-        self._in_flight.append((slot, image.shape[:2]))
+        self._in_flight.append(image.shape[:2])
 
     def receive(self) -> Detected:
         """The answer for the oldest frame in flight (waits for it).
@@ -309,7 +305,7 @@ class DetectorProcess:
         """
         if not self._in_flight:
             raise DetectorProcessError("no frame in flight")
-        _, shape = self._in_flight.popleft()
+        shape = self._in_flight.popleft()
         try:
             if not self._conn.poll(self.answer_timeout_s):
                 self._kill()

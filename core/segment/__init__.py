@@ -23,6 +23,7 @@ palm's axis. A silhouette compared with this mask should be cut by the same line
 Public API::
 
     segment_hand(image, keypoints_2d, method=None) -> HandMask
+    segment_hands(image, keypoints, method=None) -> [HandMask | None]   (every hand of a frame)
     HandMask       frozen: mask (H, W) bool, box (x0, y0, x1, y1), method, ms
     SEGMENTERS     name -> implementation (HandCrop -> grid mask); DEFAULT_METHOD
     wrist_cut(mask, keypoints_2d, offset=None) -> (H, W) bool   (None = WRIST_OFFSET)
@@ -31,12 +32,14 @@ Public API::
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import InputError
+from core.errors import HandTwinError, InputError
 from core.segment.geometry import (
     WRIST_OFFSET,
     CropFrame,
@@ -48,6 +51,8 @@ from core.segment.geometry import (
     wrist_halfplane,
 )
 from core.segment.methods import SEGMENTERS, HandCrop, Segmenter
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_METHOD",
@@ -61,6 +66,7 @@ __all__ = [
     "hand_scale",
     "make_crop",
     "segment_hand",
+    "segment_hands",
     "wrist_cut",
 ]
 
@@ -133,3 +139,17 @@ def segment_hand(image: np.ndarray, keypoints_2d: np.ndarray,
     full[y0:y1, x0:x1] &= halfplane_box(n, c, frame.box)
     ms = (time.perf_counter() - start) * 1e3
     return HandMask(full, frame.box, name, ms)
+
+
+def segment_hands(image: np.ndarray, keypoints: Sequence[np.ndarray],
+                  method: str | None = None) -> list[HandMask | None]:
+    """:func:`segment_hand` for every hand of one image, in order; None for a hand that cannot
+    be segmented (e.g. keypoints outside the image; logged at debug level)."""
+    masks: list[HandMask | None] = []
+    for kp in keypoints:
+        try:
+            masks.append(segment_hand(image, kp, method))
+        except HandTwinError as exc:
+            log.debug("no mask for a hand: %s", exc)
+            masks.append(None)
+    return masks
