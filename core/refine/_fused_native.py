@@ -52,6 +52,7 @@ SCALARS = ("z_near", "inv_sigma", "r2", "w_silhouette", "w_keypoints", "w_vertex
            "w_edge", "w_normal", "w_pose", "w_shape", "keypoint_scale_px", "slack_tolerance_px")
 FLAG_GRAD, FLAG_FREE_FOCAL, FLAG_USE_SLACK, FLAG_SLACK_GIVEN, FLAG_KEYPOINTS = 1, 2, 4, 8, 16
 _THREADS, _FLAGS = SIZES.index("threads"), SIZES.index("flags")
+_INDEX = {name: i for i, name in enumerate(POINTERS)}
 _WEIGHTS = ("silhouette", "keypoints", "vertex", "laplacian", "edge", "normal", "pose", "shape")
 
 _EVAL = r"""
@@ -394,8 +395,7 @@ class NativeEvaluation:
         for name, arr in fixed.items():
             if arr is not None and not arr.flags.c_contiguous:
                 raise ValueError(f"{name} must be C-contiguous")
-            self.pointers[POINTERS.index(name)] = address(arr)
-        self._index = {name: i for i, name in enumerate(POINTERS)}
+            self.pointers[_INDEX[name]] = address(arr)
         h, w = soft.image_size
         self.sizes = np.array([b, self.shapes["v"], self.shapes["j"], self.shapes["s"], view.faces.shape[0],
                                view.topo.faces.shape[0], h, w, 1, 0], np.int64)
@@ -404,8 +404,16 @@ class NativeEvaluation:
                             ("r2", soft.cull_radius ** 2), ("keypoint_scale_px", keypoint_scale_px)):
             self.scalars[SCALARS.index(name)] = value
 
-    def _set_flags_and_weights(self, weights: dict[str, float], slack_given: bool, use_slack: bool, has_kp: bool,
-                               slack_tolerance_px: float | None, need_grad: bool, threads: int) -> None:
+    def _prepare(self, weights: dict[str, float], slack: np.ndarray | None, use_slack: bool,
+                 slack_tolerance_px: float | None, need_grad: bool, threads: int) -> np.ndarray | None:
+        """Fill the call's flags, weights and keypoint slack; returns the slack array in use
+        (``slack`` itself, or a new one the kernel fills at the first evaluation), or None."""
+        has_kp = self.view.keypoints is not None and weights["keypoints"] > 0
+        slack_given = slack is not None
+        if use_slack and has_kp:
+            slack = (np.empty((self.shapes["b"], 21), self.dtype) if slack is None
+                     else np.ascontiguousarray(slack, self.dtype))
+        self.pointers[_INDEX["slack"]] = address(slack) if use_slack and has_kp else None
         self.sizes[_THREADS] = max(1, int(threads))
         self.sizes[_FLAGS] = ((FLAG_GRAD if need_grad else 0) | (FLAG_FREE_FOCAL if self.view.free_focal else 0)
                               | (FLAG_USE_SLACK if use_slack else 0) | (FLAG_SLACK_GIVEN if slack_given else 0)
@@ -414,15 +422,15 @@ class NativeEvaluation:
             self.scalars[SCALARS.index("w_" + key)] = weights[key]
         self.scalars[SCALARS.index("slack_tolerance_px")] = (
             -1.0 if slack_tolerance_px is None else float(slack_tolerance_px))
+        return slack
 
     def __call__(self, params: dict[str, np.ndarray], weights: dict[str, float], slack: np.ndarray | None,
                  use_slack: bool, slack_tolerance_px: float | None, need_grad: bool, threads: int = 1):
         """One evaluation; arguments and result as :func:`core.refine.fused.loss_and_grad`'s."""
         from core.refine.fused import FusedOutput
 
-        view, dt, sh = self.view, self.dtype, self.shapes
+        dt, sh = self.dtype, self.shapes
         b, v = sh["b"], sh["v"]
-        has_kp = view.keypoints is not None and weights["keypoints"] > 0
         out = {"loss": np.empty(b, dt), "iou": np.empty(b, dt), "verts": np.empty((b, v, 3), dt),
                "base": np.empty((b, v, 3), dt), "keypoints_3d": np.empty((b, 21, 3), dt),
                "K_img": np.empty((b, 3, 3), dt)}
@@ -431,23 +439,18 @@ class NativeEvaluation:
             grads = {"pose": np.empty((b, 3 * sh["j"]), dt), "shape": np.empty((b, sh["s"]), dt),
                      "vertices": np.empty((b, v, 3), dt), "translation": np.empty((b, 3), dt),
                      "focal": np.empty((b, 1), dt)}
-        slack_given = slack is not None
-        if use_slack and has_kp:
-            slack = np.empty((b, 21), dt) if slack is None else np.ascontiguousarray(slack, dt)
-        ptr, idx = self.pointers, self._index
+        ptr, idx = self.pointers, _INDEX
         for name, key in (("dp", "pose"), ("ds", "shape"), ("du", "vertices"), ("dt", "translation"),
                           ("df", "focal")):
             a = params[key]
             if not a.flags.c_contiguous or a.dtype != dt:
                 raise ValueError(f"the {key} offsets must be C-contiguous {dt}")
             ptr[idx[name]] = address(a)
-        ptr[idx["slack"]] = address(slack) if use_slack and has_kp else None
         for name, a in out.items():
             ptr[idx[name]] = address(a)
         for name in ("pose", "shape", "vertices", "translation", "focal"):
             ptr[idx["g_" + name]] = None if grads is None else address(grads[name])
-        self._set_flags_and_weights(weights, slack_given, use_slack, has_kp, slack_tolerance_px, need_grad,
-                                    threads)
+        slack = self._prepare(weights, slack, use_slack, slack_tolerance_px, need_grad, threads)
         if self.fn(ctypes.addressof(ptr), address(self.sizes), address(self.scalars)) != 0:
             raise MemoryError("refinement evaluation: out of memory")
         return FusedOutput(out["loss"], out["iou"], out["verts"], out["base"], out["keypoints_3d"],
@@ -480,24 +483,17 @@ class NativeEvaluation:
         for name, a in (("theta", theta), ("lr", lr)):
             if a.dtype != dt or not a.flags.c_contiguous or a.size != size:
                 raise ValueError(f"{name} must be a C-contiguous {dt} vector of {size} values")
-        view = self.view
-        has_kp = view.keypoints is not None and weights["keypoints"] > 0
         out = {"theta": np.empty((b, size // b), dt), "loss": np.empty(b, dt), "iteration": np.empty(b, dt),
                "iou": np.empty(b, dt), "iou_before": np.empty(b, dt), "verts": np.empty((b, v, 3), dt),
                "base": np.empty((b, v, 3), dt), "keypoints": np.empty((b, 21, 3), dt), "K": np.empty((b, 3, 3), dt)}
-        slack_given = slack is not None
-        if use_slack and has_kp:
-            slack = np.empty((b, 21), dt) if slack is None else np.ascontiguousarray(slack, dt)
-        ptr, idx = self.pointers, self._index
-        for name, key in (("theta", "theta"), ("best_loss", "loss"), ("best_iteration", "iteration"),
-                          ("best_iou", "iou"), ("iou_before", "iou_before"), ("best_theta", "theta"),
-                          ("verts", "verts"), ("base", "base"), ("keypoints_3d", "keypoints"), ("K_img", "K")):
+        ptr, idx = self.pointers, _INDEX
+        for name, key in (("best_loss", "loss"), ("best_iteration", "iteration"), ("best_iou", "iou"),
+                          ("iou_before", "iou_before"), ("best_theta", "theta"), ("verts", "verts"),
+                          ("base", "base"), ("keypoints_3d", "keypoints"), ("K_img", "K")):
             ptr[idx[name]] = address(out[key])
         ptr[idx["theta"]] = address(theta)
         ptr[idx["lr"]] = address(lr)
-        ptr[idx["slack"]] = address(slack) if use_slack and has_kp else None
-        self._set_flags_and_weights(weights, use_slack and has_kp and slack_given, use_slack, has_kp,
-                                    slack_tolerance_px, False, threads)
+        slack = self._prepare(weights, slack, use_slack, slack_tolerance_px, False, threads)
         if self.fn_run(ctypes.addressof(ptr), address(self.sizes), address(self.scalars), int(n_iter),
                        int(bool(keep_best))) != 0:
             raise MemoryError("refinement: out of memory")

@@ -12,7 +12,7 @@ machines are noisy, so ratios against a baseline measured in the same run are wh
   fit to noisy keypoints (no MediaPipe needed: deterministic and fast);
 * ``pipeline_refine3_ratio``: throughput of the whole engine (detection, fit, segmentation,
   3 refinement iterations) on the demo clip over MediaPipe alone on the same frames, in the
-  same run: the median over five alternations of the two (``..._ratio_rounds``); with
+  same run: the median over eleven alternations of the two (``..._ratio_rounds``); with
   ``refine3_frame_ms`` and ``refine3_mediapipe_ms``; ``pipeline_refine3_cpu_ratio`` is the
   same for CPU time (all threads): the work per frame, which two cores can at best halve;
 * ``pipeline_refine3_texture_ratio``: the same with every refined hand blended into a skin

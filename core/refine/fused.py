@@ -106,6 +106,15 @@ class TopologyArrays:
     adj_nbr: np.ndarray
     inv_deg: np.ndarray
 
+    @classmethod
+    def of(cls, topo: MeshTopology, dtype) -> "TopologyArrays":
+        """The arrays of ``topo`` (CPU copies where it lives elsewhere), ``inv_deg`` in ``dtype``."""
+        def a(t):
+            return np.ascontiguousarray(t.detach().cpu().numpy())
+
+        ptr, nbr = topo._adjacency
+        return cls(a(topo.faces), a(ptr), a(nbr), (1.0 / a(topo.degree)).astype(dtype))
+
 
 def numpy_view(view: FusedView) -> FusedView:
     """The same view with NumPy arrays (CPU; shared memory where contiguous) in place of its
@@ -115,11 +124,7 @@ def numpy_view(view: FusedView) -> FusedView:
         return None if t is None else np.ascontiguousarray(t.detach().cpu().numpy())
 
     topo = view.topo
-    if isinstance(topo, TopologyArrays):  # made earlier (they depend only on the mesh)
-        arrays = topo
-    else:
-        ptr, nbr = topo._adjacency
-        arrays = TopologyArrays(a(topo.faces), a(ptr), a(nbr), (1.0 / a(topo.degree)).astype(a(view.pose0).dtype))
+    arrays = topo if isinstance(topo, TopologyArrays) else TopologyArrays.of(topo, a(view.pose0).dtype)
     return FusedView(a(view.pose0), a(view.betas0), a(view.transl0), a(view.t_scale), a(view.edge0),
                      a(view.K), a(view.affine), a(view.target), a(view.weight), a(view.area),
                      a(view.keypoints), a(view.faces), arrays, view.free_focal)

@@ -369,7 +369,7 @@ class Refiner:
         self.topology = {side: MeshTopology.from_faces(layer.data.faces, layer.data.num_vertices,
                                                        self.device)
                          for side, layer in self.layers.items()}
-        self._topology_arrays: dict = {}  # (side, dtype) -> core.refine.fused.TopologyArrays
+        self._topology_arrays: dict = {}  # (side, NumPy dtype) -> core.refine.fused.TopologyArrays
         with torch.no_grad():  # mean edge length of the mean-shape rest mesh, metres
             self._edge_unit = {side: mean_edge_length(layer.rest().vertices, self.topology[side])
                                for side, layer in self.layers.items()}
@@ -433,11 +433,7 @@ class Refiner:
                 or (len(fits) > 1 and st.w_penetration > 0) or raster_native.library() is None
                 or not _fused_native.available(np.float32)):
             return None
-        by_side: dict[str, list[int]] = {}
-        for i, f in enumerate(fits):
-            if f.side not in self.layers:
-                raise InputError(f"unknown hand side {f.side!r}")
-            by_side.setdefault(f.side, []).append(i)
+        by_side = self._by_side(fits)
         if not all(self._lean[side].uses_native(torch.zeros(1, 48)) for side in by_side):
             return None
         f32 = np.float32
@@ -454,18 +450,11 @@ class Refiner:
             boxes, affine, tgt, wts, kps = _crop_arrays(kp0, K, [targets[i] for i in idx], st)
             area = np.maximum((tgt * wts).reshape(b, -1).sum(1), f32(1.0))
             t_scale = _translation_scale(affine, K, depth0, st).astype(f32)
-            faces = topo.faces
-            if st.cull_backfaces:  # the start's front faces (as _fused_setup)
-                start, _, _ = refine_kernels.lbs_forward(
-                    pose0 if m.pose_mean is None else pose0 + m.pose_mean, betas0, transl0, m.v_template,
-                    m.shapedirs_flat, m.j_template, m.j_shapedirs, m.posedirs, m.weights, m.parents_all)
-                faces = refine_kernels.front_faces(start, faces)
-            free_focal = st.optimize_focal
-            if free_focal is None:
-                free_focal = all(targets[i].K is None for i in idx)
+            free_focal = _free_focal(st, [targets[i] for i in idx])
             view = FusedView(pose0, betas0, transl0, t_scale, np.full(b, self._edge_unit_np[side], f32), K, affine,
-                             tgt, wts, area, kps, np.ascontiguousarray(faces), topo, bool(free_focal))
-            spec = _layout_spec(b, s_dim, v_dim, bool(free_focal), st)
+                             tgt, wts, area, kps, self._start_faces(side, pose0, betas0, transl0, st), topo,
+                             free_focal)
+            spec = _layout_spec(b, s_dim, v_dim, free_focal, st)
             theta = np.zeros(sum(math.prod(shape) for _, shape, _, _ in spec), f32)
             lr = np.concatenate([np.full(math.prod(shape), step if free else 0.0, f32)
                                  for _, shape, step, free in spec])
@@ -487,31 +476,44 @@ class Refiner:
                                      int(best["iteration"][j]), float(edge_err[j]), float(normal_err[j]))
         return results  # type: ignore[return-value]
 
-    def _topology_numpy(self, side: str):
-        """The side's :class:`core.refine.fused.TopologyArrays` in float32, made once."""
+    def _topology_numpy(self, side: str, dtype=np.float32):
+        """The side's :class:`core.refine.fused.TopologyArrays` (``inv_deg`` in ``dtype``), made once."""
         from core.refine.fused import TopologyArrays
 
-        key = (side, torch.float32)
+        key = (side, np.dtype(dtype))
         if key not in self._topology_arrays:
-            topo = self.topology[side]
-            ptr, nbr = topo._adjacency
-            a = lambda t: np.ascontiguousarray(t.detach().cpu().numpy())  # noqa: E731
-            self._topology_arrays[key] = TopologyArrays(a(topo.faces), a(ptr), a(nbr),
-                                                        (1.0 / a(topo.degree)).astype(np.float32))
+            self._topology_arrays[key] = TopologyArrays.of(self.topology[side], key[1])
         return self._topology_arrays[key]
+
+    def _start_faces(self, side: str, pose0: np.ndarray, betas0: np.ndarray, transl0: np.ndarray,
+                     st: RefineSettings) -> np.ndarray:
+        """(F', 3) int64 the faces the refinement draws: with ``cull_backfaces`` those facing the
+        camera at the start (the fit's mesh, skinned and culled by the C kernels), else all."""
+        faces = self._topology_numpy(side).faces
+        if not st.cull_backfaces:
+            return faces
+        m = self._lean[side].arrays()
+        start, _, _ = refine_kernels.lbs_forward(
+            pose0 if m.pose_mean is None else pose0 + m.pose_mean, betas0, transl0, m.v_template,
+            m.shapedirs_flat, m.j_template, m.j_shapedirs, m.posedirs, m.weights, m.parents_all)
+        return np.ascontiguousarray(refine_kernels.front_faces(start, faces))
 
     # ------------------------------------------------------------------------------ setup
 
-    def _groups(self, fits: Sequence[HandFit], targets: Sequence[RefineTarget],
-                st: RefineSettings) -> list[_Group]:
-        dev = self.device
+    def _by_side(self, fits: Sequence[HandFit]) -> dict[str, list[int]]:
+        """The positions of the call's hands, per side (each side is one batch)."""
         by_side: dict[str, list[int]] = {}
         for i, f in enumerate(fits):
             if f.side not in self.layers:
                 raise InputError(f"unknown hand side {f.side!r}")
             by_side.setdefault(f.side, []).append(i)
+        return by_side
+
+    def _groups(self, fits: Sequence[HandFit], targets: Sequence[RefineTarget],
+                st: RefineSettings) -> list[_Group]:
+        dev = self.device
         groups = []
-        for side, idx in by_side.items():
+        for side, idx in self._by_side(fits).items():
             layer, topo = self.layers[side], self.topology[side]
             pose0 = as_tensor(np.stack([fits[i].pose for i in idx]), dev)
             betas0 = as_tensor(np.stack([fits[i].betas for i in idx]), dev)
@@ -534,11 +536,8 @@ class Refiner:
                     maps.append(np.zeros((box.size, box.size), np.float32) if d is None
                                 else box.resample_depth(_check_image(d, "depth")))
                 depth_target = as_tensor(np.stack(maps), dev)
-            free_focal = st.optimize_focal
-            if free_focal is None:
-                free_focal = all(targets[i].K is None for i in idx)
             g = _Group(side, idx, layer, topo, pose0, betas0, transl0, depth0, edge0, views,
-                       depth_target, bool(free_focal))
+                       depth_target, _free_focal(st, [targets[i] for i in idx]))
             g.t_scale = self._translation_scale(g, st)
             groups.append(g)
         return groups
@@ -647,25 +646,14 @@ class Refiner:
         from core.refine.fused import FusedView, numpy_view
 
         view = g.views[0]
-        if view.faces is None:  # as _evaluate: the start's front faces (skinned by the C kernel)
-            faces = g.topo.faces
-            if st.cull_backfaces:
-                m = self._lean[g.side].arrays()
-                pose0 = g.pose0.numpy() if m.pose_mean is None else g.pose0.numpy() + m.pose_mean
-                start, _, _ = refine_kernels.lbs_forward(pose0, g.betas0.numpy(), g.transl0.numpy(), m.v_template,
-                                                         m.shapedirs_flat, m.j_template, m.j_shapedirs,
-                                                         m.posedirs, m.weights, m.parents_all)
-                faces = torch.from_numpy(refine_kernels.front_faces(start, faces.numpy()))
-            view.faces = faces.contiguous()
+        if view.faces is None:  # as _evaluate: the start's front faces
+            view.faces = torch.from_numpy(self._start_faces(g.side, g.pose0.numpy(), g.betas0.numpy(),
+                                                            g.transl0.numpy(), st))
         if g.fused is None:  # NumPy arrays sharing the tensors' memory, once per call
-            key = (g.side, g.pose0.dtype)
-            if key not in self._topology_arrays:  # the topology's, once per refiner
-                self._topology_arrays[key] = numpy_view(FusedView(
-                    g.pose0, g.betas0, g.transl0, g.t_scale, g.edge0, view.K, view.affine, view.target,
-                    view.weight, view.area, view.keypoints, view.faces, g.topo, g.free_focal)).topo
+            topo = self._topology_numpy(g.side, g.pose0.numpy().dtype)
             g.fused = numpy_view(FusedView(g.pose0, g.betas0, g.transl0, g.t_scale, g.edge0, view.K,
                                            view.affine, view.target, view.weight, view.area,
-                                           view.keypoints, view.faces, self._topology_arrays[key], g.free_focal))
+                                           view.keypoints, view.faces, topo, g.free_focal))
             if _fused_native.available(g.fused.pose0.dtype):
                 g.fused_native = _fused_native.NativeEvaluation(self._lean[g.side], g.fused, st.soft,
                                                                 st.keypoint_scale_px)
@@ -909,6 +897,14 @@ class _Adam:
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _free_focal(st: RefineSettings, targets: Sequence[RefineTarget]) -> bool:
+    """Whether a batch's focal offset is free: ``st.optimize_focal``, or where it is None, when
+    no target knows its camera (the weak-perspective path's focal length is nominal)."""
+    if st.optimize_focal is None:
+        return all(t.K is None for t in targets)
+    return bool(st.optimize_focal)
 
 
 def _layout_spec(b: int, num_betas: int, num_vertices: int, free_focal: bool,
