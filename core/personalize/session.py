@@ -31,7 +31,7 @@ from core.personalize.attention import DEFAULT_TEMPERATURE, attention_weights, c
 from core.personalize.confidence import ConfidencePredictor
 from core.personalize.features import FEATURE_NAMES, frame_features, hand_crop, pose_descriptor
 from core.personalize.scale import ScaleOption, apply_scale, measures, rest_keypoint_basis
-from core.personalize.selection import select_frames
+from core.personalize.selection import CoverageReport, bone_observability, coverage_report, select_frames
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class CalibrationFrame:
         keypoints_2d: (21, 2) float32 detected keypoints, px.
         timestamp_s: the frame's time, seconds.
         normal_matrix: (S, S) float64 ``A^T A`` of Eq. 7 at this pose (cached by the session).
+        observability: (20,) float64 how much of each bone's length this view shows
+            (:func:`core.personalize.selection.bone_observability`), or None.
     """
 
     source: str
@@ -67,6 +69,7 @@ class CalibrationFrame:
     keypoints_2d: np.ndarray | None = None
     timestamp_s: float = 0.0
     normal_matrix: np.ndarray | None = None
+    observability: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -169,8 +172,20 @@ class CalibrationSession:
             else:
                 conf = np.array([c.confidence for c in self._candidates])
                 desc = np.stack([c.descriptor for c in self._candidates])
-                self._selected = select_frames(conf, desc, self.k, forced=self._added, excluded=self._dropped)
+                obs = None
+                if all(c.observability is not None for c in self._candidates):
+                    obs = np.stack([c.observability for c in self._candidates])
+                self._selected = select_frames(conf, desc, self.k, forced=self._added, excluded=self._dropped,
+                                               observability=obs)
         return list(self._selected)
+
+    def coverage(self, frames: list[int] | None = None) -> CoverageReport:
+        """Per-bone coverage and length uncertainty of the selected frames (or ``frames``):
+        which bones the chosen views constrain, and whether every bone is constrained enough
+        (``done``) for the guided session to stop asking for poses."""
+        idx = self.selected if frames is None else [int(i) for i in frames]
+        obs = [self._candidates[i].observability for i in idx if self._candidates[i].observability is not None]
+        return coverage_report(np.stack(obs) if obs else np.zeros((0, 20)))
 
     def add(self, index: int) -> None:
         """Force candidate ``index`` into the selection (it replaces an automatic choice)."""
@@ -242,6 +257,7 @@ class CalibrationSession:
             confidence=conf, descriptor=pose_descriptor(fit.pose, fit.keypoints_3d, fit.side),
             keypoints_2d=np.asarray(detection.keypoints_2d, dtype=np.float32), timestamp_s=float(timestamp_s),
             normal_matrix=shape_normal_matrices(self.layer, np.asarray(fit.pose)[None])[0],
+            observability=bone_observability(fit.keypoints_3d),
         )
 
     def _insert(self, cand: CalibrationFrame) -> None:
