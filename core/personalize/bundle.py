@@ -44,6 +44,7 @@ from core.model.data import HandModelData
 from core.model.personal import model_rest_keypoints
 from core.model.skeleton import SkeletonParams, skeleton_from_params, skeleton_prior_residuals
 from core.rotations import axis_angle_to_matrix
+from core.threads import BLAS_THREADS
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +99,9 @@ class BundleSettings:
     w_limits: float = 10.0
     hinge_sigma: float = 0.05
     w_skeleton: float = 0.02
-    rounds: int = 3
+    rounds: int = 2
     iterations: int = 10
-    tolerance: float = 1e-4
+    tolerance: float = 3e-3
     frame_scale: float = 2.5
     min_frame_scale: float = 0.015
     reject_weight: float = 0.1
@@ -266,27 +267,42 @@ class _Problem:
 
         sqrt_w: (K,) square roots of the frame weights; sqrt_kw: (K, 21) of the keypoints' IRLS
         weights (Geman-McClure)."""
-        st = self.st
         kp = self.keypoints(xid, X)
-        uv = self.project(kp, self.log_focal(xid))
-        e = (uv - self.uv) / (self.size_px[:, None, None] * st.robust_scale)
+        out = self._keypoint_terms(kp, self.log_focal(xid), sqrt_w, sqrt_kw) + self._pose_terms(X[..., :48])
+        return torch.cat(out, -1)
+
+    def _keypoint_terms(self, kp: torch.Tensor, log_f: torch.Tensor, sqrt_w: torch.Tensor,
+                        sqrt_kw: torch.Tensor) -> list[torch.Tensor]:
+        """The 2D keypoint residuals (..., K, 42) and world-direction residuals (..., K, 60)."""
+        e = (self.project(kp, log_f) - self.uv) / (self.size_px[:, None, None] * self.st.robust_scale)
         out = [(e * (sqrt_w[:, None] * sqrt_kw)[..., None]).flatten(-2)]
         if self.world is not None:
             d = kp[..., self.ch, :] - kp[..., self.par, :]
             d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-            out.append(((d - self.world) * (sqrt_w * (0.5 * st.w_dir) ** 0.5)[:, None, None]).flatten(-2))
-        pose = X[..., :48]
-        if st.w_pose > 0:
-            out.append(st.w_pose**0.5 * (pose[..., 3:] - self.pose0[:, 3:]))
-        if st.w_limits > 0 or st.hinge_sigma > 0:
-            ang = anatomy.axis_angle_to_anatomical(pose[..., 3:].reshape(*pose.shape[:-1], 15, 3), self.rest_frames)
-            if st.w_limits > 0:
-                hinge = torch.relu(self.limits[:, :, 0] - ang) + torch.relu(ang - self.limits[:, :, 1])
-                out.append(st.w_limits**0.5 * hinge.flatten(-2))
-            if st.hinge_sigma > 0:  # hinge joints bend only; no finger joint twists
-                out.append(ang[..., _HINGE_JOINTS, :2].flatten(-2) / st.hinge_sigma)
-                out.append(ang[..., _TWIST_JOINTS, 0] / st.hinge_sigma)
-        return torch.cat(out, -1)
+            out.append(((d - self.world) * (sqrt_w * (0.5 * self.st.w_dir) ** 0.5)[:, None, None]).flatten(-2))
+        return out
+
+    def _angles(self, pose: torch.Tensor) -> torch.Tensor:
+        return anatomy.axis_angle_to_anatomical(pose[..., 3:].reshape(*pose.shape[:-1], 15, 3), self.rest_frames)
+
+    def _angle_terms(self, ang: torch.Tensor) -> list[torch.Tensor]:
+        st, out = self.st, []
+        if st.w_limits > 0:
+            hinge = torch.relu(self.limits[:, :, 0] - ang) + torch.relu(ang - self.limits[:, :, 1])
+            out.append(st.w_limits**0.5 * hinge.flatten(-2))
+        if st.hinge_sigma > 0:  # hinge joints bend only; no finger joint twists
+            out.append(ang[..., _HINGE_JOINTS, :2].flatten(-2) / st.hinge_sigma)
+            out.append(ang[..., _TWIST_JOINTS, 0] / st.hinge_sigma)
+        return out
+
+    def _pose_terms(self, pose: torch.Tensor) -> list[torch.Tensor]:
+        """The pose-only residuals: pull toward the start (..., K, 45), joint limits, hinges."""
+        out = []
+        if self.st.w_pose > 0:
+            out.append(self.st.w_pose**0.5 * (pose[..., 3:] - self.pose0[:, 3:]))
+        if self.st.w_limits > 0 or self.st.hinge_sigma > 0:
+            out += self._angle_terms(self._angles(pose))
+        return out
 
     def identity_residuals(self, xid: torch.Tensor) -> torch.Tensor:
         return self.st.w_skeleton**0.5 * skeleton_prior_residuals(self.base_kp, self.params(xid))
@@ -305,28 +321,115 @@ class _Problem:
         err = self.relative_errors(xid, X)
         return c2 / (err.pow(2) + c2)
 
-    def jacobians(self, xid: torch.Tensor, X: torch.Tensor, sqrt_w: torch.Tensor, sqrt_kw: torch.Tensor):
-        """Residuals and Jacobians by forward differences in one batched evaluation.
+    def _posed(self, g: torch.Tensor, segs: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
+        """Keypoints (..., 21, 3) from global rotations (..., 16, 3, 3), rest segments
+        (..., 20, 3) and the wrist's position (..., 3)."""
+        rotated = (g[..., self.skel.seg_joint, :, :] @ segs[..., None])[..., 0]
+        return origin[..., None, :] + self.skel.incidence @ rotated
 
-        Frame i's residuals see only frame i's variables, so one perturbation of variable d in
-        every frame at once gives all K frame blocks' column d.
+    def jacobians(self, xid: torch.Tensor, X: torch.Tensor, sqrt_w: torch.Tensor, sqrt_kw: torch.Tensor):
+        """Residuals and Jacobians.
+
+        Keypoints are linear in the rest segments and the translation, so their derivatives in
+        the identity and the translation are exact products; in the pose they are forward
+        differences, one perturbation of pose entry d in every frame at once (frame i's
+        keypoints see only frame i's pose). The projection and the direction normalization are
+        differentiated analytically; the joint angles (one per joint) by three perturbations.
 
         Returns r (K, M), J_frame (K, M, 51), J_id (K, M, n_id), r_id (R,), J_prior (R, n_id).
         """
-        n_id, n_f = self.n_id, X.shape[-1]
-        h = _FD_STEP
-        eye_f = torch.eye(n_f, dtype=X.dtype)
-        eye_i = torch.eye(n_id, dtype=X.dtype)
-        xs = torch.cat([xid[None].expand(1 + n_f, n_id), xid + h * eye_i])
-        Xs = torch.cat([X[None], X[None] + h * eye_f[:, None, :], X[None].expand(n_id, *X.shape)])
-        out = self.frame_residuals(xs, Xs, sqrt_w, sqrt_kw)  # (1 + n_f + n_id, K, M)
-        r = out[0]
-        diff = (out[1:] - r) / h
-        j_frame = diff[:n_f].permute(1, 2, 0)
-        j_id = diff[n_f:].permute(1, 2, 0)
+        f64, k, h = X.dtype, X.shape[0], _FD_STEP
+        n_id = self.n_id
+        pose, t = X[:, :48], X[:, 48:]
+        eye48 = torch.eye(48, dtype=f64)
+        skel0 = self.skeleton(self.params(xid))
+        segs0 = skel0[self.ch] - skel0[self.par]
+        rot = axis_angle_to_matrix(torch.cat([pose[None], pose[None] + h * eye48[:, None]]).reshape(-1, 16, 3))
+        g = global_rotations(rot, self.parents).reshape(49, k, 16, 3, 3)
+        kp_all = self._posed(g, segs0.expand(49, k, 20, 3), skel0[Keypoint.WRIST] + t)
+        kp = kp_all[0]
+        tangents = [(kp_all[1:] - kp) / h]  # pose (48, K, 21, 3)
+        tangents.append(torch.eye(3, dtype=f64)[:, None, None, :].expand(3, k, 21, 3))  # translation
+        # Identity: the skeleton's derivative (differences of a tiny function), rotated.
+        eye_id = torch.eye(self.N_ID, dtype=f64)
+        skels = self.skeleton(self.params(torch.cat([xid[None].expand(self.N_ID, n_id)[:, :self.N_ID] + h * eye_id,
+                                                     xid[None, self.N_ID:].expand(self.N_ID, n_id - self.N_ID)], 1)))
+        dsegs = ((skels[:, self.ch] - skels[:, self.par]) - segs0) / h  # (N_ID, 20, 3)
+        dwrist = (skels[:, Keypoint.WRIST] - skel0[Keypoint.WRIST]) / h
+        g_seg = g[0][:, self.skel.seg_joint]  # (K, 20, 3, 3)
+        rotated = torch.einsum("ksab,nsb->nksa", g_seg, dsegs)
+        tangents.append(dwrist[:, None, None, :] + torch.einsum("cs,nksa->nkca", self.skel.incidence, rotated))
+        tan = torch.cat(tangents)  # (51 + N_ID, K, 21, 3)
+        n_t = tan.shape[0]
+        # 2D keypoints: d(u, v) = f s (dx / z - x dz / z^2, dy / z - y dz / z^2).
+        log_f = self.log_focal(xid)
+        fs = torch.exp(log_f * self.focal_free_mask)[:, None] * self.K[:, None, 0, 0]  # (K, 1)
+        fsy = torch.exp(log_f * self.focal_free_mask)[:, None] * self.K[:, None, 1, 1]
+        z = kp[..., 2].clamp_min(1e-3)
+        x_z, y_z = kp[..., 0] / z, kp[..., 1] / z
+        scale = (sqrt_w[:, None] * sqrt_kw) / (self.size_px[:, None] * self.st.robust_scale)  # (K, 21)
+        du = fs * (tan[..., 0] - x_z * tan[..., 2]) / z * scale
+        dv = fsy * (tan[..., 1] - y_z * tan[..., 2]) / z * scale
+        jac_kp = [torch.stack([du, dv], -1).flatten(-2)]  # (n_t, K, 42)
+        terms = self._keypoint_terms(kp, log_f, sqrt_w, sqrt_kw)
+        focal_col = torch.stack([fs * x_z * scale, fsy * y_z * scale], -1).flatten(-2) * self.focal_free_mask[:, None]
+        focal_cols = [focal_col]
+        if self.world is not None:
+            d = kp[:, self.ch] - kp[:, self.par]
+            n = d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+            dh = d / n
+            dd = tan[:, :, self.ch] - tan[:, :, self.par]
+            ddh = (dd - dh * (dh * dd).sum(-1, keepdim=True)) / n
+            jac_kp.append((ddh * (sqrt_w * (0.5 * self.st.w_dir) ** 0.5)[:, None, None]).flatten(-2))
+            focal_cols.append(torch.zeros(k, 60, dtype=f64))
+        jac_kp = torch.cat(jac_kp, -1)  # (n_t, K, Mk)
+        # Pose-only terms: columns of the pose only.
+        pose_terms = self._pose_terms(pose)
+        pose_jac = []
+        if self.st.w_pose > 0:
+            pose_jac.append(self.st.w_pose**0.5 * torch.eye(48, dtype=f64)[3:].expand(k, 45, 48))
+        if self.st.w_limits > 0 or self.st.hinge_sigma > 0:
+            ang0 = self._angles(pose)
+            per = torch.zeros(3, 48, dtype=f64)
+            for c in range(3):
+                per[c, 3 + c::3] = h
+            ang_p = self._angles(pose[None] + per[:, None])  # (3, K, 15, 3)
+            a0 = self._angle_terms(ang0)
+            ap = [torch.stack(v) for v in zip(*[self._angle_terms(a) for a in ang_p])]  # per term (3, K, m)
+            for base_term, pert, in zip(a0, ap):
+                # Each residual of a term belongs to one joint; its column c of that joint.
+                rows = base_term.shape[-1]
+                joint = _angle_term_joints(self.st, rows, len(pose_jac) - (1 if self.st.w_pose > 0 else 0))
+                jac = torch.zeros(k, rows, 48, dtype=f64)
+                diff = (pert - base_term) / h  # (3, K, rows)
+                for c in range(3):
+                    jac[:, torch.arange(rows), 3 + 3 * joint + c] = diff[c]
+                pose_jac.append(jac)
+        r = torch.cat(terms + pose_terms, -1)
+        m_kp, m_pose = jac_kp.shape[-1], sum(p.shape[-1] for p in pose_terms)
+        j_frame = torch.zeros(k, m_kp + m_pose, 51, dtype=f64)
+        j_frame[:, :m_kp] = jac_kp[:51].permute(1, 2, 0)
+        if pose_jac:
+            j_frame[:, m_kp:, :48] = torch.cat(pose_jac, 1)
+        j_id = torch.zeros(k, m_kp + m_pose, n_id, dtype=f64)
+        j_id[:, :m_kp, :self.N_ID] = jac_kp[51:].permute(1, 2, 0)
+        if self.free_focal:
+            j_id[:, :m_kp, self.N_ID] = torch.cat(focal_cols, -1)
         r_id = self.identity_residuals(xid)
+        eye_i = torch.eye(n_id, dtype=f64)
         j_prior = (self.identity_residuals(xid + h * eye_i) - r_id).T / h
         return r, j_frame, j_id, r_id, j_prior
+
+
+def _angle_term_joints(st: BundleSettings, rows: int, index: int) -> torch.Tensor:
+    """The joint (0..14) of each residual of the ``index``-th angle term (limits, hinge, twist)."""
+    kinds = ([] if st.w_limits <= 0 else ["limits"]) + ([] if st.hinge_sigma <= 0 else ["hinge", "twist"])
+    kind = kinds[index]
+    if kind == "limits":
+        return torch.arange(15).repeat_interleave(3)
+    if kind == "hinge":
+        return torch.tensor(_HINGE_JOINTS).repeat_interleave(2)
+    return torch.tensor(_TWIST_JOINTS)
 
 
 #: Hinge joints (PIP, DIP, thumb MCP and IP), indices into the 15 non-wrist MANO joints: their
@@ -386,8 +489,18 @@ def bundle_adjust(
     Returns:
         The :class:`BundleResult` (skeleton at ``betas``, in ``base``'s rest frame).
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and spin on a busy machine)
+    try:
+        with BLAS_THREADS.limit(1):
+            return _bundle_adjust(base, frames, hand_length_m, betas, settings or BundleSettings(), nominal_fov_deg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bundle_adjust(base: HandModelData, frames: list[BundleFrame], hand_length_m: float, betas: np.ndarray | None,
+                   st: BundleSettings, nominal_fov_deg: float) -> BundleResult:
     t0 = time.perf_counter()
-    st = settings or BundleSettings()
     if not frames:
         raise ValueError("bundle_adjust needs at least one frame")
     if not np.isfinite(hand_length_m) or hand_length_m <= 0:
@@ -409,6 +522,7 @@ def bundle_adjust(
     low_score = np.array([f.score < st.min_score for f in frames])
     robust = np.where(low_score, 0.0, 1.0)
     lam = 1e-2
+    m_judged = None
     for _ in range(max(1, st.rounds)):
         w = attention * robust
         w = torch.as_tensor(w / max(w.sum(), 1e-12) * k, dtype=f64)
@@ -436,6 +550,8 @@ def bundle_adjust(
                 break
         with torch.no_grad():
             m = prob.relative_errors(xid, X).median(dim=1).values.numpy()
+        if m_judged is None:  # errors with every frame weighted (a rejected frame drifts later)
+            m_judged = m
         usable = ~low_score
         c_f = max(st.frame_scale * float(np.median(m[usable])) if usable.any() else 0.0, st.min_frame_scale)
         new_robust = np.where(low_score, 0.0, 1.0 / (1.0 + (m / c_f) ** 2) ** 2)
@@ -449,14 +565,16 @@ def bundle_adjust(
         uv = prob.project(kp, prob.log_focal(xid))
         px = (uv - prob.uv).norm(dim=-1).mean(1).numpy()
         m = prob.relative_errors(xid, X).median(dim=1).values.numpy()
-    med = float(np.median(m[~low_score])) if (~low_score).any() else float("nan")
+    judged = np.where(robust < st.reject_weight, m_judged, m)
+    med = float(np.median(judged[~low_score])) if (~low_score).any() else float("nan")
     rejected = []
     for i in range(k):
         if low_score[i]:
             rejected.append((i, f"detector score {frames[i].score:.2f} below {st.min_score:.2f}"))
         elif robust[i] < st.reject_weight:
-            rejected.append((i, f"disagrees with the shared hand: reprojection {100 * m[i]:.1f}% of the hand's size, "
-                                f"{m[i] / max(med, 1e-9):.1f}x the median frame (wrong side, wrong detection or blur?)"))
+            rejected.append((i, f"disagrees with the shared hand: reprojection {100 * judged[i]:.1f}% of the hand's "
+                                f"size, {judged[i] / max(med, 1e-9):.1f}x the median frame (wrong side, wrong "
+                                "detection or blur?)"))
     final = attention * robust
     final = final / final.sum() if final.sum() > 0 else final
     log_f = prob.log_focal(xid)
