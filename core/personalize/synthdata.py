@@ -212,5 +212,6 @@ def candidates(session, data: SynthFrames, indices: np.ndarray | list[int] | Non
                               data.K[i].astype(np.float32), (w, h), det.score)
         fit = session.fitter.fit([obs], None, None, session.fit_iterations)[0]
         image = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (h, w, 3))
-        out.append(session._candidate(image, det, fit, "synthetic", int(data.frame[i]), 0.0, crop=data.crops[i]))
+        out.append(session._candidate(image, det, fit, "synthetic", int(data.frame[i]), 0.0, crop=data.crops[i],
+                                      K=data.K[i]))
     return out
