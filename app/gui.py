@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
@@ -33,29 +33,20 @@ def save_screenshot(window, path: str | Path) -> Path:
     return path
 
 
-def check_screenshot_path(path: str | os.PathLike[str]) -> Path:
+def check_screenshot_path(path: str | os.PathLike[str], inputs: Iterable[str | None] = ()) -> Path:
     """Refuse a screenshot path that cannot be written, before the window opens.
 
     Raises:
-        InputError: an image format Qt cannot write, a folder, a missing or unwritable folder.
+        HandTwinError: an image format Qt cannot write, a folder, a missing or unwritable
+            folder, one of the command's ``inputs`` (:func:`core.outputs.check_output`).
     """
+    from core.outputs import check_output
+
     path = Path(path)
     formats = {bytes(f.data()).decode().lower() for f in QImageWriter.supportedImageFormats()}
-    suffix = path.suffix.lower().lstrip(".")
-    if suffix not in formats:
+    if path.suffix.lower().lstrip(".") not in formats and not path.is_dir():
         raise InputError(f"the screenshot {path} needs an image suffix that Qt writes, such as .png")
-    if path.is_dir():
-        raise InputError(f"the screenshot {path} is a folder, not a file name")
-    folder = path.parent
-    if not folder.is_dir():
-        raise InputError(f"cannot write the screenshot {path}: the folder {folder} does not exist")
-    try:  # the one sure test of writability: create (and remove) a file there
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".handtwin-probe-", suffix=".part"):
-            pass
-    except OSError as exc:
-        raise InputError(f"cannot write the screenshot {path}: the folder {folder} is not writable "
-                         f"({exc.strerror or exc})") from exc
-    return path
+    return check_output(path, inputs)
 
 
 def check_startup(model: str | None, profile: str | None, screenshot: str | None) -> None:
@@ -70,7 +61,7 @@ def check_startup(model: str | None, profile: str | None, screenshot: str | None
     from core.model import load_model_data
 
     if screenshot is not None:
-        check_screenshot_path(screenshot)
+        check_screenshot_path(screenshot, inputs=(model, profile))
     data = load_model_data(model, "right")
     load_model_data(model, "left")  # the tracker needs both sides
     if profile is not None:
