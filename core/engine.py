@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from core.detect import Detection, HandDetector
 from core.detect.process import Detected, DetectorConfig, DetectorProcess, DetectorProcessError
 from core.errors import HandTwinError
 from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
+from core.fit.temporal import HandSmoother, SmoothingSettings
 from core.model import load_model_data
 from core.refine import RefineResult, Refiner, RefineSettings, RefineTarget
 from core.threads import BLAS_THREADS
@@ -56,6 +57,9 @@ class EngineSettings:
         blas_threads: OpenBLAS's threads (NumPy, SciPy) while the engine is open; the engine's
             arrays are small, and idle OpenBLAS workers busy-wait, keeping a core spinning
             (:mod:`core.threads`). None: leave them as they are.
+        smoothing: the causal temporal filter on each tracked hand's pose and root (One Euro,
+            :mod:`core.fit.temporal`); None: the fits as they are. Never used on photos
+            (``detector_mode`` "static").
         detector_process: in :meth:`Engine.process_stream`, run MediaPipe and the
             segmentation in a child process (:mod:`core.detect.process`; it starts with the
             first stream, in a few seconds, and lives as long as the engine) instead of a
@@ -75,6 +79,7 @@ class EngineSettings:
     stream_threads: int | None = 1
     blas_threads: int | None = 1
     detector_process: bool = True
+    smoothing: SmoothingSettings | None = field(default_factory=SmoothingSettings)
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ class HandResult:
 
     Attributes:
         detection: MediaPipe's hand.
-        fit: the tailor's fit.
+        fit: the tailor's fit, temporally smoothed in streams (``EngineSettings.smoothing``).
         refined: the silhouette refinement of ``fit`` (None when refinement is off, or the hand
             could not be segmented).
     """
@@ -228,6 +233,7 @@ class Engine:
         if settings.blas_threads is not None:
             self._blas_saved = BLAS_THREADS.set(settings.blas_threads)
         self._last: dict[str, tuple[float, HandFit]] = {}
+        self._smoothers: dict[Hashable, HandSmoother] = {}  # by the hand's identity (_hand_key)
         # Belief that a lone tracked hand is a right hand (MediaPipe's label flickers).
         self._right_belief: float | None = None
         self._belief_time = -1e9
@@ -258,6 +264,7 @@ class Engine:
     def reset(self) -> None:
         """Forget the previous frames (a new stream starts)."""
         self._last.clear()
+        self._smoothers.clear()
         self._right_belief = None
         if self._detector is not None:
             self._detector.reset()
@@ -466,10 +473,10 @@ class Engine:
             fresh = last is not None and abs(frame.timestamp_s - last[0]) <= self.settings.reset_after_s
             previous.append(last[1] if fresh else None)
         fits = self.fitter.fit(observations, self.shape, previous) if observations else []
-        t2 = time.perf_counter()
         for d, f in zip(dets, fits):
             self._last[d.handedness] = (frame.timestamp_s, f)
-        fit_ms = (t2 - t1) * 1000
+        fits = self._smooth(frame, dets, fits, K)
+        fit_ms = (time.perf_counter() - t1) * 1000
         times = {"detect": detect_ms, "fit": fit_ms}
         refined: list[RefineResult | None] = [None] * len(fits)
         if self.refiner is not None and fits:
@@ -481,6 +488,27 @@ class Engine:
         hands = tuple(HandResult(d, f, r) for d, f, r in zip(dets, fits, refined))
         times["total"] = sum(times.values())
         return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times)
+
+    @staticmethod
+    def _hand_key(detection: Detection) -> Hashable:
+        """The identity of a detected hand across frames, which keys its temporal filter."""
+        return detection.handedness
+
+    def _smooth(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None) -> list[HandFit]:
+        """The fits through their hands' temporal filters (streams only; the raw fits stay the
+        next frame's warm start and temporal term, so the filter never feeds back into the fit)."""
+        st = self.settings.smoothing
+        if st is None or self.settings.detector_mode == "static" or not fits:
+            return fits
+        t = frame.timestamp_s
+        for key in [k for k, s in self._smoothers.items() if not abs(t - s.time) <= st.max_gap_s]:
+            del self._smoothers[key]  # hands gone for a while
+        size = (frame.image.shape[1], frame.image.shape[0])
+        out = []
+        for d, f in zip(dets, fits):
+            smoother = self._smoothers.setdefault(self._hand_key(d), HandSmoother(self.fitter, st))
+            out.append(smoother(f, t, d.keypoints_2d, K, size))
+        return out
 
     def _refine(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,
                 segmented: _Segmented, times: dict[str, float]) -> list[RefineResult | None]:
