@@ -26,6 +26,7 @@ from core.detect import Detection, HandDetector
 from core.detect.process import Detected, DetectorConfig, DetectorProcess, DetectorProcessError
 from core.errors import HandTwinError
 from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
+from core.fit.temporal import HandSmoother, SmoothingSettings
 from core.model import load_model_data
 from core.model.personal import PersonalIdentity, identity_model
 from core.refine import RefineResult, Refiner, RefineSettings, RefineTarget
@@ -58,6 +59,9 @@ class EngineSettings:
         blas_threads: OpenBLAS's threads (NumPy, SciPy) while the engine is open; the engine's
             arrays are small, and idle OpenBLAS workers busy-wait, keeping a core spinning
             (:mod:`core.threads`). None: leave them as they are.
+        smoothing: the causal temporal filter on each tracked hand's pose and root (One Euro,
+            :mod:`core.fit.temporal`); None: the fits as they are. Never used on photos
+            (``detector_mode`` "static").
         detector_process: in :meth:`Engine.process_stream`, run MediaPipe and the
             segmentation in a child process (:mod:`core.detect.process`; it starts with the
             first stream, in a few seconds, and lives as long as the engine) instead of a
@@ -80,6 +84,7 @@ class EngineSettings:
     blas_threads: int | None = 1
     detector_process: bool = True
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    smoothing: SmoothingSettings | None = field(default_factory=SmoothingSettings)
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class HandResult:
     Attributes:
         detection: MediaPipe's hand, its ``handedness`` the hand track's side
             (:mod:`core.tracking`) and its ``score`` the confidence in that side.
-        fit: the tailor's fit.
+        fit: the tailor's fit, temporally smoothed in streams (``EngineSettings.smoothing``).
         refined: the silhouette refinement of ``fit`` (None when refinement is off, or the hand
             could not be segmented).
         track_id: the hand's identity across the stream's frames.
@@ -252,6 +257,7 @@ class Engine:
         # Hand identities across frames; each track's last fit (time, fit) by track id.
         self.tracker = HandTracker(settings.tracker)
         self._last: dict[int, tuple[float, HandFit]] = {}
+        self._smoothers: dict[int, HandSmoother] = {}  # each track's temporal filter
 
     def __enter__(self) -> "Engine":
         return self
@@ -279,6 +285,7 @@ class Engine:
     def reset(self) -> None:
         """Forget the previous frames (a new stream starts)."""
         self._last.clear()
+        self._smoothers.clear()
         self.tracker.reset()
         if self._detector is not None:
             self._detector.reset()
@@ -498,12 +505,12 @@ class Engine:
         h, w = frame.image.shape[:2]
         fits = self._fit_tracked(tracked, K, (w, h), frame.timestamp_s)
         dets = [self._sided(th) for th in tracked]
-        t2 = time.perf_counter()
         for th, f in zip(tracked, fits):
             self._last[th.track_id] = (frame.timestamp_s, f)
         for gone in set(self._last) - set(self.tracker.tracks):
             del self._last[gone]
-        fit_ms = (t2 - t1) * 1000
+        fits = self._smooth(frame, dets, fits, K, [th.track_id for th in tracked])
+        fit_ms = (time.perf_counter() - t1) * 1000
         times = {"detect": detect_ms, "fit": fit_ms}
         refined: list[RefineResult | None] = [None] * len(fits)
         if self.refiner is not None and fits:
@@ -515,6 +522,24 @@ class Engine:
         hands = tuple(HandResult(d, f, r, th.track_id) for d, f, r, th in zip(dets, fits, refined, tracked))
         times["total"] = sum(times.values())
         return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times)
+
+    def _smooth(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,
+                track_ids: list[int]) -> list[HandFit]:
+        """The fits through their tracks' temporal filters (streams only; the raw fits stay the
+        next frame's warm start and temporal term, so the filter never feeds back into the fit)."""
+        st = self.settings.smoothing
+        if st is None or self.settings.detector_mode == "static" or not fits:
+            return fits
+        t = frame.timestamp_s
+        for key in [k for k, s in self._smoothers.items()
+                    if k not in self.tracker.tracks or not abs(t - s.time) <= st.max_gap_s]:
+            del self._smoothers[key]  # tracks ended, or unseen for a while
+        size = (frame.image.shape[1], frame.image.shape[0])
+        out = []
+        for d, f, key in zip(dets, fits, track_ids):
+            smoother = self._smoothers.setdefault(key, HandSmoother(self.fitter, st))
+            out.append(smoother(f, t, d.keypoints_2d, K, size))
+        return out
 
     def _refine(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,
                 segmented: _Segmented, times: dict[str, float]) -> list[RefineResult | None]:
