@@ -28,6 +28,7 @@ from core.errors import HandTwinError
 from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
 from core.fit.temporal import HandSmoother, SmoothingSettings
 from core.model import load_model_data
+from core.model.personal import PersonalIdentity, identity_model
 from core.refine import RefineResult, Refiner, RefineSettings, RefineTarget
 from core.threads import BLAS_THREADS
 from core.tracking import HandTracker, TrackedHand, TrackerSettings
@@ -203,15 +204,19 @@ class Engine:
 
     Args:
         settings: see :class:`EngineSettings`.
-        shape: (S,) a fixed hand shape from a profile (identity-aware), or None.
+        shape: (S,) a fixed hand shape from a profile (identity-aware), or the profile's whole
+            :class:`~core.model.personal.PersonalIdentity` (shape, personal skeleton and surface:
+            the fit and the refinement then run on the personal model), or None. With either,
+            the refinement never moves the identity: its shape offsets are off, only pose,
+            translation and the per-frame vertex offsets move.
         stream: the caller will use :meth:`process_stream`: with ``detector_process``, start
             the detector's child process now, so that it loads MediaPipe (a few seconds)
             while this engine loads its models, instead of at the first stream; MediaPipe in
             this process is then loaded only if needed. Otherwise it is loaded here.
     """
 
-    def __init__(self, settings: EngineSettings = EngineSettings(), shape: np.ndarray | None = None,
-                 stream: bool = False) -> None:
+    def __init__(self, settings: EngineSettings = EngineSettings(),
+                 shape: np.ndarray | PersonalIdentity | None = None, stream: bool = False) -> None:
         self.settings = settings
         self._detector: HandDetector | None = None  # made on first use (process, or the thread)
         self._worker: DetectorProcess | None = None  # process_stream's detector, once started
@@ -223,15 +228,24 @@ class Engine:
             self.device = resolve_device(settings.device)
             right = load_model_data(settings.model, "right")
             left = load_model_data(settings.model, "left")
-            self.fitter = TailorFitter(right, left, settings.fit, self.device)
+            identity = shape if isinstance(shape, PersonalIdentity) else None
+            if identity is not None:
+                shape = identity.shape
             if shape is not None and len(shape) != right.num_betas:
                 from core.errors import InputError
 
                 raise InputError(f"the profile's shape has {len(shape)} values, the model needs {right.num_betas}")
+            if identity is not None:  # the profile's own hand: skeleton and surface, both sides
+                right, left = identity_model(right, identity), identity_model(left, identity)
+            self.model_data = {"right": right, "left": left}
+            self.fitter = TailorFitter(right, left, settings.fit, self.device)
             self.shape = None if shape is None else np.asarray(shape, dtype=np.float32)
             self.refiner: Refiner | None = None
             if settings.refine_iterations > 0:
-                self.refiner = Refiner(right, left, settings.refine, self.device, settings.fit.nominal_fov_deg)
+                refine = settings.refine
+                if self.shape is not None:  # a profile's identity is fixed: refinement moves pose only
+                    refine = dataclasses.replace(refine, optimize_shape=False)
+                self.refiner = Refiner(right, left, refine, self.device, settings.fit.nominal_fov_deg)
         except BaseException:
             if self._worker is not None:
                 self._worker.close()
