@@ -261,6 +261,7 @@ BENCHMARKS["softras"] = bench_softras
 #: Stage packages that contribute benchmarks: each ``<module>.BENCHMARKS`` is a dict
 #: name -> function returning a dict of figures, merged after the ones above.
 STAGE_BENCH_MODULES = (
+    "core.fit.bench",
     "core.segment.bench",
     "core.refine.bench",
     "core.personalize.bench",

@@ -32,7 +32,7 @@ from core.personalize.confidence import ConfidencePredictor
 from core.personalize.features import FEATURE_NAMES, frame_features, hand_crop, pose_descriptor
 from core.keypoints import Keypoint
 from core.personalize.scale import ScaleOption, apply_scale, measures, rest_keypoint_basis, scale_note
-from core.personalize.selection import select_frames
+from core.personalize.selection import CoverageReport, bone_observability, coverage_report, select_frames
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class CalibrationFrame:
         image_size: (width, height) pixels.
         world_landmarks: (21, 3) float32 MediaPipe world landmarks, metres, or None.
         score: the detector's confidence.
+        observability: (20,) float64 how much of each bone's length this view shows
+            (:func:`core.personalize.selection.bone_observability`), or None.
     """
 
     source: str
@@ -76,6 +78,7 @@ class CalibrationFrame:
     image_size: tuple[int, int] = (0, 0)
     world_landmarks: np.ndarray | None = None
     score: float = 1.0
+    observability: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -193,8 +196,20 @@ class CalibrationSession:
             else:
                 conf = np.array([c.confidence for c in self._candidates])
                 desc = np.stack([c.descriptor for c in self._candidates])
-                self._selected = select_frames(conf, desc, self.k, forced=self._added, excluded=self._dropped)
+                obs = None
+                if all(c.observability is not None for c in self._candidates):
+                    obs = np.stack([c.observability for c in self._candidates])
+                self._selected = select_frames(conf, desc, self.k, forced=self._added, excluded=self._dropped,
+                                               observability=obs)
         return list(self._selected)
+
+    def coverage(self, frames: list[int] | None = None) -> CoverageReport:
+        """Per-bone coverage and length uncertainty of the selected frames (or ``frames``):
+        which bones the chosen views constrain, and whether every bone is constrained enough
+        (``done``) for the guided session to stop asking for poses."""
+        idx = self.selected if frames is None else [int(i) for i in frames]
+        obs = [self._candidates[i].observability for i in idx if self._candidates[i].observability is not None]
+        return coverage_report(np.stack(obs) if obs else np.zeros((0, 20)))
 
     def add(self, index: int) -> None:
         """Force candidate ``index`` into the selection (it replaces an automatic choice)."""
@@ -270,6 +285,7 @@ class CalibrationSession:
             image_size=(int(image.shape[1]), int(image.shape[0])),
             world_landmarks=None if detection.world_landmarks is None else np.asarray(detection.world_landmarks, np.float32),
             score=float(detection.score),
+            observability=bone_observability(fit.keypoints_3d),
         )
 
     def _insert(self, cand: CalibrationFrame) -> None:
