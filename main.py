@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intrinsics", metavar="F", help="camera intrinsics of SRC")
     p.add_argument("--fov", metavar="DEG", type=float, help="horizontal field of view of SRC")
     p.add_argument("--max-frames", metavar="N", type=int, default=None, help="use at most N frames of SRC")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing NAME.mtl / NAME.png / NAME.profile.json that this export did not write")
     _add_model_arg(p)
 
     p = sub.add_parser("bench", help="stage timings on this machine")
@@ -190,12 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         args = parser.parse_args(["gui"] + (argv if argv is not None else sys.argv[1:]))
     from core.errors import HandTwinError
+    from core.outputs import Terminated, interrupt_on_signals
 
+    if args.command != "gui":  # SIGTERM / SIGHUP clean up like Ctrl+C (temporary files, shared memory)
+        interrupt_on_signals()
     try:
         return COMMANDS[args.command](args)
     except HandTwinError as exc:
         print(f"handtwin: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:
+        print(f"handtwin: terminated by signal {exc.signum}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("handtwin: interrupted", file=sys.stderr)
         return 130

@@ -241,6 +241,7 @@ def intrinsics_from_matrix(
         raise InputError("K contains non-finite values (NaN or inf)")
     if k[0, 0] <= 0 or k[1, 1] <= 0:
         raise InputError(f"K has non-positive focal lengths fx={k[0, 0]}, fy={k[1, 1]}")
+    _check_intrinsic_ranges(k[0, 0], k[1, 1], k[0, 2], k[1, 2])
     scale = max(abs(k[0, 0]), abs(k[1, 1]))
     if abs(k[0, 1]) > 1e-6 * scale or abs(k[1, 0]) > 1e-6 * scale:
         raise InputError(f"K has skew terms ({k[0, 1]}, {k[1, 0]}); HandTwin needs zero skew")
@@ -250,6 +251,19 @@ def intrinsics_from_matrix(
         return Intrinsics(k[0, 0], k[1, 1], k[0, 2], k[1, 2], width, height)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+
+
+def _check_intrinsic_ranges(fx: float, fy: float, cx: float, cy: float) -> None:
+    """Raise :class:`InputError` for focal lengths outside :data:`core.inputs.FOCAL_RANGE_PX`
+    or a principal point farther than that from the image (numbers no camera has, which
+    would overflow the fit to NaN)."""
+    from core.inputs import FOCAL_RANGE_PX, check_number
+
+    lo, hi = FOCAL_RANGE_PX
+    check_number(fx, "the focal length fx", lo, hi, "px")
+    check_number(fy, "the focal length fy", lo, hi, "px")
+    check_number(cx, "the principal point cx", -hi, hi, "px")
+    check_number(cy, "the principal point cy", -hi, hi, "px")
 
 
 def intrinsics_from_fov(fov_deg: float, width: int, height: int) -> Intrinsics:
@@ -274,21 +288,21 @@ def _optional_size(data: dict, path: Path) -> tuple[int | None, int | None]:
     width, height = data.get("width"), data.get("height")
     if width is None and height is None:
         return None, None
-    if not (isinstance(width, int) and isinstance(height, int)) or width <= 0 or height <= 0:
+    from core.inputs import MAX_IMAGE_SIDE
+
+    if (not (isinstance(width, int) and isinstance(height, int)) or isinstance(width, bool)
+            or isinstance(height, bool) or not 0 < width <= MAX_IMAGE_SIDE or not 0 < height <= MAX_IMAGE_SIDE):
         raise InputError(
-            f"{path}: 'width' and 'height' must both be positive integers, "
+            f"{path}: 'width' and 'height' must both be integers from 1 to {MAX_IMAGE_SIDE}, "
             f"got {width!r}, {height!r}"
         )
     return width, height
 
 
 def _load_intrinsics_json(path: Path) -> Intrinsics:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text JSON file") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    from core.inputs import read_json
+
+    data = read_json(path, "intrinsics file")
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object with fx, fy, cx, cy or K")
     width, height = _optional_size(data, path)
@@ -313,17 +327,17 @@ def _load_intrinsics_json(path: Path) -> Intrinsics:
         raise InputError(
             f"{path}: focal lengths must be positive, got fx={values[0]}, fy={values[1]}"
         )
+    try:
+        _check_intrinsic_ranges(*values)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
     return Intrinsics(*values, width=width, height=height)
 
 
 def _load_intrinsics_npy(path: Path) -> Intrinsics | np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable .npy array ({exc})") from None
-    if not np.issubdtype(array.dtype, np.number):
-        raise InputError(f"{path}: expected a numeric array, got dtype {array.dtype}")
-    array = array.astype(np.float64)
+    from core.inputs import load_npy
+
+    array = load_npy(path, "intrinsics file").astype(np.float64)
     if array.shape == (3, 3):
         try:
             return intrinsics_from_matrix(array)
@@ -627,7 +641,10 @@ def calibrate_camera(
     """
     paths = [Path(p) for p in image_paths]
     images = []
+    from core.inputs import check_image_file
+
     for p in paths:
+        check_image_file(p, "the calibration image")
         bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if bgr is None:
             raise InputError(f"cannot read calibration image {p}")

@@ -29,6 +29,7 @@ from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
 from core.model import load_model_data
 from core.refine import RefineResult, Refiner, RefineSettings, RefineTarget
 from core.threads import BLAS_THREADS
+from core.tracking import HandTracker, TrackedHand, TrackerSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class EngineSettings:
             first stream, in a few seconds, and lives as long as the engine) instead of a
             thread of this process, where they waited on the other stages' GIL. Where the
             child cannot start, the thread is used (a warning says why).
+        tracker: how hands keep their identity and side across frames (:mod:`core.tracking`);
+            every detected hand is fitted, ``max_hands`` counts hands, not sides.
     """
 
     max_hands: int = 2
@@ -75,6 +78,7 @@ class EngineSettings:
     stream_threads: int | None = 1
     blas_threads: int | None = 1
     detector_process: bool = True
+    tracker: TrackerSettings = field(default_factory=TrackerSettings)
 
 
 @dataclass(frozen=True)
@@ -82,15 +86,18 @@ class HandResult:
     """One tracked hand in one frame: what was detected, the fitted model and its refinement.
 
     Attributes:
-        detection: MediaPipe's hand.
+        detection: MediaPipe's hand, its ``handedness`` the hand track's side
+            (:mod:`core.tracking`) and its ``score`` the confidence in that side.
         fit: the tailor's fit.
         refined: the silhouette refinement of ``fit`` (None when refinement is off, or the hand
             could not be segmented).
+        track_id: the hand's identity across the stream's frames.
     """
 
     detection: Detection
     fit: HandFit
     refined: RefineResult | None = None
+    track_id: int = 0
 
     @property
     def keypoints_3d(self) -> np.ndarray:
@@ -107,6 +114,7 @@ class HandResult:
         f, r = self.fit, self.refined
         src = f if r is None else r
         out = {
+            "track_id": self.track_id,
             "handedness": self.detection.handedness,
             "score": round(float(self.detection.score), 4),
             "keypoints_2d": np.round(self.detection.keypoints_2d, 2).tolist(),
@@ -227,10 +235,9 @@ class Engine:
             _ = self.detector
         if settings.blas_threads is not None:
             self._blas_saved = BLAS_THREADS.set(settings.blas_threads)
-        self._last: dict[str, tuple[float, HandFit]] = {}
-        # Belief that a lone tracked hand is a right hand (MediaPipe's label flickers).
-        self._right_belief: float | None = None
-        self._belief_time = -1e9
+        # Hand identities across frames; each track's last fit (time, fit) by track id.
+        self.tracker = HandTracker(settings.tracker)
+        self._last: dict[int, tuple[float, HandFit]] = {}
 
     def __enter__(self) -> "Engine":
         return self
@@ -258,7 +265,7 @@ class Engine:
     def reset(self) -> None:
         """Forget the previous frames (a new stream starts)."""
         self._last.clear()
-        self._right_belief = None
+        self.tracker.reset()
         if self._detector is not None:
             self._detector.reset()
         if self._worker is not None:
@@ -274,6 +281,10 @@ class Engine:
         t0 = time.perf_counter()
         detections = self.detector.detect(frame.image, frame.timestamp_s)
         return self._fit_frame(frame, detections, (time.perf_counter() - t0) * 1000)
+
+    def process_detections(self, frame: Frame, detections: Sequence[Detection], detect_ms: float = 0.0) -> FrameResult:
+        """Track and fit hands detected elsewhere (replayed or synthetic detections) in ``frame``."""
+        return self._fit_frame(frame, tuple(detections), detect_ms)
 
     def _segment(self, frame: Frame, detections: Sequence[Detection]) -> _Segmented:
         """The refinement targets' masks of every detection (None where segmentation fails)."""
@@ -421,64 +432,73 @@ class Engine:
                 self._worker = None
             self._worker_failed = True
 
-    def _steady_handedness(self, detections: tuple[Detection, ...], t: float) -> tuple[Detection, ...]:
-        """Smooth the handedness of a lone hand over time.
+    def _fit_tracked(self, tracked: Sequence[TrackedHand], K: np.ndarray | None, size: tuple[int, int],
+                     t: float) -> list[HandFit]:
+        """Fit every tracked hand with its track's side, warm-started from the track's last fit.
 
-        MediaPipe's left/right label flips now and then on a single hand (even at 0.8
-        confidence), which would swap the fitted model mid-stream. While exactly one hand is in
-        view, the label follows an exponential average of P(right); with two hands MediaPipe's
-        labels are kept (they are decided jointly).
+        A track still unsure of its side (:class:`core.tracking.TrackedHand`) is fitted with
+        both the right and the mirrored model from scratch; the residuals go to the tracker as
+        evidence, and the fit of the side the track then holds is kept.
         """
-        if len(detections) != 1:
-            if len(detections) > 1:
-                self._right_belief = None
-            return detections
-        d = detections[0]
-        p_right = d.score if d.handedness == "right" else 1.0 - d.score
-        if self._right_belief is None or t - self._belief_time > self.settings.reset_after_s:
-            self._right_belief = p_right
-        else:
-            self._right_belief = 0.8 * self._right_belief + 0.2 * p_right
-        self._belief_time = t
-        side = "right" if self._right_belief >= 0.5 else "left"
-        if side == d.handedness:
-            return detections
-        return (dataclasses.replace(d, handedness=side, score=abs(2 * self._right_belief - 1) * 0.5 + 0.5),)
+        from core.detect import swap_handedness
+
+        observations, previous, owner = [], [], []
+        for i, th in enumerate(tracked):
+            d = th.detection
+            last = self._last.get(th.track_id)
+            fresh = (last is not None and abs(t - last[0]) <= self.settings.reset_after_s
+                     and last[1].side == th.side and not th.unsure)
+            sides = (th.side, swap_handedness(th.side)) if th.unsure else (th.side,)
+            for side in sides:
+                observations.append(HandObservation(side, d.keypoints_2d, d.world_landmarks, K, size, d.score))
+                previous.append(last[1] if fresh else None)
+                owner.append(i)
+        fits = self.fitter.fit(observations, self.shape, previous) if observations else []
+        chosen: list[HandFit | None] = [None] * len(tracked)
+        by_hand: dict[int, dict[str, HandFit]] = {}
+        for i, f in zip(owner, fits):
+            by_hand.setdefault(i, {})[f.side] = f
+        for i, th in enumerate(tracked):
+            both = by_hand[i]
+            if len(both) == 2:
+                self.tracker.observe_fit_sides(th.track_id, both["right"].reprojection_error_px,
+                                               both["left"].reprojection_error_px)
+                side = self.tracker.side_of(th.track_id) or th.side
+                chosen[i] = both[side]
+            else:
+                chosen[i] = both[th.side]
+        return chosen  # type: ignore[return-value]
+
+    def _sided(self, th: TrackedHand) -> Detection:
+        """The detection labelled with its track's side after this frame's evidence."""
+        side = self.tracker.side_of(th.track_id) or th.side
+        return th.detection if side == th.side else dataclasses.replace(th.detection, handedness=side)
 
     def _fit_frame(self, frame: Frame, detections: tuple[Detection, ...], detect_ms: float,
                    segmented: _Segmented | None = None) -> FrameResult:
         t1 = time.perf_counter()
-        steady = self._steady_handedness(detections, frame.timestamp_s)  # same order and count
-        # One hand per side: keep the most confident detection of each.
-        by_side: dict[str, int] = {}
-        for i, d in enumerate(steady):
-            if d.handedness not in by_side or d.score > steady[by_side[d.handedness]].score:
-                by_side[d.handedness] = i
-        dets = [steady[i] for i in by_side.values()]
+        # Every detected hand is a hand of some track (none dropped, a duplicate detection of
+        # one hand merged); its side is the track's.
+        tracked = self.tracker.update(detections, frame.timestamp_s)
         K = None if frame.intrinsics is None else frame.intrinsics.K.astype(np.float32)
         h, w = frame.image.shape[:2]
-        observations = [
-            HandObservation(d.handedness, d.keypoints_2d, d.world_landmarks, K, (w, h), d.score) for d in dets
-        ]
-        previous = []
-        for d in dets:
-            last = self._last.get(d.handedness)
-            fresh = last is not None and abs(frame.timestamp_s - last[0]) <= self.settings.reset_after_s
-            previous.append(last[1] if fresh else None)
-        fits = self.fitter.fit(observations, self.shape, previous) if observations else []
+        fits = self._fit_tracked(tracked, K, (w, h), frame.timestamp_s)
+        dets = [self._sided(th) for th in tracked]
         t2 = time.perf_counter()
-        for d, f in zip(dets, fits):
-            self._last[d.handedness] = (frame.timestamp_s, f)
+        for th, f in zip(tracked, fits):
+            self._last[th.track_id] = (frame.timestamp_s, f)
+        for gone in set(self._last) - set(self.tracker.tracks):
+            del self._last[gone]
         fit_ms = (t2 - t1) * 1000
         times = {"detect": detect_ms, "fit": fit_ms}
         refined: list[RefineResult | None] = [None] * len(fits)
         if self.refiner is not None and fits:
             if segmented is None:
                 segmented = self._segment(frame, dets)
-            else:
-                segmented = _Segmented(tuple(segmented.masks[i] for i in by_side.values()), segmented.ms)
+            elif len(tracked) != len(detections):  # a duplicate was merged
+                segmented = _Segmented(tuple(segmented.masks[th.index] for th in tracked), segmented.ms)
             refined = self._refine(frame, dets, fits, K, segmented, times)
-        hands = tuple(HandResult(d, f, r) for d, f, r in zip(dets, fits, refined))
+        hands = tuple(HandResult(d, f, r, th.track_id) for d, f, r, th in zip(dets, fits, refined, tracked))
         times["total"] = sum(times.values())
         return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times)
 

@@ -75,7 +75,7 @@ def validate_profile(doc: Any, where: str = "profile") -> None:
     version = doc.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= PROFILE_VERSION:
         raise InputError(f"{where}: unsupported profile version {version!r} (this HandTwin reads 1 to {PROFILE_VERSION})")
-    if not isinstance(doc.get("name"), str) or not doc["name"].strip():
+    if not isinstance(doc.get("name"), str) or not doc["name"].strip() or "\x00" in doc["name"]:
         raise InputError(f"{where}: 'name' must be a non-empty string")
     if doc.get("handedness") not in ("right", "left", "both"):
         raise InputError(f"{where}: 'handedness' must be 'right', 'left' or 'both'")
@@ -101,23 +101,17 @@ def validate_profile(doc: Any, where: str = "profile") -> None:
             and isinstance(f.get("confidence"), (int, float)) and isinstance(f.get("weight"), (int, float)) for f in frames):
         raise InputError(f"{where}: 'frames' must be a list of {{source, frame, confidence, weight}}")
     tex = doc.get("texture")
-    if tex is not None and (not isinstance(tex, str) or not tex or Path(tex).is_absolute() or ".." in Path(tex).parts):
+    if tex is not None and (not isinstance(tex, str) or not tex or len(tex) > 255 or not tex.isprintable()
+                            or Path(tex).is_absolute() or ".." in Path(tex).parts):
         raise InputError(f"{where}: 'texture' must be null or a file name next to the profile")
     if not isinstance(doc.get("created"), str):
         raise InputError(f"{where}: 'created' must be an ISO 8601 time string")
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"profile not found: {path}") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a folder, not a profile") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the profile {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"the profile {path} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+    from core.inputs import read_json
+
+    return read_json(path, "profile")
 
 
 def profile_from_doc(doc: dict[str, Any], path: Path | None = None) -> Profile:
@@ -150,6 +144,32 @@ def load_profile(path: str | Path) -> Profile:
     """
     path = Path(path)
     return profile_from_doc(_read_json(path), path)
+
+
+def check_profile_model(profile: Profile, model: str | os.PathLike[str] | None) -> None:
+    """Refuse a profile made with another hand model than ``model`` (None: the model in use).
+
+    A shape is a set of coefficients of one model's shape space: on another model it is a
+    different hand. Profiles that name no model (an empty ``sha256``) are accepted.
+
+    Raises:
+        InputError: the profile's ``model.sha256`` differs from the file of the model in use
+            (for the profile's side; either side for "both"). ModelFileError: no model.
+    """
+    if not profile.model_sha256:
+        return
+    from core.model import load_model_data
+
+    sides = (profile.handedness,) if profile.handedness in ("right", "left") else ("right", "left")
+    datas = [load_model_data(model, side) for side in sides]  # type: ignore[arg-type]
+    if any(not d.sha256 or d.sha256 == profile.model_sha256 for d in datas):
+        return
+    where = profile.path if profile.path is not None else f"the profile {profile.name!r}"
+    raise InputError(
+        f"{where} was made with the hand model {profile.model_name!r} (sha256 {profile.model_sha256[:12]}), "
+        f"not the one in use, {datas[0].name!r} (sha256 {datas[0].sha256[:12]}): its shape would be another "
+        f"hand; calibrate again with this model or pass the profile's model with --model"
+    )
 
 
 def save_profile(path: str | Path, profile: dict[str, Any]) -> Path:
@@ -229,13 +249,37 @@ def rename_profile(name_or_path: str | Path, new_name: str, directory: str | Pat
     return dst
 
 
+def _own_texture(path: Path, tex: Path | None) -> Path | None:
+    """The profile's texture if it is its own: next to it, an image, and no other file (another
+    profile, a profile's JSON) - a ``"texture"`` field naming another profile's file is not."""
+    if tex is None or not tex.is_file() or tex.parent.resolve() != path.parent.resolve():
+        return None
+    if tex.resolve() == path.resolve() or tex.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        return None
+    for other in path.parent.glob("*.json"):
+        if other.resolve() == path.resolve():
+            continue
+        try:
+            theirs = load_profile(other).texture
+        except InputError:
+            continue
+        if theirs is not None and theirs.resolve() == tex.resolve():
+            return None  # shared with another profile: it stays
+    return tex
+
+
 def delete_profile(name_or_path: str | Path, directory: str | Path | None = None) -> None:
-    """Delete a profile file and its texture (if the texture is next to it)."""
+    """Delete a profile file and its own texture.
+
+    The texture goes only if it is an image next to the profile that no other profile in that
+    folder uses; the ``"texture"`` field can never make it delete another file.
+    """
     path = _resolve(name_or_path, directory)
     try:
         tex = load_profile(path).texture
     except InputError:
         tex = None
+    own = _own_texture(path, tex)
     path.unlink()
-    if tex is not None and tex.exists() and tex.parent.resolve() == path.parent.resolve():
-        tex.unlink()
+    if own is not None:
+        own.unlink()

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import statistics
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -59,66 +56,90 @@ def run_track(
     """Track every frame of ``source`` and write ``out`` (JSONL) atomically.
 
     Raises:
-        InputError: unreadable source or intrinsics, unwritable output, no hand in any frame.
+        InputError: unreadable source, intrinsics or profile, an argument out of range, no
+            frame, no hand in any frame (then ``out`` is left as it was).
+        ExportError: ``out`` is a folder, an input, in a missing or read-only folder, or the
+            disk filled up (``out`` is left as it was).
     """
-    if refine < 0:
-        raise InputError(f"--refine must be >= 0 iterations, got {refine}")
+    from core.inputs import MAX_HANDS, MAX_REFINE, check_int, check_number
+    from core.outputs import StreamingOutput, check_output, source_inputs
+
+    # the output first, then every argument and input file: all before any frame is read
+    out = check_output(out, [*source_inputs(source), intrinsics, profile, model])
+    check_int(refine, "--refine", 0, MAX_REFINE)
+    check_int(max_hands, "--max-hands", 1, MAX_HANDS)
     if intrinsics is not None and fov_deg is not None:
         raise InputError("give either --intrinsics or --fov, not both")
+    if fov_deg is not None:
+        check_number(fov_deg, "--fov", 1.0, 179.0, "degrees")
     shape = None
     if profile is not None:
-        from core.profile_io import load_profile
+        from core.profile_io import check_profile_model, load_profile
 
-        shape = load_profile(profile).shape
-    out = Path(out)
-    if not out.parent.exists():
-        raise InputError(f"the output folder {out.parent} does not exist")
+        loaded = load_profile(profile)
+        check_profile_model(loaded, model)
+        shape = loaded.shape
     settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
-    times: dict[str, list[float]] = {}
-    errors: list[float] = []
-    ious: list[float] = []
+    # running sums, not per-frame lists: a camera can be tracked for hours
+    times: dict[str, _Mean] = {}
+    error = _Mean()
+    iou = _Mean()
     frames = with_hands = hands = 0
-    try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".part")
-    except OSError as exc:
-        raise InputError(f"cannot write to {out.parent}: {exc.strerror}") from exc
     import time
 
     start = time.perf_counter()
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f, open_source(source, intrinsics, fov_deg) as src:
-            total = getattr(src, "frame_count", None)
-            is_photos = type(src).__name__ == "ImageSequenceSource"
-            if is_photos:
-                settings = replace(settings, detector_mode="static")
-            with Engine(settings, shape, stream=True) as engine, ProgressBar(total, "track", progress) as bar:
-                for result in engine.process_stream(src):
-                    f.write(json.dumps(result.to_json()) + "\n")
-                    frames += 1
-                    hands += len(result.hands)
-                    with_hands += bool(result.hands)
-                    errors.extend(h.fit.reprojection_error_px for h in result.hands)
-                    ious.extend(h.refined.iou_after for h in result.hands if h.refined is not None)
-                    for k, v in result.time_ms.items():
-                        times.setdefault(k, []).append(v)
-                    bar.update(1, f"{len(result.hands)} hand(s)")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    output = StreamingOutput(out)
+    with output.open() as f, open_source(source, intrinsics, fov_deg) as src:
+        is_photos = type(src).__name__ == "ImageSequenceSource"
+        if is_photos:
+            settings = replace(settings, detector_mode="static")
+        total = getattr(src, "frame_count", None)
+        with Engine(settings, shape, stream=True) as engine, ProgressBar(total, "track", progress) as bar:
+            for result in engine.process_stream(src):
+                f.write(json.dumps(result.to_json()) + "\n")
+                frames += 1
+                hands += len(result.hands)
+                with_hands += bool(result.hands)
+                for h in result.hands:
+                    error.add(h.fit.reprojection_error_px)
+                    if h.refined is not None:
+                        iou.add(h.refined.iou_after)
+                for k, v in result.time_ms.items():
+                    times.setdefault(k, _Mean()).add(v)
+                bar.update(1, f"{len(result.hands)} hand(s)")
     elapsed = time.perf_counter() - start
+    # a failed run leaves the previous output as it was
     if frames == 0:
+        output.discard()
         raise InputError(f"{source} gave no frames")
+    if with_hands == 0:
+        output.discard()
+        raise InputError(f"no hand was found in any of the {frames} frames of {source}; {out} was not written")
+    output.commit()
     summary = TrackSummary(
         frames=frames,
         frames_with_hands=with_hands,
         hands=hands,
-        mean_time_ms={k: statistics.fmean(v) for k, v in times.items()},
+        mean_time_ms={k: m.mean for k, m in times.items()},
         fps=frames / max(elapsed, 1e-9),
-        mean_reprojection_error_px=statistics.fmean(errors) if errors else None,
+        mean_reprojection_error_px=error.mean,
         out=str(out),
-        mean_silhouette_iou=statistics.fmean(ious) if ious else None,
+        mean_silhouette_iou=iou.mean,
     )
-    if with_hands == 0:
-        raise InputError(f"no hand was found in any of the {frames} frames of {source} (results written to {out})")
     return summary
+
+
+class _Mean:
+    """A running mean (count and sum): constant memory however long the stream."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += float(value)
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.count if self.count else None

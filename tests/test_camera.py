@@ -155,7 +155,7 @@ _GOOD_K = [[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]]
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("bad.json", "{fx: 1", "invalid JSON"),
+        ("bad.json", "{fx: 1", "not valid JSON"),
         ("list.json", "[1, 2, 3]", "JSON object"),
         ("missing.json", json.dumps({"fx": 1, "fy": 1, "cx": 0}), "missing key"),
         ("string.json", json.dumps({"fx": "a", "fy": 1, "cx": 0, "cy": 0}), "numbers"),

@@ -285,7 +285,7 @@ def test_per_frame_intrinsics(image_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="2 per-frame intrinsics for 3 frames"):
         open_source(str(image_folder), intrinsics=str(tmp_path / "two.npy"))
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(InputError, match="invalid JSON"):
+    with pytest.raises(InputError, match="not valid JSON"):
         open_source(str(image_folder), intrinsics=str(tmp_path / "bad.json"))
 
 

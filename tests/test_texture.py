@@ -398,3 +398,32 @@ def test_the_colour_statistics_inverse_is_the_matrix_inverse() -> None:
         np.testing.assert_allclose(_inverse3(cov), np.linalg.inv(cov), rtol=1e-10, atol=1e-14)
     skew = np.array([[2.0, 1.0, 0.0], [0.5, 3.0, 1.0], [0.0, -1.0, 4.0]])  # not symmetric, too
     np.testing.assert_allclose(_inverse3(skew) @ skew, np.eye(3), atol=1e-12)
+
+
+def test_large_frames_are_sampled_at_the_grids_working_resolution(layers, tmap, known_texture) -> None:
+    """The same view 8 times larger (1920 x 1440) sees as much of the texture, as accurately:
+    the texels would otherwise be far sparser than the pixels (issue 17: 0% coverage)."""
+    import cv2
+
+    from core.camera import intrinsics_from_matrix
+
+    sample = _render(layers, known_texture, seed=1, rotation=_palm_view())
+    factor = 8
+    w, h = IMAGE[0] * factor, IMAGE[1] * factor
+    big = cv2.resize(sample.image, (w, h), interpolation=cv2.INTER_CUBIC)
+    big_mask = cv2.resize(sample.mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    big_k = intrinsics_from_matrix(sample.K).scaled(factor).K
+    reference = _reference(layers, tmap, known_texture)
+    results = {}
+    for name, settings in (("auto", CaptureSettings()), ("off", CaptureSettings(max_pixels_per_texel=1e9))):
+        small_cap = TextureCapture(layers["right"], SIZE, settings=settings)
+        small_cap.update(sample.image, sample.vertices, sample.K, sample.mask)
+        big_cap = TextureCapture(layers["right"], SIZE, settings=settings)
+        big_cap.update(big, sample.vertices, big_k, big_mask)
+        seen = tmap.from_image(big_cap.seen_mask())
+        error = texture_error(big_cap.texture(filled=True), reference, tmap, seen)["error"] if seen.any() else np.inf
+        results[name] = (small_cap.coverage, big_cap.coverage, error)
+    small_cov, big_cov, error = results["auto"]
+    assert small_cov > 0.1 and big_cov > 0.8 * small_cov, results
+    assert error < 4.0, results
+    assert results["off"][1] < 0.5 * small_cov, results  # without resampling the holes come back

@@ -329,6 +329,9 @@ class VideoFileSource(FrameSource):
         self._fps = float(rate) if rate and 0 < rate < 1000 else None
         self._count = count if count > 0 else None
         self.frame_size = (int(first.shape[1]), int(first.shape[0]))
+        from core.inputs import check_image_size
+
+        check_image_size(*self.frame_size, f"the video {self.path}")
         self._intrinsics.check_count(self._count, self.name, exact=False)
 
     @property
@@ -387,6 +390,10 @@ class ImageSequenceSource(FrameSource):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self._fps = float(fps)
+        from core.inputs import check_image_file
+
+        for path in self.paths:  # sizes from the headers: a decompression bomb is refused here
+            check_image_file(path, "the image", readable=False)
         if cv2.imread(str(self.paths[0]), cv2.IMREAD_UNCHANGED) is None:
             raise InputError(f"cannot read image {self.paths[0]} (corrupt or unsupported format)")
         self._intrinsics.check_count(len(self.paths), self.name, exact=True)

@@ -39,10 +39,12 @@ from core.export.gltf import build_glb, build_rigged_glb
 from core.export.obj import build_obj
 from core.export.ply import build_ply
 from core.export.writer import _check_folder, _check_target, _companion_stem, check_export_target, write_bundle
+from core.outputs import check_companions
 
 __all__ = [
     "CAMERA_TO_Y_UP",
     "build_hand_bundle",
+    "companion_files",
     "export_hand",
     "rest_geometry",
     "session_animation",
@@ -193,6 +195,22 @@ def build_hand_bundle(
     )
 
 
+def companion_files(out: str | Path, *, texture: bool, profile_json: bool) -> list[Path]:
+    """The files :func:`export_hand` writes beside ``out``: ``NAME.mtl`` (OBJ), ``NAME.png``
+    (OBJ, or with a profile, when there is a texture), ``NAME.profile.json`` (with a profile);
+    NAME is the sanitized stem of ``out``."""
+    target = Path(out)
+    stem = _companion_stem(target.stem)
+    names = []
+    if target.suffix.lower() == ".obj":
+        names.append(f"{stem}.mtl")
+    if texture and (profile_json or target.suffix.lower() == ".obj"):
+        names.append(f"{stem}.png")
+    if profile_json:
+        names.append(f"{stem}.profile.json")
+    return [target.parent / n for n in names]
+
+
 def export_hand(
     out: str | Path,
     *,
@@ -207,6 +225,7 @@ def export_hand(
     progress: Progress | None = None,
     animation: Animation | None = None,
     model_data: Any | None = None,
+    force: bool = False,
 ) -> list[Path]:
     """Export a personal hand to ``out``; the format comes from the suffix.
 
@@ -230,13 +249,17 @@ def export_hand(
         animation: a recorded session for a rigged GLB (:func:`session_animation`).
         model_data: the :class:`~core.model.HandModelData` to use instead of loading
             ``model`` (it must be of ``side``).
+        force: replace existing companion files (``NAME.mtl``, ``NAME.png``,
+            ``NAME.profile.json``) even when ``out`` itself does not exist yet; without it
+            they are replaced only together with ``out`` (see :func:`core.outputs.check_companions`).
 
     Returns:
         The files written, the mesh first.
 
     Raises:
         ExportError: unknown suffix, rigged to a non-GLB, missing or read-only folder, a
-            failed write (then no file is left behind), or a bad shape or texture.
+            failed write (then no file is left behind), a bad shape or texture, or an
+            existing companion file this export did not write (without ``force``).
     """
     report = progress or (lambda fraction, message: None)
     target, suffix = check_export_target(out, rigged)
@@ -246,6 +269,8 @@ def export_hand(
         raise ExportError(f"texture size must be at least 8, got {texture_size}")
     _check_folder(target.parent)
     _check_target(target)
+    check_companions(target, companion_files(target, texture=texture is not None, profile_json=profile_json is not None),
+                     force=force)
 
     report(0.05, "loading the hand model")
     if model_data is None:

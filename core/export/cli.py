@@ -55,7 +55,10 @@ def read_texture(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB from an image file (a profile's texture). Raises InputError."""
     from PIL import Image, UnidentifiedImageError
 
+    from core.inputs import check_image_file
+
     path = Path(path)
+    check_image_file(path, "the profile's texture")  # its size from the header, before decoding
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
@@ -119,10 +122,7 @@ def capture_source(
     from core.progress import ProgressBar
     from core.texture.session import SessionCapture, hand_segmenter
 
-    if intrinsics is not None and fov_deg is not None:
-        raise InputError("give either --intrinsics or --fov, not both")
-    if max_frames is not None and max_frames <= 0:
-        raise InputError(f"--max-frames must be positive, got {max_frames}")
+    check_capture_arguments(intrinsics, fov_deg, max_frames)
     models = {side: load_model_data(model, side) for side in sides}  # type: ignore[arg-type]
     settings = EngineSettings(max_hands=2, model=model)
     frames_read = 0
@@ -162,6 +162,18 @@ def capture_source(
     if frames_read == 0:
         raise InputError(f"{source} gave no frames")
     return session, frames_read
+
+
+def check_capture_arguments(intrinsics: str | None, fov_deg: float | None, max_frames: int | None) -> None:
+    """Raise :class:`InputError` for --intrinsics with --fov, a --fov or --max-frames out of range."""
+    from core.inputs import check_int, check_number
+
+    if intrinsics is not None and fov_deg is not None:
+        raise InputError("give either --intrinsics or --fov, not both")
+    if fov_deg is not None:
+        check_number(fov_deg, "--fov", 1.0, 179.0, "degrees")
+    if max_frames is not None:
+        check_int(max_frames, "--max-frames", 1, 10_000_000)
 
 
 def _session_profile(name: str, side: str, data: Any, shape: np.ndarray, frames: list[Any], source: str) -> dict:
@@ -204,8 +216,10 @@ def run_export(args: argparse.Namespace) -> int:
         InputError: neither SRC nor --profile, a bad --pose, an unreadable profile, source or
             texture, a frame without a tracked hand. ExportError: the file cannot be written.
     """
-    from core.export.api import export_hand, session_animation
+    from core.export.api import companion_files, export_hand, session_animation
+    from core.export.writer import check_export_target
     from core.model import load_model_data
+    from core.outputs import check_companions, check_output, source_inputs
 
     t0 = time.perf_counter()
     source = getattr(args, "source", None)
@@ -226,23 +240,34 @@ def run_export(args: argparse.Namespace) -> int:
         raise InputError("--pose frame:N needs a source (SRC) whose frame N is tracked")
     if out.suffix.lower() not in (".obj", ".glb", ".ply"):
         raise ExportError(f"Cannot export to {out.name}: use a .obj, .glb or .ply file name.")
-    _probe_writable(out.parent)
+    check_export_target(out, rigged)
+    intrinsics, fov = getattr(args, "intrinsics", None), getattr(args, "fov", None)
+    if source is not None:
+        check_capture_arguments(intrinsics, fov, getattr(args, "max_frames", None))
+    # every file this export writes, before any work: never an input, never a stranger's file
+    inputs = [*source_inputs(source), profile_path, intrinsics, model]
+    out = check_output(out, inputs)
 
     profile = None
     base = None
     if profile_path is not None:
-        from core.profile_io import load_profile
+        from core.profile_io import check_profile_model, load_profile
 
         profile = load_profile(profile_path)
+        check_profile_model(profile, model)
         if profile.texture is not None:
+            inputs.append(profile.texture)
+            check_output(out, inputs)
             base = read_texture(profile.texture)
+    force = bool(getattr(args, "force", False))
+    check_companions(out, companion_files(out, texture=source is not None or base is not None, profile_json=True),
+                     inputs, force)
 
     if source is None:
         side = _profile_side(profile) or "right"
         data = load_model_data(model, side)  # type: ignore[arg-type]
-        _check_model(profile, data)
         files = export_hand(out, shape=profile.shape, texture=base, side=side, rigged=rigged,
-                            texture_size=texture_size, profile_json=profile.raw, model_data=data)
+                            texture_size=texture_size, profile_json=profile.raw, model_data=data, force=force)
         summary = ExportSummary(tuple(files), side, 0, 0, None, texture_size if base is not None else None,
                                 None, time.perf_counter() - t0)
         print(summary.format())
@@ -251,15 +276,14 @@ def run_export(args: argparse.Namespace) -> int:
     wanted = _profile_side(profile)
     session, frames_read = capture_source(
         source, model=model, shape=None if profile is None else profile.shape, base=base,
-        texture_size=texture_size, intrinsics=getattr(args, "intrinsics", None),
-        fov_deg=getattr(args, "fov", None), max_frames=getattr(args, "max_frames", None),
+        texture_size=texture_size, intrinsics=intrinsics,
+        fov_deg=fov, max_frames=getattr(args, "max_frames", None),
     )
     side = wanted or session.main_side()
     if side is None or not session.frames_of(side):
         which = "" if wanted is None else f"{wanted} "
         raise InputError(f"no {which}hand was tracked in any of the {frames_read} frames of {source}")
     data = session.models[side]
-    _check_model(profile, data)
     tracked = session.frames_of(side)
     shape = profile.shape if profile is not None else session.median_shape(side)
     pose = None
@@ -286,7 +310,8 @@ def run_export(args: argparse.Namespace) -> int:
     texture = None if capture is None else capture.texture(filled=True)
     doc = profile.raw if profile is not None else _session_profile(out.stem or "hand", side, data, shape, tracked, source)
     files = export_hand(out, shape=shape, texture=texture, pose=pose, side=side, rigged=rigged,
-                        texture_size=texture_size, profile_json=doc, animation=animation, model_data=data)
+                        texture_size=texture_size, profile_json=doc, animation=animation, model_data=data,
+                        force=force)
     summary = ExportSummary(
         tuple(files), side, frames_read, len(tracked), None if capture is None else capture.coverage,
         texture_size if capture is not None else None,
@@ -294,22 +319,6 @@ def run_export(args: argparse.Namespace) -> int:
     )
     print(summary.format())
     return 0
-
-
-def _probe_writable(folder: Path) -> None:
-    """Raise :class:`ExportError` now, not after a long capture, if ``folder`` cannot be
-    written (missing, not a folder, read-only): write and remove an empty temporary file."""
-    from core.export.writer import _check_folder, _write_temp
-
-    _check_folder(folder)
-    _write_temp(folder, "probe", b"").unlink(missing_ok=True)
-
-
-def _check_model(profile: Any, data: Any) -> None:
-    """Warn when a profile's shape was made for another hand model than the one in use."""
-    if profile is not None and profile.model_sha256 and data.sha256 and profile.model_sha256 != data.sha256:
-        log.warning("the profile was made with the hand model %r, this export uses %r: its shape may not fit",
-                    profile.model_name, data.name)
 
 
 def _ranges(frames: list[int]) -> str:

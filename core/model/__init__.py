@@ -2,6 +2,7 @@
 
 from core.model.data import HandModelData, load_model_data, load_open_hand, mirror_model
 from core.model.layer import HandModel, HandOutput, hand_measures
+from core.model.personal import personal_model
 
 __all__ = [
     "HandModel",
@@ -11,4 +12,5 @@ __all__ = [
     "load_model_data",
     "load_open_hand",
     "mirror_model",
+    "personal_model",
 ]

@@ -48,9 +48,9 @@ JOINT_LIMITS: np.ndarray = np.array(
     dtype=np.float32,
 )
 
-# Child keypoint of each MANO joint along its bone (MediaPipe order); the wrist uses the
-# middle finger MCP.
-_CHILD_KEYPOINT = tuple(
+#: Child keypoint of each MANO joint along its bone (MediaPipe order); the wrist uses the
+#: middle finger MCP.
+CHILD_KEYPOINT: tuple[int, ...] = tuple(
     Keypoint.MIDDLE_MCP if j == 0 else MANO_JOINT_TO_KEYPOINT[j] + 1 for j in range(NUM_JOINTS)
 )
 
@@ -89,7 +89,7 @@ def rest_frames(keypoints: np.ndarray, is_left: bool = False) -> np.ndarray:
     thumb_joints = {13, 14, 15}
     for j in range(NUM_JOINTS):
         k = Keypoint.WRIST if j == 0 else MANO_JOINT_TO_KEYPOINT[j]
-        x = _unit(kp[_CHILD_KEYPOINT[j]] - kp[k])
+        x = _unit(kp[CHILD_KEYPOINT[j]] - kp[k])
         toward = n
         if j in thumb_joints:
             # The thumb flexes across the palm, toward the little finger's base.

@@ -40,6 +40,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     """The ``calibrate`` command; returns the exit status."""
     from core.capture import open_source
     from core.engine import Engine, EngineSettings
+    from core.outputs import check_output, source_inputs
     from core.personalize.scale import (FLAT_BONES, ScaleOption, keypoints_on_plane, load_sheet_spec,
                                         load_stereo_calibration, sheet_pose, triangulate_keypoints)
     from core.personalize.session import CalibrationSession
@@ -52,7 +53,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise InputError(f"--out must be a .json file (got {out})")
     k = int(args.frames)
     if not 1 <= k <= 200:
-        raise InputError(f"--frames must be between 1 and 200 (got {k})")
+        raise InputError(f"--frames must be between 1 and 200, got {k}")
+    # the output first (before any work): its folder exists and is writable, it is no input
+    check_output(out, [*source_inputs(args.source), args.intrinsics, getattr(args, "aruco_sheet", None),
+                       *source_inputs(getattr(args, "stereo", None)), getattr(args, "stereo_calib", None), args.model])
     scale = ScaleOption.from_hand_length(args.hand_length_mm) if source_kind == "hand_length" else None
     sheet = load_sheet_spec(args.aruco_sheet) if source_kind == "aruco" else None
     stereo = load_stereo_calibration(args.stereo_calib) if source_kind == "stereo" else None

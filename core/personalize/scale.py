@@ -23,7 +23,6 @@ scaled hand projected onto the shape space, then the hand length matched exactly
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,19 +209,25 @@ class SheetSpec:
 
 def load_sheet_spec(path: str | Path) -> SheetSpec:
     """Read a sheet description JSON: {"kind", "squares": [c, r], "square_mm", "marker_mm", "dictionary"}."""
+    from core.inputs import read_json
+
+    doc = read_json(path, "sheet description")
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        return SheetSpec(
+        spec = SheetSpec(
             kind=str(doc.get("kind", "charuco")),
             squares=tuple(int(v) for v in doc.get("squares", (5, 7))),
             square_mm=float(doc.get("square_mm", 35.0)),
             marker_mm=float(doc.get("marker_mm", 26.0)),
             dictionary=str(doc.get("dictionary", "DICT_4X4_50")),
         )
-    except FileNotFoundError:
-        raise InputError(f"sheet description not found: {path}") from None
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
         raise InputError(f"cannot read the sheet description {path}: {exc}") from exc
+    if len(spec.squares) != 2 or not all(2 <= n <= 100 for n in spec.squares):
+        raise InputError(f"{path}: 'squares' must be two counts from 2 to 100, got {list(spec.squares)}")
+    if not (1.0 <= spec.square_mm <= 1000.0 and 0.5 <= spec.marker_mm <= spec.square_mm):
+        raise InputError(f"{path}: 'square_mm' must be between 1 and 1000 and 'marker_mm' between 0.5 and square_mm, "
+                         f"got {spec.square_mm:g}, {spec.marker_mm:g}")
+    return spec
 
 
 def sheet_pose(image: np.ndarray, K: np.ndarray, sheet: SheetSpec, min_points: int = 6) -> tuple[np.ndarray, np.ndarray] | None:
@@ -282,12 +287,12 @@ class StereoCalibration:
 
 def load_stereo_calibration(path: str | Path) -> StereoCalibration:
     """Read {"K1": 3x3, "K2": 3x3, "R": 3x3, "T": 3 (metres)} JSON."""
+    from core.inputs import read_json
+
+    doc = read_json(path, "stereo calibration")
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
         cal = StereoCalibration(*(np.asarray(doc[k], dtype=np.float64) for k in ("K1", "K2", "R", "T")))
-    except FileNotFoundError:
-        raise InputError(f"stereo calibration not found: {path}") from None
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
         raise InputError(f"cannot read the stereo calibration {path}: {exc}") from exc
     if cal.K1.shape != (3, 3) or cal.K2.shape != (3, 3) or cal.R.shape != (3, 3) or cal.T.reshape(-1).shape != (3,):
         raise InputError(f"{path}: K1, K2, R must be 3x3 and T 3 values")

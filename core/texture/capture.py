@@ -45,7 +45,11 @@ The average lives on a capture grid of ``capture_size`` texels (default 512), an
 filling a 480 x 360 frame shows about 20K pixels and a 512 grid samples it with about 24K
 texels (a 1024 grid with 4 times as many, for no more image detail), which keeps an update
 near its 5 ms budget (``core.texture.bench``); pass ``capture_size=1024`` for close-ups from
-high-resolution cameras.
+high-resolution cameras. Since the texels must about cover the pixels they land on, a frame
+where the hand's box holds more than ``CaptureSettings.max_pixels_per_texel`` pixels per
+covered texel (a 1920 or 3840 px frame) is sampled from a crop around the hand resampled to
+that density (without it the splatted z-buffer and silhouette fall apart into single pixels,
+and the coverage dropped to 4% at 1920 px and 0% at 3840 px).
 
 The face stage, the texel stage (steps 1-3 around OpenCV's morphology), the colour gate and
 the blend run as C kernels (:mod:`core.texture._native`, 7-8 -> 3.3-4.5 ms per update on the
@@ -114,6 +118,10 @@ class CaptureSettings:
             distribution of the frame's samples lose confidence (a Gaussian fall-off beyond
             it): background colours that leak into the samples are dropped even where the
             skin was never seen. 0: off.
+        max_pixels_per_texel: a frame whose hand box holds more pixels than this times the
+            covered texels of the grid is sampled from a crop around the hand resampled to
+            that density (the texels must about cover the pixels they land on; a 1920 or
+            3840 px frame would otherwise leave holes that read as "unseen").
     """
 
     min_cos: float = 0.25
@@ -123,6 +131,7 @@ class CaptureSettings:
     base_confidence: float = 3.0
     outlier_levels: float = 30.0
     colour_gate_sigma: float = 3.5
+    max_pixels_per_texel: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_cos < 1.0:
@@ -133,6 +142,8 @@ class CaptureSettings:
             raise ValueError(f"base_confidence must be > 0, got {self.base_confidence}")
         if self.outlier_levels < 0 or self.colour_gate_sigma < 0:
             raise ValueError("outlier_levels and colour_gate_sigma must be >= 0")
+        if not self.max_pixels_per_texel > 0:
+            raise ValueError(f"max_pixels_per_texel must be > 0, got {self.max_pixels_per_texel}")
 
 
 @dataclass(frozen=True)
@@ -264,6 +275,44 @@ def _place_texels(tmap: TexelMap, cand: np.ndarray, counts: np.ndarray, fx: np.n
     return texels, col, row, depth, flat, zbuf
 
 
+def _working_image(tmap: TexelMap, image: np.ndarray, verts: np.ndarray, K: np.ndarray, mask: np.ndarray | None,
+                   settings: CaptureSettings) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The frame at the working resolution of the texel grid: ``(image, mask, K)`` unchanged
+    when the hand's box holds at most ``settings.max_pixels_per_texel`` pixels per covered
+    texel, else a crop around the hand resampled (area filter) to that density, with its mask
+    (nearest) and the intrinsics of the crop (pixel centres at integers, as in
+    :meth:`core.camera.Intrinsics.scaled`)."""
+    height, width = image.shape[:2]
+    z = verts[:, 2]
+    front = z > 1e-3
+    if not front.any():
+        return image, mask, K
+    u = verts[front, 0] / z[front] * K[0, 0] + K[0, 2]
+    v = verts[front, 1] / z[front] * K[1, 1] + K[1, 2]
+    x0, x1 = max(float(u.min()), -0.5), min(float(u.max()), width - 0.5)
+    y0, y1 = max(float(v.min()), -0.5), min(float(v.max()), height - 0.5)
+    if x1 <= x0 or y1 <= y0:
+        return image, mask, K
+    budget = settings.max_pixels_per_texel * tmap.num_texels
+    scale = float(np.sqrt(budget / max((x1 - x0) * (y1 - y0), 1.0)))
+    if scale >= 1.0:
+        return image, mask, K
+    pad = (settings.edge_margin_px + settings.edge_ramp_px + 4.0) / scale
+    cx0, cy0 = max(int(np.floor(x0 - pad)), 0), max(int(np.floor(y0 - pad)), 0)
+    cx1, cy1 = min(int(np.ceil(x1 + pad)) + 1, width), min(int(np.ceil(y1 + pad)) + 1, height)
+    crop_w, crop_h = cx1 - cx0, cy1 - cy0
+    new_w, new_h = max(int(round(crop_w * scale)), 1), max(int(round(crop_h * scale)), 1)
+    sx, sy = new_w / crop_w, new_h / crop_h
+    small = cv2.resize(image[cy0:cy1, cx0:cx1], (new_w, new_h), interpolation=cv2.INTER_AREA)
+    if mask is not None:
+        crop = np.ascontiguousarray(mask[cy0:cy1, cx0:cx1]).view(np.uint8)
+        mask = cv2.resize(crop, (new_w, new_h), interpolation=cv2.INTER_NEAREST).view(bool)
+    K2 = np.array([[K[0, 0] * sx, K[0, 1] * sx, (K[0, 2] - cx0 + 0.5) * sx - 0.5],
+                   [0.0, K[1, 1] * sy, (K[1, 2] - cy0 + 0.5) * sy - 0.5],
+                   [0.0, 0.0, 1.0]])
+    return np.ascontiguousarray(small), mask, K2
+
+
 def sample_frame(
     tmap: TexelMap,
     image: np.ndarray,
@@ -301,6 +350,11 @@ def sample_frame(
     if mask is not None and mask.shape != (height, width):
         raise ValueError(f"mask must be {(height, width)}, got {mask.shape}")
     K = np.asarray(K, dtype=np.float64)
+    # Large frames: the texels must be about as dense as the pixels they land on (the
+    # z-buffer and the silhouette are splatted from them), so a hand that covers many more
+    # pixels than the grid has texels is sampled from a resampled crop around it.
+    image, mask, K = _working_image(tmap, image, verts, K, mask, settings)
+    height, width = image.shape[:2]
 
     # Face stage: projected corners, viewing cosine, the faces to sample (in the mask's box).
     bounds = (-0.5, width - 0.5, -0.5, height - 0.5)
