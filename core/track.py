@@ -75,7 +75,7 @@ def run_track(
 
         loaded = load_profile(profile)
         check_profile_model(loaded, model)
-        shape = loaded.shape
+        shape = loaded.identity  # shape, personal skeleton and surface: the personal model
     from core.capture import open_source
     from core.progress import ProgressBar
 
