@@ -66,6 +66,18 @@ def test_python2_layout_gives_exactly_the_written_arrays(tmp_path: Path, open_ha
     torch.testing.assert_close(a.vertices, b.vertices, rtol=0, atol=1e-6)
 
 
+def test_python2_protocol_0_text_pickle() -> None:
+    # cPickle.dumps(..., 0) of a dict holding an array: STRING opcodes with escaped bytes.
+    data = np.array([1.5, -2.0, 1e-300])
+    escaped = "".join(f"\\x{b:02x}" for b in data.tobytes()).encode()
+    raw = (b"(dp0\nS'v'\np1\ncnumpy.core.multiarray\n_reconstruct\np2\n(cnumpy\nndarray\np3\n(I0\ntp4\n"
+           b"S'b'\np5\ntp6\nRp7\n(I1\n(I3\ntp8\ncnumpy\ndtype\np9\n(S'f8'\np10\nI0\nI1\ntp11\nRp12\n"
+           b"(I3\nS'<'\np13\nNNNI-1\nI-1\nI0\ntp14\nbI00\nS'" + escaped + b"'\np15\ntp16\nbs.")
+    got = parse_mano_pickle(raw)["v"]
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, data)
+
+
 @pytest.mark.parametrize("protocol", range(6))
 def test_every_protocol_gives_the_same_arrays(protocol: int) -> None:
     rng = np.random.default_rng(protocol)
