@@ -119,7 +119,7 @@ def bench_soak() -> dict[str, Any]:
     """The GUI on the demo for a long session (core.soak): RSS start/peak/end, survived."""
     from core.soak import bench_soak as run
 
-    return run(_SOAK_S)
+    return run(_SOAK_S, plots_dir())
 
 
 BENCHMARKS["soak"] = bench_soak

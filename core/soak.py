@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from core.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -56,13 +58,16 @@ class SoakResult:
     error: str
 
     def figures(self) -> dict[str, object]:
-        """Bench figures: RSS at the end of warm-up (start), its peak and end, the growth rate after warm-up."""
+        """Bench figures: RSS at the end of warm-up (start), its peak and end, and its growth
+        rate after warm-up (the least-squares slope of the samples, MiB per hour)."""
         steady = [(t, m) for t, m in self.rss_mb if t >= self.warmup_s] or list(self.rss_mb)
         start = steady[0][1] if steady else None
         end = steady[-1][1] if steady else None
         slope = None
-        if len(steady) >= 2 and steady[-1][0] > steady[0][0]:
-            slope = (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0]) * 3600.0
+        if len(steady) >= 2 and steady[-1][0] > steady[0][0]:  # least-squares line through the steady state
+            t = np.array([p[0] for p in steady])
+            m = np.array([p[1] for p in steady])
+            slope = float(np.polyfit(t, m, 1)[0]) * 3600.0
         r = lambda v: None if v is None else round(v, 1)  # noqa: E731
         return {
             "soak_s": self.duration_s,
@@ -158,10 +163,34 @@ def run_gui_soak(duration_s: float = DEFAULT_SOAK_S, sample_s: float = 5.0, grac
     )
 
 
-def bench_soak(duration_s: float | None = None) -> dict[str, object]:
-    """The soak's figures (``bench --only soak [--soak-s S]``; default :data:`DEFAULT_SOAK_S`)."""
+def plot_rss(result: SoakResult, path: Path) -> Path:
+    """Draw the soak's resident memory over time (PNG) with the warm-up marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
+    ax.plot([t / 60 for t, _ in result.rss_mb], [m for _, m in result.rss_mb], lw=1.2)
+    ax.axvline(result.warmup_s / 60, color="k", ls="--", lw=0.8, label="end of warm-up")
+    ax.set_xlabel("minutes since start")
+    ax.set_ylabel("resident memory (MiB)")
+    ax.set_title(f"GUI on the demo, {result.duration_s / 60:.0f} min: "
+                 + ("survived" if result.survived else f"exit {result.exit_code} after {result.ran_s / 60:.1f} min"))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def bench_soak(duration_s: float | None = None, plots: Path | None = None) -> dict[str, object]:
+    """The soak's figures (``bench --only soak [--soak-s S] [--plots DIR]``; default
+    :data:`DEFAULT_SOAK_S`); with ``plots``, also ``soak_rss.png`` there."""
     result = run_gui_soak(DEFAULT_SOAK_S if duration_s is None else duration_s)
     if not result.survived:
         log.warning("soak: the GUI did not survive the session (exit %s after %.0f s): %s",
                     result.exit_code, result.ran_s, result.error or "no error printed")
+    if plots is not None and result.rss_mb:
+        plot_rss(result, plots / "soak_rss.png")
     return result.figures()

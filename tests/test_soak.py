@@ -18,7 +18,10 @@ def test_soak_figures_use_the_samples_after_warm_up() -> None:
     f = r.figures()
     assert f["soak_rss_start_mb"] == 700.0 and f["soak_rss_end_mb"] == 710.0
     assert f["soak_rss_peak_mb"] == 900.0  # the peak counts start-up too
+    # least squares through (120, 700), (1320, 710): 10 MiB in 1200 s
     assert f["soak_rss_growth_mb_per_h"] == pytest.approx(10.0 / 1200.0 * 3600.0, abs=0.05)
+    flat = SoakResult(1200.0, 1300.0, 0, True, ((130.0, 700.0), (715.0, 720.0), (1300.0, 700.0)), 120.0, 1, "")
+    assert flat.figures()["soak_rss_growth_mb_per_h"] == pytest.approx(0.0, abs=1e-6)  # a bump, not growth
     assert f["soak_survived"] is True and f["soak_frames_shown"] == 5000
 
 
