@@ -49,8 +49,20 @@ def run_gui(
     model: str | None = None,
     screenshot: str | None = None,
     quit_after: float | None = None,
+    intrinsics: str | None = None,
+    fov_deg: float | None = None,
+    weak_perspective: bool = False,
 ) -> int:
-    """Open the main window and run the event loop; returns the exit status."""
+    """Open the main window and run the event loop; returns the exit status.
+
+    ``intrinsics`` (a file), ``fov_deg`` or ``weak_perspective`` set the camera of this run's
+    sources (as the source dialog's camera choice does; not saved).
+    """
+    from core.camera import check_camera_args
+
+    check_camera_args(intrinsics, fov_deg, weak_perspective)
+    camera = ("file", intrinsics, None) if intrinsics else ("fov", "", fov_deg) if fov_deg is not None else \
+        ("weak", "", None) if weak_perspective else None
     from app.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -59,7 +71,7 @@ def run_gui(
     if source is None:
         source = default_source()
         log.info("source: %s", source or "none (no camera, no demo clip)")
-    window = MainWindow(model=model, source=source)
+    window = MainWindow(model=model, source=source, camera=camera)
     window.show()
     if quit_after is not None or screenshot is not None:
         delay_ms = int(1000 * (quit_after if quit_after is not None else 2.0))

@@ -86,6 +86,7 @@ class TrackingConfig:
         settings: the engine's settings.
         intrinsics: an intrinsics file for the source(s), or None.
         fov_deg: a horizontal field of view instead of a file, or None.
+        weak_perspective: with neither, fit with weak perspective instead of assuming a camera.
         shape: (S,) a profile's fixed shape (identity-aware tracking), or None.
         realtime: pace files at their frame rate.
         loop: start over at the end (the demo).
@@ -98,6 +99,7 @@ class TrackingConfig:
     settings: EngineSettings = field(default_factory=EngineSettings)
     intrinsics: str | None = None
     fov_deg: float | None = None
+    weak_perspective: bool = False
     shape: np.ndarray | None = None
     realtime: bool = True
     loop: bool = False
@@ -250,7 +252,7 @@ class TrackingWorker(QObject):
         if len(c.sources) > 1:
             intr = [c.intrinsics] * len(c.sources) if c.intrinsics else None
             return open_multi_source(list(c.sources), intrinsics=intr, fov_deg=None if intr else c.fov_deg)
-        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg)
+        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg, weak_perspective=c.weak_perspective)
 
     def _run(self) -> None:
         torch.set_num_threads(1)  # leave a core for MediaPipe and the GUI

@@ -245,6 +245,7 @@ STAGE_BENCH_MODULES = (
     "core.refine.bench",
     "core.personalize.bench",
     "core.texture.bench",
+    "core.tracking_bench",
 )
 
 

@@ -268,6 +268,7 @@ def render_hand_sample(
     K: np.ndarray | None = None,
     transl_jitter: float = 0.15,
     lighting: tuple[np.ndarray, float, np.ndarray] | None = None,
+    centre_px: tuple[float, float] | None = None,
 ) -> SynthSample:
     """Render one synthetic hand. Anything not given is drawn from ``rng``.
 
@@ -277,6 +278,8 @@ def render_hand_sample(
         texture, background: images to reuse (e.g. a fixed background for a clip);
         global_rotation: (3, 3) instead of a random facing rotation; K: intrinsics.
         lighting: (light direction (3,), ambient fraction, light colour (3,)) to keep fixed.
+        centre_px: where the hand's centre goes in the image, pixels (instead of the image's
+            centre with ``transl_jitter``).
     """
     import cv2
 
@@ -304,6 +307,8 @@ def render_hand_sample(
     centre = verts.mean(0)
     jitter = rng.uniform(-transl_jitter, transl_jitter, 2) * np.array([w, h]) / K[0, 0] * depth
     target = np.array([(((w - 1) / 2 - K[0, 2]) / K[0, 0]) * depth + jitter[0], (((h - 1) / 2 - K[1, 2]) / K[1, 1]) * depth + jitter[1], depth])
+    if centre_px is not None:
+        target = np.array([(centre_px[0] - K[0, 2]) / K[0, 0] * depth, (centre_px[1] - K[1, 2]) / K[1, 1] * depth, depth])
     shift = target - centre
     verts += shift
     kp += shift
