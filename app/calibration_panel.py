@@ -44,6 +44,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.bone_coverage import BoneCoverage, coverage_hint
 from app.jobs import describe_error, show_error
 
 if TYPE_CHECKING:
@@ -140,6 +141,11 @@ class CalibrationPanel(QWidget):
         self.count_bar = QProgressBar()
         self.count_bar.setFormat("%v of %m frames chosen")
         lay.addWidget(self.count_bar)
+        self.coverage = BoneCoverage()
+        self.coverage_label = QLabel()
+        self.coverage_label.setWordWrap(True)
+        lay.addWidget(self.coverage)
+        lay.addWidget(self.coverage_label)
 
         row = QHBoxLayout()
         self.auto_btn = QPushButton(icon(QStyle.StandardPixmap.SP_MediaPlay), "Auto-capture")
@@ -512,6 +518,14 @@ class CalibrationPanel(QWidget):
         with self.lock:
             cands = self.session.candidates if self.session is not None else []
             selected = set(self.session.selected) if self.session is not None else set()
+            report = self.session.coverage() if self.session is not None and selected else None
+        self.coverage.set_report(report)
+        if report is None:
+            self.coverage_label.setText("Bones measured: none yet.")
+        else:
+            self.coverage_label.setText(
+                f"Bones measured well enough: {int(report.covered.sum())} of 20 "
+                f"(worst length uncertainty {min(float(report.uncertainty.max()), 9.99) * 100:.0f} %).")
         weights = self.preview_weights()
         current = self.thumbs.currentItem().data(Qt.ItemDataRole.UserRole) if self.thumbs.currentItem() else None
         self.thumbs.clear()
@@ -534,9 +548,12 @@ class CalibrationPanel(QWidget):
         if self.session is None:
             self.prompt.setText("<b>Calibrate your hand</b><br>Start auto-capture and show the poses asked "
                                 "for here, or press C to capture the frame on screen.")
+        elif report is not None and report.done and len(selected) >= min(k, 8):
+            self.prompt.setText(f"<b>Done: every bone is measured ({len(cands)} frames captured).</b><br>Check the "
+                                "thumbnails, drop any bad one, then Calibrate.")
         elif len(selected) >= k:
-            self.prompt.setText(f"<b>Enough frames ({len(cands)} captured).</b><br>Check the thumbnails, "
-                                "drop any bad one, then Calibrate.")
+            hint = coverage_hint(report) if report is not None else ""
+            self.prompt.setText(f"<b>{len(cands)} frames, but not every bone is measured yet.</b><br>{hint}")
         else:
             self.prompt.setText(f"<b>Pose {step + 1} of {len(POSE_PROMPTS)}: {title}</b><br>{hint}")
         self._sync_buttons()

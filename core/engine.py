@@ -27,7 +27,9 @@ from core.detect import Detection, HandDetector
 from core.detect.process import Detected, DetectorConfig, DetectorProcess, DetectorProcessError
 from core.errors import HandTwinError
 from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
+from core.fit.temporal import HandSmoother, SmoothingSettings
 from core.model import load_model_data
+from core.model.personal import PersonalIdentity, identity_model
 from core.refine import RefineResult, Refiner, RefineSettings, RefineTarget
 from core.threads import BLAS_THREADS
 from core.tracking import HandTracker, TrackedHand, TrackerSettings
@@ -58,6 +60,9 @@ class EngineSettings:
         blas_threads: OpenBLAS's threads (NumPy, SciPy) while the engine is open; the engine's
             arrays are small, and idle OpenBLAS workers busy-wait, keeping a core spinning
             (:mod:`core.threads`). None: leave them as they are.
+        smoothing: the causal temporal filter on each tracked hand's pose and root (One Euro,
+            :mod:`core.fit.temporal`); None: the fits as they are. Never used on photos
+            (``detector_mode`` "static").
         detector_process: in :meth:`Engine.process_stream`, run MediaPipe and the
             segmentation in a child process (:mod:`core.detect.process`; it starts with the
             first stream, in a few seconds, and lives as long as the engine) instead of a
@@ -80,6 +85,7 @@ class EngineSettings:
     blas_threads: int | None = 1
     detector_process: bool = True
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    smoothing: SmoothingSettings | None = field(default_factory=SmoothingSettings)
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ class HandResult:
     Attributes:
         detection: MediaPipe's hand, its ``handedness`` the hand track's side
             (:mod:`core.tracking`) and its ``score`` the confidence in that side.
-        fit: the tailor's fit.
+        fit: the tailor's fit, temporally smoothed in streams (``EngineSettings.smoothing``).
         refined: the silhouette refinement of ``fit`` (None when refinement is off, or the hand
             could not be segmented).
         track_id: the hand's identity across the stream's frames.
@@ -207,15 +213,19 @@ class Engine:
 
     Args:
         settings: see :class:`EngineSettings`.
-        shape: (S,) a fixed hand shape from a profile (identity-aware), or None.
+        shape: (S,) a fixed hand shape from a profile (identity-aware), or the profile's whole
+            :class:`~core.model.personal.PersonalIdentity` (shape, personal skeleton and surface:
+            the fit and the refinement then run on the personal model), or None. With either,
+            the refinement never moves the identity: its shape offsets are off, only pose,
+            translation and the per-frame vertex offsets move.
         stream: the caller will use :meth:`process_stream`: with ``detector_process``, start
             the detector's child process now, so that it loads MediaPipe (a few seconds)
             while this engine loads its models, instead of at the first stream; MediaPipe in
             this process is then loaded only if needed. Otherwise it is loaded here.
     """
 
-    def __init__(self, settings: EngineSettings = EngineSettings(), shape: np.ndarray | None = None,
-                 stream: bool = False) -> None:
+    def __init__(self, settings: EngineSettings = EngineSettings(),
+                 shape: np.ndarray | PersonalIdentity | None = None, stream: bool = False) -> None:
         self.settings = settings
         self._detector: HandDetector | None = None  # made on first use (process, or the thread)
         self._worker: DetectorProcess | None = None  # process_stream's detector, once started
@@ -227,15 +237,24 @@ class Engine:
             self.device = resolve_device(settings.device)
             right = load_model_data(settings.model, "right")
             left = load_model_data(settings.model, "left")
-            self.fitter = TailorFitter(right, left, settings.fit, self.device)
+            identity = shape if isinstance(shape, PersonalIdentity) else None
+            if identity is not None:
+                shape = identity.shape
             if shape is not None and len(shape) != right.num_betas:
                 from core.errors import InputError
 
                 raise InputError(f"the profile's shape has {len(shape)} values, the model needs {right.num_betas}")
+            if identity is not None:  # the profile's own hand: skeleton and surface, both sides
+                right, left = identity_model(right, identity), identity_model(left, identity)
+            self.model_data = {"right": right, "left": left}
+            self.fitter = TailorFitter(right, left, settings.fit, self.device)
             self.shape = None if shape is None else np.asarray(shape, dtype=np.float32)
             self.refiner: Refiner | None = None
             if settings.refine_iterations > 0:
-                self.refiner = Refiner(right, left, settings.refine, self.device, settings.fit.nominal_fov_deg)
+                refine = settings.refine
+                if self.shape is not None:  # a profile's identity is fixed: refinement moves pose only
+                    refine = dataclasses.replace(refine, optimize_shape=False)
+                self.refiner = Refiner(right, left, refine, self.device, settings.fit.nominal_fov_deg)
         except BaseException:
             if self._worker is not None:
                 self._worker.close()
@@ -247,6 +266,7 @@ class Engine:
         # Hand identities across frames; each track's last fit (time, fit) by track id.
         self.tracker = HandTracker(settings.tracker)
         self._last: dict[int, tuple[float, HandFit]] = {}
+        self._smoothers: dict[int, HandSmoother] = {}  # each track's temporal filter
 
     def __enter__(self) -> "Engine":
         return self
@@ -274,6 +294,7 @@ class Engine:
     def reset(self) -> None:
         """Forget the previous frames (a new stream starts)."""
         self._last.clear()
+        self._smoothers.clear()
         self.tracker.reset()
         if self._detector is not None:
             self._detector.reset()
@@ -493,12 +514,12 @@ class Engine:
         h, w = frame.image.shape[:2]
         fits = self._fit_tracked(tracked, K, (w, h), frame.timestamp_s)
         dets = [self._sided(th) for th in tracked]
-        t2 = time.perf_counter()
         for th, f in zip(tracked, fits):
             self._last[th.track_id] = (frame.timestamp_s, f)
         for gone in set(self._last) - set(self.tracker.tracks):
             del self._last[gone]
-        fit_ms = (t2 - t1) * 1000
+        fits = self._smooth(frame, dets, fits, K, [th.track_id for th in tracked])
+        fit_ms = (time.perf_counter() - t1) * 1000
         times = {"detect": detect_ms, "fit": fit_ms}
         refined: list[RefineResult | None] = [None] * len(fits)
         if self.refiner is not None and fits:
@@ -514,6 +535,24 @@ class Engine:
         else:
             camera, origin = intrinsics_from_fov(self.settings.fit.nominal_fov_deg, w, h), "weak"
         return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times, camera, origin)
+
+    def _smooth(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,
+                track_ids: list[int]) -> list[HandFit]:
+        """The fits through their tracks' temporal filters (streams only; the raw fits stay the
+        next frame's warm start and temporal term, so the filter never feeds back into the fit)."""
+        st = self.settings.smoothing
+        if st is None or self.settings.detector_mode == "static" or not fits:
+            return fits
+        t = frame.timestamp_s
+        for key in [k for k, s in self._smoothers.items()
+                    if k not in self.tracker.tracks or not abs(t - s.time) <= st.max_gap_s]:
+            del self._smoothers[key]  # tracks ended, or unseen for a while
+        size = (frame.image.shape[1], frame.image.shape[0])
+        out = []
+        for d, f, key in zip(dets, fits, track_ids):
+            smoother = self._smoothers.setdefault(key, HandSmoother(self.fitter, st))
+            out.append(smoother(f, t, d.keypoints_2d, K, size))
+        return out
 
     def _refine(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,
                 segmented: _Segmented, times: dict[str, float]) -> list[RefineResult | None]:

@@ -1,8 +1,16 @@
 """Hand profiles (the JSON of DESIGN.md): read, validate, write atomically, list, rename, delete.
 
-Personalization (calibration) writes them; tracking reads the shape to fix the hand's size
-(:func:`load_profile`); the GUI manages them (:func:`list_profiles`, ...). Every
-malformed file raises :class:`~core.errors.InputError` with the reason.
+Personalization (calibration) writes them; tracking reads the identity to fix the hand
+(:func:`load_profile`, :attr:`Profile.identity`); the GUI manages them (:func:`list_profiles`,
+...). Every malformed file raises :class:`~core.errors.InputError` with the reason.
+
+Version 2 adds the personal identity beyond the shape (all optional, null when absent):
+``skeleton_mm`` (21 x 3 rest keypoints, MediaPipe order, millimetres, the **right** hand's
+rest frame at the profile's shape; a left hand uses the mirror image), ``surface_offsets_mm``
+(V x 3 per-vertex offsets, same frame), ``focal_px`` with ``focal_image_size`` [w, h] (the
+focal length calibration estimated for a camera without intrinsics), ``rejected_frames``
+([{source, frame, reason}]) and ``scale_note`` (a sentence on where the size comes from).
+Version 1 profiles still load (no personal skeleton: the model's own).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from core.errors import InputError
 log = logging.getLogger(__name__)
 
 PROFILE_FORMAT = "handtwin-profile"
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
 
 
 # ----------------------------------------------------------------------------- full profiles
@@ -43,6 +51,11 @@ class Profile:
         texture: absolute path of the texture PNG (stored relative to the JSON), or None.
         created: ISO 8601 time. path: the file read. model_name, model_sha256: the model.
         raw: the whole JSON document.
+        skeleton_mm: (21, 3) float64 personal rest keypoints, mm, right hand's frame, or None.
+        surface_offsets_mm: (V, 3) float64 surface offsets, mm, right hand's frame, or None.
+        focal_px: estimated focal length (pixels) for ``focal_image_size`` (w, h), or None.
+        rejected_frames: calibration frames the optimization rejected [{source, frame, reason}].
+        scale_note: where the size comes from, in words ("" in version 1 profiles).
     """
 
     name: str
@@ -59,6 +72,24 @@ class Profile:
     path: Path | None = None
     model_name: str = ""
     model_sha256: str = ""
+    skeleton_mm: np.ndarray | None = None
+    surface_offsets_mm: np.ndarray | None = None
+    focal_px: float | None = None
+    focal_image_size: tuple[int, int] | None = None
+    rejected_frames: tuple[dict[str, Any], ...] = ()
+    scale_note: str = ""
+
+    @property
+    def identity(self):  # -> core.model.personal.PersonalIdentity
+        """The personal identity (shape, skeleton and surface offsets in metres) to build the
+        personal model from (:func:`core.model.personal.identity_model`)."""
+        from core.model.personal import PersonalIdentity
+
+        return PersonalIdentity(
+            shape=self.shape,
+            skeleton=None if self.skeleton_mm is None else self.skeleton_mm / 1000.0,
+            offsets=None if self.surface_offsets_mm is None else self.surface_offsets_mm / 1000.0,
+        )
 
 
 def _number(doc: dict, key: str, where: str, lo: float, hi: float) -> float:
@@ -106,6 +137,63 @@ def validate_profile(doc: Any, where: str = "profile") -> None:
         raise InputError(f"{where}: 'texture' must be null or a file name next to the profile")
     if not isinstance(doc.get("created"), str):
         raise InputError(f"{where}: 'created' must be an ISO 8601 time string")
+    if version >= 2:
+        _validate_v2(doc, where)
+
+
+#: Bounds of the version 2 fields: rest keypoints within this many mm of the wrist's frame
+#: origin, bones of a plausible hand, surface offsets, vertices, focal lengths.
+_MAX_KEYPOINT_MM = 500.0
+_BONE_MM = (2.0, 150.0)
+_MAX_OFFSET_MM = 30.0
+_MAX_VERTICES = 100_000
+_FOCAL_PX = (10.0, 100_000.0)
+
+
+def _number_array(value: Any, rows: int | None, where: str, key: str, bound: float) -> np.ndarray:
+    """A (rows, 3) array of finite numbers within +-bound, or InputError."""
+    what = f"{where}: '{key}' must be null or a list of {rows if rows else 'N'} [x, y, z] numbers within +-{bound:g}"
+    if (not isinstance(value, list) or not value or (rows is not None and len(value) != rows)
+            or len(value) > _MAX_VERTICES):
+        raise InputError(what)
+    for row in value:
+        if (not isinstance(row, list) or len(row) != 3
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row)):
+            raise InputError(what)
+    arr = np.asarray(value, dtype=np.float64)
+    if not np.isfinite(arr).all() or np.abs(arr).max() > bound:
+        raise InputError(what)
+    return arr
+
+
+def _validate_v2(doc: dict[str, Any], where: str) -> None:
+    from core.keypoints import bone_lengths
+
+    skel = doc.get("skeleton_mm")
+    if skel is not None:
+        arr = _number_array(skel, 21, where, "skeleton_mm", _MAX_KEYPOINT_MM)
+        bones = bone_lengths(arr)
+        if bones.min() < _BONE_MM[0] or bones.max() > _BONE_MM[1]:
+            raise InputError(f"{where}: 'skeleton_mm' is not a hand: bone lengths must be {_BONE_MM[0]:g}-{_BONE_MM[1]:g} mm "
+                             f"(got {bones.min():.1f}-{bones.max():.1f})")
+    offsets = doc.get("surface_offsets_mm")
+    if offsets is not None:
+        _number_array(offsets, None, where, "surface_offsets_mm", _MAX_OFFSET_MM)
+    focal = doc.get("focal_px")
+    if focal is not None:
+        _number(doc, "focal_px", where, *_FOCAL_PX)
+        size = doc.get("focal_image_size")
+        if (not isinstance(size, list) or len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                    and 1 <= v <= 100_000 for v in size)):
+            raise InputError(f"{where}: 'focal_image_size' must be [width, height] in pixels when 'focal_px' is given")
+    rejected = doc.get("rejected_frames", [])
+    if not isinstance(rejected, list) or len(rejected) > 10_000 or not all(
+            isinstance(f, dict) and isinstance(f.get("source"), str) and isinstance(f.get("frame"), int)
+            and not isinstance(f.get("frame"), bool) and isinstance(f.get("reason"), str) for f in rejected):
+        raise InputError(f"{where}: 'rejected_frames' must be a list of {{source, frame, reason}}")
+    note = doc.get("scale_note", "")
+    if not isinstance(note, str) or len(note) > 1000:
+        raise InputError(f"{where}: 'scale_note' must be a short string")
 
 
 def _read_json(path: Path) -> Any:
@@ -133,7 +221,23 @@ def profile_from_doc(doc: dict[str, Any], path: Path | None = None) -> Profile:
         path=path,
         model_name=doc["model"]["name"],
         model_sha256=doc["model"]["sha256"],
+        **_v2_fields(doc),
     )
+
+
+def _v2_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """The version 2 attributes of a validated document (defaults for version 1)."""
+    if doc["version"] < 2:
+        return {}
+    skel, offsets, focal = doc.get("skeleton_mm"), doc.get("surface_offsets_mm"), doc.get("focal_px")
+    return {
+        "skeleton_mm": None if skel is None else np.asarray(skel, dtype=np.float64),
+        "surface_offsets_mm": None if offsets is None else np.asarray(offsets, dtype=np.float64),
+        "focal_px": None if focal is None else float(focal),
+        "focal_image_size": None if focal is None else tuple(int(v) for v in doc["focal_image_size"]),
+        "rejected_frames": tuple(dict(f) for f in doc.get("rejected_frames", [])),
+        "scale_note": str(doc.get("scale_note", "")),
+    }
 
 
 def load_profile(path: str | Path) -> Profile:

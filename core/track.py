@@ -81,7 +81,7 @@ def run_track(
 
         loaded = load_profile(profile)
         check_profile_model(loaded, model)
-        shape = loaded.shape
+        shape = loaded.identity  # shape, personal skeleton and surface: the personal model
     settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
     # running sums, not per-frame lists: a camera can be tracked for hours
     times: dict[str, _Mean] = {}

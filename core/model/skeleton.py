@@ -125,25 +125,34 @@ def _palm_frame(base: torch.Tensor) -> torch.Tensor:
     return n / n.norm()
 
 
-def skeleton_prior(base: torch.Tensor, params: SkeletonParams) -> torch.Tensor:
-    """Anatomical energy (...,) of skeleton parameters (dimensionless, 0 at the base skeleton)."""
+def skeleton_prior_residuals(base: torch.Tensor, params: SkeletonParams) -> torch.Tensor:
+    """(..., R) anatomical residuals of skeleton parameters; their squared sum is
+    :func:`skeleton_prior` (dimensionless, 0 at the base skeleton)."""
     base = base.to(params.bone_log.dtype)
     bone = _soft_clamp(params.bone_log, MAX_BONE_LOG)
-    e = (bone / SIGMA_BONE).pow(2).sum(-1)
     # Neighbouring phalanges of one finger keep their ratio (child bone follows its parent bone).
     idx = {b: i for i, b in enumerate(FINGER_BONES)}
     pairs = [(idx[i], idx[j]) for i in FINGER_BONES for j in FINGER_BONES if BONES[j][0] == BONES[i][1]]
-    a, c = zip(*pairs)
-    e = e + ((bone[..., list(c)] - bone[..., list(a)]) / SIGMA_RATIO).pow(2).sum(-1)
+    a, c = (list(t) for t in zip(*pairs))
     palm = _soft_clamp(params.palm, MAX_PALM)
     n = _palm_frame(base)
     normal = palm @ n
     in_plane = palm - normal[..., None] * n
-    e = e + (in_plane / SIGMA_PALM_IN_PLANE).pow(2).sum((-1, -2)) + (normal / SIGMA_PALM_NORMAL).pow(2).sum(-1)
     # MCPs stay in order across the palm: each spacing at least half the base's.
     skel = skeleton_from_params(base, params)
     rel_scale = torch.exp(params.log_scale)[..., None]
     gaps = torch.stack([(skel[..., _MCPS[i + 1], :] - skel[..., _MCPS[i], :]) for i in range(3)], -2)
     base_gaps = torch.stack([(base[_MCPS[i + 1]] - base[_MCPS[i]]) for i in range(3)], -2)
     along = (gaps * base_gaps).sum(-1) / base_gaps.pow(2).sum(-1) / rel_scale
-    return e + 100.0 * torch.relu(0.5 - along).pow(2).sum(-1)
+    return torch.cat([
+        bone / SIGMA_BONE,
+        (bone[..., c] - bone[..., a]) / SIGMA_RATIO,
+        (in_plane / SIGMA_PALM_IN_PLANE).flatten(-2),
+        normal / SIGMA_PALM_NORMAL,
+        10.0 * torch.relu(0.5 - along),
+    ], -1)
+
+
+def skeleton_prior(base: torch.Tensor, params: SkeletonParams) -> torch.Tensor:
+    """Anatomical energy (...,) of skeleton parameters (dimensionless, 0 at the base skeleton)."""
+    return skeleton_prior_residuals(base, params).pow(2).sum(-1)

@@ -131,4 +131,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
         f"({frames} frames read) in {result.seconds * 1000:.0f} ms: hand length {result.hand_length_mm:.1f} mm, "
         f"width {result.hand_width_mm:.1f} mm (scale: {result.scale_source}); wrote {out}"
     )
+    if result.focal_px is not None:
+        print(f"estimated focal length: {result.focal_px:.0f} px at {result.focal_image_size[0]}x{result.focal_image_size[1]}")
+    for i, reason in result.rejected:
+        c = session.candidates[i]
+        print(f"rejected frame {c.frame_index} of {c.source}: {reason}")
+    print(result.scale_note)
     return 0

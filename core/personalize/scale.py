@@ -172,6 +172,17 @@ def apply_scale(layer: HandModel, betas: np.ndarray, option: ScaleOption | None)
     return pin_scale(layer, betas, factor)
 
 
+def scale_note(source: str, hand_length_mm: float) -> str:
+    """One plain sentence on where a calibrated hand's size comes from (profiles, GUI, CLI)."""
+    if source == "prior":
+        return (f"Size is the population prior ({hand_length_mm:.0f} mm hand length), not a measurement: "
+                "no metric anchor (a known hand length, an ArUco sheet or a stereo pair) was given, so the "
+                "proportions are this hand's but its absolute size is the average hand's.")
+    how = {"hand_length": "the hand length you measured", "aruco": "the ArUco sheet under the hand",
+           "stereo": "the calibrated stereo pair"}.get(source, source)
+    return f"Size measured from {how}: {hand_length_mm:.0f} mm hand length."
+
+
 # ----------------------------------------------------------------------------- ArUco / ChArUco
 
 

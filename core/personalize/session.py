@@ -30,8 +30,9 @@ from core.model import HandModel, load_model_data
 from core.personalize.attention import DEFAULT_TEMPERATURE, attention_weights, calibrate_shape, shape_normal_matrices
 from core.personalize.confidence import ConfidencePredictor
 from core.personalize.features import FEATURE_NAMES, frame_features, hand_crop, pose_descriptor
-from core.personalize.scale import ScaleOption, apply_scale, measures, rest_keypoint_basis
-from core.personalize.selection import select_frames
+from core.keypoints import Keypoint
+from core.personalize.scale import ScaleOption, apply_scale, measures, rest_keypoint_basis, scale_note
+from core.personalize.selection import CoverageReport, bone_observability, coverage_report, select_frames
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,12 @@ class CalibrationFrame:
         keypoints_2d: (21, 2) float32 detected keypoints, px.
         timestamp_s: the frame's time, seconds.
         normal_matrix: (S, S) float64 ``A^T A`` of Eq. 7 at this pose (cached by the session).
+        K: (3, 3) float32 the frame's intrinsics, pixels, or None when unknown.
+        image_size: (width, height) pixels.
+        world_landmarks: (21, 3) float32 MediaPipe world landmarks, metres, or None.
+        score: the detector's confidence.
+        observability: (20,) float64 how much of each bone's length this view shows
+            (:func:`core.personalize.selection.bone_observability`), or None.
     """
 
     source: str
@@ -67,6 +74,11 @@ class CalibrationFrame:
     keypoints_2d: np.ndarray | None = None
     timestamp_s: float = 0.0
     normal_matrix: np.ndarray | None = None
+    K: np.ndarray | None = None
+    image_size: tuple[int, int] = (0, 0)
+    world_landmarks: np.ndarray | None = None
+    score: float = 1.0
+    observability: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,14 @@ class CalibrationResult:
         seconds: wall time of :meth:`CalibrationSession.calibrate`.
         frames: (K,) indices of the frames used, into the session's candidates.
         unscaled_shape: (S,) the Eq. 7 shape before the size was pinned.
+        skeleton: (21, 3) float64 the personal rest keypoints (metres, the session side's rest
+            frame, at ``shape``) from the joint optimization, or None (Eq. 7 only).
+        frame_weights: (K,) the joint optimization's final frame weights (attention x robust).
+        rejected: ((candidate index, reason), ...) frames the joint optimization rejected.
+        focal_px: the focal length it estimated (frames without intrinsics), or None.
+        focal_image_size: (w, h) of the frame that focal length belongs to, or None.
+        scale_note: where the size comes from, in words.
+        residual_px: (K,) mean reprojection error of each frame after the joint optimization.
     """
 
     shape: np.ndarray
@@ -96,6 +116,13 @@ class CalibrationResult:
     seconds: float
     frames: tuple[int, ...] = ()
     unscaled_shape: np.ndarray | None = None
+    skeleton: np.ndarray | None = None
+    frame_weights: np.ndarray | None = None
+    rejected: tuple[tuple[int, str], ...] = ()
+    focal_px: float | None = None
+    focal_image_size: tuple[int, int] | None = None
+    scale_note: str = ""
+    residual_px: np.ndarray | None = None
 
 
 #: The free-shape refit of a candidate: a weaker shape prior than tracking's, so that each
@@ -169,8 +196,20 @@ class CalibrationSession:
             else:
                 conf = np.array([c.confidence for c in self._candidates])
                 desc = np.stack([c.descriptor for c in self._candidates])
-                self._selected = select_frames(conf, desc, self.k, forced=self._added, excluded=self._dropped)
+                obs = None
+                if all(c.observability is not None for c in self._candidates):
+                    obs = np.stack([c.observability for c in self._candidates])
+                self._selected = select_frames(conf, desc, self.k, forced=self._added, excluded=self._dropped,
+                                               observability=obs)
         return list(self._selected)
+
+    def coverage(self, frames: list[int] | None = None) -> CoverageReport:
+        """Per-bone coverage and length uncertainty of the selected frames (or ``frames``):
+        which bones the chosen views constrain, and whether every bone is constrained enough
+        (``done``) for the guided session to stop asking for poses."""
+        idx = self.selected if frames is None else [int(i) for i in frames]
+        obs = [self._candidates[i].observability for i in idx if self._candidates[i].observability is not None]
+        return coverage_report(np.stack(obs) if obs else np.zeros((0, 20)))
 
     def add(self, index: int) -> None:
         """Force candidate ``index`` into the selection (it replaces an automatic choice)."""
@@ -223,10 +262,10 @@ class CalibrationSession:
         obs = HandObservation(detection.handedness, detection.keypoints_2d, detection.world_landmarks,
                               None if K is None else np.asarray(K, dtype=np.float32), (w, h), float(detection.score))
         fit = self.fitter.fit([obs], None, None, self.fit_iterations)[0]
-        return self._candidate(image, detection, fit, source, frame_index, timestamp_s)
+        return self._candidate(image, detection, fit, source, frame_index, timestamp_s, K=K)
 
     def _candidate(self, image, detection, fit: HandFit, source, frame_index, timestamp_s,
-                   crop: np.ndarray | None = None) -> CalibrationFrame | None:
+                   crop: np.ndarray | None = None, K: np.ndarray | None = None) -> CalibrationFrame | None:
         if crop is None:
             crop = hand_crop(image, detection.keypoints_2d)
         feats = frame_features(image, detection.keypoints_2d, detection.keypoints_z, detection.world_landmarks,
@@ -242,6 +281,11 @@ class CalibrationSession:
             confidence=conf, descriptor=pose_descriptor(fit.pose, fit.keypoints_3d, fit.side),
             keypoints_2d=np.asarray(detection.keypoints_2d, dtype=np.float32), timestamp_s=float(timestamp_s),
             normal_matrix=shape_normal_matrices(self.layer, np.asarray(fit.pose)[None])[0],
+            K=None if K is None else np.asarray(K, dtype=np.float32),
+            image_size=(int(image.shape[1]), int(image.shape[0])),
+            world_landmarks=None if detection.world_landmarks is None else np.asarray(detection.world_landmarks, np.float32),
+            score=float(detection.score),
+            observability=bone_observability(fit.keypoints_3d),
         )
 
     def _insert(self, cand: CalibrationFrame) -> None:
@@ -273,14 +317,21 @@ class CalibrationSession:
         return np.linalg.norm(kp[:, Keypoint.MIDDLE_TIP] - kp[:, Keypoint.WRIST], axis=1) * 1000.0
 
     def calibrate(self, scale: ScaleOption | None = None, progress: Progress | None = None,
-                  frames: list[int] | None = None, uniform: bool = False) -> CalibrationResult:
-        """Calibrate one shape from the selected frames (or ``frames``).
+                  frames: list[int] | None = None, uniform: bool = False,
+                  personal: bool = True) -> CalibrationResult:
+        """Calibrate the hand from the selected frames (or ``frames``).
+
+        First one shape by attention calibration (Eq. 6-7) with its size pinned; then, from that
+        start, the personal skeleton (and a focal length where intrinsics are unknown) jointly
+        with every frame's pose (:func:`core.personalize.bundle.bundle_adjust`), which also
+        rejects frames that disagree with the shared hand.
 
         Args:
             scale: how to pin the size (None: the prior).
             progress: called with (fraction, message).
             frames: candidate indices to use instead of :attr:`selected`.
             uniform: w_i = 1/K instead of the attention weights (the paper's ablation).
+            personal: run the joint optimization (False: Eq. 7 only, the shape-space hand).
 
         Raises:
             InputError: no usable candidate.
@@ -306,6 +357,14 @@ class CalibrationSession:
             progress(0.7, "pinning the size")
         shape = apply_scale(self.layer, cal.betas, scale)
         length, width, bones = measures(self.layer, shape)
+        source = "prior" if scale is None else scale.source
+        extra: dict[str, Any] = {}
+        if personal and all(c.keypoints_2d is not None and c.image_size[0] > 0 for c in chosen):
+            if progress:
+                progress(0.75, "fitting the personal skeleton to all frames at once")
+            extra = self._bundle(chosen, idx, w, shape, length)
+            if extra:
+                length, width, bones = extra.pop("measures")
         result = CalibrationResult(
             shape=np.asarray(shape, dtype=np.float32),
             hand_length_mm=length * 1000.0,
@@ -318,19 +377,53 @@ class CalibrationSession:
             seconds=time.perf_counter() - t0,
             frames=tuple(idx),
             unscaled_shape=np.asarray(cal.betas, dtype=np.float32),
+            scale_note=scale_note(source, length * 1000.0),
+            **extra,
         )
         if progress:
             progress(1.0, f"hand length {result.hand_length_mm:.1f} mm, width {result.hand_width_mm:.1f} mm")
         return result
 
+    def _bundle(self, chosen: list[CalibrationFrame], idx: list[int], weights: np.ndarray, shape: np.ndarray,
+                length_m: float) -> dict[str, Any]:
+        """The joint optimization's part of a :class:`CalibrationResult` (see :meth:`calibrate`)."""
+        from core.keypoints import bone_lengths
+        from core.personalize.bundle import BundleFrame, bundle_adjust
+
+        frames = [BundleFrame(c.keypoints_2d, c.image_size, c.K, c.pose.astype(np.float64), c.world_landmarks,
+                              float(wi), c.score) for c, wi in zip(chosen, weights)]
+        with torch.inference_mode(False), torch.no_grad():
+            ba = bundle_adjust(self.model_data, frames, length_m, betas=shape,
+                               nominal_fov_deg=self.fitter.settings.nominal_fov_deg)
+        skel = ba.skeleton
+        width = float(np.linalg.norm(skel[Keypoint.RING_MCP] - skel[Keypoint.INDEX_MCP]))
+        free = [i for i, c in enumerate(chosen) if c.K is None]
+        for i, reason in ba.rejected:
+            log.info("calibration rejected frame %s:%d: %s", chosen[i].source, chosen[i].frame_index, reason)
+        return {
+            "measures": (length_m, width, bone_lengths(skel)),
+            "skeleton": skel,
+            "frame_weights": ba.frame_weights,
+            "rejected": tuple((idx[i], reason) for i, reason in ba.rejected),
+            "focal_px": float(ba.focal_px[free[0]]) if free else None,
+            "focal_image_size": tuple(chosen[free[0]].image_size) if free else None,
+            "residual_px": ba.residual_px,
+        }
+
     def to_profile(self, result: CalibrationResult, name: str) -> dict[str, Any]:
         """The profile JSON document of DESIGN.md for ``result``."""
+        from core.mirror import mirror_points
         from core.profile_io import PROFILE_FORMAT, PROFILE_VERSION
 
+        # Profiles keep the skeleton in the right hand's frame (a left hand's is its mirror image).
+        skel = result.skeleton
+        if skel is not None and self.side == "left":
+            skel = mirror_points(np.asarray(skel, dtype=np.float64))
         frames = [
             {"source": self._candidates[i].source, "frame": self._candidates[i].frame_index,
              "confidence": round(float(c), 4), "weight": round(float(w), 5)}
-            for i, c, w in zip(result.frames, result.confidences, result.weights)
+            for i, c, w in zip(result.frames, result.confidences,
+                                result.weights if result.frame_weights is None else result.frame_weights)
         ]
         return {
             "format": PROFILE_FORMAT,
@@ -346,4 +439,11 @@ class CalibrationSession:
             "frames": frames,
             "texture": None,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "skeleton_mm": None if skel is None else [[round(float(v), 3) for v in row] for row in skel * 1000.0],
+            "surface_offsets_mm": None,
+            "focal_px": None if result.focal_px is None else round(float(result.focal_px), 2),
+            "focal_image_size": None if result.focal_image_size is None else [int(v) for v in result.focal_image_size],
+            "rejected_frames": [{"source": self._candidates[i].source, "frame": self._candidates[i].frame_index,
+                                 "reason": reason} for i, reason in result.rejected],
+            "scale_note": result.scale_note,
         }

@@ -1,7 +1,10 @@
 """Synthetic calibration subjects with known shapes, for training and benchmarking.
 
-A subject is a shape drawn from the model's shape distribution (beta ~ N(0, I), clipped at
-2.5 SD) and a skin texture; each of its frames is rendered by :mod:`core.synth.render` in a
+A subject is either a shape drawn from the model's shape distribution (beta ~ N(0, I), clipped
+at 2.5 SD) or, with ``people=True``, a synthetic *person*: a skeleton whose segment lengths and
+palm proportions differ from the template beyond the shape space (:mod:`core.synth.people`,
+rendered through its personal model, :func:`core.model.personal.personal_model`); and a skin
+texture; each of its frames is rendered by :mod:`core.synth.render` in a
 random natural pose and view (palm or back, tilted up to 60 degrees), random lighting and
 background, then degraded at random: Gaussian or motion blur, occluders over the hand, noise,
 exposure. MediaPipe (static-image mode) detects the hand as it would in the app.
@@ -25,7 +28,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 #: Bump when rendering or degradation changes (invalidates caches).
-DATA_VERSION = 3
+DATA_VERSION = 4
 
 
 def cache_dir() -> Path:
@@ -41,16 +44,20 @@ class SynthFrames:
 
     Attributes:
         subject: (N,) int subject id. true_betas: (N, S) float32 the subject's shape.
+        true_skeleton: (N, 21, 3) float32 the subject's rest keypoints (model frame, metres,
+            MediaPipe order): its personal skeleton, or the shape's rest keypoints.
         frame: (N,) int frame number within the subject.
         keypoints_2d: (N, 21, 2) detected px. keypoints_z: (N, 21). world: (N, 21, 3) m.
         score: (N,) detector score. handedness: (N,) str.
         crops: (N, 96, 96, 3) uint8 hand crops. image_size: (N, 2) (w, h). K: (N, 3, 3).
-        true_pose: (N, 48). degradation: (N, 3) blur sigma px, occluded fraction, noise std.
+        true_pose: (N, 48). true_keypoints_2d: (N, 21, 2) px and true_keypoints_3d: (N, 21, 3)
+            camera frame, metres: the rendered hand's exact keypoints. degradation: (N, 3) blur sigma px, occluded fraction, noise std.
         rendered: frames rendered in total (detected or not).
     """
 
     subject: np.ndarray
     true_betas: np.ndarray
+    true_skeleton: np.ndarray
     frame: np.ndarray
     keypoints_2d: np.ndarray
     keypoints_z: np.ndarray
@@ -61,6 +68,8 @@ class SynthFrames:
     image_size: np.ndarray
     K: np.ndarray
     true_pose: np.ndarray
+    true_keypoints_2d: np.ndarray
+    true_keypoints_3d: np.ndarray
     degradation: np.ndarray
     rendered: int
 
@@ -112,26 +121,40 @@ def degrade(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, stren
 
 
 def generate(n_subjects: int, frames_per_subject: int, seed: int, image_size: tuple[int, int] = (256, 256),
-             model: str | None = None, progress: bool = False, max_render_factor: int = 4) -> SynthFrames:
+             model: str | None = None, progress: bool = False, max_render_factor: int = 4,
+             people: bool = False) -> SynthFrames:
     """Render, degrade and detect right hands until each of ``n_subjects`` subjects has
-    ``frames_per_subject`` detected frames (at most ``max_render_factor`` times as many renders)."""
+    ``frames_per_subject`` detected frames (at most ``max_render_factor`` times as many renders).
+    ``people``: subjects are synthetic people (off-template skeletons, mean shape) instead of
+    shapes of the model's shape space."""
     import torch
 
     from core.detect import HandDetector
+    from core.model.personal import model_rest_keypoints
     from core.personalize.features import hand_crop
+    from core.synth.people import person_layers, sample_person_skeleton
     from core.synth.render import SynthSettings, default_layers, procedural_skin_texture, render_hand_sample
 
     torch.set_num_threads(1)
-    layers = default_layers(model)
+    base_layers = default_layers(model)
     settings = SynthSettings(image_size=image_size, fill=(0.35, 0.75), max_tilt_deg=60.0, back_facing=0.4,
                              supersample=1, left_probability=0.0)
-    rows: dict[str, list] = {k: [] for k in ("subject", "true_betas", "frame", "keypoints_2d", "keypoints_z", "world", "score",
-                                              "handedness", "crops", "image_size", "K", "true_pose", "degradation")}
+    rows: dict[str, list] = {k: [] for k in ("subject", "true_betas", "true_skeleton", "frame", "keypoints_2d", "keypoints_z", "world", "score",
+                                              "handedness", "crops", "image_size", "K", "true_pose",
+                                              "true_keypoints_2d", "true_keypoints_3d", "degradation")}
     rendered = 0
     with HandDetector(max_hands=1, mode="static") as det:
         for s in range(n_subjects):
             rng = np.random.default_rng([seed, s])
-            betas = np.clip(rng.normal(0, 1, layers["right"].num_betas), -2.5, 2.5).astype(np.float32)
+            base = base_layers["right"].data
+            if people:
+                betas = np.zeros(base.num_betas, np.float32)
+                skeleton = sample_person_skeleton(model_rest_keypoints(base), rng)
+                layers = person_layers(base, skeleton)
+            else:
+                betas = np.clip(rng.normal(0, 1, base.num_betas), -2.5, 2.5).astype(np.float32)
+                skeleton = model_rest_keypoints(base, betas)
+                layers = base_layers
             texture = procedural_skin_texture(rng, 256)
             found_here = 0
             for f in range(max_render_factor * frames_per_subject):
@@ -149,6 +172,7 @@ def generate(n_subjects: int, frames_per_subject: int, seed: int, image_size: tu
                 h, w = image.shape[:2]
                 rows["subject"].append(s)
                 rows["true_betas"].append(betas)
+                rows["true_skeleton"].append(skeleton.astype(np.float32))
                 rows["frame"].append(f)
                 rows["keypoints_2d"].append(d.keypoints_2d)
                 rows["keypoints_z"].append(d.keypoints_z)
@@ -159,6 +183,8 @@ def generate(n_subjects: int, frames_per_subject: int, seed: int, image_size: tu
                 rows["image_size"].append((w, h))
                 rows["K"].append(sample.K)
                 rows["true_pose"].append(sample.pose)
+                rows["true_keypoints_2d"].append(sample.keypoints_2d)
+                rows["true_keypoints_3d"].append(sample.joints_3d)
                 rows["degradation"].append(deg)
             if progress:
                 log.info("subject %d/%d: %d frames detected so far of %d", s + 1, n_subjects, len(rows["subject"]), rendered)
@@ -167,17 +193,17 @@ def generate(n_subjects: int, frames_per_subject: int, seed: int, image_size: tu
 
 
 def load_or_generate(name: str, n_subjects: int, frames_per_subject: int, seed: int,
-                     model: str | None = None, progress: bool = False) -> SynthFrames:
+                     model: str | None = None, progress: bool = False, people: bool = False) -> SynthFrames:
     """:func:`generate`, cached under :func:`cache_dir` by its arguments and :data:`DATA_VERSION`."""
-    key = hashlib.sha256(repr((DATA_VERSION, n_subjects, frames_per_subject, seed, model)).encode()).hexdigest()[:12]
+    key = hashlib.sha256(repr((DATA_VERSION, n_subjects, frames_per_subject, seed, model, people)).encode()).hexdigest()[:12]
     path = cache_dir() / f"{name}-{key}.npz"
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as z:
                 return SynthFrames(rendered=int(z["rendered"]), **{k: z[k] for k in z.files if k != "rendered"})
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring the unreadable cache %s (%s)", path, exc)
-    data = generate(n_subjects, frames_per_subject, seed, model=model, progress=progress)
+    data = generate(n_subjects, frames_per_subject, seed, model=model, progress=progress, people=people)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part.npz")
     arrays = {k: getattr(data, k) for k in data.__dataclass_fields__ if k != "rendered"}
@@ -212,5 +238,6 @@ def candidates(session, data: SynthFrames, indices: np.ndarray | list[int] | Non
                               data.K[i].astype(np.float32), (w, h), det.score)
         fit = session.fitter.fit([obs], None, None, session.fit_iterations)[0]
         image = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (h, w, 3))
-        out.append(session._candidate(image, det, fit, "synthetic", int(data.frame[i]), 0.0, crop=data.crops[i]))
+        out.append(session._candidate(image, det, fit, "synthetic", int(data.frame[i]), 0.0, crop=data.crops[i],
+                                      K=data.K[i]))
     return out

@@ -29,27 +29,66 @@ log = logging.getLogger("train_confidence")
 #: The data sets: (name, subjects, detected frames per subject, seed).
 TRAIN_SET = ("train", 30, 20, 1)
 HELDOUT_SET = ("heldout", 16, 20, 1000)
+#: Synthetic people (off-template skeletons, :mod:`core.synth.people`), same layout.
+PEOPLE_TRAIN_SET = ("people-train", 30, 20, 2)
+PEOPLE_HELDOUT_SET = ("people-heldout", 12, 20, 2000)
 
 
-def frame_table(data, session=None) -> dict[str, np.ndarray]:
-    """Free-shape refits of cached synthetic frames: features (N, F), betas, poses, true
-    betas, subject ids and the shape error l_i, for the usable frames."""
+#: What a frame's confidence ranks (the error ``l_i`` it should be low for):
+#: ``"bone"``: the frame's own free-shape fit's bone proportions against the truth (scale-free
+#: mean absolute log ratio over the 20 bones: how wrong this frame alone says the hand is);
+#: ``"detection"``: MediaPipe's 2D keypoint error against the truth over the hand's size (how
+#: much the frame's evidence misleads a calibration that fits the keypoints);
+#: ``"shape"``: ``|beta_i - beta_true|_1`` (the paper's target; shape-space subjects only).
+TARGETS = ("bone", "detection", "shape")
+
+
+def frame_targets(session, data, indices: np.ndarray, cands: list, target: str = "bone") -> np.ndarray | None:
+    """(len(cands),) the error ``l_i`` (see :data:`TARGETS`) of the candidates that the data
+    frames ``indices`` (one subject's) produced; None when the target cannot be computed."""
+    from core.keypoints import bone_lengths
+
+    idx = np.asarray(indices)
+    by_frame = {int(data.frame[i]): int(i) for i in idx}
+    rows = [by_frame[int(c.frame_index)] for c in cands]
+    if target == "shape":
+        return np.array([np.abs(c.betas - data.true_betas[i]).sum() for c, i in zip(cands, rows)])
+    if target == "detection":
+        true = data.true_keypoints_2d[rows].astype(np.float64)
+        size = np.linalg.norm(np.ptp(true, axis=1), axis=1)
+        return np.linalg.norm(data.keypoints_2d[rows] - true, axis=2).mean(1) / size
+    if target != "bone":
+        raise ValueError(f"unknown target {target!r}")
+    k0, kd = session._basis
+    kp = k0[None] + (np.stack([c.betas for c in cands]).astype(np.float64) @ kd.T).reshape(-1, 21, 3)
+    true = bone_lengths(data.true_skeleton[rows[0]].astype(np.float64))
+    r = np.log(bone_lengths(kp) / true)
+    return np.abs(r - np.median(r, axis=1, keepdims=True)).mean(1)
+
+
+def frame_table(data, session=None, target: str = "bone") -> dict[str, np.ndarray]:
+    """Free-shape refits of cached synthetic frames: features (N, F), betas, poses, subject
+    ids, the error l_i (:data:`TARGETS`) and the candidates themselves, for the usable frames."""
     from core.personalize.session import CalibrationSession
     from core.personalize.synthdata import candidates
 
     session = session or CalibrationSession(confidence="heuristic")
-    cands = candidates(session, data)
-    keep = np.array([c is not None for c in cands])
-    cs = [c for c in cands if c is not None]
-    betas = np.stack([c.betas for c in cs])
-    true = data.true_betas[keep]
+    cs, err, subj = [], [], []
+    for s in np.unique(data.subject):
+        idx = np.nonzero(data.subject == s)[0]
+        cands = [c for c in candidates(session, data, idx) if c is not None]
+        if not cands:
+            continue
+        cs += cands
+        err.append(frame_targets(session, data, idx, cands, target))
+        subj.append(np.full(len(cands), s))
     return {
         "features": np.stack([c.features for c in cs]),
-        "betas": betas,
+        "betas": np.stack([c.betas for c in cs]),
         "poses": np.stack([c.pose for c in cs]),
-        "true_betas": true,
-        "subject": data.subject[keep],
-        "error": np.abs(betas - true).sum(1),
+        "subject": np.concatenate(subj),
+        "error": np.concatenate(err),
+        "candidates": cs,
     }
 
 
@@ -113,43 +152,120 @@ def train(table: dict[str, np.ndarray], epochs: int = 400, margin: float = 0.1, 
     return net
 
 
+def subject_groups(table: dict) -> dict[int, np.ndarray]:
+    """Frame indices of the table per subject."""
+    return {int(s): np.nonzero(table["subject"] == s)[0] for s in np.unique(table["subject"])}
+
+
+def calibration_bone_errors(session, table: dict, data, confidence: np.ndarray, k: int = 20,
+                            uniform: bool = False) -> np.ndarray:
+    """(subjects,) mean absolute bone-length error (mm) of each subject's calibration from its
+    first ``k`` usable frames with the given confidences (attention, Eq. 6, or uniform), the
+    true hand length given (as the benchmark's acceptance row: isolates the proportions)."""
+    import dataclasses
+
+    from core.keypoints import Keypoint, bone_lengths
+    from core.personalize.bench import calibrated_skeleton
+    from core.personalize.scale import ScaleOption
+
+    out = []
+    for s, rows in subject_groups(table).items():
+        rows = rows[:k]
+        truth = data.true_skeleton[np.nonzero(data.subject == s)[0][0]].astype(np.float64)
+        L = float(np.linalg.norm(truth[Keypoint.MIDDLE_TIP] - truth[Keypoint.WRIST]))
+        session._candidates = [dataclasses.replace(table["candidates"][i], confidence=float(confidence[i])) for i in rows]
+        session._selected = None
+        r = session.calibrate(ScaleOption.from_hand_length(L * 1000.0), frames=list(range(len(rows))), uniform=uniform)
+        out.append(np.abs(bone_lengths(calibrated_skeleton(session, r)) - bone_lengths(truth)).mean() * 1000.0)
+    return np.asarray(out)
+
+
+#: Output scales tried when calibrating the predictor against the temperature T.
+OUTPUT_SCALES = tuple(float(v) for v in np.geomspace(0.25, 256.0, 21))
+
+
+def fit_output_scale(session, table: dict, data, raw: np.ndarray) -> tuple[float, dict[str, float]]:
+    """The factor alpha on the raw confidences that minimizes the training subjects' mean
+    calibrated bone error with ``w = softmax(alpha c / T)``: the predictor's output scale
+    calibrated against T (equivalently a learned temperature T / alpha). Returns alpha and the
+    error at each scale tried (plus ``"uniform"``)."""
+    errors = {"uniform": float(calibration_bone_errors(session, table, data, raw, uniform=True).mean())}
+    for a in OUTPUT_SCALES:
+        errors[f"{a:.3g}"] = float(calibration_bone_errors(session, table, data, a * raw).mean())
+    best = min(OUTPUT_SCALES, key=lambda a: errors[f"{a:.3g}"])
+    return best, errors
+
+
+def fold_output_scale(net: ConfidenceNet, alpha: float) -> None:
+    """Multiply the network's output by ``alpha`` (its last layer's weights and bias)."""
+    last = net.net[-1]
+    with torch.no_grad():
+        last.weight.mul_(alpha)
+        last.bias.mul_(alpha)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=WEIGHTS_PATH)
     parser.add_argument("--epochs", type=int, default=400)
     parser.add_argument("--margin", type=float, default=0.1)
+    parser.add_argument("--target", choices=TARGETS[:2], default="bone")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
+    from core.personalize.session import CalibrationSession
     from core.personalize.synthdata import load_or_generate
 
     t0 = time.perf_counter()
-    tr = frame_table(load_or_generate(*TRAIN_SET[:3], seed=TRAIN_SET[3], progress=True))
-    te = frame_table(load_or_generate(*HELDOUT_SET[:3], seed=HELDOUT_SET[3], progress=True))
+    session = CalibrationSession(confidence="heuristic")
+    d_tr = load_or_generate(*PEOPLE_TRAIN_SET[:3], seed=PEOPLE_TRAIN_SET[3], progress=True, people=True)
+    d_te = load_or_generate(*PEOPLE_HELDOUT_SET[:3], seed=PEOPLE_HELDOUT_SET[3], progress=True, people=True)
+    tr = frame_table(d_tr, session, args.target)
+    te = frame_table(d_te, session, args.target)
     log.info("frames: %d train, %d held-out (%.0f s)", len(tr["error"]), len(te["error"]), time.perf_counter() - t0)
     net = train(tr, epochs=args.epochs, margin=args.margin)
     from core.personalize.features import heuristic_confidence
 
     with torch.no_grad():
-        c_tr = net(torch.as_tensor(tr["features"])).numpy()
-        c_te = net(torch.as_tensor(te["features"])).numpy()
+        raw_tr = net(torch.as_tensor(tr["features"])).numpy().astype(np.float64)
+    alpha, scale_errors = fit_output_scale(session, tr, d_tr, raw_tr)
+    fold_output_scale(net, alpha)
+    with torch.no_grad():
+        c_tr = net(torch.as_tensor(tr["features"])).numpy().astype(np.float64)
+        c_te = net(torch.as_tensor(te["features"])).numpy().astype(np.float64)
     quality = {
         "train": ranking_quality(c_tr, tr["error"], tr["subject"]),
         "heldout": ranking_quality(c_te, te["error"], te["subject"]),
         "heldout_heuristic": ranking_quality(heuristic_confidence(te["features"]), te["error"], te["subject"]),
     }
+    att = calibration_bone_errors(session, te, d_te, c_te)
+    uni = calibration_bone_errors(session, te, d_te, c_te, uniform=True)
+    heldout_calibration = {
+        "bone_error_attention_mm": round(float(att.mean()), 4),
+        "bone_error_uniform_mm": round(float(uni.mean()), 4),
+        "attention_gain_over_uniform": round(float(1.0 - att.mean() / uni.mean()), 4),
+    }
     log.info("ranking quality: %s", quality)
+    log.info("output scale %.3g; held-out calibration: %s", alpha, heldout_calibration)
     meta = {
         "command": "python -m core.personalize.train_confidence" + (f" --epochs {args.epochs}" if args.epochs != 400 else "")
-                   + (f" --margin {args.margin}" if args.margin != 0.1 else ""),
+                   + (f" --margin {args.margin}" if args.margin != 0.1 else "")
+                   + (f" --target {args.target}" if args.target != "bone" else ""),
         "feature_names": list(FEATURE_NAMES),
-        "target": "l_i = |beta_i - beta_true|_1 of the frame's free-shape refit; pairs within a subject",
+        "target": {"bone": "scale-free bone error of the frame's free-shape refit against the person's true skeleton",
+                   "detection": "MediaPipe's 2D keypoint error over the hand's size"}[args.target]
+                  + "; pairs within a subject",
         "model": "one linear layer over standardized features (hidden=0)",
         "loss": f"MarginRankingLoss(margin={args.margin}), full batch, Adam lr 3e-3, weight decay 1e-2",
         "epochs": args.epochs,
-        "train": {"set": TRAIN_SET, "frames": int(len(tr["error"]))},
-        "heldout": {"set": HELDOUT_SET, "frames": int(len(te["error"]))},
+        "output_scale": {"alpha": alpha, "folded_into_last_layer": True,
+                         "chosen_by": "mean calibrated bone error of the training people, softmax(alpha c / T), T = 0.33",
+                         "training_bone_error_mm": {k: round(v, 4) for k, v in scale_errors.items()}},
+        "train": {"set": PEOPLE_TRAIN_SET, "people": True, "frames": int(len(tr["error"]))},
+        "heldout": {"set": PEOPLE_HELDOUT_SET, "people": True, "frames": int(len(te["error"]))},
         "ranking_quality": quality,
+        "heldout_calibration": heldout_calibration,
+        "calibration": "session.calibrate (true hand length given), first 20 usable frames per person",
         "seconds": round(time.perf_counter() - t0, 1),
     }
     save_confidence_net(net, args.out, {"training": json.dumps(meta)})

@@ -1,0 +1,120 @@
+"""Fast synthetic people for calibration tests and ``bench``: keypoints, not images.
+
+A person is a base model's skeleton with each finger bone's length varied independently of
+the overall size (factor ~ N(1, ``bone_sd``)) and the palm's width varied (~ N(1, ``palm_sd``)),
+turned into a personal model (:func:`core.model.personal.personal_model`) and shown in natural
+poses (:func:`core.synth.render.natural_pose`) facing the camera. A frame's observation is the
+projected true keypoints with Gaussian pixel noise, MediaPipe-like world landmarks (true bone
+directions, rotated by a small random error) and, optionally, the shape-free fit of
+:class:`~core.fit.TailorFitter` as the starting pose, the way a calibration session starts.
+The rendered, MediaPipe-detected benchmark lives beside it (:mod:`core.personalize.bench`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core.keypoints import BONES, Keypoint
+from core.model import HandModel
+from core.model.data import HandModelData
+from core.model.personal import model_rest_keypoints, personal_model
+from core.personalize.bundle import BundleFrame
+from core.rotations import matrix_to_axis_angle
+
+
+def random_person_skeleton(base_keypoints: np.ndarray, rng: np.random.Generator, bone_sd: float = 0.05,
+                           palm_sd: float = 0.05, side: str = "right") -> np.ndarray:
+    """(21, 3) an off-template rest skeleton: finger bones scaled by N(1, bone_sd) each, the
+    palm's width (its extent across the fingers, model z) by N(1, palm_sd)."""
+    s = np.asarray(base_keypoints, dtype=np.float64).copy()
+    s[:, 2] = s[:, 2] * float(np.clip(1.0 + palm_sd * rng.standard_normal(), 0.8, 1.2))
+    out = s.copy()
+    for p, c in BONES:
+        if p != Keypoint.WRIST:
+            f = float(np.clip(1.0 + bone_sd * rng.standard_normal(), 0.75, 1.25))
+            out[c] = out[p] + (s[c] - s[p]) * f
+    return out
+
+
+@dataclass(frozen=True)
+class SyntheticPerson:
+    """A person and their frames.
+
+    Attributes:
+        model: the person's personal model. skeleton: (21, 3) their rest keypoints, metres.
+        frames: observations (start poses from the shape-free fit when ``fit_start``).
+        keypoints_3d: (N, 21, 3) true camera-frame keypoints, metres. poses: (N, 48) true poses.
+        K: (3, 3) the true intrinsics. image_size: (w, h).
+    """
+
+    model: HandModelData
+    skeleton: np.ndarray
+    frames: list[BundleFrame]
+    keypoints_3d: np.ndarray
+    poses: np.ndarray
+    K: np.ndarray
+    image_size: tuple[int, int]
+
+
+def _random_rotation(rng: np.random.Generator, max_angle: float) -> np.ndarray:
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    v = torch.as_tensor(axis * max_angle * rng.random())
+    from core.rotations import axis_angle_to_matrix
+
+    return axis_angle_to_matrix(v).numpy()
+
+
+def synthetic_person(base: HandModelData, rng: np.random.Generator, n_frames: int = 20, noise_px: float = 2.0,
+                     world_noise_deg: float = 8.0, image_size: tuple[int, int] = (640, 480), fov_deg: float = 60.0,
+                     bone_sd: float = 0.05, palm_sd: float = 0.05, fit_start: bool = True,
+                     known_intrinsics: bool = True, betas: np.ndarray | None = None) -> SyntheticPerson:
+    """One synthetic person with ``n_frames`` observed frames (see the module docstring)."""
+    from core.camera import intrinsics_from_fov
+    from core.synth.render import SynthSettings, facing_rotation, natural_pose
+
+    skeleton = random_person_skeleton(model_rest_keypoints(base, betas), rng, bone_sd, palm_sd, base.side)
+    model = personal_model(base, skeleton, betas=betas)
+    layer = HandModel(model, dtype=torch.float64)
+    base_layer = HandModel(base)
+    cam = intrinsics_from_fov(fov_deg, *image_size)
+    K = np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1]])
+    settings = SynthSettings(max_tilt_deg=60.0, back_facing=0.4)
+    poses, kps, uvs, worlds = [], [], [], []
+    b = None if betas is None else torch.as_tensor(betas, dtype=torch.float64)[None]
+    while len(poses) < n_frames:
+        rot = facing_rotation(rng, settings, base.side)
+        fingers = natural_pose(rng, base_layer)
+        pose = np.concatenate([matrix_to_axis_angle(torch.as_tensor(rot)).numpy(), fingers])
+        with torch.no_grad():
+            kp = layer(torch.as_tensor(pose)[None], b).keypoints[0].numpy()
+        depth = rng.uniform(0.35, 0.7)
+        xy = rng.uniform(-0.25, 0.25, 2) * depth
+        kp = kp - kp.mean(0) + np.array([xy[0], xy[1], depth])
+        uv = kp[:, :2] / kp[:, 2:] * [cam.fx, cam.fy] + [cam.cx, cam.cy]
+        if uv.min() < 0 or (uv[:, 0] > image_size[0]).any() or (uv[:, 1] > image_size[1]).any():
+            continue
+        poses.append(pose)
+        kps.append(kp)
+        uvs.append(uv + noise_px * rng.standard_normal(uv.shape))
+        wl = (kp - kp.mean(0)) @ _random_rotation(rng, np.radians(world_noise_deg)).T
+        worlds.append(wl)
+    frames = []
+    fitter = None
+    if fit_start:
+        from core.fit import HandObservation, TailorFitter
+        from core.model import mirror_model
+
+        other = mirror_model(base)
+        fitter = TailorFitter(base if base.side == "right" else other, other if base.side == "right" else base)
+    for i in range(n_frames):
+        start = poses[i]
+        if fitter is not None:
+            obs = HandObservation(base.side, uvs[i].astype(np.float32), worlds[i].astype(np.float32),
+                                  K.astype(np.float32) if known_intrinsics else None, image_size, 1.0)
+            start = np.asarray(fitter.fit([obs], None, None, 40)[0].pose, dtype=np.float64)
+        frames.append(BundleFrame(uvs[i], image_size, K if known_intrinsics else None, start, worlds[i]))
+    return SyntheticPerson(model, skeleton, frames, np.stack(kps), np.stack(poses), K, image_size)
