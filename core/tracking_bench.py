@@ -75,7 +75,9 @@ def bench_wide_angle(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 24, 
 
     layers = default_layers()
     out: dict[str, Any] = {"wide_angle_assumed_fov_deg": DEFAULT_FOV_DEG}
-    with Engine(EngineSettings(detector_process=False), stream=True) as engine, \
+    # The per-frame fit (no temporal filter): the clip's motion is deliberately fast (the demo's
+    # whole choreography in 24 frames), and the camera is what is compared.
+    with Engine(EngineSettings(detector_process=False, smoothing=None), stream=True) as engine, \
             HandDetector(max_hands=1, mode="video") as detector:
         for fov in fovs:
             clip = render_clip(layers, fov, frames, (W, H), seed=seed)
