@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--only", nargs="*", help="run only these benchmarks")
     p.add_argument("--plots", metavar="DIR", default=None, help="also write the benchmarks' plots (PNG) here")
+    p.add_argument("--soak-s", metavar="S", type=float, default=None,
+                   help="length of the GUI soak (--only soak), seconds (default 1200)")
 
     p = sub.add_parser("model-info", help="the hand model in use")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -122,7 +124,7 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from core.bench import run_benchmarks
 
-    results = run_benchmarks(args.only, plots_dir=args.plots)
+    results = run_benchmarks(args.only, plots_dir=args.plots, soak_s=args.soak_s)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

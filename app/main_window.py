@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,9 +37,12 @@ from app.settings import AppSettings, cuda_available, open_store
 from app.sources import SourceChoice, SourceDialog, describe_source, split_spec
 from app.worker import LiveUpdate, TrackingConfig, TrackingWorker
 from core.engine import EngineSettings
-from core.errors import HandTwinError
+from core.errors import HandTwinError, InputError
 from core.fit import FitSettings
 from core.model import HandModel, load_model_data
+
+if TYPE_CHECKING:
+    from core.profile_io import Profile
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,22 @@ def engine_settings(model: str | None, s: AppSettings) -> EngineSettings:
     """EngineSettings from the app settings."""
     return EngineSettings(model=model, device=s.device, fit=FitSettings(iterations=s.fit_iterations),
                           refine_iterations=int(s.refine_iterations))
+
+
+def load_profile_for(path: str | Path, data) -> Profile:
+    """Read the profile at ``path`` and check that its shape fits the hand model ``data``
+    (a core.model.HandModelData, or None to skip the check).
+
+    Raises:
+        HandTwinError: the profile cannot be read or its shape has the wrong length.
+    """
+    from core.profile_io import load_profile
+
+    profile = load_profile(path)
+    if data is not None and len(profile.shape) != data.num_betas:
+        raise InputError(f"the profile {Path(path).name}'s shape has {len(profile.shape)} values; "
+                         f"the hand model {data.name} needs {data.num_betas}")
+    return profile
 
 
 class MainWindow(QMainWindow):
@@ -355,13 +375,8 @@ class MainWindow(QMainWindow):
 
     def load_profile_file(self, path: str, restart: bool = True, quiet: bool = False) -> bool:
         """Read a profile and make it the active one; a bad file gives a message and changes nothing."""
-        from core.profile_io import load_profile
-
         try:
-            profile = load_profile(path)
-            if self.model_data is not None and len(profile.shape) != self.model_data.num_betas:
-                raise HandTwinError(f"the profile's shape has {len(profile.shape)} values; "
-                                    f"the hand model {self.model_data.name} needs {self.model_data.num_betas}")
+            profile = load_profile_for(path, self.model_data)
         except Exception as exc:  # noqa: BLE001 - a corrupt profile is a message, never a crash
             message = f"Cannot use the profile {Path(path).name}: {describe_error(exc)}"
             self.last_message = message
@@ -716,9 +731,10 @@ class MainWindow(QMainWindow):
             # Seen from the camera, centred on the hand so the view stays framed as it moves.
             kp = result.hands[0].fit.keypoints_3d
             centre = kp.mean(0)
-            d = self.model_data
+            # The hand's own side's topology: a left hand's faces and UV faces are both mirrored.
             self.hand_view.set_hand(update.meshes[0] - centre, update.faces[0], kp - centre, camera_frame=True,
-                                    uv=None if d is None else d.uv, uv_faces=None if d is None else d.uv_faces,
+                                    uv=update.uv[0] if update.uv else None,
+                                    uv_faces=update.uv_faces[0] if update.uv_faces else None,
                                     normals=update.normals[0] if update.normals else None)
         now = time.perf_counter()
         if now - getattr(self, "_stats_time", 0.0) > 0.25:  # every label change repaints the window

@@ -50,7 +50,9 @@ class LiveUpdate:
         result: the engine's result (keypoints, fits, timings).
         meshes: one (V, 3) float32 vertex array per hand, camera frame, metres.
         normals: per hand, its (V, 3) float32 unit vertex normals.
-        faces: per hand, its (F, 3) faces.
+        faces: per hand, its (F, 3) faces (its side's: a left hand's are the right's mirrored).
+        uv, uv_faces: per hand, its side's (T, 2) texture coordinates and (F, 3) faces into
+            them (None where the model has no UV map): what the hand's texture is drawn with.
         fps: frames processed per second, smoothed.
         silhouette: (H, W) uint8 per-pixel label: 0 background, 1 the fitted mesh, 2 the
             target (segmentation) mask, 3 both; None when silhouettes are off.
@@ -76,6 +78,8 @@ class LiveUpdate:
     iou: float | None = None
     normals: tuple[np.ndarray, ...] = ()
     composed: ComposedFrame | None = None
+    uv: tuple[np.ndarray | None, ...] = ()
+    uv_faces: tuple[np.ndarray | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,7 @@ class TrackingWorker(QObject):
     def _run(self) -> None:
         torch.set_num_threads(1)  # leave a core for MediaPipe and the GUI
         c = self.config
+        reported_damage = False
         with Engine(c.settings, shape=c.shape) as engine:
             datas = dict(engine.model_data)  # the profile's own hand when a profile is loaded
             layers = {side: HandModel(d) for side, d in datas.items()}
@@ -318,6 +323,13 @@ class TrackingWorker(QObject):
                 if count == 0:
                     self.failed.emit(f"{c.label} delivered no frames.")
                     return
+                damaged = getattr(src, "ended_early", None)
+                if damaged and not reported_damage:
+                    # Said once (a looping source would say it on every pass), tracking what was read.
+                    reported_damage = True
+                    self.failed.emit(f"Tracking ended early: {damaged}; tracked {count} frames.")
+                    if not c.loop:
+                        return
                 if not c.loop:
                     self.ended.emit(f"End of {c.label} ({count} frames).")
                     return
@@ -365,8 +377,10 @@ class TrackingWorker(QObject):
         if spec is not None:
             hands = [(hd.fit.side, hd.detection.keypoints_2d, hd.fit.keypoints_2d) for hd in result.hands]
             composed = compose_frame(frame.image, hands, silhouette, second, spec)
+        sides = [datas[hand.fit.side] for hand in result.hands]
         return LiveUpdate(frame, result, tuple(meshes), tuple(faces), fps, silhouette, second, texture,
-                          coverage, recorded, float(np.mean(ious)) if ious else None, tuple(normals), composed)
+                          coverage, recorded, float(np.mean(ious)) if ious else None, tuple(normals), composed,
+                          uv=tuple(d.uv for d in sides), uv_faces=tuple(d.uv_faces for d in sides))
 
     def _masks(self, frame: Frame, result: FrameResult) -> list[np.ndarray | None]:
         """Per hand, its (H, W) bool segmentation from the detected keypoints, or None."""

@@ -130,9 +130,13 @@ def test_truncated_video_ends_cleanly(tmp_path: Path, caplog: pytest.LogCaptureF
     cut.write_bytes(data[: movi + (len(data) - movi) // 2])
     with caplog.at_level(logging.WARNING), open_source(str(cut)) as source:
         frames = list(source)
+        reason = source.ended_early  # what the GUI tells the user
     assert 1 <= len(frames) < 20
     assert [_decode_index(f.image) for f in frames] == list(range(len(frames)))
-    assert any("stopped after" in r.message for r in caplog.records)
+    assert reason == f"{cut} stopped decoding after {len(frames)} of its 20 frames (the file is damaged or truncated)"
+    assert any(r.message == reason for r in caplog.records)
+    with open_source(str(full)) as source:
+        assert len(list(source)) == 20 and source.ended_early is None
 
 
 def test_missing_file_and_unknown_spec(tmp_path: Path) -> None:

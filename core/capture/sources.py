@@ -147,6 +147,9 @@ class FrameSource(ABC):
         self.name = name
         self._intrinsics = _IntrinsicsAssigner(intrinsics, fov_deg)
         self._closed = False
+        #: Why the last pass ended before the source's known end (a damaged or truncated
+        #: file), as a sentence for the user; None when it read everything (or is running).
+        self.ended_early: str | None = None
 
     # -- what subclasses provide -------------------------------------------------------------
     @abstractmethod
@@ -346,6 +349,7 @@ class VideoFileSource(FrameSource):
     def _frames(self) -> Iterator[Frame]:
         cap = cv2.VideoCapture(str(self.path))
         index = 0
+        self.ended_early = None
         try:
             while not self._closed:
                 ok, bgr = cap.read()
@@ -359,9 +363,10 @@ class VideoFileSource(FrameSource):
                 index += 1
         finally:
             cap.release()
-        if self._count is not None and index < self._count:
-            log.warning("%s: stopped after %d of %d frames (file truncated or damaged)",
-                        self.name, index, self._count)
+        if self._count is not None and index < self._count and not self._closed:
+            self.ended_early = (f"{self.name} stopped decoding after {index} of its {self._count} frames "
+                                f"(the file is damaged or truncated)")
+            log.warning("%s", self.ended_early)
 
 
 class ImageSequenceSource(FrameSource):
