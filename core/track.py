@@ -7,10 +7,7 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.capture import open_source
-from core.engine import Engine, EngineSettings
 from core.errors import InputError
-from core.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +76,9 @@ def run_track(
         loaded = load_profile(profile)
         check_profile_model(loaded, model)
         shape = loaded.identity  # shape, personal skeleton and surface: the personal model
-    settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
+    from core.capture import open_source
+    from core.progress import ProgressBar
+
     # running sums, not per-frame lists: a camera can be tracked for hours
     times: dict[str, _Mean] = {}
     error = _Mean()
@@ -90,6 +89,10 @@ def run_track(
     start = time.perf_counter()
     output = StreamingOutput(out)
     with output.open() as f, open_source(source, intrinsics, fov_deg) as src:
+        # the engine (torch, MediaPipe) loads once the arguments and inputs are known to be good
+        from core.engine import Engine, EngineSettings
+
+        settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
         is_photos = type(src).__name__ == "ImageSequenceSource"
         if is_photos:
             settings = replace(settings, detector_mode="static")
