@@ -371,9 +371,19 @@ class MainWindow(QMainWindow):
         if self.layer is None:
             return
         shape = None if self.active_profile is None else torch.as_tensor(self.active_profile.shape)[None]
+        layer, d = self.layer, self.model_data
+        if self.active_profile is not None and self.active_profile.identity.is_personal:
+            from core.model import HandModel
+            from core.model.personal import identity_model
+
+            try:  # the profile's own hand: its skeleton and surface
+                d = identity_model(self.model_data, self.active_profile.identity)
+                layer = HandModel(d)
+            except HandTwinError as exc:
+                log.warning("showing the model's own hand: %s", exc)
+                d = self.model_data
         with torch.no_grad():
-            out = self.layer.rest(shape)
-        d = self.model_data
+            out = layer.rest(shape)
         self.hand_view.set_hand(out.vertices[0].numpy(), d.faces, out.keypoints[0].numpy(),
                                 uv=d.uv, uv_faces=d.uv_faces)
 
@@ -423,9 +433,12 @@ class MainWindow(QMainWindow):
         self.profiles_panel.refresh()
         if restart and self.tracking:
             self.start_source(self._worker.config.sources and "|".join(self._worker.config.sources))
+        note = ""
+        if profile is not None and profile.scale_source == "prior":
+            note = " Its size is the population prior (no metric anchor), not a measurement."
         self.statusBar().showMessage(
-            f"Tracking with the profile {profile.name}: the hand keeps its calibrated size." if profile is not None
-            else "No profile: the shape is estimated per frame.", 5000)
+            f"Tracking with the profile {profile.name}: the hand keeps its calibrated identity.{note}"
+            if profile is not None else "No profile: the shape is estimated per frame.", 8000)
 
     def _update_title(self) -> None:
         p = self.active_profile
@@ -536,7 +549,7 @@ class MainWindow(QMainWindow):
             intrinsics=intr,
             fov_deg=fov,
             weak_perspective=s.intrinsics_mode == "weak",
-            shape=None if self.active_profile is None else np.asarray(self.active_profile.shape, np.float32),
+            shape=None if self.active_profile is None else self.active_profile.identity,
             realtime=s.realtime,
             loop=sources == ("demo",),
             texture=s.texture,

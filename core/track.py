@@ -7,11 +7,7 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.camera import DEFAULT_FOV_DEG, check_camera_args
-from core.capture import open_source
-from core.engine import Engine, EngineSettings
 from core.errors import InputError
-from core.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +70,8 @@ def run_track(
     out = check_output(out, [*source_inputs(source), intrinsics, profile, model])
     check_int(refine, "--refine", 0, MAX_REFINE)
     check_int(max_hands, "--max-hands", 1, MAX_HANDS)
+    from core.camera import DEFAULT_FOV_DEG, check_camera_args
+
     check_camera_args(intrinsics, fov_deg, weak_perspective)
     shape = None
     if profile is not None:
@@ -82,7 +80,9 @@ def run_track(
         loaded = load_profile(profile)
         check_profile_model(loaded, model)
         shape = loaded.identity  # shape, personal skeleton and surface: the personal model
-    settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
+    from core.capture import open_source
+    from core.progress import ProgressBar
+
     # running sums, not per-frame lists: a camera can be tracked for hours
     times: dict[str, _Mean] = {}
     error = _Mean()
@@ -96,6 +96,10 @@ def run_track(
         if not src.camera_known and not weak_perspective:
             log.info("no camera given for %s: assuming a photo's EXIF focal length, else a %.0f degree field of "
                      "view (give --intrinsics or --fov for better depth)", source, DEFAULT_FOV_DEG)
+        # the engine (torch, MediaPipe) loads once the arguments and inputs are known to be good
+        from core.engine import Engine, EngineSettings
+
+        settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
         is_photos = type(src).__name__ == "ImageSequenceSource"
         if is_photos:
             settings = replace(settings, detector_mode="static")
