@@ -10,7 +10,8 @@ import pytest
 
 from core import native
 from core.fit import _native as fit_native
-from core.refine import _fused_native, _native as refine_native
+from core.refine import _fused_native
+from core.refine import _native as refine_native
 from core.render import _native as render_native
 
 ROOT = Path(__file__).resolve().parents[1]
