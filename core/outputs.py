@@ -96,13 +96,22 @@ def source_inputs(source: str | None) -> list[str]:
     return [text]
 
 
-def _probe_folder(folder: Path) -> None:
-    """Write and remove an empty temporary file: raise :class:`ExportError` now, not after
-    the work, when ``folder`` is missing, not a folder or not writable."""
-    from core.export.writer import _check_folder, _write_temp
-
-    _check_folder(folder)
-    _write_temp(folder, "probe", b"").unlink(missing_ok=True)
+def _probe_folder(path: Path) -> None:
+    """Create and remove an empty temporary file beside ``path``: raise :class:`ExportError`
+    now, not after the work, when its folder is missing, not a folder or not writable."""
+    folder = path.parent
+    if not folder.exists():
+        raise ExportError(f"Cannot write {path}: the folder {folder} does not exist.")
+    if not folder.is_dir():
+        raise ExportError(f"Cannot write {path}: {folder} is not a folder.")
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except PermissionError:
+        raise ExportError(f"Cannot write {path}: the folder {folder} is read-only (permission denied).") from None
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    os.close(fd)
+    os.unlink(name)
 
 
 def check_output(out: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
@@ -117,7 +126,7 @@ def check_output(out: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
         raise ExportError(f"Cannot write {path}: it is a folder, not a file name.")
     if _is_input(path, inputs) is not None:
         raise ExportError(f"Refusing to write {path}: it is an input of this command; choose another output name.")
-    _probe_folder(path.parent)
+    _probe_folder(path)
     return path
 
 

@@ -7,10 +7,7 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.capture import open_source
-from core.engine import Engine, EngineSettings
 from core.errors import InputError
-from core.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +55,13 @@ def run_track(
     device: str = "auto",
     model: str | None = None,
     progress: bool | None = None,
+    weak_perspective: bool = False,
 ) -> TrackSummary:
     """Track every frame of ``source`` and write ``out`` (JSONL) atomically.
+
+    Without ``intrinsics`` or ``fov_deg`` the camera is assumed (a photo's EXIF focal length,
+    else :data:`~core.camera.DEFAULT_FOV_DEG`; every line reports it), unless
+    ``weak_perspective`` asks for HandTailor's weak-perspective fit.
 
     Raises:
         InputError: unreadable source, intrinsics or profile, an argument out of range, no
@@ -67,17 +69,16 @@ def run_track(
         ExportError: ``out`` is a folder, an input, in a missing or read-only folder, or the
             disk filled up (``out`` is left as it was).
     """
-    from core.inputs import MAX_HANDS, MAX_REFINE, check_int, check_number
+    from core.inputs import MAX_HANDS, MAX_REFINE, check_int
     from core.outputs import StreamingOutput, check_output, source_inputs
 
     # the output first, then every argument and input file: all before any frame is read
     out = check_output(out, [*source_inputs(source), intrinsics, profile, model])
     check_int(refine, "--refine", 0, MAX_REFINE)
     check_int(max_hands, "--max-hands", 1, MAX_HANDS)
-    if intrinsics is not None and fov_deg is not None:
-        raise InputError("give either --intrinsics or --fov, not both")
-    if fov_deg is not None:
-        check_number(fov_deg, "--fov", 1.0, 179.0, "degrees")
+    from core.camera import DEFAULT_FOV_DEG, check_camera_args
+
+    check_camera_args(intrinsics, fov_deg, weak_perspective)
     shape = None
     if profile is not None:
         from core.profile_io import check_profile_model, load_profile
@@ -85,7 +86,9 @@ def run_track(
         loaded = load_profile(profile)
         check_profile_model(loaded, model)
         shape = loaded.identity  # shape, personal skeleton and surface: the personal model
-    settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
+    from core.capture import open_source
+    from core.progress import ProgressBar
+
     # running sums, not per-frame lists: a camera can be tracked for hours
     times: dict[str, _Mean] = {}
     error = _Mean()
@@ -97,7 +100,14 @@ def run_track(
 
     start = time.perf_counter()
     output = StreamingOutput(out)
-    with output.open() as f, open_source(source, intrinsics, fov_deg) as src:
+    with output.open() as f, open_source(source, intrinsics, fov_deg, weak_perspective) as src:
+        if not src.camera_known and not weak_perspective:
+            log.info("no camera given for %s: assuming a photo's EXIF focal length, else a %.0f degree field of "
+                     "view (give --intrinsics or --fov for better depth)", source, DEFAULT_FOV_DEG)
+        # the engine (torch, MediaPipe) loads once the arguments and inputs are known to be good
+        from core.engine import Engine, EngineSettings
+
+        settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
         is_photos = type(src).__name__ == "ImageSequenceSource"
         if is_photos:
             settings = replace(settings, detector_mode="static")

@@ -61,7 +61,7 @@ def test_jacobians_match_finite_differences(open_hand):
 
 @pytest.fixture(scope="module")
 def people(open_hand):
-    return [synthetic_person(open_hand, np.random.default_rng(10 + s), 20, noise_px=2.0, bone_sd=0.08)
+    return [synthetic_person(open_hand, np.random.default_rng(10 + s), 20, noise_px=2.0)
             for s in range(2)]
 
 
@@ -106,7 +106,7 @@ def test_unknown_focal_length_is_estimated(open_hand):
 
 def test_left_hand_calibrates_like_the_right(open_hand):
     left = mirror_model(open_hand)
-    person = synthetic_person(left, np.random.default_rng(30), 12, noise_px=1.0, bone_sd=0.08)
+    person = synthetic_person(left, np.random.default_rng(30), 12, noise_px=1.0)
     result = bundle_adjust(left, person.frames, _hand_length(person.skeleton))
     err = float(np.abs(bone_lengths(result.skeleton) - bone_lengths(person.skeleton)).mean() * 1000)
     assert err < 0.8 * _template_error_mm(left, person)

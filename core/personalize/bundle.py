@@ -87,7 +87,8 @@ class BundleSettings:
             allowed (soft, Gaussian), and of twist of a finger MCP; 0 turns it off.
         w_skeleton: weight of the anatomical skeleton prior.
         rounds: solve / reweight rounds. iterations: Levenberg-Marquardt iterations per round.
-        tolerance: a round ends once a step lowers the energy by less than this fraction.
+        tolerance: a round ends once a step lowers the energy by less than this fraction (with
+            a free focal length: 30 times less, and three times the iterations).
         frame_scale: ``c_f`` is this times the median frame error (at least ``min_frame_scale``).
         reject_weight: frames whose robust weight ends below this are rejected.
         min_score: frames detected below this score are rejected up front.
@@ -98,7 +99,7 @@ class BundleSettings:
     w_pose: float = 0.05
     w_limits: float = 10.0
     hinge_sigma: float = 0.05
-    w_skeleton: float = 0.02
+    w_skeleton: float = 0.3
     rounds: int = 2
     iterations: int = 10
     tolerance: float = 3e-3
@@ -523,11 +524,15 @@ def _bundle_adjust(base: HandModelData, frames: list[BundleFrame], hand_length_m
     robust = np.where(low_score, 0.0, 1.0)
     lam = 1e-2
     m_judged = None
+    # A free focal length is weakly observed (perspective only): stopping early leaves it near
+    # its start, so it gets a tighter tolerance and more iterations.
+    iterations = st.iterations * (3 if prob.free_focal else 1)
+    tolerance = st.tolerance / (30.0 if prob.free_focal else 1.0)
     for _ in range(max(1, st.rounds)):
         w = attention * robust
         w = torch.as_tensor(w / max(w.sum(), 1e-12) * k, dtype=f64)
         energy = prob.energy(xid, X, w)
-        for _ in range(st.iterations):
+        for _ in range(iterations):
             sqrt_kw = prob.irls_weights(xid, X)
             r, jf, ji, rid, jp = prob.jacobians(xid, X, w.sqrt(), sqrt_kw)
             improved = False
@@ -546,7 +551,7 @@ def _bundle_adjust(base: HandModelData, frames: list[BundleFrame], hand_length_m
                     lam = max(lam / 3.0, 1e-6)
                     break
                 lam *= 10.0
-            if not improved or rel < st.tolerance:
+            if not improved or rel < tolerance:
                 break
         with torch.no_grad():
             m = prob.relative_errors(xid, X).median(dim=1).values.numpy()
