@@ -91,6 +91,7 @@ class TrackingConfig:
         settings: the engine's settings.
         intrinsics: an intrinsics file for the source(s), or None.
         fov_deg: a horizontal field of view instead of a file, or None.
+        weak_perspective: with neither, fit with weak perspective instead of assuming a camera.
         shape: a profile's identity (:class:`~core.model.personal.PersonalIdentity`: shape,
             skeleton, surface) or its (S,) shape for identity-aware tracking, or None.
         realtime: pace files at their frame rate.
@@ -104,6 +105,7 @@ class TrackingConfig:
     settings: EngineSettings = field(default_factory=EngineSettings)
     intrinsics: str | None = None
     fov_deg: float | None = None
+    weak_perspective: bool = False
     shape: Any = None
     realtime: bool = True
     loop: bool = False
@@ -256,7 +258,7 @@ class TrackingWorker(QObject):
         if len(c.sources) > 1:
             intr = [c.intrinsics] * len(c.sources) if c.intrinsics else None
             return open_multi_source(list(c.sources), intrinsics=intr, fov_deg=None if intr else c.fov_deg)
-        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg)
+        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg, weak_perspective=c.weak_perspective)
 
     def _run(self) -> None:
         torch.set_num_threads(1)  # leave a core for MediaPipe and the GUI

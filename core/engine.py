@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from core.camera import Intrinsics, intrinsics_from_fov
 from core.capture.frame import Frame
 from core.detect import Detection, HandDetector
 from core.detect.process import Detected, DetectorConfig, DetectorProcess, DetectorProcessError
@@ -148,6 +149,9 @@ class FrameResult:
         hands: the tracked hands (possibly none).
         time_ms: per-stage wall time in milliseconds ("detect", "fit", with refinement
             "segment" and "refine", and "total").
+        camera: the pinhole camera the hands are in: the frame's intrinsics, or for
+            weak-perspective fits the nominal camera they are placed in.
+        camera_source: ``Frame.intrinsics_source`` ("given", "exif", "assumed"), or "weak".
     """
 
     frame: int
@@ -155,6 +159,8 @@ class FrameResult:
     source: str
     hands: tuple[HandResult, ...]
     time_ms: dict[str, float]
+    camera: Intrinsics | None = None
+    camera_source: str = "given"
 
     def to_json(self) -> dict[str, Any]:
         """One line of ``track``'s JSONL output (DESIGN.md contract)."""
@@ -163,6 +169,9 @@ class FrameResult:
             "timestamp_s": round(self.timestamp_s, 4),
             "source": self.source,
             "time_ms": {k: round(v, 3) for k, v in self.time_ms.items()},
+            "camera": None if self.camera is None else {
+                k: round(getattr(self.camera, k), 3) for k in ("fx", "fy", "cx", "cy")},
+            "camera_source": self.camera_source,
             "hands": [h.to_json() for h in self.hands],
         }
 
@@ -521,7 +530,11 @@ class Engine:
             refined = self._refine(frame, dets, fits, K, segmented, times)
         hands = tuple(HandResult(d, f, r, th.track_id) for d, f, r, th in zip(dets, fits, refined, tracked))
         times["total"] = sum(times.values())
-        return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times)
+        if frame.intrinsics is not None:
+            camera, origin = frame.intrinsics, frame.intrinsics_source
+        else:
+            camera, origin = intrinsics_from_fov(self.settings.fit.nominal_fov_deg, w, h), "weak"
+        return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times, camera, origin)
 
     def _smooth(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,
                 track_ids: list[int]) -> list[HandFit]:

@@ -49,8 +49,13 @@ def run_track(
     device: str = "auto",
     model: str | None = None,
     progress: bool | None = None,
+    weak_perspective: bool = False,
 ) -> TrackSummary:
     """Track every frame of ``source`` and write ``out`` (JSONL) atomically.
+
+    Without ``intrinsics`` or ``fov_deg`` the camera is assumed (a photo's EXIF focal length,
+    else :data:`~core.camera.DEFAULT_FOV_DEG`; every line reports it), unless
+    ``weak_perspective`` asks for HandTailor's weak-perspective fit.
 
     Raises:
         InputError: unreadable source, intrinsics or profile, an argument out of range, no
@@ -58,17 +63,16 @@ def run_track(
         ExportError: ``out`` is a folder, an input, in a missing or read-only folder, or the
             disk filled up (``out`` is left as it was).
     """
-    from core.inputs import MAX_HANDS, MAX_REFINE, check_int, check_number
+    from core.inputs import MAX_HANDS, MAX_REFINE, check_int
     from core.outputs import StreamingOutput, check_output, source_inputs
 
     # the output first, then every argument and input file: all before any frame is read
     out = check_output(out, [*source_inputs(source), intrinsics, profile, model])
     check_int(refine, "--refine", 0, MAX_REFINE)
     check_int(max_hands, "--max-hands", 1, MAX_HANDS)
-    if intrinsics is not None and fov_deg is not None:
-        raise InputError("give either --intrinsics or --fov, not both")
-    if fov_deg is not None:
-        check_number(fov_deg, "--fov", 1.0, 179.0, "degrees")
+    from core.camera import DEFAULT_FOV_DEG, check_camera_args
+
+    check_camera_args(intrinsics, fov_deg, weak_perspective)
     shape = None
     if profile is not None:
         from core.profile_io import check_profile_model, load_profile
@@ -88,7 +92,10 @@ def run_track(
 
     start = time.perf_counter()
     output = StreamingOutput(out)
-    with output.open() as f, open_source(source, intrinsics, fov_deg) as src:
+    with output.open() as f, open_source(source, intrinsics, fov_deg, weak_perspective) as src:
+        if not src.camera_known and not weak_perspective:
+            log.info("no camera given for %s: assuming a photo's EXIF focal length, else a %.0f degree field of "
+                     "view (give --intrinsics or --fov for better depth)", source, DEFAULT_FOV_DEG)
         # the engine (torch, MediaPipe) loads once the arguments and inputs are known to be good
         from core.engine import Engine, EngineSettings
 

@@ -38,6 +38,7 @@ def _scale_arguments(args: argparse.Namespace) -> str:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """The ``calibrate`` command; returns the exit status."""
+    from core.camera import check_camera_args
     from core.outputs import check_output, source_inputs
 
     source_kind = _scale_arguments(args)
@@ -67,7 +68,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     measured: dict[str, list[np.ndarray]] = {s: [] for s in sides}
     settings = EngineSettings(max_hands=2, device="cpu", model=args.model)
     frames = 0
-    with open_source(args.source, args.intrinsics) as src:
+    fov = getattr(args, "fov", None)
+    weak = bool(getattr(args, "weak_perspective", False))
+    check_camera_args(args.intrinsics, fov, weak)
+    with open_source(args.source, args.intrinsics, fov, weak) as src:
         if type(src).__name__ == "ImageSequenceSource":
             settings = dataclasses.replace(settings, detector_mode="static")
         second = open_source(args.stereo) if stereo is not None else None
