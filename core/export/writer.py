@@ -75,6 +75,9 @@ def _write_temp(folder: Path, name: str, data: bytes) -> Path:
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise ExportError(f"Cannot write {folder / name}: {exc.strerror or exc}.") from exc
+    except BaseException:  # an interrupt (Ctrl+C, SIGTERM, SIGHUP): no temporary file stays
+        temp.unlink(missing_ok=True)
+        raise
     return temp
 
 
@@ -145,15 +148,15 @@ def write_bundle(folder: str | os.PathLike[str], files: dict[str, bytes]) -> lis
     try:
         for name, data in files.items():
             temps.append(_write_temp(base, name, data))
-    except ExportError:
+    except BaseException:  # a failed write or an interrupt: no temporary file stays
         for temp in temps:
             temp.unlink(missing_ok=True)
         raise
     for index, (temp, target) in enumerate(zip(temps, targets, strict=True)):
         try:
             _commit(temp, target)
-        except ExportError:
-            for leftover in temps[index + 1 :]:
+        except BaseException:
+            for leftover in temps[index:]:  # (the committed ones are gone already)
                 leftover.unlink(missing_ok=True)
             raise
     log.info("wrote %s", ", ".join(str(t) for t in targets))

@@ -139,8 +139,8 @@ def generate(n_subjects: int, frames_per_subject: int, seed: int, image_size: tu
     base_layers = default_layers(model)
     settings = SynthSettings(image_size=image_size, fill=(0.35, 0.75), max_tilt_deg=60.0, back_facing=0.4,
                              supersample=1, left_probability=0.0)
-    rows: dict[str, list] = {k: [] for k in ("subject", "true_betas", "true_skeleton", "frame", "keypoints_2d", "keypoints_z", "world", "score",
-                                              "handedness", "crops", "image_size", "K", "true_pose",
+    rows: dict[str, list] = {k: [] for k in ("subject", "true_betas", "true_skeleton", "frame", "keypoints_2d",
+                                              "keypoints_z", "world", "score", "handedness", "crops", "image_size", "K", "true_pose",
                                               "true_keypoints_2d", "true_keypoints_3d", "degradation")}
     rendered = 0
     with HandDetector(max_hands=1, mode="static") as det:

@@ -21,7 +21,14 @@ import torch
 from core.camera import intrinsics_from_fov, rgb_to_bgr
 from core.model.anatomy import anatomical_to_axis_angle
 from core.rotations import axis_angle_to_matrix
-from core.synth.render import PALM_TO_CAMERA, SynthSettings, default_layers, procedural_background, procedural_skin_texture, render_hand_sample
+from core.synth.render import (
+    PALM_TO_CAMERA,
+    SynthSettings,
+    default_layers,
+    procedural_background,
+    procedural_skin_texture,
+    render_hand_sample,
+)
 
 log = logging.getLogger("make_demo")
 
@@ -116,7 +123,9 @@ def make_demo(out_dir: Path = OUT_DIR, seconds: float = 10.0, fps: int = 15, siz
             ang = (1 - a) * keys[k] + a * keys[k + 1]
             finger_pose = anatomical_to_axis_angle(torch.as_tensor(ang, dtype=torch.float32), frames_t).reshape(45).numpy()
             phase = 2 * np.pi * i / n
-            turn = axis_angle_to_matrix(torch.tensor([0.25 * np.sin(phase), 0.45 * np.sin(2 * phase + 0.5), 0.2 * np.sin(3 * phase)], dtype=torch.float64)).numpy()
+            turn = axis_angle_to_matrix(torch.tensor(
+                [0.25 * np.sin(phase), 0.45 * np.sin(2 * phase + 0.5), 0.2 * np.sin(3 * phase)],
+                dtype=torch.float64)).numpy()
             sample_rng = np.random.default_rng(seed * 1000 + i)
             s = render_hand_sample(
                 sample_rng, layers, settings, betas=betas, pose=finger_pose, texture=texture,
