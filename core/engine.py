@@ -527,6 +527,11 @@ class Engine:
         t1 = time.perf_counter()
         # Every detected hand is a hand of some track (none dropped, a duplicate detection of
         # one hand merged); its side is the track's.
+        if self.settings.detector_mode == "static":
+            # Photos are unrelated: no identity, side evidence or warm start carries over
+            # (a hand is sided from its own geometry, both models' fits and its label).
+            self.tracker.reset()
+            self._last.clear()
         tracked = self.tracker.update(detections, frame.timestamp_s)
         K = None if frame.intrinsics is None else frame.intrinsics.K.astype(np.float32)
         h, w = frame.image.shape[:2]
