@@ -151,3 +151,19 @@ def test_the_animation_follows_one_hand_track_without_jumps(engine, layers):
     assert np.linalg.norm(np.diff(roots, axis=0), axis=1).max() < 0.1
     mixed = np.stack([t.transl for t in both])
     assert np.linalg.norm(np.diff(mixed, axis=0), axis=1).max() > 0.2  # what following the side did
+
+
+def test_photos_are_sided_one_by_one(layers):
+    """In static mode (a folder of unrelated photos) nothing carries over: a left hand where the
+    previous photo had a right one is a left hand, labelled wrong or not."""
+    from core.engine import Engine, EngineSettings
+
+    K = intrinsics_from_fov(60, W, H)
+    f = two_hand_sequence(layers, 1, K.K, (W, H), seed=7, crossing=False)[0]
+    right, left = detections(f)
+    left_here = dataclasses.replace(left, keypoints_2d=left.keypoints_2d - left.keypoints_2d.mean(0)
+                                    + right.keypoints_2d.mean(0), handedness="right")
+    with Engine(EngineSettings(detector_process=False, device="cpu", detector_mode="static"), stream=True) as e:
+        sides = [e.process_detections(_frame(i, K), [d]).hands[0].detection.handedness
+                 for i, d in enumerate([right, right, left_here, left_here, right])]
+    assert sides == ["right", "right", "left", "left", "right"]
