@@ -122,11 +122,11 @@ int64_t face_stage(const float *verts, const int64_t *faces_t, int64_t F, const 
 }
 
 /* The colour gate's weights applied (see capture._colour_gate): for each sample,
-   confidence *= exp(-max(|c - mean|_inv - sigma, 0)^2 / 2); then the samples whose confidence
-   stays above 1e-3 are compacted in place (texels, colours (3, M) rows, confidence). Returns
-   how many remain. */
+   confidence *= exp(-max(|c - mean|_inv - sigma, 0)^2 / 2), and 0 beyond sigma + cut; then the
+   samples whose confidence stays above 1e-3 are compacted in place (texels, colours (3, M)
+   rows, confidence). Returns how many remain. */
 int64_t colour_gate(int64_t M, int64_t *texels, float *colors, float *conf, const float *mean,
-                    const float *inv, float sigma) {
+                    const float *inv, float sigma, float cut) {
     int64_t m = 0;
     for (int64_t i = 0; i < M; ++i) {
         const float d0 = colors[i] - mean[0], d1 = colors[M + i] - mean[1], d2 = colors[2 * M + i] - mean[2];
@@ -135,7 +135,7 @@ int64_t colour_gate(int64_t M, int64_t *texels, float *colors, float *conf, cons
                 + d2 * (inv[6] * d0 + inv[7] * d1 + inv[8] * d2);
         float e = sqrtf(q > 0.0f ? q : 0.0f) - sigma;
         e = e > 0.0f ? e : 0.0f;
-        const float c = conf[i] * expf(-0.5f * e * e);
+        const float c = e > cut ? 0.0f : conf[i] * expf(-0.5f * e * e);
         if (c > 1e-3f) {
             texels[m] = texels[i];
             colors[m] = colors[i];
@@ -212,7 +212,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.texel_keep.restype = i64
     lib.face_stage.argtypes = [p, p, i64, p] + [f32] * 8 + [p] * 7
     lib.face_stage.restype = i64
-    lib.colour_gate.argtypes = [i64, p, p, p, p, p, f32]
+    lib.colour_gate.argtypes = [i64, p, p, p, p, p, f32, f32]
     lib.colour_gate.restype = i64
     lib.blend.argtypes = [i64, p, p, p, i64, p, p, p, p, f32, f32]
     lib.blend.restype = None
@@ -321,15 +321,16 @@ def face_stage(verts: np.ndarray, faces_t: np.ndarray, has_texels: np.ndarray, K
 
 
 def colour_gate(texels: np.ndarray, colors: np.ndarray, confidence: np.ndarray, mean: np.ndarray,
-                inv: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Apply the colour gate (mean (3,), inverse covariance (3, 3)) and drop the samples it
-    silences; returns the kept (texels (K,), colours (3, K), confidence (K,)), fresh arrays."""
+                inv: np.ndarray, sigma: float, cut: float = np.inf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply the colour gate (mean (3,), inverse covariance (3, 3); nothing kept beyond
+    ``sigma + cut``) and drop the samples it silences; returns the kept (texels (K,), colours
+    (3, K), confidence (K,)), fresh arrays."""
     lib = LIBRARY.require()
     texels, colors, conf = (np.array(texels, np.int64), np.array(colors, np.float32, order="C"),
                             np.array(confidence, np.float32))
     m = colors.shape[1]
     k = lib.colour_gate(m, address(texels), address(colors), address(conf), address(_c(mean, np.float32)),
-                        address(_c(inv, np.float32)), float(sigma))
+                        address(_c(inv, np.float32)), float(sigma), float(min(cut, 3.0e38)))
     return texels[:k], np.ascontiguousarray(colors[:, :k]), conf[:k]
 
 
