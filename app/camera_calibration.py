@@ -29,11 +29,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.jobs import JobRunner, show_error
 from core.camera import CalibrationResult, CharucoPattern, CheckerboardPattern, calibrate_camera_images, save_intrinsics
 from core.capture import IMAGE_EXTENSIONS
 from core.errors import InputError
-
-from app.jobs import JobRunner, show_error
 
 
 def read_images(folder: str | Path) -> tuple[list[np.ndarray], list[str]]:

@@ -165,6 +165,7 @@ class MeshViewState:
     def _init_state(self) -> None:
         self._mesh: pv.PolyData | None = None
         self._faces: np.ndarray | None = None
+        self._uv_faces: np.ndarray | None = None
         self._vertex_index: np.ndarray | None = None  # split point -> model vertex
         self._camera_frame = False
         self.show_skeleton = True
@@ -176,11 +177,19 @@ class MeshViewState:
         self.renders = 0
         self.render_times: deque[float] = deque(maxlen=120)
 
-    def _same_topology(self, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray | None) -> bool:
-        """Whether a new hand can reuse the shown mesh (only its points move)."""
+    def _same_topology(self, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray | None,
+                       uv_faces: np.ndarray | None) -> bool:
+        """Whether a new hand can reuse the shown mesh (only its points move): the same faces
+        and UV faces (a left hand's are the right's mirrored, so equal counts are not enough)."""
         return (self._mesh is not None and self._faces is not None and len(self._faces) == len(faces)
-                and (self._vertex_index is None) == (uv is None)
-                and int(self._faces.max()) + 1 == len(vertices))
+                and (self._vertex_index is None) == (uv is None or uv_faces is None)
+                and int(self._faces.max()) + 1 == len(vertices)
+                and np.array_equal(self._faces, faces)
+                and (self._vertex_index is None or np.array_equal(self._uv_faces, uv_faces)))
+
+    def _keep_topology(self, faces: np.ndarray, uv_faces: np.ndarray | None) -> None:
+        self._faces = np.asarray(faces, dtype=np.int64)
+        self._uv_faces = None if uv_faces is None else np.asarray(uv_faces, dtype=np.int64)
 
     def _split_points(self, values: np.ndarray) -> np.ndarray:
         """Per-vertex values of the model, repeated onto the mesh split at UV seams."""
@@ -472,7 +481,7 @@ class HandView(MeshViewState, QWidget):
         """
         vertices = np.asarray(vertices, dtype=np.float32)
         keypoints = np.array(keypoints, dtype=np.float32)
-        same = camera_frame == self._camera_frame and self._same_topology(vertices, faces, uv)
+        same = camera_frame == self._camera_frame and self._same_topology(vertices, faces, uv, uv_faces)
         if normals is None:
             normals = vertex_normals(vertices, faces)
         if same:
@@ -481,7 +490,7 @@ class HandView(MeshViewState, QWidget):
             self._count_update()
             return
         self._camera_frame = camera_frame
-        self._faces = np.asarray(faces, dtype=np.int64)
+        self._keep_topology(faces, uv_faces)
         mesh, self._vertex_index = hand_polydata(vertices, self._faces, normals, uv, uv_faces)
         self._mesh = mesh  # its points are updated in place later
         textured = self.textured
@@ -533,6 +542,7 @@ class HandView(MeshViewState, QWidget):
         """Show no hand."""
         self._mesh = None
         self._faces = None
+        self._uv_faces = None
         self._vertex_index = None
         empty = pv.PolyData()
         with self._mail:

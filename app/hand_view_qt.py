@@ -86,7 +86,7 @@ class InteractorHandView(MeshViewState, QtInteractor):
         if camera_frame != self._camera_frame:
             self._camera_frame = camera_frame
             self.clear_actors()
-        if self._same_topology(vertices, faces, uv):
+        if self._same_topology(vertices, faces, uv, uv_faces):
             self._mesh.points = self._split_points(vertices)
             if normals is None:
                 normals = vertex_normals(vertices, self._faces)
@@ -96,7 +96,7 @@ class InteractorHandView(MeshViewState, QtInteractor):
             self._count_update()
             return
         self.clear_actors()
-        self._faces = np.asarray(faces, dtype=np.int64)
+        self._keep_topology(faces, uv_faces)
         if normals is None:
             normals = vertex_normals(vertices, self._faces)
         self._mesh, self._vertex_index = hand_polydata(vertices, self._faces, normals, uv, uv_faces)
@@ -184,6 +184,7 @@ class InteractorHandView(MeshViewState, QtInteractor):
         self._mesh = None
         self._mesh_actor = None
         self._faces = None
+        self._uv_faces = None
 
     def set_wireframe(self, on: bool) -> None:
         self.wireframe = on

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,7 +30,7 @@ from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source
 from core.engine import Engine, EngineSettings, FrameResult
 from core.errors import HandTwinError
 from core.export import vertex_normals
-from core.model import HandModel, load_model_data
+from core.model import HandModel
 from core.refine import nominal_intrinsics
 from core.texture import TextureCapture
 from core.texture.session import hand_segmenter
@@ -49,7 +50,9 @@ class LiveUpdate:
         result: the engine's result (keypoints, fits, timings).
         meshes: one (V, 3) float32 vertex array per hand, camera frame, metres.
         normals: per hand, its (V, 3) float32 unit vertex normals.
-        faces: per hand, its (F, 3) faces.
+        faces: per hand, its (F, 3) faces (its side's: a left hand's are the right's mirrored).
+        uv, uv_faces: per hand, its side's (T, 2) texture coordinates and (F, 3) faces into
+            them (None where the model has no UV map): what the hand's texture is drawn with.
         fps: frames processed per second, smoothed.
         silhouette: (H, W) uint8 per-pixel label: 0 background, 1 the fitted mesh, 2 the
             target (segmentation) mask, 3 both; None when silhouettes are off.
@@ -75,6 +78,8 @@ class LiveUpdate:
     iou: float | None = None
     normals: tuple[np.ndarray, ...] = ()
     composed: ComposedFrame | None = None
+    uv: tuple[np.ndarray | None, ...] = ()
+    uv_faces: tuple[np.ndarray | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,9 @@ class TrackingConfig:
         settings: the engine's settings.
         intrinsics: an intrinsics file for the source(s), or None.
         fov_deg: a horizontal field of view instead of a file, or None.
-        shape: (S,) a profile's fixed shape (identity-aware tracking), or None.
+        weak_perspective: with neither, fit with weak perspective instead of assuming a camera.
+        shape: a profile's identity (:class:`~core.model.personal.PersonalIdentity`: shape,
+            skeleton, surface) or its (S,) shape for identity-aware tracking, or None.
         realtime: pace files at their frame rate.
         loop: start over at the end (the demo).
         texture: capture the skin texture.
@@ -98,7 +105,8 @@ class TrackingConfig:
     settings: EngineSettings = field(default_factory=EngineSettings)
     intrinsics: str | None = None
     fov_deg: float | None = None
-    shape: np.ndarray | None = None
+    weak_perspective: bool = False
+    shape: Any = None
     realtime: bool = True
     loop: bool = False
     texture: bool = False
@@ -250,14 +258,15 @@ class TrackingWorker(QObject):
         if len(c.sources) > 1:
             intr = [c.intrinsics] * len(c.sources) if c.intrinsics else None
             return open_multi_source(list(c.sources), intrinsics=intr, fov_deg=None if intr else c.fov_deg)
-        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg)
+        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg, weak_perspective=c.weak_perspective)
 
     def _run(self) -> None:
         torch.set_num_threads(1)  # leave a core for MediaPipe and the GUI
         c = self.config
-        datas = {side: load_model_data(c.settings.model, side) for side in ("right", "left")}
-        layers = {side: HandModel(d) for side, d in datas.items()}
+        reported_damage = False
         with Engine(c.settings, shape=c.shape) as engine:
+            datas = dict(engine.model_data)  # the profile's own hand when a profile is loaded
+            layers = {side: HandModel(d) for side, d in datas.items()}
             self.started_tracking.emit()
             while not self._stop.is_set():
                 count = 0
@@ -316,6 +325,13 @@ class TrackingWorker(QObject):
                 if count == 0:
                     self.failed.emit(f"{c.label} delivered no frames.")
                     return
+                damaged = getattr(src, "ended_early", None)
+                if damaged and not reported_damage:
+                    # Said once (a looping source would say it on every pass), tracking what was read.
+                    reported_damage = True
+                    self.failed.emit(f"Tracking ended early: {damaged}; tracked {count} frames.")
+                    if not c.loop:
+                        return
                 if not c.loop:
                     self.ended.emit(f"End of {c.label} ({count} frames).")
                     return
@@ -363,8 +379,10 @@ class TrackingWorker(QObject):
         if spec is not None:
             hands = [(hd.fit.side, hd.detection.keypoints_2d, hd.fit.keypoints_2d) for hd in result.hands]
             composed = compose_frame(frame.image, hands, silhouette, second, spec)
+        sides = [datas[hand.fit.side] for hand in result.hands]
         return LiveUpdate(frame, result, tuple(meshes), tuple(faces), fps, silhouette, second, texture,
-                          coverage, recorded, float(np.mean(ious)) if ious else None, tuple(normals), composed)
+                          coverage, recorded, float(np.mean(ious)) if ious else None, tuple(normals), composed,
+                          uv=tuple(d.uv for d in sides), uv_faces=tuple(d.uv_faces for d in sides))
 
     def _masks(self, frame: Frame, result: FrameResult) -> list[np.ndarray | None]:
         """Per hand, its (H, W) bool segmentation from the detected keypoints, or None."""

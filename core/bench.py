@@ -110,18 +110,38 @@ def steal_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> f
     return (end[0] - start[0]) / max(1, end[1] - start[1])
 
 
-def run_benchmarks(only: list[str] | None = None, plots_dir: str | Path | None = None) -> dict[str, Any]:
-    """Run the registered benchmarks (all, or the named ones) and merge their figures.
+#: Benchmarks that run only when named (``--only``): the GUI soak takes 20 minutes.
+ON_REQUEST = ("soak",)
+_SOAK_S: float | None = None
 
-    With ``plots_dir``, benchmarks that can draw a plot write it there (see :func:`plots_dir`).
+
+def bench_soak() -> dict[str, Any]:
+    """The GUI on the demo for a long session (core.soak): RSS start/peak/end, survived."""
+    from core.soak import bench_soak as run
+
+    return run(_SOAK_S, plots_dir())
+
+
+BENCHMARKS["soak"] = bench_soak
+
+
+def run_benchmarks(only: list[str] | None = None, plots_dir: str | Path | None = None,
+                   soak_s: float | None = None) -> dict[str, Any]:
+    """Run the registered benchmarks (all but :data:`ON_REQUEST`, or the named ones) and merge their figures.
+
+    With ``plots_dir``, benchmarks that can draw a plot write it there (see :func:`plots_dir`);
+    ``soak_s`` is the soak's session length (default ``core.soak.DEFAULT_SOAK_S``).
     """
-    global _PLOTS_DIR
+    global _PLOTS_DIR, _SOAK_S
     _PLOTS_DIR = Path(plots_dir) if plots_dir is not None else None
+    _SOAK_S = soak_s
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
     start = cpu_steal_ticks()
     for name, fn in {**BENCHMARKS, **_stage_benchmarks()}.items():
         if only and name not in only and name != "baseline":
+            continue
+        if not only and name in ON_REQUEST:
             continue
         log.info("bench: %s", name)
         results.update(fn())
@@ -241,10 +261,12 @@ BENCHMARKS["softras"] = bench_softras
 #: Stage packages that contribute benchmarks: each ``<module>.BENCHMARKS`` is a dict
 #: name -> function returning a dict of figures, merged after the ones above.
 STAGE_BENCH_MODULES = (
+    "core.fit.bench",
     "core.segment.bench",
     "core.refine.bench",
     "core.personalize.bench",
     "core.texture.bench",
+    "core.tracking_bench",
 )
 
 

@@ -21,12 +21,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from core.camera import Intrinsics, intrinsics_from_fov
 from core.capture.frame import Frame
 from core.detect import Detection, HandDetector
 from core.detect.process import Detected, DetectorConfig, DetectorProcess, DetectorProcessError
 from core.errors import HandTwinError
 from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
+from core.fit.temporal import HandSmoother, SmoothingSettings
 from core.model import load_model_data
+from core.model.personal import PersonalIdentity, identity_model
 from core.refine import RefineResult, Refiner, RefineSettings, RefineTarget
 from core.threads import BLAS_THREADS
 from core.tracking import HandTracker, TrackedHand, TrackerSettings
@@ -57,6 +60,9 @@ class EngineSettings:
         blas_threads: OpenBLAS's threads (NumPy, SciPy) while the engine is open; the engine's
             arrays are small, and idle OpenBLAS workers busy-wait, keeping a core spinning
             (:mod:`core.threads`). None: leave them as they are.
+        smoothing: the causal temporal filter on each tracked hand's pose and root (One Euro,
+            :mod:`core.fit.temporal`); None: the fits as they are. Never used on photos
+            (``detector_mode`` "static").
         detector_process: in :meth:`Engine.process_stream`, run MediaPipe and the
             segmentation in a child process (:mod:`core.detect.process`; it starts with the
             first stream, in a few seconds, and lives as long as the engine) instead of a
@@ -79,6 +85,7 @@ class EngineSettings:
     blas_threads: int | None = 1
     detector_process: bool = True
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    smoothing: SmoothingSettings | None = field(default_factory=SmoothingSettings)
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ class HandResult:
     Attributes:
         detection: MediaPipe's hand, its ``handedness`` the hand track's side
             (:mod:`core.tracking`) and its ``score`` the confidence in that side.
-        fit: the tailor's fit.
+        fit: the tailor's fit, temporally smoothed in streams (``EngineSettings.smoothing``).
         refined: the silhouette refinement of ``fit`` (None when refinement is off, or the hand
             could not be segmented).
         track_id: the hand's identity across the stream's frames.
@@ -100,6 +107,19 @@ class HandResult:
     track_id: int = 0
 
     @property
+    def reprojection_error_px(self) -> float:
+        """The final hand's reprojection error against MediaPipe's keypoints, pixels."""
+        return float((self.fit if self.refined is None else self.refined).reprojection_error_px)
+
+    @property
+    def fit_reprojection_error_px(self) -> float:
+        """The fit's, measured as the final one is (the refinement's camera when refined)."""
+        r = self.refined
+        if r is None or not np.isfinite(r.fit_reprojection_error_px):
+            return float(self.fit.reprojection_error_px)
+        return float(r.fit_reprojection_error_px)
+
+    @property
     def keypoints_3d(self) -> np.ndarray:
         """(21, 3) float32 camera-frame keypoints, metres: refined when refined, else fitted."""
         return self.fit.keypoints_3d if self.refined is None else self.refined.keypoints_3d
@@ -107,9 +127,12 @@ class HandResult:
     def to_json(self) -> dict[str, Any]:
         """The hand entry of a ``track`` line (DESIGN.md); the refined hand when refined.
 
+        ``reprojection_error_px`` is the final hand's, ``fit_reprojection_error_px`` the fit's
+        (the refinement's keypoint guard keeps the first within a small slack of the second).
         With refinement the entry also has ``silhouette_iou_before`` (the fit's IoU with the
         target), ``edge_length_error_mm`` and ``normal_error`` (paper 004's plausibility
-        metrics of the refined mesh against the parametric mesh its vertex offsets deform).
+        metrics of the refined mesh against the parametric mesh its vertex offsets deform) and
+        ``refinement_fell_back`` (the guard replaced the refined hand by the fit).
         """
         f, r = self.fit, self.refined
         src = f if r is None else r
@@ -122,7 +145,8 @@ class HandResult:
             "pose": np.round(src.pose, 5).tolist(),
             "shape": np.round(src.betas, 5).tolist(),
             "translation": np.round(src.transl, 5).tolist(),
-            "reprojection_error_px": round(float(src.reprojection_error_px), 3),
+            "reprojection_error_px": round(self.reprojection_error_px, 3),
+            "fit_reprojection_error_px": round(self.fit_reprojection_error_px, 3),
             "silhouette_iou": None if r is None else round(r.iou_after, 4),
             "projection": f.projection,
         }
@@ -130,6 +154,7 @@ class HandResult:
             out["silhouette_iou_before"] = round(r.iou_before, 4)
             out["edge_length_error_mm"] = round(r.edge_length_error * 1000.0, 4)
             out["normal_error"] = round(r.normal_error, 5)
+            out["refinement_fell_back"] = bool(r.fell_back)
         return out
 
 
@@ -142,6 +167,9 @@ class FrameResult:
         hands: the tracked hands (possibly none).
         time_ms: per-stage wall time in milliseconds ("detect", "fit", with refinement
             "segment" and "refine", and "total").
+        camera: the pinhole camera the hands are in: the frame's intrinsics, or for
+            weak-perspective fits the nominal camera they are placed in.
+        camera_source: ``Frame.intrinsics_source`` ("given", "exif", "assumed"), or "weak".
     """
 
     frame: int
@@ -149,6 +177,8 @@ class FrameResult:
     source: str
     hands: tuple[HandResult, ...]
     time_ms: dict[str, float]
+    camera: Intrinsics | None = None
+    camera_source: str = "given"
 
     def to_json(self) -> dict[str, Any]:
         """One line of ``track``'s JSONL output (DESIGN.md contract)."""
@@ -157,6 +187,9 @@ class FrameResult:
             "timestamp_s": round(self.timestamp_s, 4),
             "source": self.source,
             "time_ms": {k: round(v, 3) for k, v in self.time_ms.items()},
+            "camera": None if self.camera is None else {
+                k: round(getattr(self.camera, k), 3) for k in ("fx", "fy", "cx", "cy")},
+            "camera_source": self.camera_source,
             "hands": [h.to_json() for h in self.hands],
         }
 
@@ -198,15 +231,19 @@ class Engine:
 
     Args:
         settings: see :class:`EngineSettings`.
-        shape: (S,) a fixed hand shape from a profile (identity-aware), or None.
+        shape: (S,) a fixed hand shape from a profile (identity-aware), or the profile's whole
+            :class:`~core.model.personal.PersonalIdentity` (shape, personal skeleton and surface:
+            the fit and the refinement then run on the personal model), or None. With either,
+            the refinement never moves the identity: its shape offsets are off, only pose,
+            translation and the per-frame vertex offsets move.
         stream: the caller will use :meth:`process_stream`: with ``detector_process``, start
             the detector's child process now, so that it loads MediaPipe (a few seconds)
             while this engine loads its models, instead of at the first stream; MediaPipe in
             this process is then loaded only if needed. Otherwise it is loaded here.
     """
 
-    def __init__(self, settings: EngineSettings = EngineSettings(), shape: np.ndarray | None = None,
-                 stream: bool = False) -> None:
+    def __init__(self, settings: EngineSettings = EngineSettings(),
+                 shape: np.ndarray | PersonalIdentity | None = None, stream: bool = False) -> None:
         self.settings = settings
         self._detector: HandDetector | None = None  # made on first use (process, or the thread)
         self._worker: DetectorProcess | None = None  # process_stream's detector, once started
@@ -218,15 +255,24 @@ class Engine:
             self.device = resolve_device(settings.device)
             right = load_model_data(settings.model, "right")
             left = load_model_data(settings.model, "left")
-            self.fitter = TailorFitter(right, left, settings.fit, self.device)
+            identity = shape if isinstance(shape, PersonalIdentity) else None
+            if identity is not None:
+                shape = identity.shape
             if shape is not None and len(shape) != right.num_betas:
                 from core.errors import InputError
 
                 raise InputError(f"the profile's shape has {len(shape)} values, the model needs {right.num_betas}")
+            if identity is not None:  # the profile's own hand: skeleton and surface, both sides
+                right, left = identity_model(right, identity), identity_model(left, identity)
+            self.model_data = {"right": right, "left": left}
+            self.fitter = TailorFitter(right, left, settings.fit, self.device)
             self.shape = None if shape is None else np.asarray(shape, dtype=np.float32)
             self.refiner: Refiner | None = None
             if settings.refine_iterations > 0:
-                self.refiner = Refiner(right, left, settings.refine, self.device, settings.fit.nominal_fov_deg)
+                refine = settings.refine
+                if self.shape is not None:  # a profile's identity is fixed: refinement moves pose only
+                    refine = dataclasses.replace(refine, optimize_shape=False)
+                self.refiner = Refiner(right, left, refine, self.device, settings.fit.nominal_fov_deg)
         except BaseException:
             if self._worker is not None:
                 self._worker.close()
@@ -238,6 +284,7 @@ class Engine:
         # Hand identities across frames; each track's last fit (time, fit) by track id.
         self.tracker = HandTracker(settings.tracker)
         self._last: dict[int, tuple[float, HandFit]] = {}
+        self._smoothers: dict[int, HandSmoother] = {}  # each track's temporal filter
 
     def __enter__(self) -> "Engine":
         return self
@@ -265,6 +312,7 @@ class Engine:
     def reset(self) -> None:
         """Forget the previous frames (a new stream starts)."""
         self._last.clear()
+        self._smoothers.clear()
         self.tracker.reset()
         if self._detector is not None:
             self._detector.reset()
@@ -479,17 +527,22 @@ class Engine:
         t1 = time.perf_counter()
         # Every detected hand is a hand of some track (none dropped, a duplicate detection of
         # one hand merged); its side is the track's.
+        if self.settings.detector_mode == "static":
+            # Photos are unrelated: no identity, side evidence or warm start carries over
+            # (a hand is sided from its own geometry, both models' fits and its label).
+            self.tracker.reset()
+            self._last.clear()
         tracked = self.tracker.update(detections, frame.timestamp_s)
         K = None if frame.intrinsics is None else frame.intrinsics.K.astype(np.float32)
         h, w = frame.image.shape[:2]
         fits = self._fit_tracked(tracked, K, (w, h), frame.timestamp_s)
         dets = [self._sided(th) for th in tracked]
-        t2 = time.perf_counter()
         for th, f in zip(tracked, fits):
             self._last[th.track_id] = (frame.timestamp_s, f)
         for gone in set(self._last) - set(self.tracker.tracks):
             del self._last[gone]
-        fit_ms = (t2 - t1) * 1000
+        fits = self._smooth(frame, dets, fits, K, [th.track_id for th in tracked])
+        fit_ms = (time.perf_counter() - t1) * 1000
         times = {"detect": detect_ms, "fit": fit_ms}
         refined: list[RefineResult | None] = [None] * len(fits)
         if self.refiner is not None and fits:
@@ -500,7 +553,29 @@ class Engine:
             refined = self._refine(frame, dets, fits, K, segmented, times)
         hands = tuple(HandResult(d, f, r, th.track_id) for d, f, r, th in zip(dets, fits, refined, tracked))
         times["total"] = sum(times.values())
-        return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times)
+        if frame.intrinsics is not None:
+            camera, origin = frame.intrinsics, frame.intrinsics_source
+        else:
+            camera, origin = intrinsics_from_fov(self.settings.fit.nominal_fov_deg, w, h), "weak"
+        return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times, camera, origin)
+
+    def _smooth(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,
+                track_ids: list[int]) -> list[HandFit]:
+        """The fits through their tracks' temporal filters (streams only; the raw fits stay the
+        next frame's warm start and temporal term, so the filter never feeds back into the fit)."""
+        st = self.settings.smoothing
+        if st is None or self.settings.detector_mode == "static" or not fits:
+            return fits
+        t = frame.timestamp_s
+        for key in [k for k, s in self._smoothers.items()
+                    if k not in self.tracker.tracks or not abs(t - s.time) <= st.max_gap_s]:
+            del self._smoothers[key]  # tracks ended, or unseen for a while
+        size = (frame.image.shape[1], frame.image.shape[0])
+        out = []
+        for d, f, key in zip(dets, fits, track_ids):
+            smoother = self._smoothers.setdefault(key, HandSmoother(self.fitter, st))
+            out.append(smoother(f, t, d.keypoints_2d, K, size))
+        return out
 
     def _refine(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,
                 segmented: _Segmented, times: dict[str, float]) -> list[RefineResult | None]:

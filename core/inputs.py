@@ -179,16 +179,22 @@ def check_image_size(width: int, height: int, what: str) -> None:
         )
 
 
-def image_file_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+def image_file_size(path: str | os.PathLike[str], what: str = "the image") -> tuple[int, int] | None:
     """``(width, height)`` of an image file from its header only (nothing is decoded), or None
-    when the file is missing or not an image PIL can identify."""
+    when the file is missing or not an image PIL can identify.
+
+    Raises:
+        InputError: PIL refuses the header as a decompression bomb (over twice
+            ``PIL.Image.MAX_IMAGE_PIXELS``).
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:  # lazy: reads the header only
             return image.size
-    except Image.DecompressionBombError:  # only raised on load; kept for older PIL releases
-        return (MAX_IMAGE_SIDE + 1, MAX_IMAGE_SIDE + 1)
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{what} {path} is too large ({exc}); images up to "
+                         f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} are accepted") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
         return None
 
@@ -205,7 +211,7 @@ def check_image_file(path: str | os.PathLike[str], what: str, readable: bool = T
             decompression bomb is refused before decoding).
     """
     p = Path(path)
-    size = image_file_size(p)
+    size = image_file_size(p, what)
     if size is None:
         if not readable:
             return None

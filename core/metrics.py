@@ -105,3 +105,44 @@ def mask_iou(pred: np.ndarray, target: np.ndarray, region: np.ndarray | None = N
         a, b = a & r, b & r
     union = int((a | b).sum())
     return float((a & b).sum() / union) if union else 1.0
+
+
+# --------------------------------------------------------------------------- temporal quality
+
+
+def jitter_px(track: np.ndarray) -> float:
+    """Median second difference of a keypoint track, pixels: median over frames t and keypoints
+    of ``|x[t+1] - 2 x[t] + x[t-1]|``. track: (T, J, 2), NaN where a frame has no hand
+    (differences that touch such a frame are left out). NaN when no difference is left."""
+    x = np.asarray(track, np.float64)
+    d2 = np.linalg.norm(x[2:] - 2.0 * x[1:-1] + x[:-2], axis=-1)
+    d2 = d2[np.isfinite(d2)]
+    return float(np.median(d2)) if d2.size else float("nan")
+
+
+def lag_frames(track: np.ndarray, reference: np.ndarray, max_lag: int = 5) -> float:
+    """How many frames ``track`` trails ``reference`` (negative: leads), to a fraction of a frame.
+
+    The lag is the shift s minimizing the mean squared distance between ``track[t]`` and
+    ``reference[t - s]`` over the frames both have (a cross-correlation of the two signals,
+    insensitive to a constant offset's sign); the integer minimum is refined by the parabola
+    through it and its neighbours. track, reference: (T, J, D), NaN where missing.
+    """
+    x = np.asarray(track, np.float64)
+    r = np.asarray(reference, np.float64)
+    lags = np.arange(-max_lag, max_lag + 1)
+    cost = np.full(len(lags), np.inf)
+    for i, s in enumerate(lags):
+        a, b = (x[s:], r[: len(r) - s]) if s >= 0 else (x[:s], r[-s:])
+        d = ((a - b) ** 2).sum(-1).mean(-1)
+        d = d[np.isfinite(d)]
+        if d.size >= 3:
+            cost[i] = d.mean()
+    k = int(np.argmin(cost))
+    if not np.isfinite(cost[k]):
+        return float("nan")
+    if 0 < k < len(lags) - 1 and np.isfinite(cost[k - 1]) and np.isfinite(cost[k + 1]):
+        den = cost[k - 1] - 2.0 * cost[k] + cost[k + 1]
+        if den > 0:
+            return float(lags[k] + 0.5 * (cost[k - 1] - cost[k + 1]) / den)
+    return float(lags[k])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import core.capture.open as capture_open
-from core.camera import Intrinsics, rgb_to_bgr, save_intrinsics
+from core.camera import DEFAULT_FOV_DEG, Intrinsics, intrinsics_from_fov, rgb_to_bgr, save_intrinsics
 from core.capture import (
     ArraySource,
     CameraSource,
@@ -106,7 +106,9 @@ def test_video_source_reads_rgb_frames_with_timestamps(video: Path) -> None:
         assert frame.image.dtype == np.uint8 and frame.image.shape == (H, W, 3)
         assert frame.index == i and frame.timestamp_s == pytest.approx(i / 10.0)
         assert _decode_index(frame.image) == i
-        assert frame.intrinsics is None and frame.source == str(video)
+        # nobody described the camera: a perspective camera of the default field of view
+        assert frame.intrinsics == intrinsics_from_fov(DEFAULT_FOV_DEG, W, H) and frame.source == str(video)
+        assert frame.intrinsics_source == "assumed"
     # RGB order: the blue stripe is in channel 2, on the left
     assert frames[0].image[:, :4, 2].mean() > 150 and frames[0].image[:, :4, 0].mean() < 60
 
@@ -130,9 +132,13 @@ def test_truncated_video_ends_cleanly(tmp_path: Path, caplog: pytest.LogCaptureF
     cut.write_bytes(data[: movi + (len(data) - movi) // 2])
     with caplog.at_level(logging.WARNING), open_source(str(cut)) as source:
         frames = list(source)
+        reason = source.ended_early  # what the GUI tells the user
     assert 1 <= len(frames) < 20
     assert [_decode_index(f.image) for f in frames] == list(range(len(frames)))
-    assert any("stopped after" in r.message for r in caplog.records)
+    assert reason == f"{cut} stopped decoding after {len(frames)} of its 20 frames (the file is damaged or truncated)"
+    assert any(r.message == reason for r in caplog.records)
+    with open_source(str(full)) as source:
+        assert len(list(source)) == 20 and source.ended_early is None
 
 
 def test_missing_file_and_unknown_spec(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests of core.detect: the MediaPipe Hands wrapper.
+"""Tests of core.detect: the MediaPipe hand landmarker wrapper and its model bundles.
 
 The real-hand tests are opt-in: they use ``../shared/data`` (real images that must not be
 copied into the repository) and skip cleanly in a fresh clone without it.
@@ -133,3 +133,73 @@ def test_mirrored_input_swaps_handedness(static_detector: HandDetector) -> None:
     assert static_detector.detect(mirrored)[0].handedness == "left"  # taken as unmirrored
     with HandDetector(mode="static", mirrored_input=True) as selfie:
         assert selfie.detect(mirrored)[0].handedness == "right"
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped model bundles (resources/detect, built by core.detect.build_task_bundle)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_shipped_bundles_hold_the_recorded_models() -> None:
+    """Each bundle holds exactly the two models the Tasks API reads; the full one byte for byte
+    the 0.10.21 wheel's files (SHA-256 as recorded), the lite one those files plus metadata."""
+    import hashlib
+    import zipfile
+
+    from core.detect.build_task_bundle import BUNDLE_DIR, BUNDLES, METADATA_FROM, SOURCES
+
+    for name, members in BUNDLES.values():
+        with zipfile.ZipFile(BUNDLE_DIR / name) as bundle:
+            assert sorted(bundle.namelist()) == ["hand_detector.tflite", "hand_landmarks_detector.tflite"]
+            for member, source in members.items():
+                data = bundle.read(member)
+                assert data[4:8] == b"TFL3"  # a TFLite flatbuffer
+                assert b"TFLITE_METADATA" in data  # the Tasks API refuses float models without it
+                if source in METADATA_FROM:
+                    assert hashlib.sha256(data).hexdigest() != SOURCES[source].sha256
+                else:
+                    assert hashlib.sha256(data).hexdigest() == SOURCES[source].sha256
+
+
+def test_bundle_archives_are_reproducible() -> None:
+    from core.detect.build_task_bundle import bundle_bytes
+
+    a = bundle_bytes({"b.tflite": b"2", "a.tflite": b"1"})
+    assert a == bundle_bytes({"a.tflite": b"1", "b.tflite": b"2"})
+    assert a != bundle_bytes({"a.tflite": b"1", "b.tflite": b"3"})
+
+
+def test_the_build_script_rebuilds_the_shipped_bundles(tmp_path: Path) -> None:
+    """Where this MediaPipe holds the 0.10.21 models, the documented script gives the shipped
+    bundles byte for byte."""
+    from core.detect import build_task_bundle
+    from core.detect.build_task_bundle import BUNDLE_DIR, build_bundle
+
+    try:
+        from mediapipe.tasks.python.metadata import metadata  # noqa: F401
+    except ImportError:
+        pytest.skip("this MediaPipe has no metadata tools")
+    sources = build_task_bundle._read_installed()  # noqa: SLF001 - no download in a test
+    if sources is None:
+        pytest.skip("the installed MediaPipe does not hold the 0.10.21 hand models")
+    for path in build_bundle(sources, tmp_path):
+        assert path.read_bytes() == (BUNDLE_DIR / path.name).read_bytes()
+
+
+def test_missing_bundle_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from core.detect import mediapipe_hands
+    from core.errors import ModelFileError
+
+    monkeypatch.setattr(mediapipe_hands, "BUNDLE_DIR", tmp_path)
+    with pytest.raises(ModelFileError, match="build_task_bundle"):
+        HandDetector(mode="static")
+
+
+def test_video_timestamps_closer_than_a_millisecond_or_absent() -> None:
+    """The landmarker needs strictly increasing whole milliseconds: frames < 1 ms apart, and
+    frames without a timestamp, still go through; going back starts a new stream."""
+    with HandDetector(mode="video", max_hands=1, model_complexity=0) as detector:
+        for t in (0.0, 0.0002, 0.0004, 0.0011):
+            assert detector.detect(_no_hand_image(), timestamp_s=t) == ()
+        assert detector.detect(_no_hand_image()) == ()
+        assert detector.detect(_no_hand_image(), timestamp_s=0.0005) == ()  # back in time: reset

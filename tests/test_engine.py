@@ -27,13 +27,19 @@ def test_demo_frames_carry_the_known_intrinsics(frames) -> None:
 
 def test_engine_tracks_the_demo(frames) -> None:
     gt = np.load(DEMO_CLIP_PATH.with_name("demo_groundtruth.npz"))
+    with open_source("demo") as src:
+        more = list(itertools.islice(src, len(frames), 20))
     with Engine(EngineSettings(max_hands=1, device="cpu")) as engine:
-        results = list(engine.process_stream(frames))
+        results = list(engine.process_stream(frames + more))
     assert all(len(r.hands) == 1 for r in results)
-    errs = [np.linalg.norm(r.hands[0].fit.keypoints_2d - gt["keypoints_2d"][r.frame], axis=1).mean() for r in results]
+    errs = [np.linalg.norm(r.hands[0].fit.keypoints_2d - gt["keypoints_2d"][r.frame], axis=1).mean()
+            for r in results[:len(frames)]]
     assert np.mean(errs) < 8.0
-    # MediaPipe's label flickers on single frames; the engine smooths it over time.
-    assert np.mean([r.hands[0].detection.handedness == "right" for r in results]) >= 0.75
+    # MediaPipe's label flickers, and the clip opens on a flat hand: its first frames are close
+    # calls for the label and the geometry alike (P(right) 0.3-0.7), so the first frame's call
+    # may go either way; the tracker's evidence then settles on the right hand within a second.
+    settled = [r.hands[0].detection.handedness for r in results if r.timestamp_s >= 1.0]
+    assert settled and all(side == "right" for side in settled)
     line = results[0].to_json()
     hand = line["hands"][0]
     assert len(hand["pose"]) == 48 and len(hand["joints_3d"]) == 21 and len(hand["translation"]) == 3

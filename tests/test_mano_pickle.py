@@ -3,8 +3,8 @@ for every crafted or malformed file, no crash under a seeded mutation fuzzer."""
 
 from __future__ import annotations
 
+import ast
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +64,18 @@ def test_python2_layout_gives_exactly_the_written_arrays(tmp_path: Path, open_ha
     with torch.no_grad():
         a, b = hand_layer(pose, betas), layer(pose, betas)
     torch.testing.assert_close(a.vertices, b.vertices, rtol=0, atol=1e-6)
+
+
+def test_python2_protocol_0_text_pickle() -> None:
+    # cPickle.dumps(..., 0) of a dict holding an array: STRING opcodes with escaped bytes.
+    data = np.array([1.5, -2.0, 1e-300])
+    escaped = "".join(f"\\x{b:02x}" for b in data.tobytes()).encode()
+    raw = (b"(dp0\nS'v'\np1\ncnumpy.core.multiarray\n_reconstruct\np2\n(cnumpy\nndarray\np3\n(I0\ntp4\n"
+           b"S'b'\np5\ntp6\nRp7\n(I1\n(I3\ntp8\ncnumpy\ndtype\np9\n(S'f8'\np10\nI0\nI1\ntp11\nRp12\n"
+           b"(I3\nS'<'\np13\nNNNI-1\nI-1\nI0\ntp14\nbI00\nS'" + escaped + b"'\np15\ntp16\nbs.")
+    got = parse_mano_pickle(raw)["v"]
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, data)
 
 
 @pytest.mark.parametrize("protocol", range(6))
@@ -185,7 +197,7 @@ def test_crash_prone_cases_through_the_command_line(crafted_dir: Path) -> None:
     assert len(lines) == len(names)
     for name, line in zip(names, lines):
         rc, err = line.split(" ", 1)
-        err = eval(err)  # the repr printed above
+        err = ast.literal_eval(err)  # the repr printed above
         assert rc == "2", (name, line)
         assert err.startswith("handtwin: error: ") and err.count("\n") == 1, (name, err)
         assert _CRAFTED_ERRORS[name] in err, (name, err)

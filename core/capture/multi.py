@@ -77,6 +77,11 @@ class SynchronizedSource:
         """The reference camera's nominal rate."""
         return self.sources[0].fps
 
+    @property
+    def ended_early(self) -> str | None:
+        """The first of the sources' :attr:`~core.capture.sources.FrameSource.ended_early`, or None."""
+        return next((s.ended_early for s in self.sources if s.ended_early), None)
+
     def __iter__(self) -> Iterator[FrameSet]:
         reference = iter(self.sources[0])
         others = [_Lookahead(iter(s)) for s in self.sources[1:]]

@@ -1,4 +1,9 @@
-"""MediaPipe Hands (legacy ``mediapipe.solutions.hands`` API) behind a small typed wrapper.
+"""MediaPipe's hand landmarker (the Tasks API's ``HandLandmarker``) behind a small typed wrapper.
+
+The models come from the bundles in ``resources/detect/`` (built once by
+``python -m core.detect.build_task_bundle`` from the MediaPipe 0.10.21 wheel's TFLite files;
+provenance in ``THIRD_PARTY_NOTICES.md``): nothing is downloaded at run time, and any MediaPipe
+release with the Tasks API (0.10.21 and later, Python 3.11 to 3.13) runs them.
 
 Conventions of the :class:`Detection` it returns
 -------------------------------------------------
@@ -17,27 +22,29 @@ Conventions of the :class:`Detection` it returns
   the camera. Measured on real images: fingertips to the right of the wrist in the image
   have larger x, lower ones larger y, fingers pointing at the camera smaller z.
 * ``handedness``: ``"left"`` or ``"right"``, **the subject's own hand** (anatomical).
-  MediaPipe's classifier assumes a *mirrored* (selfie-view) image: on an ordinary, unmirrored
-  camera image it labels a right hand "Left" (checked: 6 of 6 detections on FreiHAND, which
-  holds right hands only, came back "Left"). The wrapper therefore swaps MediaPipe's label
-  by default (``mirrored_input=False``, an unmirrored image, what a webcam, a video file or
-  a photo gives) and keeps it when ``mirrored_input=True`` (the caller flipped the image
-  horizontally for a selfie view before detection).
-* ``score``: MediaPipe's handedness classification confidence in [0, 1] (the legacy API
-  reports no separate hand-presence score; a hand is returned only when its palm detection
-  passed ``min_detection_confidence``).
+  The hand landmarker's label, on these bundles, already names the subject's hand in an
+  ordinary, unmirrored image (checked: FreiHAND's right hands come back "Right", CMU
+  Panoptic's left and right crops as labelled; the legacy ``solutions.hands`` graph gave
+  the opposite, selfie-view label for the same model). The wrapper therefore keeps the
+  label by default (``mirrored_input=False``: what a webcam, a video file or a photo gives)
+  and swaps it when ``mirrored_input=True`` (the caller flipped the image horizontally for
+  a selfie view before detection).
+* ``score``: MediaPipe's handedness classification confidence in [0, 1] (a hand is
+  returned only when its palm detection passed ``min_detection_confidence`` and its
+  landmark model's hand-presence score ``min_tracking_confidence``).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
+from core.errors import InputError, ModelFileError
 from core.keypoints import NUM_KEYPOINTS
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,12 @@ log = logging.getLogger(__name__)
 __all__ = ["Detection", "HandDetector", "detection_image", "swap_handedness"]
 
 _MODES = ("video", "static")
+
+#: The model bundle of each model complexity (1: full, 0: lite); see core.detect.build_task_bundle.
+BUNDLE_DIR = Path(__file__).resolve().parents[2] / "resources" / "detect"
+BUNDLE_NAMES = {1: "hand_landmarker.task", 0: "hand_landmarker_lite.task"}
+
+_NO_TIMESTAMP_STEP_MS = 33  # video mode without timestamps: a 30 fps clock of our own
 
 
 def detection_image(image_rgb: np.ndarray) -> np.ndarray:
@@ -112,7 +125,7 @@ class Detection:
 
 
 class HandDetector:
-    """Finds up to ``max_hands`` hands in RGB images with MediaPipe Hands.
+    """Finds up to ``max_hands`` hands in RGB images with MediaPipe's hand landmarker.
 
     Use it as a context manager (it owns a MediaPipe graph)::
 
@@ -122,21 +135,25 @@ class HandDetector:
 
     Args:
         max_hands: most hands returned per image (1 or more).
-        mode: ``"video"`` tracks hands from frame to frame (use for cameras and videos:
-            faster, steadier); ``"static"`` runs palm detection on every image (use for
-            unrelated images such as an image folder).
+        mode: ``"video"`` tracks hands from frame to frame (the landmarker's VIDEO running
+            mode; use for cameras and videos: faster, steadier); ``"static"`` runs palm
+            detection on every image (IMAGE running mode; use for unrelated images such as
+            an image folder).
         min_detection_confidence: palm detector threshold in [0, 1].
-        min_tracking_confidence: video mode: below this landmark confidence the next frame
-            re-runs palm detection, in [0, 1].
-        model_complexity: 0 (lite, faster) or 1 (full, more accurate).
+        min_tracking_confidence: landmark model hand-presence threshold in [0, 1]; in video
+            mode, below it the next frame re-runs palm detection (also the landmarker's
+            frame-to-frame tracking threshold).
+        model_complexity: 0 (lite models, faster) or 1 (full models, more accurate).
         mirrored_input: the images are horizontally flipped (selfie view); see the module
             docstring on handedness.
+
+    Raises:
+        ModelFileError: the model bundle is missing or MediaPipe cannot load it.
 
     Cost (2-core CPU, 256 x 256, model_complexity=1): static mode about 28-36 ms per image
     with a hand; video mode about 14 ms per frame while tracking with ``max_hands=1``. In
     video mode, while fewer than ``max_hands`` hands are tracked, the palm detector still
-    runs on every frame (about 40 ms with ``max_hands=2`` and one hand), so ask for one
-    hand when one is enough.
+    runs on every frame, so ask for one hand when one is enough.
     """
 
     def __init__(
@@ -158,7 +175,7 @@ class HandDetector:
         ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if model_complexity not in (0, 1):
+        if model_complexity not in BUNDLE_NAMES:
             raise ValueError(f"model_complexity must be 0 or 1, got {model_complexity}")
         self.max_hands = int(max_hands)
         self.mode = mode
@@ -166,27 +183,52 @@ class HandDetector:
         self.min_tracking_confidence = float(min_tracking_confidence)
         self.model_complexity = int(model_complexity)
         self.mirrored_input = bool(mirrored_input)
+        self.bundle_path = BUNDLE_DIR / BUNDLE_NAMES[self.model_complexity]
         self._last_timestamp_s: float | None = None
-        self._hands: Any = None
-        self._hands = self._make_graph()
+        self._last_timestamp_ms = -1
+        self._landmarker: Any = None
+        self._landmarker = self._make_landmarker()
 
-    def _make_graph(self) -> Any:
+    def _make_landmarker(self) -> Any:
         # Imported here: mediapipe is heavy and only this stage needs it.
-        from mediapipe.python.solutions import hands as mp_hands
+        from mediapipe.tasks.python.core.base_options import BaseOptions
+        from mediapipe.tasks.python.vision import HandLandmarker, HandLandmarkerOptions, RunningMode
 
-        return mp_hands.Hands(
-            static_image_mode=self.mode == "static",
-            max_num_hands=self.max_hands,
-            model_complexity=self.model_complexity,
-            min_detection_confidence=self.min_detection_confidence,
+        if not self.bundle_path.is_file():
+            raise ModelFileError(f"the hand detector's model bundle {self.bundle_path} is missing "
+                                 "(build it with: python -m core.detect.build_task_bundle)")
+        options = HandLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(self.bundle_path), delegate=BaseOptions.Delegate.CPU),
+            running_mode=RunningMode.VIDEO if self.mode == "video" else RunningMode.IMAGE,
+            num_hands=self.max_hands,
+            min_hand_detection_confidence=self.min_detection_confidence,
+            min_hand_presence_confidence=self.min_tracking_confidence,
             min_tracking_confidence=self.min_tracking_confidence,
         )
+        try:
+            return HandLandmarker.create_from_options(options)
+        except (RuntimeError, ValueError) as exc:
+            raise ModelFileError(f"MediaPipe could not load {self.bundle_path}: {exc}") from exc
 
     def reset(self) -> None:
         """Forget tracked hands (video mode): the next image starts a new stream."""
         self.close()
-        self._hands = self._make_graph()
+        self._landmarker = self._make_landmarker()
         self._last_timestamp_s = None
+        self._last_timestamp_ms = -1
+
+    def _video_timestamp_ms(self, timestamp_s: float | None) -> int:
+        """The landmarker's timestamp for the next frame: whole milliseconds, strictly
+        increasing (frames closer than 1 ms apart get the next free millisecond). A
+        timestamp not after the previous one starts a new stream (:meth:`reset`)."""
+        if timestamp_s is None:
+            return self._last_timestamp_ms + _NO_TIMESTAMP_STEP_MS
+        if self._last_timestamp_s is not None and timestamp_s <= self._last_timestamp_s:
+            log.debug("timestamp %.3f s not after %.3f s: resetting the hand tracker",
+                      timestamp_s, self._last_timestamp_s)
+            self.reset()
+        self._last_timestamp_s = float(timestamp_s)
+        return max(int(round(timestamp_s * 1000.0)), self._last_timestamp_ms + 1)
 
     def detect(
         self, image_rgb: np.ndarray, timestamp_s: float | None = None
@@ -195,10 +237,9 @@ class HandDetector:
 
         Args:
             image_rgb: (H, W, 3) uint8 RGB image (HandTwin's image convention).
-            timestamp_s: video mode: the frame's time in seconds. The legacy MediaPipe graph
-                keeps its own 30 fps clock, so the value only serves to notice a new stream:
-                a timestamp not after the previous one resets the tracker. Ignored in
-                static mode.
+            timestamp_s: video mode: the frame's time in seconds; a timestamp not after the
+                previous one resets the tracker (a new stream). None: frames 1/30 s apart.
+                Ignored in static mode.
 
         Returns:
             The detected hands, most confident first; ``()`` when there is none.
@@ -207,34 +248,32 @@ class HandDetector:
             InputError: the image is not (H, W, 3) uint8.
             RuntimeError: the detector is closed.
         """
-        if self._hands is None:
+        if self._landmarker is None:
             raise RuntimeError("the hand detector is closed")
         image = detection_image(image_rgb)
-        if self.mode == "video" and timestamp_s is not None:
-            if self._last_timestamp_s is not None and timestamp_s <= self._last_timestamp_s:
-                log.debug("timestamp %.3f s not after %.3f s: resetting the hand tracker",
-                          timestamp_s, self._last_timestamp_s)
-                self.reset()
-            self._last_timestamp_s = float(timestamp_s)
+        import mediapipe as mp
+
+        mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+        if self.mode == "video":
+            timestamp_ms = self._video_timestamp_ms(timestamp_s)
+            result = self._landmarker.detect_for_video(mp_image, timestamp_ms)
+            self._last_timestamp_ms = timestamp_ms
+        else:
+            result = self._landmarker.detect(mp_image)
         height, width = image.shape[:2]
-        result = self._hands.process(np.ascontiguousarray(image))
-        if not result.multi_hand_landmarks:
-            return ()
         detections = []
-        for landmarks, world, handed in zip(
-            result.multi_hand_landmarks, result.multi_hand_world_landmarks, result.multi_handedness
-        ):
-            norm = np.array([(p.x, p.y, p.z) for p in landmarks.landmark], dtype=np.float32)
-            world_m = np.array([(p.x, p.y, p.z) for p in world.landmark], dtype=np.float32)
-            label = handed.classification[0].label.lower()  # MediaPipe: mirrored-image label
-            handedness = label if self.mirrored_input else swap_handedness(label)
+        for landmarks, world, handed in zip(result.hand_landmarks, result.hand_world_landmarks, result.handedness):
+            norm = np.array([(p.x, p.y, p.z) for p in landmarks], dtype=np.float32)
+            world_m = np.array([(p.x, p.y, p.z) for p in world], dtype=np.float32)
+            label = handed[0].category_name.lower()  # the subject's hand in an unmirrored image
+            handedness = swap_handedness(label) if self.mirrored_input else label
             keypoints_2d = np.empty((NUM_KEYPOINTS, 2), np.float32)
             keypoints_2d[:, 0] = norm[:, 0] * width - 0.5
             keypoints_2d[:, 1] = norm[:, 1] * height - 0.5
             detections.append(
                 Detection(
                     handedness=handedness,
-                    score=float(handed.classification[0].score),
+                    score=float(handed[0].score),
                     keypoints_2d=keypoints_2d,
                     keypoints_z=norm[:, 2],
                     world_landmarks=world_m,
@@ -246,9 +285,9 @@ class HandDetector:
 
     def close(self) -> None:
         """Release the MediaPipe graph. Idempotent."""
-        if self._hands is not None:
-            self._hands.close()
-            self._hands = None
+        if self._landmarker is not None:
+            self._landmarker.close()
+            self._landmarker = None
 
     def __enter__(self) -> HandDetector:
         return self
@@ -263,7 +302,7 @@ class HandDetector:
 
     def __del__(self) -> None:
         # A safety net only: call close() (or use ``with``) to release the graph promptly.
-        if getattr(self, "_hands", None) is not None:
+        if getattr(self, "_landmarker", None) is not None:
             try:
                 self.close()
             except (RuntimeError, ValueError, AttributeError):

@@ -99,7 +99,7 @@ def capture_source(
     source: str,
     *,
     model: str | None = None,
-    shape: np.ndarray | None = None,
+    shape: Any = None,
     base: np.ndarray | None = None,
     texture_size: int = 1024,
     intrinsics: str | None = None,
@@ -107,8 +107,12 @@ def capture_source(
     max_frames: int | None = None,
     sides: tuple[str, ...] = ("right", "left"),
     progress: bool | None = None,
+    weak_perspective: bool = False,
 ) -> tuple[Any, int]:
     """Track ``source`` and capture the texture of every tracked hand.
+
+    ``shape``: a profile's fixed shape, or its whole :class:`~core.model.personal.PersonalIdentity`
+    (tracking and texture then use the personal model), or None (free shape).
 
     Returns:
         (the :class:`~core.texture.session.SessionCapture`, number of frames read).
@@ -122,11 +126,14 @@ def capture_source(
     from core.progress import ProgressBar
     from core.texture.session import SessionCapture, hand_segmenter
 
-    check_capture_arguments(intrinsics, fov_deg, max_frames)
-    models = {side: load_model_data(model, side) for side in sides}  # type: ignore[arg-type]
+    check_capture_arguments(intrinsics, fov_deg, max_frames, weak_perspective)
+    from core.model.personal import PersonalIdentity, identity_model
+
+    identity = shape if isinstance(shape, PersonalIdentity) else None  # a profile's own hand
+    models = {side: identity_model(load_model_data(model, side), identity) for side in sides}  # type: ignore[arg-type]
     settings = EngineSettings(max_hands=2, model=model)
     frames_read = 0
-    with open_source(source, intrinsics, fov_deg) as src:
+    with open_source(source, intrinsics, fov_deg, weak_perspective) as src:
         kind = type(src).__name__
         if kind == "ImageSequenceSource":
             settings = replace(settings, detector_mode="static")
@@ -155,7 +162,7 @@ def capture_source(
                 hands = [h for h in result.hands if h.fit.side in models]
                 K = None if frame.intrinsics is None else frame.intrinsics.K
                 session.add(frame.image, result.frame, result.timestamp_s, [h.fit for h in hands], K,
-                            [h.detection.keypoints_2d for h in hands])
+                            [h.detection.keypoints_2d for h in hands], [h.track_id for h in hands])
                 side = session.main_side()
                 capture = None if side is None else session.capture(side)
                 bar.update(1, "" if capture is None else f"texture {100 * capture.coverage:.0f}%")
@@ -164,14 +171,13 @@ def capture_source(
     return session, frames_read
 
 
-def check_capture_arguments(intrinsics: str | None, fov_deg: float | None, max_frames: int | None) -> None:
-    """Raise :class:`InputError` for --intrinsics with --fov, a --fov or --max-frames out of range."""
-    from core.inputs import check_int, check_number
+def check_capture_arguments(intrinsics: str | None, fov_deg: float | None, max_frames: int | None,
+                            weak_perspective: bool = False) -> None:
+    """Raise :class:`InputError` for conflicting camera options, a --fov or --max-frames out of range."""
+    from core.camera import check_camera_args
+    from core.inputs import check_int
 
-    if intrinsics is not None and fov_deg is not None:
-        raise InputError("give either --intrinsics or --fov, not both")
-    if fov_deg is not None:
-        check_number(fov_deg, "--fov", 1.0, 179.0, "degrees")
+    check_camera_args(intrinsics, fov_deg, weak_perspective)
     if max_frames is not None:
         check_int(max_frames, "--max-frames", 1, 10_000_000)
 
@@ -243,7 +249,8 @@ def run_export(args: argparse.Namespace) -> int:
     check_export_target(out, rigged)
     intrinsics, fov = getattr(args, "intrinsics", None), getattr(args, "fov", None)
     if source is not None:
-        check_capture_arguments(intrinsics, fov, getattr(args, "max_frames", None))
+        check_capture_arguments(intrinsics, fov, getattr(args, "max_frames", None),
+                                bool(getattr(args, "weak_perspective", False)))
     # every file this export writes, before any work: never an input, never a stranger's file
     inputs = [*source_inputs(source), profile_path, intrinsics, model]
     out = check_output(out, inputs)
@@ -264,8 +271,11 @@ def run_export(args: argparse.Namespace) -> int:
                      inputs, force)
 
     if source is None:
+        from core.model.personal import identity_model
+
         side = _profile_side(profile) or "right"
-        data = load_model_data(model, side)  # type: ignore[arg-type]
+        # the profile's own hand: its skeleton (the rig's joints) and surface
+        data = identity_model(load_model_data(model, side), profile.identity)  # type: ignore[arg-type]
         files = export_hand(out, shape=profile.shape, texture=base, side=side, rigged=rigged,
                             texture_size=texture_size, profile_json=profile.raw, model_data=data, force=force)
         summary = ExportSummary(tuple(files), side, 0, 0, None, texture_size if base is not None else None,
@@ -275,9 +285,10 @@ def run_export(args: argparse.Namespace) -> int:
 
     wanted = _profile_side(profile)
     session, frames_read = capture_source(
-        source, model=model, shape=None if profile is None else profile.shape, base=base,
+        source, model=model, shape=None if profile is None else profile.identity, base=base,
         texture_size=texture_size, intrinsics=intrinsics,
         fov_deg=fov, max_frames=getattr(args, "max_frames", None),
+        weak_perspective=bool(getattr(args, "weak_perspective", False)),
     )
     side = wanted or session.main_side()
     if side is None or not session.frames_of(side):
@@ -300,10 +311,11 @@ def run_export(args: argparse.Namespace) -> int:
         from core.export.api import rest_geometry
 
         _, joints = rest_geometry(data, shape)
-        if len(tracked) < 2:
+        followed = session.main_track(side)  # one hand: never a jump to another hand of the side
+        if len(followed) < 2:
             raise InputError("--animate needs at least two tracked frames")
-        animation = session_animation([t.timestamp_s for t in tracked], np.stack([t.pose for t in tracked]),
-                                      np.stack([t.transl for t in tracked]), joints)
+        animation = session_animation([t.timestamp_s for t in followed], np.stack([t.pose for t in followed]),
+                                      np.stack([t.transl for t in followed]), joints)
     capture = session.capture(side)
     if capture is None:
         log.warning("the hand model %s has no UV coordinates: exporting without a texture", data.name)

@@ -28,13 +28,14 @@ fraction of the per-operation overhead).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
-from core.camera import intrinsics_from_fov
+from core.camera import intrinsics_from_fov, project
 from core.fit.solver import NumpyBackend, SideSolver, TorchBackend, Weights
 from core.model.data import HandModelData
 
@@ -159,6 +160,23 @@ def _scale_fit(f: HandFit, k: float) -> HandFit:
     )
 
 
+#: A perspective fit whose mean error exceeds this fraction of the hand's size has diverged.
+DIVERGED = 0.15
+
+
+def _place_in_camera(fit: HandFit, K: np.ndarray, keypoints_2d: np.ndarray) -> HandFit:
+    """A weak-perspective fit put into the pinhole camera K: the wrist at depth fx / scale
+    behind its pixel; the 2D keypoints and the error are the perspective projection's."""
+    z = K[0, 0] / fit.scale
+    u, v = fit.keypoints_2d[0]
+    wrist = np.array([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z])
+    kp3 = fit.keypoints_3d.astype(np.float64) + wrist
+    px = project(kp3, K)
+    err = float(np.linalg.norm(px - keypoints_2d, axis=1).mean())
+    return dataclasses.replace(fit, keypoints_3d=kp3.astype(np.float32), transl=(fit.transl + wrist).astype(np.float32),
+                               keypoints_2d=px.astype(np.float32), reprojection_error_px=err)
+
+
 class TailorFitter:
     """Fits right and left hands; thin state: the two models' precomputed data.
 
@@ -193,6 +211,10 @@ class TailorFitter:
         self.num_betas = right.num_betas
         for side in self._data:
             self._solver(side, self.backend)  # build the constants up front
+
+    def solver(self, side: str) -> SideSolver:
+        """The numerics of one side on this fitter's backend (rotations, keypoints, projection)."""
+        return self._solver(side, self.backend)
 
     def _solver(self, side: str, backend: str) -> SideSolver:
         key = (side, backend)
@@ -238,6 +260,8 @@ class TailorFitter:
         for (side, has_k, _), idx in groups.items():
             fits = self._fit_group(side, [observations[i] for i in idx], betas, [previous[i] for i in idx], iterations, has_k,
                                     tolerance=tolerance)
+            if has_k:
+                fits = self._guard_perspective(side, [observations[i] for i in idx], betas, fits, iterations, tolerance)
             fits = [_scale_fit(f, 1.0 / factors[i]) for f, i in zip(fits, idx)]
             if not has_k:
                 fits = [self._place_weak(f, observations[i].image_size) for f, i in zip(fits, idx)]
@@ -292,6 +316,64 @@ class TailorFitter:
             )
             for i in range(b)
         ]
+
+    def _guard_perspective(self, side: str, obs: list[HandObservation], betas: np.ndarray | None,
+                           fits: list[HandFit], iterations: int | None, tolerance: float | None) -> list[HandFit]:
+        """Replace perspective fits that diverged (a hand close to the camera can be pulled
+        through its plane: errors of thousands of pixels on real egocentric frames) by the
+        weak-perspective fit put into the same camera, where that reprojects better.
+
+        Works in fitting units (the hand's box diagonal is :data:`REFERENCE_HAND_SIZE`).
+        """
+        bad = [i for i, f in enumerate(fits)
+               if not np.isfinite(f.reprojection_error_px) or f.reprojection_error_px > DIVERGED * REFERENCE_HAND_SIZE]
+        if not bad:
+            return fits
+        weak = self._fit_group(side, [dataclasses.replace(obs[i], K=None) for i in bad], betas, [None] * len(bad),
+                               iterations, False, tolerance=tolerance)
+        out = list(fits)
+        for i, w in zip(bad, weak):
+            placed = _place_in_camera(w, np.asarray(obs[i].K, dtype=np.float64), np.asarray(obs[i].keypoints_2d))
+            if placed.reprojection_error_px < fits[i].reprojection_error_px:
+                out[i] = placed
+        return out
+
+    def compose(self, side: str, pose: np.ndarray, betas: np.ndarray, root: np.ndarray, K: np.ndarray | None,
+                image_size: tuple[int, int], keypoints_2d: np.ndarray, iterations: int = 0) -> HandFit:
+        """The fit with given parameters (e.g. temporally smoothed ones), as :meth:`fit` reports it.
+
+        Args:
+            side: "right" or "left". pose: (48,) axis-angle, or (16, 3, 3) local rotations.
+            betas: (S,).
+            root: (3,) (u, v, log s): the wrist's pixel position and the log of the scale in
+                pixels per metre (with ``K``, the wrist's depth is fx / s).
+            K: (3, 3) intrinsics (perspective), or None (weak perspective, placed in the
+                nominal camera as :meth:`fit` places it).
+            image_size: (width, height) pixels. keypoints_2d: (21, 2) the detected keypoints,
+                pixels (for ``reprojection_error_px``). iterations: reported as the fit's.
+        """
+        solver = self.solver(side)
+        be, c = solver.be, solver.be.const
+        u, v, log_s = (float(x) for x in root)
+        if K is not None:
+            Kd = np.asarray(K, dtype=np.float64)
+            z = Kd[0, 0] / math.exp(log_s)
+            cam = np.array([[(u - Kd[0, 2]) * z / Kd[0, 0], (v - Kd[1, 2]) * z / Kd[1, 1], z]])
+            Kb = c(Kd[None])
+        else:
+            cam, Kb = np.array([[log_s, u, v]]), None
+        with torch.inference_mode():
+            pose = np.asarray(pose, dtype=np.float64)
+            R = c(pose[None]) if pose.shape == (16, 3, 3) else solver.rodrigues(c(pose.reshape(1, 16, 3)))
+            beta = c(np.asarray(betas, dtype=np.float64)[None])
+            out = solver._outputs(R, solver.global_from_local(R), c(cam), beta,
+                                  c(np.asarray(keypoints_2d, dtype=np.float64)[None]), Kb, be.const(np.array([iterations])))
+        fit = HandFit(
+            side=side, pose=out.pose[0], betas=out.betas[0], transl=out.transl[0], keypoints_3d=out.keypoints_3d[0],
+            keypoints_2d=out.keypoints_2d[0], reprojection_error_px=float(out.error_px[0]),
+            projection="perspective" if K is not None else "weak", scale=float(out.scale[0]), iterations=int(iterations),
+        )
+        return fit if K is not None else self._place_weak(fit, image_size)
 
     def _place_weak(self, fit: HandFit, image_size: tuple[int, int]) -> HandFit:
         """Put a weak-perspective fit into a nominal pinhole camera (``nominal_fov_deg``).

@@ -6,8 +6,8 @@ numpy arrays, ``chumpy.ch.Ch`` objects (chumpy is unmaintained and broken on Pyt
 names, and even numpy's own reconstruction, driven by a crafted dtype state, reads raw bytes
 as object pointers. So nothing here calls into pickle or numpy's reconstruction.
 
-:func:`load_mano_pickle` is a small interpreter over :func:`pickletools.genops` (protocols 0 to
-5) that builds plain data only:
+:func:`load_mano_pickle` is a small interpreter over the opcodes that :mod:`pickletools`
+decodes (protocols 0 to 5) that builds plain data only:
 
 * numbers, strings, bytes, ``None``, lists, tuples, dicts and sets of scalars;
 * numeric arrays: the dtype is one of :data:`_NUMERIC_DTYPES` built here from its code (the
@@ -26,6 +26,7 @@ number of opcodes are bounded; self-references are refused; every malformed inpu
 
 from __future__ import annotations
 
+import codecs
 import io
 import math
 import pickletools
@@ -353,6 +354,40 @@ def _build(obj: Any, state: Any, budget: _Budget) -> None:
 
 # --------------------------------------------------------------------------- the interpreter
 
+_OPCODES: dict[bytes, pickletools.OpcodeInfo] = {op.code.encode("latin1"): op for op in pickletools.opcodes}
+
+
+def _read_py2_string(f: io.BytesIO) -> str:
+    """Protocol 0's ``STRING``: a quoted, escaped Python 2 str, as latin-1 text.
+
+    (pickletools decodes it as ASCII, which refuses the array bytes of a protocol-0 file.)
+    """
+    line = f.readline()
+    if not line.endswith(b"\n"):
+        _fail("a STRING has no newline")
+    line = line[:-1]
+    if len(line) < 2 or line[0] != line[-1] or line[:1] not in (b"'", b'"'):
+        _fail("a STRING is not quoted")
+    return codecs.escape_decode(line[1:-1])[0].decode("latin1")
+
+
+def _ops(data: bytes) -> Iterator[tuple[str, Any]]:
+    """(opcode name, decoded argument) up to STOP, like :func:`pickletools.genops`."""
+    f = io.BytesIO(data)
+    while True:
+        code = f.read(1)
+        op = _OPCODES.get(code)
+        if op is None:
+            _fail("the pickle ends before its STOP" if not code else f"unknown opcode {code!r}")
+        if op.name == "STRING":
+            arg: Any = _read_py2_string(f)
+        else:
+            arg = None if op.arg is None else op.arg.reader(f)
+        yield op.name, arg
+        if op.name == "STOP":
+            return
+
+
 def _run(data: bytes, budget: _Budget) -> Any:
     """Execute the opcodes of ``data`` over plain data and stubs; returns the STOP value."""
     stack: list[Any] = []
@@ -384,13 +419,11 @@ def _run(data: bytes, budget: _Budget) -> Any:
                 _fail(f"a dict key is a {type(k).__name__}")
             target[k] = v
 
-    ops: Iterator[tuple[Any, Any, int | None]] = pickletools.genops(io.BytesIO(data))
-    for count, (op, arg, _pos) in enumerate(ops):
+    for count, (name, arg) in enumerate(_ops(data)):
         if count >= MAX_OPCODES:
             _fail(f"more than {MAX_OPCODES} opcodes")
         if len(stack) + len(marks) > MAX_STACK:
             _fail("the stack grows beyond its bound")
-        name = op.name
         if isinstance(arg, int) and not isinstance(arg, bool) and arg.bit_length() > MAX_INT_BITS:
             _fail(f"an integer of {arg.bit_length()} bits")
         if name in ("PROTO", "FRAME"):
@@ -413,7 +446,7 @@ def _run(data: bytes, budget: _Budget) -> Any:
                       "SHORT_BINUNICODE", "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8"):
             stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}.get(name, arg))
         elif name in ("STRING", "BINSTRING", "SHORT_BINSTRING"):  # Python 2 str: latin-1
-            stack.append(arg.decode("latin1") if isinstance(arg, bytes) else arg)
+            stack.append(arg)
         elif name == "BYTEARRAY8":
             stack.append(bytes(arg))
         elif name == "READONLY_BUFFER":
@@ -645,7 +678,7 @@ def parse_mano_pickle(data: bytes, source: str = "the model file") -> dict[str, 
     """
     try:
         budget = _Budget()
-        with warnings.catch_warnings():  # pickletools on odd escapes in protocol-0 text
+        with warnings.catch_warnings():  # escape decoding warns on invalid escapes in text opcodes
             warnings.simplefilter("ignore", DeprecationWarning)
             tree = _run(data, budget)
         obj = _to_plain(tree, budget)
@@ -654,7 +687,7 @@ def parse_mano_pickle(data: bytes, source: str = "the model file") -> dict[str, 
     except _Malformed as exc:
         raise ModelFileError(f"{source} is not a readable MANO pickle: {exc}") from None
     except (ValueError, EOFError, struct.error, OverflowError, UnicodeError) as exc:
-        # pickletools' decoding of truncated or invalid opcode arguments.
+        # pickletools' readers of truncated or invalid opcode arguments.
         raise ModelFileError(f"{source} is not a readable MANO pickle: {_short(str(exc), 120)}") from None
     if not isinstance(obj, dict):
         raise ModelFileError(f"{source} does not hold a MANO model (expected a dict, got {type(obj).__name__})")

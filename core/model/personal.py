@@ -340,6 +340,9 @@ def identity_model(base: HandModelData, identity: PersonalIdentity | None) -> Ha
     if base.side == "left":
         skel = None if skel is None else mirror_points(np.asarray(skel, dtype=np.float64))
         offsets = None if offsets is None else mirror_points(np.asarray(offsets, dtype=np.float64))
+    if offsets is not None and np.shape(offsets) != (base.num_vertices, 3):
+        raise ModelFileError(f"the profile's surface offsets have {np.shape(offsets)[0]} vertices; the hand model "
+                             f"{base.name!r} has {base.num_vertices} (a profile of another model?)")
     if skel is None:
         skel = model_rest_keypoints(base, identity.shape)
     return personal_model(base, skel, offsets, betas=np.asarray(identity.shape, dtype=np.float64))

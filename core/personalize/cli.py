@@ -38,14 +38,8 @@ def _scale_arguments(args: argparse.Namespace) -> str:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """The ``calibrate`` command; returns the exit status."""
-    from core.capture import open_source
-    from core.engine import Engine, EngineSettings
+    from core.camera import check_camera_args
     from core.outputs import check_output, source_inputs
-    from core.personalize.scale import (FLAT_BONES, ScaleOption, keypoints_on_plane, load_sheet_spec,
-                                        load_stereo_calibration, sheet_pose, triangulate_keypoints)
-    from core.personalize.session import CalibrationSession
-    from core.profile_io import save_profile
-    from core.progress import ProgressBar
 
     source_kind = _scale_arguments(args)
     out = Path(args.out)
@@ -57,6 +51,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
     # the output first (before any work): its folder exists and is writable, it is no input
     check_output(out, [*source_inputs(args.source), args.intrinsics, getattr(args, "aruco_sheet", None),
                        *source_inputs(getattr(args, "stereo", None)), getattr(args, "stereo_calib", None), args.model])
+    from core.capture import open_source
+    from core.engine import Engine, EngineSettings
+    from core.personalize.scale import (FLAT_BONES, ScaleOption, keypoints_on_plane, load_sheet_spec,
+                                        load_stereo_calibration, sheet_pose, triangulate_keypoints)
+    from core.personalize.session import CalibrationSession
+    from core.profile_io import save_profile
+    from core.progress import ProgressBar
+
     scale = ScaleOption.from_hand_length(args.hand_length_mm) if source_kind == "hand_length" else None
     sheet = load_sheet_spec(args.aruco_sheet) if source_kind == "aruco" else None
     stereo = load_stereo_calibration(args.stereo_calib) if source_kind == "stereo" else None
@@ -66,7 +68,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     measured: dict[str, list[np.ndarray]] = {s: [] for s in sides}
     settings = EngineSettings(max_hands=2, device="cpu", model=args.model)
     frames = 0
-    with open_source(args.source, args.intrinsics) as src:
+    fov = getattr(args, "fov", None)
+    weak = bool(getattr(args, "weak_perspective", False))
+    check_camera_args(args.intrinsics, fov, weak)
+    with open_source(args.source, args.intrinsics, fov, weak) as src:
         if type(src).__name__ == "ImageSequenceSource":
             settings = dataclasses.replace(settings, detector_mode="static")
         second = open_source(args.stereo) if stereo is not None else None

@@ -70,10 +70,10 @@ def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float
         (forward + backward), ``iteration`` (everything, from :func:`bench_refine`'s method)
         and ``other`` (iteration minus the parts: keypoints, losses, Adam, bookkeeping).
     """
+    from core.refine.crop import crop_box
     from core.refine.mesh import edge_normal_losses, offset_losses
     from core.refine.refiner import _front_faces
     from core.render import project_points, rasterize_silhouette
-    from core.refine.crop import crop_box
 
     st = refiner.settings
     dev = refiner.device

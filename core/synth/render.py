@@ -268,6 +268,7 @@ def render_hand_sample(
     K: np.ndarray | None = None,
     transl_jitter: float = 0.15,
     lighting: tuple[np.ndarray, float, np.ndarray] | None = None,
+    centre_px: tuple[float, float] | None = None,
 ) -> SynthSample:
     """Render one synthetic hand. Anything not given is drawn from ``rng``.
 
@@ -277,6 +278,8 @@ def render_hand_sample(
         texture, background: images to reuse (e.g. a fixed background for a clip);
         global_rotation: (3, 3) instead of a random facing rotation; K: intrinsics.
         lighting: (light direction (3,), ambient fraction, light colour (3,)) to keep fixed.
+        centre_px: (u, v) where the hand's centre is placed, pixels, instead of the image's
+            centre moved by a random ``transl_jitter`` (a clip's hand path).
     """
     import cv2
 
@@ -303,7 +306,10 @@ def render_hand_sample(
     depth = K[0, 0] * length / (rng.uniform(*settings.fill) * min(w, h))
     centre = verts.mean(0)
     jitter = rng.uniform(-transl_jitter, transl_jitter, 2) * np.array([w, h]) / K[0, 0] * depth
-    target = np.array([(((w - 1) / 2 - K[0, 2]) / K[0, 0]) * depth + jitter[0], (((h - 1) / 2 - K[1, 2]) / K[1, 1]) * depth + jitter[1], depth])
+    cu, cv = ((w - 1) / 2, (h - 1) / 2) if centre_px is None else centre_px
+    if centre_px is not None:
+        jitter = np.zeros(2)
+    target = np.array([((cu - K[0, 2]) / K[0, 0]) * depth + jitter[0], ((cv - K[1, 2]) / K[1, 1]) * depth + jitter[1], depth])
     shift = target - centre
     verts += shift
     kp += shift
