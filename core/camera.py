@@ -46,7 +46,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +55,7 @@ import cv2
 import numpy as np
 
 from core.errors import InputError
+from core.outputs import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -450,20 +450,12 @@ def load_intrinsics(path: PathLike) -> Intrinsics | np.ndarray:
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically.
 
-    The text goes to a temporary file in the same folder, is flushed to disk, then replaces
-    ``path`` with :func:`os.replace`; a reader never sees a half-written file.
+    :func:`core.outputs.atomic_write_bytes`: a reader never sees a half-written file.
+
+    Raises:
+        OSError: the write failed (``path`` is unchanged).
     """
-    target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_intrinsics(path: PathLike, intr: Intrinsics) -> None:

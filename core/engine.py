@@ -107,6 +107,19 @@ class HandResult:
     track_id: int = 0
 
     @property
+    def reprojection_error_px(self) -> float:
+        """The final hand's reprojection error against MediaPipe's keypoints, pixels."""
+        return float((self.fit if self.refined is None else self.refined).reprojection_error_px)
+
+    @property
+    def fit_reprojection_error_px(self) -> float:
+        """The fit's, measured as the final one is (the refinement's camera when refined)."""
+        r = self.refined
+        if r is None or not np.isfinite(r.fit_reprojection_error_px):
+            return float(self.fit.reprojection_error_px)
+        return float(r.fit_reprojection_error_px)
+
+    @property
     def keypoints_3d(self) -> np.ndarray:
         """(21, 3) float32 camera-frame keypoints, metres: refined when refined, else fitted."""
         return self.fit.keypoints_3d if self.refined is None else self.refined.keypoints_3d
@@ -114,9 +127,12 @@ class HandResult:
     def to_json(self) -> dict[str, Any]:
         """The hand entry of a ``track`` line (DESIGN.md); the refined hand when refined.
 
+        ``reprojection_error_px`` is the final hand's, ``fit_reprojection_error_px`` the fit's
+        (the refinement's keypoint guard keeps the first within a small slack of the second).
         With refinement the entry also has ``silhouette_iou_before`` (the fit's IoU with the
         target), ``edge_length_error_mm`` and ``normal_error`` (paper 004's plausibility
-        metrics of the refined mesh against the parametric mesh its vertex offsets deform).
+        metrics of the refined mesh against the parametric mesh its vertex offsets deform) and
+        ``refinement_fell_back`` (the guard replaced the refined hand by the fit).
         """
         f, r = self.fit, self.refined
         src = f if r is None else r
@@ -129,7 +145,8 @@ class HandResult:
             "pose": np.round(src.pose, 5).tolist(),
             "shape": np.round(src.betas, 5).tolist(),
             "translation": np.round(src.transl, 5).tolist(),
-            "reprojection_error_px": round(float(src.reprojection_error_px), 3),
+            "reprojection_error_px": round(self.reprojection_error_px, 3),
+            "fit_reprojection_error_px": round(self.fit_reprojection_error_px, 3),
             "silhouette_iou": None if r is None else round(r.iou_after, 4),
             "projection": f.projection,
         }
@@ -137,6 +154,7 @@ class HandResult:
             out["silhouette_iou_before"] = round(r.iou_before, 4)
             out["edge_length_error_mm"] = round(r.edge_length_error * 1000.0, 4)
             out["normal_error"] = round(r.normal_error, 5)
+            out["refinement_fell_back"] = bool(r.fell_back)
         return out
 
 

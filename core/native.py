@@ -34,6 +34,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from core.errors import HandTwinError
+from core.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +140,17 @@ def build(name: str, text: str, cc: str) -> Path:
     with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as tmp:
         src = Path(tmp) / f"{name}.c"
         src.write_text(text, encoding="utf-8")
-        out = Path(tmp) / target.name
         errors = ""
         for arch in (NATIVE_ARCH, None):
-            cmd = [cc, *FLAGS, *([arch] if arch else []), "-o", str(out), str(src), "-lm"]
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-            if result.returncode == 0:
-                os.replace(out, target)  # atomic: a concurrent build writes the same bytes
+            try:  # moved into place only when it built (a concurrent build writes the same bytes)
+                with atomic_path(target, target.suffix) as out:
+                    cmd = [cc, *FLAGS, *([arch] if arch else []), "-o", str(out), str(src), "-lm"]
+                    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+                    if result.returncode != 0:
+                        raise NativeUnavailableError(result.stderr.strip())  # removes the temporary file
                 return target
-            errors = result.stderr.strip()
+            except NativeUnavailableError as exc:
+                errors = str(exc)
         raise NativeUnavailableError(f"{Path(cc).name} failed: {errors[-500:]}")
 
 

@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrackSummary:
-    """What a ``track`` run did: frames, frames with a hand, mean times and errors (and the mean
-    silhouette IoU after refinement, when refining)."""
+    """What a ``track`` run did: frames, frames with a hand, mean times and the final hands' mean
+    reprojection error (when refining also the fits' mean error, the mean silhouette IoU after
+    refinement and how many refined hands the keypoint guard replaced by their fit)."""
 
     frames: int
     frames_with_hands: int
@@ -25,11 +26,16 @@ class TrackSummary:
     mean_reprojection_error_px: float | None
     out: str
     mean_silhouette_iou: float | None = None
+    mean_fit_reprojection_error_px: float | None = None
+    refinements_fell_back: int = 0
 
     def format(self) -> str:
         pct = 100.0 * self.frames_with_hands / max(self.frames, 1)
         times = ", ".join(f"{k} {v:.1f} ms" for k, v in self.mean_time_ms.items())
         err = "n/a" if self.mean_reprojection_error_px is None else f"{self.mean_reprojection_error_px:.2f} px"
+        if self.mean_silhouette_iou is not None and self.mean_fit_reprojection_error_px is not None:
+            err += (f" (fit {self.mean_fit_reprojection_error_px:.2f} px; the fit kept in "
+                    f"{self.refinements_fell_back} refined hands)")
         iou = "" if self.mean_silhouette_iou is None else f"mean silhouette IoU {self.mean_silhouette_iou:.3f}; "
         return (
             f"tracked {self.frames} frames ({self.frames_with_hands} with a hand, {pct:.0f}%), "
@@ -86,7 +92,9 @@ def run_track(
     # running sums, not per-frame lists: a camera can be tracked for hours
     times: dict[str, _Mean] = {}
     error = _Mean()
+    fit_error = _Mean()
     iou = _Mean()
+    fell_back = 0
     frames = with_hands = hands = 0
     import time
 
@@ -111,9 +119,11 @@ def run_track(
                 hands += len(result.hands)
                 with_hands += bool(result.hands)
                 for h in result.hands:
-                    error.add(h.fit.reprojection_error_px)
+                    error.add(h.reprojection_error_px)
+                    fit_error.add(h.fit_reprojection_error_px)
                     if h.refined is not None:
                         iou.add(h.refined.iou_after)
+                        fell_back += bool(h.refined.fell_back)
                 for k, v in result.time_ms.items():
                     times.setdefault(k, _Mean()).add(v)
                 bar.update(1, f"{len(result.hands)} hand(s)")
@@ -135,6 +145,8 @@ def run_track(
         mean_reprojection_error_px=error.mean,
         out=str(out),
         mean_silhouette_iou=iou.mean,
+        mean_fit_reprojection_error_px=fit_error.mean,
+        refinements_fell_back=fell_back,
     )
     return summary
 

@@ -13,9 +13,10 @@ from core.fit import _native as fit_native
 from core.refine import _fused_native
 from core.refine import _native as refine_native
 from core.render import _native as render_native
+from core.texture import _native as texture_native
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = (render_native, refine_native, _fused_native, fit_native)
+MODULES = (render_native, refine_native, _fused_native, fit_native, texture_native)
 
 
 def needs_compiler() -> str:

@@ -392,9 +392,16 @@ class CalibrationSession:
 
         frames = [BundleFrame(c.keypoints_2d, c.image_size, c.K, c.pose.astype(np.float64), c.world_landmarks,
                               float(wi), c.score) for c, wi in zip(chosen, weights)]
-        with torch.inference_mode(False), torch.no_grad():
-            ba = bundle_adjust(self.model_data, frames, length_m, betas=shape,
-                               nominal_fov_deg=self.fitter.settings.nominal_fov_deg)
+        try:
+            with torch.inference_mode(False), torch.no_grad():
+                ba = bundle_adjust(self.model_data, frames, length_m, betas=shape,
+                                   nominal_fov_deg=self.fitter.settings.nominal_fov_deg)
+        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:  # numerical failure: keep Eq. 7's hand
+            log.warning("the joint calibration failed (%s); keeping the shape-space hand", exc)
+            return {}
+        if not np.isfinite(ba.skeleton).all():
+            log.warning("the joint calibration diverged; keeping the shape-space hand")
+            return {}
         skel = ba.skeleton
         width = float(np.linalg.norm(skel[Keypoint.RING_MCP] - skel[Keypoint.INDEX_MCP]))
         free = [i for i, c in enumerate(chosen) if c.K is None]

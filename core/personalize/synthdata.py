@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.outputs import atomic_path
+
 log = logging.getLogger(__name__)
 
 #: Bump when rendering or degradation changes (invalidates caches).
@@ -205,10 +207,9 @@ def load_or_generate(name: str, n_subjects: int, frames_per_subject: int, seed: 
             log.warning("ignoring the unreadable cache %s (%s)", path, exc)
     data = generate(n_subjects, frames_per_subject, seed, model=model, progress=progress, people=people)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part.npz")
     arrays = {k: getattr(data, k) for k in data.__dataclass_fields__ if k != "rendered"}
-    np.savez_compressed(tmp, rendered=np.int64(data.rendered), **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, ".part.npz") as tmp:
+        np.savez_compressed(tmp, rendered=np.int64(data.rendered), **arrays)
     return data
 
 
