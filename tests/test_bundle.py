@@ -143,7 +143,7 @@ def test_session_calibrates_the_skeleton_into_a_version_2_profile(open_hand, sid
     err = float(np.abs(bone_lengths(result.skeleton) - bone_lengths(person.skeleton)).mean() * 1000)
     assert err < 0.8 * _template_error_mm(base, person)
     assert result.bone_lengths_mm == pytest.approx(bone_lengths(result.skeleton) * 1000.0)
-    assert "measured" in result.scale_note
+    assert "measurement" in result.scale_note
     save_profile(tmp_path / "p.json", s.to_profile(result, "me"))
     p = load_profile(tmp_path / "p.json")
     right_frame = result.skeleton if side == "right" else mirror_points(result.skeleton)

@@ -39,8 +39,14 @@ def held_object_clip(frames: int = 6, seed: int = 0, size: tuple[int, int] = (32
 
     from core.rotations import axis_angle_to_matrix
     from core.synth.objects import hold_object
-    from core.synth.render import (PALM_TO_CAMERA, SynthSettings, default_layers, procedural_background,
-                                   procedural_skin_texture, render_hand_sample)
+    from core.synth.render import (
+        PALM_TO_CAMERA,
+        SynthSettings,
+        default_layers,
+        procedural_background,
+        procedural_skin_texture,
+        render_hand_sample,
+    )
 
     rng = np.random.default_rng(seed)
     layers = default_layers()
