@@ -78,6 +78,8 @@ __all__ = [
     "intrinsics_from_matrix",
     "load_intrinsics",
     "project",
+    "weak_perspective_camera",
+    "weak_perspective_origin",
     "rgb_to_bgr",
     "save_intrinsics",
 ]
@@ -294,6 +296,38 @@ def intrinsics_from_fov(fov_deg: float, width: int, height: int) -> Intrinsics:
         raise InputError(f"image size must be positive, got {width}x{height}")
     f = (width / 2.0) / math.tan(math.radians(float(fov_deg)) / 2.0)
     return Intrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, int(width), int(height))
+
+
+def weak_perspective_camera(image_size: tuple[int, int], fov_deg: float) -> Intrinsics:
+    """The pinhole camera a weak-perspective fit lives in: :func:`intrinsics_from_fov` of the
+    fitter's nominal field of view (``FitSettings.nominal_fov_deg``) for the image.
+
+    Weak perspective sees scale, not depth; the fitter places the hand in this camera
+    (:func:`weak_perspective_origin`) and every consumer of such a fit (the refiner, the
+    texture, the frame's result, the personalization's bundle adjustment) uses this same one.
+
+    Args:
+        image_size: (width, height) pixels. fov_deg: horizontal field of view, degrees.
+    """
+    width, height = image_size
+    return intrinsics_from_fov(fov_deg, int(width), int(height))
+
+
+def weak_perspective_origin(camera: Intrinsics, pixel: Sequence[float], scale: float) -> np.ndarray:
+    """Where a weak-perspective fit's origin (its wrist) sits in ``camera``
+    (:func:`weak_perspective_camera`): depth ``z = fx / scale`` behind its pixel, so that the
+    3D hand projects close to the fit.
+
+    Args:
+        camera: the nominal camera. pixel: (u, v) of the wrist, pixels. scale: the fit's
+            weak-perspective scale, pixels per metre.
+
+    Returns:
+        (3,) float32 camera-frame position, metres.
+    """
+    z = camera.fx / scale
+    u, v = pixel
+    return np.array([(u - camera.cx) * z / camera.fx, (v - camera.cy) * z / camera.fy, z], dtype=np.float32)
 
 
 #: Horizontal field of view assumed for a camera nobody described, degrees: typical webcams

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from core.camera import Intrinsics, intrinsics_from_fov
+from core.camera import Intrinsics, weak_perspective_camera
 from core.capture.frame import Frame
 from core.detect import Detection, HandDetector
 from core.detect.process import Detected, DetectorConfig, DetectorProcess, DetectorProcessError
@@ -125,7 +125,7 @@ class HandResult:
         return self.fit.keypoints_3d if self.refined is None else self.refined.keypoints_3d
 
     def to_json(self) -> dict[str, Any]:
-        """The hand entry of a ``track`` line (DESIGN.md); the refined hand when refined.
+        """The hand entry of a ``track`` line (docs/ARCHITECTURE.md); the refined hand when refined.
 
         ``reprojection_error_px`` is the final hand's, ``fit_reprojection_error_px`` the fit's
         (the refinement's keypoint guard keeps the first within a small slack of the second).
@@ -181,7 +181,7 @@ class FrameResult:
     camera_source: str = "given"
 
     def to_json(self) -> dict[str, Any]:
-        """One line of ``track``'s JSONL output (DESIGN.md contract)."""
+        """One line of ``track``'s JSONL output (docs/ARCHITECTURE.md contract)."""
         return {
             "frame": self.frame,
             "timestamp_s": round(self.timestamp_s, 4),
@@ -556,7 +556,7 @@ class Engine:
         if frame.intrinsics is not None:
             camera, origin = frame.intrinsics, frame.intrinsics_source
         else:
-            camera, origin = intrinsics_from_fov(self.settings.fit.nominal_fov_deg, w, h), "weak"
+            camera, origin = weak_perspective_camera((w, h), self.settings.fit.nominal_fov_deg), "weak"
         return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times, camera, origin)
 
     def _smooth(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,

@@ -1,4 +1,4 @@
-"""``track``: per-frame results of a source, one JSON line per frame (DESIGN.md contract)."""
+"""``track``: per-frame results of a source, one JSON line per frame (docs/ARCHITECTURE.md contract)."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def run_track(
         loaded = load_profile(profile)
         check_profile_model(loaded, model)
         shape = loaded.identity  # shape, personal skeleton and surface: the personal model
-    from core.capture import open_source
+    from core.capture import ImageSequenceSource, open_source
     from core.progress import ProgressBar
 
     # running sums, not per-frame lists: a camera can be tracked for hours
@@ -108,7 +108,7 @@ def run_track(
         from core.engine import Engine, EngineSettings
 
         settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
-        is_photos = type(src).__name__ == "ImageSequenceSource"
+        is_photos = isinstance(src, ImageSequenceSource)
         if is_photos:
             settings = replace(settings, detector_mode="static")
         total = getattr(src, "frame_count", None)

@@ -137,13 +137,14 @@ def test_session_calibrates_the_skeleton_into_a_version_2_profile(open_hand, sid
     cands = _candidates(person, side)
     cands[5] = dataclasses.replace(cands[5], keypoints_2d=cands[5].keypoints_2d[::-1].copy())  # a wrong detection
     s = CalibrationSession(side=side, k=12, confidence="heuristic")
+    s.convention = None  # exact keypoints in the model's own convention: no MediaPipe bias to remove
     s.add_candidates(cands)
     result = s.calibrate(ScaleOption.from_hand_length(_hand_length(person.skeleton) * 1000.0))
     assert result.skeleton is not None and [i for i, _ in result.rejected] == [5]
     err = float(np.abs(bone_lengths(result.skeleton) - bone_lengths(person.skeleton)).mean() * 1000)
     assert err < 0.8 * _template_error_mm(base, person)
     assert result.bone_lengths_mm == pytest.approx(bone_lengths(result.skeleton) * 1000.0)
-    assert "measured" in result.scale_note
+    assert "measurement" in result.scale_note
     save_profile(tmp_path / "p.json", s.to_profile(result, "me"))
     p = load_profile(tmp_path / "p.json")
     right_frame = result.skeleton if side == "right" else mirror_points(result.skeleton)

@@ -120,7 +120,7 @@ def capture_source(
     Raises:
         InputError: unreadable source or intrinsics, or a source without frames.
     """
-    from core.capture import open_source
+    from core.capture import CameraSource, ImageSequenceSource, open_source
     from core.engine import Engine, EngineSettings
     from core.model import load_model_data
     from core.progress import ProgressBar
@@ -134,11 +134,10 @@ def capture_source(
     settings = EngineSettings(max_hands=2, model=model)
     frames_read = 0
     with open_source(source, intrinsics, fov_deg, weak_perspective) as src:
-        kind = type(src).__name__
-        if kind == "ImageSequenceSource":
+        if isinstance(src, ImageSequenceSource):
             settings = replace(settings, detector_mode="static")
         limit = max_frames
-        if limit is None and kind == "CameraSource":
+        if limit is None and isinstance(src, CameraSource):
             limit = CAMERA_FRAMES
             log.info("capturing %d frames from the camera (use --max-frames to change)", limit)
         total = getattr(src, "frame_count", None)
@@ -183,7 +182,7 @@ def check_capture_arguments(intrinsics: str | None, fov_deg: float | None, max_f
 
 
 def _session_profile(name: str, side: str, data: Any, shape: np.ndarray, frames: list[Any], source: str) -> dict:
-    """A profile document (DESIGN.md) for a hand captured without a profile."""
+    """A profile document (docs/ARCHITECTURE.md) for a hand captured without a profile."""
     import torch
 
     from core.keypoints import BONES, Keypoint
@@ -216,7 +215,7 @@ def _profile_side(profile: Any) -> str | None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """The ``export`` command (DESIGN.md). Prints one summary line; returns 0.
+    """The ``export`` command (README.md). Prints one summary line; returns 0.
 
     Raises:
         InputError: neither SRC nor --profile, a bad --pose, an unreadable profile, source or

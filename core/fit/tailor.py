@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from core.camera import intrinsics_from_fov, project
+from core.camera import project, weak_perspective_camera, weak_perspective_origin
 from core.fit.solver import NumpyBackend, SideSolver, TorchBackend, Weights
 from core.model.data import HandModelData
 
@@ -381,10 +381,8 @@ class TailorFitter:
         Weak perspective sees scale, not depth: with a nominal focal length f, the wrist is
         placed at depth f / s behind its pixel, so the 3D result projects close to the fit.
         """
-        cam = intrinsics_from_fov(self.settings.nominal_fov_deg, *image_size)
-        z = cam.fx / fit.scale
-        u, v = fit.keypoints_2d[0]
-        wrist = np.array([(u - cam.cx) * z / cam.fx, (v - cam.cy) * z / cam.fy, z], dtype=np.float32)
+        cam = weak_perspective_camera(image_size, self.settings.nominal_fov_deg)
+        wrist = weak_perspective_origin(cam, fit.keypoints_2d[0], fit.scale)
         return dataclasses.replace(
             fit,
             keypoints_3d=(fit.keypoints_3d + wrist).astype(np.float32),

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from core.camera import intrinsics_from_fov
+from core.camera import weak_perspective_camera
 from core.fit.kinematics import LEVELS, KeypointModel
 from core.fit.skeleton import Skeleton
 from core.keypoints import BONES, KEYPOINT_PARENTS, MANO_JOINT_TO_KEYPOINT, Keypoint
@@ -210,7 +210,7 @@ class _Problem:
             if f.K is not None:
                 ks.append(np.asarray(f.K, dtype=np.float64))
             else:
-                cam = intrinsics_from_fov(nominal_fov_deg, *f.image_size)
+                cam = weak_perspective_camera(f.image_size, nominal_fov_deg)
                 ks.append(np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1]], dtype=np.float64))
         self.K = torch.as_tensor(np.stack(ks), dtype=f64)
         self.focal_free_mask = torch.tensor([f.K is None for f in frames], dtype=f64)

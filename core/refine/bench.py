@@ -16,7 +16,7 @@ machines are noisy, so ratios against a baseline measured in the same run are wh
   ``refine3_frame_ms`` and ``refine3_mediapipe_ms``; ``pipeline_refine3_cpu_ratio`` is the
   same for CPU time (all threads): the work per frame, which two cores can at best halve;
 * ``pipeline_refine3_texture_ratio``: the same with every refined hand blended into a skin
-  texture, as live tracking does: the DESIGN.md budget's whole frame (1.5).
+  texture, as live tracking does: the budget's whole frame (docs/ARCHITECTURE.md, <= 1.3).
 """
 
 from __future__ import annotations

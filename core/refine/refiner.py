@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core.camera import intrinsics_from_fov
+from core.camera import weak_perspective_camera
 from core.errors import InputError
 from core.fit import HandFit
 from core.model import HandModel
@@ -290,7 +290,8 @@ class RefineResult:
 
 
 def nominal_intrinsics(image_size: tuple[int, int], fov_deg: float) -> np.ndarray:
-    """The pinhole camera the tailor places weak-perspective fits in (``TailorFitter._place_weak``).
+    """The pinhole camera the tailor places weak-perspective fits in
+    (:func:`core.camera.weak_perspective_camera`), as a float32 matrix.
 
     Args:
         image_size: (width, height) pixels. fov_deg: horizontal field of view, degrees.
@@ -298,8 +299,7 @@ def nominal_intrinsics(image_size: tuple[int, int], fov_deg: float) -> np.ndarra
     Returns:
         (3, 3) float32 K with ``f = (w / 2) / tan(fov / 2)`` and the image centre.
     """
-    w, h = image_size
-    return intrinsics_from_fov(fov_deg, int(w), int(h)).K.astype(np.float32)
+    return weak_perspective_camera(image_size, fov_deg).K.astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ The engine reports each hand as a :class:`~core.fit.HandFit` (pose, shape, trans
 camera frame). The texture needs the fitted mesh's vertices in that frame and the camera that
 sees them: the frame's intrinsics, or for a weak-perspective fit (no intrinsics) the nominal
 pinhole camera the fitter placed the hand in (``FitSettings.nominal_fov_deg``, centred
-principal point: :meth:`core.fit.TailorFitter._place_weak`).
+principal point: :func:`core.camera.weak_perspective_camera`).
 
 :class:`SessionCapture` keeps one texture per side and a light record of every tracked hand
 (its parameters per frame), which is what an export needs: the shape (median over frames),
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.camera import intrinsics_from_fov
+from core.camera import weak_perspective_camera
 from core.fit import FitSettings, HandFit
 from core.model import HandModel, HandModelData
 from core.texture.capture import DEFAULT_TEXTURE_SIZE, CaptureSettings, TextureCapture, TextureUpdate
@@ -66,8 +66,7 @@ def fit_camera(fit: HandFit, image_size: tuple[int, int], K: np.ndarray | None,
     """
     if K is not None:
         return np.asarray(K, dtype=np.float64)
-    width, height = image_size
-    return intrinsics_from_fov(nominal_fov_deg, int(width), int(height)).K.astype(np.float64)
+    return weak_perspective_camera(image_size, nominal_fov_deg).K
 
 
 def fit_vertices(layer: HandModel, pose: np.ndarray, betas: np.ndarray, transl: np.ndarray) -> np.ndarray:
