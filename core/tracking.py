@@ -136,6 +136,8 @@ class Track:
             models. label_odds: the same from MediaPipe's labels, bounded by ``label_cap`` (a
             run of wrong labels never outweighs clear geometry).
         hits: frames with a detection.
+        committed: the evidence once reached the switch margin; from then on the side changes
+            only beyond the margin the other way (hysteresis); before, it follows the sign.
     """
 
     track_id: int
@@ -147,6 +149,7 @@ class Track:
     geo_odds: float = 0.0
     label_odds: float = 0.0
     hits: int = 1
+    committed: bool = False
 
     @property
     def log_odds(self) -> float:
@@ -164,7 +167,10 @@ class Track:
             self.geo_odds = float(np.clip(self.geo_odds + log_odds, -50.0, 50.0))
         else:
             self.label_odds = float(np.clip(self.label_odds + log_odds, -settings.label_cap, settings.label_cap))
-        if self.side == "right" and self.log_odds < -settings.switch_margin:
+        if not self.committed:  # young and unsure: the side follows the evidence so far
+            self.side = "right" if self.log_odds >= 0 else "left"
+            self.committed = abs(self.log_odds) >= settings.switch_margin
+        elif self.side == "right" and self.log_odds < -settings.switch_margin:
             self.side = "left"
         elif self.side == "left" and self.log_odds > settings.switch_margin:
             self.side = "right"

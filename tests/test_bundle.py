@@ -137,6 +137,7 @@ def test_session_calibrates_the_skeleton_into_a_version_2_profile(open_hand, sid
     cands = _candidates(person, side)
     cands[5] = dataclasses.replace(cands[5], keypoints_2d=cands[5].keypoints_2d[::-1].copy())  # a wrong detection
     s = CalibrationSession(side=side, k=12, confidence="heuristic")
+    s.convention = None  # exact keypoints in the model's own convention: no MediaPipe bias to remove
     s.add_candidates(cands)
     result = s.calibrate(ScaleOption.from_hand_length(_hand_length(person.skeleton) * 1000.0))
     assert result.skeleton is not None and [i for i, _ in result.rejected] == [5]
