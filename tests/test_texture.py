@@ -472,8 +472,9 @@ def test_an_object_in_the_hand_never_paints_the_skin(layers, tmap, held) -> None
     assert object_texels(capture.texture(), covered, skin_rgb, object_rgb) == 0
     assert object_texels(capture.texture(filled=False), capture.seen_mask(), skin_rgb, object_rgb) == 0
     # Without the colour gates (none on samples, pixels or texels) the bar shows in the
-    # texture: the test can fail. (Through MediaPipe, the fit and the segmentation the bar
-    # painted 4014 texels with the former per-frame gate alone: ``bench --only texture_object``.)
+    # texture: the test can fail. (Through MediaPipe, the fit and the segmentation, the bar
+    # painted 49 texels of ``bench --only texture_object``'s clip with the former per-frame gate
+    # alone, 4014 with the fit before hand tracks; none now.)
     loose = CaptureSettings(colour_gate_sigma=0.0, min_texel_weight=0.0, skin_pixel_sigma=0.0, texture_gate_sigma=0.0)
     assert object_texels(_held_capture(layers, held, loose).texture(), covered, skin_rgb, object_rgb) > 20
 

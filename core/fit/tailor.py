@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from core.camera import project, weak_perspective_camera, weak_perspective_origin
+from core.camera import intrinsics_from_matrix, project, weak_perspective_camera, weak_perspective_origin
 from core.fit.solver import NumpyBackend, SideSolver, TorchBackend, Weights
 from core.model.data import HandModelData
 
@@ -167,9 +167,7 @@ DIVERGED = 0.15
 def _place_in_camera(fit: HandFit, K: np.ndarray, keypoints_2d: np.ndarray) -> HandFit:
     """A weak-perspective fit put into the pinhole camera K: the wrist at depth fx / scale
     behind its pixel; the 2D keypoints and the error are the perspective projection's."""
-    z = K[0, 0] / fit.scale
-    u, v = fit.keypoints_2d[0]
-    wrist = np.array([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z])
+    wrist = weak_perspective_origin(intrinsics_from_matrix(K), fit.keypoints_2d[0], fit.scale).astype(np.float64)
     kp3 = fit.keypoints_3d.astype(np.float64) + wrist
     px = project(kp3, K)
     err = float(np.linalg.norm(px - keypoints_2d, axis=1).mean())
