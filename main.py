@@ -34,6 +34,16 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
+def _add_camera_args(p: argparse.ArgumentParser, intrinsics: bool = True) -> None:
+    """--intrinsics, --fov and --weak-perspective: the camera of SRC (one of them at most)."""
+    if intrinsics:
+        p.add_argument("--intrinsics", metavar="F", help="camera intrinsics of SRC (JSON or .npy)")
+    p.add_argument("--fov", metavar="DEG", type=float, help="horizontal field of view of SRC, degrees")
+    p.add_argument("--weak-perspective", action="store_true",
+                   help="without --intrinsics or --fov, fit with weak perspective instead of assuming a "
+                        "perspective camera (a photo's EXIF focal length, else a 70 degree field of view)")
+
+
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH", default=None,
                    help="MANO_RIGHT.pkl/MANO_LEFT.pkl, a folder holding them, or a MANO-layout "
@@ -50,13 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, help="hand profile JSON to load")
     p.add_argument("--screenshot", metavar="PNG", default=None, help="save a screenshot of the window")
     p.add_argument("--quit-after", metavar="S", type=float, default=None, help="quit after S seconds")
+    _add_camera_args(p)
     _add_model_arg(p)
 
     p = sub.add_parser("track", help="per-frame hand meshes, one JSON line per frame")
     p.add_argument("source", metavar="SRC")
     p.add_argument("--out", required=True, metavar="R.jsonl")
-    p.add_argument("--intrinsics", metavar="F")
-    p.add_argument("--fov", metavar="DEG", type=float)
+    _add_camera_args(p)
     p.add_argument("--profile", metavar="P")
     p.add_argument("--refine", metavar="N", type=int, default=0)
     p.add_argument("--max-hands", metavar="N", type=int, default=2)
@@ -67,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="SRC")
     p.add_argument("--out", required=True, metavar="P.json")
     p.add_argument("--frames", metavar="K", type=int, default=20)
-    p.add_argument("--intrinsics", metavar="F")
+    _add_camera_args(p)
     p.add_argument("--hand-length-mm", metavar="L", type=float, help="measured hand length (scale: hand_length)")
     p.add_argument("--aruco-sheet", metavar="SHEET.json", help="hand laid flat on this printed ArUco/ChArUco sheet (scale: aruco)")
     p.add_argument("--stereo", metavar="SRC2", help="second, calibrated camera of the same scene (scale: stereo)")
@@ -84,8 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rigged", action="store_true", help="skinned GLB (joints, inverse bind matrices, weights)")
     p.add_argument("--animate", action="store_true", help="with --rigged and SRC: the recorded motion as an animation")
     p.add_argument("--texture-size", metavar="PX", type=int, default=1024, help="texture side in texels (default 1024)")
-    p.add_argument("--intrinsics", metavar="F", help="camera intrinsics of SRC")
-    p.add_argument("--fov", metavar="DEG", type=float, help="horizontal field of view of SRC")
+    _add_camera_args(p)
     p.add_argument("--max-frames", metavar="N", type=int, default=None, help="use at most N frames of SRC")
     p.add_argument("--force", action="store_true",
                    help="replace existing NAME.mtl / NAME.png / NAME.profile.json that this export did not write")
@@ -140,6 +149,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
     return run_gui(
         source=args.source, profile=args.profile, model=args.model,
         screenshot=args.screenshot, quit_after=args.quit_after,
+        intrinsics=args.intrinsics, fov_deg=args.fov, weak_perspective=args.weak_perspective,
     )
 
 
@@ -149,6 +159,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     summary = run_track(
         args.source, args.out, intrinsics=args.intrinsics, fov_deg=args.fov, profile=args.profile,
         refine=args.refine, max_hands=args.max_hands, device=args.device, model=args.model,
+        weak_perspective=args.weak_perspective,
     )
     print(summary.format())
     return 0

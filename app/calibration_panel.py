@@ -603,11 +603,20 @@ class CalibrationPanel(QWidget):
         self.cal_progress.setValue(1000)
         scale_names = {"prior": "average size (no measurement)", "hand_length": "known hand length",
                        "aruco": "marker sheet", "stereo": "stereo pair"}
-        self.result_label.setText(
-            f"<b>Hand length {result.hand_length_mm:.1f} mm · width {result.hand_width_mm:.1f} mm</b><br>"
-            f"{len(result.weights)} frames · size from {scale_names.get(result.scale_source, result.scale_source)} · "
-            f"{result.seconds * 1000:.0f} ms"
-        )
+        rejected = getattr(result, "rejected", ())
+        used = len(result.weights) - len(rejected)
+        lines = [
+            f"<b>Hand length {result.hand_length_mm:.1f} mm · width {result.hand_width_mm:.1f} mm</b>",
+            f"{used} frames used, {len(rejected)} rejected · size from "
+            f"{scale_names.get(result.scale_source, result.scale_source)} · {result.seconds * 1000:.0f} ms",
+        ]
+        if getattr(result, "focal_px", None) is not None:
+            lines.append(f"estimated focal length {result.focal_px:.0f} px")
+        for i, reason in rejected[:6]:
+            lines.append(f"rejected frame {i + 1}: {reason}")
+        if result.scale_source == "prior":
+            lines.append("<i>The size is the population prior (no measurement); the proportions are yours.</i>")
+        self.result_label.setText("<br>".join(lines))
         self._plot(result)
         self._show_mesh(result)
         self.refresh()
@@ -617,7 +626,10 @@ class CalibrationPanel(QWidget):
     def _plot(self, result: Any) -> None:
         fig = self.figure
         fig.clear()
-        ax = fig.add_subplot(111)
+        skeleton = getattr(result, "skeleton", None)
+        ax = fig.add_subplot(121 if skeleton is not None else 111)
+        if skeleton is not None:
+            self._plot_bones(fig.add_subplot(122), result)
         lengths = np.asarray(result.frame_lengths_mm, dtype=float)
         w = np.asarray(result.weights, dtype=float)
         x = np.arange(1, len(lengths) + 1)
@@ -632,6 +644,30 @@ class CalibrationPanel(QWidget):
         ax.grid(alpha=0.3)
         self.canvas.draw()
 
+    def average_bones_mm(self, result: Any) -> np.ndarray:
+        """(20,) the average hand's bone lengths at the calibrated hand length, mm."""
+        from core.keypoints import Keypoint, bone_lengths
+        from core.model.personal import model_rest_keypoints
+
+        kp = model_rest_keypoints(self.session.model_data)
+        length = float(np.linalg.norm(kp[Keypoint.MIDDLE_TIP] - kp[Keypoint.WRIST]))
+        return bone_lengths(kp) * (result.hand_length_mm / 1000.0 / length) * 1000.0
+
+    def _plot_bones(self, ax: Any, result: Any) -> None:
+        """Per-bone lengths of the personal skeleton against the average hand's (same length)."""
+        from core.keypoints import bone_lengths
+
+        mine = bone_lengths(np.asarray(result.skeleton)) * 1000.0
+        avg = self.average_bones_mm(result)
+        x = np.arange(20)
+        ax.bar(x - 0.2, avg, 0.4, color="#9aa7b8", label="average hand")
+        ax.bar(x + 0.2, mine, 0.4, color="#e8553e", label="yours")
+        ax.set_xticks([2, 6, 10, 14, 18], ["thumb", "index", "middle", "ring", "little"], fontsize=7)
+        ax.set_ylabel("bone length (mm)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3, axis="y")
+
     def _show_mesh(self, result: Any) -> None:
         """The calibrated hand in the rest pose, in a small 3D view of its own."""
         import torch
@@ -640,7 +676,11 @@ class CalibrationPanel(QWidget):
         from core.model import HandModel, load_model_data
 
         try:
-            data = load_model_data(self.window_.model_path, "right")
+            data = load_model_data(self.window_.model_path, self.session.side)
+            if getattr(result, "skeleton", None) is not None:  # the personal hand
+                from core.model.personal import personal_model
+
+                data = personal_model(data, np.asarray(result.skeleton), betas=np.asarray(result.shape))
             layer = HandModel(data)
             with torch.no_grad():
                 out = layer.rest(torch.as_tensor(np.asarray(result.shape, np.float32))[None])

@@ -2,7 +2,7 @@
 
 Images come from a folder or are grabbed from the live source; the calibration itself
 (:func:`core.camera.calibrate_camera_images`) runs as a job. The result is saved as an
-intrinsics JSON (the DESIGN.md intrinsics file) and can be used for tracking at once.
+intrinsics JSON (the intrinsics file of docs/ARCHITECTURE.md) and can be used for tracking at once.
 """
 
 from __future__ import annotations
@@ -29,11 +29,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.jobs import JobRunner, show_error
 from core.camera import CalibrationResult, CharucoPattern, CheckerboardPattern, calibrate_camera_images, save_intrinsics
 from core.capture import IMAGE_EXTENSIONS
 from core.errors import InputError
-
-from app.jobs import JobRunner, show_error
 
 
 def read_images(folder: str | Path) -> tuple[list[np.ndarray], list[str]]:

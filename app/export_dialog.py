@@ -64,6 +64,7 @@ class ExportRequest:
     texture_size: int
     model: str | None
     profile_json: dict | None
+    identity: Any = None  # the profile's PersonalIdentity: export its own hand (skeleton, surface)
 
 
 def run_export(req: ExportRequest, progress) -> list[Path]:
@@ -76,10 +77,14 @@ def run_export(req: ExportRequest, progress) -> list[Path]:
     except OSError as exc:
         raise ExportError(f"cannot create the folder {folder}: {exc.strerror}") from exc
     from core.export.api import export_hand
+    from core.model import load_model_data
+    from core.model.personal import identity_model
 
+    data = identity_model(load_model_data(req.model, req.side), req.identity)  # type: ignore[arg-type]
     return list(export_hand(
         req.out, shape=req.shape, texture=req.texture, pose=req.pose, side=req.side, rigged=req.rigged,
         model=req.model, texture_size=req.texture_size, profile_json=req.profile_json, progress=progress,
+        model_data=data,
     ))
 
 
@@ -202,6 +207,7 @@ class ExportDialog(QDialog):
             texture_size=int(self.texture_size.currentData()),
             model=w.model_path,
             profile_json=None if profile is None else profile.raw,
+            identity=None if profile is None else profile.identity,
         )
 
     def start(self) -> None:

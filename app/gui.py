@@ -89,13 +89,25 @@ def run_gui(
     model: str | None = None,
     screenshot: str | None = None,
     quit_after: float | None = None,
+    intrinsics: str | None = None,
+    fov_deg: float | None = None,
+    weak_perspective: bool = False,
 ) -> int:
     """Open the main window and run the event loop; returns the exit status.
 
+    ``intrinsics`` (a file), ``fov_deg`` or ``weak_perspective`` set the camera of this run's
+    sources (as the source dialog's camera choice does; not saved).
+
     Raises:
         HandTwinError: a file named on the command line cannot be used (checked before the
-            window opens), or the screenshot could not be written.
+            window opens), conflicting or out-of-range camera options, or the screenshot could
+            not be written.
     """
+    from core.camera import check_camera_args
+
+    check_camera_args(intrinsics, fov_deg, weak_perspective)
+    camera = ("file", intrinsics, None) if intrinsics else ("fov", "", fov_deg) if fov_deg is not None else \
+        ("weak", "", None) if weak_perspective else None
     from app.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -105,7 +117,7 @@ def run_gui(
     if source is None:
         source = default_source()
         log.info("source: %s", source or "none (no camera, no demo clip)")
-    window = MainWindow(model=model, source=source, profile=profile)
+    window = MainWindow(model=model, source=source, profile=profile, camera=camera)
     window.show()
     failure: list[HandTwinError] = []
     if quit_after is not None or screenshot is not None:

@@ -192,7 +192,7 @@ class JobRunner(QObject):
 
     def cancel_all(self, wait_ms: int = 10000) -> None:
         """Ask every job to stop and wait for their threads (at window close)."""
-        for job, thread, box in list(self._running):
+        for job, _thread, _box in list(self._running):
             job.cancel()
         for job, thread, box in list(self._running):
             if not thread.wait(wait_ms):

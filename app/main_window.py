@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +37,7 @@ from app.profiles_panel import ProfilesPanel
 from app.settings import AppSettings, cuda_available, open_store
 from app.sources import SourceChoice, SourceDialog, describe_source, split_spec
 from app.worker import LiveUpdate, TrackingConfig, TrackingWorker
+from core.camera import DEFAULT_FOV_DEG
 from core.engine import EngineSettings
 from core.errors import HandTwinError, InputError
 from core.fit import FitSettings
@@ -43,6 +45,19 @@ from core.model import HandModel, load_model_data
 
 if TYPE_CHECKING:
     from core.profile_io import Profile
+
+
+def camera_text(result) -> str:
+    """The status bar's camera: focal length, field of view and where it came from."""
+    cam = getattr(result, "camera", None)
+    if cam is None:
+        return ""
+    width = cam.width if cam.width is not None else 2 * cam.cx + 1
+    fov = math.degrees(2 * math.atan(width / (2 * cam.fx)))
+    origin = {"given": "", "exif": " (EXIF)", "assumed": " (assumed)", "weak": " (weak perspective)"}.get(
+        result.camera_source, "")
+    return f"camera f {cam.fx:.0f} px · {fov:.0f}°{origin}"
+
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +95,19 @@ class MainWindow(QMainWindow):
             for a stereo pair), or None.
         store: where settings persist (None: the user's QSettings).
         profile: a profile file to use at once (None: the last active one, if any).
+        camera: the command line's camera for this run, ``(mode, file, fov_deg)`` with mode
+            "file", "fov" or "weak" (see :class:`~app.settings.AppSettings`), or None.
     """
 
     def __init__(self, model: str | None = None, source: str | None = None, store: QSettings | None = None,
-                 profile: str | None = None) -> None:
+                 profile: str | None = None, camera: tuple[str, str, float | None] | None = None) -> None:
         super().__init__()
         self.store = store if store is not None else open_store()
         self.settings = AppSettings.load(self.store)
+        if camera is not None:  # the command line's camera for this run (not saved)
+            mode, file, fov = camera
+            self.settings = dataclasses.replace(self.settings, intrinsics_mode=mode, intrinsics_file=file,
+                                                fov_deg=self.settings.fov_deg if fov is None else fov)
         self.resize(1560, 900)
         self.model_path = model
         self.jobs = JobRunner(self)
@@ -312,13 +333,16 @@ class MainWindow(QMainWindow):
         self.fps_label.setToolTip("Frames tracked per second / 3D view updates per second")
         self.stages_label = QLabel("")
         self.stages_label.setToolTip("Per-stage time of the last frame, milliseconds")
+        self.camera_label = QLabel("")
+        self.camera_label.setToolTip("The camera the hands are fitted in: focal length (pixels), field of view and "
+                                     "where it came from (given, the photo's EXIF, assumed, or weak perspective)")
         self.quality_label = QLabel("")
         self.quality_label.setToolTip("Mean reprojection error of the 21 keypoints; silhouette IoU when refining")
         self.texture_label = QLabel("")
         self.profile_label = QLabel("")
         self.model_label = QLabel()
         self.stats_label = self.stages_label  # older name
-        for w in (self.fps_label, self.stages_label, self.quality_label, self.texture_label, self.profile_label,
+        for w in (self.fps_label, self.stages_label, self.camera_label, self.quality_label, self.texture_label, self.profile_label,
                   self.model_label):
             w.setContentsMargins(6, 0, 6, 0)
             sb.addPermanentWidget(w)
@@ -347,9 +371,19 @@ class MainWindow(QMainWindow):
         if self.layer is None:
             return
         shape = None if self.active_profile is None else torch.as_tensor(self.active_profile.shape)[None]
+        layer, d = self.layer, self.model_data
+        if self.active_profile is not None and self.active_profile.identity.is_personal:
+            from core.model import HandModel
+            from core.model.personal import identity_model
+
+            try:  # the profile's own hand: its skeleton and surface
+                d = identity_model(self.model_data, self.active_profile.identity)
+                layer = HandModel(d)
+            except HandTwinError as exc:
+                log.warning("showing the model's own hand: %s", exc)
+                d = self.model_data
         with torch.no_grad():
-            out = self.layer.rest(shape)
-        d = self.model_data
+            out = layer.rest(shape)
         self.hand_view.set_hand(out.vertices[0].numpy(), d.faces, out.keypoints[0].numpy(),
                                 uv=d.uv, uv_faces=d.uv_faces)
 
@@ -399,9 +433,12 @@ class MainWindow(QMainWindow):
         self.profiles_panel.refresh()
         if restart and self.tracking:
             self.start_source(self._worker.config.sources and "|".join(self._worker.config.sources))
+        note = ""
+        if profile is not None and profile.scale_source == "prior":
+            note = " Its size is the population prior (no metric anchor), not a measurement."
         self.statusBar().showMessage(
-            f"Tracking with the profile {profile.name}: the hand keeps its calibrated size." if profile is not None
-            else "No profile: the shape is estimated per frame.", 5000)
+            f"Tracking with the profile {profile.name}: the hand keeps its calibrated identity.{note}"
+            if profile is not None else "No profile: the shape is estimated per frame.", 8000)
 
     def _update_title(self) -> None:
         p = self.active_profile
@@ -479,8 +516,9 @@ class MainWindow(QMainWindow):
 
     def _intrinsics_text(self) -> None:
         s = self.settings
-        text = {"file": f"file {Path(s.intrinsics_file).name}", "fov": f"field of view {s.fov_deg:.0f}°"}.get(
-            s.intrinsics_mode, "from the source, else weak perspective")
+        text = {"file": f"file {Path(s.intrinsics_file).name}", "fov": f"field of view {s.fov_deg:.0f}°",
+                "weak": "weak perspective"}.get(
+            s.intrinsics_mode, f"from the source, else assumed {DEFAULT_FOV_DEG:.0f}° (perspective)")
         if hasattr(self, "intrinsics_label"):
             self.intrinsics_label.setText(text)
 
@@ -510,7 +548,8 @@ class MainWindow(QMainWindow):
             settings=engine_settings(self.model_path, s),
             intrinsics=intr,
             fov_deg=fov,
-            shape=None if self.active_profile is None else np.asarray(self.active_profile.shape, np.float32),
+            weak_perspective=s.intrinsics_mode == "weak",
+            shape=None if self.active_profile is None else self.active_profile.identity,
             realtime=s.realtime,
             loop=sources == ("demo",),
             texture=s.texture,
@@ -732,6 +771,7 @@ class MainWindow(QMainWindow):
     def _show_stats(self, update: LiveUpdate) -> None:
         result = update.result
         self.fps_label.setText(f"{update.fps:4.1f} fps · view {self.hand_view.update_rate():4.1f}/s")
+        self.camera_label.setText(camera_text(result))
         t = result.time_ms
         stages = [k for k in STAGE_ORDER if k in t] + [k for k in t if k not in STAGE_ORDER and k != "total"]
         self.stages_label.setText(" · ".join(f"{k} {t[k]:.0f}" for k in stages) + " ms")

@@ -22,7 +22,8 @@ class AppSettings:
 
     Attributes:
         last_source: the SRC last tracked ("demo", "0", a path; "a|b" for a stereo pair).
-        intrinsics_mode: "none" (weak perspective or what the source carries), "file" or "fov".
+        intrinsics_mode: "none" (what the source carries, else an assumed camera), "file", "fov"
+            or "weak" (weak perspective where the source carries no camera).
         intrinsics_file: path of an intrinsics JSON/NPY (mode "file").
         fov_deg: horizontal field of view in degrees (mode "fov").
         refine_iterations: silhouette refinement iterations per frame (0: off).
@@ -76,7 +77,7 @@ class AppSettings:
         settings = replace(default, **values)
         if settings.device not in DEVICES or (settings.device == "cuda" and not cuda_available()):
             settings = replace(settings, device="cpu")
-        if settings.intrinsics_mode not in ("none", "file", "fov"):
+        if settings.intrinsics_mode not in ("none", "file", "fov", "weak"):
             settings = replace(settings, intrinsics_mode="none")
         return settings
 

@@ -72,7 +72,7 @@ class SourceChoice:
 
     Attributes:
         sources: one SRC, or two for a stereo pair.
-        intrinsics_mode: "none", "file" or "fov".
+        intrinsics_mode: "none", "file", "fov" or "weak".
         intrinsics_file: the file for mode "file".
         fov_deg: the field of view for mode "fov".
     """
@@ -105,7 +105,7 @@ def describe_source(spec: str) -> str:
 
 
 class IntrinsicsBox(QGroupBox):
-    """None / file / field of view, plus a button that opens the calibration wizard."""
+    """None / file / field of view / weak perspective, plus a button that opens the calibration wizard."""
 
     calibrate_requested = Signal()
 
@@ -113,11 +113,14 @@ class IntrinsicsBox(QGroupBox):
         super().__init__("Camera intrinsics", parent)
         grid = QGridLayout(self)
         self.group = QButtonGroup(self)
-        self.none = QRadioButton("From the source, or weak perspective")
-        self.none.setToolTip("Recorded sessions and the demo carry their camera; otherwise the fit uses weak perspective")
+        self.none = QRadioButton("From the source, else assumed")
+        self.none.setToolTip("Recorded sessions and the demo carry their camera, photos their EXIF focal length; "
+                             "otherwise a typical camera is assumed (perspective fitting)")
         self.file_radio = QRadioButton("From a file")
         self.fov_radio = QRadioButton("From a field of view")
-        for i, b in enumerate((self.none, self.file_radio, self.fov_radio)):
+        self.weak_radio = QRadioButton("Weak perspective (no camera)")
+        self.weak_radio.setToolTip("HandTailor's weak-perspective fit where the source carries no camera")
+        for i, b in enumerate((self.none, self.file_radio, self.fov_radio, self.weak_radio)):
             self.group.addButton(b, i)
         self.file_edit = QLineEdit(file)
         self.file_edit.setPlaceholderText("intrinsics.json or .npy")
@@ -138,8 +141,9 @@ class IntrinsicsBox(QGroupBox):
         grid.addWidget(browse, 1, 2)
         grid.addWidget(self.fov_radio, 2, 0)
         grid.addWidget(self.fov, 2, 1)
-        grid.addWidget(wizard, 3, 0, 1, 3)
-        {"file": self.file_radio, "fov": self.fov_radio}.get(mode, self.none).setChecked(True)
+        grid.addWidget(self.weak_radio, 3, 0, 1, 3)
+        grid.addWidget(wizard, 4, 0, 1, 3)
+        {"file": self.file_radio, "fov": self.fov_radio, "weak": self.weak_radio}.get(mode, self.none).setChecked(True)
         self.group.idToggled.connect(lambda *_: self._sync())
         self._sync()
 
@@ -159,6 +163,8 @@ class IntrinsicsBox(QGroupBox):
 
     @property
     def mode(self) -> str:
+        if self.weak_radio.isChecked():
+            return "weak"
         return "file" if self.file_radio.isChecked() else "fov" if self.fov_radio.isChecked() else "none"
 
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,7 +30,7 @@ from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source
 from core.engine import Engine, EngineSettings, FrameResult
 from core.errors import HandTwinError
 from core.export import vertex_normals
-from core.model import HandModel, load_model_data
+from core.model import HandModel
 from core.refine import nominal_intrinsics
 from core.texture import TextureCapture
 from core.texture.session import hand_segmenter
@@ -90,7 +91,9 @@ class TrackingConfig:
         settings: the engine's settings.
         intrinsics: an intrinsics file for the source(s), or None.
         fov_deg: a horizontal field of view instead of a file, or None.
-        shape: (S,) a profile's fixed shape (identity-aware tracking), or None.
+        weak_perspective: with neither, fit with weak perspective instead of assuming a camera.
+        shape: a profile's identity (:class:`~core.model.personal.PersonalIdentity`: shape,
+            skeleton, surface) or its (S,) shape for identity-aware tracking, or None.
         realtime: pace files at their frame rate.
         loop: start over at the end (the demo).
         texture: capture the skin texture.
@@ -102,7 +105,8 @@ class TrackingConfig:
     settings: EngineSettings = field(default_factory=EngineSettings)
     intrinsics: str | None = None
     fov_deg: float | None = None
-    shape: np.ndarray | None = None
+    weak_perspective: bool = False
+    shape: Any = None
     realtime: bool = True
     loop: bool = False
     texture: bool = False
@@ -254,15 +258,15 @@ class TrackingWorker(QObject):
         if len(c.sources) > 1:
             intr = [c.intrinsics] * len(c.sources) if c.intrinsics else None
             return open_multi_source(list(c.sources), intrinsics=intr, fov_deg=None if intr else c.fov_deg)
-        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg)
+        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg, weak_perspective=c.weak_perspective)
 
     def _run(self) -> None:
         torch.set_num_threads(1)  # leave a core for MediaPipe and the GUI
         c = self.config
-        datas = {side: load_model_data(c.settings.model, side) for side in ("right", "left")}
-        layers = {side: HandModel(d) for side, d in datas.items()}
         reported_damage = False
         with Engine(c.settings, shape=c.shape) as engine:
+            datas = dict(engine.model_data)  # the profile's own hand when a profile is loaded
+            layers = {side: HandModel(d) for side, d in datas.items()}
             self.started_tracking.emit()
             while not self._stop.is_set():
                 count = 0

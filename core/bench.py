@@ -266,6 +266,7 @@ STAGE_BENCH_MODULES = (
     "core.refine.bench",
     "core.personalize.bench",
     "core.texture.bench",
+    "core.tracking_bench",
 )
 
 

@@ -30,13 +30,27 @@ def run_calib_camera(
     rows: int = 6,
     square_mm: float = 25.0,
 ) -> str:
-    """Calibrate, write ``out`` (intrinsics JSON, atomically) and return a one-line summary."""
+    """Calibrate, write ``out`` (intrinsics JSON, atomically) and return a one-line summary.
+
+    Raises:
+        InputError: a board size out of range, unreadable or oversized images, too few boards.
+        ExportError: ``out`` is a folder, one of the images, or its folder is missing or
+            read-only (checked before any image is read).
+    """
+    from core.inputs import check_int, check_number
+    from core.outputs import check_output
+
+    paths = list_images(images)
+    out = check_output(out, paths)
+    check_int(cols, "--cols", 2, 100)
+    check_int(rows, "--rows", 2, 100)
+    check_number(square_mm, "--square-mm", 0.1, 1000.0, "mm")
     board = (
         CheckerboardPattern(inner_cols=cols, inner_rows=rows, square_m=square_mm / 1000)
         if pattern == "checkerboard"
         else CharucoPattern(squares_x=cols, squares_y=rows, square_m=square_mm / 1000, marker_m=0.75 * square_mm / 1000)
     )
-    result = calibrate_camera(list_images(images), board)
+    result = calibrate_camera(paths, board)
     save_intrinsics(out, result.intrinsics)
     k = result.intrinsics
     return (

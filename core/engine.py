@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from core.camera import Intrinsics, weak_perspective_camera
 from core.capture.frame import Frame
 from core.detect import Detection, HandDetector
 from core.detect.process import Detected, DetectorConfig, DetectorProcess, DetectorProcessError
@@ -106,16 +107,32 @@ class HandResult:
     track_id: int = 0
 
     @property
+    def reprojection_error_px(self) -> float:
+        """The final hand's reprojection error against MediaPipe's keypoints, pixels."""
+        return float((self.fit if self.refined is None else self.refined).reprojection_error_px)
+
+    @property
+    def fit_reprojection_error_px(self) -> float:
+        """The fit's, measured as the final one is (the refinement's camera when refined)."""
+        r = self.refined
+        if r is None or not np.isfinite(r.fit_reprojection_error_px):
+            return float(self.fit.reprojection_error_px)
+        return float(r.fit_reprojection_error_px)
+
+    @property
     def keypoints_3d(self) -> np.ndarray:
         """(21, 3) float32 camera-frame keypoints, metres: refined when refined, else fitted."""
         return self.fit.keypoints_3d if self.refined is None else self.refined.keypoints_3d
 
     def to_json(self) -> dict[str, Any]:
-        """The hand entry of a ``track`` line (DESIGN.md); the refined hand when refined.
+        """The hand entry of a ``track`` line (docs/ARCHITECTURE.md); the refined hand when refined.
 
+        ``reprojection_error_px`` is the final hand's, ``fit_reprojection_error_px`` the fit's
+        (the refinement's keypoint guard keeps the first within a small slack of the second).
         With refinement the entry also has ``silhouette_iou_before`` (the fit's IoU with the
         target), ``edge_length_error_mm`` and ``normal_error`` (paper 004's plausibility
-        metrics of the refined mesh against the parametric mesh its vertex offsets deform).
+        metrics of the refined mesh against the parametric mesh its vertex offsets deform) and
+        ``refinement_fell_back`` (the guard replaced the refined hand by the fit).
         """
         f, r = self.fit, self.refined
         src = f if r is None else r
@@ -128,7 +145,8 @@ class HandResult:
             "pose": np.round(src.pose, 5).tolist(),
             "shape": np.round(src.betas, 5).tolist(),
             "translation": np.round(src.transl, 5).tolist(),
-            "reprojection_error_px": round(float(src.reprojection_error_px), 3),
+            "reprojection_error_px": round(self.reprojection_error_px, 3),
+            "fit_reprojection_error_px": round(self.fit_reprojection_error_px, 3),
             "silhouette_iou": None if r is None else round(r.iou_after, 4),
             "projection": f.projection,
         }
@@ -136,6 +154,7 @@ class HandResult:
             out["silhouette_iou_before"] = round(r.iou_before, 4)
             out["edge_length_error_mm"] = round(r.edge_length_error * 1000.0, 4)
             out["normal_error"] = round(r.normal_error, 5)
+            out["refinement_fell_back"] = bool(r.fell_back)
         return out
 
 
@@ -148,6 +167,9 @@ class FrameResult:
         hands: the tracked hands (possibly none).
         time_ms: per-stage wall time in milliseconds ("detect", "fit", with refinement
             "segment" and "refine", and "total").
+        camera: the pinhole camera the hands are in: the frame's intrinsics, or for
+            weak-perspective fits the nominal camera they are placed in.
+        camera_source: ``Frame.intrinsics_source`` ("given", "exif", "assumed"), or "weak".
     """
 
     frame: int
@@ -155,14 +177,19 @@ class FrameResult:
     source: str
     hands: tuple[HandResult, ...]
     time_ms: dict[str, float]
+    camera: Intrinsics | None = None
+    camera_source: str = "given"
 
     def to_json(self) -> dict[str, Any]:
-        """One line of ``track``'s JSONL output (DESIGN.md contract)."""
+        """One line of ``track``'s JSONL output (docs/ARCHITECTURE.md contract)."""
         return {
             "frame": self.frame,
             "timestamp_s": round(self.timestamp_s, 4),
             "source": self.source,
             "time_ms": {k: round(v, 3) for k, v in self.time_ms.items()},
+            "camera": None if self.camera is None else {
+                k: round(getattr(self.camera, k), 3) for k in ("fx", "fy", "cx", "cy")},
+            "camera_source": self.camera_source,
             "hands": [h.to_json() for h in self.hands],
         }
 
@@ -500,6 +527,11 @@ class Engine:
         t1 = time.perf_counter()
         # Every detected hand is a hand of some track (none dropped, a duplicate detection of
         # one hand merged); its side is the track's.
+        if self.settings.detector_mode == "static":
+            # Photos are unrelated: no identity, side evidence or warm start carries over
+            # (a hand is sided from its own geometry, both models' fits and its label).
+            self.tracker.reset()
+            self._last.clear()
         tracked = self.tracker.update(detections, frame.timestamp_s)
         K = None if frame.intrinsics is None else frame.intrinsics.K.astype(np.float32)
         h, w = frame.image.shape[:2]
@@ -521,7 +553,11 @@ class Engine:
             refined = self._refine(frame, dets, fits, K, segmented, times)
         hands = tuple(HandResult(d, f, r, th.track_id) for d, f, r, th in zip(dets, fits, refined, tracked))
         times["total"] = sum(times.values())
-        return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times)
+        if frame.intrinsics is not None:
+            camera, origin = frame.intrinsics, frame.intrinsics_source
+        else:
+            camera, origin = weak_perspective_camera((w, h), self.settings.fit.nominal_fov_deg), "weak"
+        return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times, camera, origin)
 
     def _smooth(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,
                 track_ids: list[int]) -> list[HandFit]:

@@ -7,6 +7,14 @@ source with ``$CC`` (else ``cc``, ``gcc`` or ``clang``) into a shared library ca
 source, the flags, the compiler and the CPU: the first build takes about a second, later
 processes only load it. Where nothing compiles (no compiler, an unwritable cache) the library
 is None, a warning is logged once, and callers fall back to PyTorch ops.
+
+The C sources are files shipped with their package (``core/render/softras.c``,
+``core/refine/refine_real.c`` ...; package data in ``pyproject.toml``). A module assembles its
+library's source with :func:`kernel_source`: the file's text, a few placeholders substituted
+(a file named ``*_real.c`` is a template instantiated once per float type: the C type, the
+function suffix and the math functions are substituted), behind a ``#line`` directive so that
+the compiler's errors and warnings name the file and its lines. The cache key hashes the
+assembled text, so editing a file rebuilds its library.
 """
 
 from __future__ import annotations
@@ -21,15 +29,17 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
 from core.errors import HandTwinError
+from core.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CACHE_ENV_VAR", "FLAGS", "NativeLibrary", "NativeUnavailableError", "address", "cache_dir"]
+__all__ = ["CACHE_ENV_VAR", "FLAGS", "NativeLibrary", "NativeUnavailableError", "address", "cache_dir",
+           "kernel_source"]
 
 #: Environment variable naming the folder of cached builds (default ``~/.cache/handtwin``).
 CACHE_ENV_VAR = "HANDTWIN_CACHE_DIR"
@@ -56,6 +66,32 @@ def address(a) -> int | None:
 
 class NativeUnavailableError(HandTwinError):
     """C kernels could not be built or loaded on this machine (the message says why)."""
+
+
+def kernel_source(module_file: str, name: str, substitutions: Iterable[tuple[str, str]] = ()) -> str:
+    """The C file ``name`` next to ``module_file`` (a module's ``__file__``), ready to compile.
+
+    Each ``(placeholder, text)`` of ``substitutions`` is replaced, in order, through the whole
+    file (comments included); the result is preceded by ``#line 1 "<the file's path>"``, so a
+    library assembled from several files (or one template twice) reports each diagnostic at
+    the line of the file it comes from. A substitution must not add or remove lines.
+
+    Raises:
+        NativeUnavailableError: the file is missing (a broken install).
+        ValueError: a substitution changed the number of lines.
+    """
+    path = Path(module_file).resolve().with_name(name)
+    try:
+        original = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise NativeUnavailableError(f"C source missing: {path} ({exc.strerror})") from exc
+    text = original
+    for placeholder, value in substitutions:
+        text = text.replace(placeholder, value)
+    if text.count("\n") != original.count("\n"):
+        raise ValueError(f"{name}: a substitution changed the number of lines")
+    quoted = str(path).replace("\\", "\\\\").replace('"', '\\"')
+    return f'#line 1 "{quoted}"\n{text}' + ("" if text.endswith("\n") else "\n")
 
 
 def compiler() -> str | None:
@@ -104,15 +140,17 @@ def build(name: str, text: str, cc: str) -> Path:
     with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as tmp:
         src = Path(tmp) / f"{name}.c"
         src.write_text(text, encoding="utf-8")
-        out = Path(tmp) / target.name
         errors = ""
         for arch in (NATIVE_ARCH, None):
-            cmd = [cc, *FLAGS, *([arch] if arch else []), "-o", str(out), str(src), "-lm"]
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-            if result.returncode == 0:
-                os.replace(out, target)  # atomic: a concurrent build writes the same bytes
+            try:  # moved into place only when it built (a concurrent build writes the same bytes)
+                with atomic_path(target, target.suffix) as out:
+                    cmd = [cc, *FLAGS, *([arch] if arch else []), "-o", str(out), str(src), "-lm"]
+                    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+                    if result.returncode != 0:
+                        raise NativeUnavailableError(result.stderr.strip())  # removes the temporary file
                 return target
-            errors = result.stderr.strip()
+            except NativeUnavailableError as exc:
+                errors = str(exc)
         raise NativeUnavailableError(f"{Path(cc).name} failed: {errors[-500:]}")
 
 

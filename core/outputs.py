@@ -15,32 +15,56 @@ The one module that owns the rules for output files of ``track``, ``calibrate`` 
 - :func:`interrupt_on_signals`: SIGTERM and SIGHUP become :class:`Terminated` (a
   ``KeyboardInterrupt``), so every ``finally`` / context manager runs: temporary files are
   removed and the detector's shared memory is released, as for Ctrl+C.
+
+It also owns the project's one way of writing a file atomically, which every writer uses
+(exports, profiles, intrinsics, session manifests, caches, built resources, the C kernels):
+the data goes to a hidden temporary file in the destination's folder, is flushed and fsynced,
+made readable by all (0o644) and moved over the destination with :func:`os.replace` (atomic
+on POSIX and within one Windows volume). A reader sees the old file or the complete new one;
+a failure or an interrupt leaves the old file and no temporary file.
+
+- :func:`atomic_path`: the primitive, a temporary path for writers that need a file name
+  (NumPy, a video writer, a compiler); ``OSError`` passes unchanged.
+- :func:`write_atomic` / :func:`write_files_atomic`: bytes to one file, or to several files
+  all or none; every failure becomes an :class:`~core.errors.ExportError` naming the path.
+- :class:`StreamingOutput`: the same for a file written line by line.
 """
 
 from __future__ import annotations
 
 import errno
 import glob
+import logging
 import os
 import signal
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
 from core.errors import ExportError
 
 __all__ = [
+    "NEW_FILE_MODE",
     "StreamingOutput",
     "Terminated",
+    "atomic_path",
+    "atomic_write_bytes",
     "check_companions",
     "check_output",
     "interrupt_on_signals",
     "source_inputs",
+    "write_atomic",
+    "write_files_atomic",
 ]
 
+log = logging.getLogger(__name__)
+
 PathLike = str | os.PathLike[str]
+
+#: Mode of every written file (``mkstemp`` creates 0o600; outputs are meant to be shared).
+NEW_FILE_MODE = 0o644
 
 #: Inside an input folder, an existing file with one of these suffixes is an input.
 _MEDIA_SUFFIXES = frozenset({
@@ -195,6 +219,131 @@ def _write_error(path: Path, exc: OSError) -> ExportError:
     return ExportError(f"Cannot write {path}: {exc.strerror or exc}.")
 
 
+@contextmanager
+def atomic_path(path: PathLike, suffix: str = ".part") -> Iterator[Path]:
+    """A new hidden temporary file beside ``path`` (name ``.<name>.<random><suffix>``), for a
+    writer that needs a file name; moved over ``path`` when the block ends without an
+    exception, removed otherwise (``path`` then stays as it was).
+
+    The block writes the file completely (and fsyncs it where that matters); this makes it
+    readable by all (:data:`NEW_FILE_MODE`) and replaces ``path`` with :func:`os.replace`.
+    ``suffix`` keeps writers that add their own (``np.savez``: ``.npz``) or choose a format
+    from it (a video writer: ``.mp4``) on the temporary name.
+
+    Raises:
+        OSError: creating, writing or moving the file failed (unchanged).
+    """
+    target = Path(path)
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
+    os.close(handle)
+    temp = Path(name)
+    try:
+        yield temp
+        os.chmod(temp, NEW_FILE_MODE)
+        os.replace(temp, target)
+    except BaseException:  # a failed write or an interrupt (Ctrl+C, SIGTERM, SIGHUP): nothing stays
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_path`), for callers that handle
+    ``OSError`` themselves; :func:`write_atomic` checks more and raises :class:`ExportError`.
+
+    Raises:
+        OSError: the write failed (``path`` is unchanged, no temporary file remains).
+    """
+    with atomic_path(path) as temp:
+        _write_synced(temp, data)
+    return Path(path)
+
+
+def _check_folder(folder: Path) -> None:
+    """Raise :class:`ExportError` unless ``folder`` exists and is a folder."""
+    if not folder.exists():
+        raise ExportError(f"Cannot export: the folder {folder} does not exist.")
+    if not folder.is_dir():
+        raise ExportError(f"Cannot export: {folder} is not a folder.")
+
+
+def _check_target(path: Path) -> None:
+    """Raise :class:`ExportError` if ``path`` is an existing folder."""
+    if path.is_dir():
+        raise ExportError(f"Cannot export to {path}: it is a folder, not a file name.")
+
+
+def _export_error(path: Path, exc: OSError) -> ExportError:
+    """What a failed :func:`write_atomic` / :func:`write_files_atomic` of ``path`` raises."""
+    if isinstance(exc, PermissionError):
+        return ExportError(f"Cannot export to {path.parent}: the folder is read-only (permission denied).")
+    if isinstance(exc, IsADirectoryError) or path.is_dir():
+        return ExportError(f"Cannot export to {path}: it is a folder, not a file name.")
+    return ExportError(f"Cannot write {path}: {exc.strerror or exc}.")
+
+
+def write_atomic(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see the module's notes).
+
+    An existing file at ``path`` is replaced; on any failure it is left untouched and no
+    temporary file remains.
+
+    Args:
+        path: destination file; its folder must exist.
+        data: the complete file contents.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ExportError: the folder is missing or read-only, ``path`` is a folder, or the write
+            failed.
+    """
+    return write_files_atomic(Path(path).parent, {Path(path).name: data})[0]
+
+
+def write_files_atomic(folder: PathLike, files: dict[str, bytes]) -> list[Path]:
+    """Write several files into ``folder``, all or none.
+
+    Every file goes to a temporary file first; only when all of them are written are they
+    moved into place, so a failure while writing leaves the folder as it was.
+
+    Args:
+        folder: existing destination folder.
+        files: file name (no folder part) -> contents.
+
+    Returns:
+        The written paths, in the order of ``files``.
+
+    Raises:
+        ExportError: the folder is missing or read-only, a name is not a plain file name
+            or names an existing folder, or a write failed.
+    """
+    base = Path(folder)
+    _check_folder(base)
+    targets = []
+    for name in files:
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise ExportError(f"Cannot export {name!r}: not a plain file name.")
+        targets.append(base / name)
+        _check_target(base / name)
+    target = targets[0] if targets else base
+    try:
+        with ExitStack() as stack:  # leaving it moves every file into place, or removes them all
+            for target, data in zip(targets, files.values(), strict=True):
+                _write_synced(stack.enter_context(atomic_path(target)), data)
+    except OSError as exc:
+        raise _export_error(target, exc) from exc
+    log.info("wrote %s", ", ".join(str(t) for t in targets))
+    return targets
+
+
 class StreamingOutput:
     """A text output written progressively and committed only on success.
 
@@ -243,7 +392,7 @@ class StreamingOutput:
         if self._tmp is None:
             raise RuntimeError("StreamingOutput.commit before open")
         try:
-            os.chmod(self._tmp, 0o644)
+            os.chmod(self._tmp, NEW_FILE_MODE)
             os.replace(self._tmp, self.path)
         except OSError as exc:
             self.discard()

@@ -1,4 +1,4 @@
-"""Hand profiles (the JSON of DESIGN.md): read, validate, write atomically, list, rename, delete.
+"""Hand profiles (the JSON of docs/ARCHITECTURE.md): read, validate, write atomically, list, rename, delete.
 
 Personalization (calibration) writes them; tracking reads the identity to fix the hand
 (:func:`load_profile`, :attr:`Profile.identity`); the GUI manages them (:func:`list_profiles`,
@@ -40,7 +40,7 @@ SCALE_SOURCES = ("prior", "hand_length", "aruco", "stereo")
 
 @dataclass(frozen=True)
 class Profile:
-    """A whole hand profile (DESIGN.md), validated.
+    """A whole hand profile (docs/ARCHITECTURE.md), validated.
 
     Attributes:
         name: display name. handedness: "right", "left" or "both".

@@ -1,4 +1,4 @@
-"""``track``: per-frame results of a source, one JSON line per frame (DESIGN.md contract)."""
+"""``track``: per-frame results of a source, one JSON line per frame (docs/ARCHITECTURE.md contract)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrackSummary:
-    """What a ``track`` run did: frames, frames with a hand, mean times and errors (and the mean
-    silhouette IoU after refinement, when refining)."""
+    """What a ``track`` run did: frames, frames with a hand, mean times and the final hands' mean
+    reprojection error (when refining also the fits' mean error, the mean silhouette IoU after
+    refinement and how many refined hands the keypoint guard replaced by their fit)."""
 
     frames: int
     frames_with_hands: int
@@ -25,11 +26,16 @@ class TrackSummary:
     mean_reprojection_error_px: float | None
     out: str
     mean_silhouette_iou: float | None = None
+    mean_fit_reprojection_error_px: float | None = None
+    refinements_fell_back: int = 0
 
     def format(self) -> str:
         pct = 100.0 * self.frames_with_hands / max(self.frames, 1)
         times = ", ".join(f"{k} {v:.1f} ms" for k, v in self.mean_time_ms.items())
         err = "n/a" if self.mean_reprojection_error_px is None else f"{self.mean_reprojection_error_px:.2f} px"
+        if self.mean_silhouette_iou is not None and self.mean_fit_reprojection_error_px is not None:
+            err += (f" (fit {self.mean_fit_reprojection_error_px:.2f} px; the fit kept in "
+                    f"{self.refinements_fell_back} refined hands)")
         iou = "" if self.mean_silhouette_iou is None else f"mean silhouette IoU {self.mean_silhouette_iou:.3f}; "
         return (
             f"tracked {self.frames} frames ({self.frames_with_hands} with a hand, {pct:.0f}%), "
@@ -49,8 +55,13 @@ def run_track(
     device: str = "auto",
     model: str | None = None,
     progress: bool | None = None,
+    weak_perspective: bool = False,
 ) -> TrackSummary:
     """Track every frame of ``source`` and write ``out`` (JSONL) atomically.
+
+    Without ``intrinsics`` or ``fov_deg`` the camera is assumed (a photo's EXIF focal length,
+    else :data:`~core.camera.DEFAULT_FOV_DEG`; every line reports it), unless
+    ``weak_perspective`` asks for HandTailor's weak-perspective fit.
 
     Raises:
         InputError: unreadable source, intrinsics or profile, an argument out of range, no
@@ -58,17 +69,16 @@ def run_track(
         ExportError: ``out`` is a folder, an input, in a missing or read-only folder, or the
             disk filled up (``out`` is left as it was).
     """
-    from core.inputs import MAX_HANDS, MAX_REFINE, check_int, check_number
+    from core.inputs import MAX_HANDS, MAX_REFINE, check_int
     from core.outputs import StreamingOutput, check_output, source_inputs
 
     # the output first, then every argument and input file: all before any frame is read
     out = check_output(out, [*source_inputs(source), intrinsics, profile, model])
     check_int(refine, "--refine", 0, MAX_REFINE)
     check_int(max_hands, "--max-hands", 1, MAX_HANDS)
-    if intrinsics is not None and fov_deg is not None:
-        raise InputError("give either --intrinsics or --fov, not both")
-    if fov_deg is not None:
-        check_number(fov_deg, "--fov", 1.0, 179.0, "degrees")
+    from core.camera import DEFAULT_FOV_DEG, check_camera_args
+
+    check_camera_args(intrinsics, fov_deg, weak_perspective)
     shape = None
     if profile is not None:
         from core.profile_io import check_profile_model, load_profile
@@ -76,24 +86,29 @@ def run_track(
         loaded = load_profile(profile)
         check_profile_model(loaded, model)
         shape = loaded.identity  # shape, personal skeleton and surface: the personal model
-    from core.capture import open_source
+    from core.capture import ImageSequenceSource, open_source
     from core.progress import ProgressBar
 
     # running sums, not per-frame lists: a camera can be tracked for hours
     times: dict[str, _Mean] = {}
     error = _Mean()
+    fit_error = _Mean()
     iou = _Mean()
+    fell_back = 0
     frames = with_hands = hands = 0
     import time
 
     start = time.perf_counter()
     output = StreamingOutput(out)
-    with output.open() as f, open_source(source, intrinsics, fov_deg) as src:
+    with output.open() as f, open_source(source, intrinsics, fov_deg, weak_perspective) as src:
+        if not src.camera_known and not weak_perspective:
+            log.info("no camera given for %s: assuming a photo's EXIF focal length, else a %.0f degree field of "
+                     "view (give --intrinsics or --fov for better depth)", source, DEFAULT_FOV_DEG)
         # the engine (torch, MediaPipe) loads once the arguments and inputs are known to be good
         from core.engine import Engine, EngineSettings
 
         settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
-        is_photos = type(src).__name__ == "ImageSequenceSource"
+        is_photos = isinstance(src, ImageSequenceSource)
         if is_photos:
             settings = replace(settings, detector_mode="static")
         total = getattr(src, "frame_count", None)
@@ -104,9 +119,11 @@ def run_track(
                 hands += len(result.hands)
                 with_hands += bool(result.hands)
                 for h in result.hands:
-                    error.add(h.fit.reprojection_error_px)
+                    error.add(h.reprojection_error_px)
+                    fit_error.add(h.fit_reprojection_error_px)
                     if h.refined is not None:
                         iou.add(h.refined.iou_after)
+                        fell_back += bool(h.refined.fell_back)
                 for k, v in result.time_ms.items():
                     times.setdefault(k, _Mean()).add(v)
                 bar.update(1, f"{len(result.hands)} hand(s)")
@@ -128,6 +145,8 @@ def run_track(
         mean_reprojection_error_px=error.mean,
         out=str(out),
         mean_silhouette_iou=iou.mean,
+        mean_fit_reprojection_error_px=fit_error.mean,
+        refinements_fell_back=fell_back,
     )
     return summary
 

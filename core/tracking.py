@@ -81,12 +81,13 @@ class TrackerSettings:
         chirality_scale: chirality giving one unit of log-odds (see :func:`chirality`).
         chirality_cap: largest log-odds one frame's geometry gives.
         label_weight: log-odds of MediaPipe's label at score 1 (scaled by 2 * score - 1).
+        label_cap: most log-odds the labels may hold together.
         fit_scale: fit residual ratio (log) giving one unit of log-odds.
         fit_cap: largest log-odds of one frame's fit comparison.
         decay: factor on the accumulated log-odds per frame (forgets old evidence slowly).
         switch_margin: log-odds beyond zero, the other way, before a track's side changes.
-        unsure: a track is unsure of its side while its |log-odds| is below this (the engine
-            then fits both models).
+        unsure: a track is unsure of its side while the |log-odds| from its geometry and fits
+            (not labels) is below this: the engine then fits both models.
     """
 
     gate: float = 1.2
@@ -98,6 +99,7 @@ class TrackerSettings:
     chirality_scale: float = 0.08
     chirality_cap: float = 3.0
     label_weight: float = 0.7
+    label_cap: float = 5.0
     fit_scale: float = 0.15
     fit_cap: float = 3.0
     decay: float = 0.97
@@ -105,12 +107,13 @@ class TrackerSettings:
     unsure: float = 6.0
 
 
-def side_evidence(detection: Detection, settings: TrackerSettings = TrackerSettings()) -> float:
-    """One frame's log-odds that ``detection`` is a right hand, from its geometry and label."""
+def side_evidence(detection: Detection, settings: TrackerSettings = TrackerSettings()) -> tuple[float, float]:
+    """One frame's log-odds that ``detection`` is a right hand: ``(from its geometry, from its
+    label)``."""
     geo = chirality(detection.world_landmarks) / settings.chirality_scale
     geo = float(np.clip(geo, -settings.chirality_cap, settings.chirality_cap))
     label = settings.label_weight * (2.0 * float(detection.score) - 1.0)
-    return geo + (label if detection.handedness == "right" else -label)
+    return geo, (label if detection.handedness == "right" else -label)
 
 
 def _hand_size(keypoints_2d: np.ndarray) -> float:
@@ -127,8 +130,14 @@ class Track:
         track_id: the identity, unique within a stream.
         keypoints_2d: (21, 2) pixels at the last detection. velocity: (21, 2) pixels per frame.
         last_frame: the tracker's frame count at the last detection. last_time_s: its time.
-        side: "right" or "left". log_odds: accumulated evidence that it is a right hand.
+        side: "right" or "left".
+        geo_odds: accumulated log-odds that it is a right hand from geometry and fits: while it
+            is weak (a hand held flat), the track is unsure and the engine keeps fitting both
+            models. label_odds: the same from MediaPipe's labels, bounded by ``label_cap`` (a
+            run of wrong labels never outweighs clear geometry).
         hits: frames with a detection.
+        committed: the evidence once reached the switch margin; from then on the side changes
+            only beyond the margin the other way (hysteresis); before, it follows the sign.
     """
 
     track_id: int
@@ -137,17 +146,31 @@ class Track:
     last_frame: int
     last_time_s: float
     side: str
-    log_odds: float
+    geo_odds: float = 0.0
+    label_odds: float = 0.0
     hits: int = 1
+    committed: bool = False
+
+    @property
+    def log_odds(self) -> float:
+        """All the evidence that the track is a right hand."""
+        return self.geo_odds + self.label_odds
 
     def predicted(self, frame: int) -> np.ndarray:
         """(21, 2) keypoints expected at ``frame`` (constant velocity, at most 3 frames on)."""
         return self.keypoints_2d + self.velocity * min(frame - self.last_frame, 3)
 
-    def add_evidence(self, log_odds: float, settings: TrackerSettings) -> None:
-        """Accumulate evidence; the side changes only beyond the switch margin (hysteresis)."""
-        self.log_odds = float(np.clip(self.log_odds + log_odds, -50.0, 50.0))
-        if self.side == "right" and self.log_odds < -settings.switch_margin:
+    def add_evidence(self, log_odds: float, settings: TrackerSettings, geometric: bool = True) -> None:
+        """Accumulate evidence (``geometric``: from geometry or fits, else a label); the side
+        changes only beyond the switch margin (hysteresis)."""
+        if geometric:
+            self.geo_odds = float(np.clip(self.geo_odds + log_odds, -50.0, 50.0))
+        else:
+            self.label_odds = float(np.clip(self.label_odds + log_odds, -settings.label_cap, settings.label_cap))
+        if not self.committed:  # young and unsure: the side follows the evidence so far
+            self.side = "right" if self.log_odds >= 0 else "left"
+            self.committed = abs(self.log_odds) >= settings.switch_margin
+        elif self.side == "right" and self.log_odds < -settings.switch_margin:
             self.side = "left"
         elif self.side == "left" and self.log_odds > settings.switch_margin:
             self.side = "right"
@@ -196,7 +219,7 @@ class HandTracker:
         size = _hand_size(pred)
         dist = float(np.linalg.norm(det.keypoints_2d - pred, axis=1).mean()) / size
         cost = dist + st.size_weight * abs(math.log(_hand_size(det.keypoints_2d) / size))
-        if abs(track.log_odds) >= st.unsure and abs(evidence) >= 1.0 and (evidence > 0) != (track.side == "right"):
+        if abs(track.geo_odds) >= st.unsure and abs(evidence) >= 1.0 and (evidence > 0) != (track.side == "right"):
             cost += st.side_weight
         return cost
 
@@ -216,19 +239,20 @@ class HandTracker:
         index = self._distinct(detections, live)
         detections = [detections[k] for k in index]
         evidence = [side_evidence(d, st) for d in detections]
+        geometry = [g for g, _ in evidence]
         assigned: dict[int, Track] = {}
         if live and detections:
-            cost = np.array([[self._cost(t, d, e) for d, e in zip(detections, evidence)] for t in live])
+            cost = np.array([[self._cost(t, d, g) for d, g in zip(detections, geometry)] for t in live])
             rows, cols = linear_sum_assignment(np.where(cost <= st.gate, cost, 1e6))
             for r, c in zip(rows, cols):
                 if cost[r, c] <= st.gate:
                     assigned[int(c)] = live[r]
         out = []
-        for i, (d, e) in enumerate(zip(detections, evidence)):
+        for i, (d, (geo, label)) in enumerate(zip(detections, evidence)):
             track = assigned.get(i)
             if track is None:
                 track = Track(self._next_id, np.asarray(d.keypoints_2d, np.float64), np.zeros((21, 2)), self._frame,
-                              timestamp_s, "right" if e >= 0 else "left", 0.0, hits=0)
+                              timestamp_s, "right" if geo + label >= 0 else "left", hits=0)
                 self._next_id += 1
                 self.tracks[track.track_id] = track
             else:
@@ -237,9 +261,11 @@ class HandTracker:
                 track.velocity = 0.5 * track.velocity + 0.5 * step
                 track.keypoints_2d = np.asarray(d.keypoints_2d, np.float64)
                 track.last_frame, track.last_time_s = self._frame, timestamp_s
-                track.log_odds *= st.decay
+                track.geo_odds *= st.decay
+                track.label_odds *= st.decay
             track.hits += 1
-            track.add_evidence(e, st)
+            track.add_evidence(geo, st)
+            track.add_evidence(label, st, geometric=False)
             out.append(self._tracked(track, d, index[i]))
         return tuple(out)
 
@@ -284,5 +310,5 @@ class HandTracker:
         conf = p_right if track.side == "right" else 1.0 - p_right
         conf = max(conf, 0.5)
         det = dataclasses.replace(d, handedness=track.side, score=conf)
-        return TrackedHand(track.track_id, track.side, conf, abs(track.log_odds) < self.settings.unsure, det,
+        return TrackedHand(track.track_id, track.side, conf, abs(track.geo_odds) < self.settings.unsure, det,
                            d.handedness, index)

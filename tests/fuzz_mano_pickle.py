@@ -37,7 +37,7 @@ def main() -> int:
 
         start, total, seed = time.monotonic(), 0, 0
         while time.monotonic() - start < args.seconds:
-            tally = run_fuzz(2000, seed=1000 + seed)
+            run_fuzz(2000, seed=1000 + seed)
             total, seed = total + 2000, seed + 1
         print(f"mutation fuzzer: {total} inputs in {time.monotonic() - start:.0f} s, no finding")
         return 0

@@ -61,7 +61,7 @@ def test_jacobians_match_finite_differences(open_hand):
 
 @pytest.fixture(scope="module")
 def people(open_hand):
-    return [synthetic_person(open_hand, np.random.default_rng(10 + s), 20, noise_px=2.0, bone_sd=0.08)
+    return [synthetic_person(open_hand, np.random.default_rng(10 + s), 20, noise_px=2.0)
             for s in range(2)]
 
 
@@ -106,7 +106,47 @@ def test_unknown_focal_length_is_estimated(open_hand):
 
 def test_left_hand_calibrates_like_the_right(open_hand):
     left = mirror_model(open_hand)
-    person = synthetic_person(left, np.random.default_rng(30), 12, noise_px=1.0, bone_sd=0.08)
+    person = synthetic_person(left, np.random.default_rng(30), 12, noise_px=1.0)
     result = bundle_adjust(left, person.frames, _hand_length(person.skeleton))
     err = float(np.abs(bone_lengths(result.skeleton) - bone_lengths(person.skeleton)).mean() * 1000)
     assert err < 0.8 * _template_error_mm(left, person)
+
+
+def _candidates(person, side: str = "right"):
+    from core.personalize import CalibrationFrame
+    from core.personalize.features import NUM_FEATURES
+
+    rng = np.random.default_rng(0)
+    return [CalibrationFrame(
+        source="synthetic", frame_index=i, side=side, thumbnail=np.zeros((96, 96, 3), np.uint8),
+        features=np.zeros(NUM_FEATURES, np.float32), pose=f.pose.astype(np.float32),
+        betas=np.zeros(10, np.float32), confidence=0.5, descriptor=rng.normal(size=8).astype(np.float32),
+        keypoints_2d=f.keypoints_2d.astype(np.float32), K=f.K, image_size=f.image_size,
+        world_landmarks=f.world_landmarks.astype(np.float32), score=0.9,
+    ) for i, f in enumerate(person.frames)]
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_session_calibrates_the_skeleton_into_a_version_2_profile(open_hand, side, tmp_path) -> None:
+    from core.mirror import mirror_points
+    from core.personalize import CalibrationSession, ScaleOption
+    from core.profile_io import load_profile, save_profile
+
+    base = open_hand if side == "right" else mirror_model(open_hand)
+    person = synthetic_person(base, np.random.default_rng(40), 12, noise_px=1.0)
+    cands = _candidates(person, side)
+    cands[5] = dataclasses.replace(cands[5], keypoints_2d=cands[5].keypoints_2d[::-1].copy())  # a wrong detection
+    s = CalibrationSession(side=side, k=12, confidence="heuristic")
+    s.convention = None  # exact keypoints in the model's own convention: no MediaPipe bias to remove
+    s.add_candidates(cands)
+    result = s.calibrate(ScaleOption.from_hand_length(_hand_length(person.skeleton) * 1000.0))
+    assert result.skeleton is not None and [i for i, _ in result.rejected] == [5]
+    err = float(np.abs(bone_lengths(result.skeleton) - bone_lengths(person.skeleton)).mean() * 1000)
+    assert err < 0.8 * _template_error_mm(base, person)
+    assert result.bone_lengths_mm == pytest.approx(bone_lengths(result.skeleton) * 1000.0)
+    assert "measurement" in result.scale_note
+    save_profile(tmp_path / "p.json", s.to_profile(result, "me"))
+    p = load_profile(tmp_path / "p.json")
+    right_frame = result.skeleton if side == "right" else mirror_points(result.skeleton)
+    np.testing.assert_allclose(p.skeleton_mm / 1000.0, right_frame, atol=1e-5)  # stored in the right hand's frame
+    assert p.rejected_frames[0]["frame"] == 5 and p.scale_note == result.scale_note

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import core.capture.open as capture_open
-from core.camera import Intrinsics, rgb_to_bgr, save_intrinsics
+from core.camera import DEFAULT_FOV_DEG, Intrinsics, intrinsics_from_fov, rgb_to_bgr, save_intrinsics
 from core.capture import (
     ArraySource,
     CameraSource,
@@ -106,7 +106,9 @@ def test_video_source_reads_rgb_frames_with_timestamps(video: Path) -> None:
         assert frame.image.dtype == np.uint8 and frame.image.shape == (H, W, 3)
         assert frame.index == i and frame.timestamp_s == pytest.approx(i / 10.0)
         assert _decode_index(frame.image) == i
-        assert frame.intrinsics is None and frame.source == str(video)
+        # nobody described the camera: a perspective camera of the default field of view
+        assert frame.intrinsics == intrinsics_from_fov(DEFAULT_FOV_DEG, W, H) and frame.source == str(video)
+        assert frame.intrinsics_source == "assumed"
     # RGB order: the blue stripe is in channel 2, on the left
     assert frames[0].image[:, :4, 2].mean() > 150 and frames[0].image[:, :4, 0].mean() < 60
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from core import outputs as outputs_module
 from core.errors import ExportError
 from core.export import (
     Animation,
@@ -35,7 +36,6 @@ from core.export import (
     write_atomic,
     write_bundle,
 )
-from core.export import writer as writer_module
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VALIDATOR_DIR = REPO_ROOT / "tools" / "gltf-validator"
@@ -576,7 +576,7 @@ def test_permission_denied_is_reported_as_read_only(
     def refuse(*args: object, **kwargs: object) -> tuple[int, str]:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(writer_module.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(outputs_module.tempfile, "mkstemp", refuse)
     with pytest.raises(ExportError, match="read-only"):
         export_mesh(tmp_path / "finger.glb", mesh)
     assert _leftovers(tmp_path) == []
@@ -596,7 +596,7 @@ def test_failed_write_leaves_no_partial_file(
         real_fsync(fd)
 
     (tmp_path / "finger.obj").write_bytes(b"previous export")
-    monkeypatch.setattr(writer_module.os, "fsync", flaky_fsync)
+    monkeypatch.setattr(outputs_module.os, "fsync", flaky_fsync)
     with pytest.raises(ExportError, match="No space left"):
         export_mesh(tmp_path / "finger.obj", mesh)
     assert _leftovers(tmp_path) == ["finger.obj"]

@@ -17,8 +17,8 @@ import trimesh
 from PIL import Image
 
 import main
+from core import outputs as outputs_module
 from core.errors import ExportError
-from core.export import writer as writer_module
 from core.export.api import export_hand, rest_geometry, session_animation
 from core.model import load_model_data
 
@@ -195,7 +195,7 @@ def test_read_only_folder_is_a_clear_error_and_writes_nothing(
     def refuse(*args: object, **kwargs: object):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(writer_module.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(outputs_module.tempfile, "mkstemp", refuse)
     for name in ("h.obj", "h.glb", "h.ply"):
         code, _, err = _run(["export", "--profile", str(profile), "--out", str(folder / name)], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "read-only" in err
@@ -216,7 +216,7 @@ def test_failure_while_writing_leaves_no_partial_file(profile: Path, tmp_path: P
             raise OSError(28, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(writer_module.os, "fsync", flaky_fsync)
+    monkeypatch.setattr(outputs_module.os, "fsync", flaky_fsync)
     code, _, err = _run(["export", "--profile", str(profile), "--out", str(tmp_path / "h.obj"), "--texture-size", "32"], capsys)
     assert code == 2 and "No space left" in err
     assert not any(p.name.startswith("h") or p.name.startswith(".h") for p in tmp_path.iterdir())

@@ -11,11 +11,9 @@ import pytest
 import torch
 
 import core.native
-from core.fit import TailorFitter
-from core.fit import _native, solver
+from core.fit import TailorFitter, _native, solver
 from core.fit.tailor import _weights
 from core.model import HandModel, load_open_hand
-
 from tests.test_fit import K, make_hands, observation
 
 
@@ -115,8 +113,9 @@ def test_fit_through_the_kernel_equals_the_numpy_fit(fitter, hands, margin):
         obs = observation(h, camera)
         betas = h["betas"] if fixed else None
         fits = _fits(fitter, sv, [
-            lambda n=n: fitter.fit([obs], betas=betas, iterations=n, tolerance=0.0)[0] for n in (1, 4, 20)
-        ] + [lambda: fitter.fit([obs], betas=betas)[0]])
+            lambda n=n, obs=obs, betas=betas: fitter.fit([obs], betas=betas, iterations=n, tolerance=0.0)[0]
+            for n in (1, 4, 20)
+        ] + [lambda obs=obs, betas=betas: fitter.fit([obs], betas=betas)[0]])
         ref = fits["numpy"]
         for name in ("c_system", "c_loop"):
             for a, b in zip(ref, fits[name]):
@@ -136,8 +135,9 @@ def test_warm_started_fit_with_the_kernel(fitter, hands, margin):
     for h in hands[3:]:
         obs = observation(h)
         first = fitter.fit([obs])[0]
-        out = _fits(fitter, sv, [lambda: fitter.fit([obs], previous=[first], iterations=4, tolerance=0.0)[0],
-                                 lambda: fitter.fit([obs], previous=[first])[0]])
+        out = _fits(fitter, sv, [
+            lambda obs=obs, first=first: fitter.fit([obs], previous=[first], iterations=4, tolerance=0.0)[0],
+            lambda obs=obs, first=first: fitter.fit([obs], previous=[first])[0]])
         for name in ("c_system", "c_loop"):
             assert np.abs(out["numpy"][0].pose - out[name][0].pose).max() < 1e-5
             assert np.abs(out["numpy"][1].keypoints_3d - out[name][1].keypoints_3d).max() < 3e-3

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from core.errors import InputError
 from tests.test_gui_support import GUI_MARKS, gui_env, make_window, wait_frames  # noqa: F401 (fixtures)

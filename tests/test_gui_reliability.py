@@ -53,7 +53,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
     wrong = tmp / "wrong.json"
     wrong.write_text(json.dumps(_profile_doc(betas=7)), encoding="utf-8")
     return {
-        "screenshot in /proc": (["--screenshot", "/proc/x.png"], "Cannot export to /proc"),
+        "screenshot in /proc": (["--screenshot", "/proc/x.png"], "/proc"),
         "screenshot in a missing folder": (["--screenshot", str(tmp / "none" / "x.png")], "does not exist"),
         "broken model": (["--model", str(garbage)], "broken.pkl"),
         "broken profile": (["--profile", str(broken)], "not valid JSON"),

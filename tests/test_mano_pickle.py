@@ -3,8 +3,8 @@ for every crafted or malformed file, no crash under a seeded mutation fuzzer."""
 
 from __future__ import annotations
 
+import ast
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -197,7 +197,7 @@ def test_crash_prone_cases_through_the_command_line(crafted_dir: Path) -> None:
     assert len(lines) == len(names)
     for name, line in zip(names, lines):
         rc, err = line.split(" ", 1)
-        err = eval(err)  # the repr printed above
+        err = ast.literal_eval(err)  # the repr printed above
         assert rc == "2", (name, line)
         assert err.startswith("handtwin: error: ") and err.count("\n") == 1, (name, err)
         assert _CRAFTED_ERRORS[name] in err, (name, err)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from core.errors import ModelFileError, UnsafePickleError
-from core.keypoints import Keypoint, MANO_PARENTS
+from core.keypoints import MANO_PARENTS, Keypoint
 from core.mirror import mirror_axis_angle, mirror_points
 from core.model import HandModel, load_model_data, mirror_model
 from core.model.mano_pickle import load_mano_pickle

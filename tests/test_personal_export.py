@@ -13,14 +13,14 @@ import trimesh
 from core.export.cli import run_export
 from core.keypoints import MANO_JOINT_TO_KEYPOINT, MANO_PARENTS, bone_lengths
 from core.model.personal import identity_model, model_rest_keypoints
-from core.personalize.people import random_person_skeleton
+from core.synth.people import sample_person_skeleton
 from core.profile_io import load_profile
 from tests.test_export import _parse_glb, _read_accessor
 
 
 def write_v2_profile(path: Path, base, rng: np.random.Generator, offsets: bool = False) -> dict:
     """A version 2 profile of a synthetic person (off-template skeleton, optional surface)."""
-    skel = random_person_skeleton(model_rest_keypoints(base), rng, 0.1, 0.1)
+    skel = sample_person_skeleton(model_rest_keypoints(base), rng)
     doc = {
         "format": "handtwin-profile", "version": 2, "name": "synthetic person", "handedness": "right",
         "model": {"name": base.name, "sha256": base.sha256}, "shape": [0.0] * base.num_betas,

@@ -13,7 +13,7 @@ from core.engine import Engine, EngineSettings
 from core.keypoints import bone_lengths
 from core.model import HandModel
 from core.model.personal import PersonalIdentity, model_rest_keypoints
-from core.personalize.people import random_person_skeleton
+from core.synth.people import sample_person_skeleton
 from tests.test_refine import FAST
 
 needs_demo = pytest.mark.skipif(not DEMO_CLIP_PATH.exists(), reason="demo clip not built")
@@ -27,7 +27,7 @@ def frames():
 
 def _identity(open_hand) -> PersonalIdentity:
     shape = np.full(open_hand.num_betas, 0.3, dtype=np.float32)
-    skel = random_person_skeleton(model_rest_keypoints(open_hand, shape), np.random.default_rng(7), 0.08, 0.06)
+    skel = sample_person_skeleton(model_rest_keypoints(open_hand, shape), np.random.default_rng(7))
     return PersonalIdentity(shape=shape, skeleton=skel)
 
 

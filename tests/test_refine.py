@@ -340,13 +340,42 @@ def test_keypoint_term_keeps_the_hand_on_its_keypoints(models, refiner) -> None:
     sc = scene(models, pose_noise=0.0, shift=(0.0, 0.0, 0.0))
     shifted = np.roll(sc.mask, 12, axis=1)  # 12 px to the right of where the keypoints are
     target = RefineTarget(shifted, sc.keypoints_2d, K_TEST)
+    unguarded = dataclasses.replace(FAST, keypoint_guard_px=None)  # the term alone, no guard
     free = refiner.refine([sc.fit], [target], iterations=12,
-                          settings=dataclasses.replace(FAST, w_keypoints=0.0))[0]
+                          settings=dataclasses.replace(unguarded, w_keypoints=0.0))[0]
     held = refiner.refine([sc.fit], [target], iterations=12,
-                          settings=dataclasses.replace(FAST, w_keypoints=4.0))[0]
+                          settings=dataclasses.replace(unguarded, w_keypoints=4.0))[0]
     assert free.reprojection_error_px > 3.0  # the silhouette alone moves the hand
     assert held.reprojection_error_px < 0.5 * free.reprojection_error_px
     assert held.reprojection_error_px < 3.0
+
+
+@pytest.mark.parametrize("projection", ["perspective", "weak"])
+def test_keypoint_guard_keeps_the_fit_where_the_silhouette_pulls_it_off(models, refiner, projection: str) -> None:
+    """A silhouette off the keypoints (an object in the hand, a bad mask) may raise the IoU, but
+    never the keypoint error by more than the guard's slack: the fit is kept instead."""
+    K = K_TEST if projection == "perspective" else nominal_intrinsics(IMAGE, refiner.nominal_fov_deg)
+    sc = scene(models, K=K, pose_noise=0.0, shift=(0.0, 0.0, 0.0))
+    fit = dataclasses.replace(sc.fit, projection=projection)
+    target = RefineTarget(np.roll(sc.mask, 12, axis=1), sc.keypoints_2d, None if projection == "weak" else K)
+    loose = dataclasses.replace(FAST, w_keypoints=0.0)
+    free = refiner.refine([fit], [target], iterations=12, settings=dataclasses.replace(loose, keypoint_guard_px=None))[0]
+    assert free.reprojection_error_px > free.fit_reprojection_error_px + 3.0  # what the guard is for
+    assert free.iou_after > free.iou_before and not free.fell_back
+    kept = refiner.refine([fit], [target], iterations=12, settings=loose)[0]
+    assert kept.fell_back and kept.best_iteration == 0
+    slack = max(loose.keypoint_guard_px, loose.keypoint_guard_fraction * kept.fit_reprojection_error_px)
+    assert kept.reprojection_error_px <= kept.fit_reprojection_error_px + slack
+    assert kept.fit_reprojection_error_px == pytest.approx(free.fit_reprojection_error_px)
+    np.testing.assert_allclose(kept.pose, fit.pose, atol=1e-7)
+    np.testing.assert_allclose(kept.keypoints_3d, fit.keypoints_3d, atol=1e-6)
+    np.testing.assert_allclose(kept.vertices, posed(models["right"], fit.pose, fit.betas, fit.transl)[0], atol=1e-5)
+    assert not kept.vertex_offsets.any() and kept.iou_after == kept.iou_before
+    # A refinement that keeps to its keypoints passes the guard untouched.
+    sc = scene(models, K=K)
+    good = refiner.refine([sc.fit], [RefineTarget(sc.mask, sc.keypoints_2d, K)], iterations=15)[0]
+    assert not good.fell_back and good.iou_after > good.iou_before
+    assert good.reprojection_error_px <= good.fit_reprojection_error_px + 1.0
 
 
 def test_depth_term_pulls_the_hand_to_the_measured_depth(models, refiner) -> None:
@@ -355,8 +384,11 @@ def test_depth_term_pulls_the_hand_to_the_measured_depth(models, refiner) -> Non
     frags = rasterize(torch.as_tensor(sc.verts)[None], layer.faces, torch.as_tensor(K_TEST)[None],
                       RasterSettings(image_size=(IMAGE[1], IMAGE[0])))
     depth = render_depth(frags)[0].numpy()
+    # The depth term alone (no keypoint term, so no keypoint guard either: the hand drifts
+    # sideways by 6 mm here, which the guard would refuse).
     only_depth = dataclasses.replace(FAST, w_silhouette=0.0, w_keypoints=0.0, optimize_pose=False,
-                                     optimize_shape=False, optimize_vertices=False, w_depth=1.0)
+                                     optimize_shape=False, optimize_vertices=False, w_depth=1.0,
+                                     keypoint_guard_px=None)
     target = RefineTarget(sc.mask, sc.keypoints_2d, K_TEST, depth=depth)
     r = refiner.refine([sc.fit], [target], iterations=15, settings=only_depth)[0]
     before = abs(sc.fit.transl[2] - sc.truth.transl[2])
@@ -443,7 +475,9 @@ def test_penetration_term_keeps_two_refined_hands_apart(models, refiner) -> None
     before = penetration_stats(torch.as_tensor(sc.verts), right.faces, torch.as_tensor(lverts), left.faces)[0]
     depth = {}
     for w in (0.0, 10.0):
-        st = dataclasses.replace(FAST, w_penetration=w)
+        # The term itself: the keypoints here say the hands intersect, so pushing them apart
+        # costs keypoint error the guard would refuse.
+        st = dataclasses.replace(FAST, w_penetration=w, keypoint_guard_px=None)
         rr, rl = refiner.refine([sc.fit, lfit], [rtarget, ltarget], iterations=8, settings=st)
         assert (rr.side, rl.side) == ("right", "left")
         depth[w] = penetration_stats(torch.as_tensor(rr.vertices), right.faces,
@@ -484,12 +518,15 @@ def test_engine_with_refinement_reports_silhouette_iou() -> None:
     hand = results[-1].to_json()["hands"][0]
     assert 0.0 < hand["silhouette_iou"] <= 1.0 and 0.0 < hand["silhouette_iou_before"] <= 1.0
     assert hand["edge_length_error_mm"] >= 0.0 and len(hand["joints_3d"]) == 21
+    assert isinstance(hand["refinement_fell_back"], bool)
+    assert hand["reprojection_error_px"] <= hand["fit_reprojection_error_px"] + max(1.0, 0.1 * hand["fit_reprojection_error_px"])
     assert {"segment", "refine"} <= set(results[-1].time_ms)
     json.dumps(results[-1].to_json())
     refined = results[-1].hands[0]
     np.testing.assert_array_equal(refined.keypoints_3d, refined.refined.keypoints_3d)
     plain = dataclasses.replace(refined, refined=None).to_json()  # what refine_iterations=0 gives
     assert plain["silhouette_iou"] is None and "silhouette_iou_before" not in plain
+    assert plain["reprojection_error_px"] == plain["fit_reprojection_error_px"]
 
 
 @needs_demo
@@ -510,6 +547,11 @@ def test_track_refine_on_a_tiny_clip(tmp_path: Path, capsys) -> None:
     ious = [h["silhouette_iou"] for line in lines for h in line["hands"]]
     assert ious and all(0.0 < v <= 1.0 for v in ious)
     assert "refine" in lines[0]["time_ms"]
+    assert all("fit_reprojection_error_px" in h for line in lines for h in line["hands"])
+    # The summary reports the final hands' error, and the fits' beside it.
+    final = np.mean([h["reprojection_error_px"] for line in lines for h in line["hands"]])
+    printed = capsys.readouterr()
+    assert f"mean reprojection error {final:.2f} px (fit " in printed.out + printed.err
 
 
 @pytest.mark.skipif(not DEMO_CLIP_PATH.exists(), reason="no demo clip")

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 import core.native
-from core.refine import MeshTopology, Refiner, RefineSettings
-from core.refine import _native
+from core.refine import MeshTopology, Refiner, RefineSettings, _native
 from core.refine.lbs import LeanHand
 from core.refine.mesh import (
     edge_normal_losses,

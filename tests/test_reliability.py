@@ -403,3 +403,15 @@ def test_delete_profile_touches_only_its_own_files(tmp_path: Path) -> None:
     assert not (tmp_path / "a.json").exists() and not (tmp_path / "c.json").exists()
     delete_profile(tmp_path / "d.json")  # its own texture goes with it
     assert not (tmp_path / "d.png").exists() and not (tmp_path / "d.json").exists()
+
+
+def test_calib_camera_checks_its_output_and_board_first(work: Path) -> None:
+    before = (work / "hand.png").read_bytes()
+    line = _one_error(_run(["calib-camera", "*.png", "--out", "hand.png"], work))
+    assert "it is an input of this command" in line
+    assert (work / "hand.png").read_bytes() == before
+    line = _one_error(_run(["calib-camera", "*.png", "--out", "K.json", "--cols", "0"], work))
+    assert "--cols must be an integer from 2 to 100, got 0" in line
+    line = _one_error(_run(["calib-camera", "*.png", "--out", "K.json", "--square-mm", "1e308"], work))
+    assert "--square-mm must be between 0.1 and 1000 mm" in line
+    assert not (work / "K.json").exists() and not _leftovers(work)

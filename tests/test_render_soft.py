@@ -14,9 +14,9 @@ import logging
 import pytest
 import torch
 
-from core.render import _native
 from core.render import (
     SoftRasterSettings,
+    _native,
     cull_radius_px,
     rasterize_silhouette,
     rasterize_silhouette_dense,

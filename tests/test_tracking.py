@@ -124,3 +124,46 @@ def test_a_lone_hand_keeps_its_side_through_flipped_labels(layers):
         label = "left" if i % 7 in (3, 4) else "right"  # runs of two wrong frames at high score
         (t,) = tracker.update(detections(f, (label, "left"), scores=(0.99, 0.9), order=(0,)), i / 30)
         assert t.side == "right" and t.track_id == 0
+
+
+def test_the_animation_follows_one_hand_track_without_jumps(engine, layers):
+    """Two hands labelled "right" in every frame (two people's right hands, or MediaPipe's
+    duplicate labels): the session records both, and the animated hand is one track whose root
+    moves smoothly, never the 0.4 m between the hands."""
+    from core.model import load_model_data
+    from core.texture.session import SessionCapture
+
+    engine.reset()
+    K = intrinsics_from_fov(60, W, H)
+    seq = two_hand_sequence(layers, 30, K.K, (W, H), seed=6, crossing=False)
+    models = {s: dataclasses.replace(load_model_data(None, s), uv=None) for s in ("right", "left")}  # no texture work
+    session = SessionCapture(models, 64)
+    image = np.zeros((H, W, 3), np.uint8)
+    for i, f in enumerate(seq):
+        result = engine.process_detections(_frame(i, K), detections(f, ("right", "right")))
+        fits = [dataclasses.replace(h.fit, side="right") for h in result.hands]  # both the same side
+        session.add(image, i, i / 30.0, fits, K.K, None, [h.track_id for h in result.hands])
+    both = session.frames_of("right")
+    assert len(both) == 60
+    followed = session.main_track("right")
+    assert len(followed) == 30 and len({t.track_id for t in followed}) == 1
+    roots = np.stack([t.transl for t in followed])
+    assert np.linalg.norm(np.diff(roots, axis=0), axis=1).max() < 0.1
+    mixed = np.stack([t.transl for t in both])
+    assert np.linalg.norm(np.diff(mixed, axis=0), axis=1).max() > 0.2  # what following the side did
+
+
+def test_photos_are_sided_one_by_one(layers):
+    """In static mode (a folder of unrelated photos) nothing carries over: a left hand where the
+    previous photo had a right one is a left hand, labelled wrong or not."""
+    from core.engine import Engine, EngineSettings
+
+    K = intrinsics_from_fov(60, W, H)
+    f = two_hand_sequence(layers, 1, K.K, (W, H), seed=7, crossing=False)[0]
+    right, left = detections(f)
+    left_here = dataclasses.replace(left, keypoints_2d=left.keypoints_2d - left.keypoints_2d.mean(0)
+                                    + right.keypoints_2d.mean(0), handedness="right")
+    with Engine(EngineSettings(detector_process=False, device="cpu", detector_mode="static"), stream=True) as e:
+        sides = [e.process_detections(_frame(i, K), [d]).hands[0].detection.handedness
+                 for i, d in enumerate([right, right, left_here, left_here, right])]
+    assert sides == ["right", "right", "left", "left", "right"]

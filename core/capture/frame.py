@@ -27,6 +27,9 @@ class Frame:
         intrinsics: the camera's intrinsics for this frame (size filled in), or ``None`` when
             unknown (the fitter then uses weak perspective).
         source: the source's name, e.g. the SRC string it was opened from.
+        intrinsics_source: where ``intrinsics`` came from: "given" (a file, a field of view,
+            a recorded session, the demo's known camera), "exif" (a photo's focal length),
+            "assumed" (nobody said: :data:`core.camera.DEFAULT_FOV_DEG`) or "none".
     """
 
     index: int
@@ -34,6 +37,7 @@ class Frame:
     image: np.ndarray
     intrinsics: Intrinsics | None
     source: str
+    intrinsics_source: str = "given"
 
     def __post_init__(self) -> None:
         img = self.image

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.camera import DEFAULT_FOV_DEG
 from core.capture.multi import SynchronizedSource
 from core.capture.session import SessionSource, is_session_folder
 from core.capture.sources import (
@@ -90,6 +91,7 @@ def open_source(
     spec: str | os.PathLike[str],
     intrinsics: IntrinsicsSpec = None,
     fov_deg: float | None = None,
+    weak_perspective: bool = False,
 ) -> FrameSource:
     """Open a frame source from a SRC string (see the module docstring for the forms).
 
@@ -108,7 +110,9 @@ def open_source(
         InputError: a camera that does not open, a missing/corrupt/empty input, a glob with no
             matches, or malformed intrinsics.
     """
-    return _open(os.fspath(spec), intrinsics, fov_deg, epoch_s=None)
+    source = _open(os.fspath(spec), intrinsics, fov_deg, epoch_s=None)
+    source.assume_camera(None if weak_perspective else DEFAULT_FOV_DEG)
+    return source
 
 
 def open_multi_source(

@@ -302,7 +302,7 @@ class SessionSource(FrameSource):
             return Frame(int(entry["index"]), float(entry["timestamp_s"]), image, intr, self.name)
         frame = self._make_frame(position, float(entry["timestamp_s"]), image)
         return Frame(
-            int(entry["index"]), frame.timestamp_s, frame.image, frame.intrinsics, self.name
+            int(entry["index"]), frame.timestamp_s, frame.image, frame.intrinsics, self.name, frame.intrinsics_source
         )
 
     def _frames(self) -> Iterator[Frame]:

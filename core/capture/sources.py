@@ -32,6 +32,7 @@ import numpy as np
 from core.camera import (
     Intrinsics,
     bgr_to_rgb,
+    intrinsics_from_exif,
     intrinsics_from_fov,
     intrinsics_from_matrix,
     load_intrinsics,
@@ -95,6 +96,20 @@ class _IntrinsicsAssigner:
             raise TypeError(f"unsupported intrinsics type {type(intrinsics).__name__}")
         self.fov_deg = fov_deg
         self._cache: dict[tuple[int, int], Intrinsics] = {}
+        #: Field of view assumed where nothing describes the camera (None: no intrinsics,
+        #: for the weak-perspective path). See :meth:`FrameSource.assume_camera`.
+        self.assumed_fov_deg: float | None = None
+
+    @property
+    def known(self) -> bool:
+        """Whether the caller described the camera (intrinsics or a field of view)."""
+        return self.single is not None or self.per_frame is not None or self.fov_deg is not None
+
+    def assumed(self, width: int, height: int) -> Intrinsics | None:
+        """The assumed camera of an undescribed source (None when none is assumed)."""
+        if self.assumed_fov_deg is None:
+            return None
+        return intrinsics_from_fov(self.assumed_fov_deg, width, height)
 
     @property
     def count(self) -> int | None:
@@ -196,14 +211,35 @@ class FrameSource(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
+    def assume_camera(self, fov_deg: float | None) -> None:
+        """Where no intrinsics describe this source, give its frames the ideal intrinsics of
+        ``fov_deg`` (horizontal, degrees; photos with an EXIF focal length use that), marked
+        ``intrinsics_source="assumed"``; None leaves them without intrinsics (weak
+        perspective). Intrinsics or a field of view given when opening always win."""
+        self._intrinsics.assumed_fov_deg = None if fov_deg is None else float(fov_deg)
+
+    @property
+    def camera_known(self) -> bool:
+        """Whether the frames' intrinsics were given (not assumed)."""
+        return self._intrinsics.known
+
+    def _unknown_camera(self, index: int, width: int, height: int) -> tuple[Intrinsics | None, str]:
+        """Intrinsics of a frame nobody described: ``(assumed or None, its source)``."""
+        intr = self._intrinsics.assumed(width, height)
+        return intr, "none" if intr is None else "assumed"
+
     def _make_frame(self, index: int, timestamp_s: float, image_rgb: np.ndarray) -> Frame:
         h, w = image_rgb.shape[:2]
+        intr, origin = self._intrinsics(index, w, h), "given"
+        if intr is None:
+            intr, origin = self._unknown_camera(index, w, h)
         return Frame(
             index=index,
             timestamp_s=float(timestamp_s),
             image=image_rgb,
-            intrinsics=self._intrinsics(index, w, h),
+            intrinsics=intr,
             source=self.name,
+            intrinsics_source=origin,
         )
 
 
@@ -468,6 +504,14 @@ class ImageSequenceSource(FrameSource):
                 log.warning("%s: skipping unreadable image %s", self.name, path)
                 continue
             yield self._make_frame(index, index / self._fps, opencv_image_to_rgb(raw, bgr=True))
+
+    def _unknown_camera(self, index: int, width: int, height: int) -> tuple[Intrinsics | None, str]:
+        """A photo's EXIF focal length, where it has one and a camera is assumed at all."""
+        if self._intrinsics.assumed_fov_deg is not None:
+            exif = intrinsics_from_exif(self.paths[index], width, height)
+            if exif is not None:
+                return exif, "exif"
+        return super()._unknown_camera(index, width, height)
 
 
 class ArraySource(FrameSource):

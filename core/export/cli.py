@@ -107,6 +107,7 @@ def capture_source(
     max_frames: int | None = None,
     sides: tuple[str, ...] = ("right", "left"),
     progress: bool | None = None,
+    weak_perspective: bool = False,
 ) -> tuple[Any, int]:
     """Track ``source`` and capture the texture of every tracked hand.
 
@@ -119,25 +120,24 @@ def capture_source(
     Raises:
         InputError: unreadable source or intrinsics, or a source without frames.
     """
-    from core.capture import open_source
+    from core.capture import CameraSource, ImageSequenceSource, open_source
     from core.engine import Engine, EngineSettings
     from core.model import load_model_data
     from core.progress import ProgressBar
     from core.texture.session import SessionCapture, hand_segmenter
 
-    check_capture_arguments(intrinsics, fov_deg, max_frames)
+    check_capture_arguments(intrinsics, fov_deg, max_frames, weak_perspective)
     from core.model.personal import PersonalIdentity, identity_model
 
     identity = shape if isinstance(shape, PersonalIdentity) else None  # a profile's own hand
     models = {side: identity_model(load_model_data(model, side), identity) for side in sides}  # type: ignore[arg-type]
     settings = EngineSettings(max_hands=2, model=model)
     frames_read = 0
-    with open_source(source, intrinsics, fov_deg) as src:
-        kind = type(src).__name__
-        if kind == "ImageSequenceSource":
+    with open_source(source, intrinsics, fov_deg, weak_perspective) as src:
+        if isinstance(src, ImageSequenceSource):
             settings = replace(settings, detector_mode="static")
         limit = max_frames
-        if limit is None and kind == "CameraSource":
+        if limit is None and isinstance(src, CameraSource):
             limit = CAMERA_FRAMES
             log.info("capturing %d frames from the camera (use --max-frames to change)", limit)
         total = getattr(src, "frame_count", None)
@@ -161,7 +161,7 @@ def capture_source(
                 hands = [h for h in result.hands if h.fit.side in models]
                 K = None if frame.intrinsics is None else frame.intrinsics.K
                 session.add(frame.image, result.frame, result.timestamp_s, [h.fit for h in hands], K,
-                            [h.detection.keypoints_2d for h in hands])
+                            [h.detection.keypoints_2d for h in hands], [h.track_id for h in hands])
                 side = session.main_side()
                 capture = None if side is None else session.capture(side)
                 bar.update(1, "" if capture is None else f"texture {100 * capture.coverage:.0f}%")
@@ -170,20 +170,19 @@ def capture_source(
     return session, frames_read
 
 
-def check_capture_arguments(intrinsics: str | None, fov_deg: float | None, max_frames: int | None) -> None:
-    """Raise :class:`InputError` for --intrinsics with --fov, a --fov or --max-frames out of range."""
-    from core.inputs import check_int, check_number
+def check_capture_arguments(intrinsics: str | None, fov_deg: float | None, max_frames: int | None,
+                            weak_perspective: bool = False) -> None:
+    """Raise :class:`InputError` for conflicting camera options, a --fov or --max-frames out of range."""
+    from core.camera import check_camera_args
+    from core.inputs import check_int
 
-    if intrinsics is not None and fov_deg is not None:
-        raise InputError("give either --intrinsics or --fov, not both")
-    if fov_deg is not None:
-        check_number(fov_deg, "--fov", 1.0, 179.0, "degrees")
+    check_camera_args(intrinsics, fov_deg, weak_perspective)
     if max_frames is not None:
         check_int(max_frames, "--max-frames", 1, 10_000_000)
 
 
 def _session_profile(name: str, side: str, data: Any, shape: np.ndarray, frames: list[Any], source: str) -> dict:
-    """A profile document (DESIGN.md) for a hand captured without a profile."""
+    """A profile document (docs/ARCHITECTURE.md) for a hand captured without a profile."""
     import torch
 
     from core.keypoints import BONES, Keypoint
@@ -216,7 +215,7 @@ def _profile_side(profile: Any) -> str | None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """The ``export`` command (DESIGN.md). Prints one summary line; returns 0.
+    """The ``export`` command (README.md). Prints one summary line; returns 0.
 
     Raises:
         InputError: neither SRC nor --profile, a bad --pose, an unreadable profile, source or
@@ -249,7 +248,8 @@ def run_export(args: argparse.Namespace) -> int:
     check_export_target(out, rigged)
     intrinsics, fov = getattr(args, "intrinsics", None), getattr(args, "fov", None)
     if source is not None:
-        check_capture_arguments(intrinsics, fov, getattr(args, "max_frames", None))
+        check_capture_arguments(intrinsics, fov, getattr(args, "max_frames", None),
+                                bool(getattr(args, "weak_perspective", False)))
     # every file this export writes, before any work: never an input, never a stranger's file
     inputs = [*source_inputs(source), profile_path, intrinsics, model]
     out = check_output(out, inputs)
@@ -287,6 +287,7 @@ def run_export(args: argparse.Namespace) -> int:
         source, model=model, shape=None if profile is None else profile.identity, base=base,
         texture_size=texture_size, intrinsics=intrinsics,
         fov_deg=fov, max_frames=getattr(args, "max_frames", None),
+        weak_perspective=bool(getattr(args, "weak_perspective", False)),
     )
     side = wanted or session.main_side()
     if side is None or not session.frames_of(side):
@@ -309,10 +310,11 @@ def run_export(args: argparse.Namespace) -> int:
         from core.export.api import rest_geometry
 
         _, joints = rest_geometry(data, shape)
-        if len(tracked) < 2:
+        followed = session.main_track(side)  # one hand: never a jump to another hand of the side
+        if len(followed) < 2:
             raise InputError("--animate needs at least two tracked frames")
-        animation = session_animation([t.timestamp_s for t in tracked], np.stack([t.pose for t in tracked]),
-                                      np.stack([t.transl for t in tracked]), joints)
+        animation = session_animation([t.timestamp_s for t in followed], np.stack([t.pose for t in followed]),
+                                      np.stack([t.transl for t in followed]), joints)
     capture = session.capture(side)
     if capture is None:
         log.warning("the hand model %s has no UV coordinates: exporting without a texture", data.name)

@@ -4,19 +4,17 @@ The builders (:func:`~core.export.obj.build_obj`, :func:`~core.export.gltf.build
 :func:`~core.export.gltf.build_rigged_glb`, :func:`~core.export.ply.build_ply`) are pure and
 return bytes; this module is the only place that touches the file system.
 
-Every file is first written to a hidden temporary file in the destination folder, flushed
-and fsynced, then moved over the destination with :func:`os.replace` (atomic on POSIX and on
-Windows within one volume). A reader therefore sees the old file or the complete new one,
-never half of one, and a failure leaves no partial file behind. Every failure becomes an
+Every file is written atomically by :func:`core.outputs.write_atomic` /
+:func:`core.outputs.write_files_atomic` (re-exported here as :func:`write_atomic` and
+:func:`write_bundle`): a reader sees the old file or the complete new one, never half of one,
+and a failure leaves no partial file behind. Every failure becomes an
 :class:`~core.errors.ExportError` whose message names the path and the reason.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from core.errors import ExportError
@@ -24,140 +22,13 @@ from core.export.bundle import MeshBundle
 from core.export.gltf import build_glb, build_rigged_glb
 from core.export.obj import build_obj
 from core.export.ply import build_ply
+from core.outputs import _check_folder, _check_target, write_atomic
+from core.outputs import write_files_atomic as write_bundle
 
 __all__ = ["SUPPORTED_SUFFIXES", "export_mesh", "write_atomic", "write_bundle"]
 
-log = logging.getLogger(__name__)
-
 #: File suffixes :func:`export_mesh` understands.
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".obj", ".glb", ".ply")
-
-_NEW_FILE_MODE = 0o644  # mkstemp creates 0o600; exports are meant to be shared
-
-
-def _check_folder(folder: Path) -> None:
-    """Raise :class:`ExportError` unless ``folder`` exists and is a folder."""
-    if not folder.exists():
-        raise ExportError(f"Cannot export: the folder {folder} does not exist.")
-    if not folder.is_dir():
-        raise ExportError(f"Cannot export: {folder} is not a folder.")
-
-
-def _check_target(path: Path) -> None:
-    """Raise :class:`ExportError` if ``path`` is an existing folder."""
-    if path.is_dir():
-        raise ExportError(f"Cannot export to {path}: it is a folder, not a file name.")
-
-
-def _write_temp(folder: Path, name: str, data: bytes) -> Path:
-    """Write ``data`` to a new hidden temporary file in ``folder``; return its path.
-
-    The temporary file is removed again if anything fails.
-
-    Raises:
-        ExportError: the folder is not writable or the write failed (disk full, ...).
-    """
-    try:
-        handle, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
-    except PermissionError as exc:
-        raise ExportError(
-            f"Cannot export to {folder}: the folder is read-only (permission denied)."
-        ) from exc
-    except OSError as exc:
-        raise ExportError(f"Cannot export to {folder}: {exc.strerror or exc}.") from exc
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp, _NEW_FILE_MODE)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise ExportError(f"Cannot write {folder / name}: {exc.strerror or exc}.") from exc
-    return temp
-
-
-def _commit(temp: Path, path: Path) -> None:
-    """Move ``temp`` over ``path`` atomically; on failure remove ``temp``."""
-    try:
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        if isinstance(exc, IsADirectoryError) or path.is_dir():
-            raise ExportError(f"Cannot export to {path}: it is a folder, not a file name.") from exc
-        raise ExportError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
-
-    An existing file at ``path`` is replaced; on any failure it is left untouched and no
-    temporary file remains.
-
-    Args:
-        path: destination file; its folder must exist.
-        data: the complete file contents.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-
-    Raises:
-        ExportError: the folder is missing or read-only, ``path`` is a folder, or the write
-            failed.
-    """
-    target = Path(path)
-    folder = target.parent
-    _check_folder(folder)
-    _check_target(target)
-    _commit(_write_temp(folder, target.name, data), target)
-    log.info("wrote %s (%d bytes)", target, len(data))
-    return target
-
-
-def write_bundle(folder: str | os.PathLike[str], files: dict[str, bytes]) -> list[Path]:
-    """Write several files into ``folder``, all or none.
-
-    Every file goes to a temporary file first; only when all of them are written are they
-    renamed into place, so a failure while writing leaves the folder as it was.
-
-    Args:
-        folder: existing destination folder.
-        files: file name (no folder part) -> contents, e.g. from
-            :func:`~core.export.obj.build_obj`.
-
-    Returns:
-        The written paths, in the order of ``files``.
-
-    Raises:
-        ExportError: the folder is missing or read-only, a name is not a plain file name
-            or names an existing folder, or a write failed.
-    """
-    base = Path(folder)
-    _check_folder(base)
-    targets = []
-    for name in files:
-        if not name or Path(name).name != name or name in (".", ".."):
-            raise ExportError(f"Cannot export {name!r}: not a plain file name.")
-        targets.append(base / name)
-        _check_target(base / name)
-    temps: list[Path] = []
-    try:
-        for name, data in files.items():
-            temps.append(_write_temp(base, name, data))
-    except ExportError:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-        raise
-    for index, (temp, target) in enumerate(zip(temps, targets, strict=True)):
-        try:
-            _commit(temp, target)
-        except ExportError:
-            for leftover in temps[index + 1 :]:
-                leftover.unlink(missing_ok=True)
-            raise
-    log.info("wrote %s", ", ".join(str(t) for t in targets))
-    return targets
 
 
 def _companion_stem(stem: str) -> str:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from core.keypoints import BONES, MANO_JOINT_TO_KEYPOINT, MANO_PARENTS, NUM_JOINTS
 from core.fit.kinematics import KeypointModel
+from core.keypoints import BONES, MANO_JOINT_TO_KEYPOINT, MANO_PARENTS, NUM_JOINTS
 
 #: Keypoint -> the model joint whose rotation turns the segment leaving it (None for tips).
 _KEYPOINT_JOINT = {kp: j for j, kp in enumerate(MANO_JOINT_TO_KEYPOINT)}
@@ -56,7 +56,7 @@ class Skeleton(torch.nn.Module):
         for s_idx, (_, c) in enumerate(BONES):
             inc[c, s_idx] = 1.0
         # Propagate down the tree: keypoint k's path = its parent's path + its own segment.
-        for s_idx, (p, c) in enumerate(BONES):
+        for p, c in BONES:
             if p != 0:
                 inc[c] = inc[c] + inc[p]
         self.register_buffer("incidence", inc)

@@ -41,8 +41,8 @@ from core.keypoints import BONES, MANO_JOINT_TO_KEYPOINT
 from core.model.data import HandModelData
 from core.threads import BLAS_THREADS
 
-_PALM = (5, 9, 13, 17)
-_REFRESH = 4  # iterations between recomputations of the priors' and directions' H blocks  # MCP keypoints used with the wrist for the global rotation
+_PALM = (5, 9, 13, 17)  # MCP keypoints used with the wrist for the global rotation
+_REFRESH = 4  # iterations between recomputations of the priors' and directions' H blocks
 
 # skew(v).reshape(9) == v @ _E9
 _E9 = np.zeros((3, 9))

@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from core.camera import intrinsics_from_fov
+from core.camera import intrinsics_from_matrix, project, weak_perspective_camera, weak_perspective_origin
 from core.fit.solver import NumpyBackend, SideSolver, TorchBackend, Weights
 from core.model.data import HandModelData
 
@@ -160,6 +160,21 @@ def _scale_fit(f: HandFit, k: float) -> HandFit:
     )
 
 
+#: A perspective fit whose mean error exceeds this fraction of the hand's size has diverged.
+DIVERGED = 0.15
+
+
+def _place_in_camera(fit: HandFit, K: np.ndarray, keypoints_2d: np.ndarray) -> HandFit:
+    """A weak-perspective fit put into the pinhole camera K: the wrist at depth fx / scale
+    behind its pixel; the 2D keypoints and the error are the perspective projection's."""
+    wrist = weak_perspective_origin(intrinsics_from_matrix(K), fit.keypoints_2d[0], fit.scale).astype(np.float64)
+    kp3 = fit.keypoints_3d.astype(np.float64) + wrist
+    px = project(kp3, K)
+    err = float(np.linalg.norm(px - keypoints_2d, axis=1).mean())
+    return dataclasses.replace(fit, keypoints_3d=kp3.astype(np.float32), transl=(fit.transl + wrist).astype(np.float32),
+                               keypoints_2d=px.astype(np.float32), reprojection_error_px=err)
+
+
 class TailorFitter:
     """Fits right and left hands; thin state: the two models' precomputed data.
 
@@ -243,6 +258,8 @@ class TailorFitter:
         for (side, has_k, _), idx in groups.items():
             fits = self._fit_group(side, [observations[i] for i in idx], betas, [previous[i] for i in idx], iterations, has_k,
                                     tolerance=tolerance)
+            if has_k:
+                fits = self._guard_perspective(side, [observations[i] for i in idx], betas, fits, iterations, tolerance)
             fits = [_scale_fit(f, 1.0 / factors[i]) for f, i in zip(fits, idx)]
             if not has_k:
                 fits = [self._place_weak(f, observations[i].image_size) for f, i in zip(fits, idx)]
@@ -298,6 +315,27 @@ class TailorFitter:
             for i in range(b)
         ]
 
+    def _guard_perspective(self, side: str, obs: list[HandObservation], betas: np.ndarray | None,
+                           fits: list[HandFit], iterations: int | None, tolerance: float | None) -> list[HandFit]:
+        """Replace perspective fits that diverged (a hand close to the camera can be pulled
+        through its plane: errors of thousands of pixels on real egocentric frames) by the
+        weak-perspective fit put into the same camera, where that reprojects better.
+
+        Works in fitting units (the hand's box diagonal is :data:`REFERENCE_HAND_SIZE`).
+        """
+        bad = [i for i, f in enumerate(fits)
+               if not np.isfinite(f.reprojection_error_px) or f.reprojection_error_px > DIVERGED * REFERENCE_HAND_SIZE]
+        if not bad:
+            return fits
+        weak = self._fit_group(side, [dataclasses.replace(obs[i], K=None) for i in bad], betas, [None] * len(bad),
+                               iterations, False, tolerance=tolerance)
+        out = list(fits)
+        for i, w in zip(bad, weak):
+            placed = _place_in_camera(w, np.asarray(obs[i].K, dtype=np.float64), np.asarray(obs[i].keypoints_2d))
+            if placed.reprojection_error_px < fits[i].reprojection_error_px:
+                out[i] = placed
+        return out
+
     def compose(self, side: str, pose: np.ndarray, betas: np.ndarray, root: np.ndarray, K: np.ndarray | None,
                 image_size: tuple[int, int], keypoints_2d: np.ndarray, iterations: int = 0) -> HandFit:
         """The fit with given parameters (e.g. temporally smoothed ones), as :meth:`fit` reports it.
@@ -341,10 +379,8 @@ class TailorFitter:
         Weak perspective sees scale, not depth: with a nominal focal length f, the wrist is
         placed at depth f / s behind its pixel, so the 3D result projects close to the fit.
         """
-        cam = intrinsics_from_fov(self.settings.nominal_fov_deg, *image_size)
-        z = cam.fx / fit.scale
-        u, v = fit.keypoints_2d[0]
-        wrist = np.array([(u - cam.cx) * z / cam.fx, (v - cam.cy) * z / cam.fy, z], dtype=np.float32)
+        cam = weak_perspective_camera(image_size, self.settings.nominal_fov_deg)
+        wrist = weak_perspective_origin(cam, fit.keypoints_2d[0], fit.scale)
         return dataclasses.replace(
             fit,
             keypoints_3d=(fit.keypoints_3d + wrist).astype(np.float32),

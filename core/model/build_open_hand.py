@@ -36,8 +36,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +45,7 @@ from scipy.optimize import nnls
 from core.keypoints import MANO21_TO_MEDIAPIPE, MANO_PARENTS, NUM_JOINTS
 from core.model import anatomy
 from core.model.data import OPEN_HAND_JSON, OPEN_HAND_NPZ
+from core.outputs import atomic_write_bytes
 
 log = logging.getLogger("build_open_hand")
 
@@ -464,11 +463,7 @@ def write(arrays: dict, meta: dict, npz_path: Path = OPEN_HAND_NPZ, json_path: P
     meta = dict(meta, sha256=hashlib.sha256(data).hexdigest())
     for path, payload in ((npz_path, data), (json_path, (json.dumps(meta, indent=2) + "\n").encode())):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, payload)
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - needs anny

@@ -148,7 +148,7 @@ class HandModel(torch.nn.Module):
         return self.forward(None, betas, None)
 
     def measures(self, betas: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hand length and width in metres at the given shapes (DESIGN.md definitions).
+        """Hand length and width in metres at the given shapes (docs/ARCHITECTURE.md, "Hand measures").
 
         Length: wrist to middle fingertip, width: index MCP to ring MCP, flat rest pose.
 

@@ -27,8 +27,9 @@ buys on the labelled real sets (fit 2D error, px; MediaPipe FreiHAND 11.09, OneH
 Panoptic 6.79): 0 (anny): 10.89 / 11.58 / 6.76; 0.35: 10.83 / 11.19 / 6.76; 1.0: 10.95 /
 10.80 / 6.76 (``core.evaluate.evaluate_2d``). The rest of the gap to MediaPipe on OneHand10K
 is not the skeleton: even a free skeleton per frame leaves the fit 3.9 px from MediaPipe's
-keypoints there (two of its four photos end in a different pose basin). The labelled sets (FreiHAND / OneHand10K / Panoptic 2D labels) are only used
-to evaluate (``core.evaluate.evaluate_2d``), never to derive.
+keypoints there (two of its four photos end in a different pose basin). The labelled sets
+(FreiHAND / OneHand10K / Panoptic 2D labels) are only used to evaluate
+(``core.evaluate.evaluate_2d``), never to derive.
 
 ``python -m core.model.mean_skeleton [--data DIR]`` derives it and writes
 ``resources/hand_models/open_hand_skeleton.json``; :func:`core.model.data.load_open_hand`

@@ -35,15 +35,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from core.camera import intrinsics_from_fov
+from core.camera import weak_perspective_camera
 from core.fit.kinematics import LEVELS, KeypointModel
 from core.fit.skeleton import Skeleton
-from core.keypoints import BONES, Keypoint
+from core.keypoints import BONES, KEYPOINT_PARENTS, MANO_JOINT_TO_KEYPOINT, Keypoint
 from core.model import anatomy
 from core.model.data import HandModelData
 from core.model.personal import model_rest_keypoints
 from core.model.skeleton import SkeletonParams, skeleton_from_params, skeleton_prior_residuals
-from core.rotations import axis_angle_to_matrix
+from core.rotations import axis_angle_to_matrix, skew
 from core.threads import BLAS_THREADS
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ class BundleSettings:
             allowed (soft, Gaussian), and of twist of a finger MCP; 0 turns it off.
         w_skeleton: weight of the anatomical skeleton prior.
         rounds: solve / reweight rounds. iterations: Levenberg-Marquardt iterations per round.
-        tolerance: a round ends once a step lowers the energy by less than this fraction.
+        tolerance: a round ends once a step lowers the energy by less than this fraction (with
+            a free focal length: 30 times less, and three times the iterations).
         frame_scale: ``c_f`` is this times the median frame error (at least ``min_frame_scale``).
         reject_weight: frames whose robust weight ends below this are rejected.
         min_score: frames detected below this score are rejected up front.
@@ -98,7 +99,7 @@ class BundleSettings:
     w_pose: float = 0.05
     w_limits: float = 10.0
     hinge_sigma: float = 0.05
-    w_skeleton: float = 0.02
+    w_skeleton: float = 0.3
     rounds: int = 2
     iterations: int = 10
     tolerance: float = 3e-3
@@ -209,7 +210,7 @@ class _Problem:
             if f.K is not None:
                 ks.append(np.asarray(f.K, dtype=np.float64))
             else:
-                cam = intrinsics_from_fov(nominal_fov_deg, *f.image_size)
+                cam = weak_perspective_camera(f.image_size, nominal_fov_deg)
                 ks.append(np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1]], dtype=np.float64))
         self.K = torch.as_tensor(np.stack(ks), dtype=f64)
         self.focal_free_mask = torch.tensor([f.K is None for f in frames], dtype=f64)
@@ -341,14 +342,20 @@ class _Problem:
         f64, k, h = X.dtype, X.shape[0], _FD_STEP
         n_id = self.n_id
         pose, t = X[:, :48], X[:, 48:]
-        eye48 = torch.eye(48, dtype=f64)
         skel0 = self.skeleton(self.params(xid))
         segs0 = skel0[self.ch] - skel0[self.par]
-        rot = axis_angle_to_matrix(torch.cat([pose[None], pose[None] + h * eye48[:, None]]).reshape(-1, 16, 3))
-        g = global_rotations(rot, self.parents).reshape(49, k, 16, 3, 3)
-        kp_all = self._posed(g, segs0.expand(49, k, 20, 3), skel0[Keypoint.WRIST] + t)
-        kp = kp_all[0]
-        tangents = [(kp_all[1:] - kp) / h]  # pose (48, K, 21, 3)
+        aa = pose.reshape(k, 16, 3)
+        g0 = global_rotations(axis_angle_to_matrix(aa), self.parents)  # (K, 16, 3, 3)
+        kp = self._posed(g0, segs0.expand(k, 20, 3), skel0[Keypoint.WRIST] + t)
+        # Pose: turning joint j's local rotation by d(theta) turns everything below its keypoint
+        # about it by the world rotation vector G_j J_r(theta_j) d(theta) (J_r: SO(3)'s right
+        # Jacobian), so d kp = omega x (kp - p_j) there.
+        omega = (g0 @ _right_jacobian(aa)).transpose(-1, -2)  # (K, 16, 3 columns, 3)
+        rel = kp[:, None] - kp[:, list(MANO_JOINT_TO_KEYPOINT)][:, :, None]  # (K, 16, 21, 3)
+        d_pose = torch.linalg.cross(omega[:, :, :, None, :].expand(k, 16, 3, 21, 3),
+                                    rel[:, :, None].expand(k, 16, 3, 21, 3), dim=-1)
+        d_pose = d_pose * _BELOW[:, None, :, None].to(f64)
+        tangents = [d_pose.reshape(k, 48, 21, 3).permute(1, 0, 2, 3)]  # pose (48, K, 21, 3)
         tangents.append(torch.eye(3, dtype=f64)[:, None, None, :].expand(3, k, 21, 3))  # translation
         # Identity: the skeleton's derivative (differences of a tiny function), rotated.
         eye_id = torch.eye(self.N_ID, dtype=f64)
@@ -356,7 +363,7 @@ class _Problem:
                                                      xid[None, self.N_ID:].expand(self.N_ID, n_id - self.N_ID)], 1)))
         dsegs = ((skels[:, self.ch] - skels[:, self.par]) - segs0) / h  # (N_ID, 20, 3)
         dwrist = (skels[:, Keypoint.WRIST] - skel0[Keypoint.WRIST]) / h
-        g_seg = g[0][:, self.skel.seg_joint]  # (K, 20, 3, 3)
+        g_seg = g0[:, self.skel.seg_joint]  # (K, 20, 3, 3)
         rotated = torch.einsum("ksab,nsb->nksa", g_seg, dsegs)
         tangents.append(dwrist[:, None, None, :] + torch.einsum("cs,nksa->nkca", self.skel.incidence, rotated))
         tan = torch.cat(tangents)  # (51 + N_ID, K, 21, 3)
@@ -419,6 +426,34 @@ class _Problem:
         eye_i = torch.eye(n_id, dtype=f64)
         j_prior = (self.identity_residuals(xid + h * eye_i) - r_id).T / h
         return r, j_frame, j_id, r_id, j_prior
+
+
+def _right_jacobian(aa: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 3) right Jacobians of SO(3) at axis-angle vectors (..., 3):
+    ``exp(theta + d) = exp(theta) exp(J_r(theta) d)`` to first order."""
+    t2 = (aa * aa).sum(-1)[..., None, None]
+    t = torch.sqrt(t2 + 1e-30)
+    small = t2 < 1e-8
+    a = torch.where(small, 0.5 - t2 / 24.0, (1.0 - torch.cos(t)) / (t2 + 1e-30))
+    b = torch.where(small, 1.0 / 6.0 - t2 / 120.0, (t - torch.sin(t)) / (t2 * t + 1e-30))
+    k = skew(aa)
+    return torch.eye(3, dtype=aa.dtype) - a * k + b * (k @ k)
+
+
+def _below() -> torch.Tensor:
+    """(16, 21) bool: keypoint k lies below joint j's keypoint in the keypoint tree (it moves
+    when joint j turns; the wrist's rotation moves every keypoint but the wrist)."""
+    out = torch.zeros(16, 21, dtype=torch.bool)
+    for j, q in enumerate(MANO_JOINT_TO_KEYPOINT):
+        for kk in range(21):
+            p = kk
+            while p != -1 and p != q:
+                p = KEYPOINT_PARENTS[p]
+            out[j, kk] = p == q and kk != q
+    return out
+
+
+_BELOW = _below()
 
 
 def _angle_term_joints(st: BundleSettings, rows: int, index: int) -> torch.Tensor:
@@ -523,11 +558,15 @@ def _bundle_adjust(base: HandModelData, frames: list[BundleFrame], hand_length_m
     robust = np.where(low_score, 0.0, 1.0)
     lam = 1e-2
     m_judged = None
+    # A free focal length is weakly observed (perspective only): stopping early leaves it near
+    # its start, so it gets a tighter tolerance and more iterations.
+    iterations = st.iterations * (3 if prob.free_focal else 1)
+    tolerance = st.tolerance / (30.0 if prob.free_focal else 1.0)
     for _ in range(max(1, st.rounds)):
         w = attention * robust
         w = torch.as_tensor(w / max(w.sum(), 1e-12) * k, dtype=f64)
         energy = prob.energy(xid, X, w)
-        for _ in range(st.iterations):
+        for _ in range(iterations):
             sqrt_kw = prob.irls_weights(xid, X)
             r, jf, ji, rid, jp = prob.jacobians(xid, X, w.sqrt(), sqrt_kw)
             improved = False
@@ -546,7 +585,7 @@ def _bundle_adjust(base: HandModelData, frames: list[BundleFrame], hand_length_m
                     lam = max(lam / 3.0, 1e-6)
                     break
                 lam *= 10.0
-            if not improved or rel < st.tolerance:
+            if not improved or rel < tolerance:
                 break
         with torch.no_grad():
             m = prob.relative_errors(xid, X).median(dim=1).values.numpy()

@@ -38,6 +38,7 @@ def _scale_arguments(args: argparse.Namespace) -> str:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """The ``calibrate`` command; returns the exit status."""
+    from core.camera import check_camera_args
     from core.outputs import check_output, source_inputs
 
     source_kind = _scale_arguments(args)
@@ -50,7 +51,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     # the output first (before any work): its folder exists and is writable, it is no input
     check_output(out, [*source_inputs(args.source), args.intrinsics, getattr(args, "aruco_sheet", None),
                        *source_inputs(getattr(args, "stereo", None)), getattr(args, "stereo_calib", None), args.model])
-    from core.capture import open_source
+    from core.capture import ImageSequenceSource, open_source
     from core.engine import Engine, EngineSettings
     from core.personalize.scale import (FLAT_BONES, ScaleOption, keypoints_on_plane, load_sheet_spec,
                                         load_stereo_calibration, sheet_pose, triangulate_keypoints)
@@ -67,8 +68,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
     measured: dict[str, list[np.ndarray]] = {s: [] for s in sides}
     settings = EngineSettings(max_hands=2, device="cpu", model=args.model)
     frames = 0
-    with open_source(args.source, args.intrinsics) as src:
-        if type(src).__name__ == "ImageSequenceSource":
+    fov = getattr(args, "fov", None)
+    weak = bool(getattr(args, "weak_perspective", False))
+    check_camera_args(args.intrinsics, fov, weak)
+    with open_source(args.source, args.intrinsics, fov, weak) as src:
+        if isinstance(src, ImageSequenceSource):
             settings = dataclasses.replace(settings, detector_mode="static")
         second = open_source(args.stereo) if stereo is not None else None
         engine2 = Engine(settings) if stereo is not None else None

@@ -1,8 +1,8 @@
 """Fast synthetic people for calibration tests and ``bench``: keypoints, not images.
 
-A person is a base model's skeleton with each finger bone's length varied independently of
-the overall size (factor ~ N(1, ``bone_sd``)) and the palm's width varied (~ N(1, ``palm_sd``)),
-turned into a personal model (:func:`core.model.personal.personal_model`) and shown in natural
+A person is an off-template skeleton drawn by :func:`core.synth.people.sample_person_skeleton`
+(segment lengths varying independently of overall size, palm width and length varied), turned
+into a personal model (:func:`core.model.personal.personal_model`) and shown in natural
 poses (:func:`core.synth.render.natural_pose`) facing the camera. A frame's observation is the
 projected true keypoints with Gaussian pixel noise, MediaPipe-like world landmarks (true bone
 directions, rotated by a small random error) and, optionally, the shape-free fit of
@@ -17,26 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.keypoints import BONES, Keypoint
 from core.model import HandModel
 from core.model.data import HandModelData
 from core.model.personal import model_rest_keypoints, personal_model
 from core.personalize.bundle import BundleFrame
 from core.rotations import matrix_to_axis_angle
-
-
-def random_person_skeleton(base_keypoints: np.ndarray, rng: np.random.Generator, bone_sd: float = 0.05,
-                           palm_sd: float = 0.05, side: str = "right") -> np.ndarray:
-    """(21, 3) an off-template rest skeleton: finger bones scaled by N(1, bone_sd) each, the
-    palm's width (its extent across the fingers, model z) by N(1, palm_sd)."""
-    s = np.asarray(base_keypoints, dtype=np.float64).copy()
-    s[:, 2] = s[:, 2] * float(np.clip(1.0 + palm_sd * rng.standard_normal(), 0.8, 1.2))
-    out = s.copy()
-    for p, c in BONES:
-        if p != Keypoint.WRIST:
-            f = float(np.clip(1.0 + bone_sd * rng.standard_normal(), 0.75, 1.25))
-            out[c] = out[p] + (s[c] - s[p]) * f
-    return out
 
 
 @dataclass(frozen=True)
@@ -70,13 +55,14 @@ def _random_rotation(rng: np.random.Generator, max_angle: float) -> np.ndarray:
 
 def synthetic_person(base: HandModelData, rng: np.random.Generator, n_frames: int = 20, noise_px: float = 2.0,
                      world_noise_deg: float = 8.0, image_size: tuple[int, int] = (640, 480), fov_deg: float = 60.0,
-                     bone_sd: float = 0.05, palm_sd: float = 0.05, fit_start: bool = True,
-                     known_intrinsics: bool = True, betas: np.ndarray | None = None) -> SyntheticPerson:
+                     fit_start: bool = True, known_intrinsics: bool = True,
+                     betas: np.ndarray | None = None) -> SyntheticPerson:
     """One synthetic person with ``n_frames`` observed frames (see the module docstring)."""
     from core.camera import intrinsics_from_fov
+    from core.synth.people import sample_person_skeleton
     from core.synth.render import SynthSettings, facing_rotation, natural_pose
 
-    skeleton = random_person_skeleton(model_rest_keypoints(base, betas), rng, bone_sd, palm_sd, base.side)
+    skeleton = sample_person_skeleton(model_rest_keypoints(base, betas), rng)
     model = personal_model(base, skeleton, betas=betas)
     layer = HandModel(model, dtype=torch.float64)
     base_layer = HandModel(base)

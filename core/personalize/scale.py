@@ -178,9 +178,9 @@ def scale_note(source: str, hand_length_mm: float) -> str:
         return (f"Size is the population prior ({hand_length_mm:.0f} mm hand length), not a measurement: "
                 "no metric anchor (a known hand length, an ArUco sheet or a stereo pair) was given, so the "
                 "proportions are this hand's but its absolute size is the average hand's.")
-    how = {"hand_length": "the hand length you measured", "aruco": "the ArUco sheet under the hand",
+    how = {"hand_length": "a hand length you measured", "aruco": "the ArUco sheet under the hand",
            "stereo": "the calibrated stereo pair"}.get(source, source)
-    return f"Size measured from {how}: {hand_length_mm:.0f} mm hand length."
+    return f"Size from a measurement ({how}): {hand_length_mm:.0f} mm hand length."
 
 
 # ----------------------------------------------------------------------------- ArUco / ChArUco

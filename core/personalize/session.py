@@ -29,6 +29,7 @@ from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
 from core.model import HandModel, load_model_data
 from core.personalize.attention import DEFAULT_TEMPERATURE, attention_weights, calibrate_shape, shape_normal_matrices
 from core.personalize.confidence import ConfidencePredictor
+from core.personalize.convention import load_convention
 from core.personalize.features import FEATURE_NAMES, frame_features, hand_crop, pose_descriptor
 from core.keypoints import Keypoint
 from core.personalize.scale import ScaleOption, apply_scale, measures, rest_keypoint_basis, scale_note
@@ -175,6 +176,10 @@ class CalibrationSession:
         self.fitter = TailorFitter(data["right"], data["left"], fit_settings or REFIT_SETTINGS, "cpu" if device == "auto" else device)
         self.predictor = confidence if isinstance(confidence, ConfidencePredictor) else ConfidencePredictor(confidence)
         self._basis = rest_keypoint_basis(self.layer)
+        #: MediaPipe's per-bone keypoint bias against the model's joints and the shrinkage
+        #: toward the shape-space hand (:mod:`core.personalize.convention`), applied to the
+        #: joint optimization's skeleton; None: not applied.
+        self.convention = load_convention()
         self._candidates: list[CalibrationFrame] = []
         self._added: list[int] = []
         self._dropped: set[int] = set()
@@ -392,10 +397,20 @@ class CalibrationSession:
 
         frames = [BundleFrame(c.keypoints_2d, c.image_size, c.K, c.pose.astype(np.float64), c.world_landmarks,
                               float(wi), c.score) for c, wi in zip(chosen, weights)]
-        with torch.inference_mode(False), torch.no_grad():
-            ba = bundle_adjust(self.model_data, frames, length_m, betas=shape,
-                               nominal_fov_deg=self.fitter.settings.nominal_fov_deg)
+        try:
+            with torch.inference_mode(False), torch.no_grad():
+                ba = bundle_adjust(self.model_data, frames, length_m, betas=shape,
+                                   nominal_fov_deg=self.fitter.settings.nominal_fov_deg)
+        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:  # numerical failure: keep Eq. 7's hand
+            log.warning("the joint calibration failed (%s); keeping the shape-space hand", exc)
+            return {}
+        if not np.isfinite(ba.skeleton).all():
+            log.warning("the joint calibration diverged; keeping the shape-space hand")
+            return {}
         skel = ba.skeleton
+        if self.convention is not None:
+            k0, kd = self._basis
+            skel = self.convention.apply(skel, k0 + (kd @ np.asarray(shape, dtype=np.float64)).reshape(21, 3), length_m)
         width = float(np.linalg.norm(skel[Keypoint.RING_MCP] - skel[Keypoint.INDEX_MCP]))
         free = [i for i, c in enumerate(chosen) if c.K is None]
         for i, reason in ba.rejected:

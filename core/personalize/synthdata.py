@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.outputs import atomic_path
+
 log = logging.getLogger(__name__)
 
 #: Bump when rendering or degradation changes (invalidates caches).
@@ -139,8 +141,8 @@ def generate(n_subjects: int, frames_per_subject: int, seed: int, image_size: tu
     base_layers = default_layers(model)
     settings = SynthSettings(image_size=image_size, fill=(0.35, 0.75), max_tilt_deg=60.0, back_facing=0.4,
                              supersample=1, left_probability=0.0)
-    rows: dict[str, list] = {k: [] for k in ("subject", "true_betas", "true_skeleton", "frame", "keypoints_2d", "keypoints_z", "world", "score",
-                                              "handedness", "crops", "image_size", "K", "true_pose",
+    rows: dict[str, list] = {k: [] for k in ("subject", "true_betas", "true_skeleton", "frame", "keypoints_2d",
+                                              "keypoints_z", "world", "score", "handedness", "crops", "image_size", "K", "true_pose",
                                               "true_keypoints_2d", "true_keypoints_3d", "degradation")}
     rendered = 0
     with HandDetector(max_hands=1, mode="static") as det:
@@ -205,10 +207,9 @@ def load_or_generate(name: str, n_subjects: int, frames_per_subject: int, seed: 
             log.warning("ignoring the unreadable cache %s (%s)", path, exc)
     data = generate(n_subjects, frames_per_subject, seed, model=model, progress=progress, people=people)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part.npz")
     arrays = {k: getattr(data, k) for k in data.__dataclass_fields__ if k != "rendered"}
-    np.savez_compressed(tmp, rendered=np.int64(data.rendered), **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, ".part.npz") as tmp:
+        np.savez_compressed(tmp, rendered=np.int64(data.rendered), **arrays)
     return data
 
 

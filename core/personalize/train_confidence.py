@@ -1,13 +1,21 @@
 """Train the confidence predictor: ``python -m core.personalize.train_confidence``.
 
-Identity-aware paper, Sec. 3.5: pairs of frames ranked by their true shape error
-``l_i = |beta_i - beta|_1`` (the frame's free-shape fit against the subject's true shape),
-margin ranking loss on every pair. The frames are synthetic subjects from
-:mod:`core.personalize.synthdata` (rendered, degraded, detected by MediaPipe; cached), the
-inputs the quality features of :mod:`core.personalize.features`. Pairs are taken within a
-subject, because attention only compares frames of one user. Deterministic (seeded; one
-thread). Writes ``resources/personalize/confidence.safetensors`` and ``confidence.json``
-(training metadata and held-out ranking quality).
+Identity-aware paper, Sec. 3.5: pairs of frames ranked by their true error ``l_i``, margin
+ranking loss on every pair. The frames are synthetic *people* (:mod:`core.synth.people`:
+skeletons off the template beyond the shape space; rendered, degraded, detected by MediaPipe;
+cached by :mod:`core.personalize.synthdata`), the inputs the quality features of
+:mod:`core.personalize.features`, the error by default the frame's own free-shape fit's bone
+proportions against the person's (``--target``, :data:`TARGETS`). Pairs are taken within a
+person, because attention only compares frames of one user.
+
+Then, on the training people: MediaPipe's per-bone keypoint convention is learned
+(:mod:`core.personalize.convention`, written to ``resources/personalize/convention.json``),
+and the predictor's **output scale is calibrated against T**: the factor alpha on its outputs
+(folded into its last layer) that minimizes the people's calibrated bone error with
+``softmax(alpha c / T)`` - margin ranking fixes the order of the confidences, not their
+spread, which is what the softmax of Eq. 6 turns into weights. Held-out people report the
+ranking accuracy and attention against uniform weights. Deterministic (seeded; one thread).
+Writes ``resources/personalize/confidence.safetensors`` and ``confidence.json``.
 """
 
 from __future__ import annotations
@@ -157,18 +165,20 @@ def subject_groups(table: dict) -> dict[int, np.ndarray]:
     return {int(s): np.nonzero(table["subject"] == s)[0] for s in np.unique(table["subject"])}
 
 
-def calibration_bone_errors(session, table: dict, data, confidence: np.ndarray, k: int = 20,
-                            uniform: bool = False) -> np.ndarray:
-    """(subjects,) mean absolute bone-length error (mm) of each subject's calibration from its
-    first ``k`` usable frames with the given confidences (attention, Eq. 6, or uniform), the
-    true hand length given (as the benchmark's acceptance row: isolates the proportions)."""
+def calibrated_skeletons(session, table: dict, data, confidence: np.ndarray, k: int = 20,
+                         uniform: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibrated skeletons, their shape-space hands (rest keypoints of the Eq. 7 shape) and the
+    true skeletons, (subjects, 21, 3) metres: each subject calibrated from its first ``k`` usable
+    frames with the given confidences (attention, Eq. 6, or uniform), the true hand length given
+    (as the benchmark's acceptance row: isolates the proportions)."""
     import dataclasses
 
-    from core.keypoints import Keypoint, bone_lengths
+    from core.keypoints import Keypoint
     from core.personalize.bench import calibrated_skeleton
     from core.personalize.scale import ScaleOption
 
-    out = []
+    cal, base, true = [], [], []
+    k0, kd = session._basis
     for s, rows in subject_groups(table).items():
         rows = rows[:k]
         truth = data.true_skeleton[np.nonzero(data.subject == s)[0][0]].astype(np.float64)
@@ -176,12 +186,42 @@ def calibration_bone_errors(session, table: dict, data, confidence: np.ndarray, 
         session._candidates = [dataclasses.replace(table["candidates"][i], confidence=float(confidence[i])) for i in rows]
         session._selected = None
         r = session.calibrate(ScaleOption.from_hand_length(L * 1000.0), frames=list(range(len(rows))), uniform=uniform)
-        out.append(np.abs(bone_lengths(calibrated_skeleton(session, r)) - bone_lengths(truth)).mean() * 1000.0)
-    return np.asarray(out)
+        cal.append(calibrated_skeleton(session, r))
+        base.append(k0 + (kd @ np.asarray(r.shape, dtype=np.float64)).reshape(21, 3))
+        true.append(truth)
+    return np.asarray(cal), np.asarray(base), np.asarray(true)
+
+
+def fit_convention_and_shrink(cal: np.ndarray, base: np.ndarray, true: np.ndarray):
+    """The :class:`~core.personalize.convention.Convention` of uncorrected calibrations: the
+    per-bone median log bias, then the shrink in 0, 0.1, ..., 1 with the least mean bone error."""
+    from core.keypoints import Keypoint, bone_lengths
+    from core.personalize.convention import Convention, fit_convention
+
+    delta = fit_convention(bone_lengths(cal), bone_lengths(true))
+    lengths = np.linalg.norm(true[:, Keypoint.MIDDLE_TIP] - true[:, Keypoint.WRIST], axis=1)
+
+    def error(shrink: float) -> float:
+        conv = Convention(delta, shrink)
+        fixed = np.stack([conv.apply(c, b, L) for c, b, L in zip(cal, base, lengths)])
+        return float(np.abs(bone_lengths(fixed) - bone_lengths(true)).mean() * 1000.0)
+
+    errors = {round(float(x), 1): error(float(x)) for x in np.linspace(0.0, 1.0, 11)}
+    best = min(errors, key=errors.get)
+    return Convention(delta, best), errors
+
+
+def calibration_bone_errors(session, table: dict, data, confidence: np.ndarray, k: int = 20,
+                            uniform: bool = False) -> np.ndarray:
+    """(subjects,) mean absolute bone-length error (mm) of :func:`calibrated_skeletons`."""
+    from core.keypoints import bone_lengths
+
+    cal, _, true = calibrated_skeletons(session, table, data, confidence, k, uniform)
+    return np.abs(bone_lengths(cal) - bone_lengths(true)).mean(1) * 1000.0
 
 
 #: Output scales tried when calibrating the predictor against the temperature T.
-OUTPUT_SCALES = tuple(float(v) for v in np.geomspace(0.25, 256.0, 21))
+OUTPUT_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
 def fit_output_scale(session, table: dict, data, raw: np.ndarray) -> tuple[float, dict[str, float]]:
@@ -223,6 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     tr = frame_table(d_tr, session, args.target)
     te = frame_table(d_te, session, args.target)
     log.info("frames: %d train, %d held-out (%.0f s)", len(tr["error"]), len(te["error"]), time.perf_counter() - t0)
+    # MediaPipe's keypoint convention against the model's joints (core.personalize.convention),
+    # from uniform calibrations of the training people; then everything below runs corrected.
+    from core.personalize.convention import CONVENTION_PATH, convention_document
+
+    session.convention = None
+    raw_cal, raw_base, raw_true = calibrated_skeletons(session, tr, d_tr, np.zeros(len(tr["error"])), uniform=True)
+    conv, shrink_errors = fit_convention_and_shrink(raw_cal, raw_base, raw_true)
+    session.convention = conv
+    convention_meta = {"training_bone_error_mm_by_shrink": {str(k): round(v, 4) for k, v in shrink_errors.items()},
+                       "shrink": conv.shrink}
+    log.info("keypoint convention: %s", convention_meta)
     net = train(tr, epochs=args.epochs, margin=args.margin)
     from core.personalize.features import heuristic_confidence
 
@@ -240,9 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     att = calibration_bone_errors(session, te, d_te, c_te)
     uni = calibration_bone_errors(session, te, d_te, c_te, uniform=True)
+    session.convention = None
+    uni_raw = calibration_bone_errors(session, te, d_te, c_te, uniform=True)
+    session.convention = conv
     heldout_calibration = {
         "bone_error_attention_mm": round(float(att.mean()), 4),
         "bone_error_uniform_mm": round(float(uni.mean()), 4),
+        "bone_error_uniform_without_convention_mm": round(float(uni_raw.mean()), 4),
         "attention_gain_over_uniform": round(float(1.0 - att.mean() / uni.mean()), 4),
     }
     log.info("ranking quality: %s", quality)
@@ -264,12 +319,17 @@ def main(argv: list[str] | None = None) -> int:
         "train": {"set": PEOPLE_TRAIN_SET, "people": True, "frames": int(len(tr["error"]))},
         "heldout": {"set": PEOPLE_HELDOUT_SET, "people": True, "frames": int(len(te["error"]))},
         "ranking_quality": quality,
+        "keypoint_convention": convention_meta,
         "heldout_calibration": heldout_calibration,
         "calibration": "session.calibrate (true hand length given), first 20 usable frames per person",
         "seconds": round(time.perf_counter() - t0, 1),
     }
     save_confidence_net(net, args.out, {"training": json.dumps(meta)})
     from core.export.writer import write_atomic
+
+    conv_path = CONVENTION_PATH if args.out == WEIGHTS_PATH else args.out.with_name(args.out.stem + "-convention.json")
+    doc = convention_document(conv, len(raw_cal), {"learned_by": meta["command"], **convention_meta})
+    write_atomic(conv_path, (json.dumps(doc, indent=1) + "\n").encode())
 
     meta_path = args.out.with_suffix(".json") if args.out != WEIGHTS_PATH else META_PATH
     write_atomic(meta_path, (json.dumps(meta, indent=2) + "\n").encode())

@@ -29,8 +29,8 @@ from core.refine.penetration import penetration_loss, penetration_stats
 from core.refine.refiner import (
     LIVE_ITERATIONS,
     OFFLINE_ITERATIONS,
-    RefineResult,
     Refiner,
+    RefineResult,
     RefineSettings,
     RefineTarget,
     RefineView,

@@ -16,7 +16,7 @@ machines are noisy, so ratios against a baseline measured in the same run are wh
   ``refine3_frame_ms`` and ``refine3_mediapipe_ms``; ``pipeline_refine3_cpu_ratio`` is the
   same for CPU time (all threads): the work per frame, which two cores can at best halve;
 * ``pipeline_refine3_texture_ratio``: the same with every refined hand blended into a skin
-  texture, as live tracking does: the DESIGN.md budget's whole frame (1.5).
+  texture, as live tracking does: the budget's whole frame (docs/ARCHITECTURE.md, <= 1.3).
 """
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float
         (forward + backward), ``iteration`` (everything, from :func:`bench_refine`'s method)
         and ``other`` (iteration minus the parts: keypoints, losses, Adam, bookkeeping).
     """
+    from core.refine.crop import crop_box
     from core.refine.mesh import edge_normal_losses, offset_losses
     from core.refine.refiner import _front_faces
     from core.render import project_points, rasterize_silhouette
-    from core.refine.crop import crop_box
 
     st = refiner.settings
     dev = refiner.device

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core.camera import intrinsics_from_fov
+from core.camera import weak_perspective_camera
 from core.errors import InputError
 from core.fit import HandFit
 from core.model import HandModel
@@ -136,6 +136,12 @@ class RefineSettings:
             closed surface is theirs alone; about half the renderer's work).
         ignore_beyond_wrist: ignore pixels past the wrist line (the forearm) in the losses.
         keep_best: return the iterate with the lowest loss, not the last one.
+    The keypoint guard (a guarantee, checked on every result):
+        keypoint_guard_px, keypoint_guard_fraction: a refined hand whose reprojection error
+            (against MediaPipe's keypoints) exceeds the fit's by more than
+            ``max(keypoint_guard_px, keypoint_guard_fraction * fit error)`` is replaced by the
+            fit itself (``RefineResult.fell_back``): the silhouette may not buy IoU with keypoint
+            error. None: no guard.
     """
 
     iterations: int = OFFLINE_ITERATIONS
@@ -170,6 +176,8 @@ class RefineSettings:
     cull_backfaces: bool = True
     ignore_beyond_wrist: bool = True
     keep_best: bool = True
+    keypoint_guard_px: float | None = 1.0
+    keypoint_guard_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         if self.iterations < 0:
@@ -254,6 +262,10 @@ class RefineResult:
             normal error against ``M``).
         iterations: iterations run. best_iteration: the iterate returned (0 = the fit).
         ms: wall time of the refinement call that produced it (shared by its hands), ms.
+        fit_reprojection_error_px: the fit's reprojection error against the same keypoints,
+            projected with the same camera (NaN when not measured).
+        fell_back: the refined hand broke the keypoint guard and this is the fit
+            (``RefineSettings.keypoint_guard_px``): no offsets, ``iou_after == iou_before``.
     """
 
     side: str
@@ -273,10 +285,13 @@ class RefineResult:
     iterations: int
     best_iteration: int
     ms: float
+    fit_reprojection_error_px: float = float("nan")
+    fell_back: bool = False
 
 
 def nominal_intrinsics(image_size: tuple[int, int], fov_deg: float) -> np.ndarray:
-    """The pinhole camera the tailor places weak-perspective fits in (``TailorFitter._place_weak``).
+    """The pinhole camera the tailor places weak-perspective fits in
+    (:func:`core.camera.weak_perspective_camera`), as a float32 matrix.
 
     Args:
         image_size: (width, height) pixels. fov_deg: horizontal field of view, degrees.
@@ -284,8 +299,7 @@ def nominal_intrinsics(image_size: tuple[int, int], fov_deg: float) -> np.ndarra
     Returns:
         (3, 3) float32 K with ``f = (w / 2) / tan(fov / 2)`` and the image centre.
     """
-    w, h = image_size
-    return intrinsics_from_fov(fov_deg, int(w), int(h)).K.astype(np.float32)
+    return weak_perspective_camera(image_size, fov_deg).K.astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,8 +422,39 @@ class Refiner:
         if results is None:
             groups = self._groups(fits, targets, st)
             results = self._optimize(groups, n_iter, st, len(fits))
+        results = [self._guard(f, t, r, st) for f, t, r in zip(fits, targets, results)]
         ms = (time.perf_counter() - start) * 1e3
         return [dataclasses.replace(r, ms=ms) for r in results]
+
+    def _guard(self, fit: HandFit, target: RefineTarget, r: RefineResult, st: RefineSettings) -> RefineResult:
+        """``r`` with the fit's reprojection error beside its own, or the fit itself where ``r``
+        is worse by more than the keypoint guard's slack (:class:`RefineSettings`).
+
+        The fit's error is measured as the refinement measures its own: its 3D keypoints through
+        the image camera the refinement started from (the nominal one on the weak path).
+        """
+        K0 = self._image_K(target)
+        kp = np.asarray(target.keypoints_2d, dtype=np.float64)
+        fit_kp2 = project_points(np.asarray(fit.keypoints_3d, np.float32)[None], K0[None])[0]
+        fit_err = float(np.linalg.norm(fit_kp2 - kp, axis=1).mean())
+        r = dataclasses.replace(r, fit_reprojection_error_px=fit_err)
+        if st.keypoint_guard_px is None:
+            return r
+        slack = max(st.keypoint_guard_px, st.keypoint_guard_fraction * fit_err)
+        if r.reprojection_error_px <= fit_err + slack:
+            return r
+        log.debug("refinement: keypoint error %.2f px > fit's %.2f + %.2f px; keeping the fit",
+                  r.reprojection_error_px, fit_err, slack)
+        with torch.no_grad():
+            verts = self._lean[fit.side](*(torch.as_tensor(np.asarray(a, np.float32))[None]
+                                           for a in (fit.pose, fit.betas, fit.transl))).vertices[0].numpy()
+        f32 = np.float32
+        return dataclasses.replace(
+            r, vertices=verts.astype(f32), pose=np.asarray(fit.pose, f32), betas=np.asarray(fit.betas, f32),
+            transl=np.asarray(fit.transl, f32), vertex_offsets=np.zeros_like(verts, dtype=f32),
+            keypoints_3d=np.asarray(fit.keypoints_3d, f32), keypoints_2d=fit_kp2.astype(f32), K=K0.astype(f32),
+            reprojection_error_px=fit_err, iou_after=r.iou_before, edge_length_error=0.0, normal_error=0.0,
+            best_iteration=0, fell_back=True)
 
     # ------------------------------------------------------------------------------ live path
 

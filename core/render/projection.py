@@ -1,6 +1,6 @@
 """Pinhole projection in HandTwin's camera convention (the one place the renderer owns it).
 
-Convention (see ``docs/DESIGN.md``): OpenCV pinhole camera, +x right, +y down, +z forward
+Convention (``core.camera``; docs/ARCHITECTURE.md): OpenCV pinhole camera, +x right, +y down, +z forward
 (into the scene), metres in 3D, pixels in 2D. The intrinsics are
 ``K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` and **pixel centres sit at integer
 coordinates**: pixel ``(row i, column j)`` covers ``[j - 0.5, j + 0.5] x [i - 0.5, i + 0.5]``

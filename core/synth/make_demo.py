@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +18,16 @@ import torch
 
 from core.camera import intrinsics_from_fov, rgb_to_bgr
 from core.model.anatomy import anatomical_to_axis_angle
+from core.outputs import atomic_path
 from core.rotations import axis_angle_to_matrix
-from core.synth.render import PALM_TO_CAMERA, SynthSettings, default_layers, procedural_background, procedural_skin_texture, render_hand_sample
+from core.synth.render import (
+    PALM_TO_CAMERA,
+    SynthSettings,
+    default_layers,
+    procedural_background,
+    procedural_skin_texture,
+    render_hand_sample,
+)
 
 log = logging.getLogger("make_demo")
 
@@ -105,34 +111,32 @@ def make_demo(out_dir: Path = OUT_DIR, seconds: float = 10.0, fps: int = 15, siz
     lighting = (np.array([0.3, -0.4, 0.87]) / np.linalg.norm([0.3, -0.4, 0.87]), 0.45, np.array([1.0, 0.98, 0.95]))
     gt = {k: [] for k in ("pose", "betas", "transl", "K", "keypoints_2d", "joints_3d")}
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".mp4")
-    os.close(fd)
-    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    try:
-        for i in range(n):
-            t = i / (n - 1) * (len(keys) - 1)
-            k = min(int(t), len(keys) - 2)
-            a = smoothstep(np.array(t - k))
-            ang = (1 - a) * keys[k] + a * keys[k + 1]
-            finger_pose = anatomical_to_axis_angle(torch.as_tensor(ang, dtype=torch.float32), frames_t).reshape(45).numpy()
-            phase = 2 * np.pi * i / n
-            turn = axis_angle_to_matrix(torch.tensor([0.25 * np.sin(phase), 0.45 * np.sin(2 * phase + 0.5), 0.2 * np.sin(3 * phase)], dtype=torch.float64)).numpy()
-            sample_rng = np.random.default_rng(seed * 1000 + i)
-            s = render_hand_sample(
-                sample_rng, layers, settings, betas=betas, pose=finger_pose, texture=texture,
-                background=background, global_rotation=turn @ PALM_TO_CAMERA, K=K, transl_jitter=0.0,
-                lighting=lighting,
-            )
-            writer.write(rgb_to_bgr(s.image))
-            for key, value in (("pose", s.pose), ("betas", s.betas), ("transl", s.transl), ("K", s.K),
-                               ("keypoints_2d", s.keypoints_2d), ("joints_3d", s.joints_3d)):
-                gt[key].append(value)
-        writer.release()
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out_dir / "demo.mp4")
-    finally:
-        writer.release()
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(out_dir / "demo.mp4", ".mp4") as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        try:
+            for i in range(n):
+                t = i / (n - 1) * (len(keys) - 1)
+                k = min(int(t), len(keys) - 2)
+                a = smoothstep(np.array(t - k))
+                ang = (1 - a) * keys[k] + a * keys[k + 1]
+                finger_pose = anatomical_to_axis_angle(torch.as_tensor(ang, dtype=torch.float32),
+                                                       frames_t).reshape(45).numpy()
+                phase = 2 * np.pi * i / n
+                turn = axis_angle_to_matrix(torch.tensor(
+                    [0.25 * np.sin(phase), 0.45 * np.sin(2 * phase + 0.5), 0.2 * np.sin(3 * phase)],
+                    dtype=torch.float64)).numpy()
+                sample_rng = np.random.default_rng(seed * 1000 + i)
+                s = render_hand_sample(
+                    sample_rng, layers, settings, betas=betas, pose=finger_pose, texture=texture,
+                    background=background, global_rotation=turn @ PALM_TO_CAMERA, K=K, transl_jitter=0.0,
+                    lighting=lighting,
+                )
+                writer.write(rgb_to_bgr(s.image))
+                for key, value in (("pose", s.pose), ("betas", s.betas), ("transl", s.transl), ("K", s.K),
+                                   ("keypoints_2d", s.keypoints_2d), ("joints_3d", s.joints_3d)):
+                    gt[key].append(value)
+        finally:
+            writer.release()
     intr = {"fx": float(K[0, 0]), "fy": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
             "width": size[0], "height": size[1]}
     (out_dir / "demo_intrinsics.json").write_text(json.dumps(intr, indent=2) + "\n")

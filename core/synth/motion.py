@@ -20,7 +20,15 @@ from core.model import HandModel
 from core.model.anatomy import anatomical_to_axis_angle
 from core.rotations import axis_angle_to_matrix
 from core.synth.make_demo import keyframes, smoothstep
-from core.synth.render import PALM_TO_CAMERA, SynthSample, SynthSettings, default_layers, procedural_background, procedural_skin_texture, render_hand_sample
+from core.synth.render import (
+    PALM_TO_CAMERA,
+    SynthSample,
+    SynthSettings,
+    default_layers,
+    procedural_background,
+    procedural_skin_texture,
+    render_hand_sample,
+)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from core.detect import Detection
 from core.mirror import mirror_axis_angle
 from core.model import HandModel
 from core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from core.synth.render import PALM_TO_CAMERA, natural_pose
+from core.synth.render import PALM_TO_CAMERA, SynthSample, SynthSettings, natural_pose
 
 
 @dataclass(frozen=True)
@@ -144,3 +144,46 @@ def corrupt_labels(sides: tuple[str, ...], frames: int, seed: int = 0, swap_runs
             if rng.random() < flip_rate:
                 labels[f][j] = other[labels[f][j]]
     return [tuple(x) for x in labels]
+
+
+def render_clip(layers: dict[str, HandModel], fov_deg: float, frames: int = 40, image_size: tuple[int, int] = (640, 480),
+                seed: int = 0, fill: float = 0.5) -> list[SynthSample]:
+    """A rendered clip of one right hand seen by a pinhole camera of ``fov_deg`` (horizontal).
+
+    The demo clip's motion (:mod:`core.synth.make_demo`: natural key poses, the wrist turning
+    and swaying), while the hand's centre circles a third of the way out from the image's
+    centre, where a wide-angle camera's perspective shows most; its length spans ``fill`` of
+    the image's smaller side (so a wider camera sees it closer). Deterministic for a seed.
+    """
+    from core.camera import intrinsics_from_fov
+    from core.model.anatomy import anatomical_to_axis_angle
+    from core.synth.make_demo import keyframes, smoothstep
+    from core.synth.render import procedural_background, procedural_skin_texture, render_hand_sample
+
+    rng = np.random.default_rng(seed)
+    w, h = image_size
+    d = layers["right"].data
+    keys = keyframes(d.rest_frames, d.j_regressor.astype(np.float64) @ d.v_template)
+    settings = SynthSettings(image_size=image_size, supersample=2, fill=(fill, fill), back_facing=0.0)
+    K = intrinsics_from_fov(fov_deg, w, h).K
+    betas = np.clip(rng.normal(0, 0.7, d.num_betas), -2, 2).astype(np.float32)
+    texture = procedural_skin_texture(rng)
+    background = procedural_background(rng, w, h)
+    frames_t = torch.as_tensor(d.rest_frames[1:])
+    lighting = (np.array([0.3, -0.4, 0.87]) / np.linalg.norm([0.3, -0.4, 0.87]), 0.45, np.array([1.0, 0.98, 0.95]))
+    out = []
+    for i in range(frames):
+        t = i / max(frames - 1, 1) * (len(keys) - 1)
+        k = min(int(t), len(keys) - 2)
+        a = smoothstep(np.array(t - k))
+        ang = (1 - a) * keys[k] + a * keys[k + 1]
+        finger = anatomical_to_axis_angle(torch.as_tensor(ang, dtype=torch.float32), frames_t).reshape(45).numpy()
+        phase = 2 * np.pi * i / frames
+        turn = axis_angle_to_matrix(torch.tensor([0.25 * np.sin(phase), 0.45 * np.sin(2 * phase + 0.5),
+                                                  0.2 * np.sin(3 * phase)], dtype=torch.float64)).numpy()
+        centre = ((w - 1) / 2 + 0.3 * w * np.cos(phase), (h - 1) / 2 + 0.25 * h * np.sin(phase))
+        out.append(render_hand_sample(np.random.default_rng(seed * 1000 + i), layers, settings, betas=betas,
+                                      pose=finger, texture=texture, background=background,
+                                      global_rotation=turn @ PALM_TO_CAMERA, K=K, lighting=lighting,
+                                      centre_px=centre))
+    return out

@@ -68,5 +68,21 @@ def bench_texture(repeats: int = 30) -> dict[str, Any]:
     return results
 
 
+def bench_texture_object() -> dict[str, Any]:
+    """A hand holding a red bar through MediaPipe, the fit, the segmentation and the capture
+    (:mod:`core.texture.held`): texels of the captured texture closer in colour to the object
+    than to the skin (``texture_object_texels``; the seen ones alone: ``..._seen``)."""
+    from core.texture.held import capture_held_clip, held_object_clip
+
+    clip = held_object_clip(frames=8)
+    r = capture_held_clip(clip)
+    return {"texture_object": {
+        "frames": r["frames"], "tracked": r["tracked"], "coverage": r.get("coverage"),
+        "texture_object_texels": r.get("object_texels"), "texture_object_texels_seen": r.get("object_texels_seen"),
+        "covered_texels": r.get("covered_texels"), "skin_rgb": np.round(clip.skin_rgb, 1).tolist(),
+        "object_rgb": np.round(clip.object_rgb, 1).tolist(),
+    }}
+
+
 #: name -> benchmark, picked up by :mod:`core.bench`.
-BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {"texture": bench_texture}
+BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {"texture": bench_texture, "texture_object": bench_texture_object}

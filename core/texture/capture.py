@@ -79,6 +79,7 @@ __all__ = [
     "DEFAULT_TEXTURE_SIZE",
     "CaptureSettings",
     "FrameSamples",
+    "SkinColour",
     "TextureCapture",
     "TextureUpdate",
     "sample_frame",
@@ -118,6 +119,23 @@ class CaptureSettings:
             distribution of the frame's samples lose confidence (a Gaussian fall-off beyond
             it): background colours that leak into the samples are dropped even where the
             skin was never seen. 0: off.
+        colour_gate_cut: samples beyond ``colour_gate_sigma + colour_gate_cut`` are dropped
+            outright (a faint sample would otherwise set a texel no better sample ever
+            reaches: the skin behind an object held in every frame).
+        skin_memory: the hand's skin colour model (the gate's mean and covariance) follows the
+            frames' robust colour statistics as an exponential average with this memory per
+            frame; a frame whose statistics lie beyond ``colour_gate_sigma`` of the model (an
+            object filling the view) leaves it unchanged. 0: each frame's own statistics.
+        min_texel_weight: a texel counts as known in :meth:`TextureCapture.texture` once its
+            accumulated confidence reaches this (full-confidence frames); texels seen only
+            faintly are filled from the skin around them instead.
+        skin_pixel_sigma: once the skin's colour is known, pixels further than this from it
+            (Mahalanobis) count as outside the hand's mask, so the texels near them (an
+            object's edge, where colours mix) are ramped down like those at the mask's edge.
+            Wider than the gate: the model's own tails must not be cut (it would narrow from
+            frame to frame). 0: off.
+        texture_gate_sigma: a texel whose average lies further than this (Mahalanobis) from
+            the skin colour model is filled too (the texture carries only skin). 0: off.
         max_pixels_per_texel: a frame whose hand box holds more pixels than this times the
             covered texels of the grid is sampled from a crop around the hand resampled to
             that density (the texels must about cover the pixels they land on; a 1920 or
@@ -131,6 +149,11 @@ class CaptureSettings:
     base_confidence: float = 3.0
     outlier_levels: float = 30.0
     colour_gate_sigma: float = 3.5
+    colour_gate_cut: float = 1.0
+    skin_memory: float = 0.8
+    min_texel_weight: float = 0.3
+    skin_pixel_sigma: float = 6.0
+    texture_gate_sigma: float = 4.5
     max_pixels_per_texel: float = 2.0
 
     def __post_init__(self) -> None:
@@ -140,8 +163,10 @@ class CaptureSettings:
             raise ValueError("depth_tolerance_m and edge_ramp_px must be > 0, edge_margin_px >= 0")
         if self.base_confidence <= 0:
             raise ValueError(f"base_confidence must be > 0, got {self.base_confidence}")
-        if self.outlier_levels < 0 or self.colour_gate_sigma < 0:
-            raise ValueError("outlier_levels and colour_gate_sigma must be >= 0")
+        if self.outlier_levels < 0 or self.colour_gate_sigma < 0 or self.texture_gate_sigma < 0:
+            raise ValueError("outlier_levels, colour_gate_sigma and texture_gate_sigma must be >= 0")
+        if self.colour_gate_cut < 0 or self.min_texel_weight < 0 or self.skin_pixel_sigma < 0 or not 0.0 <= self.skin_memory < 1.0:
+            raise ValueError("colour_gate_cut and min_texel_weight must be >= 0, skin_memory in [0, 1)")
         if not self.max_pixels_per_texel > 0:
             raise ValueError(f"max_pixels_per_texel must be > 0, got {self.max_pixels_per_texel}")
 
@@ -155,15 +180,52 @@ class FrameSamples:
         colors: (3, M) float32 RGB in [0, 255] (channel first), sampled bilinearly at the
             texels' projections.
         confidence: (M,) float32 in (0, 1].
+        skin: the skin colour model the colour gate used (the prior updated with this frame),
+            or None when there was no gate.
     """
 
     texels: np.ndarray
     colors: np.ndarray
     confidence: np.ndarray
+    skin: SkinColour | None = None
 
     @staticmethod
-    def empty() -> FrameSamples:
-        return FrameSamples(np.zeros(0, np.int64), np.zeros((3, 0), np.float32), np.zeros(0, np.float32))
+    def empty(skin: SkinColour | None = None) -> FrameSamples:
+        return FrameSamples(np.zeros(0, np.int64), np.zeros((3, 0), np.float32), np.zeros(0, np.float32), skin)
+
+
+@dataclass(frozen=True)
+class SkinColour:
+    """The hand's skin colour distribution: a Gaussian over RGB.
+
+    Attributes:
+        mean: (3,) float64 RGB in [0, 255]. cov: (3, 3) float64 covariance, levels^2 (floored
+            at 5 levels of spread). frames: frames it was estimated from.
+    """
+
+    mean: np.ndarray
+    cov: np.ndarray
+    frames: int = 1
+
+    @property
+    def inverse(self) -> np.ndarray:
+        """(3, 3) float64 inverse covariance."""
+        return _inverse3(self.cov)
+
+    def distance(self, colors: np.ndarray) -> np.ndarray:
+        """(M,) Mahalanobis distances of colours (3, M) from the model."""
+        diff = np.asarray(colors, np.float64) - self.mean[:, None]
+        return np.sqrt(np.maximum(np.einsum("cm,cm->m", diff, self.inverse @ diff), 0.0))
+
+    def updated(self, frame: SkinColour, memory: float, sigma: float) -> SkinColour:
+        """This model followed by one frame's statistics (an exponential average with
+        ``memory``); unchanged when the frame's mean lies beyond ``sigma`` of the model (the
+        frame shows mostly something else: an object in the hand, a misfit)."""
+        if float(self.distance(frame.mean[:, None])[0]) > sigma:
+            return self
+        a = 1.0 - memory
+        return SkinColour(self.mean + a * (frame.mean - self.mean), self.cov + a * (frame.cov - self.cov),
+                          self.frames + 1)
 
 
 @dataclass(frozen=True)
@@ -321,6 +383,7 @@ def sample_frame(
     mask: np.ndarray | None = None,
     settings: CaptureSettings = CaptureSettings(),
     backend: str = "auto",
+    skin: SkinColour | None = None,
 ) -> FrameSamples:
     """The texels one frame sees, their colours and confidences (pure function).
 
@@ -334,9 +397,11 @@ def sample_frame(
         settings: thresholds and weights.
         backend: "auto" (the C kernels of :mod:`core.texture._native` where they build, else
             NumPy), "native" or "numpy" (the reference).
+        skin: the hand's skin colour model so far (the colour gate follows it with this frame's
+            statistics, ``CaptureSettings.skin_memory``), or None: this frame's alone.
 
     Returns:
-        The :class:`FrameSamples` (empty when nothing is seen).
+        The :class:`FrameSamples` (empty when nothing is seen), with the updated skin model.
     """
     if backend not in ("auto", "native", "numpy"):
         raise ValueError(f"unknown texture backend {backend!r}")
@@ -397,11 +462,15 @@ def sample_frame(
     tolerance = settings.depth_tolerance_m + 1.5 * pixel_m * np.sqrt(1.0 - cos_c * cos_c) / cos_c
 
     # Confidence: viewing angle x distance to the edge of the mesh's silhouette (the closed
-    # splat coverage) intersected with the target mask.
+    # splat coverage) intersected with the target mask and, once the skin's colour is known,
+    # with the pixels of skin colour: near an object in the hand the segmentation is not
+    # trusted, so its edge (where colours mix) paints nothing either.
     hit = np.isfinite(zbuf[:spare]).reshape(crop_h, crop_w).view(np.uint8)
     crop_mask = cv2.morphologyEx(hit, cv2.MORPH_CLOSE, _CROSS)
     if mask is not None:
         crop_mask &= np.ascontiguousarray(mask[y0:y1, x0:x1]).view(np.uint8)
+    if skin is not None and settings.skin_pixel_sigma > 0:
+        crop_mask &= skin_pixels(image[y0:y1, x0:x1], skin, settings.skin_pixel_sigma)
     edge = np.zeros(spare + 1, dtype=np.float32)
     edge[:spare] = _edge_weight(crop_mask, settings.edge_margin_px, settings.edge_ramp_px).reshape(-1)
     angle = np.clip((cos_c - settings.min_cos) * (1.0 / (1.0 - settings.min_cos)), 0.0, 1.0)
@@ -417,24 +486,44 @@ def sample_frame(
         xs, ys = np.take(col, keep) + np.float32(x0), np.take(row, keep) + np.float32(y0)
         confidence, texels = np.take(confidence, keep), np.take(texels, keep)
     if texels.size == 0:
-        return FrameSamples.empty()
+        return FrameSamples.empty(skin)
     colors = _bilinear(image, xs, ys)
     if settings.colour_gate_sigma > 0 and texels.size >= 16:
-        stats = _colour_stats(colors, confidence)
-        if stats is not None and native:
-            texels, colors, confidence = _native.colour_gate(texels, colors, confidence, *stats,
-                                                             settings.colour_gate_sigma)
-        elif stats is not None:
-            confidence *= _colour_gate(colors, *stats, settings.colour_gate_sigma)
-            strong = np.flatnonzero(confidence > 1e-3)
-            if strong.size < texels.size:
-                texels, colors, confidence = texels[strong], colors[:, strong], confidence[strong]
-    return FrameSamples(texels, np.ascontiguousarray(colors), confidence)
+        frame_skin = _colour_stats(colors, confidence)
+        if frame_skin is not None:
+            skin = frame_skin if skin is None or settings.skin_memory == 0 else \
+                skin.updated(frame_skin, settings.skin_memory, settings.colour_gate_sigma)
+        if skin is not None:
+            stats = (skin.mean.astype(np.float32), skin.inverse.astype(np.float32))
+            if native:
+                texels, colors, confidence = _native.colour_gate(texels, colors, confidence, *stats,
+                                                                 settings.colour_gate_sigma, settings.colour_gate_cut)
+            else:
+                confidence *= _colour_gate(colors, *stats, settings.colour_gate_sigma, settings.colour_gate_cut)
+                strong = np.flatnonzero(confidence > 1e-3)
+                if strong.size < texels.size:
+                    texels, colors, confidence = texels[strong], colors[:, strong], confidence[strong]
+    return FrameSamples(texels, np.ascontiguousarray(colors), confidence, skin)
 
 
-def _colour_stats(colors: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The frame's skin colour distribution: (mean (3,), inverse covariance (3, 3)) float32, or
-    None when no sample has weight.
+def skin_pixels(image: np.ndarray, skin: SkinColour, sigma: float) -> np.ndarray:
+    """(H, W) uint8 1 where an (H, W, 3) uint8 RGB image's colour lies within ``sigma``
+    (Mahalanobis) of the skin colour model.
+
+    With ``inv = L L^T`` (Cholesky), the distance is ``|L^T (x - mean)|``: one affine transform
+    of the pixels, squared and summed over channels (OpenCV calls, about 0.2 ms on a hand's
+    crop)."""
+    lt = _cholesky3(skin.inverse).T  # d2 = |lt (x - mean)|^2
+    if not np.isfinite(lt).all():
+        return np.ones(image.shape[:2], np.uint8)
+    affine = np.concatenate([lt, -(lt @ skin.mean)[:, None]], 1).astype(np.float32)
+    t = cv2.transform(image.astype(np.float32), affine)
+    d2 = cv2.transform(cv2.multiply(t, t), np.ones((1, 3), np.float32))
+    return (d2 <= np.float32(sigma * sigma)).astype(np.uint8).reshape(image.shape[:2])
+
+
+def _colour_stats(colors: np.ndarray, weights: np.ndarray) -> SkinColour | None:
+    """The frame's skin colour distribution, or None when no sample has weight.
 
     The samples of one frame are mostly the hand. Its colour distribution is estimated
     robustly: the samples within 6 robust deviations (MAD) of the per-channel median in every
@@ -453,7 +542,19 @@ def _colour_stats(colors: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, 
     mean = (sub * w).sum(axis=1) / total  # (3,)
     sub_diff = sub - mean[:, None]
     cov = (sub_diff * w) @ sub_diff.T / total + 25.0 * np.eye(3)
-    return mean.astype(np.float32), _inverse3(cov).astype(np.float32)
+    return SkinColour(mean.astype(np.float64), cov.astype(np.float64))
+
+
+def _cholesky3(a: np.ndarray) -> np.ndarray:
+    """(3, 3) lower Cholesky factor of a symmetric positive definite matrix, written out (not
+    ``np.linalg.cholesky``: LAPACK wakes OpenBLAS's busy-waiting workers, see :func:`_inverse3`)."""
+    a = np.asarray(a, dtype=np.float64)
+    L = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(i + 1):
+            v = a[i, j] - L[i, :j] @ L[j, :j]
+            L[i, j] = np.sqrt(max(v, 1e-12)) if i == j else v / L[j, j]
+    return L
 
 
 def _inverse3(m: np.ndarray) -> np.ndarray:
@@ -465,18 +566,23 @@ def _inverse3(m: np.ndarray) -> np.ndarray:
     return cof.T / np.dot(a[0], cof[0])
 
 
-def _colour_gate(colors: np.ndarray, mean: np.ndarray, inv: np.ndarray, sigma: float) -> np.ndarray:
+def _colour_gate(colors: np.ndarray, mean: np.ndarray, inv: np.ndarray, sigma: float,
+                 cut: float = np.inf) -> np.ndarray:
     """(M,) float32 in [0, 1]: 1 for samples within ``sigma`` (Mahalanobis, :func:`_colour_stats`)
-    of the frame's skin colours, falling as a Gaussian beyond (0.14 at sigma + 2): a sample far
-    outside is background seen through a misfitted mesh or a segmentation leak."""
+    of the skin colours, falling as a Gaussian beyond (0.61 at sigma + 1), 0 beyond ``sigma +
+    cut``: a sample far outside is background seen through a misfitted mesh, a segmentation
+    leak or an object in the hand."""
     diff = colors - mean[:, None]
     d2 = np.einsum("cm,cm->m", diff, inv @ diff)
     excess = np.sqrt(np.maximum(d2, 0.0, out=d2), out=d2)
     excess -= np.float32(sigma)
     np.maximum(excess, 0.0, out=excess)
+    beyond = excess > cut
     excess *= excess
     excess *= np.float32(-0.5)
-    return np.exp(excess, out=excess)
+    out = np.exp(excess, out=excess)
+    out[beyond] = 0.0
+    return out
 
 
 def _as_model_data(model: Any) -> Any:
@@ -494,6 +600,8 @@ class _State:
     known: np.ndarray  # (N,) bool, observed or given by the base texture
     frames: int = 0
     cache: dict[bool, np.ndarray] = field(default_factory=dict)
+    skin: SkinColour | None = None  # the hand's skin colour model so far
+    base: np.ndarray | None = None  # (N,) bool, given by the base texture
 
 
 class TextureCapture:
@@ -562,7 +670,7 @@ class TextureCapture:
             colour[:] = self.texel_map.from_image(grid).T
             weight[:] = self.settings.base_confidence
             known[:] = True
-        self._state = _State(colour, weight, np.zeros(n, dtype=bool), known)
+        self._state = _State(colour, weight, np.zeros(n, dtype=bool), known, base=known.copy())
 
     @property
     def coverage(self) -> float:
@@ -603,7 +711,8 @@ class TextureCapture:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-        samples = sample_frame(self.texel_map, image, vertices, K, mask, self.settings, self.backend)
+        samples = sample_frame(self.texel_map, image, vertices, K, mask, self.settings, self.backend,
+                               self._state.skin)
         self.blend(samples)
         count = int(samples.texels.size)
         return TextureUpdate(
@@ -615,9 +724,12 @@ class TextureCapture:
 
     def blend(self, samples: FrameSamples) -> None:
         """Blend one frame's samples into the running average (see the module docstring)."""
+        st = self._state
+        if samples.skin is not None and samples.skin is not st.skin:
+            st.skin = samples.skin
+            st.cache.clear()
         if samples.texels.size == 0:
             return
-        st = self._state
         if self.backend != "numpy" and _native.available():
             _native.blend(samples.texels, samples.colors, samples.confidence, st.colour, st.weight,
                           st.seen, st.known, self.smoothing, self.settings.outlier_levels)
@@ -663,13 +775,31 @@ class TextureCapture:
         st = self._state
         if filled not in st.cache:
             if filled:
-                grid = fill_texture(self.texel_map, st.colour.T, st.known)
+                grid = fill_texture(self.texel_map, st.colour.T, self.skin_texels())
                 st.cache[filled] = _resize(grid, self.size)
             else:
                 values = np.where(st.known[:, None], np.clip(np.rint(st.colour.T), 0, 255), 0)
                 grid = self.texel_map.to_image(values.astype(np.uint8), 0)
                 st.cache[filled] = _resize(grid, self.size, nearest=True)
         return st.cache[filled].copy()
+
+    @property
+    def skin(self) -> SkinColour | None:
+        """The hand's skin colour model so far (None before the first gated frame)."""
+        return self._state.skin
+
+    def skin_texels(self) -> np.ndarray:
+        """(N,) bool: the known texels the texture keeps: confident enough
+        (``min_texel_weight``) and, with a skin model, within ``texture_gate_sigma`` of it (the
+        rest are filled from the skin around them). A base texture's texels are kept as they
+        are (it may be another session's light; its samples passed their own gates)."""
+        st, s = self._state, self.settings
+        base = st.base if st.base is not None else np.zeros_like(st.known)
+        keep = st.known & ((st.weight >= np.float32(s.min_texel_weight)) | base)
+        if st.skin is not None and s.texture_gate_sigma > 0 and (keep & ~base).any():
+            idx = np.flatnonzero(keep & ~base)
+            keep[idx[st.skin.distance(st.colour[:, idx]) > s.texture_gate_sigma]] = False
+        return keep
 
     def texel_colours(self) -> tuple[np.ndarray, np.ndarray]:
         """The raw average on the capture grid: ((N, 3) float32 RGB, (N,) bool known)."""

@@ -110,8 +110,16 @@ def render_sequence(frames: int, texture: np.ndarray, seed: int = 0,
     """``frames`` views of one right hand (fixed shape) turning in front of the camera, like a
     user showing both sides: a full turn about the image's vertical axis with some wobble,
     fingers moving between open natural poses, one background, flat lighting."""
-    from core.synth.render import PALM_TO_CAMERA, SynthSettings, default_layers, natural_pose, procedural_background, render_hand_sample
     from scipy.spatial.transform import Rotation
+
+    from core.synth.render import (
+        PALM_TO_CAMERA,
+        SynthSettings,
+        default_layers,
+        natural_pose,
+        procedural_background,
+        render_hand_sample,
+    )
 
     rng = np.random.default_rng(seed)
     layers = default_layers()

@@ -5,7 +5,7 @@ The engine reports each hand as a :class:`~core.fit.HandFit` (pose, shape, trans
 camera frame). The texture needs the fitted mesh's vertices in that frame and the camera that
 sees them: the frame's intrinsics, or for a weak-perspective fit (no intrinsics) the nominal
 pinhole camera the fitter placed the hand in (``FitSettings.nominal_fov_deg``, centred
-principal point: :meth:`core.fit.TailorFitter._place_weak`).
+principal point: :func:`core.camera.weak_perspective_camera`).
 
 :class:`SessionCapture` keeps one texture per side and a light record of every tracked hand
 (its parameters per frame), which is what an export needs: the shape (median over frames),
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.camera import intrinsics_from_fov
+from core.camera import weak_perspective_camera
 from core.fit import FitSettings, HandFit
 from core.model import HandModel, HandModelData
 from core.texture.capture import DEFAULT_TEXTURE_SIZE, CaptureSettings, TextureCapture, TextureUpdate
@@ -43,6 +43,7 @@ class TrackedHand:
         side: "right" or "left".
         pose: (48,) float32 axis-angle (global rotation first). betas: (S,) float32 shape.
         transl: (3,) float32 translation, metres.
+        track_id: the hand's identity across frames (:mod:`core.tracking`), or -1 if unknown.
     """
 
     frame: int
@@ -51,6 +52,7 @@ class TrackedHand:
     pose: np.ndarray
     betas: np.ndarray
     transl: np.ndarray
+    track_id: int = -1
 
 
 def fit_camera(fit: HandFit, image_size: tuple[int, int], K: np.ndarray | None,
@@ -64,8 +66,7 @@ def fit_camera(fit: HandFit, image_size: tuple[int, int], K: np.ndarray | None,
     """
     if K is not None:
         return np.asarray(K, dtype=np.float64)
-    width, height = image_size
-    return intrinsics_from_fov(nominal_fov_deg, int(width), int(height)).K.astype(np.float64)
+    return weak_perspective_camera(image_size, nominal_fov_deg).K
 
 
 def fit_vertices(layer: HandModel, pose: np.ndarray, betas: np.ndarray, transl: np.ndarray) -> np.ndarray:
@@ -145,13 +146,15 @@ class SessionCapture:
         return self.captures[side]
 
     def add(self, image: np.ndarray, frame: int, timestamp_s: float, fits: list[HandFit],
-            K: np.ndarray | None, keypoints_2d: list[np.ndarray] | None = None) -> list[TextureUpdate]:
+            K: np.ndarray | None, keypoints_2d: list[np.ndarray] | None = None,
+            track_ids: list[int] | None = None) -> list[TextureUpdate]:
         """Record the fitted hands of one frame and blend the frame into their textures.
 
         Args:
             image: (H, W, 3) uint8 RGB. frame, timestamp_s: where the frame is in its source.
             fits: the frame's fitted hands. K: the frame's intrinsics or None.
             keypoints_2d: per fit, the detected keypoints (px) for the segmenter, or None.
+            track_ids: per fit, the hand's track (``HandResult.track_id``), or None.
         """
         height, width = image.shape[:2]
         updates = []
@@ -160,7 +163,8 @@ class SessionCapture:
                 continue
             self.tracked.append(TrackedHand(frame, timestamp_s, fit.side, np.asarray(fit.pose, np.float32).copy(),
                                             np.asarray(fit.betas, np.float32).copy(),
-                                            np.asarray(fit.transl, np.float32).copy()))
+                                            np.asarray(fit.transl, np.float32).copy(),
+                                            -1 if track_ids is None else int(track_ids[i])))
             capture = self.capture(fit.side)
             if capture is None:
                 continue
@@ -179,6 +183,18 @@ class SessionCapture:
     def frames_of(self, side: str) -> list[TrackedHand]:
         """The tracked hands of one side, in frame order."""
         return [t for t in self.tracked if t.side == side]
+
+    def main_track(self, side: str) -> list[TrackedHand]:
+        """The frames of the side's most tracked hand (one identity, in frame order): an
+        animation follows it rather than jumping between hands that share a side."""
+        hands = self.frames_of(side)
+        counts: dict[int, int] = {}
+        for t in hands:
+            counts[t.track_id] = counts.get(t.track_id, 0) + 1
+        if not counts:
+            return []
+        best = max(counts, key=lambda k: (counts[k], -k))
+        return [t for t in hands if t.track_id == best]
 
     def main_side(self) -> str | None:
         """The side tracked in the most frames (None when nothing was tracked)."""

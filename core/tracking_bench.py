@@ -1,0 +1,173 @@
+"""Benchmarks of issue 15's hard synthetic cases: hand tracks and unknown cameras.
+
+* ``tracks``: two hands crossing, MediaPipe-style labels corrupted (runs of swapped labels,
+  runs of one label for both, single-frame flips), through the engine: share of hand-frames
+  with the right side, detected hands dropped, identities per hand.
+* ``wide_angle``: a hand rendered by 90 and 120 degree cameras (:func:`core.synth.sequences.render_clip`),
+  detected by the real MediaPipe and fitted with the true intrinsics, with no intrinsics (the
+  assumed camera of :data:`core.camera.DEFAULT_FOV_DEG`) and with weak perspective: median
+  reprojection error and root-relative 3D error of each, and how far the assumed focal length is
+  from the true one. With ``bench --plots DIR``, one figure per case.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+W, H = 640, 480
+
+
+def bench_tracks(seeds: tuple[int, ...] = (0, 1, 2, 3, 4), frames: int = 90) -> dict[str, Any]:
+    """Two-hand synthetic sequences with corrupted labels through the engine's tracker."""
+    from core.camera import intrinsics_from_fov
+    from core.capture.frame import Frame
+    from core.engine import Engine, EngineSettings
+    from core.synth import default_layers
+    from core.synth.sequences import corrupt_labels, detections, two_hand_sequence
+
+    layers = default_layers()
+    K = intrinsics_from_fov(60.0, W, H)
+    image = np.zeros((H, W, 3), np.uint8)
+    right = total = dropped = switches = 0
+    label_right = 0
+    with Engine(EngineSettings(detector_process=False), stream=True) as engine:
+        for seed in seeds:
+            engine.reset()
+            seq = two_hand_sequence(layers, frames, K.K, (W, H), seed=seed)
+            labels = corrupt_labels(seq[0].sides, frames, seed=seed)
+            rng = np.random.default_rng(seed)
+            ids: dict[int, set[int]] = {0: set(), 1: set()}
+            for i, f in enumerate(seq):
+                order = tuple(int(k) for k in rng.permutation(2))
+                result = engine.process_detections(Frame(i, i / 30.0, image, K, "synthetic"),
+                                                   detections(f, labels[i], order=order, noise_px=1.0, rng=rng))
+                dropped += 2 - len(result.hands)
+                for hand, j in zip(result.hands, order):
+                    total += 1
+                    right += hand.detection.handedness == f.sides[j]
+                    ids[j].add(hand.track_id)
+                label_right += sum(lab == s for lab, s in zip(labels[i], f.sides))
+            switches += sum(len(v) - 1 for v in ids.values())
+    return {
+        "tracks_side_correct": round(right / max(total, 1), 4),
+        "tracks_label_correct": round(label_right / max(2 * frames * len(seeds), 1), 4),
+        "tracks_hand_frames": total,
+        "tracks_dropped": dropped,
+        "tracks_identity_switches": switches,
+    }
+
+
+def _median(values: list[float]) -> float:
+    return round(float(np.median(values)), 3) if values else math.nan
+
+
+def bench_wide_angle(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 24, seed: int = 1) -> dict[str, Any]:
+    """Rendered wide-angle clips through MediaPipe; fits with and without the true camera."""
+    from core.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
+    from core.capture.frame import Frame
+    from core.detect import HandDetector
+    from core.engine import Engine, EngineSettings
+    from core.synth import default_layers
+    from core.synth.sequences import render_clip
+
+    layers = default_layers()
+    out: dict[str, Any] = {"wide_angle_assumed_fov_deg": DEFAULT_FOV_DEG}
+    # The per-frame fit (no temporal filter): the clip's motion is deliberately fast (the demo's
+    # whole choreography in 24 frames), and the camera is what is compared.
+    with Engine(EngineSettings(detector_process=False, smoothing=None), stream=True) as engine, \
+            HandDetector(max_hands=1, mode="video") as detector:
+        for fov in fovs:
+            clip = render_clip(layers, fov, frames, (W, H), seed=seed)
+            detector.reset()
+            found = [detector.detect(s.image, i / 15.0) for i, s in enumerate(clip)]
+            cameras = {"true": intrinsics_from_fov(fov, W, H), "assumed": intrinsics_from_fov(DEFAULT_FOV_DEG, W, H),
+                       "weak": None}
+            per: dict[str, list[float]] = {}
+            for name, intr in cameras.items():
+                engine.reset()
+                errs, rel = [], []
+                for i, (s, dets) in enumerate(zip(clip, found)):
+                    result = engine.process_detections(Frame(i, i / 15.0, s.image, intr, "synthetic"), dets)
+                    for hand in result.hands[:1]:
+                        errs.append(hand.fit.reprojection_error_px)
+                        kp = hand.fit.keypoints_3d
+                        rel.append(float(np.linalg.norm((kp - kp[0]) - (s.joints_3d - s.joints_3d[0]), axis=1).mean()) * 1000)
+                per[name] = errs
+                key = f"wide_angle_{fov:.0f}"
+                out[f"{key}_reprojection_px_{name}"] = _median(errs)
+                out[f"{key}_root_relative_mm_{name}"] = _median(rel)
+            key = f"wide_angle_{fov:.0f}"
+            out[f"{key}_detected_frames"] = sum(bool(d) for d in found)
+            out[f"{key}_reprojection_ratio_assumed_vs_true"] = round(
+                out[f"{key}_reprojection_px_assumed"] / max(out[f"{key}_reprojection_px_true"], 1e-9), 3)
+            f_true, f_assumed = cameras["true"].fx, cameras["assumed"].fx
+            out[f"{key}_focal_error_assumed"] = round(f_assumed / f_true - 1.0, 3)
+            _plot_case(fov, per)
+    return out
+
+
+def _plot_case(fov: float, per: dict[str, list[float]]) -> None:
+    from core.bench import plots_dir
+
+    folder = plots_dir()
+    if folder is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.5), dpi=120)
+    labels = {"true": "true intrinsics", "assumed": "no intrinsics (assumed camera)", "weak": "weak perspective"}
+    for name, errs in per.items():
+        ax.plot(np.arange(len(errs)), errs, label=f"{labels[name]}: median {np.median(errs):.1f} px", lw=1.3)
+    ax.set_xlabel("frame (hand detected)")
+    ax.set_ylabel("reprojection error (px)")
+    ax.set_title(f"Synthetic {fov:.0f} degree camera, 640 x 480, real MediaPipe")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / f"wide_angle_{fov:.0f}.png")
+    plt.close(fig)
+
+
+BENCHMARKS = {"tracks": bench_tracks, "wide_angle": bench_wide_angle}
+
+
+def wide_angle_detections(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 24, seed: int = 1) -> dict[str, np.ndarray]:
+    """MediaPipe's detections of the rendered wide-angle clips, as arrays (the tests replay them
+    instead of rendering and detecting): per clip ``fov{F}_keypoints_2d`` (N, 21, 2),
+    ``_world`` (N, 21, 3), ``_z`` (N, 21), ``_score`` (N,), ``_right`` (N,) and ``_found``
+    (N,) bool (frames without a hand hold zeros)."""
+    from core.detect import HandDetector
+    from core.synth import default_layers
+    from core.synth.sequences import render_clip
+
+    layers = default_layers()
+    out: dict[str, np.ndarray] = {}
+    with HandDetector(max_hands=1, mode="video") as detector:
+        for fov in fovs:
+            detector.reset()
+            clip = render_clip(layers, fov, frames, (W, H), seed=seed)
+            rows = [detector.detect(s.image, i / 15.0) for i, s in enumerate(clip)]
+            key = f"fov{fov:.0f}"
+            out[f"{key}_found"] = np.array([bool(r) for r in rows])
+            pick = [r[0] if r else None for r in rows]
+            out[f"{key}_keypoints_2d"] = np.stack([np.zeros((21, 2)) if d is None else d.keypoints_2d for d in pick]).astype(np.float32)
+            out[f"{key}_world"] = np.stack([np.zeros((21, 3)) if d is None else d.world_landmarks for d in pick]).astype(np.float32)
+            out[f"{key}_z"] = np.stack([np.zeros(21) if d is None else d.keypoints_z for d in pick]).astype(np.float32)
+            out[f"{key}_score"] = np.array([0.0 if d is None else d.score for d in pick], np.float32)
+            out[f"{key}_right"] = np.array([d is not None and d.handedness == "right" for d in pick])
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerates tests/data/wide_angle_detections.npz
+    import sys
+    from pathlib import Path
+
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "tests" / "data" / "wide_angle_detections.npz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(target, **wide_angle_detections())
+    print(f"wrote {target}")
