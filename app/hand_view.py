@@ -49,8 +49,10 @@ from vtkmodules.vtkRenderingCore import (
 )
 from vtkmodules.vtkRenderingUI import vtkGenericRenderWindowInteractor
 
+# isort: off
 import vtkmodules.vtkRenderingOpenGL2  # noqa: F401  (registers the OpenGL render window)
 import vtkmodules.vtkRenderingFreeType  # noqa: F401  (axis labels)
+# isort: on
 
 from core.export import split_uv_seams, vertex_normals
 from core.keypoints import BONES

@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 import pyvista as pv
-from vtkmodules.vtkRenderingCore import vtkRenderer
 from PySide6.QtWidgets import QWidget
 from pyvistaqt import QtInteractor
+from vtkmodules.vtkRenderingCore import vtkRenderer
 
 from app.hand_view import (
     SKIN_RGB,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from PySide6.QtCore import QSettings
-
 import torch
+from PySide6.QtCore import QSettings
 
 DEVICES = ("cpu", "cuda")
 

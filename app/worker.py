@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PySide6.QtCore import QObject, Signal, Slot
 
+from app.camera_view import ComposedFrame, DisplaySpec, compose_frame
+from app.jobs import describe_error
 from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source, open_source
 from core.engine import Engine, EngineSettings, FrameResult
 from core.errors import HandTwinError
@@ -34,9 +36,6 @@ from core.model import HandModel
 from core.refine import nominal_intrinsics
 from core.texture import TextureCapture
 from core.texture.session import hand_segmenter
-
-from app.camera_view import ComposedFrame, DisplaySpec, compose_frame
-from app.jobs import describe_error
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
 from core.fit.temporal import HandSmoother, SmoothingSettings
 from core.model import load_model_data
 from core.model.personal import PersonalIdentity, identity_model
-from core.refine import RefineResult, Refiner, RefineSettings, RefineTarget
+from core.refine import Refiner, RefineResult, RefineSettings, RefineTarget
 from core.threads import BLAS_THREADS
 from core.tracking import HandTracker, TrackedHand, TrackerSettings
 

@@ -151,7 +151,7 @@ def build(name: str, text: str, cc: str) -> Path:
                 return target
             except NativeUnavailableError as exc:
                 errors = str(exc)
-        raise NativeUnavailableError(f"{Path(cc).name} failed: {errors[-500:]}")
+        raise NativeUnavailableError(f"{Path(cc).name} failed: {errors[:1000]}")  # the first diagnostics
 
 
 class NativeLibrary:

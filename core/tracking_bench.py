@@ -167,7 +167,8 @@ if __name__ == "__main__":  # pragma: no cover - regenerates tests/data/wide_ang
     import sys
     from pathlib import Path
 
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "tests" / "data" / "wide_angle_detections.npz"
+    default = Path(__file__).resolve().parents[1] / "tests" / "data" / "wide_angle_detections.npz"
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else default
     target.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(target, **wide_angle_detections())
     print(f"wrote {target}")

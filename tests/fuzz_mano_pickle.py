@@ -42,10 +42,9 @@ def main() -> int:
         print(f"mutation fuzzer: {total} inputs in {time.monotonic() - start:.0f} s, no finding")
         return 0
 
+    import core.model
     from core.errors import ModelFileError
     from tests.test_mano_pickle import fuzz_seeds  # imports torch & co. uninstrumented
-
-    import core.model
 
     for name in ("pickletools", "core.model.mano_pickle"):
         sys.modules.pop(name, None)

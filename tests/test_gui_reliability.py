@@ -81,9 +81,9 @@ def test_bad_files_on_the_gui_command_line_fail_fast(tmp_path: Path, case: str) 
 @pytest.mark.skipif(not has_display(), reason="no display; `make test` runs the GUI tests under Xvfb")
 def test_gui_profile_option_reaches_the_window(qtbot, gui_env, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
     """``gui --profile P`` hands P to the window, which makes it the active profile."""
-    import app.main_window as main_window
     from PySide6.QtWidgets import QApplication
 
+    import app.main_window as main_window
     from app.gui import run_gui
 
     path = tmp_path / "ann.json"

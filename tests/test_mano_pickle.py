@@ -16,8 +16,7 @@ import scipy.sparse
 import torch
 
 from core.errors import ModelFileError, UnsafePickleError
-from core.model import HandModel, load_model_data
-from core.model import mano_pickle
+from core.model import HandModel, load_model_data, mano_pickle
 from core.model.mano_pickle import load_mano_pickle, parse_mano_pickle
 from tests import mano_files
 from tests.mano_files import CRAFTED, Ch, dumps, mano_dict, python2_pickle, tiny_mano_dict

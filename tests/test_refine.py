@@ -35,8 +35,8 @@ from core.render import (
     render_depth,
 )
 from core.render.synthetic import geodesic_ellipsoid
-from core.synth.render import PALM_TO_CAMERA
 from core.rotations import matrix_to_axis_angle
+from core.synth.render import PALM_TO_CAMERA
 
 IMAGE = (160, 160)  # (width, height)
 K_TEST = np.array([[210.0, 0.0, 79.5], [0.0, 210.0, 79.5], [0.0, 0.0, 1.0]], dtype=np.float32)

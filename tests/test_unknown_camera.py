@@ -8,7 +8,6 @@ import dataclasses
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 

@@ -22,12 +22,14 @@ MediaPipe's palm. The default palm moves the open hand's palm points :data:`PALM
 the way toward it, not all the way: MediaPipe's palm is narrower than a real hand's knuckles
 (index-to-ring MCP 30 mm, where adult hands' joint centres are about 40-50 mm apart - the
 range ``tests/test_model.py`` holds the mean hand to - and anny's are 46 mm), so its world
-landmarks are a convention, not an anatomy. At 0.35 the width is 40.5 mm. What each weight
-buys on the labelled real sets (fit 2D error, px; MediaPipe FreiHAND 11.09, OneHand10K 9.93,
-Panoptic 6.79): 0 (anny): 10.89 / 11.58 / 6.76; 0.35: 10.83 / 11.19 / 6.76; 1.0: 10.95 /
-10.80 / 6.76 (``core.evaluate.evaluate_2d``). The rest of the gap to MediaPipe on OneHand10K
-is not the skeleton: even a free skeleton per frame leaves the fit 3.9 px from MediaPipe's
-keypoints there (two of its four photos end in a different pose basin). The labelled sets
+landmarks are a convention, not an anatomy. At 0.35 the width is 40.7 mm. What the weight
+buys on the labelled real sets (fit 2D error, px, MediaPipe's Tasks HandLandmarker; MediaPipe
+itself FreiHAND 11.48, OneHand10K 10.31, Panoptic 4.38; ``core.evaluate.evaluate_2d``):
+0 (anny): 11.26 / 11.69 / 4.46; 0.35: 11.23 / 11.45 / 4.44; 1.0 (in the experiment's weak-
+perspective setting): 11.30 / 11.12 / 4.47. The rest of the gap to MediaPipe on OneHand10K
+is not the skeleton: with the legacy MediaPipe graph, even a free skeleton per frame left the
+fit 3.9 px from MediaPipe's keypoints there (two of its four photos end in a different pose
+basin). The labelled sets
 (FreiHAND / OneHand10K / Panoptic 2D labels) are only used to evaluate
 (``core.evaluate.evaluate_2d``), never to derive.
 

@@ -251,7 +251,8 @@ def demo_identity(session=None) -> dict[str, Any]:
             if d is None:
                 lengths.append(np.nan)
                 continue
-            obs = HandObservation("right", d.keypoints_2d, d.world_landmarks, f.intrinsics.K.astype(np.float32), (f.width, f.height), d.score)
+            obs = HandObservation("right", d.keypoints_2d, d.world_landmarks, f.intrinsics.K.astype(np.float32),
+                                  (f.width, f.height), d.score)
             fit = session.fitter.fit([obs], betas, [prev])[0]
             prev = fit
             lengths.append(session.frame_lengths_mm(fit.betas[None])[0])

@@ -367,7 +367,6 @@ class _Problem:
         rotated = torch.einsum("ksab,nsb->nksa", g_seg, dsegs)
         tangents.append(dwrist[:, None, None, :] + torch.einsum("cs,nksa->nkca", self.skel.incidence, rotated))
         tan = torch.cat(tangents)  # (51 + N_ID, K, 21, 3)
-        n_t = tan.shape[0]
         # 2D keypoints: d(u, v) = f s (dx / z - x dz / z^2, dy / z - y dz / z^2).
         log_f = self.log_focal(xid)
         fs = torch.exp(log_f * self.focal_free_mask)[:, None] * self.K[:, None, 0, 0]  # (K, 1)

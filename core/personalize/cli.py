@@ -53,8 +53,15 @@ def run_calibrate(args: argparse.Namespace) -> int:
                        *source_inputs(getattr(args, "stereo", None)), getattr(args, "stereo_calib", None), args.model])
     from core.capture import ImageSequenceSource, open_source
     from core.engine import Engine, EngineSettings
-    from core.personalize.scale import (FLAT_BONES, ScaleOption, keypoints_on_plane, load_sheet_spec,
-                                        load_stereo_calibration, sheet_pose, triangulate_keypoints)
+    from core.personalize.scale import (
+        FLAT_BONES,
+        ScaleOption,
+        keypoints_on_plane,
+        load_sheet_spec,
+        load_stereo_calibration,
+        sheet_pose,
+        triangulate_keypoints,
+    )
     from core.personalize.session import CalibrationSession
     from core.profile_io import save_profile
     from core.progress import ProgressBar

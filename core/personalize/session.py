@@ -11,7 +11,7 @@ The pipeline of the identity-aware paper (Sec. 3.4) on top of our tracker:
    (:mod:`core.personalize.attention`);
 5. the size is pinned as the :class:`~core.personalize.scale.ScaleOption` says.
 
-:meth:`CalibrationSession.to_profile` turns the result into the profile JSON of DESIGN.md.
+:meth:`CalibrationSession.to_profile` turns the result into the profile JSON of docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
+from core.keypoints import Keypoint
 from core.model import HandModel, load_model_data
 from core.personalize.attention import DEFAULT_TEMPERATURE, attention_weights, calibrate_shape, shape_normal_matrices
 from core.personalize.confidence import ConfidencePredictor
 from core.personalize.convention import load_convention
 from core.personalize.features import FEATURE_NAMES, frame_features, hand_crop, pose_descriptor
-from core.keypoints import Keypoint
 from core.personalize.scale import ScaleOption, apply_scale, measures, rest_keypoint_basis, scale_note
 from core.personalize.selection import CoverageReport, bone_observability, coverage_report, select_frames
 
@@ -88,7 +88,7 @@ class CalibrationResult:
 
     Attributes:
         shape: (S,) float32 the personal shape (size pinned per ``scale_source``).
-        hand_length_mm, hand_width_mm: its measures (flat rest pose, DESIGN.md definitions).
+        hand_length_mm, hand_width_mm: its measures (flat rest pose, docs/ARCHITECTURE.md definitions).
         bone_lengths_mm: (20,) its bone lengths, child order 1..20 of the keypoint tree.
         scale_source: "prior" | "hand_length" | "aruco" | "stereo".
         weights: (K,) attention weights (Eq. 6). confidences: (K,) the frames' c_i.
@@ -426,7 +426,7 @@ class CalibrationSession:
         }
 
     def to_profile(self, result: CalibrationResult, name: str) -> dict[str, Any]:
-        """The profile JSON document of DESIGN.md for ``result``."""
+        """The profile JSON document (docs/ARCHITECTURE.md) for ``result``."""
         from core.mirror import mirror_points
         from core.profile_io import PROFILE_FORMAT, PROFILE_VERSION
 

@@ -30,7 +30,7 @@ from core.outputs import atomic_path
 log = logging.getLogger(__name__)
 
 #: Bump when rendering or degradation changes (invalidates caches).
-DATA_VERSION = 4
+DATA_VERSION = 5  # 5: detected by the Tasks API HandLandmarker (core.detect)
 
 
 def cache_dir() -> Path:
