@@ -2,12 +2,17 @@
 #   make run    create .venv when missing, install, launch the GUI
 #   make test   same set-up, then the whole test suite (GUI tests under Xvfb when there is no display)
 #
-# Torch: CPU machines take the pinned 2.13.0 CPU wheel. For a CUDA build, pass your own spec
-# and (if needed) the index that serves it, e.g.
+# Python: the newest supported one on the machine (3.13, 3.12, then 3.11); choose another with
+#   make test PYTHON=python3.11        (CI does: .ci/run)
+# Torch: torch==2.13.0. Where pip finds a CPU build of it (this project's machines keep the
+# CPython 3.11 CPU wheel in pip's find-links folder) it takes that; the package index itself
+# serves Linux torch as a CUDA build (several GB with its NVIDIA libraries). For a CPU build on
+# another Python, pass PyTorch's CPU wheel index, and for CUDA your own spec, e.g.
+#   make run PIP_TORCH_ARGS="--index-url <PyTorch's CPU wheel index>"
 #   make run TORCH_SPEC="torch==2.13.0" PIP_TORCH_ARGS="--index-url <your CUDA wheel index>"
 # The rest of the dependencies accept any torch >= 2.2, so pip keeps what you chose.
 
-PYTHON      ?= $(shell command -v python3.11 || command -v python3)
+PYTHON      ?= $(shell command -v python3.13 || command -v python3.12 || command -v python3.11 || command -v python3)
 VENV        ?= .venv
 TORCH_SPEC  ?= torch==2.13.0
 PIP_TORCH_ARGS ?=

@@ -456,7 +456,7 @@ class CalibrationPanel(QWidget):
                 if self._stereo_detector is None:
                     from core.detect import HandDetector
 
-                    self._stereo_detector = HandDetector(max_hands=2, mode="image")
+                    self._stereo_detector = HandDetector(max_hands=2, mode="video")
                 dets = [d for d in self._stereo_detector.detect(frames[1].image, frames[1].timestamp_s)
                         if d.handedness == side]
                 if not dets:

@@ -344,6 +344,10 @@ def write_files_atomic(folder: PathLike, files: dict[str, bytes]) -> list[Path]:
     return targets
 
 
+class _Discard(Exception):
+    """Thrown into a pending :func:`atomic_path` to remove its temporary file."""
+
+
 class StreamingOutput:
     """A text output written progressively and committed only on success.
 
@@ -354,24 +358,27 @@ class StreamingOutput:
             f.write(...)
         out.commit()                 # replace ``path`` atomically
 
-    Leaving ``open()`` with an exception, or never calling :meth:`commit`, removes the
-    temporary file (call :meth:`discard` in the second case) and leaves ``path`` untouched.
-    A write error (ENOSPC ...) becomes an :class:`ExportError`.
+    The temporary file is an :func:`atomic_path` held open between :meth:`open` and
+    :meth:`commit`. Leaving ``open()`` with an exception, or never calling :meth:`commit`,
+    removes the temporary file (call :meth:`discard` in the second case) and leaves ``path``
+    untouched. A write error (ENOSPC ...) becomes an :class:`ExportError`.
     """
 
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
         self._tmp: Path | None = None
+        self._pending: ExitStack | None = None  # the atomic_path, until commit or discard
 
     @contextmanager
     def open(self) -> Iterator[IO[str]]:
+        pending = ExitStack()
         try:
-            fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
+            self._tmp = pending.enter_context(atomic_path(self.path))
         except OSError as exc:
             raise _write_error(self.path, exc) from exc
-        self._tmp = Path(name)
+        self._pending = pending
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            with os.fdopen(os.open(self._tmp, os.O_WRONLY), "w", encoding="utf-8") as handle:
                 try:
                     yield handle
                     handle.flush()
@@ -389,19 +396,17 @@ class StreamingOutput:
 
     def commit(self) -> Path:
         """Move the finished temporary file over the output."""
-        if self._tmp is None:
+        if self._pending is None:
             raise RuntimeError("StreamingOutput.commit before open")
+        pending, self._pending, self._tmp = self._pending, None, None
         try:
-            os.chmod(self._tmp, NEW_FILE_MODE)
-            os.replace(self._tmp, self.path)
+            pending.close()  # atomic_path: chmod, os.replace; removes the file where that fails
         except OSError as exc:
-            self.discard()
             raise _write_error(self.path, exc) from exc
-        self._tmp = None
         return self.path
 
     def discard(self) -> None:
         """Remove the temporary file (the output stays as it was)."""
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-            self._tmp = None
+        if self._pending is not None:
+            pending, self._pending, self._tmp = self._pending, None, None
+            pending.__exit__(_Discard, _Discard(), None)

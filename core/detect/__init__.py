@@ -1,4 +1,4 @@
-"""Hand detection: MediaPipe Hands behind a typed wrapper.
+"""Hand detection: MediaPipe's hand landmarker (Tasks API, shipped model bundles) behind a typed wrapper.
 
 Public API::
 

