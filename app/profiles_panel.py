@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
@@ -41,6 +42,9 @@ SCALE_WORDS = {"prior": "size: population prior (not measured)", "hand_length": 
 def profile_summary(p) -> str:
     tex = " · textured" if p.texture is not None and Path(p.texture).is_file() else ""
     personal = " · own skeleton" if getattr(p, "skeleton_mm", None) is not None else ""
+    offsets = getattr(p, "surface_offsets_mm", None)
+    if offsets is not None and len(offsets):
+        personal += f" · surface (mean offset {float(np.linalg.norm(offsets, axis=1).mean()):.1f} mm)"
     scale = SCALE_WORDS.get(p.scale_source, p.scale_source)
     return (f"{p.name}\n{p.hand_length_mm:.0f} × {p.hand_width_mm:.0f} mm · {p.handedness}{personal}{tex}\n"
             f"{scale}")
