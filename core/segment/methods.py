@@ -3,7 +3,7 @@
 Every segmenter has the signature ``fn(crop: HandCrop) -> np.ndarray`` and returns an
 (h, w) bool mask or float32 probability in [0, 1] on the crop's working grid; the caller
 (:func:`core.segment.segment_hand`) upsamples it, cuts it at the wrist and pastes it into the
-full image. Measured accuracy and cost of each: ``python -m core.segment.evaluate``.
+full image. Measured accuracy and cost of each: ``python -m core.tools.evaluate_segment``.
 """
 
 from __future__ import annotations
