@@ -107,7 +107,7 @@ def save_confidence_net(net: ConfidenceNet, path: str | Path, metadata: dict[str
     """Write the network to safetensors (atomically) with the feature names as metadata."""
     from safetensors.torch import save
 
-    from core.export.writer import write_atomic
+    from core.outputs import write_atomic
 
     meta = {"feature_names": json.dumps(list(FEATURE_NAMES)), "hidden": str(net.hidden)}
     meta.update(metadata or {})
