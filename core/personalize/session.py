@@ -323,7 +323,7 @@ class CalibrationSession:
 
     def calibrate(self, scale: ScaleOption | None = None, progress: Progress | None = None,
                   frames: list[int] | None = None, uniform: bool = False,
-                  personal: bool = True) -> CalibrationResult:
+                  personal: bool = True, cancel: Callable[[], bool] | None = None) -> CalibrationResult:
         """Calibrate the hand from the selected frames (or ``frames``).
 
         First one shape by attention calibration (Eq. 6-7) with its size pinned; then, from that
@@ -337,9 +337,12 @@ class CalibrationSession:
             frames: candidate indices to use instead of :attr:`selected`.
             uniform: w_i = 1/K instead of the attention weights (the paper's ablation).
             personal: run the joint optimization (False: Eq. 7 only, the shape-space hand).
+            cancel: polled between steps and every joint-optimization iteration; once it
+                returns True the calibration stops (a progress callback may also raise).
 
         Raises:
             InputError: no usable candidate.
+            Cancelled: ``cancel()`` returned True; the session is unchanged.
         """
         from core.errors import InputError
 
@@ -367,7 +370,7 @@ class CalibrationSession:
         if personal and all(c.keypoints_2d is not None and c.image_size[0] > 0 for c in chosen):
             if progress:
                 progress(0.75, "fitting the personal skeleton to all frames at once")
-            extra = self._bundle(chosen, idx, w, shape, length)
+            extra = self._bundle(chosen, idx, w, shape, length, progress, cancel)
             if extra:
                 length, width, bones = extra.pop("measures")
         result = CalibrationResult(
@@ -390,7 +393,8 @@ class CalibrationSession:
         return result
 
     def _bundle(self, chosen: list[CalibrationFrame], idx: list[int], weights: np.ndarray, shape: np.ndarray,
-                length_m: float) -> dict[str, Any]:
+                length_m: float, progress: Progress | None = None,
+                cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
         """The joint optimization's part of a :class:`CalibrationResult` (see :meth:`calibrate`)."""
         from core.keypoints import bone_lengths
         from core.personalize.bundle import BundleFrame, bundle_adjust
@@ -400,7 +404,9 @@ class CalibrationSession:
         try:
             with torch.inference_mode(False), torch.no_grad():
                 ba = bundle_adjust(self.model_data, frames, length_m, betas=shape,
-                                   nominal_fov_deg=self.fitter.settings.nominal_fov_deg)
+                                   nominal_fov_deg=self.fitter.settings.nominal_fov_deg,
+                                   progress=None if progress is None else
+                                   (lambda f, m: progress(0.75 + 0.23 * f, m)), cancel=cancel)
         except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:  # numerical failure: keep Eq. 7's hand
             log.warning("the joint calibration failed (%s); keeping the shape-space hand", exc)
             return {}
