@@ -40,7 +40,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.texture",),
     ("core.synth",),
     ("core.personalize",),
-    ("core.export",),
+    ("core.export", "core.metric_depth"),  # metric_depth: fits placed at a depth camera's distance
     ("core.engine",),
     ("core.tools",),
 )
