@@ -74,10 +74,13 @@ def bone_table(personal: np.ndarray, average: np.ndarray) -> list[tuple[str, flo
 
 
 def result_offsets_mm(result: Any) -> np.ndarray | None:
-    """(V, 3) the result's fitted surface offsets in mm, or None when it has none (results
-    before surface fitting, or a calibration that fitted none)."""
-    for name, to_mm in (("surface_offsets_mm", 1.0), ("surface_offsets", 1000.0), ("offsets", 1000.0)):
-        value = getattr(result, name, None)
+    """(V, 3) the result's fitted surface offsets in mm, or None when it has none (no surface
+    fitted). Reads a ``surface`` object with ``offsets`` in metres (the calibration result's),
+    else ``surface_offsets_mm`` (a profile's) or ``surface_offsets`` (metres)."""
+    surface = getattr(result, "surface", None)
+    candidates = ((getattr(surface, "offsets", None), 1000.0), (getattr(result, "surface_offsets_mm", None), 1.0),
+                  (getattr(result, "surface_offsets", None), 1000.0))
+    for value, to_mm in candidates:
         if value is not None:
             arr = np.asarray(value, dtype=np.float64)
             if arr.ndim == 2 and arr.shape[1] == 3 and len(arr):
@@ -85,19 +88,29 @@ def result_offsets_mm(result: Any) -> np.ndarray | None:
     return None
 
 
-def surface_text(offsets_mm: np.ndarray | None) -> str:
-    """One line on the fitted surface."""
+def surface_text(offsets_mm: np.ndarray | None, surface: Any = None) -> str:
+    """One line on the fitted surface (``surface``: the calibration's surface fit, for its
+    silhouette agreement before and after, when it reports them)."""
     if offsets_mm is None:
         return "Surface: the average hand's (no surface offsets were fitted)."
     norms = np.linalg.norm(offsets_mm, axis=1)
-    return (f"Surface fitted to the silhouettes: offsets mean {norms.mean():.1f} mm, max {norms.max():.1f} mm "
-            f"over {len(norms)} vertices.")
+    text = (f"Surface fitted to the silhouettes: offsets mean {norms.mean():.1f} mm, max {norms.max():.1f} mm "
+            f"over {len(norms)} vertices")
+    used = getattr(surface, "used", None)
+    before, after = getattr(surface, "iou_before", None), getattr(surface, "iou_after", None)
+    if used is not None and before is not None and after is not None and np.any(used):
+        used = np.asarray(used, dtype=bool)
+        text += (f"; silhouette IoU {np.nanmean(np.asarray(before)[used]):.2f} -> "
+                 f"{np.nanmean(np.asarray(after)[used]):.2f} on {int(used.sum())} frames")
+    return text + "."
 
 
 def frame_rows(result: Any, candidates: list[Any]) -> list[tuple[str, float, float | None, str]]:
     """(frame, weight, reprojection px or None, status) for each frame the calibration used;
-    status is "used" or "rejected: <reason>"."""
+    status is "used", "used; not in the surface fit: <reason>" or "rejected: <reason>"."""
     rejected = dict(getattr(result, "rejected", ()) or ())
+    # The surface fit's own left-out frames, by position in result.frames.
+    surface_out = dict(getattr(getattr(result, "surface", None), "rejected", ()) or ())
     weights = getattr(result, "frame_weights", None)
     weights = np.asarray(result.weights if weights is None else weights, dtype=float)
     residual = getattr(result, "residual_px", None)
@@ -107,6 +120,8 @@ def frame_rows(result: Any, candidates: list[Any]) -> list[tuple[str, float, flo
         name = f"{i + 1}" + (f" · {c.source} #{c.frame_index}" if c is not None else "")
         px = None if residual is None or k >= len(residual) else float(residual[k])
         status = f"rejected: {rejected[i]}" if i in rejected else "used"
+        if i not in rejected and k in surface_out:
+            status += f"; not in the surface fit: {surface_out[k]}"
         rows.append((name, float(weights[k]) if k < len(weights) else 0.0, px, status))
     return rows
 
@@ -245,7 +260,7 @@ class FrameTable(QTableWidget):
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(status)
-                if status != "used":
+                if status.startswith("rejected"):
                     item.setForeground(QBrush(PERSONAL_COLOUR))
                 self.setItem(r, c, item)
         self.resizeRowsToContents()
@@ -315,8 +330,8 @@ class CalibrationResultView(QWidget):
 
             self.rows = [(BONE_NAMES[b], float(mine[b]), float(avg[b]), float(mine[b] - avg[b])) for b in range(20)]
         self.bones.set_rows(self.rows)
-        self.surface_label.setText(surface_text(result_offsets_mm(result)))
+        self.surface_label.setText(surface_text(result_offsets_mm(result), getattr(result, "surface", None)))
         self.frame_rows = frame_rows(result, candidates)
-        rejected = sum(1 for r in self.frame_rows if r[3] != "used")
+        rejected = sum(1 for r in self.frame_rows if r[3].startswith("rejected"))
         self.frames_label.setText(f"Frames: {len(self.frame_rows) - rejected} used, {rejected} rejected")
         self.frames.set_rows(self.frame_rows)

@@ -119,6 +119,20 @@ def test_surface_offsets_are_summarized() -> None:
     assert "mean 3.0 mm, max 5.0 mm over 2 vertices" in surface_text(mm)
     assert result_offsets_mm(object()) is None
 
+    class Fit:  # a calibration result's surface fit: offsets in metres, IoU per frame
+        offsets = np.array([[0.0, 0.002, 0.0]] * 3)
+        used = np.array([True, False, True])
+        iou_before = np.array([0.7, np.nan, 0.8])
+        iou_after = np.array([0.8, np.nan, 0.9])
+
+    class S:
+        surface = Fit()
+
+    mm = result_offsets_mm(S())
+    np.testing.assert_allclose(mm, 2.0 * (np.arange(3) == 1)[None].repeat(3, 0))
+    text = surface_text(mm, S.surface)
+    assert "mean 2.0 mm" in text and "IoU 0.75 -> 0.85 on 2 frames" in text
+
 
 def test_cancel_stops_the_calibration_and_keeps_the_previous_result(make_window, gui_env, qtbot, monkeypatch) -> None:
     import core.personalize.bundle as bundle

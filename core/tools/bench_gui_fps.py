@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from core.errors import InputError
-from core.soak import MAIN_SCRIPT
+from core.tools.bench_soak import MAIN_SCRIPT
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ TARGET_BLOCK_MS = 50.0
 def run_gui_fps(duration_s: float = DEFAULT_GUI_FPS_S, source: str = "demo", timeout_s: float = 300.0) -> dict:
     """Run the window on ``source`` for ``duration_s`` seconds offscreen and return its figures
     (:meth:`app.gui.SessionStats.figures`), with the CPU time other machines took (steal)."""
-    from core.bench import cpu_steal_ticks, steal_share
+    from core.tools.bench import cpu_steal_ticks, steal_share
 
     if duration_s <= 0:
         raise InputError(f"the session must be > 0 s, got {duration_s}")
