@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stereo-calib", metavar="S.json", help="the camera pair: {K1, K2, R, T (m)}")
     p.add_argument("--name", help="profile name (default: the file name)")
     p.add_argument("--side", choices=("auto", "right", "left"), default="auto", help="hand to calibrate")
+    p.add_argument("--no-surface", action="store_true",
+                   help="skip the surface offsets (fitted to the frames' silhouettes by default)")
     _add_model_arg(p)
 
     p = sub.add_parser("export", help="a personalized textured mesh")
