@@ -52,7 +52,7 @@ PROFILE_VERSION = 3
 
 # ----------------------------------------------------------------------------- full profiles
 
-SCALE_SOURCES = ("prior", "hand_length", "aruco", "stereo")
+SCALE_SOURCES = ("prior", "hand_length", "aruco", "stereo", "depth")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Profile:
         name: display name. handedness: "right", "left" or "both".
         shape: (S,) float32 shape coefficients. hand_length_mm, hand_width_mm: measures.
         bone_lengths_mm: (20,) float32 (child order 1..20 of the keypoint tree), or empty.
-        scale_source: "prior" | "hand_length" | "aruco" | "stereo".
+        scale_source: "prior" | "hand_length" | "aruco" | "stereo" | "depth".
         frames: the calibration frames [{"source", "frame", "confidence", "weight"}].
         texture: absolute path of the texture PNG (stored relative to the JSON), or None.
         created: ISO 8601 time. path: the file read. model_name, model_sha256: the model.

@@ -92,6 +92,8 @@ def open_source(
     intrinsics: IntrinsicsSpec = None,
     fov_deg: float | None = None,
     weak_perspective: bool = False,
+    depth: str | os.PathLike[str] | None = None,
+    depth_camera: str | os.PathLike[str] | None = None,
 ) -> FrameSource:
     """Open a frame source from a SRC string (see the module docstring for the forms).
 
@@ -102,6 +104,8 @@ def open_source(
         fov_deg: horizontal field of view in degrees, for ideal intrinsics per frame size
             (exclusive with ``intrinsics``). With neither, frames carry ``intrinsics=None``
             (except replayed sessions, which carry what was recorded).
+        depth, depth_camera: a depth stream registered to SRC and its depth camera file (both
+            or neither): the frames then carry depth (:mod:`core.capture.rgbd`).
 
     Returns:
         An opened :class:`~core.capture.sources.FrameSource` (use it in a ``with`` block).
@@ -110,8 +114,15 @@ def open_source(
         InputError: a camera that does not open, a missing/corrupt/empty input, a glob with no
             matches, or malformed intrinsics.
     """
+    if (depth is None) != (depth_camera is None):
+        raise InputError("an RGB-D source needs both the depth stream (--depth) and its depth camera file "
+                         "(--depth-intrinsics)")
     source = _open(os.fspath(spec), intrinsics, fov_deg, epoch_s=None)
     source.assume_camera(None if weak_perspective else DEFAULT_FOV_DEG)
+    if depth is not None:
+        from core.capture.rgbd import open_rgbd
+
+        return open_rgbd(source, depth, depth_camera)
     return source
 
 

@@ -99,7 +99,7 @@ class CalibrationResult:
         shape: (S,) float32 the personal shape (size pinned per ``scale_source``).
         hand_length_mm, hand_width_mm: its measures (flat rest pose, docs/ARCHITECTURE.md definitions).
         bone_lengths_mm: (20,) its bone lengths, child order 1..20 of the keypoint tree.
-        scale_source: "prior" | "hand_length" | "aruco" | "stereo".
+        scale_source: "prior" | "hand_length" | "aruco" | "stereo" | "depth".
         weights: (K,) attention weights (Eq. 6). confidences: (K,) the frames' c_i.
         frame_lengths_mm: (K,) each frame's own free-shape hand length.
         seconds: wall time of :meth:`CalibrationSession.calibrate`.
@@ -348,7 +348,8 @@ class CalibrationSession:
 
     def calibrate(self, scale: ScaleOption | None = None, progress: Progress | None = None,
                   frames: list[int] | None = None, uniform: bool = False,
-                  personal: bool = True, surface: bool | None = None) -> CalibrationResult:
+                  personal: bool = True, cancel: Callable[[], bool] | None = None,
+                  surface: bool | None = None) -> CalibrationResult:
         """Calibrate the hand from the selected frames (or ``frames``).
 
         First one shape by attention calibration (Eq. 6-7) with its size pinned; then, from that
@@ -362,11 +363,14 @@ class CalibrationSession:
             frames: candidate indices to use instead of :attr:`selected`.
             uniform: w_i = 1/K instead of the attention weights (the paper's ablation).
             personal: run the joint optimization (False: Eq. 7 only, the shape-space hand).
+            cancel: polled between steps and every joint-optimization iteration; once it
+                returns True the calibration stops (a progress callback may also raise).
             surface: fit the surface offsets after it (None: the session's ``surface``); needs
                 segmented frames (at least :attr:`SurfaceSettings.min_frames`).
 
         Raises:
             InputError: no usable candidate.
+            Cancelled: ``cancel()`` returned True; the session is unchanged.
         """
         from core.errors import InputError
 
@@ -394,14 +398,16 @@ class CalibrationSession:
         if personal and all(c.keypoints_2d is not None and c.image_size[0] > 0 for c in chosen):
             if progress:
                 progress(0.75, "fitting the personal skeleton to all frames at once")
-            extra = self._bundle(chosen, idx, w, shape, length)
+            with_surface = (self.surface if surface is None else surface) and any(c.silhouette is not None
+                                                                                  for c in chosen)
+            extra = self._bundle(chosen, idx, w, shape, length, progress, cancel, 0.13 if with_surface else 0.23)
             if extra:
                 length, width, bones = extra.pop("measures")
                 ba = extra.pop("bundle")
-                if (self.surface if surface is None else surface) and sum(c.silhouette is not None for c in chosen) > 0:
+                if with_surface:
                     if progress:
-                        progress(0.85, "fitting the surface to the frames' silhouettes")
-                    extra["surface"] = self._surface(chosen, ba, extra["skeleton"], shape)
+                        progress(0.88, "fitting the surface to the frames' silhouettes")
+                    extra["surface"] = self._surface(chosen, ba, extra["skeleton"], shape, progress, cancel)
         result = CalibrationResult(
             shape=np.asarray(shape, dtype=np.float32),
             hand_length_mm=length * 1000.0,
@@ -422,7 +428,8 @@ class CalibrationSession:
         return result
 
     def _bundle(self, chosen: list[CalibrationFrame], idx: list[int], weights: np.ndarray, shape: np.ndarray,
-                length_m: float) -> dict[str, Any]:
+                length_m: float, progress: Progress | None = None,
+                cancel: Callable[[], bool] | None = None, span: float = 0.23) -> dict[str, Any]:
         """The joint optimization's part of a :class:`CalibrationResult` (see :meth:`calibrate`)."""
         from core.keypoints import bone_lengths
         from core.personalize.bundle import BundleFrame, bundle_adjust
@@ -432,7 +439,9 @@ class CalibrationSession:
         try:
             with torch.inference_mode(False), torch.no_grad():
                 ba = bundle_adjust(self.model_data, frames, length_m, betas=shape,
-                                   nominal_fov_deg=self.fitter.settings.nominal_fov_deg)
+                                   nominal_fov_deg=self.fitter.settings.nominal_fov_deg,
+                                   progress=None if progress is None else
+                                   (lambda f, m: progress(0.75 + span * f, m)), cancel=cancel)
         except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:  # numerical failure: keep Eq. 7's hand
             log.warning("the joint calibration failed (%s); keeping the shape-space hand", exc)
             return {}
@@ -458,8 +467,8 @@ class CalibrationSession:
             "residual_px": ba.residual_px,
         }
 
-    def _surface(self, chosen: list[CalibrationFrame], ba: Any, skeleton: np.ndarray,
-                 shape: np.ndarray) -> SurfaceResult | None:
+    def _surface(self, chosen: list[CalibrationFrame], ba: Any, skeleton: np.ndarray, shape: np.ndarray,
+                 progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> SurfaceResult | None:
         """The surface offsets fitted to the segmented frames, posed as the joint optimization
         posed them, on the personal model of ``skeleton``; None when the fit fails."""
         from core.camera import weak_perspective_camera
@@ -481,7 +490,8 @@ class CalibrationSession:
             rows.append(i)
         try:
             model = personal_model(self.model_data, skeleton, betas=np.asarray(shape, dtype=np.float64))
-            res = fit_surface(model, frames, np.asarray(shape, dtype=np.float64))
+            res = fit_surface(model, frames, np.asarray(shape, dtype=np.float64), cancel=cancel,
+                              progress=None if progress is None else (lambda f, m: progress(0.88 + 0.1 * f, m)))
         except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
             log.warning("the surface fit failed (%s); the profile has no surface", exc)
             return None

@@ -46,10 +46,12 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 
+from core.errors import Cancelled
 from core.model import HandModel
 from core.model.data import HandModelData
 from core.refine.crop import CropBox, crop_box
@@ -282,7 +284,8 @@ def _iou(sil: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> np.nd
 
 
 def fit_surface(model: HandModelData, frames: list[SurfaceFrame], betas: np.ndarray | None = None,
-                settings: SurfaceSettings | None = None) -> SurfaceResult:
+                settings: SurfaceSettings | None = None, progress: Callable[[float, str], None] | None = None,
+                cancel: Callable[[], bool] | None = None) -> SurfaceResult:
     """Fit the shared surface offsets of ``model`` (the personal model, no offsets yet) to the
     frames' silhouettes (module docstring).
 
@@ -291,21 +294,27 @@ def fit_surface(model: HandModelData, frames: list[SurfaceFrame], betas: np.ndar
         frames: the calibration frames with the bundle's poses (at least one).
         betas: (S,) the profile's shape (the personal model's rest skeleton is at it).
         settings: bounds, weights, schedule.
+        progress: called with (fraction, message) after each iteration.
+        cancel: polled every iteration; once it returns True the fit stops.
 
     Returns:
         The :class:`SurfaceResult`, offsets in ``model``'s rest frame.
+
+    Raises:
+        Cancelled: ``cancel()`` returned True.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one small batch: threads only add overhead on a busy machine
     try:
         with BLAS_THREADS.limit(1), torch.inference_mode(False):
-            return _fit_surface(model, frames, betas, settings or SurfaceSettings())
+            return _fit_surface(model, frames, betas, settings or SurfaceSettings(), progress, cancel)
     finally:
         torch.set_num_threads(threads)
 
 
 def _fit_surface(model: HandModelData, frames: list[SurfaceFrame], betas: np.ndarray | None,
-                 st: SurfaceSettings) -> SurfaceResult:
+                 st: SurfaceSettings, progress: Callable[[float, str], None] | None,
+                 cancel: Callable[[], bool] | None) -> SurfaceResult:
     t0 = time.perf_counter()
     if not frames:
         raise ValueError("fit_surface needs at least one frame")
@@ -407,6 +416,10 @@ def _fit_surface(model: HandModelData, frames: list[SurfaceFrame], betas: np.nda
             break
         loss.backward()
         opt.step(x.grad)
+        if cancel is not None and cancel():
+            raise Cancelled("the surface fit was cancelled")
+        if progress is not None:
+            progress((it + 1) / st.iterations, f"fitting the surface: iteration {it + 1} of {st.iterations}")
     d_best, shift_best = best[1], best[2]
     with torch.no_grad():
         sil1 = render(posed_u + d_best[None, :, None] * dirs_u, kc_u, shift_best, rows)
