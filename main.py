@@ -147,7 +147,7 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from core.bench import run_benchmarks
+    from core.tools.bench import run_benchmarks
 
     results = run_benchmarks(args.only, plots_dir=args.plots, soak_s=args.soak_s)
     if args.json:
@@ -170,7 +170,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from core.track import run_track
+    from core.tools.cli_track import run_track
 
     summary = run_track(
         args.source, args.out, intrinsics=args.intrinsics, fov_deg=args.fov, profile=args.profile,
@@ -182,20 +182,20 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_calib_camera(args: argparse.Namespace) -> int:
-    from core.calibrate_camera import run_calib_camera
+    from core.tools.cli_calib_camera import run_calib_camera
 
     print(run_calib_camera(args.images, args.out, args.pattern, args.cols, args.rows, args.square_mm))
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from core.personalize.cli import run_calibrate
+    from core.tools.cli_calibrate import run_calibrate
 
     return run_calibrate(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from core.export.cli import run_export
+    from core.tools.cli_export import run_export
 
     return run_export(args)
 

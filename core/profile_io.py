@@ -371,7 +371,7 @@ def save_profile(path: str | Path, profile: dict[str, Any]) -> Path:
     Raises:
         InputError: a malformed document. ExportError: the file cannot be written.
     """
-    from core.export.writer import write_atomic
+    from core.outputs import write_atomic
 
     path = Path(path)
     validate_profile(profile, f"the profile for {path}")

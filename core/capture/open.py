@@ -35,7 +35,7 @@ from core.capture.sources import (
 )
 from core.errors import InputError
 
-__all__ = ["DEMO_CLIP_PATH", "open_demo", "open_multi_source", "open_source"]
+__all__ = ["DEMO_CLIP_PATH", "open_demo", "open_multi_source", "open_source", "source_inputs"]
 
 #: The bundled demo clip (repository root / resources / demo / demo.mp4).
 DEMO_CLIP_PATH: Path = Path(__file__).resolve().parents[2] / "resources" / "demo" / "demo.mp4"
@@ -43,6 +43,18 @@ DEMO_CLIP_PATH: Path = Path(__file__).resolve().parents[2] / "resources" / "demo
 DEMO_INTRINSICS_PATH: Path = DEMO_CLIP_PATH.with_name("demo_intrinsics.json")
 
 _SRC_HELP = "SRC is a camera index (0), 'demo', a video file, an image folder or a glob"
+
+
+def source_inputs(source: str | None) -> list[str]:
+    """The paths a SRC string reads (for :func:`core.outputs.check_output`); cameras read no file."""
+    if source is None:
+        return []
+    text = str(source).strip()
+    if text == "demo":
+        return [str(DEMO_CLIP_PATH)]
+    if not text or text.isdigit() or text.startswith("/dev/") or "://" in text:
+        return []
+    return [text]
 
 
 def open_demo(intrinsics: IntrinsicsSpec = None, fov_deg: float | None = None) -> VideoFileSource:

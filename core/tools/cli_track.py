@@ -73,8 +73,9 @@ def run_track(
         ExportError: ``out`` is a folder, an input, in a missing or read-only folder, or the
             disk filled up (``out`` is left as it was).
     """
+    from core.capture.open import source_inputs
     from core.inputs import MAX_HANDS, MAX_REFINE, check_int
-    from core.outputs import StreamingOutput, check_output, source_inputs
+    from core.outputs import StreamingOutput, check_output
 
     # the output first, then every argument and input file: all before any frame is read
     out = check_output(out, [*source_inputs(source), intrinsics, profile, model, depth, depth_camera])

@@ -43,7 +43,8 @@ def _scale_arguments(args: argparse.Namespace) -> str:
 def run_calibrate(args: argparse.Namespace) -> int:
     """The ``calibrate`` command; returns the exit status."""
     from core.camera import check_camera_args
-    from core.outputs import check_output, source_inputs
+    from core.capture.open import source_inputs
+    from core.outputs import check_output
 
     source_kind = _scale_arguments(args)
     out = Path(args.out)
