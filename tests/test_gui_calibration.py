@@ -214,6 +214,11 @@ def test_panels_bind_to_the_state_not_the_window(make_window, gui_env, tmp_path)
     assert "Via state" in w.profiles_panel.active_label.text()
     assert "population prior" in w.profiles_panel.active_label.text()
     assert "population prior" in w.profiles_panel.list.currentItem().text()
+    # The selected profile's hand against the average, from the saved file.
+    details = w.profiles_panel.details
+    assert details.overlay.personal is not None and details.bones.rowCount() == 20
+    np.testing.assert_allclose([r[1] for r in details.rows], result.bone_lengths_mm, atol=0.02)
+    assert "population prior" in details.scale_label.text() and details.frames.rowCount() == 6
     w.state.set_profile(None)
     assert w.windowTitle() == "HandTwin" and "none" in w.profiles_panel.active_label.text()
     assert not gui_env.messages, gui_env.messages
