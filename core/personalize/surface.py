@@ -204,19 +204,19 @@ class SurfaceResult:
 
 
 def _wrist_weight(box: CropBox, keypoints_2d: np.ndarray) -> np.ndarray:
-    from core.refine.refiner import _wrist_weight as weight
+    from core.refine.common import _wrist_weight as weight
 
     return weight(box, keypoints_2d)
 
 
 def _front_faces(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    from core.refine.refiner import _front_faces as front
+    from core.refine.path_torch import _front_faces as front
 
     return front(verts, faces)
 
 
 def _Adam(theta: torch.Tensor, lr: torch.Tensor):  # noqa: N802 - the refiner's optimizer
-    from core.refine.refiner import _Adam as adam
+    from core.refine.path_torch import _Adam as adam
 
     return adam(theta, lr)
 
