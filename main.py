@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-hands", metavar="N", type=int, default=2)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     _add_rgbd_args(p)
+    _add_stereo_args(p, "each hand fused from both views into SRC's camera")
     _add_model_arg(p)
 
     p = sub.add_parser("calibrate", help="a hand profile from automatically chosen frames")
@@ -176,6 +177,7 @@ def cmd_track(args: argparse.Namespace) -> int:
         args.source, args.out, intrinsics=args.intrinsics, fov_deg=args.fov, profile=args.profile,
         refine=args.refine, max_hands=args.max_hands, device=args.device, model=args.model,
         weak_perspective=args.weak_perspective, depth=args.depth, depth_camera=args.depth_intrinsics,
+        stereo=args.stereo, stereo_calib=args.stereo_calib,
     )
     print(summary.format())
     return 0
