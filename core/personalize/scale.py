@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.capture.stereo import StereoCalibration, load_stereo_calibration, triangulate_keypoints  # noqa: F401
 from core.errors import InputError
 from core.keypoints import KEYPOINT_PARENTS, Keypoint
 from core.model import HandModel
@@ -286,37 +287,5 @@ def keypoints_on_plane(keypoints_2d: np.ndarray, K: np.ndarray, R: np.ndarray, t
 
 # ----------------------------------------------------------------------------- stereo
 
-
-@dataclass(frozen=True)
-class StereoCalibration:
-    """Two calibrated cameras: K1, K2 (3, 3) px; R (3, 3), T (3,) metres take camera-1
-    coordinates to camera 2 (x2 = R x1 + T), as cv2.stereoCalibrate reports them."""
-
-    K1: np.ndarray
-    K2: np.ndarray
-    R: np.ndarray
-    T: np.ndarray
-
-
-def load_stereo_calibration(path: str | Path) -> StereoCalibration:
-    """Read {"K1": 3x3, "K2": 3x3, "R": 3x3, "T": 3 (metres)} JSON."""
-    from core.inputs import read_json
-
-    doc = read_json(path, "stereo calibration")
-    try:
-        cal = StereoCalibration(*(np.asarray(doc[k], dtype=np.float64) for k in ("K1", "K2", "R", "T")))
-    except (ValueError, TypeError, KeyError, OverflowError) as exc:
-        raise InputError(f"cannot read the stereo calibration {path}: {exc}") from exc
-    if cal.K1.shape != (3, 3) or cal.K2.shape != (3, 3) or cal.R.shape != (3, 3) or cal.T.reshape(-1).shape != (3,):
-        raise InputError(f"{path}: K1, K2, R must be 3x3 and T 3 values")
-    return StereoCalibration(cal.K1, cal.K2, cal.R, cal.T.reshape(3))
-
-
-def triangulate_keypoints(kp1: np.ndarray, kp2: np.ndarray, cal: StereoCalibration) -> np.ndarray:
-    """(21, 3) keypoints in camera 1's frame, metres, from their pixels in both views."""
-    import cv2
-
-    p1 = cal.K1 @ np.hstack([np.eye(3), np.zeros((3, 1))])
-    p2 = cal.K2 @ np.hstack([cal.R, cal.T.reshape(3, 1)])
-    x = cv2.triangulatePoints(p1, p2, np.asarray(kp1, dtype=np.float64).T, np.asarray(kp2, dtype=np.float64).T)
-    return (x[:3] / x[3]).T
+# The pair's calibration, its file and triangulation live with the stereo source
+# (core.capture.stereo); imported above under their old names here.
