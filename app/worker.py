@@ -28,7 +28,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from app.camera_view import ComposedFrame, DisplaySpec, compose_frame
 from app.jobs import describe_error
-from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source, open_source
+from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source, open_source, open_spec
 from core.engine import Engine, EngineSettings, FrameResult
 from core.errors import HandTwinError
 from core.export import vertex_normals
@@ -87,6 +87,8 @@ class TrackingConfig:
 
     Attributes:
         sources: one SRC, or two for a stereo pair (the first is the reference camera).
+        spec: the whole source spec (:func:`core.capture.open.parse_spec`: the SRCs and their
+            depth or stereo calibration options); "" means ``sources`` alone.
         settings: the engine's settings.
         intrinsics: an intrinsics file for the source(s), or None.
         fov_deg: a horizontal field of view instead of a file, or None.
@@ -101,6 +103,7 @@ class TrackingConfig:
     """
 
     sources: tuple[str, ...]
+    spec: str = ""
     settings: EngineSettings = field(default_factory=EngineSettings)
     intrinsics: str | None = None
     fov_deg: float | None = None
@@ -254,6 +257,8 @@ class TrackingWorker(QObject):
 
     def _open(self):
         c = self.config
+        if c.spec:
+            return open_spec(c.spec, c.intrinsics, c.fov_deg, c.weak_perspective)
         if len(c.sources) > 1:
             intr = [c.intrinsics] * len(c.sources) if c.intrinsics else None
             return open_multi_source(list(c.sources), intrinsics=intr, fov_deg=None if intr else c.fov_deg)
