@@ -690,7 +690,7 @@ class MainWindow(QMainWindow):
         worker.display_spec = self.camera_view.display_spec()
         self.camera_view.set_frame(
             update.frame.image,
-            [(h.fit.side, h.detection.keypoints_2d, h.fit.keypoints_2d) for h in result.hands],
+            [(h.side, h.detection.keypoints_2d, h.final_keypoints_2d) for h in result.hands],
             update.silhouette,
             update.second_image,
             update.composed,
