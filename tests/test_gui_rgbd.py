@@ -56,3 +56,27 @@ def test_window_tracks_an_rgbd_source_with_depth_on_its_frames(make_window, qtbo
     frame = w.current_update.frame
     assert frame.depth is not None and frame.depth.shape == frame.image.shape[:2]
     assert 0.449 < float(frame.depth.max()) < 0.454
+
+
+def test_window_tracks_a_calibrated_stereo_pair_fused(make_window, qtbot, tmp_path: Path) -> None:
+    """Two folders of a rendered stereo pair and their calibration: the window's results are fused."""
+    from core.synth.render import SynthSettings, default_layers
+    from core.synth.stereo import render_stereo_sample
+
+    layers = default_layers()
+    rng = np.random.default_rng(3)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    for i in range(3):
+        s = render_stereo_sample(rng, layers, SynthSettings(image_size=(192, 144), supersample=1, back_facing=0.0),
+                                 K=np.array([[170.0, 0, 95.5], [0, 170.0, 71.5], [0, 0, 1]]))
+        cv2.imwrite(str(a / f"{i}.png"), s.reference.image[..., ::-1])
+        cv2.imwrite(str(b / f"{i}.png"), s.image2[..., ::-1])
+    cal = tmp_path / "s.json"
+    cal.write_text(json.dumps({k: np.asarray(getattr(s.calibration, k)).tolist() for k in ("K1", "K2", "R", "T")}))
+    w = make_window(source=f"{a}|{b}|stereo-calib={cal}")
+    wait_frames(qtbot, w, 2)
+    update = w.current_update
+    assert update.second_image is not None
+    assert "fuse" in update.result.time_ms and update.result.camera.fx == 170.0
