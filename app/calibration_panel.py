@@ -4,18 +4,23 @@ The flow of the identity-aware paper as a user sees it: show a few hand poses wh
 offers tracked frames to a :class:`core.personalize.session.CalibrationSession` (it refits
 each with a free shape, predicts a confidence and keeps the usable ones); the thumbnails show
 every candidate with its confidence and attention weight, chosen ones ticked; the user drops
-or adds frames, picks how the metric size is fixed, and calibrates (a job). The result shows
-hand length and width, per-frame hand lengths against the calibrated one, and the mesh.
+or adds frames, picks how the metric size is fixed, and calibrates (a job with a progress bar
+and a Cancel button; cancelling keeps the previous result and profile). The result shows hand
+length and width, the personal skeleton against the average hand (a picture and per-bone
+lengths, :mod:`app.calibration_result`), the frames used and rejected (why), the fitted
+surface, where the size comes from, per-frame hand lengths, and the mesh.
 
-The session is touched by the tracking thread (auto-capture), jobs (manual capture,
-calibration) and the GUI thread (add/drop), always under ``self.lock``.
+The panel binds to the application state (:class:`app.state.AppState`): the session and the
+result live there, and the panel reaches the rest of the app only through it. The session is
+touched by the tracking thread (auto-capture), jobs (manual capture, calibration) and the GUI
+thread (add/drop), always under ``self.lock`` (the state's calibration lock).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,10 +50,12 @@ from PySide6.QtWidgets import (
 )
 
 from app.bone_coverage import BoneCoverage, coverage_hint
+from app.calibration_result import CalibrationResultView, average_skeleton, result_offsets_mm
 from app.jobs import describe_error, show_error
 
 if TYPE_CHECKING:
-    from app.main_window import MainWindow
+    from app.jobs import Job
+    from app.state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +99,12 @@ class CalibrationPanel(QWidget):
     candidate_added = Signal(object)  # emitted from any thread; queued to the GUI
     measured = Signal(int)
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.window_ = window
-        self.lock = threading.RLock()
-        self.session: Any = None
-        self.result: Any = None
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.lock = state.calibration_lock
         self.auto = False
+        self.job: Job | None = None
         self._last_offer = 0.0
         self._measured_kp: list[np.ndarray] = []
         self._stereo_detector = None
@@ -242,9 +248,18 @@ class CalibrationPanel(QWidget):
         self.cal_progress = QProgressBar()
         self.cal_progress.setRange(0, 1000)
         self.cal_progress.setTextVisible(False)
+        self.cancel_btn = QPushButton(icon(QStyle.StandardPixmap.SP_DialogCancelButton), "Cancel")
+        self.cancel_btn.setToolTip("Stop the calibration; the current profile and result stay as they are")
+        self.cancel_btn.setEnabled(False)
+        self.cancel_btn.clicked.connect(self.cancel_calibration)
         row.addWidget(self.calibrate_btn)
         row.addWidget(self.cal_progress, 1)
+        row.addWidget(self.cancel_btn)
         lay.addLayout(row)
+        self.cal_status = QLabel("")
+        self.cal_status.setWordWrap(True)
+        self.cal_status.setStyleSheet("color: #8a94a3;")
+        lay.addWidget(self.cal_status)
 
         # -- result
         self.result_box = QGroupBox("Result")
@@ -252,6 +267,8 @@ class CalibrationPanel(QWidget):
         self.result_label = QLabel("Not calibrated yet.")
         self.result_label.setWordWrap(True)
         rlay.addWidget(self.result_label)
+        self.result_view = CalibrationResultView()
+        rlay.addWidget(self.result_view)
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
@@ -274,6 +291,7 @@ class CalibrationPanel(QWidget):
         self._refresh_timer.setInterval(200)
         self._refresh_timer.timeout.connect(self.refresh)
         self.candidate_added.connect(self._on_candidate)
+        state.jobs.job_finished.connect(self._job_finished)
         self.measured.connect(self._on_measured)
         self.side.currentIndexChanged.connect(lambda *_: self.clear())
         self.k.valueChanged.connect(self._k_changed)
@@ -281,6 +299,20 @@ class CalibrationPanel(QWidget):
         self._sync_scale()
 
     # ------------------------------------------------------------------ session
+
+    @property
+    def session(self) -> Any:
+        """The calibration session (core.personalize.session.CalibrationSession) or None."""
+        return self.state.calibration_session
+
+    @session.setter
+    def session(self, session: Any) -> None:
+        self.state.set_calibration_session(session)
+
+    @property
+    def result(self) -> Any:
+        """The last calibration result (core.personalize.session.CalibrationResult) or None."""
+        return self.state.calibration
 
     @Slot(object)
     def _on_candidate(self, cand: Any) -> None:
@@ -300,7 +332,7 @@ class CalibrationPanel(QWidget):
             return
         self._creating = True
         side, k = self.side.currentText(), self.k.value()
-        model, device = self.window_.model_path, self.window_.settings.device
+        model, device = self.state.model_path, self.state.settings.device
 
         def make(progress):
             from core.personalize.session import CalibrationSession
@@ -310,8 +342,7 @@ class CalibrationPanel(QWidget):
 
         def done(session) -> None:
             self._creating = False
-            with self.lock:
-                self.session = session
+            self.session = session
             self.refresh()
             if then:
                 then()
@@ -321,15 +352,18 @@ class CalibrationPanel(QWidget):
             self.auto_btn.setChecked(False)
             show_error(self, "Calibration", message)
 
-        self.window_.jobs.start("Preparing calibration", make, on_done=done, on_error=failed, dialog=False)
+        self.state.jobs.start("Preparing calibration", make, on_done=done, on_error=failed, dialog=False)
 
     def clear(self) -> None:
         """Forget the candidates and the result (a new session)."""
+        if self.job is not None:
+            self.job.cancel()
         with self.lock:
-            self.session = None
-            self.result = None
             self._measured_kp = []
+        self.session = None
+        self.state.set_calibration(None)
         self.auto_btn.setChecked(False)
+        self.result_view.clear()
         self.figure.clear()
         self.canvas.draw_idle()
         self.result_label.setText("Not calibrated yet.")
@@ -351,10 +385,15 @@ class CalibrationPanel(QWidget):
         self.auto_btn.setText("Stop capture" if on else "Auto-capture")
         self.auto_btn.setIcon(self.style().standardIcon(
             QStyle.StandardPixmap.SP_MediaStop if on else QStyle.StandardPixmap.SP_MediaPlay))
-        self.window_.install_frame_hook()
-        self.window_._sync_actions()  # noqa: SLF001 - the AUTO-CAPTURE badge
-        if on and not self.window_.tracking:
-            self.window_.statusBar().showMessage("Auto-capture waits for a source: open the demo or a camera.")
+        self.state.set_frame_hook(self.frame_hook if on else None)
+        if on and not self.state.tracking:
+            self.state.show_message("Auto-capture waits for a source: open the demo or a camera.")
+
+    def stop_auto(self) -> None:
+        """Stop auto-capture without touching the session (the window is closing)."""
+        self.auto = False
+        if self.state.frame_hook is not None:
+            self.state.set_frame_hook(None)
 
     def frame_hook(self, frames: tuple, result: Any) -> None:
         """Called in the tracking thread for every frame."""
@@ -379,7 +418,7 @@ class CalibrationPanel(QWidget):
 
     def capture_current(self) -> None:
         """Offer the frame on screen now (a job: the refit takes a moment)."""
-        update = self.window_.current_update
+        update = self.state.current_update
         if update is None or not update.result.hands:
             show_error(self, "Calibration", "No hand in the current frame: open a source and show your hand.")
             return
@@ -393,13 +432,13 @@ class CalibrationPanel(QWidget):
 
         def done(cand) -> None:
             if cand is None:
-                self.window_.statusBar().showMessage(
+                self.state.show_message(
                     f"This frame is not usable for calibration (no clear {self.side.currentText()} hand).", 4000)
             else:
                 self.candidate_added.emit(cand)
-                self.window_.statusBar().showMessage(f"Captured a frame (confidence {cand.confidence:.2f}).", 3000)
+                self.state.show_message(f"Captured a frame (confidence {cand.confidence:.2f}).", 3000)
 
-        self.window_.jobs.start("Capturing a frame", offer, on_done=done, dialog=False)
+        self.state.jobs.start("Capturing a frame", offer, on_done=done, dialog=False)
 
     # ------------------------------------------------------------------ metric scale
 
@@ -424,6 +463,9 @@ class CalibrationPanel(QWidget):
                                         "Lay the hand flat on the printed sheet; the camera needs intrinsics.")
         elif mode == "stereo":
             self.measured_label.setText(f"{n} frame(s) triangulated. Open a stereo pair as the source.")
+        elif mode == "prior":
+            self.measured_label.setText("No measurement: the size will be the population prior (the average "
+                                        "hand's length), not yours; the proportions are still yours.")
         else:
             self.measured_label.setText("")
 
@@ -529,16 +571,23 @@ class CalibrationPanel(QWidget):
                 f"Bones measured well enough: {int(report.covered.sum())} of 20 "
                 f"(worst length uncertainty {min(float(report.uncertainty.max()), 9.99) * 100:.0f} %).")
         weights = self.preview_weights()
+        result = self.result
+        rejected = dict(result.rejected) if result is not None and getattr(result, "rejected", None) else {}
         current = self.thumbs.currentItem().data(Qt.ItemDataRole.UserRole) if self.thumbs.currentItem() else None
         self.thumbs.clear()
         for i, c in enumerate(cands):
             chosen = i in selected
             w = weights.get(i)
             text = f"c {c.confidence:.2f}" + (f"\nw {w:.3f}" if w is not None else "\nnot used")
-            item = QListWidgetItem(thumbnail_icon(c.thumbnail, chosen), text)
+            if i in rejected:
+                text += "\nrejected"
+            item = QListWidgetItem(thumbnail_icon(c.thumbnail, chosen and i not in rejected), text)
             item.setData(Qt.ItemDataRole.UserRole, i)
             item.setToolTip(f"{c.source} frame {c.frame_index} · {c.side} hand · confidence {c.confidence:.3f}"
-                            + (f" · weight {w:.3f}" if w is not None else " · not used"))
+                            + (f" · weight {w:.3f}" if w is not None else " · not used")
+                            + (f"\nrejected by the calibration: {rejected[i]}" if i in rejected else ""))
+            if i in rejected:
+                item.setForeground(QColor("#e8553e"))
             self.thumbs.addItem(item)
             if i == current:
                 self.thumbs.setCurrentItem(item)
@@ -562,7 +611,8 @@ class CalibrationPanel(QWidget):
 
     def _sync_buttons(self) -> None:
         has = self.session is not None and bool(self.session.candidates)
-        self.calibrate_btn.setEnabled(has)
+        self.calibrate_btn.setEnabled(has and self.job is None)
+        self.cancel_btn.setEnabled(self.job is not None)
         item = self.thumbs.currentItem()
         in_sel = item is not None and self.session is not None and item.data(Qt.ItemDataRole.UserRole) in self.session.selected
         self.drop_btn.setEnabled(item is not None and in_sel)
@@ -580,27 +630,56 @@ class CalibrationPanel(QWidget):
         except Exception as exc:  # noqa: BLE001 - InputError from ScaleOption: a message
             show_error(self, "Calibration", describe_error(exc))
             return
-        self.calibrate_btn.setEnabled(False)
+        if self.job is not None:
+            return
+        self.cal_progress.setRange(0, 1000)
         self.cal_progress.setValue(0)
+        self.cal_status.setText("Calibrating…")
+        session = self.session
 
         def work(progress):
             with self.lock:
-                return self.session.calibrate(scale, progress=progress)
+                # progress() raises once Cancel is pressed; cancel= stops between reports too.
+                return session.calibrate(scale, progress=progress, cancel=lambda: progress.cancelled)
 
         def on_progress(fraction: float, message: str) -> None:
             self.cal_progress.setRange(0, 0 if fraction < 0 else 1000)
             if fraction >= 0:
                 self.cal_progress.setValue(int(1000 * fraction))
+            if message:
+                self.cal_status.setText(message)
 
         def failed(message: str) -> None:
-            self._sync_buttons()
+            self.cal_status.setText(f"Calibration failed: {message}")
             show_error(self, "Calibration", message)
 
-        self.window_.jobs.start("Calibrating", work, on_done=self.show_result, on_error=failed,
-                                progress_to=on_progress)
+        self.job = self.state.jobs.start("Calibrating", work, on_done=self.show_result, on_error=failed,
+                                         dialog=False, progress_to=on_progress)
+        self._sync_buttons()
+
+    def cancel_calibration(self) -> None:
+        """Stop a running calibration; the previous result and the active profile stay."""
+        if self.job is not None:
+            self.job.cancel()
+            self.cancel_btn.setEnabled(False)
+            self.cal_status.setText("Cancelling…")
+
+    @Slot(object)
+    def _job_finished(self, job: Any) -> None:
+        """A job ended (the runner tells in the GUI thread, after its result or error)."""
+        if job is not self.job:
+            return
+        self.job = None
+        if job.cancel_requested:  # cancelled: no result was shown, the previous one stays
+            self.cal_progress.setRange(0, 1000)
+            self.cal_progress.setValue(0)
+            self.cal_status.setText("Calibration cancelled: the previous result and profile are unchanged.")
+            self.state.show_message("Calibration cancelled.", 4000)
+        self._sync_buttons()
 
     def show_result(self, result: Any) -> None:
-        self.result = result
+        self.state.set_calibration(result)
+        self.cal_status.setText(f"Calibrated in {result.seconds:.1f} s.")
         self.cal_progress.setRange(0, 1000)
         self.cal_progress.setValue(1000)
         scale_names = {"prior": "average size (no measurement)", "hand_length": "known hand length",
@@ -614,16 +693,13 @@ class CalibrationPanel(QWidget):
         ]
         if getattr(result, "focal_px", None) is not None:
             lines.append(f"estimated focal length {result.focal_px:.0f} px")
-        for i, reason in rejected[:6]:
-            lines.append(f"rejected frame {i + 1}: {reason}")
-        if result.scale_source == "prior":
-            lines.append("<i>The size is the population prior (no measurement); the proportions are yours.</i>")
         self.result_label.setText("<br>".join(lines))
+        session = self.session
+        self.result_view.show_result(result, session.model_data, session.side, session.candidates)
         self._plot(result)
         self._show_mesh(result)
         self.refresh()
         QTimer.singleShot(0, lambda: self._scroll.ensureWidgetVisible(self.result_box, 0, 0))
-        self.window_.calibration_finished(result)
 
     def _plot(self, result: Any) -> None:
         fig = self.figure
@@ -648,12 +724,9 @@ class CalibrationPanel(QWidget):
 
     def average_bones_mm(self, result: Any) -> np.ndarray:
         """(20,) the average hand's bone lengths at the calibrated hand length, mm."""
-        from core.keypoints import Keypoint, bone_lengths
-        from core.model.personal import model_rest_keypoints
+        from core.keypoints import bone_lengths
 
-        kp = model_rest_keypoints(self.session.model_data)
-        length = float(np.linalg.norm(kp[Keypoint.MIDDLE_TIP] - kp[Keypoint.WRIST]))
-        return bone_lengths(kp) * (result.hand_length_mm / 1000.0 / length) * 1000.0
+        return bone_lengths(average_skeleton(self.session.model_data, result.hand_length_mm)) * 1000.0
 
     def _plot_bones(self, ax: Any, result: Any) -> None:
         """Per-bone lengths of the personal skeleton against the average hand's (same length)."""
@@ -678,11 +751,13 @@ class CalibrationPanel(QWidget):
         from core.model import HandModel, load_model_data
 
         try:
-            data = load_model_data(self.window_.model_path, self.session.side)
-            if getattr(result, "skeleton", None) is not None:  # the personal hand
+            data = load_model_data(self.state.model_path, self.session.side)
+            offsets = result_offsets_mm(result)
+            if getattr(result, "skeleton", None) is not None:  # the personal hand (and its surface)
                 from core.model.personal import personal_model
 
-                data = personal_model(data, np.asarray(result.skeleton), betas=np.asarray(result.shape))
+                data = personal_model(data, np.asarray(result.skeleton), betas=np.asarray(result.shape),
+                                      offsets=None if offsets is None else offsets / 1000.0)
             layer = HandModel(data)
             with torch.no_grad():
                 out = layer.rest(torch.as_tensor(np.asarray(result.shape, np.float32))[None])
@@ -710,8 +785,17 @@ class CalibrationPanel(QWidget):
             return
         name, ok = QInputDialog.getText(self, "Save the profile", "Profile name:", text="My hand")
         if ok and name.strip():
-            self.window_.save_calibration_profile(name.strip())
+            self.save_profile(name.strip())
 
     def profile_document(self, name: str) -> dict:
         with self.lock:
             return self.session.to_profile(self.result, name)
+
+    def save_profile(self, name: str) -> Path | None:
+        """Save the result (with the current texture) as a profile and make it the active one;
+        returns its path, or None after telling the user why it failed."""
+        try:
+            return self.state.save_profile(self.profile_document(name))
+        except Exception as exc:  # noqa: BLE001 - unwritable folder etc.: a message
+            show_error(self, "Save the profile", describe_error(exc))
+            return None

@@ -25,12 +25,13 @@ from PySide6.QtWidgets import (
     QRadioButton,
     QStyle,
     QVBoxLayout,
+    QWidget,
 )
 
 from app.jobs import Job, show_error
 
 if TYPE_CHECKING:
-    from app.main_window import MainWindow
+    from app.state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,11 @@ def run_export(req: ExportRequest, progress) -> list[Path]:
 
 
 class ExportDialog(QDialog):
-    """Modeless export dialog over the window's current hand (profile or live frame)."""
+    """Modeless export dialog over the current hand (the state's profile or live frame)."""
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.window_ = window
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
         self.setWindowTitle("Export the hand")
         self.setMinimumWidth(520)
         self.job: Job | None = None
@@ -158,8 +159,8 @@ class ExportDialog(QDialog):
         self.refresh()
 
     def refresh(self) -> None:
-        """Defaults from the window: destination, texture availability, pose availability."""
-        w = self.window_
+        """Defaults from the state: destination, texture availability, pose availability."""
+        w = self.state
         if not self.dest.text():
             self.dest.setText(str(w.export_directory / ("hand" + FORMATS[self.format.currentIndex()][1])))
         has_frame = w.current_hand_fit() is not None
@@ -169,7 +170,7 @@ class ExportDialog(QDialog):
         has_tex = w.current_texture() is not None
         self.texture_on.setEnabled(has_tex)
         self.texture_on.setChecked(has_tex and w.settings.texture)
-        profile = w.active_profile
+        profile = w.profile
         self.source_label.setText(
             (f"Shape from the profile <b>{profile.name}</b>." if profile is not None
              else "No profile: the shape of the current frame (or the average hand).")
@@ -190,13 +191,13 @@ class ExportDialog(QDialog):
 
     def request(self) -> ExportRequest:
         _, suffix, rigged = FORMATS[self.format.currentIndex()]
-        w = self.window_
+        w = self.state
         fit = w.current_hand_fit() if self.pose_frame.isChecked() else None
         shape, side = w.export_shape()
         if fit is not None:
             side = fit.side
         texture = w.current_texture() if self.texture_on.isChecked() else None
-        profile = w.active_profile
+        profile = w.profile
         return ExportRequest(
             out=Path(self.dest.text().strip()).expanduser().with_suffix(suffix),
             rigged=rigged,
@@ -222,7 +223,7 @@ class ExportDialog(QDialog):
         self.export_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         self.show_btn.setEnabled(False)
-        self.job = self.window_.jobs.start(
+        self.job = self.state.jobs.start(
             "Exporting", lambda progress: run_export(req, progress), on_done=self._done, on_error=self._failed,
             dialog=False, progress_to=self._progress,
         )
@@ -254,7 +255,7 @@ class ExportDialog(QDialog):
         names = ", ".join(p.name for p in self.written) or "nothing"
         self.status.setText(f"Wrote {names} in {self.written[0].parent if self.written else ''}")
         self.show_btn.setEnabled(bool(self.written))
-        self.window_.statusBar().showMessage(f"Exported {names}", 5000)
+        self.state.show_message(f"Exported {names}", 5000)
 
     def _failed(self, message: str) -> None:
         self._finish()

@@ -21,13 +21,15 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 from PySide6.QtWidgets import QMessageBox, QProgressDialog, QWidget
 
-from core.errors import HandTwinError
+from core.errors import Cancelled, HandTwinError
 
 log = logging.getLogger(__name__)
 
 
-class JobCancelled(Exception):
-    """Raised inside a job by its progress callback after the user cancelled it."""
+class JobCancelled(Cancelled):
+    """Raised inside a job by its progress callback after the user cancelled it (a core
+    function may also raise :class:`core.errors.Cancelled` when its ``cancel`` check says so:
+    the job ends as cancelled either way)."""
 
 
 def show_error(parent: QWidget | None, title: str, message: str) -> None:
@@ -111,7 +113,7 @@ class Job(QObject):
                 self.cancelled.emit()
             else:
                 self.succeeded.emit(result)
-        except JobCancelled:
+        except Cancelled:
             self.cancelled.emit()
         except Exception as exc:  # noqa: BLE001 - a job's failure is a message, never a crash
             if not isinstance(exc, HandTwinError):

@@ -15,14 +15,10 @@ import torch
 from PySide6.QtCore import QSettings, Qt, QThread, QTimer, Slot
 from PySide6.QtGui import QAction, QColor, QKeySequence
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
     QDockWidget,
     QFileDialog,
-    QFormLayout,
     QLabel,
     QMainWindow,
-    QSpinBox,
     QSplitter,
     QStyle,
     QToolBar,
@@ -32,14 +28,15 @@ from PySide6.QtWidgets import (
 from app.calibration_panel import CalibrationPanel
 from app.camera_view import CameraView
 from app.hand_view import make_hand_view
-from app.jobs import JobRunner, describe_error, show_error
+from app.jobs import JobRunner, show_error
 from app.profiles_panel import ProfilesPanel
-from app.settings import AppSettings, cuda_available, open_store
+from app.settings import AppSettings, open_store
 from app.sources import SourceChoice, SourceDialog, describe_source, split_spec
+from app.state import AppState, load_profile_for
+from app.tracking_panel import TrackingPanel
 from app.worker import LiveUpdate, TrackingConfig, TrackingWorker
-from core.camera import DEFAULT_FOV_DEG
 from core.engine import EngineSettings
-from core.errors import HandTwinError, InputError
+from core.errors import HandTwinError
 from core.fit import FitSettings
 from core.model import HandModel, load_model_data
 
@@ -70,24 +67,15 @@ def engine_settings(model: str | None, s: AppSettings) -> EngineSettings:
                           refine_iterations=int(s.refine_iterations))
 
 
-def load_profile_for(path: str | Path, data) -> Profile:
-    """Read the profile at ``path`` and check that its shape fits the hand model ``data``
-    (a core.model.HandModelData, or None to skip the check).
+__all__ = ["MainWindow", "camera_text", "engine_settings", "load_profile_for"]
 
-    Raises:
-        HandTwinError: the profile cannot be read or its shape has the wrong length.
-    """
-    from core.profile_io import load_profile
-
-    profile = load_profile(path)
-    if data is not None and len(profile.shape) != data.num_betas:
-        raise InputError(f"the profile {Path(path).name}'s shape has {len(profile.shape)} values; "
-                         f"the hand model {data.name} needs {data.num_betas}")
-    return profile
+#: The settings a running source is restarted for when they change.
+RESTART_FIELDS = ("device", "fit_iterations", "refine_iterations", "realtime")
 
 
 class MainWindow(QMainWindow):
-    """HandTwin's main window.
+    """HandTwin's main window: composes the views, the panels and the tracking worker around
+    one :class:`~app.state.AppState` (``self.state``), which the panels bind to.
 
     Args:
         model: hand model path (None: ``$HANDTWIN_MODEL`` or the bundled open hand).
@@ -103,26 +91,31 @@ class MainWindow(QMainWindow):
                  profile: str | None = None, camera: tuple[str, str, float | None] | None = None) -> None:
         super().__init__()
         self.store = store if store is not None else open_store()
-        self.settings = AppSettings.load(self.store)
+        settings = AppSettings.load(self.store)
         if camera is not None:  # the command line's camera for this run (not saved)
             mode, file, fov = camera
-            self.settings = dataclasses.replace(self.settings, intrinsics_mode=mode, intrinsics_file=file,
-                                                fov_deg=self.settings.fov_deg if fov is None else fov)
+            settings = dataclasses.replace(settings, intrinsics_mode=mode, intrinsics_file=file,
+                                           fov_deg=settings.fov_deg if fov is None else fov)
         self.resize(1560, 900)
         self.model_path = model
         self.jobs = JobRunner(self)
+        self.state = AppState(self.store, settings, model, self.jobs, self)
         self.camera_view = CameraView(self)
         self.hand_view = make_hand_view(self)
-        self.active_profile = None
         self.layer: HandModel | None = None
-        self.model_data = None
         self._thread: QThread | None = None
         self._worker: TrackingWorker | None = None
-        self.current_update: LiveUpdate | None = None
-        self._texture: np.ndarray | None = None
+        self._tracked_settings: AppSettings | None = None
         self.frames_shown = 0
-        self.last_message = ""
         self._closing = False
+        st = self.state
+        st.message.connect(self._on_state_message)
+        st.error.connect(self._on_state_error)
+        st.settings_changed.connect(self._on_settings_changed)
+        st.profile_changed.connect(self._on_profile_changed)
+        st.texture_changed.connect(self.hand_view.set_texture)
+        st.frame_hook_changed.connect(lambda *_: (self.install_frame_hook(), self._sync_actions()))
+        st.calibration_changed.connect(self.calibration_finished)
 
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
         splitter.addWidget(self.camera_view)
@@ -149,6 +142,55 @@ class MainWindow(QMainWindow):
         self._sync_actions()
         if source is not None:
             QTimer.singleShot(0, lambda: self.start_source(source))
+
+    # ================================================================== the shared state
+
+    @property
+    def settings(self) -> AppSettings:
+        return self.state.settings
+
+    @settings.setter
+    def settings(self, value: AppSettings) -> None:
+        self.state.set_settings(value, save=False)
+
+    @property
+    def active_profile(self) -> Profile | None:
+        return self.state.profile
+
+    @property
+    def model_data(self):  # -> core.model.HandModelData | None
+        return self.state.model_data
+
+    @property
+    def current_update(self) -> LiveUpdate | None:
+        return self.state.current_update
+
+    @current_update.setter
+    def current_update(self, update: LiveUpdate | None) -> None:
+        self.state.current_update = update
+
+    @property
+    def last_message(self) -> str:
+        return self.state.last_message
+
+    @last_message.setter
+    def last_message(self, text: str) -> None:
+        self.state.last_message = text
+
+    def _on_state_message(self, text: str, ms: int) -> None:
+        self.statusBar().showMessage(text, ms)
+
+    def _on_state_error(self, title: str, text: str) -> None:
+        self.statusBar().showMessage(text, 8000)
+        show_error(self, title, text)
+
+    def _on_settings_changed(self, settings: AppSettings) -> None:
+        """Restart a running source when a setting it was started with changed."""
+        old = self._tracked_settings
+        if self._worker is None or old is None:
+            return
+        if any(getattr(old, f) != getattr(settings, f) for f in RESTART_FIELDS):
+            self.start_source("|".join(self._worker.config.sources))
 
     # ================================================================== building
 
@@ -262,9 +304,16 @@ class MainWindow(QMainWindow):
         self.toolbar = bar
 
     def _build_docks(self) -> None:
-        self.calibration_panel = CalibrationPanel(self)
-        self.profiles_panel = ProfilesPanel(self)
-        self.tracking_panel = self._tracking_panel()
+        self.calibration_panel = CalibrationPanel(self.state, self)
+        self.profiles_panel = ProfilesPanel(self.state, self)
+        self.tracking_panel = TrackingPanel(self.state, self)
+        tp = self.tracking_panel  # its widgets under their old names
+        self.device_combo, self.fit_iterations, self.refine_iterations = (
+            tp.device_combo, tp.fit_iterations, tp.refine_iterations)
+        self.realtime_check, self.texture_check, self.intrinsics_label = (
+            tp.realtime_check, tp.texture_check, tp.intrinsics_label)
+        self.texture_check.toggled.connect(self.action_texture.setChecked)
+        self.action_texture.toggled.connect(self.texture_check.setChecked)
         self.calibration_dock = self._dock("Calibration", self.calibration_panel)
         self.profiles_dock = self._dock("Profiles", self.profiles_panel)
         self.tracking_dock = self._dock("Tracking", self.tracking_panel)
@@ -282,50 +331,6 @@ class MainWindow(QMainWindow):
                       | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, d)
         return d
-
-    def _tracking_panel(self) -> QWidget:
-        s = self.settings
-        w = QWidget(self)
-        form = QFormLayout(w)
-        self.device_combo = QComboBox()
-        self.device_combo.addItem("CPU", "cpu")
-        self.device_combo.addItem("CUDA (GPU)", "cuda")
-        if not cuda_available():
-            item = self.device_combo.model().item(1)
-            item.setEnabled(False)
-            item.setToolTip("This PyTorch has no CUDA device")
-        self.device_combo.setCurrentIndex(1 if s.device == "cuda" and cuda_available() else 0)
-        self.device_combo.setToolTip("Where fitting and refinement run")
-        self.device_combo.currentIndexChanged.connect(lambda *_: self._settings_changed(restart=True))
-        self.fit_iterations = QSpinBox()
-        self.fit_iterations.setRange(1, 100)
-        self.fit_iterations.setValue(s.fit_iterations)
-        self.fit_iterations.setToolTip("Levenberg-Marquardt iterations of the model fit per frame")
-        self.fit_iterations.editingFinished.connect(lambda: self._settings_changed(restart=True))
-        self.refine_iterations = QSpinBox()
-        self.refine_iterations.setRange(0, 50)
-        self.refine_iterations.setValue(s.refine_iterations)
-        self.refine_iterations.setSpecialValueText("off")
-        self.refine_iterations.setToolTip("Silhouette refinement iterations per frame (0: off)")
-        self.refine_iterations.editingFinished.connect(lambda: self._settings_changed(restart=True))
-        self.realtime_check = QCheckBox("Play files at their frame rate")
-        self.realtime_check.setChecked(s.realtime)
-        self.realtime_check.setToolTip("Off: files play as fast as tracking goes")
-        self.realtime_check.toggled.connect(lambda *_: self._settings_changed(restart=True))
-        self.texture_check = QCheckBox("Capture the skin texture")
-        self.texture_check.setChecked(s.texture)
-        self.texture_check.toggled.connect(self.action_texture.setChecked)
-        self.action_texture.toggled.connect(self.texture_check.setChecked)
-        self.intrinsics_label = QLabel()
-        self.intrinsics_label.setWordWrap(True)
-        form.addRow("Device", self.device_combo)
-        form.addRow("Fit iterations", self.fit_iterations)
-        form.addRow("Refinement", self.refine_iterations)
-        form.addRow(self.realtime_check)
-        form.addRow(self.texture_check)
-        form.addRow("Intrinsics", self.intrinsics_label)
-        self._intrinsics_text()
-        return w
 
     def _build_status(self) -> None:
         sb = self.statusBar()
@@ -356,8 +361,8 @@ class MainWindow(QMainWindow):
         except HandTwinError as exc:
             show_error(self, "Hand model", str(exc))
             return
-        self.model_data = data
         self.layer = HandModel(data)
+        self.state.set_model(data)
         self._show_rest_hand()
         with torch.no_grad():
             length, width = self.layer.measures()
@@ -389,50 +394,26 @@ class MainWindow(QMainWindow):
 
     @property
     def profiles_directory(self) -> Path:
-        from core.profile_io import profiles_dir
-
-        return Path(self.settings.profiles_dir) if self.settings.profiles_dir else profiles_dir()
+        return self.state.profiles_directory
 
     @property
     def export_directory(self) -> Path:
-        return self.profiles_directory.parent / "exports"
+        return self.state.export_directory
 
     def load_profile_file(self, path: str, restart: bool = True, quiet: bool = False) -> bool:
         """Read a profile and make it the active one; a bad file gives a message and changes nothing."""
-        try:
-            profile = load_profile_for(path, self.model_data)
-        except Exception as exc:  # noqa: BLE001 - a corrupt profile is a message, never a crash
-            message = f"Cannot use the profile {Path(path).name}: {describe_error(exc)}"
-            self.last_message = message
-            if quiet:
-                log.warning(message)
-                self.statusBar().showMessage(message, 8000)
-            else:
-                show_error(self, "Profile", message)
-            return False
-        self.set_active_profile(profile, restart=restart)
-        return True
+        return self.state.load_profile_file(path, restart=restart, quiet=quiet)
 
     def set_active_profile(self, profile, restart: bool = True) -> None:
         """Use ``profile`` (a core.profile_io.Profile, or None) for identity-aware tracking."""
-        self.active_profile = profile
-        self.settings = dataclasses.replace(
-            self.settings, active_profile=str(profile.path) if profile is not None and profile.path else "")
-        self.settings.save(self.store)
-        self._texture = None
-        if profile is not None and profile.texture is not None and Path(profile.texture).is_file():
-            import cv2
+        self.state.set_profile(profile, restart=restart)
 
-            bgr = cv2.imread(str(profile.texture), cv2.IMREAD_COLOR)
-            if bgr is not None:
-                self._texture = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        self.hand_view.set_texture(self._texture)
+    def _on_profile_changed(self, profile, restart: bool) -> None:
         if not self.tracking:
             self._show_rest_hand()
         self._update_title()
-        self.profiles_panel.refresh()
         if restart and self.tracking:
-            self.start_source(self._worker.config.sources and "|".join(self._worker.config.sources))
+            self.start_source("|".join(self._worker.config.sources))
         note = ""
         if profile is not None and profile.scale_source == "prior":
             note = " Its size is the population prior (no metric anchor), not a measurement."
@@ -446,35 +427,15 @@ class MainWindow(QMainWindow):
         self.profile_label.setText(f"profile: {p.name}" if p is not None else "no profile")
 
     def calibration_finished(self, result) -> None:
+        if result is None:
+            return
         self.statusBar().showMessage(
             f"Calibrated: hand length {result.hand_length_mm:.1f} mm, width {result.hand_width_mm:.1f} mm. "
             "Save it as a profile to track with it.", 8000)
 
     def save_calibration_profile(self, name: str) -> Path | None:
         """Save the calibration result (with the captured texture) as a profile and use it."""
-        import cv2
-
-        from core.profile_io import profile_file_name, save_profile
-
-        try:
-            doc = self.calibration_panel.profile_document(name)
-            folder = self.profiles_directory
-            path = folder / profile_file_name(name)
-            folder.mkdir(parents=True, exist_ok=True)
-            texture = self.current_texture()
-            if texture is not None:
-                tex_name = path.with_suffix(".png").name
-                if not cv2.imwrite(str(folder / tex_name), cv2.cvtColor(texture, cv2.COLOR_RGB2BGR)):
-                    raise OSError(f"cannot write the texture {folder / tex_name}")
-                doc["texture"] = tex_name
-            saved = save_profile(path, doc)
-        except Exception as exc:  # noqa: BLE001 - unwritable folder etc.: a message
-            show_error(self, "Save the profile", describe_error(exc))
-            return None
-        self.profiles_panel.refresh()
-        self.load_profile_file(str(saved))
-        self.profiles_panel.select(saved)
-        return Path(saved)
+        return self.calibration_panel.save_profile(name)
 
     # ================================================================== sources and tracking
 
@@ -510,17 +471,7 @@ class MainWindow(QMainWindow):
         return None
 
     def set_intrinsics(self, mode: str, file: str = "", fov_deg: float = 60.0) -> None:
-        self.settings = dataclasses.replace(self.settings, intrinsics_mode=mode, intrinsics_file=file, fov_deg=fov_deg)
-        self.settings.save(self.store)
-        self._intrinsics_text()
-
-    def _intrinsics_text(self) -> None:
-        s = self.settings
-        text = {"file": f"file {Path(s.intrinsics_file).name}", "fov": f"field of view {s.fov_deg:.0f}°",
-                "weak": "weak perspective"}.get(
-            s.intrinsics_mode, f"from the source, else assumed {DEFAULT_FOV_DEG:.0f}° (perspective)")
-        if hasattr(self, "intrinsics_label"):
-            self.intrinsics_label.setText(text)
+        self.state.update_settings(intrinsics_mode=mode, intrinsics_file=file, fov_deg=fov_deg)
 
     def _open_video(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a video", "", "Videos (*.mp4 *.avi *.mov *.mkv *.webm)")
@@ -533,7 +484,7 @@ class MainWindow(QMainWindow):
             self.start_source(path)
 
     def replay_dialog(self) -> None:
-        start = str(self.profiles_directory.parent / "sessions")
+        start = str(self.state.sessions_directory)
         path = QFileDialog.getExistingDirectory(self, "Replay a recorded session", start)
         if path:
             self.start_source(path)
@@ -562,8 +513,8 @@ class MainWindow(QMainWindow):
         if not spec:
             return
         config = self.tracking_config(spec)
-        self.settings = self.settings.with_recent(spec)
-        self.settings.save(self.store)
+        self.state.set_settings(self.settings.with_recent(spec))
+        self._tracked_settings = self.settings
         self._worker = TrackingWorker(config)
         self._worker.display_spec = self.camera_view.display_spec()
         self._thread = QThread(self)
@@ -577,15 +528,18 @@ class MainWindow(QMainWindow):
         worker.finished.connect(self._thread.quit)
         worker.finished.connect(self._on_worker_finished)
         self.install_frame_hook()
+        self.state.live_texture = worker.texture_image
         self._thread.start()
+        self.state.set_source(spec)
         self.action_pause.setChecked(False)
         self.camera_view.clear(f"Opening {describe_source(spec)}…")
         self.statusBar().showMessage(f"Tracking {describe_source(spec)}")
         self._sync_actions()
 
     def install_frame_hook(self) -> None:
+        """Hand the state's per-frame hook (auto-capture) to the running worker."""
         if self._worker is not None:
-            self._worker.frame_hook = self.calibration_panel.frame_hook if self.calibration_panel.auto else None
+            self._worker.frame_hook = self.state.frame_hook
 
     def stop_tracking(self) -> None:
         worker, thread = self._worker, self._thread
@@ -599,8 +553,9 @@ class MainWindow(QMainWindow):
             thread.quit()
             if not thread.wait(15000):
                 log.warning("the tracking thread did not stop in time")
-        if worker is not None:
-            self._texture = self._texture if self._texture is not None else None
+        self._tracked_settings = None
+        self.state.live_texture = None
+        self.state.set_source("")
         self.action_record.blockSignals(True)
         self.action_record.setChecked(False)
         self.action_record.blockSignals(False)
@@ -638,6 +593,9 @@ class MainWindow(QMainWindow):
             if thread is not None:
                 thread.quit()
                 thread.wait(5000)
+            self._tracked_settings = None
+            self.state.live_texture = None
+            self.state.set_source("")
             self.action_record.blockSignals(True)
             self.action_record.setChecked(False)
             self.action_record.blockSignals(False)
@@ -673,7 +631,7 @@ class MainWindow(QMainWindow):
                 show_error(self, "Recording", "Nothing to record: open a source first.")
             return
         if on:
-            folder = folder or str(self.profiles_directory.parent / "sessions" / time.strftime("session-%Y%m%d-%H%M%S"))
+            folder = folder or str(self.state.sessions_directory / time.strftime("session-%Y%m%d-%H%M%S"))
             self.recording_folder = folder
             self._worker.start_recording(folder)
             self.statusBar().showMessage(f"Recording to {folder}")
@@ -693,24 +651,12 @@ class MainWindow(QMainWindow):
             badges.append(("● REC", QColor("#ff5a5f")))
         if paused:
             badges.append(("PAUSED", QColor("#ffd166")))
-        if self.calibration_panel.auto:
+        if self.state.frame_hook is not None:
             badges.append(("AUTO-CAPTURE", QColor("#4cc9f0")))
         self.camera_view.badges = badges
         self.camera_view.update()
 
     # ================================================================== settings
-
-    def _settings_changed(self, restart: bool = False) -> None:
-        self.settings = dataclasses.replace(
-            self.settings,
-            device=self.device_combo.currentData() or "cpu",
-            fit_iterations=self.fit_iterations.value(),
-            refine_iterations=self.refine_iterations.value(),
-            realtime=self.realtime_check.isChecked(),
-        )
-        self.settings.save(self.store)
-        if restart and self._worker is not None:
-            self.start_source("|".join(self._worker.config.sources))
 
     def _set_skeleton(self, on: bool) -> None:
         self.hand_view.set_skeleton_visible(on)
@@ -718,16 +664,14 @@ class MainWindow(QMainWindow):
         self.camera_view.update()
 
     def _set_silhouette(self, on: bool) -> None:
-        self.settings = dataclasses.replace(self.settings, silhouette=on)
-        self.settings.save(self.store)
+        self.state.update_settings(silhouette=on)
         self.camera_view.show_silhouette = on
         self.camera_view.update()
         if self._worker is not None:
             self._worker.silhouette_enabled = on
 
     def _set_texture(self, on: bool) -> None:
-        self.settings = dataclasses.replace(self.settings, texture=on)
-        self.settings.save(self.store)
+        self.state.update_settings(texture=on)
         if self._worker is not None:
             self._worker.texture_enabled = on
         self.hand_view.set_texture_visible(on)
@@ -739,20 +683,19 @@ class MainWindow(QMainWindow):
         update = worker.take_latest() if worker is not None else None
         if update is None:
             return
-        self.current_update = update
+        self.state.current_update = update
         result = update.result
         # The worker draws the next frames for the panel's size and toggles as they are now.
         worker.display_spec = self.camera_view.display_spec()
         self.camera_view.set_frame(
             update.frame.image,
-            [(h.fit.side, h.detection.keypoints_2d, h.fit.keypoints_2d) for h in result.hands],
+            [(h.side, h.detection.keypoints_2d, h.final_keypoints_2d) for h in result.hands],
             update.silhouette,
             update.second_image,
             update.composed,
         )
         if update.texture is not None:
-            self._texture = update.texture
-            self.hand_view.set_texture(update.texture)
+            self.state.set_texture(update.texture)
         if update.meshes:
             # Seen from the camera, centred on the hand so the view stays framed as it moves.
             kp = result.hands[0].fit.keypoints_3d
@@ -793,36 +736,20 @@ class MainWindow(QMainWindow):
     # ================================================================== export
 
     def current_hand_fit(self):
-        u = self.current_update
-        return u.result.hands[0].fit if u is not None and u.result.hands else None
+        return self.state.current_hand_fit()
 
     def current_texture(self) -> np.ndarray | None:
-        if self._worker is not None and self.settings.texture:
-            side = self.current_hand_fit().side if self.current_hand_fit() is not None else "right"
-            try:
-                tex = self._worker.texture_image(side)
-            except Exception:  # noqa: BLE001
-                tex = None
-            if tex is not None:
-                return tex
-        return self._texture
+        return self.state.current_texture()
 
     def export_shape(self) -> tuple[np.ndarray, str]:
         """(shape, side) to export: the profile's, else the current frame's, else the mean."""
-        if self.active_profile is not None:
-            side = self.active_profile.handedness if self.active_profile.handedness in ("right", "left") else "right"
-            return np.asarray(self.active_profile.shape, np.float32), side
-        fit = self.current_hand_fit()
-        if fit is not None:
-            return np.asarray(fit.betas, np.float32), fit.side
-        n = self.model_data.num_betas if self.model_data is not None else 10
-        return np.zeros(n, np.float32), "right"
+        return self.state.export_shape()
 
     def export_dialog(self):
         from app.export_dialog import ExportDialog
 
         if getattr(self, "_export_dialog", None) is None:
-            self._export_dialog = ExportDialog(self)
+            self._export_dialog = ExportDialog(self.state, self)
         self._export_dialog.refresh()
         self._export_dialog.show()
         self._export_dialog.raise_()
@@ -833,7 +760,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         self._closing = True
         self._draw_timer.stop()
-        self.calibration_panel.auto = False
+        self.calibration_panel.stop_auto()
         self.stop_tracking()
         self.jobs.cancel_all()
         self.settings.save(self.store)

@@ -25,3 +25,8 @@ class InputError(HandTwinError):
 
 class ExportError(HandTwinError):
     """An export could not be written (for example an unwritable folder)."""
+
+
+class Cancelled(HandTwinError):
+    """A long operation stopped because its caller asked it to (a Cancel button); nothing
+    it would have produced was kept."""

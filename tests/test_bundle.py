@@ -151,3 +151,49 @@ def test_session_calibrates_the_skeleton_into_a_version_2_profile(open_hand, sid
     right_frame = result.skeleton if side == "right" else mirror_points(result.skeleton)
     np.testing.assert_allclose(p.skeleton_mm / 1000.0, right_frame, atol=1e-5)  # stored in the right hand's frame
     assert p.rejected_frames[0]["frame"] == 5 and p.scale_note == result.scale_note
+
+
+def test_progress_is_reported_and_cancel_stops_promptly(open_hand, people):
+    from core.errors import Cancelled
+
+    person = people[0]
+    seen: list[float] = []
+    result = bundle_adjust(open_hand, person.frames, _hand_length(person.skeleton),
+                           progress=lambda f, m: seen.append(f))
+    assert len(seen) >= 3 and seen == sorted(seen) and 0.0 <= seen[0] and seen[-1] < 1.0
+    # Cancel once the third iteration reported: the optimization stops at the next check.
+    polls: list[int] = []
+
+    def cancel() -> bool:
+        polls.append(len(seen2))
+        return len(seen2) >= 3
+
+    seen2: list[float] = []
+    with pytest.raises(Cancelled):
+        bundle_adjust(open_hand, person.frames, _hand_length(person.skeleton),
+                      progress=lambda f, m: seen2.append(f), cancel=cancel)
+    assert len(seen2) == 3 and len(polls) == 4
+    assert np.isfinite(result.skeleton).all()
+
+
+def test_session_calibration_can_be_cancelled(open_hand) -> None:
+    from core.errors import Cancelled
+    from core.personalize import CalibrationSession
+
+    person = synthetic_person(open_hand, np.random.default_rng(41), 8, noise_px=1.0)
+    s = CalibrationSession(side="right", k=8, confidence="heuristic")
+    s.add_candidates(_candidates(person))
+    selected = s.selected
+    messages: list[str] = []
+    calls = {"n": 0}
+
+    def cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    with pytest.raises(Cancelled):
+        s.calibrate(progress=lambda f, m: messages.append(m), cancel=cancel)
+    assert any("joint calibration" in m for m in messages)
+    assert s.selected == selected and len(s.candidates) == 8
+    done = s.calibrate(cancel=lambda: False)  # the same session calibrates afterwards
+    assert done.skeleton is not None

@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_gui_support import GUI_MARKS, gui_env, make_window, screenshot, screenshot_screen, wait_frames  # noqa: F401
+from tests.test_gui_support import (  # noqa: F401
+    GUI_MARKS,
+    SHOTS,
+    gui_env,
+    make_window,
+    screenshot,
+    screenshot_screen,
+    wait_frames,
+)
 
 pytestmark = GUI_MARKS + [pytest.mark.slow]
 
@@ -56,8 +64,15 @@ def test_demo_calibrate_profile_export(make_window, gui_env, qtbot, tmp_path: Pa
     assert "Hand length" in panel.result_label.text()
     assert panel.figure.axes and len(panel.figure.axes[0].collections) == 1
     assert panel._mesh_view is not None and panel._mesh_view.has_mesh  # noqa: SLF001
+    # The result view: your skeleton against the average hand, per bone, and the frames.
+    view = panel.result_view
+    assert view.isVisible() and view.bones.rowCount() == 20 and view.overlay.personal is not None
+    assert view.frames.rowCount() == len(panel.result.frames)
+    assert "population prior" not in view.scale_label.text() and "measurement" in view.scale_label.text()
     assert not gui_env.messages
     screenshot(w, "gui_3_calibrated.png")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    assert panel.result_box.grab().save(str(SHOTS / "gui_3_calibration_result.png"))
 
     # 4. Save as a profile (it becomes active), drop it, load it again from the list.
     saved = w.save_calibration_profile("Test hand")

@@ -12,6 +12,7 @@ import pytest
 from core.export.ply import sample_texture
 from core.synth.render import SynthSettings, default_layers, render_hand_sample
 from core.texture import (
+    LIVE_CAPTURE,
     CaptureSettings,
     FrameSamples,
     TextureCapture,
@@ -21,7 +22,7 @@ from core.texture import (
     texel_map,
     texel_uv,
 )
-from core.texture.evaluate import FLAT_LIGHTING, pattern_texture, reference_texels, texture_error
+from core.tools.evaluate_texture import FLAT_LIGHTING, pattern_texture, reference_texels, texture_error
 
 SIZE = 128  # texture and capture grid in these tests
 IMAGE = (240, 180)
@@ -235,6 +236,42 @@ def test_empty_mask_or_hand_behind_the_camera_updates_nothing(layers, known_text
     behind = sample.vertices * np.array([1, 1, -1], np.float32)
     assert capture.update(sample.image, behind, sample.K).texels_updated == 0
     assert capture.coverage == 0.0 and capture.frames == 0
+
+
+def test_live_capture_skips_a_frame_that_shows_nothing_new(layers, known_texture) -> None:
+    sample = _render(layers, known_texture, seed=3, rotation=_palm_view())
+    args = (sample.image, sample.vertices, sample.K, sample.mask)
+    capture = TextureCapture(layers["right"], SIZE, settings=LIVE_CAPTURE)
+    assert not capture.update(*args).skipped
+    coverage = capture.coverage
+    again = capture.update(*args)  # the same view: skipped, the texture untouched
+    assert again.skipped and again.texels_updated == 0 and capture.frames == 1 and capture.coverage == coverage
+    assert not capture.update(*args).skipped and capture.frames == 2  # at most one skip in a row
+    # The hand slid 6 px to the right (texels fixed to the surface see the same colours): skipped.
+    z = float(np.median(sample.vertices[:, 2]))
+    slid = sample.vertices + np.array([6.0 * z / sample.K[0, 0], 0.0, 0.0], np.float32)
+    assert capture.update(sample.image, slid, sample.K, sample.mask).skipped
+    # Turned by 20 degrees about its centre: other texels face the camera, blended at once.
+    turned_capture = TextureCapture(layers["right"], SIZE, settings=LIVE_CAPTURE)
+    turned_capture.update(*args)
+    c, a = sample.vertices.mean(0), np.deg2rad(20.0)
+    rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]], np.float32)
+    turned = (sample.vertices - c) @ rot.T + c
+    assert not turned_capture.update(sample.image, turned, sample.K).skipped
+    # The default capture blends every frame.
+    plain = TextureCapture(layers["right"], SIZE)
+    assert not any(plain.update(*args).skipped for _ in range(2)) and plain.frames == 2
+
+
+def test_view_change_ignores_a_shift_and_measures_the_rest() -> None:
+    from core.texture.capture import _view_change_px
+
+    rng = np.random.default_rng(0)
+    view = rng.uniform(0, 200, (50, 2))
+    assert _view_change_px(view + np.array([7.0, -3.0]), view) == pytest.approx(0.0, abs=1e-12)
+    bent = view.copy()
+    bent[:25, 0] += 2.0  # half the points 2 px right: +-1 px about the mean shift
+    assert _view_change_px(bent, view) == pytest.approx(1.0)
 
 
 # --------------------------------------------------------------------------- fill and base
@@ -462,7 +499,7 @@ def _held_capture(layers, held, settings):
 
 def test_an_object_in_the_hand_never_paints_the_skin(layers, tmap, held) -> None:
     from core.texture.capture import CaptureSettings
-    from core.texture.held import object_texels
+    from core.tools.evaluate_texture_held import object_texels
 
     skin_rgb = np.concatenate([h.sample.image[h.sample.mask] for h in held]).mean(0)
     object_rgb = np.concatenate([h.sample.image[h.object_mask] for h in held]).mean(0)

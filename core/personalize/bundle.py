@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from core.camera import weak_perspective_camera
+from core.errors import Cancelled
 from core.fit.kinematics import LEVELS, KeypointModel
 from core.fit.skeleton import Skeleton
 from core.keypoints import BONES, KEYPOINT_PARENTS, MANO_JOINT_TO_KEYPOINT, Keypoint
@@ -504,6 +506,8 @@ def bundle_adjust(
     betas: np.ndarray | None = None,
     settings: BundleSettings | None = None,
     nominal_fov_deg: float = 60.0,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> BundleResult:
     """Calibrate the personal skeleton (and a focal length) jointly with every frame's pose.
 
@@ -519,21 +523,38 @@ def bundle_adjust(
         betas: (S,) the shape whose rest skeleton is the start (the Eq. 7 solution).
         settings: weights and schedule.
         nominal_fov_deg: horizontal field of view that starts an unknown focal length.
+        progress: called after every Levenberg-Marquardt iteration with (fraction of the
+            iteration budget done, message); it may raise to stop the optimization.
+        cancel: polled at the same points; once it returns True the optimization stops.
 
     Returns:
         The :class:`BundleResult` (skeleton at ``betas``, in ``base``'s rest frame).
+
+    Raises:
+        Cancelled: ``cancel()`` returned True (nothing is returned).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and spin on a busy machine)
     try:
         with BLAS_THREADS.limit(1):
-            return _bundle_adjust(base, frames, hand_length_m, betas, settings or BundleSettings(), nominal_fov_deg)
+            return _bundle_adjust(base, frames, hand_length_m, betas, settings or BundleSettings(), nominal_fov_deg,
+                                  progress, cancel)
     finally:
         torch.set_num_threads(threads)
 
 
+def _report(progress: Callable[[float, str], None] | None, cancel: Callable[[], bool] | None, fraction: float,
+            message: str) -> None:
+    """Report progress and honour a cancel request (see :func:`bundle_adjust`)."""
+    if cancel is not None and cancel():
+        raise Cancelled("the calibration was cancelled")
+    if progress is not None:
+        progress(fraction, message)
+
+
 def _bundle_adjust(base: HandModelData, frames: list[BundleFrame], hand_length_m: float, betas: np.ndarray | None,
-                   st: BundleSettings, nominal_fov_deg: float) -> BundleResult:
+                   st: BundleSettings, nominal_fov_deg: float, progress: Callable[[float, str], None] | None = None,
+                   cancel: Callable[[], bool] | None = None) -> BundleResult:
     t0 = time.perf_counter()
     if not frames:
         raise ValueError("bundle_adjust needs at least one frame")
@@ -561,11 +582,14 @@ def _bundle_adjust(base: HandModelData, frames: list[BundleFrame], hand_length_m
     # its start, so it gets a tighter tolerance and more iterations.
     iterations = st.iterations * (3 if prob.free_focal else 1)
     tolerance = st.tolerance / (30.0 if prob.free_focal else 1.0)
-    for _ in range(max(1, st.rounds)):
+    rounds = max(1, st.rounds)
+    for round_ in range(rounds):
         w = attention * robust
         w = torch.as_tensor(w / max(w.sum(), 1e-12) * k, dtype=f64)
         energy = prob.energy(xid, X, w)
-        for _ in range(iterations):
+        for it in range(iterations):
+            _report(progress, cancel, (round_ * iterations + it) / (rounds * iterations),
+                    f"joint calibration: round {round_ + 1} of {rounds}, iteration {it + 1}")
             sqrt_kw = prob.irls_weights(xid, X)
             r, jf, ji, rid, jp = prob.jacobians(xid, X, w.sqrt(), sqrt_kw)
             improved = False

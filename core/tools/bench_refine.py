@@ -16,7 +16,10 @@ machines are noisy, so ratios against a baseline measured in the same run are wh
   ``refine3_frame_ms`` and ``refine3_mediapipe_ms``; ``pipeline_refine3_cpu_ratio`` is the
   same for CPU time (all threads): the work per frame, which two cores can at best halve;
 * ``pipeline_refine3_texture_ratio``: the same with every refined hand blended into a skin
-  texture, as live tracking does: the budget's whole frame (docs/ARCHITECTURE.md, <= 1.3).
+  texture, as live tracking does (:data:`core.texture.LIVE_CAPTURE`: a frame that shows the
+  hand as the last blended one did is skipped, at most every other frame): the budget's whole
+  frame (docs/ARCHITECTURE.md, <= 1.3); ``refine3_texture_coverage`` the right hand's texture
+  coverage at the end (one capture per side across all rounds).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.bench import median_ms
+from core.tools.bench import median_ms
 
 __all__ = ["BENCHMARKS", "bench_refine", "synthetic_refine_cases"]
 
@@ -149,10 +152,10 @@ def pipeline_ratio(iterations: int = 3, max_frames: int = 24, settings=None,
         rounds: alternations of baseline and engine (11: with 5 the median still moved by
             +-0.1 from run to run on this VM).
     """
-    from core.bench import _bench_frames
     from core.detect import HandDetector
     from core.engine import Engine, EngineSettings
     from core.refine import RefineSettings
+    from core.tools.bench import _bench_frames
 
     frames = _bench_frames(max_frames)
     engine_settings = EngineSettings(max_hands=1, device="cpu", refine_iterations=iterations,
@@ -160,9 +163,10 @@ def pipeline_ratio(iterations: int = 3, max_frames: int = 24, settings=None,
     captures: dict[str, Any] = {}
     if texture:
         from core.model import load_model_data
-        from core.texture import TextureCapture
+        from core.texture import LIVE_CAPTURE, TextureCapture
 
-        captures = {side: TextureCapture(load_model_data(None, side)) for side in ("right", "left")}
+        captures = {side: TextureCapture(load_model_data(None, side), settings=LIVE_CAPTURE)
+                    for side in ("right", "left")}
     stages: dict[str, list[float]] = {}
     ious: list[float] = []
 
@@ -214,6 +218,7 @@ def pipeline_ratio(iterations: int = 3, max_frames: int = 24, settings=None,
             [f / m for f, m in zip(frame_cpu, mediapipe_cpu)]), 3),
         f"{key}_stage_ms": {k: round(statistics.median(v), 3) for k, v in stages.items()},
         f"{key}_demo_iou": round(float(np.mean(ious)), 4) if ious else None,
+        **({f"{key}_coverage": round(captures["right"].coverage, 4)} if texture else {}),
         f"{key}_frames": len(frames),
     }
 

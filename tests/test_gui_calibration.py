@@ -1,0 +1,248 @@
+"""The calibration panel on a session of synthetic frames: the result view (personal skeleton
+against the average hand, per-bone lengths, frames used and rejected, surface, size source),
+progress and Cancel (the previous result and profile stay), and the panels bound to the
+application state rather than to the window."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+
+from tests.test_gui_support import GUI_MARKS, SHOTS, gui_env, make_window  # noqa: F401
+
+pytestmark = GUI_MARKS
+
+
+def _session(side: str = "right", frames: int = 10, seed: int = 50, bad: int | None = 3):
+    """A calibration session holding synthetic frames of an off-template person (one of them a
+    wrong detection, which the joint optimization rejects)."""
+    from core.model import load_model_data
+    from core.personalize import CalibrationFrame, CalibrationSession
+    from core.personalize.features import NUM_FEATURES
+    from core.personalize.people import synthetic_person
+
+    person = synthetic_person(load_model_data(None, side), np.random.default_rng(seed), frames, noise_px=1.0)
+    rng = np.random.default_rng(0)
+    cands = [CalibrationFrame(
+        source="synthetic", frame_index=i, side=side, thumbnail=np.full((96, 96, 3), 90, np.uint8),
+        features=np.zeros(NUM_FEATURES, np.float32), pose=f.pose.astype(np.float32),
+        betas=np.zeros(10, np.float32), confidence=0.5, descriptor=rng.normal(size=8).astype(np.float32),
+        keypoints_2d=f.keypoints_2d.astype(np.float32), K=f.K, image_size=f.image_size,
+        world_landmarks=f.world_landmarks.astype(np.float32), score=0.9,
+    ) for i, f in enumerate(person.frames)]
+    if bad is not None:
+        cands[bad] = dataclasses.replace(cands[bad], keypoints_2d=cands[bad].keypoints_2d[::-1].copy())
+    s = CalibrationSession(side=side, k=frames, confidence="heuristic")
+    s.convention = None  # exact keypoints in the model's own convention
+    s.add_candidates(cands)
+    return s, person
+
+
+def _calibrate(qtbot, panel) -> None:
+    panel.calibrate()
+    assert panel.job is not None and panel.cancel_btn.isEnabled() and not panel.calibrate_btn.isEnabled()
+    qtbot.waitUntil(lambda: panel.job is None, timeout=120_000)
+
+
+@pytest.mark.slow
+def test_result_view_shows_the_personal_skeleton_against_the_average(make_window, gui_env, qtbot) -> None:
+    from core.keypoints import bone_lengths
+
+    w = make_window()
+    panel = w.calibration_panel
+    session, person = _session()
+    panel.session = session
+    assert w.state.calibration_session is session  # the panel's session is the state's
+    panel.refresh()
+    assert panel.calibrate_btn.isEnabled() and not panel.cancel_btn.isEnabled()
+    panel.scale_prior.setChecked(True)
+    seen: list[int] = []
+    panel.cal_progress.valueChanged.connect(seen.append)
+    _calibrate(qtbot, panel)
+    assert not gui_env.messages, gui_env.messages
+    result = panel.result
+    assert result is not None and result is w.state.calibration and result.skeleton is not None
+    # The progress bar moved through the joint optimization's iterations, then to the end.
+    assert len([v for v in seen if 750 <= v < 1000]) >= 3 and seen[-1] == 1000
+
+    view = panel.result_view
+    assert view.isVisible()
+    # The picture: both skeletons in palm view, wrists together, the same hand length.
+    ov = view.overlay
+    assert ov.personal is not None and ov.average is not None
+    np.testing.assert_allclose(ov.personal[0], ov.average[0], atol=1e-9)
+    length = lambda p: float(np.linalg.norm(p[12] - p[0]))  # noqa: E731
+    assert length(ov.personal) == pytest.approx(result.hand_length_mm / 1000.0, rel=0.05)
+    assert length(ov.average) == pytest.approx(result.hand_length_mm / 1000.0, rel=0.01)  # flat: ~ in plane
+    # Fingers point up, and the thumb is on its side of the palm (right hand, palm view: right).
+    assert ov.average[12, 1] > 0 and ov.average[4, 0] > ov.average[20, 0]
+    # The table: yours, the average's (same length), the difference, in mm.
+    mine = bone_lengths(result.skeleton) * 1000.0
+    assert view.bones.rowCount() == 20
+    for b in (0, 6, 19):
+        name, yours, avg, diff = view.rows[b]
+        assert yours == pytest.approx(mine[b], abs=1e-6) and diff == pytest.approx(yours - avg)
+        assert view.bones.item(b, 1).text() == f"{yours:.1f}" and view.bones.item(b, 3).text() == f"{diff:+.1f}"
+    assert view.rows[0][0] == "thumb base"
+    # Proportions (bones over hand length): the calibrated column is closer to the person's than
+    # the average column (the size itself is the prior here).
+    truth = bone_lengths(person.skeleton) / length(person.skeleton)
+    err_mine = np.abs(np.array([r[1] for r in view.rows]) / result.hand_length_mm - truth).mean()
+    err_avg = np.abs(np.array([r[2] for r in view.rows]) / result.hand_length_mm - truth).mean()
+    assert err_mine < 0.9 * err_avg, (err_mine, err_avg)  # the columns are not swapped
+    # Frames used and rejected, with the reason.
+    assert view.frames.rowCount() == 10
+    status = {r[0].split(" ")[0]: r[3] for r in view.frame_rows}
+    assert status["4"].startswith("rejected: disagrees with the shared hand")
+    assert sum(s == "used" for s in status.values()) == 9
+    assert "9 used, 1 rejected" in view.frames_label.text()
+    thumb = next(panel.thumbs.item(i) for i in range(panel.thumbs.count())
+                 if panel.thumbs.item(i).data(256) == 3)
+    assert "rejected" in thumb.text() and "disagrees" in thumb.toolTip()
+    # No surface fitted here: said so. No metric anchor: the size is plainly the prior.
+    assert "no surface offsets" in view.surface_label.text()
+    assert "population prior" in view.scale_label.text() and "not a measurement" in view.scale_label.text()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    assert view.grab().save(str(SHOTS / "gui_calibration_result_view.png"))
+
+
+def test_surface_offsets_are_summarized() -> None:
+    from app.calibration_result import result_offsets_mm, surface_text
+
+    class R:
+        surface_offsets = np.array([[0.001, 0.0, 0.0], [0.0, 0.003, 0.004]])
+
+    mm = result_offsets_mm(R())
+    np.testing.assert_allclose(mm[1], [0.0, 3.0, 4.0])
+    assert "mean 3.0 mm, max 5.0 mm over 2 vertices" in surface_text(mm)
+    assert result_offsets_mm(object()) is None
+
+    class Fit:  # a calibration result's surface fit: offsets in metres, IoU per frame
+        offsets = np.array([[0.0, 0.002, 0.0]] * 3)
+        used = np.array([True, False, True])
+        iou_before = np.array([0.7, np.nan, 0.8])
+        iou_after = np.array([0.8, np.nan, 0.9])
+
+    class S:
+        surface = Fit()
+
+    mm = result_offsets_mm(S())
+    np.testing.assert_allclose(mm, 2.0 * (np.arange(3) == 1)[None].repeat(3, 0))
+    text = surface_text(mm, S.surface)
+    assert "mean 2.0 mm" in text and "IoU 0.75 -> 0.85 on 2 frames" in text
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_calibration_and_keeps_the_previous_result(make_window, gui_env, qtbot, monkeypatch) -> None:
+    import core.personalize.bundle as bundle
+
+    w = make_window()
+    panel = w.calibration_panel
+    session, _ = _session(frames=8, seed=51, bad=None)
+    panel.session = session
+    panel.refresh()
+    panel.scale_length.setChecked(True)
+    panel.length_mm.setValue(190.0)
+    _calibrate(qtbot, panel)
+    first = panel.result
+    assert first is not None and first.hand_length_mm == pytest.approx(190.0, abs=0.5)
+    saved = w.save_calibration_profile("Before")
+    assert saved is not None and w.active_profile.name == "Before"
+    before = saved.read_bytes()
+
+    # The second calibration blocks in its joint optimization until Cancel is pressed.
+    reached = threading.Event()
+    steps = {"n": 0}
+    real_step = bundle._lm_step
+
+    def step(*args, **kwargs):
+        steps["n"] += 1
+        reached.set()
+        job = panel.job
+        for _ in range(600):  # at most 30 s
+            if job is None or job.cancel_requested:
+                break
+            threading.Event().wait(0.05)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(bundle, "_lm_step", step)
+    panel.length_mm.setValue(170.0)
+    panel.calibrate()
+    qtbot.waitUntil(reached.is_set, timeout=60_000)
+    assert panel.cancel_btn.isEnabled()
+    from PySide6.QtCore import Qt
+
+    qtbot.mouseClick(panel.cancel_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.job is None, timeout=30_000)
+    assert steps["n"] == 1  # stopped at the next iteration's check
+    assert panel.result is first and w.state.calibration is first
+    assert "cancelled" in panel.cal_status.text()
+    assert w.active_profile.name == "Before" and saved.read_bytes() == before
+    assert panel.calibrate_btn.isEnabled() and not panel.cancel_btn.isEnabled()
+    assert not gui_env.messages, gui_env.messages
+
+
+def test_panels_bind_to_the_state_not_the_window(make_window, gui_env, tmp_path) -> None:
+    import ast
+    import inspect
+
+    import app.calibration_panel
+    import app.export_dialog
+    import app.profiles_panel
+    import app.tracking_panel
+
+    for mod in (app.calibration_panel, app.profiles_panel, app.export_dialog, app.tracking_panel):
+        tree = ast.parse(inspect.getsource(mod))
+        names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        assert "window_" not in names, mod.__name__
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "app.main_window"
+                    for a in n.names}
+        assert not imported, mod.__name__
+    w = make_window()
+    assert w.profiles_panel.state is w.state and w.calibration_panel.state is w.state
+    # A profile made active through the state reaches the window and the profiles panel.
+    from core.personalize.session import CalibrationSession
+
+    session, _ = _session(frames=6, seed=52, bad=None)
+    assert isinstance(session, CalibrationSession)
+    result = session.calibrate()
+    doc = session.to_profile(result, "Via state")
+    path = w.state.save_profile(doc)
+    assert w.active_profile is not None and w.active_profile.path == path
+    assert "Via state" in w.windowTitle()
+    assert "Via state" in w.profiles_panel.active_label.text()
+    assert "population prior" in w.profiles_panel.active_label.text()
+    assert "population prior" in w.profiles_panel.list.currentItem().text()
+    # The selected profile's hand against the average, from the saved file.
+    details = w.profiles_panel.details
+    assert details.overlay.personal is not None and details.bones.rowCount() == 20
+    np.testing.assert_allclose([r[1] for r in details.rows], result.bone_lengths_mm, atol=0.02)
+    assert "population prior" in details.scale_label.text() and details.frames.rowCount() == 6
+    w.state.set_profile(None)
+    assert w.windowTitle() == "HandTwin" and "none" in w.profiles_panel.active_label.text()
+    assert not gui_env.messages, gui_env.messages
+
+
+def test_tracking_panel_settings_go_through_the_state(make_window, gui_env, qtbot) -> None:
+    from app.settings import AppSettings
+    from tests.test_gui_support import wait_frames
+
+    w = make_window(source="demo")
+    wait_frames(qtbot, w, 1)
+    first = w.worker
+    assert w.state.tracking and w.state.source == "demo"
+    # Texture capture toggles live: same worker; the panel's box and the action agree.
+    w.tracking_panel.texture_check.setChecked(not w.settings.texture)
+    assert w.worker is first and w.action_texture.isChecked() == w.settings.texture
+    # A setting the source was started with restarts it with the new value, saved.
+    w.tracking_panel.refine_iterations.setValue(1)
+    w.tracking_panel.apply()
+    assert w.worker is not first and w.worker.config.settings.refine_iterations == 1
+    assert AppSettings.load(gui_env.store).refine_iterations == 1
+    w.set_intrinsics("fov", "", 75.0)
+    assert "75" in w.tracking_panel.intrinsics_label.text()
+    w.stop_tracking()
+    assert not w.state.tracking and w.state.source == ""
