@@ -227,9 +227,9 @@ def derive(data_dir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - needs ../shared/data
-    from core.tools.evaluate_fit import DEFAULT_DATA
     from core.export.writer import write_atomic
     from core.model.data import OPEN_HAND_SKELETON_JSON
+    from core.tools.evaluate_fit import DEFAULT_DATA
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
