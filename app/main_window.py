@@ -441,7 +441,7 @@ class MainWindow(QMainWindow):
 
     def current_choice(self) -> SourceChoice:
         s = self.settings
-        return SourceChoice(split_spec(s.last_source) or ("demo",), s.intrinsics_mode, s.intrinsics_file, s.fov_deg)
+        return SourceChoice.from_spec(s.last_source or "demo", s.intrinsics_mode, s.intrinsics_file, s.fov_deg)
 
     def open_source_dialog(self) -> None:
         dlg = SourceDialog(self.jobs, self.current_choice(), self)
@@ -496,6 +496,7 @@ class MainWindow(QMainWindow):
         fov = s.fov_deg if s.intrinsics_mode == "fov" else None
         return TrackingConfig(
             sources=sources,
+            spec=spec,
             settings=engine_settings(self.model_path, s),
             intrinsics=intr,
             fov_deg=fov,
