@@ -2,12 +2,16 @@
 
     python main.py calibrate SRC --out P.json [--frames K] [--intrinsics F]
         [--hand-length-mm L | --aruco-sheet SHEET.json | --stereo SRC2 --stereo-calib S.json]
-        [--name NAME] [--side auto|right|left] [--model PATH]
+        [--depth D --depth-intrinsics DC.json]
+        [--name NAME] [--side auto|right|left] [--no-surface] [--model PATH]
 
 Every frame is tracked; each hand of the calibrated side is refitted with a free shape and
 offered to a :class:`~core.personalize.session.CalibrationSession`, which chooses K frames
-and calibrates one shape (attention over confidences, Eq. 6-7). The size comes from the
-prior unless a measurement pins it (``scale_source`` in the profile says which).
+and calibrates one shape (attention over confidences, Eq. 6-7), then the personal skeleton
+and the surface offsets (fitted to the chosen frames' hand segmentations; ``--no-surface``
+skips them). The size comes from the prior unless a measurement pins it (``scale_source`` in
+the profile says which); an RGB-D source (``--depth``) measures it when nothing else does
+(scale ``depth``: the fits scaled onto the depth map, :mod:`core.metric_depth`).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ def _scale_arguments(args: argparse.Namespace) -> str:
 def run_calibrate(args: argparse.Namespace) -> int:
     """The ``calibrate`` command; returns the exit status."""
     from core.camera import check_camera_args
-    from core.outputs import check_output, source_inputs
+    from core.capture.open import source_inputs
+    from core.outputs import check_output
 
     source_kind = _scale_arguments(args)
     out = Path(args.out)
@@ -50,7 +55,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise InputError(f"--frames must be between 1 and 200, got {k}")
     # the output first (before any work): its folder exists and is writable, it is no input
     check_output(out, [*source_inputs(args.source), args.intrinsics, getattr(args, "aruco_sheet", None),
-                       *source_inputs(getattr(args, "stereo", None)), getattr(args, "stereo_calib", None), args.model])
+                       *source_inputs(getattr(args, "stereo", None)), getattr(args, "stereo_calib", None), args.model,
+                       getattr(args, "depth", None), getattr(args, "depth_intrinsics", None)])
     from core.capture import ImageSequenceSource, open_source
     from core.engine import Engine, EngineSettings
     from core.personalize.scale import (
@@ -71,14 +77,16 @@ def run_calibrate(args: argparse.Namespace) -> int:
     stereo = load_stereo_calibration(args.stereo_calib) if source_kind == "stereo" else None
     side_arg = getattr(args, "side", "auto") or "auto"
     sides = ("right", "left") if side_arg == "auto" else (side_arg,)
-    sessions = {s: CalibrationSession(side=s, k=k, model=args.model) for s in sides}
+    surface = not getattr(args, "no_surface", False)
+    sessions = {s: CalibrationSession(side=s, k=k, model=args.model, surface=surface) for s in sides}
     measured: dict[str, list[np.ndarray]] = {s: [] for s in sides}
     settings = EngineSettings(max_hands=2, device="cpu", model=args.model)
     frames = 0
     fov = getattr(args, "fov", None)
     weak = bool(getattr(args, "weak_perspective", False))
     check_camera_args(args.intrinsics, fov, weak)
-    with open_source(args.source, args.intrinsics, fov, weak) as src:
+    with open_source(args.source, args.intrinsics, fov, weak, getattr(args, "depth", None),
+                     getattr(args, "depth_intrinsics", None)) as src:
         if isinstance(src, ImageSequenceSource):
             settings = dataclasses.replace(settings, detector_mode="static")
         second = open_source(args.stereo) if stereo is not None else None
@@ -109,6 +117,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
                             pose = sheet_pose(frame.image, frame.intrinsics.K, sheet)
                             if pose is not None:
                                 measured[s].append(keypoints_on_plane(cand.keypoints_2d, frame.intrinsics.K, *pose))
+                        if frame.depth is not None and source_kind == "prior":  # RGB-D: the depth-scaled fit
+                            for hand, info in zip(result.hands, engine.depth_alignments):
+                                if hand.detection.handedness == s and info.factor != 1.0:
+                                    measured[s].append(np.asarray(hand.fit.keypoints_3d, dtype=np.float64))
+                                    break
                         if res2 is not None:
                             other = [h for h in res2.hands if h.detection.handedness == s]
                             if other:
@@ -124,7 +137,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
     session = sessions[side]
     if not session.candidates:
         raise InputError(f"no usable hand in the {frames} frames of {args.source}")
-    if source_kind in ("aruco", "stereo"):
+    if source_kind == "prior" and measured[side]:
+        source_kind = "depth"  # an RGB-D source measured the hand's size
+    elif source_kind == "prior" and getattr(args, "depth", None):
+        log.warning("the depth stream never covered the %s hand: its size is the prior's", side)
+    if source_kind in ("aruco", "stereo", "depth"):
         if not measured[side]:
             what = "the sheet with the hand lying flat on it" if source_kind == "aruco" else "the hand in both cameras"
             raise InputError(f"--{'aruco-sheet' if source_kind == 'aruco' else 'stereo'}: no frame shows {what}")
@@ -139,6 +156,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
         f"({frames} frames read) in {result.seconds * 1000:.0f} ms: hand length {result.hand_length_mm:.1f} mm, "
         f"width {result.hand_width_mm:.1f} mm (scale: {result.scale_source}); wrote {out}"
     )
+    if result.surface is not None:
+        used = result.surface.used
+        print(f"surface from {int(used.sum())} frames' silhouettes: offsets {result.surface.mean_mm:.2f} mm mean, "
+              f"{result.surface.max_mm:.2f} mm max; silhouette IoU {np.nanmean(result.surface.iou_before[used]):.3f} -> "
+              f"{np.nanmean(result.surface.iou_after[used]):.3f}")
     if result.focal_px is not None:
         print(f"estimated focal length: {result.focal_px:.0f} px at {result.focal_image_size[0]}x{result.focal_image_size[1]}")
     for i, reason in result.rejected:
