@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, help="hand profile JSON to load")
     p.add_argument("--screenshot", metavar="PNG", default=None, help="save a screenshot of the window")
     p.add_argument("--quit-after", metavar="S", type=float, default=None, help="quit after S seconds")
+    p.add_argument("--stats", metavar="JSON", default=None,
+                   help="with --quit-after: write the session's fps and longest GUI-thread block here")
     _add_camera_args(p)
     _add_model_arg(p)
 
@@ -167,6 +169,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
         source=args.source, profile=args.profile, model=args.model,
         screenshot=args.screenshot, quit_after=args.quit_after,
         intrinsics=args.intrinsics, fov_deg=args.fov, weak_perspective=args.weak_perspective,
+        stats=args.stats,
     )
 
 

@@ -130,7 +130,7 @@ def pin_scale(layer: HandModel, betas: np.ndarray, factor: float, max_beta: floa
     n, s = verts.shape[0], b.shape[0]
     a = np.concatenate([dirs.reshape(n * 3, s), np.tile(np.eye(3), (n, 1))], axis=1)
     sol, *_ = np.linalg.lstsq(a, (target - v0).reshape(-1), rcond=None)
-    out = sol[:s]
+    out = np.clip(sol[:s], -max_beta, max_beta)
 
     def length(x: np.ndarray) -> tuple[float, np.ndarray]:
         kp = (k0.reshape(-1) + kd @ x).reshape(21, 3)
@@ -140,10 +140,11 @@ def pin_scale(layer: HandModel, betas: np.ndarray, factor: float, max_beta: floa
         return L, dl
 
     goal = factor * length(b)[0]
-    for _ in range(4):
+    for _ in range(4):  # along the gradient of the components not at their bound: the length stays exact
         L, g = length(out)
-        out = out + g * (goal - L) / max(float(g @ g), 1e-12)
-    return np.clip(out, -max_beta, max_beta).astype(np.float32)
+        g = np.where(np.abs(out) >= max_beta, 0.0, g)
+        out = np.clip(out + g * (goal - L) / max(float(g @ g), 1e-12), -max_beta, max_beta)
+    return out.astype(np.float32)
 
 
 def pin_hand_length(layer: HandModel, betas: np.ndarray, length_m: float) -> np.ndarray:
