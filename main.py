@@ -44,6 +44,19 @@ def _add_camera_args(p: argparse.ArgumentParser, intrinsics: bool = True) -> Non
                         "perspective camera (a photo's EXIF focal length, else a 70 degree field of view)")
 
 
+def _add_rgbd_args(p: argparse.ArgumentParser) -> None:
+    """--depth and --depth-intrinsics: a depth stream registered to SRC (an RGB-D source)."""
+    p.add_argument("--depth", metavar="D", help="depth of SRC: a depth video, a folder or glob of 16-bit PNGs "
+                                                  "(frame i to frame i); needs --depth-intrinsics")
+    p.add_argument("--depth-intrinsics", metavar="DC.json",
+                   help="the depth camera: fx, fy, cx, cy (or K), depth_scale_m [, depth_offset_m, R, T]")
+
+
+def _add_stereo_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--stereo", metavar="SRC2", help=f"second, calibrated camera of the same scene ({what})")
+    p.add_argument("--stereo-calib", metavar="S.json", help="the camera pair: {K1, K2, R, T (m)}")
+
+
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH", default=None,
                    help="MANO_RIGHT.pkl/MANO_LEFT.pkl, a folder holding them, or a MANO-layout "
@@ -71,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine", metavar="N", type=int, default=0)
     p.add_argument("--max-hands", metavar="N", type=int, default=2)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _add_rgbd_args(p)
     _add_model_arg(p)
 
     p = sub.add_parser("calibrate", help="a hand profile from automatically chosen frames")
@@ -80,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_camera_args(p)
     p.add_argument("--hand-length-mm", metavar="L", type=float, help="measured hand length (scale: hand_length)")
     p.add_argument("--aruco-sheet", metavar="SHEET.json", help="hand laid flat on this printed ArUco/ChArUco sheet (scale: aruco)")
-    p.add_argument("--stereo", metavar="SRC2", help="second, calibrated camera of the same scene (scale: stereo)")
-    p.add_argument("--stereo-calib", metavar="S.json", help="the camera pair: {K1, K2, R, T (m)}")
+    _add_stereo_args(p, "scale: stereo")
+    _add_rgbd_args(p)
     p.add_argument("--name", help="profile name (default: the file name)")
     p.add_argument("--side", choices=("auto", "right", "left"), default="auto", help="hand to calibrate")
     _add_model_arg(p)
@@ -131,7 +145,7 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from core.bench import run_benchmarks
+    from core.tools.bench import run_benchmarks
 
     results = run_benchmarks(args.only, plots_dir=args.plots, soak_s=args.soak_s)
     if args.json:
@@ -154,32 +168,32 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from core.track import run_track
+    from core.tools.cli_track import run_track
 
     summary = run_track(
         args.source, args.out, intrinsics=args.intrinsics, fov_deg=args.fov, profile=args.profile,
         refine=args.refine, max_hands=args.max_hands, device=args.device, model=args.model,
-        weak_perspective=args.weak_perspective,
+        weak_perspective=args.weak_perspective, depth=args.depth, depth_camera=args.depth_intrinsics,
     )
     print(summary.format())
     return 0
 
 
 def cmd_calib_camera(args: argparse.Namespace) -> int:
-    from core.calibrate_camera import run_calib_camera
+    from core.tools.cli_calib_camera import run_calib_camera
 
     print(run_calib_camera(args.images, args.out, args.pattern, args.cols, args.rows, args.square_mm))
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from core.personalize.cli import run_calibrate
+    from core.tools.cli_calibrate import run_calibrate
 
     return run_calibrate(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from core.export.cli import run_export
+    from core.tools.cli_export import run_export
 
     return run_export(args)
 

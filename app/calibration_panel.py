@@ -463,6 +463,9 @@ class CalibrationPanel(QWidget):
                                         "Lay the hand flat on the printed sheet; the camera needs intrinsics.")
         elif mode == "stereo":
             self.measured_label.setText(f"{n} frame(s) triangulated. Open a stereo pair as the source.")
+        elif mode == "prior":
+            self.measured_label.setText("No measurement: the size will be the population prior (the average "
+                                        "hand's length), not yours; the proportions are still yours.")
         else:
             self.measured_label.setText("")
 

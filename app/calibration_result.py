@@ -302,36 +302,56 @@ class CalibrationResultView(QWidget):
     def show_result(self, result: Any, model_data: Any, side: str, candidates: list[Any]) -> None:
         """Show a :class:`core.personalize.session.CalibrationResult` of a session whose hand model
         (``model_data``, the session's side) and candidates are given."""
+        self._show(result.scale_source, getattr(result, "scale_note", "") or "", result.hand_length_mm,
+                   getattr(result, "skeleton", None), result.bone_lengths_mm, model_data, side,
+                   result_offsets_mm(result), getattr(result, "surface", None), frame_rows(result, candidates))
+
+    def show_profile(self, profile: Any, model_data: Any) -> None:
+        """Show a saved :class:`core.profile_io.Profile` (``model_data``: the right hand's model,
+        the frame profiles keep their skeleton in)."""
+        side = profile.handedness if profile.handedness in ("right", "left") else "right"
+        skeleton = None if profile.skeleton_mm is None else np.asarray(profile.skeleton_mm) / 1000.0
+        reasons = {(r.get("source"), r.get("frame")): r.get("reason", "") for r in profile.rejected_frames}
+        rows = []
+        for f in profile.frames:
+            key = (f.get("source"), f.get("frame"))
+            status = f"rejected: {reasons[key]}" if key in reasons else "used"
+            rows.append((f"{f.get('source')} #{f.get('frame')}", float(f.get("weight", 0.0)), None, status))
+        self._show(profile.scale_source, profile.scale_note, profile.hand_length_mm, skeleton,
+                   profile.bone_lengths_mm, model_data, side, result_offsets_mm(profile), None, rows)
+
+    def _show(self, scale_source: str, note: str, hand_length_mm: float, skeleton: np.ndarray | None,
+              bone_lengths_mm: np.ndarray, model_data: Any, side: str, offsets_mm: np.ndarray | None,
+              surface: Any, rows: list[tuple[str, float, float | None, str]]) -> None:
+        """``skeleton``: (21, 3) metres in ``model_data``'s rest frame, or None; ``side``: how the
+        palm view is drawn."""
         self.setVisible(True)
-        prior = result.scale_source == "prior"
-        note = getattr(result, "scale_note", "") or ""
-        if prior:
+        if scale_source == "prior":
             self.scale_label.setText("<b>Size: the population prior, not a measurement.</b> No metric anchor (a "
                                      "known hand length, a marker sheet or a stereo pair) was used, so the "
                                      "proportions are yours but the absolute size is the average hand's.")
             self.scale_label.setStyleSheet("QLabel { background: #4a3b12; color: #ffd166; padding: 6px; "
                                            "border-radius: 4px; }")
         else:
-            self.scale_label.setText(note or f"Size from a measurement ({result.scale_source}).")
+            self.scale_label.setText(note or f"Size from a measurement ({scale_source}).")
             self.scale_label.setStyleSheet("")
-        average = average_skeleton(model_data, result.hand_length_mm)
-        skeleton = getattr(result, "skeleton", None)
+        average = average_skeleton(model_data, hand_length_mm)
         if skeleton is not None:
             personal = np.asarray(skeleton, dtype=np.float64)
             personal = personal - personal[Keypoint.WRIST] + average[Keypoint.WRIST]
-            self.overlay.set_skeletons(personal, average, side,
-                                       f"palm view · {side} hand · {result.hand_length_mm:.0f} mm")
+            self.overlay.set_skeletons(personal, average, side, f"palm view · {side} hand · {hand_length_mm:.0f} mm")
             self.rows = bone_table(personal, average)
-        else:  # the shape-space hand only (no joint optimization): its bones are the table's
-            self.overlay.set_skeletons(None, None)
-            mine = np.asarray(result.bone_lengths_mm, dtype=float)
-            avg = bone_lengths(average) * 1000.0
+        else:  # the shape-space hand only (no personal skeleton): its bones are the table's
             from core.personalize.selection import BONE_NAMES
 
-            self.rows = [(BONE_NAMES[b], float(mine[b]), float(avg[b]), float(mine[b] - avg[b])) for b in range(20)]
+            self.overlay.set_skeletons(None, None)
+            mine = np.asarray(bone_lengths_mm, dtype=float)
+            avg = bone_lengths(average) * 1000.0
+            self.rows = [(BONE_NAMES[b], float(mine[b]), float(avg[b]), float(mine[b] - avg[b]))
+                         for b in range(min(20, len(mine)))]
         self.bones.set_rows(self.rows)
-        self.surface_label.setText(surface_text(result_offsets_mm(result), getattr(result, "surface", None)))
-        self.frame_rows = frame_rows(result, candidates)
-        rejected = sum(1 for r in self.frame_rows if r[3].startswith("rejected"))
-        self.frames_label.setText(f"Frames: {len(self.frame_rows) - rejected} used, {rejected} rejected")
-        self.frames.set_rows(self.frame_rows)
+        self.surface_label.setText(surface_text(offsets_mm, surface))
+        self.frame_rows = rows
+        rejected = sum(1 for r in rows if r[3].startswith("rejected"))
+        self.frames_label.setText(f"Frames: {len(rows) - rejected} used, {rejected} rejected")
+        self.frames.set_rows(rows)

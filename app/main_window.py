@@ -15,14 +15,10 @@ import torch
 from PySide6.QtCore import QSettings, Qt, QThread, QTimer, Slot
 from PySide6.QtGui import QAction, QColor, QKeySequence
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
     QDockWidget,
     QFileDialog,
-    QFormLayout,
     QLabel,
     QMainWindow,
-    QSpinBox,
     QSplitter,
     QStyle,
     QToolBar,
@@ -34,11 +30,11 @@ from app.camera_view import CameraView
 from app.hand_view import make_hand_view
 from app.jobs import JobRunner, show_error
 from app.profiles_panel import ProfilesPanel
-from app.settings import AppSettings, cuda_available, open_store
+from app.settings import AppSettings, open_store
 from app.sources import SourceChoice, SourceDialog, describe_source, split_spec
 from app.state import AppState, load_profile_for
+from app.tracking_panel import TrackingPanel
 from app.worker import LiveUpdate, TrackingConfig, TrackingWorker
-from core.camera import DEFAULT_FOV_DEG
 from core.engine import EngineSettings
 from core.errors import HandTwinError
 from core.fit import FitSettings
@@ -306,7 +302,14 @@ class MainWindow(QMainWindow):
     def _build_docks(self) -> None:
         self.calibration_panel = CalibrationPanel(self.state, self)
         self.profiles_panel = ProfilesPanel(self.state, self)
-        self.tracking_panel = self._tracking_panel()
+        self.tracking_panel = TrackingPanel(self.state, self)
+        tp = self.tracking_panel  # its widgets under their old names
+        self.device_combo, self.fit_iterations, self.refine_iterations = (
+            tp.device_combo, tp.fit_iterations, tp.refine_iterations)
+        self.realtime_check, self.texture_check, self.intrinsics_label = (
+            tp.realtime_check, tp.texture_check, tp.intrinsics_label)
+        self.texture_check.toggled.connect(self.action_texture.setChecked)
+        self.action_texture.toggled.connect(self.texture_check.setChecked)
         self.calibration_dock = self._dock("Calibration", self.calibration_panel)
         self.profiles_dock = self._dock("Profiles", self.profiles_panel)
         self.tracking_dock = self._dock("Tracking", self.tracking_panel)
@@ -324,50 +327,6 @@ class MainWindow(QMainWindow):
                       | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, d)
         return d
-
-    def _tracking_panel(self) -> QWidget:
-        s = self.settings
-        w = QWidget(self)
-        form = QFormLayout(w)
-        self.device_combo = QComboBox()
-        self.device_combo.addItem("CPU", "cpu")
-        self.device_combo.addItem("CUDA (GPU)", "cuda")
-        if not cuda_available():
-            item = self.device_combo.model().item(1)
-            item.setEnabled(False)
-            item.setToolTip("This PyTorch has no CUDA device")
-        self.device_combo.setCurrentIndex(1 if s.device == "cuda" and cuda_available() else 0)
-        self.device_combo.setToolTip("Where fitting and refinement run")
-        self.device_combo.currentIndexChanged.connect(lambda *_: self._settings_changed())
-        self.fit_iterations = QSpinBox()
-        self.fit_iterations.setRange(1, 100)
-        self.fit_iterations.setValue(s.fit_iterations)
-        self.fit_iterations.setToolTip("Levenberg-Marquardt iterations of the model fit per frame")
-        self.fit_iterations.editingFinished.connect(lambda: self._settings_changed())
-        self.refine_iterations = QSpinBox()
-        self.refine_iterations.setRange(0, 50)
-        self.refine_iterations.setValue(s.refine_iterations)
-        self.refine_iterations.setSpecialValueText("off")
-        self.refine_iterations.setToolTip("Silhouette refinement iterations per frame (0: off)")
-        self.refine_iterations.editingFinished.connect(lambda: self._settings_changed())
-        self.realtime_check = QCheckBox("Play files at their frame rate")
-        self.realtime_check.setChecked(s.realtime)
-        self.realtime_check.setToolTip("Off: files play as fast as tracking goes")
-        self.realtime_check.toggled.connect(lambda *_: self._settings_changed())
-        self.texture_check = QCheckBox("Capture the skin texture")
-        self.texture_check.setChecked(s.texture)
-        self.texture_check.toggled.connect(self.action_texture.setChecked)
-        self.action_texture.toggled.connect(self.texture_check.setChecked)
-        self.intrinsics_label = QLabel()
-        self.intrinsics_label.setWordWrap(True)
-        form.addRow("Device", self.device_combo)
-        form.addRow("Fit iterations", self.fit_iterations)
-        form.addRow("Refinement", self.refine_iterations)
-        form.addRow(self.realtime_check)
-        form.addRow(self.texture_check)
-        form.addRow("Intrinsics", self.intrinsics_label)
-        self._intrinsics_text()
-        return w
 
     def _build_status(self) -> None:
         sb = self.statusBar()
@@ -509,15 +468,6 @@ class MainWindow(QMainWindow):
 
     def set_intrinsics(self, mode: str, file: str = "", fov_deg: float = 60.0) -> None:
         self.state.update_settings(intrinsics_mode=mode, intrinsics_file=file, fov_deg=fov_deg)
-        self._intrinsics_text()
-
-    def _intrinsics_text(self) -> None:
-        s = self.settings
-        text = {"file": f"file {Path(s.intrinsics_file).name}", "fov": f"field of view {s.fov_deg:.0f}°",
-                "weak": "weak perspective"}.get(
-            s.intrinsics_mode, f"from the source, else assumed {DEFAULT_FOV_DEG:.0f}° (perspective)")
-        if hasattr(self, "intrinsics_label"):
-            self.intrinsics_label.setText(text)
 
     def _open_video(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a video", "", "Videos (*.mp4 *.avi *.mov *.mkv *.webm)")
@@ -703,15 +653,6 @@ class MainWindow(QMainWindow):
         self.camera_view.update()
 
     # ================================================================== settings
-
-    def _settings_changed(self) -> None:
-        """The tracking panel's settings into the state (a running source restarts with them)."""
-        self.state.update_settings(
-            device=self.device_combo.currentData() or "cpu",
-            fit_iterations=self.fit_iterations.value(),
-            refine_iterations=self.refine_iterations.value(),
-            realtime=self.realtime_check.isChecked(),
-        )
 
     def _set_skeleton(self, on: bool) -> None:
         self.hand_view.set_skeleton_visible(on)

@@ -1,7 +1,8 @@
 """The profiles panel: saved hand profiles; use one (identity-aware tracking), import, rename, delete.
 
 Bound to the application state (:class:`app.state.AppState`): it lists the state's profiles
-folder, marks the state's active profile and follows its changes."""
+folder, marks the state's active profile and follows its changes. Below the list, the selected
+profile's hand against the average hand (:class:`app.calibration_result.CalibrationResultView`)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QStyle,
     QVBoxLayout,
     QWidget,
 )
 
+from app.calibration_result import CalibrationResultView
 from app.jobs import describe_error, show_error
 
 if TYPE_CHECKING:
@@ -65,6 +68,7 @@ class ProfilesPanel(QWidget):
         self.list.setToolTip("Double-click a profile to track with it")
         self.list.itemDoubleClicked.connect(lambda *_: self.use_selected())
         self.list.currentItemChanged.connect(lambda *_: self._sync())
+        self.list.setMinimumHeight(140)
         lay.addWidget(self.list, 1)
         grid = QHBoxLayout()
         self.use_btn = QPushButton(icon(QStyle.StandardPixmap.SP_DialogApplyButton), "Use")
@@ -94,7 +98,16 @@ class ProfilesPanel(QWidget):
         self.folder_label.setWordWrap(True)
         self.folder_label.setStyleSheet("color: #8a94a3;")
         lay.addWidget(self.folder_label)
+        self.details = CalibrationResultView()
+        self.details.setToolTip("The selected profile's hand against the average hand")
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(self.details)
+        lay.addWidget(scroll, 2)
+        self._profiles: dict[str, object] = {}
         state.profile_changed.connect(self._on_profile_changed)
+        state.model_changed.connect(lambda *_: self._sync())
         self.refresh()
 
     def _on_profile_changed(self, profile, _restart: bool) -> None:
@@ -113,7 +126,9 @@ class ProfilesPanel(QWidget):
         active_path = str(active.path) if active is not None and active.path is not None else None
         current = self.list.currentItem().data(Qt.ItemDataRole.UserRole) if self.list.currentItem() else None
         self.list.clear()
+        self._profiles = {}
         for p in list_profiles(self.directory):
+            self._profiles[str(p.path)] = p
             item = QListWidgetItem(profile_summary(p))
             item.setData(Qt.ItemDataRole.UserRole, str(p.path))
             item.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_FileIcon))
@@ -136,9 +151,22 @@ class ProfilesPanel(QWidget):
 
     def _sync(self) -> None:
         has = self.list.currentItem() is not None
+        self.show_details(self._profiles.get(self.selected_path() or ""))
         for b in (self.use_btn, self.rename_btn, self.delete_btn):
             b.setEnabled(has)
         self.none_btn.setEnabled(self.state.profile is not None)
+
+    def show_details(self, profile) -> None:
+        """Show ``profile``'s hand against the average (None: nothing)."""
+        data = self.state.model_data
+        if profile is None or data is None:
+            self.details.clear()
+            return
+        try:
+            self.details.show_profile(profile, data)
+        except Exception:  # noqa: BLE001 - a profile that cannot be drawn still lists
+            log.warning("cannot show the profile %s", profile.name, exc_info=True)
+            self.details.clear()
 
     def selected_path(self) -> str | None:
         item = self.list.currentItem()

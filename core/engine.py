@@ -295,6 +295,10 @@ class Engine:
         # The stream's focal length, estimated while its frames are in the assumed camera.
         self.focal = FocalEstimator(self.model_data, settings.focal) if settings.focal is not None else None
         self._estimated: Intrinsics | None = None  # the estimated camera the last frame used
+        self._layers: dict | None = None  # model layers by side, made for the first RGB-D frame
+        #: What :mod:`core.metric_depth` did to each hand of the last RGB-D frame (the order of
+        #: its ``FrameResult.hands``); empty for frames without depth.
+        self.depth_alignments: tuple = ()
 
     def __enter__(self) -> "Engine":
         return self
@@ -538,6 +542,7 @@ class Engine:
     def _fit_frame(self, frame: Frame, detections: tuple[Detection, ...], detect_ms: float,
                    segmented: _Segmented | None = None) -> FrameResult:
         t1 = time.perf_counter()
+        self.depth_alignments = ()
         # Every detected hand is a hand of some track (none dropped, a duplicate detection of
         # one hand merged); its side is the track's.
         if self.settings.detector_mode == "static":
@@ -562,12 +567,14 @@ class Engine:
         fits = self._smooth(frame, dets, fits, K, [th.track_id for th in tracked])
         fit_ms = (time.perf_counter() - t1) * 1000
         times = {"detect": detect_ms, "fit": fit_ms}
+        if segmented is not None and len(tracked) != len(detections):  # a duplicate was merged
+            segmented = _Segmented(tuple(segmented.masks[th.index] for th in tracked), segmented.ms)
+        if self.refiner is not None and fits and segmented is None:
+            segmented = self._segment(frame, dets)
+        if frame.depth is not None and K is not None and fits:  # RGB-D: the fits at the measured depth
+            fits = self._to_depth(frame, dets, fits, K, None if segmented is None else segmented.masks, times)
         refined: list[RefineResult | None] = [None] * len(fits)
         if self.refiner is not None and fits:
-            if segmented is None:
-                segmented = self._segment(frame, dets)
-            elif len(tracked) != len(detections):  # a duplicate was merged
-                segmented = _Segmented(tuple(segmented.masks[th.index] for th in tracked), segmented.ms)
             refined = self._refine(frame, dets, fits, K, segmented, times)
         hands = tuple(HandResult(d, f, r, th.track_id) for d, f, r, th in zip(dets, fits, refined, tracked))
         times["total"] = sum(times.values())
@@ -611,10 +618,37 @@ class Engine:
             out.append(smoother(f, t, d.keypoints_2d, K, size))
         return out
 
+    def _to_depth(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray,
+                  masks: Sequence[np.ndarray | None] | None, times: dict[str, float]) -> list[HandFit]:
+        """Each fit moved onto the frame's registered depth map (:mod:`core.metric_depth`)."""
+        from core.metric_depth import align_fit_to_depth
+        from core.model import HandModel
+
+        t0 = time.perf_counter()
+        if self._layers is None:
+            self._layers = {side: HandModel(data) for side, data in self.model_data.items()}
+        size = (frame.width, frame.height)
+        out, done = [], []
+        for i, (d, f) in enumerate(zip(dets, fits)):
+            mask = None if masks is None else masks[i]
+            moved, info = align_fit_to_depth(self.fitter, self._layers[f.side], f, d.keypoints_2d, K, size,
+                                             frame.depth, mask, fixed_shape=self.shape is not None)
+            out.append(moved)
+            done.append(info)
+        self.depth_alignments = tuple(done)
+        times["depth"] = (time.perf_counter() - t0) * 1000
+        return out
+
     def _refine(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,
                 segmented: _Segmented, times: dict[str, float]) -> list[RefineResult | None]:
-        """Refine the fits against their hands' masks (all hands at once)."""
-        targets = [None if m is None else RefineTarget(m, d.keypoints_2d, K)
+        """Refine the fits against their hands' masks (all hands at once); with an RGB-D frame the
+        depth map, inside each hand's mask, is the depth term's target (paper 003, Eq. 7)."""
+        def depth_of(m: np.ndarray) -> np.ndarray | None:
+            if frame.depth is None:
+                return None
+            return np.where(np.asarray(m) > 0.5, frame.depth, np.float32(0.0)).astype(np.float32)
+
+        targets = [None if m is None else RefineTarget(m, d.keypoints_2d, K, depth=depth_of(m))
                    for d, m in zip(dets, segmented.masks)]
         t1 = time.perf_counter()
         idx = [i for i, t in enumerate(targets) if t is not None]

@@ -54,7 +54,6 @@ __all__ = [
     "check_companions",
     "check_output",
     "interrupt_on_signals",
-    "source_inputs",
     "write_atomic",
     "write_files_atomic",
 ]
@@ -104,20 +103,6 @@ def _is_input(out: Path, inputs: Iterable[PathLike | None]) -> Path | None:
                 if _same(out, Path(match)):
                     return Path(match)
     return None
-
-
-def source_inputs(source: str | None) -> list[str]:
-    """The paths a SRC string reads (for :func:`check_output`); cameras read no file."""
-    if source is None:
-        return []
-    text = str(source).strip()
-    if text == "demo":
-        from core.capture.open import DEMO_CLIP_PATH
-
-        return [str(DEMO_CLIP_PATH)]
-    if not text or text.isdigit() or text.startswith("/dev/") or "://" in text:
-        return []
-    return [text]
 
 
 def _probe_folder(path: Path) -> None:

@@ -35,7 +35,7 @@ PROFILE_VERSION = 2
 
 # ----------------------------------------------------------------------------- full profiles
 
-SCALE_SOURCES = ("prior", "hand_length", "aruco", "stereo")
+SCALE_SOURCES = ("prior", "hand_length", "aruco", "stereo", "depth")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Profile:
         name: display name. handedness: "right", "left" or "both".
         shape: (S,) float32 shape coefficients. hand_length_mm, hand_width_mm: measures.
         bone_lengths_mm: (20,) float32 (child order 1..20 of the keypoint tree), or empty.
-        scale_source: "prior" | "hand_length" | "aruco" | "stereo".
+        scale_source: "prior" | "hand_length" | "aruco" | "stereo" | "depth".
         frames: the calibration frames [{"source", "frame", "confidence", "weight"}].
         texture: absolute path of the texture PNG (stored relative to the JSON), or None.
         created: ISO 8601 time. path: the file read. model_name, model_sha256: the model.
@@ -282,7 +282,7 @@ def save_profile(path: str | Path, profile: dict[str, Any]) -> Path:
     Raises:
         InputError: a malformed document. ExportError: the file cannot be written.
     """
-    from core.export.writer import write_atomic
+    from core.outputs import write_atomic
 
     path = Path(path)
     validate_profile(profile, f"the profile for {path}")

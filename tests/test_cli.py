@@ -58,7 +58,7 @@ def test_main_runs_as_a_script() -> None:
 
 
 def test_bench_reports_cpu_steal_share() -> None:
-    from core.bench import cpu_steal_ticks, steal_share
+    from core.tools.bench import cpu_steal_ticks, steal_share
 
     assert steal_share((10, 1000), (60, 2000)) == 0.05
     assert steal_share(None, (1, 2)) is None

@@ -9,9 +9,9 @@ import pytest
 
 from core.errors import ModelFileError
 from core.keypoints import bone_lengths
-from core.model import mean_skeleton as ms
 from core.model.data import OPEN_HAND_SKELETON_JSON, apply_default_skeleton, load_open_hand
 from core.model.personal import model_rest_keypoints
+from core.tools import build_mean_skeleton as ms
 
 
 @pytest.fixture(scope="module")

@@ -147,7 +147,7 @@ def test_shipped_bundles_hold_the_recorded_models() -> None:
     import zipfile
 
     from core.detect.build_task_bundle import BUNDLE_DIR, BUNDLES, METADATA_FROM, SELFIE_SOURCE, SOURCES
-    from core.detect.mediapipe_hands import SELFIE_MODEL_NAME
+    from core.segment.methods import SELFIE_MODEL_PATH
 
     for name, members in BUNDLES.values():
         with zipfile.ZipFile(BUNDLE_DIR / name) as bundle:
@@ -160,7 +160,7 @@ def test_shipped_bundles_hold_the_recorded_models() -> None:
                     assert hashlib.sha256(data).hexdigest() != SOURCES[source].sha256
                 else:
                     assert hashlib.sha256(data).hexdigest() == SOURCES[source].sha256
-    selfie = (BUNDLE_DIR / SELFIE_MODEL_NAME).read_bytes()  # core.segment's "selfie" method
+    selfie = (BUNDLE_DIR / SELFIE_MODEL_PATH.name).read_bytes()  # core.segment's "selfie" method
     assert hashlib.sha256(selfie).hexdigest() == SOURCES[SELFIE_SOURCE].sha256
 
 

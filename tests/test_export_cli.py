@@ -268,7 +268,7 @@ def test_export_from_a_synthetic_image_folder(tmp_path: Path, capsys) -> None:
     from core.camera import intrinsics_from_fov
     from core.synth.render import PALM_TO_CAMERA, SynthSettings, default_layers, palm_tint, render_hand_sample
     from core.texture import texel_map
-    from core.texture.evaluate import FLAT_LIGHTING, pattern_texture, reference_texels, texture_error
+    from core.tools.evaluate_texture import FLAT_LIGHTING, pattern_texture, reference_texels, texture_error
 
     layers = default_layers()
     frames = tmp_path / "frames"

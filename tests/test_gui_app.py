@@ -226,13 +226,13 @@ MAX_STEAL_SHARE = 0.25
 
 
 def _cpu_steal() -> tuple[int, int] | None:
-    from core.bench import cpu_steal_ticks
+    from core.tools.bench import cpu_steal_ticks
 
     return cpu_steal_ticks()
 
 
 def _steal_share(a, b) -> float | None:
-    from core.bench import steal_share
+    from core.tools.bench import steal_share
 
     return steal_share(a, b)
 

@@ -190,8 +190,9 @@ def test_panels_bind_to_the_state_not_the_window(make_window, gui_env, tmp_path)
     import app.calibration_panel
     import app.export_dialog
     import app.profiles_panel
+    import app.tracking_panel
 
-    for mod in (app.calibration_panel, app.profiles_panel, app.export_dialog):
+    for mod in (app.calibration_panel, app.profiles_panel, app.export_dialog, app.tracking_panel):
         tree = ast.parse(inspect.getsource(mod))
         names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
         assert "window_" not in names, mod.__name__
@@ -213,6 +214,33 @@ def test_panels_bind_to_the_state_not_the_window(make_window, gui_env, tmp_path)
     assert "Via state" in w.profiles_panel.active_label.text()
     assert "population prior" in w.profiles_panel.active_label.text()
     assert "population prior" in w.profiles_panel.list.currentItem().text()
+    # The selected profile's hand against the average, from the saved file.
+    details = w.profiles_panel.details
+    assert details.overlay.personal is not None and details.bones.rowCount() == 20
+    np.testing.assert_allclose([r[1] for r in details.rows], result.bone_lengths_mm, atol=0.02)
+    assert "population prior" in details.scale_label.text() and details.frames.rowCount() == 6
     w.state.set_profile(None)
     assert w.windowTitle() == "HandTwin" and "none" in w.profiles_panel.active_label.text()
     assert not gui_env.messages, gui_env.messages
+
+
+def test_tracking_panel_settings_go_through_the_state(make_window, gui_env, qtbot) -> None:
+    from app.settings import AppSettings
+    from tests.test_gui_support import wait_frames
+
+    w = make_window(source="demo")
+    wait_frames(qtbot, w, 1)
+    first = w.worker
+    assert w.state.tracking and w.state.source == "demo"
+    # Texture capture toggles live: same worker; the panel's box and the action agree.
+    w.tracking_panel.texture_check.setChecked(not w.settings.texture)
+    assert w.worker is first and w.action_texture.isChecked() == w.settings.texture
+    # A setting the source was started with restarts it with the new value, saved.
+    w.tracking_panel.refine_iterations.setValue(1)
+    w.tracking_panel.apply()
+    assert w.worker is not first and w.worker.config.settings.refine_iterations == 1
+    assert AppSettings.load(gui_env.store).refine_iterations == 1
+    w.set_intrinsics("fov", "", 75.0)
+    assert "75" in w.tracking_panel.intrinsics_label.text()
+    w.stop_tracking()
+    assert not w.state.tracking and w.state.source == ""

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from core.export.cli import run_export
 from core.keypoints import MANO_JOINT_TO_KEYPOINT, MANO_PARENTS, bone_lengths
 from core.model.personal import identity_model, model_rest_keypoints
 from core.profile_io import load_profile
 from core.synth.people import sample_person_skeleton
+from core.tools.cli_export import run_export
 from tests.test_export import _parse_glb, _read_accessor
 
 

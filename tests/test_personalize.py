@@ -273,7 +273,7 @@ def test_bundled_predictor_loads() -> None:
 
 
 def test_margin_ranking_training_learns_a_ranking() -> None:
-    from core.personalize.train_confidence import ranking_quality, train
+    from core.tools.train_confidence import ranking_quality, train
 
     rng = np.random.default_rng(9)
     n = 200

@@ -556,7 +556,7 @@ def test_track_refine_on_a_tiny_clip(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.skipif(not DEMO_CLIP_PATH.exists(), reason="no demo clip")
 def test_pipeline_benchmark_reports_the_whole_frame_with_texture() -> None:
-    from core.refine.bench import pipeline_ratio
+    from core.tools.bench_refine import pipeline_ratio
 
     res = pipeline_ratio(1, max_frames=3, settings=FAST, texture=True)
     assert res["refine1_texture_frames"] == 3

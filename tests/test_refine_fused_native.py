@@ -22,7 +22,7 @@ def needs_library() -> None:
 @pytest.fixture(scope="module")
 def case():
     """A synthetic right hand, its fit and its target (exact mask)."""
-    from core.refine.bench import synthetic_refine_cases
+    from core.tools.bench_refine import synthetic_refine_cases
 
     for seed in range(10):
         cases, layers = synthetic_refine_cases(1, seed=seed)

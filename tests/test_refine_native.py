@@ -163,7 +163,7 @@ def test_without_a_compiler_the_refiner_falls_back_to_pytorch_with_the_same_resu
     zero moves those vertices by up to a step either way: the refined meshes agree to a
     fraction of a millimetre, not to rounding.)"""
     needs_native()
-    from core.refine.bench import synthetic_refine_cases
+    from core.tools.bench_refine import synthetic_refine_cases
 
     cases, layers = synthetic_refine_cases(1, seed=4)
     fit, target, _ = cases[0]
@@ -220,7 +220,7 @@ def test_refiner_adam_matches_torch_adam() -> None:
 
 def test_refiner_needs_no_gradient_bookkeeping_between_calls() -> None:
     """Two calls in a row on the same targets give the same result (no state leaks)."""
-    from core.refine.bench import synthetic_refine_cases
+    from core.tools.bench_refine import synthetic_refine_cases
 
     cases, layers = synthetic_refine_cases(1, seed=6)
     fit, target, _ = cases[0]
@@ -236,7 +236,7 @@ def test_fused_loss_and_gradient_match_autograd(weak: bool) -> None:
     at a point away from the start (every term active), perspective and weak perspective
     (free focal)."""
     needs_native()
-    from core.refine.bench import synthetic_refine_cases
+    from core.tools.bench_refine import synthetic_refine_cases
 
     cases, layers = synthetic_refine_cases(1, seed=2)
     fit, target, _ = cases[0]

@@ -262,8 +262,8 @@ def test_native_on_the_open_hand_within_bounds_of_dense() -> None:
     """Default settings (eps culling) on the real mesh at 128 x 128: a 40 x 40 window across
     the silhouette's edge, against the dense reference rendered on that window alone."""
     needs_native()
-    from core.render.bench import open_hand_scene
     from core.render.projection import project_points
+    from core.tools.bench_render import open_hand_scene
 
     verts, faces, K = open_hand_scene((128, 128))
     settings = SoftRasterSettings(backend="native")
@@ -331,7 +331,7 @@ def test_native_build_is_cached(monkeypatch: pytest.MonkeyPatch, tmp_path) -> No
 
 
 def test_benchmark_reports_its_figures() -> None:
-    from core.render.bench import benchmark_softras
+    from core.tools.bench_render import benchmark_softras
 
     res = benchmark_softras(repeats=1, image_size=32, mesh="synthetic", dense_face_subset=20)
     for key in ("softras_ms", "softras_saturated_ms", "softras_eager_ms", "softras_64_ms",

@@ -17,7 +17,7 @@ from core.segment import (
     segment_hand,
     wrist_cut,
 )
-from core.segment.evaluate import iou, match_to_boxes
+from core.tools.evaluate_segment import iou, match_to_boxes
 
 #: An open right hand, palm to the camera, fingers up, in palm lengths (wrist at the origin,
 #: y down). The four finger MCPs average to x = 0, so the palm's axis is straight up.

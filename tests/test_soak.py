@@ -1,4 +1,4 @@
-"""The GUI soak's bookkeeping (core.soak): figures from RSS samples, the process tree's RSS,
+"""The GUI soak's bookkeeping (core.tools.bench_soak): figures from RSS samples, the process tree's RSS,
 and that a plain ``bench`` leaves the 20-minute soak out."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from core.soak import SoakResult, tree_rss_mb
+from core.tools.bench_soak import SoakResult, tree_rss_mb
 
 
 def test_soak_figures_use_the_samples_after_warm_up() -> None:
@@ -34,7 +34,7 @@ def test_tree_rss_counts_this_process() -> None:
 
 
 def test_plain_bench_skips_the_soak(monkeypatch) -> None:
-    import core.bench as bench
+    import core.tools.bench as bench
 
     ran = []
     monkeypatch.setattr(bench, "BENCHMARKS", {"baseline": lambda: {"baseline_ms": 1.0},

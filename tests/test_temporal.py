@@ -174,7 +174,7 @@ def test_engine_smooths_the_demo_without_lag() -> None:
     the unfiltered fits, at most a frame behind MediaPipe's keypoints (which themselves trail
     the true ones by most of a frame here)."""
     from core.capture import DEMO_CLIP_PATH, open_source
-    from core.fit.bench import hand_tracks
+    from core.tools.bench_fit import hand_tracks
 
     with open_source("demo") as src:
         frames = list(src)

@@ -22,7 +22,7 @@ from core.texture import (
     texel_map,
     texel_uv,
 )
-from core.texture.evaluate import FLAT_LIGHTING, pattern_texture, reference_texels, texture_error
+from core.tools.evaluate_texture import FLAT_LIGHTING, pattern_texture, reference_texels, texture_error
 
 SIZE = 128  # texture and capture grid in these tests
 IMAGE = (240, 180)
@@ -499,7 +499,7 @@ def _held_capture(layers, held, settings):
 
 def test_an_object_in_the_hand_never_paints_the_skin(layers, tmap, held) -> None:
     from core.texture.capture import CaptureSettings
-    from core.texture.held import object_texels
+    from core.tools.evaluate_texture_held import object_texels
 
     skin_rgb = np.concatenate([h.sample.image[h.sample.mask] for h in held]).mean(0)
     object_rgb = np.concatenate([h.sample.image[h.object_mask] for h in held]).mean(0)

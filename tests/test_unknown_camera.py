@@ -133,7 +133,7 @@ def test_a_diverged_perspective_fit_is_replaced_by_the_placed_weak_fit(engine) -
 @pytest.mark.parametrize("fov", [90, 120])
 def test_wide_angle_without_intrinsics_fits_as_well_as_with_them(engine, fov: int) -> None:
     """Acceptance (reprojection half): real MediaPipe detections of a hand rendered by a 90 /
-    120 degree camera (python -m core.tracking_bench regenerates them); with no intrinsics the
+    120 degree camera (python -m core.tools.bench_tracking regenerates them); with no intrinsics the
     median reprojection error is within 1.2x of the true camera's, and the weak-perspective
     path is far worse (1.9x and 3.8x)."""
     data = np.load(DATA)

@@ -8,11 +8,11 @@ with a note where the installed MediaPipe has no ``solutions``)::
 
 Sets: the labelled 2D samples of ``../shared/data/mmpose_hand_testdata`` (freihand,
 onehand10k, panoptic; static mode, two hands, the detection nearest the label counts, as
-:func:`core.evaluate.evaluate_2d`), and the demo clip against its ground truth (video mode,
+:func:`core.tools.evaluate_fit.evaluate_2d`), and the demo clip against its ground truth (video mode,
 one hand, as ``main.py bench``). ms per frame over ``--rounds`` interleaved rounds: wall time
 (median and best round) and the process's CPU time (robust to other processes' load).
 ``--more`` adds: InterHand2.6M (labels projected with the known cameras, as
-:func:`core.evaluate.evaluate_interhand`), the FreiHAND evaluation crops and the nvGesture
+:func:`core.tools.evaluate_fit.evaluate_interhand`), the FreiHAND evaluation crops and the nvGesture
 clip (detection only), the hand boxes of unipd_handseg30 (a box counts as found when a
 detected hand's keypoint centre lies in it), and ``--synthetic N`` rendered hands with exact
 keypoints (:mod:`core.synth`).
@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.capture import DEMO_CLIP_PATH, open_source  # noqa: E402
 from core.detect import Detection, HandDetector, swap_handedness  # noqa: E402
-from core.evaluate import DEFAULT_DATA, _best_detection, _coco_hands  # noqa: E402
 from core.keypoints import NUM_KEYPOINTS  # noqa: E402
 from core.metrics import keypoint_error_px  # noqa: E402
+from core.tools.evaluate_fit import DEFAULT_DATA, _best_detection, _coco_hands  # noqa: E402
 
 
 class LegacyHandDetector:
@@ -165,7 +165,7 @@ def _timing(wall: list[float], cpu: list[float]) -> dict[str, Any]:
 
 def _interhand(data: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, (21, 2) projected label) per valid hand of the InterHand2.6M samples."""
-    from core.evaluate import INTERHAND_TO_MEDIAPIPE, _read_rgb
+    from core.tools.evaluate_fit import INTERHAND_TO_MEDIAPIPE, _read_rgb
 
     folder = data / "mmpose_hand_testdata" / "interhand2.6m"
     if not folder.is_dir():
@@ -195,7 +195,7 @@ def _interhand(data: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 def more_sets(kinds: list[str], data: Path, synthetic: int) -> dict[str, Any]:
     import cv2
 
-    from core.evaluate import _read_rgb
+    from core.tools.evaluate_fit import _read_rgb
 
     out: dict[str, Any] = {}
     every = np.ones(NUM_KEYPOINTS, bool)

@@ -30,6 +30,9 @@ class Frame:
         intrinsics_source: where ``intrinsics`` came from: "given" (a file, a field of view,
             a recorded session, the demo's known camera), "exif" (a photo's focal length),
             "assumed" (nobody said: :data:`core.camera.DEFAULT_FOV_DEG`) or "none".
+        depth: (H, W) float32 metres registered to ``image`` (the colour camera's z at each of
+            its pixels; 0 where unknown), read-only; None without a depth stream
+            (:mod:`core.capture.rgbd`).
     """
 
     index: int
@@ -38,6 +41,7 @@ class Frame:
     intrinsics: Intrinsics | None
     source: str
     intrinsics_source: str = "given"
+    depth: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         img = self.image
@@ -54,6 +58,17 @@ class Frame:
             img = img.view()
             img.flags.writeable = False
             object.__setattr__(self, "image", img)
+        if self.depth is not None:
+            d = self.depth
+            if not (isinstance(d, np.ndarray) and d.dtype == np.float32 and d.shape == img.shape[:2]):
+                raise ValueError(
+                    f"Frame.depth must be a float32 array of the image's {img.shape[:2]} pixels, got "
+                    f"{getattr(d, 'shape', None)} {getattr(d, 'dtype', type(d).__name__)}"
+                )
+            if d.flags.writeable:
+                d = d.view()
+                d.flags.writeable = False
+                object.__setattr__(self, "depth", d)
 
     @property
     def width(self) -> int:

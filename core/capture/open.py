@@ -35,7 +35,7 @@ from core.capture.sources import (
 )
 from core.errors import InputError
 
-__all__ = ["DEMO_CLIP_PATH", "open_demo", "open_multi_source", "open_source"]
+__all__ = ["DEMO_CLIP_PATH", "open_demo", "open_multi_source", "open_source", "source_inputs"]
 
 #: The bundled demo clip (repository root / resources / demo / demo.mp4).
 DEMO_CLIP_PATH: Path = Path(__file__).resolve().parents[2] / "resources" / "demo" / "demo.mp4"
@@ -43,6 +43,18 @@ DEMO_CLIP_PATH: Path = Path(__file__).resolve().parents[2] / "resources" / "demo
 DEMO_INTRINSICS_PATH: Path = DEMO_CLIP_PATH.with_name("demo_intrinsics.json")
 
 _SRC_HELP = "SRC is a camera index (0), 'demo', a video file, an image folder or a glob"
+
+
+def source_inputs(source: str | None) -> list[str]:
+    """The paths a SRC string reads (for :func:`core.outputs.check_output`); cameras read no file."""
+    if source is None:
+        return []
+    text = str(source).strip()
+    if text == "demo":
+        return [str(DEMO_CLIP_PATH)]
+    if not text or text.isdigit() or text.startswith("/dev/") or "://" in text:
+        return []
+    return [text]
 
 
 def open_demo(intrinsics: IntrinsicsSpec = None, fov_deg: float | None = None) -> VideoFileSource:
@@ -92,6 +104,8 @@ def open_source(
     intrinsics: IntrinsicsSpec = None,
     fov_deg: float | None = None,
     weak_perspective: bool = False,
+    depth: str | os.PathLike[str] | None = None,
+    depth_camera: str | os.PathLike[str] | None = None,
 ) -> FrameSource:
     """Open a frame source from a SRC string (see the module docstring for the forms).
 
@@ -102,6 +116,8 @@ def open_source(
         fov_deg: horizontal field of view in degrees, for ideal intrinsics per frame size
             (exclusive with ``intrinsics``). With neither, frames carry ``intrinsics=None``
             (except replayed sessions, which carry what was recorded).
+        depth, depth_camera: a depth stream registered to SRC and its depth camera file (both
+            or neither): the frames then carry depth (:mod:`core.capture.rgbd`).
 
     Returns:
         An opened :class:`~core.capture.sources.FrameSource` (use it in a ``with`` block).
@@ -110,8 +126,15 @@ def open_source(
         InputError: a camera that does not open, a missing/corrupt/empty input, a glob with no
             matches, or malformed intrinsics.
     """
+    if (depth is None) != (depth_camera is None):
+        raise InputError("an RGB-D source needs both the depth stream (--depth) and its depth camera file "
+                         "(--depth-intrinsics)")
     source = _open(os.fspath(spec), intrinsics, fov_deg, epoch_s=None)
     source.assume_camera(None if weak_perspective else DEFAULT_FOV_DEG)
+    if depth is not None:
+        from core.capture.rgbd import open_rgbd
+
+        return open_rgbd(source, depth, depth_camera)
     return source
 
 

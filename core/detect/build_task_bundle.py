@@ -48,9 +48,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.detect.mediapipe_hands import BUNDLE_DIR, BUNDLE_NAMES, SELFIE_MODEL_NAME
+from core.detect.mediapipe_hands import BUNDLE_DIR, BUNDLE_NAMES
 from core.errors import ModelFileError
-from core.export.writer import write_atomic
+from core.outputs import write_atomic
+from core.segment.methods import SELFIE_MODEL_PATH
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ def build_bundle(sources: dict[str, bytes], out_dir: Path = BUNDLE_DIR) -> list[
         data = bundle_bytes({member: sources[path] for member, path in members.items()})
         written.append(write_atomic(out_dir / name, data))
         log.info("%s: %d bytes, sha256 %s", out_dir / name, len(data), hashlib.sha256(data).hexdigest())
-    written.append(write_atomic(out_dir / SELFIE_MODEL_NAME, sources[SELFIE_SOURCE]))  # as is (has metadata)
+    written.append(write_atomic(out_dir / SELFIE_MODEL_PATH.name, sources[SELFIE_SOURCE]))  # as is (has metadata)
     written.append(write_atomic(out_dir / LICENSE_NAME, sources[LICENSE_PATH]))
     return written
 

@@ -54,11 +54,10 @@ __all__ = ["Detection", "HandDetector", "detection_image", "swap_handedness"]
 _MODES = ("video", "static")
 
 #: MediaPipe's models shipped with HandTwin (see core.detect.build_task_bundle): the hand
-#: landmarker's bundle of each model complexity (1: full, 0: lite), and the selfie (person)
-#: segmentation model that core.segment's "selfie" method runs.
+#: landmarker's bundle of each model complexity (1: full, 0: lite). The selfie (person)
+#: segmentation model beside them is core.segment's (``core.segment.methods.SELFIE_MODEL_PATH``).
 BUNDLE_DIR = Path(__file__).resolve().parents[2] / "resources" / "detect"
 BUNDLE_NAMES = {1: "hand_landmarker.task", 0: "hand_landmarker_lite.task"}
-SELFIE_MODEL_NAME = "selfie_segmentation.tflite"
 
 _NO_TIMESTAMP_STEP_MS = 33  # video mode without timestamps: a 30 fps clock of our own
 

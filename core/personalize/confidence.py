@@ -4,7 +4,7 @@ The paper puts one fully connected layer on the image encoder's features and tra
 margin ranking loss on pairs of images ranked by their true shape error (Sec. 3.5). We have no
 learned image encoder, so the predictor is a small MLP over the quality features of
 :mod:`core.personalize.features` (standardized), trained the same way on synthetic frames with
-known shapes (:mod:`core.personalize.train_confidence`). Weights ship in
+known shapes (:mod:`core.tools.train_confidence`). Weights ship in
 ``resources/personalize/confidence.safetensors``; when they are missing or were trained on
 other features, :func:`core.personalize.features.heuristic_confidence` is used instead.
 """
@@ -107,7 +107,7 @@ def save_confidence_net(net: ConfidenceNet, path: str | Path, metadata: dict[str
     """Write the network to safetensors (atomically) with the feature names as metadata."""
     from safetensors.torch import save
 
-    from core.export.writer import write_atomic
+    from core.outputs import write_atomic
 
     meta = {"feature_names": json.dumps(list(FEATURE_NAMES)), "hidden": str(net.hidden)}
     meta.update(metadata or {})

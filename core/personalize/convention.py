@@ -18,7 +18,7 @@ comparable to how far people are from the mean hand (held-out people: 1.69 mm pe
 corrected, 1.55 mm for the shape-space hand), so the best estimate lies between the two
 (empirical Bayes; ``shrink`` 0.5 gave 1.45 mm). ``shrink`` is chosen on the training people too.
 
-``delta`` and ``shrink`` are learned by ``python -m core.personalize.train_confidence`` on the
+``delta`` and ``shrink`` are learned by ``python -m core.tools.train_confidence`` on the
 training people (held-out people only evaluate) and ship in
 ``resources/personalize/convention.json``; without that file no correction is applied.
 """

@@ -7,7 +7,7 @@ poses (:func:`core.synth.render.natural_pose`) facing the camera. A frame's obse
 projected true keypoints with Gaussian pixel noise, MediaPipe-like world landmarks (true bone
 directions, rotated by a small random error) and, optionally, the shape-free fit of
 :class:`~core.fit.TailorFitter` as the starting pose, the way a calibration session starts.
-The rendered, MediaPipe-detected benchmark lives beside it (:mod:`core.personalize.bench`).
+The rendered, MediaPipe-detected benchmark lives beside it (:mod:`core.tools.bench_personalize`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ records it as ``scale_source``:
   from its markers (known intrinsics), keypoint rays intersected with the sheet's plane
   (:func:`sheet_pose`, :func:`keypoints_on_plane`);
 - ``"stereo"``: two calibrated cameras: keypoints triangulated
-  (:func:`triangulate_keypoints`).
+  (:func:`triangulate_keypoints`);
+- ``"depth"``: an RGB-D source: each fit scaled onto the measured depth map
+  (:mod:`core.metric_depth`), its keypoints then metric.
 
 ArUco and stereo give metric 3D keypoints; bone lengths are pose-independent, so the ratio of
 measured to model bone lengths (:func:`scale_from_keypoints`) is the size factor. A size
@@ -33,7 +35,7 @@ from core.errors import InputError
 from core.keypoints import KEYPOINT_PARENTS, Keypoint
 from core.model import HandModel
 
-SCALE_SOURCES = ("prior", "hand_length", "aruco", "stereo")
+SCALE_SOURCES = ("prior", "hand_length", "aruco", "stereo", "depth")
 
 _PARENTS = np.array(KEYPOINT_PARENTS[1:])
 _CHILDREN = np.arange(1, 21)
@@ -67,7 +69,7 @@ class ScaleOption:
             L = self.hand_length_mm
             if L is None or not np.isfinite(L) or not 80.0 <= float(L) <= 300.0:
                 raise InputError(f"a hand length must be between 80 and 300 mm (got {L})")
-        if self.source in ("aruco", "stereo"):
+        if self.source in ("aruco", "stereo", "depth"):
             kp = None if self.keypoints_3d is None else np.asarray(self.keypoints_3d, dtype=np.float64)
             if kp is None or kp.ndim != 3 or kp.shape[1:] != (21, 3) or kp.shape[0] == 0 or not np.isfinite(kp).all():
                 raise InputError(f"the {self.source} scale needs measured keypoints (N, 21, 3); none were measured")
@@ -179,7 +181,7 @@ def scale_note(source: str, hand_length_mm: float) -> str:
                 "no metric anchor (a known hand length, an ArUco sheet or a stereo pair) was given, so the "
                 "proportions are this hand's but its absolute size is the average hand's.")
     how = {"hand_length": "a hand length you measured", "aruco": "the ArUco sheet under the hand",
-           "stereo": "the calibrated stereo pair"}.get(source, source)
+           "stereo": "the calibrated stereo pair", "depth": "the depth camera"}.get(source, source)
     return f"Size from a measurement ({how}): {hand_length_mm:.0f} mm hand length."
 
 

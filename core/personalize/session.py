@@ -90,7 +90,7 @@ class CalibrationResult:
         shape: (S,) float32 the personal shape (size pinned per ``scale_source``).
         hand_length_mm, hand_width_mm: its measures (flat rest pose, docs/ARCHITECTURE.md definitions).
         bone_lengths_mm: (20,) its bone lengths, child order 1..20 of the keypoint tree.
-        scale_source: "prior" | "hand_length" | "aruco" | "stereo".
+        scale_source: "prior" | "hand_length" | "aruco" | "stereo" | "depth".
         weights: (K,) attention weights (Eq. 6). confidences: (K,) the frames' c_i.
         frame_lengths_mm: (K,) each frame's own free-shape hand length.
         seconds: wall time of :meth:`CalibrationSession.calibrate`.

@@ -21,7 +21,6 @@ Settings are frozen dataclasses (:class:`RasterSettings`, :class:`SoftRasterSett
 :func:`cull_radius_px` couples the soft rasterizer's cull radius to its sigma.
 """
 
-from core.render.bench import benchmark_softras
 from core.render.depth import render_depth, render_depth_differentiable, smooth_l1_depth_loss
 from core.render.fragments import Fragments
 from core.render.hard import interpolate_face_attributes, rasterize, screen_barycentrics
@@ -41,7 +40,6 @@ __all__ = [
     "Fragments",
     "RasterSettings",
     "SoftRasterSettings",
-    "benchmark_softras",
     "cull_radius_px",
     "interpolate_face_attributes",
     "project_points",

@@ -6,7 +6,7 @@ weights, so the mask is computed per hand from the image and MediaPipe's keypoin
 hand's box, on a small working grid (longest side ``WORK_SIZE``), then upsampled, and cut at
 the wrist line so the forearm is never part of the target.
 
-Methods (:data:`SEGMENTERS`; accuracy and cost: ``python -m core.segment.evaluate``):
+Methods (:data:`SEGMENTERS`; accuracy and cost: ``python -m core.tools.evaluate_segment``):
 
 * ``capsule``: the keypoints' bones drawn as capsules scaled by the palm length, palm filled.
 * ``skin`` (default): an online colour model learnt per hand and per frame from the pixels on

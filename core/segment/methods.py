@@ -3,7 +3,7 @@
 Every segmenter has the signature ``fn(crop: HandCrop) -> np.ndarray`` and returns an
 (h, w) bool mask or float32 probability in [0, 1] on the crop's working grid; the caller
 (:func:`core.segment.segment_hand`) upsamples it, cuts it at the wrist and pastes it into the
-full image. Measured accuracy and cost of each: ``python -m core.segment.evaluate``.
+full image. Measured accuracy and cost of each: ``python -m core.tools.evaluate_segment``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Callable
 
 import cv2
@@ -228,6 +229,10 @@ def segment_skin_grabcut(crop: HandCrop, iterations: int = 2) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- MediaPipe selfie
 
+#: MediaPipe's selfie (person) segmentation model that :func:`segment_selfie` runs, shipped beside
+#: the hand detector's bundles (copied as it is by ``python -m core.detect.build_task_bundle``).
+SELFIE_MODEL_PATH = Path(__file__).resolve().parents[2] / "resources" / "detect" / "selfie_segmentation.tflite"
+
 _SELFIE: dict[str, Any] = {}
 _SELFIE_LOCK = threading.Lock()
 
@@ -249,10 +254,8 @@ def segment_selfie(crop: HandCrop) -> np.ndarray:
             from mediapipe.tasks.python.core.base_options import BaseOptions
             from mediapipe.tasks.python.vision import ImageSegmenterOptions, RunningMode
 
-            from core.detect.mediapipe_hands import BUNDLE_DIR, SELFIE_MODEL_NAME
-
             _SELFIE["options"] = ImageSegmenterOptions(
-                base_options=BaseOptions(model_asset_path=str(BUNDLE_DIR / SELFIE_MODEL_NAME),
+                base_options=BaseOptions(model_asset_path=str(SELFIE_MODEL_PATH),
                                          delegate=BaseOptions.Delegate.CPU),
                 running_mode=RunningMode.IMAGE, output_confidence_masks=True, output_category_mask=False)
         options = _SELFIE["options"]

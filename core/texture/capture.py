@@ -44,7 +44,7 @@ The average lives on a capture grid of ``capture_size`` texels (default 512), an
 :meth:`TextureCapture.texture` resamples it to the texture ``size`` (default 1024). A hand
 filling a 480 x 360 frame shows about 20K pixels and a 512 grid samples it with about 24K
 texels (a 1024 grid with 4 times as many, for no more image detail), which keeps an update
-near its 5 ms budget (``core.texture.bench``); pass ``capture_size=1024`` for close-ups from
+near its 5 ms budget (``core.tools.bench_texture``); pass ``capture_size=1024`` for close-ups from
 high-resolution cameras. Since the texels must about cover the pixels they land on, a frame
 where the hand's box holds more than ``CaptureSettings.max_pixels_per_texel`` pixels per
 covered texel (a 1920 or 3840 px frame) is sampled from a crop around the hand resampled to

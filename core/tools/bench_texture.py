@@ -24,11 +24,11 @@ __all__ = ["BENCHMARKS", "bench_texture"]
 
 def bench_texture(repeats: int = 30) -> dict[str, Any]:
     """Median timings of texture capture on one synthetic frame (see the module)."""
-    from core.bench import median_ms
     from core.synth.render import SynthSettings, default_layers, render_hand_sample
     from core.texture.capture import TextureCapture
-    from core.texture.evaluate import FLAT_LIGHTING
     from core.texture.texels import build_texel_map
+    from core.tools.bench import median_ms
+    from core.tools.evaluate_texture import FLAT_LIGHTING
 
     layers = default_layers()
     rng = np.random.default_rng(3)
@@ -70,9 +70,9 @@ def bench_texture(repeats: int = 30) -> dict[str, Any]:
 
 def bench_texture_object() -> dict[str, Any]:
     """A hand holding a red bar through MediaPipe, the fit, the segmentation and the capture
-    (:mod:`core.texture.held`): texels of the captured texture closer in colour to the object
+    (:mod:`core.tools.evaluate_texture_held`): texels of the captured texture closer in colour to the object
     than to the skin (``texture_object_texels``; the seen ones alone: ``..._seen``)."""
-    from core.texture.held import capture_held_clip, held_object_clip
+    from core.tools.evaluate_texture_held import capture_held_clip, held_object_clip
 
     clip = held_object_clip(frames=8)
     r = capture_held_clip(clip)
@@ -84,5 +84,5 @@ def bench_texture_object() -> dict[str, Any]:
     }}
 
 
-#: name -> benchmark, picked up by :mod:`core.bench`.
+#: name -> benchmark, picked up by :mod:`core.tools.bench`.
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {"texture": bench_texture, "texture_object": bench_texture_object}

@@ -56,12 +56,16 @@ def run_track(
     model: str | None = None,
     progress: bool | None = None,
     weak_perspective: bool = False,
+    depth: str | None = None,
+    depth_camera: str | None = None,
 ) -> TrackSummary:
     """Track every frame of ``source`` and write ``out`` (JSONL) atomically.
 
     Without ``intrinsics`` or ``fov_deg`` the camera is assumed (a photo's EXIF focal length,
     else :data:`~core.camera.DEFAULT_FOV_DEG`; every line reports it), unless
-    ``weak_perspective`` asks for HandTailor's weak-perspective fit.
+    ``weak_perspective`` asks for HandTailor's weak-perspective fit. ``depth`` and
+    ``depth_camera`` make SRC an RGB-D source (:mod:`core.capture.rgbd`): the fits are placed
+    at the measured depth and the refinement gets its depth term.
 
     Raises:
         InputError: unreadable source, intrinsics or profile, an argument out of range, no
@@ -69,11 +73,12 @@ def run_track(
         ExportError: ``out`` is a folder, an input, in a missing or read-only folder, or the
             disk filled up (``out`` is left as it was).
     """
+    from core.capture.open import source_inputs
     from core.inputs import MAX_HANDS, MAX_REFINE, check_int
-    from core.outputs import StreamingOutput, check_output, source_inputs
+    from core.outputs import StreamingOutput, check_output
 
     # the output first, then every argument and input file: all before any frame is read
-    out = check_output(out, [*source_inputs(source), intrinsics, profile, model])
+    out = check_output(out, [*source_inputs(source), intrinsics, profile, model, depth, depth_camera])
     check_int(refine, "--refine", 0, MAX_REFINE)
     check_int(max_hands, "--max-hands", 1, MAX_HANDS)
     from core.camera import DEFAULT_FOV_DEG, check_camera_args
@@ -100,7 +105,7 @@ def run_track(
 
     start = time.perf_counter()
     output = StreamingOutput(out)
-    with output.open() as f, open_source(source, intrinsics, fov_deg, weak_perspective) as src:
+    with output.open() as f, open_source(source, intrinsics, fov_deg, weak_perspective, depth, depth_camera) as src:
         if not src.camera_known and not weak_perspective:
             log.info("no camera given for %s: assuming a photo's EXIF focal length, else a %.0f degree field of "
                      "view (give --intrinsics or --fov for better depth)", source, DEFAULT_FOV_DEG)

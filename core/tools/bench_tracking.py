@@ -110,7 +110,7 @@ def bench_wide_angle(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 24, 
 
 
 def _plot_case(fov: float, per: dict[str, list[float]]) -> None:
-    from core.bench import plots_dir
+    from core.tools.bench import plots_dir
 
     folder = plots_dir()
     if folder is None:

@@ -65,7 +65,7 @@ def synthetic_calibration(session=None) -> dict[str, Any]:
     """W/L errors on the held-out synthetic subjects (see the module docstring)."""
     from core.personalize.session import CalibrationSession
     from core.personalize.synthdata import load_or_generate
-    from core.personalize.train_confidence import HELDOUT_SET
+    from core.tools.train_confidence import HELDOUT_SET
 
     name, n_subj, n_frames, seed = HELDOUT_SET
     data = load_or_generate(name, n_subj, n_frames, seed)
@@ -158,7 +158,7 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
     from core.personalize.scale import ScaleOption, measures, pin_hand_length
     from core.personalize.session import CalibrationSession
     from core.personalize.synthdata import load_or_generate
-    from core.personalize.train_confidence import PEOPLE_HELDOUT_SET, frame_targets, ranking_quality
+    from core.tools.train_confidence import PEOPLE_HELDOUT_SET, frame_targets, ranking_quality
 
     name, n_subj, n_frames, seed = PEOPLE_HELDOUT_SET
     data = load_or_generate(name, n_subj, n_frames, seed, people=True)
@@ -269,7 +269,7 @@ def demo_identity(session=None) -> dict[str, Any]:
         "calibration_demo_hand_length_range_free_mm": round(float(np.nanmax(free) - np.nanmin(free)), 3),
         "calibration_demo_hand_length_std_identity_aware_mm": round(float(np.nanstd(aware)), 6),
     }
-    from core.bench import plots_dir
+    from core.tools.bench import plots_dir
 
     folder = plots_dir()
     if folder is not None:
@@ -294,7 +294,7 @@ def demo_identity(session=None) -> dict[str, Any]:
 
 
 def _plot_error_vs_k(curve: dict[str, dict[str, float]]) -> None:
-    from core.bench import plots_dir
+    from core.tools.bench import plots_dir
 
     folder = plots_dir()
     if folder is None:
@@ -325,8 +325,8 @@ def _plot_error_vs_k(curve: dict[str, dict[str, float]]) -> None:
 
 
 def bench_calibration() -> dict[str, Any]:
-    from core.bench import median_ms
     from core.personalize.session import CalibrationSession
+    from core.tools.bench import median_ms
 
     torch.set_num_threads(1)
     session = CalibrationSession(k=20)

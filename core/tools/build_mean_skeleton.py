@@ -24,16 +24,16 @@ the way toward it, not all the way: MediaPipe's palm is narrower than a real han
 range ``tests/test_model.py`` holds the mean hand to - and anny's are 46 mm), so its world
 landmarks are a convention, not an anatomy. At 0.35 the width is 40.7 mm. What the weight
 buys on the labelled real sets (fit 2D error, px, MediaPipe's Tasks HandLandmarker; MediaPipe
-itself FreiHAND 11.48, OneHand10K 10.31, Panoptic 4.38; ``core.evaluate.evaluate_2d``):
+itself FreiHAND 11.48, OneHand10K 10.31, Panoptic 4.38; ``core.tools.evaluate_fit.evaluate_2d``):
 0 (anny): 11.26 / 11.69 / 4.46; 0.35: 11.23 / 11.45 / 4.44; 1.0 (in the experiment's weak-
 perspective setting): 11.30 / 11.12 / 4.47. The rest of the gap to MediaPipe on OneHand10K
 is not the skeleton: with the legacy MediaPipe graph, even a free skeleton per frame left the
 fit 3.9 px from MediaPipe's keypoints there (two of its four photos end in a different pose
 basin). The labelled sets
 (FreiHAND / OneHand10K / Panoptic 2D labels) are only used to evaluate
-(``core.evaluate.evaluate_2d``), never to derive.
+(``core.tools.evaluate_fit.evaluate_2d``), never to derive.
 
-``python -m core.model.mean_skeleton [--data DIR]`` derives it and writes
+``python -m core.tools.build_mean_skeleton [--data DIR]`` derives it and writes
 ``resources/hand_models/open_hand_skeleton.json``; :func:`core.model.data.load_open_hand`
 applies it through :func:`core.model.personal.personal_model` (the rest mesh follows it).
 """
@@ -173,10 +173,10 @@ def derive(data_dir: Path) -> dict[str, Any]:
         "base_sha256": file_sha256(OPEN_HAND_NPZ),
         "skeleton_m": np.round(skel, 7).tolist(),
         "provenance": {
-            "command": "python -m core.model.mean_skeleton",
+            "command": "python -m core.tools.build_mean_skeleton",
             "method": f"palm (wrist, thumb CMC, 4 MCPs) moved {PALM_WEIGHT} of the way to the median of MediaPipe "
                       "world landmarks of real unlabelled hands after generalized Procrustes, in the open hand's "
-                      "frame and palm length; fingers keep the open hand's bones (see core/model/mean_skeleton.py)",
+                      "frame and palm length; fingers keep the open hand's bones (see core/tools/build_mean_skeleton.py)",
             "palm_weight": PALM_WEIGHT,
             "hands": int(len(world)),
             "left_hands": int(left.sum()),
@@ -187,9 +187,9 @@ def derive(data_dir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - needs ../shared/data
-    from core.evaluate import DEFAULT_DATA
     from core.export.writer import write_atomic
     from core.model.data import OPEN_HAND_SKELETON_JSON
+    from core.tools.evaluate_fit import DEFAULT_DATA
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)

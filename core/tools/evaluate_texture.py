@@ -1,4 +1,4 @@
-"""How well does texture capture recover a known texture? (``python -m core.texture.evaluate``)
+"""How well does texture capture recover a known texture? (``python -m core.tools.evaluate_texture``)
 
 A synthetic sequence is rendered by :mod:`core.synth` with a known UV texture, flat lighting
 (ambient 1, white light: the image shows the albedo, so the texture is recoverable) and a new
@@ -285,7 +285,7 @@ def _format(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.texture.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.tools.evaluate_texture", description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=DEFAULT_TEXTURE_SIZE)

@@ -116,8 +116,8 @@ _SOAK_S: float | None = None
 
 
 def bench_soak() -> dict[str, Any]:
-    """The GUI on the demo for a long session (core.soak): RSS start/peak/end, survived."""
-    from core.soak import bench_soak as run
+    """The GUI on the demo for a long session (core.tools.bench_soak): RSS start/peak/end, survived."""
+    from core.tools.bench_soak import bench_soak as run
 
     return run(_SOAK_S, plots_dir())
 
@@ -130,7 +130,7 @@ def run_benchmarks(only: list[str] | None = None, plots_dir: str | Path | None =
     """Run the registered benchmarks (all but :data:`ON_REQUEST`, or the named ones) and merge their figures.
 
     With ``plots_dir``, benchmarks that can draw a plot write it there (see :func:`plots_dir`);
-    ``soak_s`` is the soak's session length (default ``core.soak.DEFAULT_SOAK_S``).
+    ``soak_s`` is the soak's session length (default ``core.tools.bench_soak.DEFAULT_SOAK_S``).
     """
     global _PLOTS_DIR, _SOAK_S
     _PLOTS_DIR = Path(plots_dir) if plots_dir is not None else None
@@ -229,7 +229,7 @@ def bench_pipeline() -> dict[str, Any]:
 
 def bench_accuracy_real() -> dict[str, Any]:
     """2D and 3D accuracy on ../shared/data when present (MediaPipe vs the fit)."""
-    from core.evaluate import DEFAULT_DATA, evaluate_2d, evaluate_interhand
+    from core.tools.evaluate_fit import DEFAULT_DATA, evaluate_2d, evaluate_interhand
 
     if not DEFAULT_DATA.exists():
         return {"real_data": "absent"}
@@ -242,14 +242,14 @@ BENCHMARKS["accuracy_real"] = bench_accuracy_real
 
 def bench_accuracy_synthetic() -> dict[str, Any]:
     """Accuracy on 60 synthetic hands through the real MediaPipe (exact ground truth)."""
-    from core.evaluate import evaluate_synthetic
+    from core.tools.evaluate_fit import evaluate_synthetic
 
     return {"accuracy_synthetic": evaluate_synthetic(60)["synthetic"]}
 
 
 def bench_softras() -> dict[str, Any]:
     """The soft silhouette rasterizer on the open hand, 128 x 128, forward + backward."""
-    from core.render.bench import benchmark_softras
+    from core.tools.bench_render import benchmark_softras
 
     res = benchmark_softras(repeats=10)
     return {k: res[k] for k in ("softras_ms", "softras_dense_speedup") if k in res}
@@ -261,12 +261,12 @@ BENCHMARKS["softras"] = bench_softras
 #: Stage packages that contribute benchmarks: each ``<module>.BENCHMARKS`` is a dict
 #: name -> function returning a dict of figures, merged after the ones above.
 STAGE_BENCH_MODULES = (
-    "core.fit.bench",
-    "core.segment.bench",
-    "core.refine.bench",
-    "core.personalize.bench",
-    "core.texture.bench",
-    "core.tracking_bench",
+    "core.tools.bench_fit",
+    "core.tools.bench_segment",
+    "core.tools.bench_refine",
+    "core.tools.bench_personalize",
+    "core.tools.bench_texture",
+    "core.tools.bench_tracking",
 )
 
 

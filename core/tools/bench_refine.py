@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.bench import median_ms
+from core.tools.bench import median_ms
 
 __all__ = ["BENCHMARKS", "bench_refine", "synthetic_refine_cases"]
 
@@ -152,10 +152,10 @@ def pipeline_ratio(iterations: int = 3, max_frames: int = 24, settings=None,
         rounds: alternations of baseline and engine (11: with 5 the median still moved by
             +-0.1 from run to run on this VM).
     """
-    from core.bench import _bench_frames
     from core.detect import HandDetector
     from core.engine import Engine, EngineSettings
     from core.refine import RefineSettings
+    from core.tools.bench import _bench_frames
 
     frames = _bench_frames(max_frames)
     engine_settings = EngineSettings(max_hands=1, device="cpu", refine_iterations=iterations,

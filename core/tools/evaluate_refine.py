@@ -1,4 +1,4 @@
-"""Does the silhouette refinement help, and what does it cost? (``python -m core.refine.evaluate``)
+"""Does the silhouette refinement help, and what does it cost? (``python -m core.tools.evaluate_refine``)
 
 * **Synthetic** (:mod:`core.synth`, exact masks and ground truth; real MediaPipe keypoints ->
   tailor fit -> refinement): silhouette IoU before/after (crop at 128 x 128, and the full-size
@@ -15,7 +15,7 @@
   "before" 2D error is the fit's 3D hand projected by the nominal camera the refiner starts
   from; ``kp2d_px_fit_weak`` is the tailor's own weak-perspective reprojection.
 * **Timing**: ``refine_iter_ms``, where an iteration's time goes, and the live frame with 3
-  iterations against MediaPipe alone (:mod:`core.refine.bench`).
+  iterations against MediaPipe alone (:mod:`core.tools.bench_refine`).
 
 The real data are research samples that are never shipped: everything real skips cleanly when
 the folder is absent.
@@ -33,8 +33,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from core.evaluate import DEFAULT_DATA
 from core.metrics import edge_length_error, keypoint_error_px, mask_iou, mpjpe, normal_error, pa_mpjpe
+from core.tools.evaluate_fit import DEFAULT_DATA
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +257,8 @@ def evaluate_unipd(data_dir: Path = DEFAULT_DATA, iterations: int = 15) -> dict[
     from core.fit import HandObservation, TailorFitter
     from core.refine import RefineTarget
     from core.segment import segment_hand, wrist_cut
-    from core.segment.evaluate import match_to_boxes
     from core.synth import default_layers
+    from core.tools.evaluate_segment import match_to_boxes
 
     folder = Path(data_dir) / "unipd_handseg30"
     if not (folder / "rgb").is_dir():
@@ -306,11 +306,11 @@ def evaluate_unipd(data_dir: Path = DEFAULT_DATA, iterations: int = 15) -> dict[
 def evaluate_freihand(data_dir: Path = DEFAULT_DATA, iterations: int = 15) -> dict[str, Any] | None:
     """FreiHAND crops: IoU against the segmentation (no masks exist), 2D error where labelled."""
     from core.detect import HandDetector
-    from core.evaluate import _coco_hands
     from core.fit import HandObservation, TailorFitter
     from core.refine import RefineTarget, nominal_intrinsics
     from core.segment import segment_hand
     from core.synth import default_layers
+    from core.tools.evaluate_fit import _coco_hands
 
     labelled = Path(data_dir) / "mmpose_hand_testdata" / "freihand"
     with_k = Path(data_dir) / "freihand_eval20_K"
@@ -359,8 +359,8 @@ def evaluate_freihand(data_dir: Path = DEFAULT_DATA, iterations: int = 15) -> di
 
 
 def evaluate_timing() -> dict[str, Any]:
-    """``refine_iter_ms``, its profile and the live frame ratio (see :mod:`core.refine.bench`)."""
-    from core.refine.bench import bench_refine
+    """``refine_iter_ms``, its profile and the live frame ratio (see :mod:`core.tools.bench_refine`)."""
+    from core.tools.bench_refine import bench_refine
 
     res = bench_refine()
     return {"timing": {k: v for k, v in res.items() if not k.startswith("refine_iou")}}
@@ -389,7 +389,7 @@ def evaluate(samples: int = 24, data_dir: Path = DEFAULT_DATA, iterations: int =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.refine.evaluate",
+    p = argparse.ArgumentParser(prog="python -m core.tools.evaluate_refine",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--samples", type=int, default=24, help="synthetic hands (default 24)")
     p.add_argument("--iterations", type=int, default=15, help="offline iterations (default 15)")

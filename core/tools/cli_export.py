@@ -221,10 +221,11 @@ def run_export(args: argparse.Namespace) -> int:
         InputError: neither SRC nor --profile, a bad --pose, an unreadable profile, source or
             texture, a frame without a tracked hand. ExportError: the file cannot be written.
     """
+    from core.capture.open import source_inputs
     from core.export.api import companion_files, export_hand, session_animation
     from core.export.writer import check_export_target
     from core.model import load_model_data
-    from core.outputs import check_companions, check_output, source_inputs
+    from core.outputs import check_companions, check_output
 
     t0 = time.perf_counter()
     source = getattr(args, "source", None)

@@ -5,7 +5,7 @@
   matched to a ground-truth box, segmented, and scored by IoU inside that box.
 * Synthetic: hands rendered by :mod:`core.synth` (exact masks), keypoints from MediaPipe.
 
-Run ``python -m core.segment.evaluate`` for a table. The real data are research samples that
+Run ``python -m core.tools.evaluate_segment`` for a table. The real data are research samples that
 are never shipped: everything real skips cleanly when the folder is absent.
 """
 
@@ -194,7 +194,7 @@ def score_methods(cases: Sequence[HandCase], methods: Sequence[str] | None = Non
 def evaluate(methods: Sequence[str] | None = None, data_dir: Path = DEFAULT_DATA,
              synthetic: int = 60, seed: int = 0, repeats: int = 3) -> dict[str, Any]:
     """Score every method on the real masks (if present) and on ``synthetic`` rendered hands."""
-    from core.bench import bench_baseline
+    from core.tools.bench import bench_baseline
 
     result: dict[str, Any] = dict(bench_baseline())
     real = real_cases(data_dir)
@@ -229,7 +229,7 @@ def format_table(result: dict[str, Any]) -> str:
     for k in sets:
         lines.append(f"{k}: {result[k]['counts']}")
     if "baseline_ms" in result:
-        lines.append(f"baseline_ms (core.bench fixed CPU workload, same process): {result['baseline_ms']}")
+        lines.append(f"baseline_ms (core.tools.bench fixed CPU workload, same process): {result['baseline_ms']}")
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Train the confidence predictor: ``python -m core.personalize.train_confidence``.
+"""Train the confidence predictor: ``python -m core.tools.train_confidence``.
 
 Identity-aware paper, Sec. 3.5: pairs of frames ranked by their true error ``l_i``, margin
 ranking loss on every pair. The frames are synthetic *people* (:mod:`core.synth.people`:
@@ -174,8 +174,8 @@ def calibrated_skeletons(session, table: dict, data, confidence: np.ndarray, k: 
     import dataclasses
 
     from core.keypoints import Keypoint
-    from core.personalize.bench import calibrated_skeleton
     from core.personalize.scale import ScaleOption
+    from core.tools.bench_personalize import calibrated_skeleton
 
     cal, base, true = [], [], []
     k0, kd = session._basis
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("ranking quality: %s", quality)
     log.info("output scale %.3g; held-out calibration: %s", alpha, heldout_calibration)
     meta = {
-        "command": "python -m core.personalize.train_confidence" + (f" --epochs {args.epochs}" if args.epochs != 400 else "")
+        "command": "python -m core.tools.train_confidence" + (f" --epochs {args.epochs}" if args.epochs != 400 else "")
                    + (f" --margin {args.margin}" if args.margin != 0.1 else "")
                    + (f" --target {args.target}" if args.target != "bone" else ""),
         "feature_names": list(FEATURE_NAMES),

@@ -81,10 +81,10 @@ def temporal_quality(frames: Sequence[Frame], truth: np.ndarray | None = None) -
 
 def bench_temporal() -> dict[str, Any]:
     """Temporal quality on the demo, two rendered moving-hand clips and the real clip."""
-    from core.bench import _bench_frames
     from core.capture import DEMO_CLIP_PATH, open_source
-    from core.evaluate import DEFAULT_DATA
     from core.synth.motion import moving_hand_clip
+    from core.tools.bench import _bench_frames
+    from core.tools.evaluate_fit import DEFAULT_DATA
 
     results: dict[str, Any] = {}
     demo = _bench_frames(max_frames=10_000)

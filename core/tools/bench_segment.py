@@ -65,7 +65,7 @@ def bench_segment() -> dict[str, Any]:
         out["segment_capsule_ms"], _ = _median_ms(hands, "capsule", repeats=5)
     else:
         log.warning("bench segment: the demo clip is missing; no timing")
-    from core.segment.evaluate import real_cases, score_methods
+    from core.tools.evaluate_segment import real_cases, score_methods
 
     real = real_cases()
     if real is not None:

@@ -2,12 +2,15 @@
 
     python main.py calibrate SRC --out P.json [--frames K] [--intrinsics F]
         [--hand-length-mm L | --aruco-sheet SHEET.json | --stereo SRC2 --stereo-calib S.json]
+        [--depth D --depth-intrinsics DC.json]
         [--name NAME] [--side auto|right|left] [--model PATH]
 
 Every frame is tracked; each hand of the calibrated side is refitted with a free shape and
 offered to a :class:`~core.personalize.session.CalibrationSession`, which chooses K frames
 and calibrates one shape (attention over confidences, Eq. 6-7). The size comes from the
-prior unless a measurement pins it (``scale_source`` in the profile says which).
+prior unless a measurement pins it (``scale_source`` in the profile says which); an RGB-D
+source (``--depth``) measures it when nothing else does (scale ``depth``: the fits scaled onto
+the depth map, :mod:`core.metric_depth`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def _scale_arguments(args: argparse.Namespace) -> str:
 def run_calibrate(args: argparse.Namespace) -> int:
     """The ``calibrate`` command; returns the exit status."""
     from core.camera import check_camera_args
-    from core.outputs import check_output, source_inputs
+    from core.capture.open import source_inputs
+    from core.outputs import check_output
 
     source_kind = _scale_arguments(args)
     out = Path(args.out)
@@ -50,7 +54,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise InputError(f"--frames must be between 1 and 200, got {k}")
     # the output first (before any work): its folder exists and is writable, it is no input
     check_output(out, [*source_inputs(args.source), args.intrinsics, getattr(args, "aruco_sheet", None),
-                       *source_inputs(getattr(args, "stereo", None)), getattr(args, "stereo_calib", None), args.model])
+                       *source_inputs(getattr(args, "stereo", None)), getattr(args, "stereo_calib", None), args.model,
+                       getattr(args, "depth", None), getattr(args, "depth_intrinsics", None)])
     from core.capture import ImageSequenceSource, open_source
     from core.engine import Engine, EngineSettings
     from core.personalize.scale import (
@@ -78,7 +83,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     fov = getattr(args, "fov", None)
     weak = bool(getattr(args, "weak_perspective", False))
     check_camera_args(args.intrinsics, fov, weak)
-    with open_source(args.source, args.intrinsics, fov, weak) as src:
+    with open_source(args.source, args.intrinsics, fov, weak, getattr(args, "depth", None),
+                     getattr(args, "depth_intrinsics", None)) as src:
         if isinstance(src, ImageSequenceSource):
             settings = dataclasses.replace(settings, detector_mode="static")
         second = open_source(args.stereo) if stereo is not None else None
@@ -109,6 +115,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
                             pose = sheet_pose(frame.image, frame.intrinsics.K, sheet)
                             if pose is not None:
                                 measured[s].append(keypoints_on_plane(cand.keypoints_2d, frame.intrinsics.K, *pose))
+                        if frame.depth is not None and source_kind == "prior":  # RGB-D: the depth-scaled fit
+                            for hand, info in zip(result.hands, engine.depth_alignments):
+                                if hand.detection.handedness == s and info.factor != 1.0:
+                                    measured[s].append(np.asarray(hand.fit.keypoints_3d, dtype=np.float64))
+                                    break
                         if res2 is not None:
                             other = [h for h in res2.hands if h.detection.handedness == s]
                             if other:
@@ -124,7 +135,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
     session = sessions[side]
     if not session.candidates:
         raise InputError(f"no usable hand in the {frames} frames of {args.source}")
-    if source_kind in ("aruco", "stereo"):
+    if source_kind == "prior" and measured[side]:
+        source_kind = "depth"  # an RGB-D source measured the hand's size
+    elif source_kind == "prior" and getattr(args, "depth", None):
+        log.warning("the depth stream never covered the %s hand: its size is the prior's", side)
+    if source_kind in ("aruco", "stereo", "depth"):
         if not measured[side]:
             what = "the sheet with the hand lying flat on it" if source_kind == "aruco" else "the hand in both cameras"
             raise InputError(f"--{'aruco-sheet' if source_kind == 'aruco' else 'stereo'}: no frame shows {what}")

@@ -1,0 +1,244 @@
+"""RGB-D sources (core.capture.rgbd): depth files, registration, frames with depth, fits at the
+measured depth (core.metric_depth), the refiner's depth term from the engine, the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from core.camera import Intrinsics
+from core.capture import ArraySource, open_source
+from core.capture.frame import Frame
+from core.capture.rgbd import (
+    DepthCamera,
+    DepthStream,
+    RGBDSource,
+    depth_to_metres,
+    load_depth_camera,
+    register_depth,
+)
+from core.errors import InputError
+
+W, H = 64, 48
+K_DEPTH = {"fx": 60.0, "fy": 60.0, "cx": 31.5, "cy": 23.5}
+
+
+def write_json(path: Path, doc: object) -> Path:
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def rgbd_files(tmp_path: Path, n: int = 3, seed: int = 0) -> tuple[Path, Path, np.ndarray]:
+    """n colour PNGs and n 16-bit depth PNGs (millimetres) of a tilted plane, a hole of zeros."""
+    rng = np.random.default_rng(seed)
+    colour, depth = tmp_path / "colour", tmp_path / "depth"
+    colour.mkdir()
+    depth.mkdir()
+    mm = []
+    for i in range(n):
+        cv2.imwrite(str(colour / f"{i:03d}.png"), rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+        d = (400 + 10 * i + np.arange(W)[None, :] * 2 + np.zeros((H, 1))).astype(np.uint16)
+        d[10:14, 20:30] = 0
+        cv2.imwrite(str(depth / f"{i:03d}.png"), d)
+        mm.append(d)
+    return colour, depth, np.stack(mm)
+
+
+def test_16bit_png_depth_reaches_frames_in_metres(tmp_path) -> None:
+    colour, depth, mm = rgbd_files(tmp_path)
+    cam = write_json(tmp_path / "depth.json", {**K_DEPTH, "width": W, "height": H, "depth_scale_m": 0.001})
+    with open_source(str(colour), depth=str(depth), depth_camera=str(cam)) as src:
+        frames = list(src)
+    assert len(frames) == 3
+    for f, d in zip(frames, mm):
+        assert f.depth.dtype == np.float32 and f.depth.shape == (H, W)
+        np.testing.assert_allclose(f.depth, d / 1000.0, atol=1e-6)  # 0 stays 0: unknown
+        assert not f.depth.flags.writeable
+    # a registered stream's intrinsics describe the colour camera when nothing else does
+    assert frames[0].intrinsics.fx == 60.0 and frames[0].intrinsics_source == "given"
+
+
+def test_eight_bit_coding_with_offset_and_range() -> None:
+    cam = DepthCamera(Intrinsics(**K_DEPTH), scale_m=-0.004, offset_m=1.0, min_m=0.2, max_m=0.9)
+    raw = np.array([[0, 50, 100, 250]], np.uint8)
+    np.testing.assert_allclose(depth_to_metres(raw, cam), [[0.0, 0.8, 0.6, 0.0]], atol=1e-6)
+
+
+def test_registration_with_extrinsics_moves_points_into_the_colour_camera() -> None:
+    """A fronto-parallel plane at 0.5 m seen by a depth camera 5 cm to the colour camera's left."""
+    depth_K = Intrinsics(50.0, 50.0, 31.5, 23.5, W, H)
+    colour_K = Intrinsics(80.0, 80.0, 31.5, 23.5, W, H)
+    cam = DepthCamera(depth_K, R=np.eye(3), T=np.array([-0.05, 0.0, 0.0]))
+    d = np.full((H, W), 0.5, np.float32)
+    out = register_depth(d, cam, colour_K, (W, H))
+    covered = out > 0
+    np.testing.assert_allclose(out[covered], 0.5, atol=1e-6)
+    # x_c = x_d - 0.05 spans u = 80 * [-0.365, 0.275] / 0.5 + 31.5 = [-27, 75.5]: the whole colour image,
+    # with no holes although a depth pixel spans 1.6 colour pixels
+    assert covered.all()
+    # one depth pixel (x_d = y_d = -0.005 m) lands at u = 80 * -0.055 / 0.5 + 31.5 = 22.7, v = 22.7,
+    # spread over the 2 x 2 colour pixels around it
+    single = np.zeros((H, W), np.float32)
+    single[23, 31] = 0.5
+    out = register_depth(single, cam, colour_K, (W, H))
+    ys, xs = np.nonzero(out)
+    assert sorted(zip(ys.tolist(), xs.tolist())) == [(22, 22), (22, 23), (23, 22), (23, 23)]
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({**K_DEPTH}, "depth_scale_m"),
+    ({**K_DEPTH, "depth_scale_m": 0}, "non-zero"),
+    ({**K_DEPTH, "depth_scale_m": "1"}, "finite number"),
+    ({"fx": 60, "depth_scale_m": 0.001}, "missing key"),
+    ({**K_DEPTH, "depth_scale_m": 0.001, "R": np.eye(3).tolist()}, "both 'R' and 'T'"),
+    ({**K_DEPTH, "depth_scale_m": 0.001, "R": (2 * np.eye(3)).tolist(), "T": [0, 0, 0]}, "rotation"),
+    ({**K_DEPTH, "depth_scale_m": 0.001, "R": np.eye(3).tolist(), "T": [0, 0]}, "'T'"),
+    ({**K_DEPTH, "depth_scale_m": 0.001, "min_depth_m": 2, "max_depth_m": 1}, "min_depth_m"),
+    ([1, 2, 3], "JSON object"),
+])
+def test_malformed_depth_camera_files_give_one_clear_error(tmp_path, doc, message) -> None:
+    path = write_json(tmp_path / "bad.json", doc)
+    with pytest.raises(InputError, match=message) as info:
+        load_depth_camera(path)
+    assert str(path) in str(info.value)
+
+
+def test_malformed_depth_streams_give_one_clear_error(tmp_path) -> None:
+    colour, depth, _ = rgbd_files(tmp_path, n=2)
+    cam = write_json(tmp_path / "depth.json", {**K_DEPTH, "depth_scale_m": 0.001})
+    with pytest.raises(InputError, match="depth stream not found"):
+        open_source(str(colour), depth=str(tmp_path / "nothing"), depth_camera=str(cam))
+    rgb = tmp_path / "rgb_depth"
+    rgb.mkdir()
+    cv2.imwrite(str(rgb / "0.png"), np.zeros((H, W, 3), np.uint8))
+    with pytest.raises(InputError, match="one channel"):
+        open_source(str(colour), depth=str(rgb), depth_camera=str(cam))
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"not a video at all")
+    with pytest.raises(InputError, match="depth video"):
+        DepthStream(broken)
+    with pytest.raises(InputError, match="both the depth stream"):
+        open_source(str(colour), depth=str(depth))
+    wide = write_json(tmp_path / "wide.json", {**K_DEPTH, "width": 100, "height": 40, "depth_scale_m": 0.001})
+    with pytest.raises(InputError, match="100x40"):
+        open_source(str(colour), depth=str(depth), depth_camera=str(wide))
+
+
+def test_the_shorter_stream_ends_the_pass(tmp_path) -> None:
+    _, depth, _ = rgbd_files(tmp_path, n=2)
+    colour = ArraySource([np.zeros((H, W, 3), np.uint8)] * 4, fov_deg=60.0)
+    cam = DepthCamera(Intrinsics(**K_DEPTH), scale_m=0.001)
+    frames = list(RGBDSource(colour, DepthStream(depth), cam))
+    assert [f.index for f in frames] == [0, 1] and all(f.depth is not None for f in frames)
+
+
+def test_frame_rejects_depth_of_another_size() -> None:
+    with pytest.raises(ValueError, match="Frame.depth"):
+        Frame(0, 0.0, np.zeros((H, W, 3), np.uint8), None, "x", depth=np.zeros((H, W + 1), np.float32))
+
+
+def test_cli_reports_a_missing_depth_camera_file_in_one_line(tmp_path, capsys) -> None:
+    import main
+
+    colour, depth, _ = rgbd_files(tmp_path, n=1)
+    code = main.main(["track", str(colour), "--out", str(tmp_path / "r.jsonl"), "--depth", str(depth)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("handtwin: error:") and "--depth-intrinsics" in err[0]
+    code = main.main(["track", str(colour), "--out", str(tmp_path / "r.jsonl"), "--depth", str(depth),
+                      "--depth-intrinsics", str(tmp_path / "missing.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "missing.json" in err[0]
+
+
+# ----------------------------------------------------------------------------- metric depth
+
+
+@pytest.fixture(scope="module")
+def hand_scene():
+    """A right hand 0.36 m away, its sensor depth, and a fit of a hand 0.8 times as big, nearer,
+    with exactly the same image (what a monocular fit with the wrong size prior sees)."""
+    from core.fit import FitSettings, TailorFitter
+    from core.model import HandModel, load_model_data
+    from core.personalize.scale import pin_scale
+    from core.render import RasterSettings, rasterize, render_depth
+    from tests.test_refine import IMAGE, K_TEST, gt_pose, place, posed, project
+
+    right, left = load_model_data(None, "right"), load_model_data(None, "left")
+    layer = HandModel(right)
+    fitter = TailorFitter(right, left, FitSettings(), "cpu")
+    pose = gt_pose(3)
+    betas = np.zeros(10, np.float32)
+    transl = place(layer, pose, betas)
+    verts, kp = posed(layer, pose, betas, transl)
+    frags = rasterize(torch.as_tensor(verts)[None], layer.faces, torch.as_tensor(K_TEST)[None],
+                      RasterSettings(image_size=(IMAGE[1], IMAGE[0])))
+    depth = render_depth(frags)[0].numpy().astype(np.float32)
+    kp2 = project(kp, K_TEST)
+    small = pin_scale(layer, betas, 0.8)
+    root = np.array([*kp2[0], math.log(K_TEST[0, 0] / (0.8 * kp[0, 2]))])
+    wrong = fitter.compose("right", pose, small, root, K_TEST, IMAGE, kp2)
+    return dict(layer=layer, fitter=fitter, kp=kp, kp2=kp2, depth=depth, wrong=wrong, verts=verts)
+
+
+def test_a_fit_of_the_wrong_size_is_moved_onto_the_measured_depth(hand_scene) -> None:
+    from core.metric_depth import align_fit_to_depth, fit_mesh
+    from core.render.depth import compare_mesh_depth
+    from tests.test_refine import IMAGE, K_TEST
+
+    s = hand_scene
+    before = compare_mesh_depth(fit_mesh(s["layer"], s["wrong"]), s["layer"].data.faces, K_TEST, s["depth"])
+    assert before.offset_m > 0.05  # the small hand sits 7 cm too near
+    moved, info = align_fit_to_depth(s["fitter"], s["layer"], s["wrong"], s["kp2"], K_TEST, IMAGE, s["depth"])
+    assert info.factor == pytest.approx(1.25, abs=0.03)
+    after = compare_mesh_depth(fit_mesh(s["layer"], moved), s["layer"].data.faces, K_TEST, s["depth"])
+    assert after.abs_error_m < 0.002 < before.abs_error_m
+    assert np.abs(moved.keypoints_3d - s["kp"]).max() < 0.006  # metric keypoints, metres
+    assert moved.reprojection_error_px < s["wrong"].reprojection_error_px + 0.5  # the image barely moves
+    # a profile's size is fixed: the hand is only moved to the measured depth
+    shifted, info = align_fit_to_depth(s["fitter"], s["layer"], s["wrong"], s["kp2"], K_TEST, IMAGE, s["depth"],
+                                       fixed_shape=True)
+    assert info.factor == 1.0 and np.allclose(shifted.betas, s["wrong"].betas)
+    assert abs(info.shift_m - before.offset_m) < 1e-6
+    # no depth where the hand is: left alone
+    same, info = align_fit_to_depth(s["fitter"], s["layer"], s["wrong"], s["kp2"], K_TEST, IMAGE,
+                                    np.zeros_like(s["depth"]))
+    assert same is s["wrong"] and info.before is None
+
+
+def test_engine_places_fits_at_the_frame_depth_and_refines_against_it(hand_scene) -> None:
+    """Engine.process_detections with an RGB-D frame: the fit is moved, the refiner gets the depth."""
+    from core.detect import Detection
+    from core.engine import Engine, EngineSettings
+    from core.refine import RefineSettings
+    from tests.test_refine import IMAGE, K_TEST
+
+    s = hand_scene
+    image = np.zeros((IMAGE[1], IMAGE[0], 3), np.uint8)
+    image[s["depth"] > 0] = (200, 150, 120)
+    intr = Intrinsics(float(K_TEST[0, 0]), float(K_TEST[1, 1]), float(K_TEST[0, 2]), float(K_TEST[1, 2]), *IMAGE)
+    det = Detection(handedness="right", score=0.99, keypoints_2d=s["kp2"], keypoints_z=np.zeros(21),
+                    world_landmarks=s["kp"] - s["kp"].mean(0), image_size=IMAGE)
+    settings = EngineSettings(max_hands=1, detector_mode="static", refine_iterations=2, smoothing=None,
+                              refine=RefineSettings(image_size=48, sigma=0.5 / 7), detector_process=False)
+    seen = []
+    with Engine(settings) as engine:
+        original = engine.refiner.refine
+
+        def spy(fits, targets, **kw):
+            seen.extend(targets)
+            return original(fits, targets, **kw)
+
+        engine.refiner.refine = spy
+        plain = engine.process_detections(Frame(0, 0.0, image, intr, "t"), [det])
+        rgbd = engine.process_detections(Frame(1, 0.0, image, intr, "t", depth=s["depth"]), [det])
+    assert "depth" in rgbd.time_ms and "depth" not in plain.time_ms
+    assert seen[0].depth is None and seen[1].depth is not None
+    assert (seen[1].depth[seen[1].mask <= 0.5] == 0).all()  # the sensor only inside the hand's mask
+    z_plain, z_rgbd = plain.hands[0].fit.keypoints_3d[0, 2], rgbd.hands[0].fit.keypoints_3d[0, 2]
+    assert abs(z_rgbd - s["kp"][0, 2]) < abs(z_plain - s["kp"][0, 2])
