@@ -314,6 +314,8 @@ class Engine:
         return self._detector
 
     def close(self) -> None:
+        if getattr(self, "focal", None) is not None:
+            self.focal.reset()  # cancels an estimate still running in the background
         if self._detector is not None:
             self._detector.close()
         if self._worker is not None:

@@ -29,11 +29,13 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from core.camera import Intrinsics
+from core.errors import Cancelled
 from core.model.data import HandModelData
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,8 @@ class FocalEstimate:
     """One estimate of a stream's focal length.
 
     Attributes:
-        focal_px: the estimated focal length (fx = fy), pixels.
+        focal_px: the estimated focal length (fx = fy), pixels (NaN when the motion was
+            degenerate and nothing was estimated).
         fov_deg: the horizontal field of view it gives, degrees.
         log_sd: its standard deviation, log units (about the relative error).
         frames: frames it used. side: the hand's side.
@@ -126,7 +129,8 @@ class FocalFrame:
 
 
 def estimate_focal(model: HandModelData, frames: list[FocalFrame], camera: Intrinsics, side: str,
-                   settings: FocalSettings = FocalSettings(), limit_threads: bool = True) -> FocalEstimate:
+                   settings: FocalSettings = FocalSettings(), limit_threads: bool = True,
+                   cancel: Callable[[], bool] | None = None) -> FocalEstimate:
     """Estimate the focal length of ``camera`` (the assumed one) from frames of one hand.
 
     Args:
@@ -137,18 +141,24 @@ def estimate_focal(model: HandModelData, frames: list[FocalFrame], camera: Intri
         side: "right" or "left" (reported).
         limit_threads: see :func:`core.personalize.bundle.bundle_adjust` (False in a
             background thread).
+        cancel: polled during the optimization; once it returns True, :class:`Cancelled` is
+            raised.
     """
     from core.personalize.bundle import BundleFrame, BundleSettings, bundle_adjust
 
     if camera.size is None:
         raise ValueError("estimate_focal needs the camera's image size")
     w, h = camera.size
+    degenerate = _degenerate(frames, settings)
+    if degenerate:  # no bundle adjustment: nothing it could say would be used
+        return FocalEstimate(float("nan"), float("nan"), float("inf"), len(frames), side, False, degenerate, 0.0,
+                             camera)
     ba_frames = [BundleFrame(np.asarray(f.keypoints_2d, np.float64), (w, h), None, np.asarray(f.pose, np.float64),
                              None, 1.0, float(f.score)) for f in frames]
     result, seconds = None, 0.0
     for fov0 in settings.starts_deg:
         r = bundle_adjust(model, ba_frames, GAUGE_LENGTH_M, settings=BundleSettings(w_dir=0.0),
-                          nominal_fov_deg=fov0, limit_threads=limit_threads)
+                          nominal_fov_deg=fov0, cancel=cancel, limit_threads=limit_threads)
         seconds += r.seconds
         if np.isfinite(r.energy) and (result is None or r.energy < result.energy):
             result = r
@@ -159,8 +169,7 @@ def estimate_focal(model: HandModelData, frames: list[FocalFrame], camera: Intri
     fov = math.degrees(2.0 * math.atan(w / (2.0 * focal))) if focal > 0 and math.isfinite(focal) else float("nan")
     intr = Intrinsics(focal, focal * camera.fy / camera.fx, camera.cx, camera.cy, w, h) \
         if focal > 0 and math.isfinite(focal) else camera
-    reason = _degenerate(frames, settings) or _rejection(result.focal_log_sd, fov, len(result.rejected), len(frames),
-                                                         settings)
+    reason = _rejection(result.focal_log_sd, fov, len(result.rejected), len(frames), settings)
     return FocalEstimate(focal, fov, float(result.focal_log_sd), len(frames), side, not reason, reason,
                          seconds, intr)
 
@@ -223,7 +232,8 @@ class FocalEstimator:
         self.reset()
 
     def reset(self) -> None:
-        """Forget the stream: kept frames, estimates, the camera (a running estimate is dropped)."""
+        """Forget the stream: kept frames, estimates, the camera (a running estimate is
+        cancelled at its next iteration)."""
         with self._lock:
             self._kept: dict[int, tuple[str, float, list[FocalFrame]]] = {}
             self._needed = self.settings.frames
@@ -301,7 +311,10 @@ class FocalEstimator:
     def _run(self, side: str, frames: list[FocalFrame], camera: Intrinsics, generation: int,
              limit_threads: bool) -> None:
         try:
-            est = estimate_focal(self.models[side], frames, camera, side, self.settings, limit_threads)
+            est = estimate_focal(self.models[side], frames, camera, side, self.settings, limit_threads,
+                                 cancel=lambda: generation != self._generation)
+        except Cancelled:  # the stream was reset or the engine closed
+            return
         except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:  # numerical failure: keep the assumed camera
             est = FocalEstimate(float("nan"), float("nan"), float("inf"), len(frames), side, False,
                                 f"the optimization failed ({exc})", 0.0, camera)
