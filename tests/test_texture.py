@@ -247,9 +247,10 @@ def test_live_capture_skips_a_frame_that_shows_nothing_new(layers, known_texture
     again = capture.update(*args)  # the same view: skipped, the texture untouched
     assert again.skipped and again.texels_updated == 0 and capture.frames == 1 and capture.coverage == coverage
     assert not capture.update(*args).skipped and capture.frames == 2  # at most one skip in a row
-    # The hand slid 6 px to the right (texels fixed to the surface see the same colours): skipped.
+    # The hand slid 6 px to the right and back a little (texels fixed to the surface see the same
+    # colours): skipped.
     z = float(np.median(sample.vertices[:, 2]))
-    slid = sample.vertices + np.array([6.0 * z / sample.K[0, 0], 0.0, 0.0], np.float32)
+    slid = sample.vertices + np.array([6.0 * z / sample.K[0, 0], 0.0, 0.02], np.float32)
     assert capture.update(sample.image, slid, sample.K, sample.mask).skipped
     # Turned by 20 degrees about its centre: other texels face the camera, blended at once.
     turned_capture = TextureCapture(layers["right"], SIZE, settings=LIVE_CAPTURE)
@@ -257,21 +258,25 @@ def test_live_capture_skips_a_frame_that_shows_nothing_new(layers, known_texture
     c, a = sample.vertices.mean(0), np.deg2rad(20.0)
     rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]], np.float32)
     turned = (sample.vertices - c) @ rot.T + c
+    from core.texture.capture import _view_change
+
+    assert _view_change(turned, sample.vertices) > 1.5 * LIVE_CAPTURE.min_view_change
     assert not turned_capture.update(sample.image, turned, sample.K).skipped
     # The default capture blends every frame.
     plain = TextureCapture(layers["right"], SIZE)
     assert not any(plain.update(*args).skipped for _ in range(2)) and plain.frames == 2
 
 
-def test_view_change_ignores_a_shift_and_measures_the_rest() -> None:
-    from core.texture.capture import _view_change_px
+def test_view_change_ignores_a_slide_and_measures_a_turn() -> None:
+    from core.texture.capture import _view_change
 
     rng = np.random.default_rng(0)
-    view = rng.uniform(0, 200, (50, 2))
-    assert _view_change_px(view + np.array([7.0, -3.0]), view) == pytest.approx(0.0, abs=1e-12)
-    bent = view.copy()
-    bent[:25, 0] += 2.0  # half the points 2 px right: +-1 px about the mean shift
-    assert _view_change_px(bent, view) == pytest.approx(1.0)
+    mesh = np.concatenate([rng.normal(0.0, 0.03, (200, 2)), np.zeros((200, 1))], 1) + [0.0, 0.0, 0.4]
+    assert _view_change(mesh + np.array([0.05, -0.02, 0.1]), mesh) == pytest.approx(0.0, abs=1e-12)
+    a = np.deg2rad(7.0)  # a rigid turn in the mesh's plane moves every point by 2 sin(a / 2) r
+    rot = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    c = mesh.mean(0)
+    assert _view_change((mesh - c) @ rot.T + c, mesh) == pytest.approx(2 * np.sin(a / 2))
 
 
 # --------------------------------------------------------------------------- fill and base
