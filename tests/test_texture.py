@@ -355,7 +355,9 @@ def test_texture_is_returned_at_its_size_from_a_smaller_capture_grid(layers, kno
 
 def test_session_captures_tracked_hands_and_skips_models_without_uvs(layers, known_texture) -> None:
     import dataclasses
+    from types import SimpleNamespace
 
+    from core.camera import HandCamera, intrinsics_from_matrix
     from core.fit import HandFit
     from core.texture.session import SessionCapture, fit_camera
 
@@ -363,19 +365,51 @@ def test_session_captures_tracked_hands_and_skips_models_without_uvs(layers, kno
     fit = HandFit(side="right", pose=sample.pose, betas=sample.betas, transl=sample.transl,
                   keypoints_3d=sample.joints_3d, keypoints_2d=sample.keypoints_2d, reprojection_error_px=0.0,
                   projection="perspective", scale=1.0, iterations=0)
+    # What the session reads of the engine's HandResult: the mesh, its camera and mask as they are.
+    hand = SimpleNamespace(fit=fit, track_id=4, vertices=sample.vertices, mask=sample.mask,
+                           camera=HandCamera(intrinsics_from_matrix(sample.K)))
     models = {side: layers[side].data for side in ("right", "left")}
     session = SessionCapture(models, size=SIZE)
-    session.add(sample.image, 3, 0.2, [fit], sample.K)
+    session.add_hands(sample.image, 3, 0.2, [hand])
     assert session.main_side() == "right" and session.at_frame("right", 3) is not None
+    assert session.main_track("right")[0].track_id == 4
     assert session.capture("right").coverage > 0.1
     np.testing.assert_allclose(session.median_shape("right"), sample.betas)
     no_uv = {side: dataclasses.replace(d, uv=None, uv_faces=None) for side, d in models.items()}
     bare = SessionCapture(no_uv, size=SIZE)
-    bare.add(sample.image, 3, 0.2, [fit], sample.K)
+    bare.add_hands(sample.image, 3, 0.2, [hand])
     assert bare.capture("right") is None and len(bare.tracked) == 1
     # Weak perspective: the nominal camera the fitter places the hand in (60 degrees, centred).
     K = fit_camera(fit, (240, 180), None)
     assert K[0, 2] == 119.5 and K[1, 2] == 89.5 and abs(K[0, 0] - 120.0 / np.tan(np.radians(30))) < 1e-9
+
+
+def test_weak_camera_texture_matches_the_perspective_one(layers, known_texture) -> None:
+    """The same frame sampled through a weak camera's pinhole form gives the texture the
+    frame's own camera gives, where weak and perspective projections agree (a hand far away
+    seen with a long lens); the nominal pinhole of a weak fit would not."""
+    from core.camera import HandCamera, intrinsics_from_matrix, project
+    from core.texture import TextureCapture
+
+    sample = _render(layers, known_texture, seed=7, rotation=_palm_view())
+    K = np.asarray(sample.K, np.float64)
+    persp = HandCamera(intrinsics_from_matrix(K))
+    wrist = sample.vertices.mean(0).astype(np.float64)
+    # The weak camera that best matches the perspective view (scale fx / depth at the hand's centre).
+    weak = HandCamera.weak(persp.intrinsics, K[0, 0] / wrist[2], wrist, project(wrist[None], K)[0])
+    px_p, px_w = persp.project(sample.vertices), weak.project(sample.vertices)
+    spread = float(np.abs(px_p - px_w).mean())
+    assert spread < 1.5  # the render is close to weak perspective: a fair comparison
+    textures = []
+    for cam in (persp, weak):
+        cap = TextureCapture(layers["right"].data, SIZE)
+        verts, KK = cam.pinhole(sample.vertices)
+        cap.update(sample.image, verts, KK, sample.mask)
+        textures.append((cap.texture(filled=False).astype(float), cap.seen_mask()))
+    (a, seen_a), (b, seen_b) = textures
+    both = seen_a & seen_b
+    assert both.mean() > 0.05
+    assert np.abs(a[both] - b[both]).mean() < 6.0
 
 
 def _needs_texture_kernels() -> None:
