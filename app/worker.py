@@ -117,7 +117,8 @@ class TrackingConfig:
         return " + ".join(self.sources)
 
 
-def project_to_fit(points: np.ndarray, keypoints_3d: np.ndarray, keypoints_2d: np.ndarray, K: np.ndarray) -> np.ndarray:  # noqa: N803
+def project_to_fit(points: np.ndarray, keypoints_3d: np.ndarray, keypoints_2d: np.ndarray,
+                   K: np.ndarray) -> np.ndarray:  # noqa: N803
     """Project camera-frame points with K, then align the projected keypoints to the fit's
     2D keypoints (least-squares scale and shift), so weak-perspective fits overlay correctly.
 
@@ -141,7 +142,8 @@ def fill_silhouette(mask: np.ndarray, pixels: np.ndarray, faces: np.ndarray, val
     """Fill the triangles (pixels[faces]) into ``mask`` (in place), sub-pixel accurate."""
     tris = np.round(pixels[faces] * 4.0).astype(np.int32)
     h, w = mask.shape
-    inside = (tris[..., 0].max(1) >= 0) & (tris[..., 1].max(1) >= 0) & (tris[..., 0].min(1) < 4 * w) & (tris[..., 1].min(1) < 4 * h)
+    inside = ((tris[..., 0].max(1) >= 0) & (tris[..., 1].max(1) >= 0)
+              & (tris[..., 0].min(1) < 4 * w) & (tris[..., 1].min(1) < 4 * h))
     if inside.any():
         cv2.fillPoly(mask, list(tris[inside]), value, lineType=cv2.LINE_8, shift=2)
 
@@ -257,7 +259,8 @@ class TrackingWorker(QObject):
         if len(c.sources) > 1:
             intr = [c.intrinsics] * len(c.sources) if c.intrinsics else None
             return open_multi_source(list(c.sources), intrinsics=intr, fov_deg=None if intr else c.fov_deg)
-        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg, weak_perspective=c.weak_perspective)
+        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg,
+                           weak_perspective=c.weak_perspective)
 
     def _run(self) -> None:
         torch.set_num_threads(1)  # leave a core for MediaPipe and the GUI

@@ -40,11 +40,13 @@ def test_mean_palm_undoes_similarities_and_mirrors(raw) -> None:
     palm = ms.mean_palm(np.array(world), np.array(left), base)
     expected = target[list(ms.PALM)]
     mid = list(ms.PALM).index(9)
-    expected = base[0] + (expected - expected[0]) * np.linalg.norm(base[9] - base[0]) / np.linalg.norm(expected[mid] - expected[0])
+    expected = base[0] + ((expected - expected[0]) * np.linalg.norm(base[9] - base[0])
+                          / np.linalg.norm(expected[mid] - expected[0]))
     # Same shape as the target palm, in the base's frame and palm length (up to the final alignment).
     d = palm - palm[0]
     e = expected - expected[0]
-    np.testing.assert_allclose(np.linalg.norm(d[:, None] - d[None], axis=-1), np.linalg.norm(e[:, None] - e[None], axis=-1), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(d[:, None] - d[None], axis=-1),
+                               np.linalg.norm(e[:, None] - e[None], axis=-1), atol=1e-6)
     assert np.linalg.norm(palm[mid] - palm[0]) == pytest.approx(np.linalg.norm(base[9] - base[0]), rel=1e-9)
 
 
@@ -66,7 +68,8 @@ def test_the_bundled_hand_follows_its_default_skeleton(raw, tmp_path) -> None:
     np.testing.assert_allclose(model_rest_keypoints(hand), np.array(doc["skeleton_m"]), atol=2e-6)
     assert hand.provenance["default_skeleton"]["version"] == doc["version"] and hand.name == raw.name
     left = load_open_hand("left")
-    np.testing.assert_allclose(bone_lengths(model_rest_keypoints(left)), bone_lengths(model_rest_keypoints(hand)), atol=1e-6)
+    np.testing.assert_allclose(bone_lengths(model_rest_keypoints(left)), bone_lengths(model_rest_keypoints(hand)),
+                               atol=1e-6)
     # A malformed file is one clear error; one made for another model file is not applied.
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": ms.FORMAT, "skeleton_m": [[0, 0, 0]] * 20}))

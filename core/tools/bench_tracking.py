@@ -94,7 +94,8 @@ def bench_wide_angle(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 24, 
                     for hand in result.hands[:1]:
                         errs.append(hand.fit.reprojection_error_px)
                         kp = hand.fit.keypoints_3d
-                        rel.append(float(np.linalg.norm((kp - kp[0]) - (s.joints_3d - s.joints_3d[0]), axis=1).mean()) * 1000)
+                        rel.append(float(np.linalg.norm((kp - kp[0]) - (s.joints_3d - s.joints_3d[0]),
+                                                        axis=1).mean()) * 1000)
                 per[name] = errs
                 key = f"wide_angle_{fov:.0f}"
                 out[f"{key}_reprojection_px_{name}"] = _median(errs)
@@ -136,7 +137,8 @@ def _plot_case(fov: float, per: dict[str, list[float]]) -> None:
 BENCHMARKS = {"tracks": bench_tracks, "wide_angle": bench_wide_angle}
 
 
-def wide_angle_detections(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 24, seed: int = 1) -> dict[str, np.ndarray]:
+def wide_angle_detections(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 24,
+                          seed: int = 1) -> dict[str, np.ndarray]:
     """MediaPipe's detections of the rendered wide-angle clips, as arrays (the tests replay them
     instead of rendering and detecting): per clip ``fov{F}_keypoints_2d`` (N, 21, 2),
     ``_world`` (N, 21, 3), ``_z`` (N, 21), ``_score`` (N,), ``_right`` (N,) and ``_found``
@@ -155,8 +157,10 @@ def wide_angle_detections(fovs: tuple[float, ...] = (90.0, 120.0), frames: int =
             key = f"fov{fov:.0f}"
             out[f"{key}_found"] = np.array([bool(r) for r in rows])
             pick = [r[0] if r else None for r in rows]
-            out[f"{key}_keypoints_2d"] = np.stack([np.zeros((21, 2)) if d is None else d.keypoints_2d for d in pick]).astype(np.float32)
-            out[f"{key}_world"] = np.stack([np.zeros((21, 3)) if d is None else d.world_landmarks for d in pick]).astype(np.float32)
+            out[f"{key}_keypoints_2d"] = np.stack([np.zeros((21, 2)) if d is None else d.keypoints_2d
+                                                   for d in pick]).astype(np.float32)
+            out[f"{key}_world"] = np.stack([np.zeros((21, 3)) if d is None else d.world_landmarks
+                                            for d in pick]).astype(np.float32)
             out[f"{key}_z"] = np.stack([np.zeros(21) if d is None else d.keypoints_z for d in pick]).astype(np.float32)
             out[f"{key}_score"] = np.array([0.0 if d is None else d.score for d in pick], np.float32)
             out[f"{key}_right"] = np.array([d is not None and d.handedness == "right" for d in pick])

@@ -176,7 +176,8 @@ def derive(data_dir: Path) -> dict[str, Any]:
             "command": "python -m core.tools.build_mean_skeleton",
             "method": f"palm (wrist, thumb CMC, 4 MCPs) moved {PALM_WEIGHT} of the way to the median of MediaPipe "
                       "world landmarks of real unlabelled hands after generalized Procrustes, in the open hand's "
-                      "frame and palm length; fingers keep the open hand's bones (see core/tools/build_mean_skeleton.py)",
+                      "frame and palm length; fingers keep the open hand's bones "
+                      "(see core/tools/build_mean_skeleton.py)",
             "palm_weight": PALM_WEIGHT,
             "hands": int(len(world)),
             "left_hands": int(left.sum()),

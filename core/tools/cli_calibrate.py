@@ -36,7 +36,9 @@ def _scale_arguments(args: argparse.Namespace) -> str:
         raise InputError("give one scale: --hand-length-mm, --aruco-sheet or --stereo")
     if getattr(args, "stereo", None) is not None and getattr(args, "stereo_calib", None) is None:
         raise InputError("--stereo needs --stereo-calib (K1, K2, R, T of the camera pair)")
-    return {"hand_length_mm": "hand_length", "aruco_sheet": "aruco", "stereo": "stereo"}.get(given[0], "") if given else "prior"
+    if not given:
+        return "prior"
+    return {"hand_length_mm": "hand_length", "aruco_sheet": "aruco", "stereo": "stereo"}.get(given[0], "")
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -123,7 +125,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
                         if res2 is not None:
                             other = [h for h in res2.hands if h.detection.handedness == s]
                             if other:
-                                measured[s].append(triangulate_keypoints(cand.keypoints_2d, other[0].detection.keypoints_2d, stereo))
+                                measured[s].append(triangulate_keypoints(cand.keypoints_2d,
+                                                                         other[0].detection.keypoints_2d, stereo))
         finally:
             if engine2 is not None:
                 engine2.close()
@@ -155,7 +158,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         f"width {result.hand_width_mm:.1f} mm (scale: {result.scale_source}); wrote {out}"
     )
     if result.focal_px is not None:
-        print(f"estimated focal length: {result.focal_px:.0f} px at {result.focal_image_size[0]}x{result.focal_image_size[1]}")
+        w, h = result.focal_image_size
+        print(f"estimated focal length: {result.focal_px:.0f} px at {w}x{h}")
     for i, reason in result.rejected:
         c = session.candidates[i]
         print(f"rejected frame {c.frame_index} of {c.source}: {reason}")
