@@ -165,6 +165,10 @@ class MainWindow(QMainWindow):
     def current_update(self) -> LiveUpdate | None:
         return self.state.current_update
 
+    @current_update.setter
+    def current_update(self, update: LiveUpdate | None) -> None:
+        self.state.current_update = update
+
     @property
     def last_message(self) -> str:
         return self.state.last_message

@@ -47,6 +47,7 @@ def _calibrate(qtbot, panel) -> None:
     qtbot.waitUntil(lambda: panel.job is None, timeout=120_000)
 
 
+@pytest.mark.slow
 def test_result_view_shows_the_personal_skeleton_against_the_average(make_window, gui_env, qtbot) -> None:
     from core.keypoints import bone_lengths
 
@@ -134,6 +135,7 @@ def test_surface_offsets_are_summarized() -> None:
     assert "mean 2.0 mm" in text and "IoU 0.75 -> 0.85 on 2 frames" in text
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_calibration_and_keeps_the_previous_result(make_window, gui_env, qtbot, monkeypatch) -> None:
     import core.personalize.bundle as bundle
 
