@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, help="hand profile JSON to load")
     p.add_argument("--screenshot", metavar="PNG", default=None, help="save a screenshot of the window")
     p.add_argument("--quit-after", metavar="S", type=float, default=None, help="quit after S seconds")
+    p.add_argument("--stats", metavar="JSON", default=None,
+                   help="with --quit-after: write the session's fps and longest GUI-thread block here")
     _add_camera_args(p)
     _add_model_arg(p)
 
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-hands", metavar="N", type=int, default=2)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     _add_rgbd_args(p)
+    _add_stereo_args(p, "each hand fused from both views into SRC's camera")
     _add_model_arg(p)
 
     p = sub.add_parser("calibrate", help="a hand profile from automatically chosen frames")
@@ -99,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rgbd_args(p)
     p.add_argument("--name", help="profile name (default: the file name)")
     p.add_argument("--side", choices=("auto", "right", "left"), default="auto", help="hand to calibrate")
+    p.add_argument("--no-surface", action="store_true",
+                   help="skip the surface offsets (fitted to the frames' silhouettes by default)")
     _add_model_arg(p)
 
     p = sub.add_parser("export", help="a personalized textured mesh")
@@ -166,6 +171,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
         source=args.source, profile=args.profile, model=args.model,
         screenshot=args.screenshot, quit_after=args.quit_after,
         intrinsics=args.intrinsics, fov_deg=args.fov, weak_perspective=args.weak_perspective,
+        stats=args.stats,
     )
 
 
@@ -176,6 +182,7 @@ def cmd_track(args: argparse.Namespace) -> int:
         args.source, args.out, intrinsics=args.intrinsics, fov_deg=args.fov, profile=args.profile,
         refine=args.refine, max_hands=args.max_hands, device=args.device, model=args.model,
         weak_perspective=args.weak_perspective, depth=args.depth, depth_camera=args.depth_intrinsics,
+        stereo=args.stereo, stereo_calib=args.stereo_calib,
     )
     print(summary.format())
     return 0

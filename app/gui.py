@@ -1,10 +1,12 @@
-"""Start the Qt application; ``--screenshot`` / ``--quit-after`` for automation."""
+"""Start the Qt application; ``--screenshot`` / ``--quit-after`` / ``--stats`` for automation."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from PySide6.QtGui import QImageWriter
 from PySide6.QtWidgets import QApplication
 
 from core.errors import HandTwinError, InputError
+from core.outputs import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,81 @@ def save_screenshot(window, path: str | Path) -> Path:
         raise OSError(f"could not write the screenshot {path}")
     log.info("screenshot saved to %s", path)
     return path
+
+
+class SessionStats:
+    """How the window did over a session (``gui --stats FILE``, ``bench --only gui_fps``).
+
+    A 10 ms timer on the GUI thread records when it ticks: the longest gap between ticks is the
+    longest the thread could not react (plus up to one period). Counting starts ``warmup_s``
+    after the first frame is shown (models, the detector's child and the first calls' set-up
+    are start-up, not the steady state).
+    """
+
+    PERIOD_MS = 10
+
+    def __init__(self, window, warmup_s: float = 3.0) -> None:
+        self.window = window
+        self.warmup_s = warmup_s
+        self._first_shown: float | None = None
+        self._start: tuple[float, int, int, int] | None = None  # time, tracked, shown, view renders
+        self._beats: list[float] = []
+        self._stages: dict[str, list[float]] = {}
+        self._last_result = None
+        self._timer = QTimer()
+        self._timer.setInterval(self.PERIOD_MS)
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+
+    def _tracked(self) -> int:
+        worker = self.window.worker
+        return 0 if worker is None else int(worker.frames_done)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        w = self.window
+        if self._start is None:
+            if self._first_shown is None and w.frames_shown > 0:
+                self._first_shown = now
+            if self._first_shown is not None and now - self._first_shown >= self.warmup_s:
+                self._start = (now, self._tracked(), w.frames_shown, w.hand_view.renders)
+                self._beats.append(now)
+            return
+        self._beats.append(now)
+        u = w.current_update
+        if u is not None and u.result is not self._last_result:
+            self._last_result = u.result
+            for k, v in u.result.time_ms.items():
+                self._stages.setdefault(k, []).append(float(v))
+
+    def figures(self) -> dict[str, object]:
+        """fps (tracked, shown, 3D view renders), the longest gap between the timer's ticks
+        and its 99th percentile (ms), the settings the session ran with, the median stages."""
+        import numpy as np
+
+        self._timer.stop()
+        w = self.window
+        s = w.settings
+        out: dict[str, object] = {"refine_iterations": int(s.refine_iterations), "texture": bool(s.texture),
+                                  "measured_s": 0.0}
+        if self._start is None or len(self._beats) < 2:
+            return out
+        t0, tracked0, shown0, renders0 = self._start
+        elapsed = time.perf_counter() - t0
+        gaps = np.diff(np.asarray(self._beats)) * 1000.0
+        worker = w.worker
+        out.update({
+            "measured_s": round(elapsed, 2),
+            "tracked_fps": round((self._tracked() - tracked0) / elapsed, 2),
+            "shown_fps": round((w.frames_shown - shown0) / elapsed, 2),
+            "view_renders_per_s": round((w.hand_view.renders - renders0) / elapsed, 2),
+            "gui_block_max_ms": round(float(gaps.max()), 1),
+            "gui_block_p99_ms": round(float(np.percentile(gaps, 99)), 1),
+            "gui_gap_median_ms": round(float(np.median(gaps)), 2),
+            "detector_in_child": bool(worker is not None and worker.engine_detects_in_child),
+            "stage_ms": {k: round(float(np.median(v)), 2) for k, v in self._stages.items()},
+        })
+        return out
 
 
 def check_screenshot_path(path: str | os.PathLike[str], inputs: Iterable[str | None] = ()) -> Path:
@@ -92,11 +170,14 @@ def run_gui(
     intrinsics: str | None = None,
     fov_deg: float | None = None,
     weak_perspective: bool = False,
+    stats: str | None = None,
 ) -> int:
     """Open the main window and run the event loop; returns the exit status.
 
     ``intrinsics`` (a file), ``fov_deg`` or ``weak_perspective`` set the camera of this run's
-    sources (as the source dialog's camera choice does; not saved).
+    sources (as the source dialog's camera choice does; not saved). With ``stats`` (and
+    ``quit_after``) the session's figures (:class:`SessionStats`) are written there as JSON
+    when the window quits.
 
     Raises:
         HandTwinError: a file named on the command line cannot be used (checked before the
@@ -114,11 +195,18 @@ def run_gui(
     app.setApplicationName("HandTwin")
     app.setOrganizationName("HandTwin")
     check_startup(model, profile, screenshot)
+    if stats is not None:
+        from core.outputs import check_output
+
+        if quit_after is None:
+            raise InputError("--stats needs --quit-after (the figures are written when the window quits)")
+        check_output(Path(stats), (model, profile))
     if source is None:
         source = default_source()
         log.info("source: %s", source or "none (no camera, no demo clip)")
     window = MainWindow(model=model, source=source, profile=profile, camera=camera)
     window.show()
+    session = SessionStats(window) if stats is not None else None
     failure: list[HandTwinError] = []
     if quit_after is not None or screenshot is not None:
         delay_ms = int(1000 * (quit_after if quit_after is not None else 2.0))
@@ -126,6 +214,8 @@ def run_gui(
         def finish() -> None:
             log.info("quitting after %g s: %d frames shown", delay_ms / 1000, window.frames_shown)
             try:
+                if session is not None:
+                    atomic_write_bytes(stats, (json.dumps(session.figures(), indent=2) + "\n").encode())
                 if screenshot:
                     save_screenshot(window, screenshot)
             except (OSError, HandTwinError) as exc:  # reported after the loop; quit all the same

@@ -443,7 +443,7 @@ class MainWindow(QMainWindow):
 
     def current_choice(self) -> SourceChoice:
         s = self.settings
-        return SourceChoice(split_spec(s.last_source) or ("demo",), s.intrinsics_mode, s.intrinsics_file, s.fov_deg)
+        return SourceChoice.from_spec(s.last_source or "demo", s.intrinsics_mode, s.intrinsics_file, s.fov_deg)
 
     def open_source_dialog(self) -> None:
         dlg = SourceDialog(self.jobs, self.current_choice(), self)
@@ -498,6 +498,7 @@ class MainWindow(QMainWindow):
         fov = s.fov_deg if s.intrinsics_mode == "fov" else None
         return TrackingConfig(
             sources=sources,
+            spec=spec,
             settings=engine_settings(self.model_path, s),
             intrinsics=intr,
             fov_deg=fov,
@@ -691,7 +692,7 @@ class MainWindow(QMainWindow):
         worker.display_spec = self.camera_view.display_spec()
         self.camera_view.set_frame(
             update.frame.image,
-            [(h.fit.side, h.detection.keypoints_2d, h.fit.keypoints_2d) for h in result.hands],
+            [(h.side, h.detection.keypoints_2d, h.final_keypoints_2d) for h in result.hands],
             update.silhouette,
             update.second_image,
             update.composed,

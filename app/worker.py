@@ -1,41 +1,43 @@
-"""The tracking worker: reads frames and runs the engine off the GUI thread.
+"""The tracking worker: paces a source into the engine's stream, off the GUI thread.
 
-Latest frame wins: the worker keeps only its newest result in a one-slot mailbox that the
+The worker runs :meth:`core.engine.Engine.process_stream`, the pipeline ``track`` runs:
+MediaPipe and the hands' segmentation in the detector's child process a frame or two ahead,
+the fit and refinement in the worker's thread, and the per-frame consumers in the stream's
+``after`` thread. Each result carries the posed (refined) meshes, the camera they live in,
+the segmentation masks and the sides' topology (:class:`core.engine.HandResult`), so nothing
+here re-poses, re-segments or re-derives a camera. The worker keeps only the source's pacing,
+pause and stop, and its after-frame hook: the texture update, the silhouette overlay, the
+camera panel's image (scaled, with its overlays, at the panel's size), session recording and
+offering frames to a calibration session.
+
+Latest frame wins: the worker keeps only its newest update in a one-slot mailbox that the
 window's draw timer takes from, so a slow GUI never makes a queue grow. Errors reach the
-window as a signal carrying the message, never as an exception in the GUI thread.
-
-The worker also does the per-frame work that is cheap next to tracking but would block the
-GUI thread: posing the hand meshes and their normals, the fitted mesh's silhouette mask, the
-hand's segmentation and the texture update, drawing the camera panel's image (scaled, with
-its overlays, at the panel's size), session recording, and offering frames to a calibration
-session. What is left for the GUI thread per frame is a blit of the camera image and
-handing the mesh to the 3D view, which renders in its own thread (:mod:`app.hand_view`).
+window as a signal carrying the message, never as an exception in the GUI thread. What is
+left for the GUI thread per frame is a blit of the camera image and handing the mesh to the
+3D view, which renders in its own thread (:mod:`app.hand_view`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from PySide6.QtCore import QObject, Signal, Slot
 
 from app.camera_view import ComposedFrame, DisplaySpec, compose_frame
 from app.jobs import describe_error
-from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source, open_source
+from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source, open_source, open_spec, parse_spec
 from core.engine import Engine, EngineSettings, FrameResult
 from core.errors import HandTwinError
 from core.export import vertex_normals
-from core.model import HandModel
-from core.refine import nominal_intrinsics
 from core.texture import TextureCapture
-from core.texture.session import hand_segmenter
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,10 @@ class TrackingConfig:
 
     Attributes:
         sources: one SRC, or two for a stereo pair (the first is the reference camera).
-        settings: the engine's settings.
+        spec: the whole source spec (:func:`core.capture.open.parse_spec`: the SRCs and their
+            depth or stereo calibration options); "" means ``sources`` alone.
+        settings: the engine's settings (the worker has the engine segment every hand: the
+            texture and the silhouette overlay use the masks).
         intrinsics: an intrinsics file for the source(s), or None.
         fov_deg: a horizontal field of view instead of a file, or None.
         weak_perspective: with neither, fit with weak perspective instead of assuming a camera.
@@ -101,6 +106,7 @@ class TrackingConfig:
     """
 
     sources: tuple[str, ...]
+    spec: str = ""
     settings: EngineSettings = field(default_factory=EngineSettings)
     intrinsics: str | None = None
     fov_deg: float | None = None
@@ -115,27 +121,6 @@ class TrackingConfig:
     @property
     def label(self) -> str:
         return " + ".join(self.sources)
-
-
-def project_to_fit(points: np.ndarray, keypoints_3d: np.ndarray, keypoints_2d: np.ndarray,
-                   K: np.ndarray) -> np.ndarray:  # noqa: N803
-    """Project camera-frame points with K, then align the projected keypoints to the fit's
-    2D keypoints (least-squares scale and shift), so weak-perspective fits overlay correctly.
-
-    Returns:
-        (N, 2) float32 pixels.
-    """
-
-    def proj(p: np.ndarray) -> np.ndarray:
-        z = np.maximum(p[:, 2:3], 1e-6)
-        return p[:, :2] / z * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
-
-    kp = proj(np.asarray(keypoints_3d, np.float64))
-    pts = proj(np.asarray(points, np.float64))
-    a = kp - kp.mean(0)
-    b = np.asarray(keypoints_2d, np.float64) - np.mean(keypoints_2d, axis=0)
-    s = float((a * b).sum() / max((a * a).sum(), 1e-9))
-    return ((pts - kp.mean(0)) * s + np.mean(keypoints_2d, axis=0)).astype(np.float32)
 
 
 def fill_silhouette(mask: np.ndarray, pixels: np.ndarray, faces: np.ndarray, value: int = 1) -> None:
@@ -187,9 +172,12 @@ class TrackingWorker(QObject):
         self.texture_enabled = config.texture
         self.silhouette_enabled = config.silhouette
         self.frames_done = 0
+        #: Whether the engine's stream detects in its child process (else in a thread).
+        self.engine_detects_in_child = False
         self.done = False
-        self._texture_captures: dict[str, object] = {}
-        self._segment = hand_segmenter()
+        self._texture_captures: dict[str, TextureCapture] = {}
+        self._views: dict[int, tuple[Frame, ...]] = {}  # a frame's stereo views, by id(frame)
+        self._fps, self._last_time = 0.0, None  # frames per second, in the after-frame hook
         #: The camera panel's size and overlay toggles, set by the GUI thread (the panel's
         #: image is drawn here for it); None: the panel draws for itself.
         self.display_spec: DisplaySpec | None = None
@@ -256,6 +244,8 @@ class TrackingWorker(QObject):
 
     def _open(self):
         c = self.config
+        if c.spec:
+            return open_spec(c.spec, c.intrinsics, c.fov_deg, c.weak_perspective)
         if len(c.sources) > 1:
             intr = [c.intrinsics] * len(c.sources) if c.intrinsics else None
             return open_multi_source(list(c.sources), intrinsics=intr, fov_deg=None if intr else c.fov_deg)
@@ -263,59 +253,39 @@ class TrackingWorker(QObject):
                            weak_perspective=c.weak_perspective)
 
     def _run(self) -> None:
-        torch.set_num_threads(1)  # leave a core for MediaPipe and the GUI
         c = self.config
         reported_damage = False
-        with Engine(c.settings, shape=c.shape) as engine:
-            datas = dict(engine.model_data)  # the profile's own hand when a profile is loaded
-            layers = {side: HandModel(d) for side, d in datas.items()}
+        settings = dataclasses.replace(c.settings, segment=True)  # masks for the texture and the overlay
+        # stream=True: the detector's child process loads MediaPipe while the models load here.
+        spec = parse_spec(c.spec) if c.spec else None
+        stereo = spec is not None and bool(spec.stereo_calib) and len(spec.sources) == 2
+        if stereo:  # a calibrated pair: each hand fused from both views (core.stereo)
+            from core.capture.stereo import load_stereo_calibration
+            from core.stereo import StereoEngine
+
+            engine_cm = StereoEngine(settings, load_stereo_calibration(spec.stereo_calib), shape=c.shape, stream=True)
+        else:
+            engine_cm = Engine(settings, shape=c.shape, stream=True)
+        with engine_cm as engine:
             self.started_tracking.emit()
             while not self._stop.is_set():
-                count = 0
-                live_camera = False
+                self._views.clear()
+                self._fps, self._last_time = 0.0, None
                 with self._open() as src:
                     live_camera = isinstance(src, CameraSource) or any(
                         isinstance(s, CameraSource) for s in getattr(src, "sources", ())
                     )
-                    start_wall = time.perf_counter()
-                    first_ts: float | None = None
-                    fps = 0.0
-                    last = time.perf_counter()
-                    for item in src:
-                        frames = tuple(item.frames) if hasattr(item, "frames") else (item,)
-                        frame = frames[0]
-                        while self._paused.is_set() and not self._stop.is_set():
-                            time.sleep(0.03)
-                            start_wall = None
-                        if self._stop.is_set():
-                            return
-                        if start_wall is None:  # resumed after a pause: restart the clock
-                            start_wall, first_ts = time.perf_counter(), None
-                        if c.realtime and not live_camera:
-                            first_ts = frame.timestamp_s if first_ts is None else first_ts
-                            lag = (frame.timestamp_s - first_ts) - (time.perf_counter() - start_wall)
-                            if lag > 0:
-                                self._stop.wait(lag)
-                        result = engine.process(frame)
-                        now = time.perf_counter()
-                        dt = max(now - last, 1e-6)
-                        fps = 0.8 * fps + 0.2 / dt if fps else 1.0 / dt
-                        last = now
-                        update = self._make_update(frame, result, layers, datas, fps,
-                                                   frames[1].image if len(frames) > 1 else None)
-                        self._record(frame, result)
-                        hook = self.frame_hook
-                        if hook is not None:
-                            try:
-                                hook(frames, result)
-                            except Exception as exc:  # noqa: BLE001 - reported, tracking goes on
-                                log.exception("the frame hook failed")
-                                self.frame_hook = None
-                                self.notice.emit(f"Auto-capture stopped: {describe_error(exc)}")
-                        with self._lock:
-                            self._latest = update
-                        count += 1
-                        self.frames_done += 1
+                    count = 0
+                    stream = engine.process_stream(self._paced(src, live_camera, sets=stereo), after=self._after)
+                    try:
+                        for _ in stream:
+                            self.engine_detects_in_child = engine.detects_in_child
+                            count += 1
+                            self.frames_done += 1
+                            if self._stop.is_set():
+                                break
+                    finally:
+                        stream.close()  # stops the detector's thread, finishes the after-frame hook
                 if self._stop.is_set():
                     return
                 if live_camera:
@@ -339,82 +309,96 @@ class TrackingWorker(QObject):
                     return
                 engine.reset()
 
-    def _make_update(self, frame: Frame, result: FrameResult, layers, datas, fps: float,
-                     second: np.ndarray | None) -> LiveUpdate:
-        meshes, faces, normals = [], [], []
-        with torch.no_grad():
-            for hand in result.hands:
-                layer = layers[hand.fit.side]
-                if hand.refined is not None:  # the engine has the refined mesh already
-                    meshes.append(hand.refined.vertices)
-                else:
-                    out = layer(torch.as_tensor(hand.fit.pose)[None], torch.as_tensor(hand.fit.betas)[None],
-                                torch.as_tensor(hand.fit.transl)[None])
-                    meshes.append(out.vertices[0].numpy())
-                faces.append(layer.data.faces)
-                normals.append(vertex_normals(meshes[-1], layer.data.faces))
+    def _paced(self, src, live_camera: bool, sets: bool = False) -> Iterator[Frame]:
+        """The source's reference frames, paced at their frame rate (files), held while paused
+        and ended at stop; runs in the engine's detector thread. The other view of a stereo
+        pair waits in ``_views`` for the after-frame hook."""
+        realtime = self.config.realtime and not live_camera
+        start_wall: float | None = time.perf_counter()
+        first_ts: float | None = None
+        for item in src:
+            frames = tuple(item.frames) if hasattr(item, "frames") else (item,)
+            frame = frames[0]
+            while self._paused.is_set() and not self._stop.is_set():
+                self._stop.wait(0.03)
+                start_wall = None
+            if self._stop.is_set():
+                return
+            if start_wall is None:  # resumed after a pause: restart the clock
+                start_wall, first_ts = time.perf_counter(), None
+            if realtime:
+                first_ts = frame.timestamp_s if first_ts is None else first_ts
+                lag = (frame.timestamp_s - first_ts) - (time.perf_counter() - start_wall)
+                if lag > 0 and self._stop.wait(lag):
+                    return
+            self._views[id(frame)] = frames
+            yield item if sets else frame  # a calibrated pair's engine takes the whole set
+
+    def _after(self, frame: Frame, result: FrameResult) -> None:
+        """The after-frame hook (the engine's third thread): the window's update, the texture,
+        recording and the calibration's auto-capture, all from the engine's result."""
+        frames = self._views.pop(id(frame), (frame,))
+        now = time.perf_counter()
+        if self._last_time is not None:
+            dt = max(now - self._last_time, 1e-6)
+            self._fps = 0.8 * self._fps + 0.2 / dt if self._fps else 1.0 / dt
+        self._last_time = now
+        update = self._make_update(frame, result, self._fps, frames[1].image if len(frames) > 1 else None)
+        self._record(frame, result)
+        hook = self.frame_hook
+        if hook is not None:
+            try:
+                hook(frames, result)
+            except Exception as exc:  # noqa: BLE001 - reported, tracking goes on
+                log.exception("the frame hook failed")
+                self.frame_hook = None
+                self.notice.emit(f"Auto-capture stopped: {describe_error(exc)}")
+        with self._lock:
+            self._latest = update
+
+    def _make_update(self, frame: Frame, result: FrameResult, fps: float, second: np.ndarray | None) -> LiveUpdate:
+        hands = result.hands
+        meshes = tuple(h.vertices for h in hands)
+        normals = tuple(vertex_normals(h.vertices, h.faces) for h in hands)
         h, w = frame.image.shape[:2]
-        # The camera the meshes are in: the frame's, or the nominal one of weak-perspective fits.
-        if frame.intrinsics is not None:
-            K = frame.intrinsics.K.astype(np.float32)
-        else:
-            K = nominal_intrinsics((w, h), self.config.settings.fit.nominal_fov_deg)
-        texture_on = self.texture_enabled
-        # The hands' segmentation keeps the background out of the texture (and shows in the
-        # silhouette overlay); only computed when the texture is captured.
-        masks = self._masks(frame, result) if texture_on else [None] * len(result.hands)
         silhouette = None
-        if self.silhouette_enabled and result.hands:
+        if self.silhouette_enabled and hands:
             silhouette = np.zeros((h, w), np.uint8)
-            for hand, verts, f, mask in zip(result.hands, meshes, faces, masks):
-                px = project_to_fit(verts, hand.fit.keypoints_3d, hand.fit.keypoints_2d, K)
-                fill_silhouette(silhouette, px, f, 1)
-                if mask is not None:
-                    silhouette[mask] |= 2
+            for hand in hands:
+                fill_silhouette(silhouette, hand.camera.project(hand.vertices), hand.faces, 1)
+                if hand.mask is not None:
+                    silhouette[hand.mask] |= 2
         texture, coverage = None, 0.0
-        if texture_on and result.hands:
-            texture, coverage = self._update_texture(frame, result, meshes, masks, datas, K)
-        ious = [v for v in (_hand_iou(h) for h in result.hands) if v is not None]
+        if self.texture_enabled and hands:
+            texture, coverage = self._update_texture(frame, result)
+        ious = [v for v in (_hand_iou(hd) for hd in hands) if v is not None]
         recorded = self._recorder.frame_count if self._recorder is not None else -1
         spec = self.display_spec
         composed = None
         if spec is not None:
-            hands = [(hd.fit.side, hd.detection.keypoints_2d, hd.fit.keypoints_2d) for hd in result.hands]
-            composed = compose_frame(frame.image, hands, silhouette, second, spec)
-        sides = [datas[hand.fit.side] for hand in result.hands]
-        return LiveUpdate(frame, result, tuple(meshes), tuple(faces), fps, silhouette, second, texture,
-                          coverage, recorded, float(np.mean(ious)) if ious else None, tuple(normals), composed,
-                          uv=tuple(d.uv for d in sides), uv_faces=tuple(d.uv_faces for d in sides))
+            drawn = [(hd.side, hd.detection.keypoints_2d, hd.final_keypoints_2d) for hd in hands]
+            composed = compose_frame(frame.image, drawn, silhouette, second, spec)
+        return LiveUpdate(frame, result, meshes, tuple(hd.faces for hd in hands), fps, silhouette, second, texture,
+                          coverage, recorded, float(np.mean(ious)) if ious else None, normals, composed,
+                          uv=tuple(hd.uv for hd in hands), uv_faces=tuple(hd.uv_faces for hd in hands))
 
-    def _masks(self, frame: Frame, result: FrameResult) -> list[np.ndarray | None]:
-        """Per hand, its (H, W) bool segmentation from the detected keypoints, or None."""
-        masks: list[np.ndarray | None] = []
-        for hand in result.hands:
-            mask = None
-            if self._segment is not None:
-                try:
-                    mask = self._segment(frame.image, hand.detection.keypoints_2d)
-                except HandTwinError as exc:  # e.g. keypoints off the image: none this frame
-                    log.debug("no segmentation: %s", exc)
-                except Exception:  # noqa: BLE001 - optional: the texture falls back to the mesh's silhouette
-                    log.exception("hand segmentation failed; the texture goes on without it")
-                    self._segment = None
-            masks.append(mask)
-        return masks
-
-    def _update_texture(self, frame: Frame, result: FrameResult, meshes, masks, datas,
-                        K) -> tuple[np.ndarray | None, float]:
+    def _update_texture(self, frame: Frame, result: FrameResult) -> tuple[np.ndarray | None, float]:
+        """Blend the frame into each hand's side's texture, with the hand's own mesh, camera
+        and mask (a weak-perspective hand through its weak camera)."""
         texture, coverage = None, 0.0
         try:
-            for hand, verts, mask in zip(result.hands, meshes, masks):
-                side = hand.fit.side
+            for hand in result.hands:
+                side = hand.side
+                if hand.uv is None:  # a model without a UV map: tracked, not textured
+                    continue
                 cap = self._texture_captures.get(side)
                 if cap is None:
-                    cap = self._texture_captures[side] = TextureCapture(datas[side], size=self.config.texture_size)
+                    cap = self._texture_captures[side] = TextureCapture(hand.model, size=self.config.texture_size)
+                verts, K = hand.camera.pinhole(hand.vertices)
                 with self._texture_lock:
-                    cap.update(frame.image, verts, K, mask)
+                    cap.update(frame.image, verts, K, hand.mask)
                 # Send the texture to the view a few times a second, not every frame.
-                if side == result.hands[0].fit.side:
+                if side == result.hands[0].side:
                     coverage = float(cap.coverage)
                     if self.frames_done % 8 == 0:
                         with self._texture_lock:

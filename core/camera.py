@@ -64,6 +64,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 __all__ = [
     "DEFAULT_FOV_DEG",
     "CalibrationResult",
+    "HandCamera",
     "CharucoPattern",
     "CheckerboardPattern",
     "Intrinsics",
@@ -328,6 +329,79 @@ def weak_perspective_origin(camera: Intrinsics, pixel: Sequence[float], scale: f
     z = camera.fx / scale
     u, v = pixel
     return np.array([(u - camera.cx) * z / camera.fx, (v - camera.cy) * z / camera.fy, z], dtype=np.float32)
+
+
+#: Depth a weak-perspective hand is pushed back to when it is expressed as a pinhole view
+#: (:meth:`HandCamera.pinhole`), metres: a hand 0.2 m deep then projects within 2e-4 of its
+#: size (0.02 px over a 100 px hand) of the weak projection, and float32 keeps 1e-4 m there.
+WEAK_PINHOLE_DEPTH_M = 1000.0
+
+
+@dataclass(frozen=True, eq=False)
+class HandCamera:
+    """The camera a hand's 3D result lives in: the one projection under which its mesh
+    lines up with the image (what the overlay, the silhouette and the texture all use).
+
+    A perspective hand (a fit with known intrinsics, or any refined hand: the refiner renders
+    with a pinhole) projects with ``intrinsics`` (:func:`project`). A weak-perspective fit
+    projects with its scale about an anchor, ``pixel = scale * (X - anchor)[:2] + anchor_px``
+    (HandTailor's weak camera); it is also placed in ``intrinsics``
+    (:func:`weak_perspective_camera`, :func:`weak_perspective_origin`), but that pinhole only
+    approximates it (about 17 px off at the fingertips on the demo's frames).
+
+    Attributes:
+        intrinsics: the pinhole camera (the frame's, the refiner's, or the nominal one a
+            weak-perspective fit is placed in).
+        weak_scale: None for a perspective hand; else the weak camera's scale, pixels per metre.
+        weak_anchor: (3,) float64 camera-frame point (the wrist), metres; weak hands only.
+        weak_anchor_px: (2,) float64 its pixel; weak hands only.
+    """
+
+    intrinsics: Intrinsics
+    weak_scale: float | None = None
+    weak_anchor: np.ndarray | None = None
+    weak_anchor_px: np.ndarray | None = None
+
+    @classmethod
+    def weak(cls, intrinsics: Intrinsics, scale: float, anchor: np.ndarray, anchor_px: np.ndarray) -> HandCamera:
+        """A weak-perspective hand's camera: ``anchor`` (metres, camera frame) is seen at
+        ``anchor_px`` and everything else ``scale`` pixels per metre away from it in x and y."""
+        return cls(intrinsics, float(scale), np.asarray(anchor, np.float64).reshape(3).copy(),
+                   np.asarray(anchor_px, np.float64).reshape(2).copy())
+
+    @property
+    def is_weak(self) -> bool:
+        return self.weak_scale is not None
+
+    @property
+    def K(self) -> np.ndarray:  # noqa: N802
+        """(3, 3) float64 the pinhole's matrix (for a weak hand, only its nominal camera)."""
+        return self.intrinsics.K
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) camera-frame points, metres -> (N, 2) float32 pixels."""
+        pts = np.asarray(points, np.float64).reshape(-1, 3)
+        if self.weak_scale is None:
+            return project(pts, self.intrinsics.K).astype(np.float32)
+        return (self.weak_scale * (pts[:, :2] - self.weak_anchor[:2]) + self.weak_anchor_px).astype(np.float32)
+
+    def pinhole(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The points and a pinhole ``K`` that projects them as this camera does, for code that
+        takes a pinhole (the texture's sampling): a perspective hand as it is; a weak one as the
+        limit of perspective, moved :data:`WEAK_PINHOLE_DEPTH_M` away with a lens that long
+        (anchor on the optical axis), its shape unchanged.
+
+        Returns:
+            (N, 3) float32 points, metres; (3, 3) float64 K.
+        """
+        pts = np.asarray(points, np.float32).reshape(-1, 3)
+        if self.weak_scale is None:
+            return pts, self.intrinsics.K
+        depth = WEAK_PINHOLE_DEPTH_M
+        moved = (pts.astype(np.float64) - self.weak_anchor + (0.0, 0.0, depth)).astype(np.float32)
+        f = self.weak_scale * depth
+        K = np.array([[f, 0.0, self.weak_anchor_px[0]], [0.0, f, self.weak_anchor_px[1]], [0.0, 0.0, 1.0]])
+        return moved, K
 
 
 #: Horizontal field of view assumed for a camera nobody described, degrees: typical webcams

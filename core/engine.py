@@ -21,14 +21,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from core.camera import Intrinsics, weak_perspective_camera
+from core.camera import HandCamera, Intrinsics, intrinsics_from_matrix, weak_perspective_camera
 from core.capture.frame import Frame
 from core.detect import Detection, HandDetector
 from core.detect.process import Detected, DetectorConfig, DetectorProcess, DetectorProcessError
 from core.errors import HandTwinError
 from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
 from core.fit.temporal import HandSmoother, SmoothingSettings
-from core.model import load_model_data
+from core.model import HandModel, HandModelData, load_model_data
 from core.model.personal import PersonalIdentity, identity_model
 from core.refine import Refiner, RefineResult, RefineSettings, RefineTarget
 from core.threads import BLAS_THREADS
@@ -50,6 +50,8 @@ class EngineSettings:
         reset_after_s: forget a hand's previous fit when it was last seen this long ago.
         refine_iterations: silhouette refinement iterations per hand and frame (0: none; live
             3, offline 15, :mod:`core.refine`); the target is the hand's segmentation.
+        segment: segment every hand (``HandResult.mask``) even without refinement (the GUI's
+            texture and silhouette overlay); with refinement the hands are always segmented.
         refine: the refinement's weights and rendering (its ``iterations`` is not used).
         segmentation: segmentation method for the refinement's target (None: the default of
             :func:`core.segment.segment_hand`).
@@ -81,6 +83,7 @@ class EngineSettings:
     refine_iterations: int = 0
     refine: RefineSettings = field(default_factory=RefineSettings)
     segmentation: str | None = None
+    segment: bool = False
     stream_threads: int | None = 1
     blas_threads: int | None = 1
     detector_process: bool = True
@@ -90,7 +93,9 @@ class EngineSettings:
 
 @dataclass(frozen=True)
 class HandResult:
-    """One tracked hand in one frame: what was detected, the fitted model and its refinement.
+    """One tracked hand in one frame: what was detected, the fitted model and its refinement,
+    and what every consumer (the view, the texture, recording, export) needs to use it as it
+    is: the posed mesh, the camera it lives in, its segmentation and its side's topology.
 
     Attributes:
         detection: MediaPipe's hand, its ``handedness`` the hand track's side
@@ -99,12 +104,48 @@ class HandResult:
         refined: the silhouette refinement of ``fit`` (None when refinement is off, or the hand
             could not be segmented).
         track_id: the hand's identity across the stream's frames.
+        vertices: (V, 3) float32 the final mesh, camera frame, metres: the refined mesh when
+            refined, else the fit posed (on the profile's own hand when one is loaded).
+        camera: the camera ``vertices`` line up with the image in (:class:`core.camera.HandCamera`):
+            the refiner's pinhole for a refined hand, else the fit's (the frame's intrinsics,
+            or the weak camera of a weak-perspective fit).
+        mask: (H, W) bool the hand's segmentation (None when not segmented, or it failed).
+        model: the side's hand model data (its ``faces``, ``uv``, ``uv_faces``: a left hand's
+            are the right's mirrored), the profile's own hand when one is loaded.
     """
 
     detection: Detection
     fit: HandFit
     refined: RefineResult | None = None
     track_id: int = 0
+    vertices: np.ndarray | None = None
+    camera: HandCamera | None = None
+    mask: np.ndarray | None = None
+    model: HandModelData | None = None
+
+    @property
+    def side(self) -> str:
+        return self.fit.side
+
+    @property
+    def faces(self) -> np.ndarray | None:
+        """(F, 3) int64 the side's triangles (None without ``model``)."""
+        return None if self.model is None else self.model.faces
+
+    @property
+    def uv(self) -> np.ndarray | None:
+        """(T, 2) float32 the side's texture coordinates (None without a UV map)."""
+        return None if self.model is None else self.model.uv
+
+    @property
+    def uv_faces(self) -> np.ndarray | None:
+        """(F, 3) int64 the side's faces into ``uv`` (None without a UV map)."""
+        return None if self.model is None else self.model.uv_faces
+
+    @property
+    def final_keypoints_2d(self) -> np.ndarray:
+        """(21, 2) float32 the final hand's keypoints in the image, pixels."""
+        return self.fit.keypoints_2d if self.refined is None else self.refined.keypoints_2d
 
     @property
     def reprojection_error_px(self) -> float:
@@ -265,6 +306,7 @@ class Engine:
             if identity is not None:  # the profile's own hand: skeleton and surface, both sides
                 right, left = identity_model(right, identity), identity_model(left, identity)
             self.model_data = {"right": right, "left": left}
+            self._layers = {side: HandModel(data, self.device) for side, data in self.model_data.items()}
             self.fitter = TailorFitter(right, left, settings.fit, self.device)
             self.shape = None if shape is None else np.asarray(shape, dtype=np.float32)
             self.refiner: Refiner | None = None
@@ -285,7 +327,6 @@ class Engine:
         self.tracker = HandTracker(settings.tracker)
         self._last: dict[int, tuple[float, HandFit]] = {}
         self._smoothers: dict[int, HandSmoother] = {}  # each track's temporal filter
-        self._layers: dict | None = None  # model layers by side, made for the first RGB-D frame
         #: What :mod:`core.metric_depth` did to each hand of the last RGB-D frame (the order of
         #: its ``FrameResult.hands``); empty for frames without depth.
         self.depth_alignments: tuple = ()
@@ -302,6 +343,11 @@ class Engine:
         if self._detector is None:
             self._detector = HandDetector(max_hands=self.settings.max_hands, mode=self.settings.detector_mode)
         return self._detector
+
+    @property
+    def detects_in_child(self) -> bool:
+        """Whether streams detect in the child process now (:mod:`core.detect.process`)."""
+        return self._worker is not None and self._worker.alive
 
     def close(self) -> None:
         if self._detector is not None:
@@ -397,7 +443,7 @@ class Engine:
                     t0 = time.perf_counter()
                     dets = self.detector.detect(frame.image, frame.timestamp_s)
                     ms = (time.perf_counter() - t0) * 1000
-                    segmented = self._segment(frame, dets) if self.refiner is not None else None
+                    segmented = self._segment(frame, dets) if self._segments else None
                     _put(detected, (frame, dets, ms, segmented), stop)
                 while pending and not stop.is_set():
                     answer(pending.popleft(), worker.receive())
@@ -457,6 +503,11 @@ class Engine:
         if finished and post_error:
             raise post_error[0]
 
+    @property
+    def _segments(self) -> bool:
+        """Whether every hand is segmented (for the refinement's target or on request)."""
+        return self.settings.refine_iterations > 0 or self.settings.segment
+
     def _stream_worker(self) -> DetectorProcess | None:
         """The child process :meth:`process_stream` detects in (started on first use), or None
         for the detector thread (switched off, or it could not start)."""
@@ -472,7 +523,7 @@ class Engine:
         try:
             if self._worker is None and self.settings.detector_process and not self._worker_failed:
                 config = DetectorConfig(self.settings.max_hands, self.settings.detector_mode,
-                                        segment=self.settings.refine_iterations > 0,
+                                        segment=self._segments,
                                         segmentation=self.settings.segmentation)
                 self._worker = DetectorProcess(config, wait=False)
             if wait and self._worker is not None:
@@ -551,20 +602,49 @@ class Engine:
         times = {"detect": detect_ms, "fit": fit_ms}
         if segmented is not None and len(tracked) != len(detections):  # a duplicate was merged
             segmented = _Segmented(tuple(segmented.masks[th.index] for th in tracked), segmented.ms)
-        if self.refiner is not None and fits and segmented is None:
+        if self._segments and fits and segmented is None:
             segmented = self._segment(frame, dets)
         if frame.depth is not None and K is not None and fits:  # RGB-D: the fits at the measured depth
             fits = self._to_depth(frame, dets, fits, K, None if segmented is None else segmented.masks, times)
         refined: list[RefineResult | None] = [None] * len(fits)
+        masks: tuple[np.ndarray | None, ...] = (None,) * len(fits) if segmented is None else segmented.masks
         if self.refiner is not None and fits:
             refined = self._refine(frame, dets, fits, K, segmented, times)
-        hands = tuple(HandResult(d, f, r, th.track_id) for d, f, r, th in zip(dets, fits, refined, tracked))
-        times["total"] = sum(times.values())
+        elif segmented is not None and fits:
+            times["segment"] = segmented.ms
         if frame.intrinsics is not None:
             camera, origin = frame.intrinsics, frame.intrinsics_source
         else:
             camera, origin = weak_perspective_camera((w, h), self.settings.fit.nominal_fov_deg), "weak"
+        hands = tuple(self._hand_result(d, f, r, th.track_id, m, camera)
+                      for d, f, r, th, m in zip(dets, fits, refined, tracked, masks))
+        times["total"] = sum(times.values())
         return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times, camera, origin)
+
+    def _hand_result(self, detection: Detection, fit: HandFit, refined: RefineResult | None, track_id: int,
+                     mask: np.ndarray | None, camera: Intrinsics) -> HandResult:
+        """A hand's result with its mesh, its camera, its mask and its side's topology.
+
+        ``camera`` is the frame's (or the nominal camera of weak perspective). A refined hand
+        lives in the refiner's pinhole; one whose refinement fell back is the fit, in the fit's
+        camera: the frame's for a perspective fit, the weak camera for a weak-perspective one
+        (the fitter's own projection, which the nominal pinhole only approximates).
+        """
+        if refined is not None:
+            vertices = np.asarray(refined.vertices, np.float32)
+        else:
+            with torch.no_grad():
+                out = self._layers[fit.side](torch.as_tensor(fit.pose, device=self.device)[None],
+                                             torch.as_tensor(fit.betas, device=self.device)[None],
+                                             torch.as_tensor(fit.transl, device=self.device)[None])
+            vertices = out.vertices[0].cpu().numpy().astype(np.float32, copy=False)
+        if refined is not None and not refined.fell_back:
+            hand_camera = HandCamera(intrinsics_from_matrix(np.asarray(refined.K, np.float64)))
+        elif fit.projection == "weak":
+            hand_camera = HandCamera.weak(camera, fit.scale, fit.keypoints_3d[0], fit.keypoints_2d[0])
+        else:
+            hand_camera = HandCamera(camera)
+        return HandResult(detection, fit, refined, track_id, vertices, hand_camera, mask, self.model_data[fit.side])
 
     def _smooth(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,
                 track_ids: list[int]) -> list[HandFit]:
@@ -588,11 +668,8 @@ class Engine:
                   masks: Sequence[np.ndarray | None] | None, times: dict[str, float]) -> list[HandFit]:
         """Each fit moved onto the frame's registered depth map (:mod:`core.metric_depth`)."""
         from core.metric_depth import align_fit_to_depth
-        from core.model import HandModel
 
         t0 = time.perf_counter()
-        if self._layers is None:
-            self._layers = {side: HandModel(data) for side, data in self.model_data.items()}
         size = (frame.width, frame.height)
         out, done = [], []
         for i, (d, f) in enumerate(zip(dets, fits)):

@@ -31,7 +31,7 @@ from core.render.depth import DepthComparison, compare_mesh_depth
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DepthAlignment", "align_fit_to_depth", "fit_mesh"]
+__all__ = ["DepthAlignment", "align_fit_to_depth", "fit_mesh", "rescale_fit"]
 
 #: Largest size change a depth map may make to a free-shape fit (a factor outside this range
 #: means the map and the colour image disagree: wrong registration or units).
@@ -55,9 +55,13 @@ class DepthAlignment:
 
 def fit_mesh(layer: HandModel, fit: HandFit) -> np.ndarray:
     """(V, 3) float32 vertices of a fit, camera frame, metres."""
-    from core.texture.session import fit_vertices
+    import torch
 
-    return fit_vertices(layer, fit.pose, fit.betas, fit.transl)
+    dev = next(iter(layer.buffers())).device
+    with torch.no_grad():
+        out = layer(*(torch.as_tensor(np.asarray(a, np.float32), device=dev)[None]
+                      for a in (fit.pose, fit.betas, fit.transl)))
+    return out.vertices[0].cpu().numpy().astype(np.float32)
 
 
 def align_fit_to_depth(fitter, layer: HandModel, fit: HandFit, keypoints_2d: np.ndarray, K: np.ndarray,
@@ -85,24 +89,39 @@ def align_fit_to_depth(fitter, layer: HandModel, fit: HandFit, keypoints_2d: np.
     if cmp is None or cmp.pixels < min_pixels or not cmp.rendered_m > 0:
         return fit, DepthAlignment(cmp)
     factor = 1.0 + cmp.offset_m / cmp.rendered_m
+    shift = cmp.offset_m if fixed_shape else None
+    moved, done = rescale_fit(fitter, layer, fit, factor, keypoints_2d, K, image_size, shift)
+    return moved, DepthAlignment(cmp, *done) if moved is not fit else DepthAlignment(cmp)
+
+
+def rescale_fit(fitter, layer: HandModel, fit: HandFit, factor: float, keypoints_2d: np.ndarray, K: np.ndarray,
+                image_size: tuple[int, int], shift_m: float | None = None) -> tuple[HandFit, tuple[float, float]]:
+    """The fit scaled about the camera centre by ``factor`` (its image unchanged, its size and
+    distance times ``factor``), or, with ``shift_m`` (a fixed shape), moved that far in depth
+    along its wrist's ray instead.
+
+    Returns:
+        (the new fit, (size factor applied, wrist depth change in metres)); the fit itself and
+        (1, 0) when the change is implausible (a factor outside 1/:data:`MAX_DEPTH_RESCALE` to
+        :data:`MAX_DEPTH_RESCALE`, or a wrist that would reach the camera).
+    """
     Kd = np.asarray(K, dtype=np.float64)
     wrist = np.asarray(fit.keypoints_3d[0], dtype=np.float64)
     u, v = Kd[0, 0] * wrist[0] / wrist[2] + Kd[0, 2], Kd[1, 1] * wrist[1] / wrist[2] + Kd[1, 2]
     betas = fit.betas
-    if fixed_shape:
-        z = wrist[2] + cmp.offset_m
+    if shift_m is not None:
+        z = wrist[2] + shift_m
         if not z > 0.02:
-            return fit, DepthAlignment(cmp)
-        factor_applied = 1.0
+            return fit, (1.0, 0.0)
+        factor = 1.0
     else:
         if not 1.0 / MAX_DEPTH_RESCALE <= factor <= MAX_DEPTH_RESCALE:
-            log.debug("depth asks to scale the hand by %.2f; left as fitted", factor)
-            return fit, DepthAlignment(cmp)
+            log.debug("a measured depth asks to scale the hand by %.2f; left as fitted", factor)
+            return fit, (1.0, 0.0)
         from core.personalize.scale import pin_scale
 
         betas = pin_scale(layer, fit.betas, factor)
         z = wrist[2] * factor
-        factor_applied = factor
     moved = fitter.compose(fit.side, fit.pose, betas, np.array([u, v, math.log(Kd[0, 0] / z)]), Kd,
                            image_size, keypoints_2d, fit.iterations)
-    return moved, DepthAlignment(cmp, factor_applied, float(z - wrist[2]))
+    return moved, (float(factor), float(z - wrist[2]))

@@ -11,6 +11,23 @@ rest frame at the profile's shape; a left hand uses the mirror image), ``surface
 focal length calibration estimated for a camera without intrinsics), ``rejected_frames``
 ([{source, frame, reason}]) and ``scale_note`` (a sentence on where the size comes from).
 Version 1 profiles still load (no personal skeleton: the model's own).
+
+Version 3 stores the **surface** calibration fits (:mod:`core.personalize.surface`) compactly in
+``profile["surface"]`` (null when there is none)::
+
+    "surface": {
+        "offsets_mm": {"dtype": "float16", "shape": [V, 3], "base64": "..."},
+        "mean_mm": 0.62, "max_mm": 2.9,          # mean and largest offset length, mm
+        "frames": 18,                            # calibration frames it was fitted to
+        "iou_before": 0.91, "iou_after": 0.95    # their mean silhouette IoU without / with it
+    }
+
+``offsets_mm`` is the (V, 3) per-vertex offset array in millimetres, the right hand's personal
+rest frame (like ``skeleton_mm``; a left hand uses the mirror image), little-endian ``float16``
+or ``float32``, base64; it is added to the personal model's rest mesh
+(:func:`core.model.personal.personal_model`). ``mean_mm`` and ``max_mm`` are what a viewer
+shows; :attr:`Profile.surface_offsets_mm` is the decoded array (a version 2 profile's
+``surface_offsets_mm`` list loads into it too). Versions 1 and 2 still load.
 """
 
 from __future__ import annotations
@@ -30,7 +47,7 @@ from core.errors import InputError
 log = logging.getLogger(__name__)
 
 PROFILE_FORMAT = "handtwin-profile"
-PROFILE_VERSION = 2
+PROFILE_VERSION = 3
 
 
 # ----------------------------------------------------------------------------- full profiles
@@ -52,7 +69,8 @@ class Profile:
         created: ISO 8601 time. path: the file read. model_name, model_sha256: the model.
         raw: the whole JSON document.
         skeleton_mm: (21, 3) float64 personal rest keypoints, mm, right hand's frame, or None.
-        surface_offsets_mm: (V, 3) float64 surface offsets, mm, right hand's frame, or None.
+        surface_offsets_mm: (V, 3) float64 surface offsets, mm, right hand's frame, or None
+            (version 3: decoded from ``profile["surface"]``; version 2: its list).
         focal_px: estimated focal length (pixels) for ``focal_image_size`` (w, h), or None.
         rejected_frames: calibration frames the optimization rejected [{source, frame, reason}].
         scale_note: where the size comes from, in words ("" in version 1 profiles).
@@ -185,6 +203,10 @@ def _validate_v2(doc: dict[str, Any], where: str) -> None:
     offsets = doc.get("surface_offsets_mm")
     if offsets is not None:
         _number_array(offsets, None, where, "surface_offsets_mm", _MAX_OFFSET_MM)
+    if doc["version"] >= 3 and doc.get("surface") is not None:
+        if offsets is not None:
+            raise InputError(f"{where}: give the surface once, in 'surface' (not also 'surface_offsets_mm')")
+        decode_surface(doc["surface"], where)
     focal = doc.get("focal_px")
     if focal is not None:
         _number(doc, "focal_px", where, *_FOCAL_PX)
@@ -200,6 +222,72 @@ def _validate_v2(doc: dict[str, Any], where: str) -> None:
     note = doc.get("scale_note", "")
     if not isinstance(note, str) or len(note) > 1000:
         raise InputError(f"{where}: 'scale_note' must be a short string")
+
+
+_SURFACE_DTYPES = {"float16": "<f2", "float32": "<f4"}
+
+
+def encode_surface(offsets_mm: np.ndarray, dtype: str = "float16", **extra: Any) -> dict[str, Any]:
+    """The ``profile["surface"]`` object of (V, 3) offsets in millimetres (module docstring);
+    ``extra``: more fields (``frames``, ``iou_before``, ``iou_after``)."""
+    import base64
+
+    arr = np.asarray(offsets_mm, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 3 or not np.isfinite(arr).all():
+        raise ValueError(f"surface offsets must be finite (V, 3), got shape {arr.shape}")
+    stored = arr.astype(_SURFACE_DTYPES[dtype])
+    lengths = np.linalg.norm(stored.astype(np.float64), axis=1)
+    return {
+        "offsets_mm": {"dtype": dtype, "shape": [int(arr.shape[0]), 3],
+                       "base64": base64.b64encode(stored.tobytes()).decode("ascii")},
+        "mean_mm": round(float(lengths.mean()), 3),
+        "max_mm": round(float(lengths.max()), 3),
+        **extra,
+    }
+
+
+def decode_surface(surface: Any, where: str = "profile") -> np.ndarray:
+    """(V, 3) float64 offsets (mm) of a ``profile["surface"]`` object, fully checked.
+
+    Raises:
+        InputError: anything malformed (one message naming ``'surface'``).
+    """
+    import base64
+    import binascii
+
+    what = (f"{where}: 'surface' must be null or {{\"offsets_mm\": {{\"dtype\": \"float16\" or \"float32\", "
+            f"\"shape\": [V, 3], \"base64\": ...}}, \"mean_mm\", \"max_mm\", ...}} with V <= {_MAX_VERTICES} "
+            f"and offsets within +-{_MAX_OFFSET_MM:g} mm")
+    if not isinstance(surface, dict) or not isinstance(surface.get("offsets_mm"), dict):
+        raise InputError(what)
+    enc = surface["offsets_mm"]
+    dtype, shape, data = enc.get("dtype"), enc.get("shape"), enc.get("base64")
+    if (dtype not in _SURFACE_DTYPES or not isinstance(shape, list) or len(shape) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+            or not 1 <= shape[0] <= _MAX_VERTICES or shape[1] != 3 or not isinstance(data, str)):
+        raise InputError(what)
+    nbytes = shape[0] * 3 * np.dtype(_SURFACE_DTYPES[dtype]).itemsize
+    if len(data) != 4 * ((nbytes + 2) // 3):  # before decoding anything
+        raise InputError(f"{what} (the base64 data has {len(data)} characters, {shape} {dtype} needs "
+                         f"{4 * ((nbytes + 2) // 3)})")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(f"{what} (its base64 data is not valid base64)") from None
+    arr = np.frombuffer(raw, dtype=_SURFACE_DTYPES[dtype]).astype(np.float64).reshape(shape)
+    if not np.isfinite(arr).all() or np.abs(arr).max() > _MAX_OFFSET_MM:
+        raise InputError(what)
+    for key in ("mean_mm", "max_mm"):
+        v = surface.get(key)
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v)
+                or not 0 <= v <= 2 * _MAX_OFFSET_MM):
+            raise InputError(what)
+    for key in ("frames", "iou_before", "iou_after"):
+        v = surface.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v)
+                              or not 0 <= v <= 100_000):
+            raise InputError(what)
+    return arr
 
 
 def _read_json(path: Path) -> Any:
@@ -236,9 +324,11 @@ def _v2_fields(doc: dict[str, Any]) -> dict[str, Any]:
     if doc["version"] < 2:
         return {}
     skel, offsets, focal = doc.get("skeleton_mm"), doc.get("surface_offsets_mm"), doc.get("focal_px")
+    surface = doc.get("surface") if doc["version"] >= 3 else None
     return {
         "skeleton_mm": None if skel is None else np.asarray(skel, dtype=np.float64),
-        "surface_offsets_mm": None if offsets is None else np.asarray(offsets, dtype=np.float64),
+        "surface_offsets_mm": (decode_surface(surface) if surface is not None
+                               else None if offsets is None else np.asarray(offsets, dtype=np.float64)),
         "focal_px": None if focal is None else float(focal),
         "focal_image_size": None if focal is None else tuple(int(v) for v in doc["focal_image_size"]),
         "rejected_frames": tuple(dict(f) for f in doc.get("rejected_frames", [])),

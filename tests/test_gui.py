@@ -85,3 +85,24 @@ def test_screenshot_and_quit_after(tmp_path: Path) -> None:
     # The 3D view shows a skin-coloured hand, not a blank or black frame.
     skin = (img[..., 0] > 150) & (img[..., 0] > img[..., 2] + 30)
     assert skin.mean() > 0.01
+
+
+def test_stats_report_the_live_session(tmp_path: Path) -> None:
+    """``gui --stats`` (what ``bench --only gui_fps`` reads): the window's figures after its
+    warm-up, with the defaults of a new user: refinement 3 and the texture, the detector in
+    its child process. No timing is asserted here (``bench`` reports it)."""
+    import json
+
+    env = {**os.environ, "HANDTWIN_HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    bad = subprocess.run([sys.executable, "main.py", "gui", "--stats", str(tmp_path / "s.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
+    assert bad.returncode == 2 and "--stats needs --quit-after" in bad.stderr
+    out = tmp_path / "stats.json"
+    result = subprocess.run([sys.executable, "main.py", "gui", "--source", "demo", "--quit-after", "25",
+                             "--stats", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    f = json.loads(out.read_text())
+    assert f["refine_iterations"] == 3 and f["texture"] is True and f["detector_in_child"] is True
+    assert f["measured_s"] > 0 and f["tracked_fps"] > 0 and f["shown_fps"] > 0
+    assert f["gui_block_max_ms"] >= f["gui_block_p99_ms"] >= f["gui_gap_median_ms"] > 0
+    assert {"detect", "fit", "segment", "refine"} <= set(f["stage_ms"])

@@ -142,39 +142,194 @@ def test_damaged_video_is_reported_not_ended_quietly(make_window, gui_env, qtbot
     assert "ended early" in w.statusBar().currentMessage()
 
 
-@pytest.mark.gui
-@pytest.mark.skipif(not has_display(), reason="no display; `make test` runs the GUI tests under Xvfb")
-def test_left_hand_is_drawn_with_the_left_topology(make_window, gui_env, qtbot, tmp_path: Path) -> None:  # noqa: F811
-    """The demo mirrored is a left hand: the live view must pair the left side's mirrored faces
-    with the left side's UV faces (with the right's UV faces its texture was scrambled: 6,938
-    distinct vertex/UV pairs on the open hand instead of 1,818)."""
+def _image_folder(tmp_path: Path, name: str, mirrored: bool) -> Path:
+    """20 demo frames from frame 40 as PNGs (no camera: the folder's camera is assumed, or
+    weak with ``intrinsics_mode`` "weak"); mirrored, they are a left hand."""
     import cv2
 
+    folder = tmp_path / name
+    folder.mkdir()
+    for i, image in enumerate(_demo_frames(40, 20)):
+        image = image[:, ::-1] if mirrored else image
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def _record_texture_inputs(monkeypatch) -> dict:
+    """What the live texture is sampled with, by frame image: (image, vertices, K)."""
+    from core.texture import TextureCapture
+
+    seen: dict[int, tuple] = {}
+    original = TextureCapture.update
+
+    def update(self, image, vertices, K, mask=None):  # noqa: N803
+        seen[id(image)] = (image, np.array(vertices), np.array(K))  # the image kept: its id stays unique
+        return original(self, image, vertices, K, mask)
+
+    monkeypatch.setattr(TextureCapture, "update", update)
+    return seen
+
+
+def _texture_registration_px(update, seen: dict) -> float | None:
+    """How far the texture's camera puts the hand's keypoints from where the hand's own camera
+    puts them (max, px): the mesh the texture got is the hand's mesh moved rigidly (a weak
+    camera's pinhole form pushes it far away), so its keypoints move with it. None when the
+    frame on screen was not textured (yet)."""
+    from core.camera import project
+
+    if update is None or not update.result.hands or id(update.frame.image) not in seen:
+        return None
+    hand = update.result.hands[0]
+    _, verts, K = seen[id(update.frame.image)]
+    shift = verts[0].astype(np.float64) - hand.vertices[0]
+    return float(np.abs(project(hand.keypoints_3d + shift, K) - hand.final_keypoints_2d).max())
+
+
+@pytest.mark.gui
+@pytest.mark.skipif(not has_display(), reason="no display; `make test` runs the GUI tests under Xvfb")
+def test_left_hand_is_drawn_with_the_left_topology(make_window, gui_env, qtbot, tmp_path: Path,  # noqa: F811
+                                                   monkeypatch) -> None:
+    """The demo mirrored is a left hand: the live view must pair the left side's mirrored faces
+    with the left side's UV faces (with the right's UV faces its texture was scrambled: 6,938
+    distinct vertex/UV pairs on the open hand instead of 1,818), and the texture must be
+    sampled with the refined hand's own camera (refinement is on by default)."""
     from core.export.bundle import split_uv_seams
     from core.model import load_model_data
 
-    folder = tmp_path / "mirrored"
-    folder.mkdir()
-    for i, image in enumerate(_demo_frames(40, 20)):
-        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(np.ascontiguousarray(image[:, ::-1]), cv2.COLOR_RGB2BGR))
+    folder = _image_folder(tmp_path, "mirrored", mirrored=True)
     left, right = load_model_data(None, "left"), load_model_data(None, "right")
     good = len(split_uv_seams(left.faces, left.uv_faces).vertex_index)
     scrambled = len(split_uv_seams(left.faces, right.uv_faces).vertex_index)
     assert good < scrambled  # the oracle tells the two apart
+    seen = _record_texture_inputs(monkeypatch)
 
     w = make_window()
+    assert w.settings.refine_iterations == 3 and w.settings.texture
     w.start_source(str(folder))
-    seen = []
+    registered: list[float] = []
 
-    def left_shown() -> bool:
+    def left_textured() -> bool:
         u = w.current_update
-        if u is not None and u.result.hands:
-            seen.append(u.result.hands[0].fit.side)
-        return bool(seen) and seen[-1] == "left" and w.hand_view.has_mesh
+        if u is None or not u.result.hands or u.result.hands[0].side != "left" or not w.hand_view.has_mesh:
+            return False
+        err = _texture_registration_px(u, seen)
+        if err is not None and u.result.hands[0].refined is not None:
+            registered.append(err)
+        return bool(registered)
 
-    qtbot.waitUntil(left_shown, timeout=120_000)
+    qtbot.waitUntil(left_textured, timeout=120_000)
+    assert max(registered) < 0.05, registered
     view = w.hand_view
     assert np.array_equal(view._faces, left.faces)  # noqa: SLF001
     assert np.array_equal(view._uv_faces, left.uv_faces)  # noqa: SLF001
     assert view._mesh.n_points == good  # noqa: SLF001
     w.stop_tracking()
+
+
+@pytest.mark.gui
+@pytest.mark.skipif(not has_display(), reason="no display; `make test` runs the GUI tests under Xvfb")
+@pytest.mark.parametrize("mirrored", [False, True], ids=["right", "left"])
+def test_weak_perspective_texture_is_sampled_with_the_fits_weak_camera(make_window, gui_env, qtbot,  # noqa: F811
+                                                                       tmp_path: Path, monkeypatch,
+                                                                       mirrored: bool) -> None:
+    """A source without a camera, tracked with weak perspective and no refinement: the texture
+    and the silhouette overlay use the fit's weak camera, not the nominal pinhole the hand is
+    placed in (which puts the fingertips about 17 px off on these frames)."""
+    from app.settings import AppSettings
+    from core.camera import project
+
+    AppSettings(refine_iterations=0, intrinsics_mode="weak").save(gui_env.store)
+    folder = _image_folder(tmp_path, "frames", mirrored=mirrored)
+    side = "left" if mirrored else "right"
+    seen = _record_texture_inputs(monkeypatch)
+    w = make_window()
+    w.start_source(str(folder))
+    found: list = []
+
+    def textured() -> bool:
+        u = w.current_update
+        err = _texture_registration_px(u, seen)
+        if err is not None and u.result.hands[0].side == side:
+            found.append((err, u))
+        return bool(found)
+
+    qtbot.waitUntil(textured, timeout=120_000)
+    err, u = found[-1]
+    hand = u.result.hands[0]
+    assert u.result.camera_source == "weak" and hand.refined is None and hand.camera.is_weak
+    assert err < 0.05
+    nominal_off = np.abs(project(hand.keypoints_3d, u.result.camera.K) - hand.final_keypoints_2d).max()
+    assert nominal_off > 3.0  # the oracle tells the two cameras apart
+    # The overlay's fitted silhouette is drawn with the fit's weak camera too, not the nominal one.
+    from app.worker import fill_silhouette
+
+    drawn = (u.silhouette & 1) > 0
+
+    def iou(pixels) -> float:
+        mask = np.zeros(drawn.shape, np.uint8)
+        fill_silhouette(mask, pixels, hand.faces, 1)
+        return float((drawn & (mask > 0)).sum() / max((drawn | (mask > 0)).sum(), 1))
+
+    assert iou(hand.camera.project(hand.vertices)) > 0.99
+    assert iou(project(hand.vertices, u.result.camera.K).astype(np.float32)) < 0.9
+    w.stop_tracking()
+
+
+def _detector_children() -> list[int]:
+    """This process's detector child processes (``python -m core.detect.process``)."""
+    me, found = os.getpid(), []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == me and b"core.detect.process" in cmd:
+            found.append(int(proc.name))
+    return found
+
+
+def _mapped_shared_blocks() -> set[str]:
+    """The POSIX shared memory blocks this process has mapped."""
+    maps = Path(f"/proc/{os.getpid()}/maps").read_text()
+    return {line.split()[-1] for line in maps.splitlines() if "/dev/shm/" in line}
+
+
+@pytest.mark.gui
+@pytest.mark.skipif(not has_display() or not Path("/dev/shm").is_dir(), reason="Xvfb and POSIX shared memory")
+def test_pause_switch_and_stop_end_the_detector_child_and_its_shared_memory(make_window, gui_env, qtbot,  # noqa: F811
+                                                                           tmp_path: Path) -> None:
+    """The window tracks in the engine's stream, MediaPipe in a child process over shared
+    memory: pausing holds the stream, a source switch while paused starts the new source at
+    once, and stopping ends the child and unmaps and removes its shared memory."""
+    w = make_window(source="demo")
+    wait_frames(qtbot, w, 2)
+    assert w.worker.engine_detects_in_child
+    children = _detector_children()
+    blocks = _mapped_shared_blocks()
+    assert len(children) == 1 and blocks
+    w.action_pause.setChecked(True)
+    counts = [w.worker.frames_done]
+
+    def settled() -> bool:  # the frames already in the pipeline come out, then nothing
+        qtbot.wait(500)
+        counts.append(w.worker.frames_done)
+        return counts[-1] == counts[-2]
+
+    qtbot.waitUntil(settled, timeout=30_000)
+    qtbot.wait(1000)
+    assert w.worker.frames_done == counts[-1]
+    assert counts[-1] - counts[0] <= 6  # the pipeline holds a few frames, not the source
+    folder = _image_folder(tmp_path, "frames", mirrored=False)
+    w.start_source(str(folder))  # while paused: the old stream stops, the new one runs
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+    assert not {b for b in blocks if Path(b).exists()}
+    wait_frames(qtbot, w, 2)
+    assert w.current_update.frame.source == str(folder)
+    children, blocks = _detector_children(), _mapped_shared_blocks()
+    assert len(children) == 1
+    w.stop_tracking()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+    assert not _mapped_shared_blocks() and not {b for b in blocks if Path(b).exists()}

@@ -165,7 +165,7 @@ def test_without_a_compiler_the_refiner_falls_back_to_pytorch_with_the_same_resu
     needs_native()
     from core.tools.bench_refine import synthetic_refine_cases
 
-    cases, layers = synthetic_refine_cases(1, seed=4)
+    cases, layers = synthetic_refine_cases(1, seed=5)  # a case 4 iterations improve (seed 4's needs 8)
     fit, target, _ = cases[0]
     settings = RefineSettings(image_size=64, sigma=0.5 / 4, raster_backend="eager")
     native = [Refiner(layers["right"].data, layers["left"].data, settings).refine([fit], [target], n)[0]

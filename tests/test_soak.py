@@ -44,3 +44,16 @@ def test_plain_bench_skips_the_soak(monkeypatch) -> None:
     assert ran == []
     bench.run_benchmarks(["soak"])
     assert ran == ["soak"]
+
+
+def test_plain_bench_skips_gui_fps(monkeypatch) -> None:
+    import core.tools.bench as bench
+
+    ran = []
+    monkeypatch.setattr(bench, "BENCHMARKS", {"baseline": lambda: {"baseline_ms": 1.0},
+                                              "gui_fps": lambda: ran.append("gui_fps") or {}})
+    monkeypatch.setattr(bench, "_stage_benchmarks", dict)
+    bench.run_benchmarks(None)
+    assert ran == []
+    bench.run_benchmarks(["gui_fps"])
+    assert ran == ["gui_fps"]

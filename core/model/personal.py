@@ -238,8 +238,9 @@ def personal_model(
         skeleton: (21, 3) personal rest keypoints (16 joints + 5 tips), MediaPipe order,
             metres, the base model's rest frame (a left model: the left hand's frame).
         offsets: (V, 3) per-vertex surface offsets in metres, in the personal rest frame, added
-            after the skeleton warp (a fingertip's residual is taken back so tips stay exact);
-            None for none.
+            after the skeleton warp, exactly (the rest mesh is the offset-free personal mesh
+            plus ``offsets``), except at the five fingertip vertices, which stay on the
+            skeleton's tips (their offsets are ignored); None for none.
         betas: (S,) the shape at which the personal model's rest keypoints equal ``skeleton``
             (a profile's shape); None for the mean shape.
 
@@ -271,8 +272,6 @@ def personal_model(
     warp = skeleton_warp(base_kp, skel)
     lin = warp.blended_linear(weights)
     verts = warp.apply(v_shaped, weights)
-    if offsets is not None:
-        verts = verts + offsets
     # Fingertips exact: spread each residual over its distal segment by skinning weight.
     for t, vid in enumerate(base.tip_vertex_ids):
         kp_tip = (Keypoint.THUMB_TIP, Keypoint.INDEX_TIP, Keypoint.MIDDLE_TIP, Keypoint.RING_TIP, Keypoint.PINKY_TIP)[t]
@@ -281,6 +280,10 @@ def personal_model(
         if w[vid] > 1e-6:
             verts += np.outer(np.minimum(w / w[vid], 1.0), skel[kp_tip] - verts[vid])
         verts[vid] = skel[kp_tip]
+    if offsets is not None:  # the surface, exactly (the tip vertices are the skeleton's keypoints)
+        offsets = offsets.copy()
+        offsets[base.tip_vertex_ids] = 0.0
+        verts = verts + offsets
     shapedirs = np.einsum("vab,vbs->vas", lin, base.shapedirs.astype(np.float64))
     posedirs = np.einsum("vab,vbp->vap", lin, base.posedirs.astype(np.float64))
     template = verts - (0.0 if betas is None else shapedirs @ np.asarray(betas, dtype=np.float64).reshape(-1))

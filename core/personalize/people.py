@@ -104,3 +104,50 @@ def synthetic_person(base: HandModelData, rng: np.random.Generator, n_frames: in
             start = np.asarray(fitter.fit([obs], None, None, 40)[0].pose, dtype=np.float64)
         frames.append(BundleFrame(uvs[i], image_size, K if known_intrinsics else None, start, worlds[i]))
     return SyntheticPerson(model, skeleton, frames, np.stack(kps), np.stack(poses), K, image_size)
+
+
+@dataclass(frozen=True)
+class SurfacedPerson:
+    """A :class:`SyntheticPerson` with a known surface and its frames' silhouettes.
+
+    Attributes:
+        person: the person (keypoints, poses and starts as :func:`synthetic_person` made them).
+        offsets: (V, 3) the true surface offsets, metres, the person's rest frame
+            (:func:`core.synth.people.sample_person_surface`).
+        model: the person's personal model with that surface.
+        transl: (N, 3) each frame's true translation, metres.
+        masks: (N, H, W) bool silhouettes of the surfaced hand (hard rasterizer), cut at the
+            wrist line of the true keypoints, as a segmentation would be.
+    """
+
+    person: SyntheticPerson
+    offsets: np.ndarray
+    model: HandModelData
+    transl: np.ndarray
+    masks: np.ndarray
+
+
+def surfaced_person(base: HandModelData, rng: np.random.Generator, n_frames: int = 20,
+                    **kwargs) -> SurfacedPerson:
+    """:func:`synthetic_person` with a known surface (a per-finger and palm thickness change)
+    and the silhouettes of its frames rendered by our hard rasterizer."""
+    from core.render import RasterSettings, project_points, rasterize
+    from core.segment import wrist_cut
+    from core.synth.people import sample_person_surface
+
+    person = synthetic_person(base, rng, n_frames, **kwargs)
+    offsets = sample_person_surface(person.model, rng)
+    model = personal_model(base, person.skeleton, offsets=offsets)
+    plain, surfaced = HandModel(person.model, dtype=torch.float64), HandModel(model, dtype=torch.float64)
+    w, h = person.image_size
+    K = torch.as_tensor(person.K, dtype=torch.float32)[None]
+    transl, masks = [], []
+    for pose, kp in zip(person.poses, person.keypoints_3d):
+        p = torch.as_tensor(pose, dtype=torch.float64)[None]
+        with torch.no_grad():
+            t = kp[0] - plain(p).keypoints[0, 0].numpy()
+            verts = surfaced(p, None, torch.as_tensor(t)[None]).vertices.float()
+        mask = (rasterize(verts, surfaced.faces, K, RasterSettings(image_size=(h, w))).pix_to_face[0] >= 0).numpy()
+        masks.append(wrist_cut(mask, project_points(kp[None], person.K[None])[0]))
+        transl.append(t)
+    return SurfacedPerson(person, offsets, model, np.stack(transl), np.stack(masks))

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.capture.stereo import StereoCalibration, load_stereo_calibration, triangulate_keypoints  # noqa: F401
 from core.errors import InputError
 from core.keypoints import KEYPOINT_PARENTS, Keypoint
 from core.model import HandModel
@@ -129,7 +130,7 @@ def pin_scale(layer: HandModel, betas: np.ndarray, factor: float, max_beta: floa
     n, s = verts.shape[0], b.shape[0]
     a = np.concatenate([dirs.reshape(n * 3, s), np.tile(np.eye(3), (n, 1))], axis=1)
     sol, *_ = np.linalg.lstsq(a, (target - v0).reshape(-1), rcond=None)
-    out = sol[:s]
+    out = np.clip(sol[:s], -max_beta, max_beta)
 
     def length(x: np.ndarray) -> tuple[float, np.ndarray]:
         kp = (k0.reshape(-1) + kd @ x).reshape(21, 3)
@@ -139,10 +140,11 @@ def pin_scale(layer: HandModel, betas: np.ndarray, factor: float, max_beta: floa
         return L, dl
 
     goal = factor * length(b)[0]
-    for _ in range(4):
+    for _ in range(4):  # along the gradient of the components not at their bound: the length stays exact
         L, g = length(out)
-        out = out + g * (goal - L) / max(float(g @ g), 1e-12)
-    return np.clip(out, -max_beta, max_beta).astype(np.float32)
+        g = np.where(np.abs(out) >= max_beta, 0.0, g)
+        out = np.clip(out + g * (goal - L) / max(float(g @ g), 1e-12), -max_beta, max_beta)
+    return out.astype(np.float32)
 
 
 def pin_hand_length(layer: HandModel, betas: np.ndarray, length_m: float) -> np.ndarray:
@@ -287,37 +289,5 @@ def keypoints_on_plane(keypoints_2d: np.ndarray, K: np.ndarray, R: np.ndarray, t
 
 # ----------------------------------------------------------------------------- stereo
 
-
-@dataclass(frozen=True)
-class StereoCalibration:
-    """Two calibrated cameras: K1, K2 (3, 3) px; R (3, 3), T (3,) metres take camera-1
-    coordinates to camera 2 (x2 = R x1 + T), as cv2.stereoCalibrate reports them."""
-
-    K1: np.ndarray
-    K2: np.ndarray
-    R: np.ndarray
-    T: np.ndarray
-
-
-def load_stereo_calibration(path: str | Path) -> StereoCalibration:
-    """Read {"K1": 3x3, "K2": 3x3, "R": 3x3, "T": 3 (metres)} JSON."""
-    from core.inputs import read_json
-
-    doc = read_json(path, "stereo calibration")
-    try:
-        cal = StereoCalibration(*(np.asarray(doc[k], dtype=np.float64) for k in ("K1", "K2", "R", "T")))
-    except (ValueError, TypeError, KeyError, OverflowError) as exc:
-        raise InputError(f"cannot read the stereo calibration {path}: {exc}") from exc
-    if cal.K1.shape != (3, 3) or cal.K2.shape != (3, 3) or cal.R.shape != (3, 3) or cal.T.reshape(-1).shape != (3,):
-        raise InputError(f"{path}: K1, K2, R must be 3x3 and T 3 values")
-    return StereoCalibration(cal.K1, cal.K2, cal.R, cal.T.reshape(3))
-
-
-def triangulate_keypoints(kp1: np.ndarray, kp2: np.ndarray, cal: StereoCalibration) -> np.ndarray:
-    """(21, 3) keypoints in camera 1's frame, metres, from their pixels in both views."""
-    import cv2
-
-    p1 = cal.K1 @ np.hstack([np.eye(3), np.zeros((3, 1))])
-    p2 = cal.K2 @ np.hstack([cal.R, cal.T.reshape(3, 1)])
-    x = cv2.triangulatePoints(p1, p2, np.asarray(kp1, dtype=np.float64).T, np.asarray(kp2, dtype=np.float64).T)
-    return (x[:3] / x[3]).T
+# The pair's calibration, its file and triangulation live with the stereo source
+# (core.capture.stereo); imported above under their old names here.

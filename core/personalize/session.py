@@ -9,13 +9,18 @@ The pipeline of the identity-aware paper (Sec. 3.4) on top of our tracker:
    user may add or drop frames;
 4. attention calibration: w = softmax(c / T) (Eq. 6), one shape solving Eq. 7
    (:mod:`core.personalize.attention`);
-5. the size is pinned as the :class:`~core.personalize.scale.ScaleOption` says.
+5. the size is pinned as the :class:`~core.personalize.scale.ScaleOption` says;
+6. one joint optimization over the chosen frames gives the personal skeleton and every frame's
+   pose (:mod:`core.personalize.bundle`), and the surface offsets are fitted to the frames'
+   hand segmentations from those poses (:mod:`core.personalize.surface`; on by default,
+   ``CalibrationSession(surface=False)`` or ``calibrate(surface=False)`` leaves them out).
 
 :meth:`CalibrationSession.to_profile` turns the result into the profile JSON of docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import time
@@ -34,6 +39,7 @@ from core.personalize.convention import load_convention
 from core.personalize.features import FEATURE_NAMES, frame_features, hand_crop, pose_descriptor
 from core.personalize.scale import ScaleOption, apply_scale, measures, rest_keypoint_basis, scale_note
 from core.personalize.selection import CoverageReport, bone_observability, coverage_report, select_frames
+from core.personalize.surface import HandSilhouette, SurfaceResult
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,8 @@ class CalibrationFrame:
         score: the detector's confidence.
         observability: (20,) float64 how much of each bone's length this view shows
             (:func:`core.personalize.selection.bone_observability`), or None.
+        silhouette: the hand's segmentation around it (:func:`core.personalize.surface.hand_silhouette`),
+            for the surface fit, or None (not segmented).
     """
 
     source: str
@@ -80,6 +88,7 @@ class CalibrationFrame:
     world_landmarks: np.ndarray | None = None
     score: float = 1.0
     observability: np.ndarray | None = None
+    silhouette: HandSilhouette | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,10 @@ class CalibrationResult:
         focal_image_size: (w, h) of the frame that focal length belongs to, or None.
         scale_note: where the size comes from, in words.
         residual_px: (K,) mean reprojection error of each frame after the joint optimization.
+        surface: the surface offsets fitted to the frames' silhouettes
+            (:class:`~core.personalize.surface.SurfaceResult`, offsets in metres in the
+            session side's personal rest frame; its ``rejected`` indices are into ``frames``),
+            or None (no skeleton, surface off, or too few segmented frames).
     """
 
     shape: np.ndarray
@@ -124,6 +137,7 @@ class CalibrationResult:
     focal_image_size: tuple[int, int] | None = None
     scale_note: str = ""
     residual_px: np.ndarray | None = None
+    surface: SurfaceResult | None = None
 
 
 #: The free-shape refit of a candidate: a weaker shape prior than tracking's, so that each
@@ -149,6 +163,8 @@ class CalibrationSession:
         max_candidates: candidates kept; beyond it a new frame replaces the least confident
             one in place (its index is reused), so long streams stay bounded.
         fit_settings: the free-shape refit's tailor settings (default :data:`REFIT_SETTINGS`).
+        surface: segment every candidate's hand (about 2 ms) and fit the surface offsets in
+            :meth:`calibrate` (default on).
     """
 
     def __init__(
@@ -162,6 +178,7 @@ class CalibrationSession:
         fit_iterations: int = 40,
         max_candidates: int = 400,
         fit_settings: FitSettings | None = None,
+        surface: bool = True,
     ) -> None:
         if side not in ("right", "left"):
             raise ValueError(f"side must be 'right' or 'left', got {side!r}")
@@ -170,6 +187,7 @@ class CalibrationSession:
         self.temperature = float(temperature)
         self.fit_iterations = int(fit_iterations)
         self.max_candidates = int(max_candidates)
+        self.surface = bool(surface)
         data = {s: load_model_data(model, s) for s in ("right", "left")}
         self.model_data = data[side]
         self.layer = HandModel(data[side])
@@ -268,10 +286,14 @@ class CalibrationSession:
         obs = HandObservation(detection.handedness, detection.keypoints_2d, detection.world_landmarks,
                               None if K is None else np.asarray(K, dtype=np.float32), (w, h), float(detection.score))
         fit = self.fitter.fit([obs], None, None, self.fit_iterations)[0]
-        return self._candidate(image, detection, fit, source, frame_index, timestamp_s, K=K)
+        return self._candidate(image, detection, fit, source, frame_index, timestamp_s, K=K,
+                               segment=self.surface)
 
     def _candidate(self, image, detection, fit: HandFit, source, frame_index, timestamp_s,
-                   crop: np.ndarray | None = None, K: np.ndarray | None = None) -> CalibrationFrame | None:
+                   crop: np.ndarray | None = None, K: np.ndarray | None = None, segment: bool = False,
+                   silhouette: HandSilhouette | None = None) -> CalibrationFrame | None:
+        """The candidate of a fitted detection, or None when unusable. ``segment``: segment
+        the hand in ``image`` for the surface fit (else ``silhouette``, or none)."""
         if crop is None:
             crop = hand_crop(image, detection.keypoints_2d)
         feats = frame_features(image, detection.keypoints_2d, detection.keypoints_z, detection.world_landmarks,
@@ -281,6 +303,8 @@ class CalibrationSession:
         if named["reprojection_rel"] > MAX_REPROJECTION_REL or named["inside_fraction"] < MIN_INSIDE_FRACTION:
             return None
         conf = float(self.predictor(feats[None])[0])
+        if segment and silhouette is None:
+            silhouette = _segment(image, detection.keypoints_2d)
         return CalibrationFrame(
             source=str(source), frame_index=int(frame_index), side=fit.side, thumbnail=crop, features=feats,
             pose=np.asarray(fit.pose, dtype=np.float32), betas=np.asarray(fit.betas, dtype=np.float32),
@@ -293,6 +317,7 @@ class CalibrationSession:
                                                                                       np.float32),
             score=float(detection.score),
             observability=bone_observability(fit.keypoints_3d),
+            silhouette=silhouette,
         )
 
     def _insert(self, cand: CalibrationFrame) -> None:
@@ -325,7 +350,8 @@ class CalibrationSession:
 
     def calibrate(self, scale: ScaleOption | None = None, progress: Progress | None = None,
                   frames: list[int] | None = None, uniform: bool = False,
-                  personal: bool = True, cancel: Callable[[], bool] | None = None) -> CalibrationResult:
+                  personal: bool = True, cancel: Callable[[], bool] | None = None,
+                  surface: bool | None = None) -> CalibrationResult:
         """Calibrate the hand from the selected frames (or ``frames``).
 
         First one shape by attention calibration (Eq. 6-7) with its size pinned; then, from that
@@ -341,6 +367,8 @@ class CalibrationSession:
             personal: run the joint optimization (False: Eq. 7 only, the shape-space hand).
             cancel: polled between steps and every joint-optimization iteration; once it
                 returns True the calibration stops (a progress callback may also raise).
+            surface: fit the surface offsets after it (None: the session's ``surface``); needs
+                segmented frames (at least :attr:`SurfaceSettings.min_frames`).
 
         Raises:
             InputError: no usable candidate.
@@ -372,9 +400,16 @@ class CalibrationSession:
         if personal and all(c.keypoints_2d is not None and c.image_size[0] > 0 for c in chosen):
             if progress:
                 progress(0.75, "fitting the personal skeleton to all frames at once")
-            extra = self._bundle(chosen, idx, w, shape, length, progress, cancel)
+            with_surface = (self.surface if surface is None else surface) and any(c.silhouette is not None
+                                                                                  for c in chosen)
+            extra = self._bundle(chosen, idx, w, shape, length, progress, cancel, 0.13 if with_surface else 0.23)
             if extra:
                 length, width, bones = extra.pop("measures")
+                ba = extra.pop("bundle")
+                if with_surface:
+                    if progress:
+                        progress(0.88, "fitting the surface to the frames' silhouettes")
+                    extra["surface"] = self._surface(chosen, ba, extra["skeleton"], shape, progress, cancel)
         result = CalibrationResult(
             shape=np.asarray(shape, dtype=np.float32),
             hand_length_mm=length * 1000.0,
@@ -396,7 +431,7 @@ class CalibrationSession:
 
     def _bundle(self, chosen: list[CalibrationFrame], idx: list[int], weights: np.ndarray, shape: np.ndarray,
                 length_m: float, progress: Progress | None = None,
-                cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
+                cancel: Callable[[], bool] | None = None, span: float = 0.23) -> dict[str, Any]:
         """The joint optimization's part of a :class:`CalibrationResult` (see :meth:`calibrate`)."""
         from core.keypoints import bone_lengths
         from core.personalize.bundle import BundleFrame, bundle_adjust
@@ -408,7 +443,7 @@ class CalibrationSession:
                 ba = bundle_adjust(self.model_data, frames, length_m, betas=shape,
                                    nominal_fov_deg=self.fitter.settings.nominal_fov_deg,
                                    progress=None if progress is None else
-                                   (lambda f, m: progress(0.75 + 0.23 * f, m)), cancel=cancel)
+                                   (lambda f, m: progress(0.75 + span * f, m)), cancel=cancel)
         except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:  # numerical failure: keep Eq. 7's hand
             log.warning("the joint calibration failed (%s); keeping the shape-space hand", exc)
             return {}
@@ -425,6 +460,7 @@ class CalibrationSession:
             log.info("calibration rejected frame %s:%d: %s", chosen[i].source, chosen[i].frame_index, reason)
         return {
             "measures": (length_m, width, bone_lengths(skel)),
+            "bundle": ba,
             "skeleton": skel,
             "frame_weights": ba.frame_weights,
             "rejected": tuple((idx[i], reason) for i, reason in ba.rejected),
@@ -432,6 +468,41 @@ class CalibrationSession:
             "focal_image_size": tuple(chosen[free[0]].image_size) if free else None,
             "residual_px": ba.residual_px,
         }
+
+    def _surface(self, chosen: list[CalibrationFrame], ba: Any, skeleton: np.ndarray, shape: np.ndarray,
+                 progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> SurfaceResult | None:
+        """The surface offsets fitted to the segmented frames, posed as the joint optimization
+        posed them, on the personal model of ``skeleton``; None when the fit fails."""
+        from core.camera import weak_perspective_camera
+        from core.model.personal import personal_model
+        from core.personalize.surface import SurfaceFrame, fit_surface
+
+        frames, rows = [], []
+        for i, c in enumerate(chosen):
+            if c.silhouette is None:
+                continue
+            if c.K is not None:
+                K = np.asarray(c.K, dtype=np.float64)
+            else:  # the bundle's estimated focal length, the principal point at the centre
+                cam = weak_perspective_camera(c.image_size, self.fitter.settings.nominal_fov_deg)
+                s = float(ba.focal_px[i]) / cam.fx
+                K = np.array([[cam.fx * s, 0.0, cam.cx], [0.0, cam.fy * s, cam.cy], [0.0, 0.0, 1.0]])
+            frames.append(SurfaceFrame(c.silhouette, c.keypoints_2d, K, ba.poses[i], ba.transl[i],
+                                       float(ba.frame_weights[i])))
+            rows.append(i)
+        try:
+            model = personal_model(self.model_data, skeleton, betas=np.asarray(shape, dtype=np.float64))
+            res = fit_surface(model, frames, np.asarray(shape, dtype=np.float64), cancel=cancel,
+                              progress=None if progress is None else (lambda f, m: progress(0.88 + 0.1 * f, m)))
+        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+            log.warning("the surface fit failed (%s); the profile has no surface", exc)
+            return None
+        if not res.used.any():
+            return None
+        for j, reason in res.rejected:
+            log.info("surface fit left out frame %s:%d: %s", chosen[rows[j]].source, chosen[rows[j]].frame_index,
+                     reason)
+        return dataclasses.replace(res, rejected=tuple((rows[j], reason) for j, reason in res.rejected))
 
     def to_profile(self, result: CalibrationResult, name: str) -> dict[str, Any]:
         """The profile JSON document (docs/ARCHITECTURE.md) for ``result``."""
@@ -463,10 +534,40 @@ class CalibrationSession:
             "texture": None,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "skeleton_mm": None if skel is None else [[round(float(v), 3) for v in row] for row in skel * 1000.0],
-            "surface_offsets_mm": None,
+            "surface": None if result.surface is None else self._surface_doc(result.surface),
             "focal_px": None if result.focal_px is None else round(float(result.focal_px), 2),
             "focal_image_size": None if result.focal_image_size is None else [int(v) for v in result.focal_image_size],
             "rejected_frames": [{"source": self._candidates[i].source, "frame": self._candidates[i].frame_index,
                                  "reason": reason} for i, reason in result.rejected],
             "scale_note": result.scale_note,
         }
+
+    def _surface_doc(self, surface: SurfaceResult) -> dict[str, Any]:
+        """``profile["surface"]`` (:func:`core.profile_io.encode_surface`): right hand's frame."""
+        from core.mirror import mirror_points
+        from core.profile_io import encode_surface
+
+        offsets = np.asarray(surface.offsets, dtype=np.float64)
+        if self.side == "left":
+            offsets = mirror_points(offsets)
+        used = surface.used
+        return encode_surface(offsets * 1000.0, frames=int(used.sum()),
+                              iou_before=round(float(np.nanmean(surface.iou_before[used])), 4),
+                              iou_after=round(float(np.nanmean(surface.iou_after[used])), 4))
+
+
+def _segment(image: np.ndarray, keypoints_2d: np.ndarray) -> HandSilhouette | None:
+    """The hand's segmentation (:func:`core.segment.segment_hand`, cut at the wrist) as a
+    :class:`~core.personalize.surface.HandSilhouette`, or None when it fails."""
+    from core.errors import HandTwinError
+    from core.personalize.surface import hand_silhouette
+    from core.segment import segment_hand
+
+    try:
+        hand = segment_hand(np.ascontiguousarray(image), keypoints_2d)
+    except (HandTwinError, ValueError) as exc:
+        log.debug("no silhouette for this calibration frame: %s", exc)
+        return None
+    if not hand.mask.any():
+        return None
+    return hand_silhouette(hand.mask, keypoints_2d)

@@ -30,7 +30,7 @@ from core.outputs import atomic_path
 log = logging.getLogger(__name__)
 
 #: Bump when rendering or degradation changes (invalidates caches).
-DATA_VERSION = 5  # 5: detected by the Tasks API HandLandmarker (core.detect)
+DATA_VERSION = 6  # 5: detected by the Tasks API HandLandmarker (core.detect); 6: the re-derived default skeleton
 
 
 def cache_dir() -> Path:

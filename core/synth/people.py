@@ -130,3 +130,46 @@ def person_layers(base_right, skeleton: np.ndarray) -> dict:
 
     right = personal_model(base_right, skeleton)
     return {"right": HandModel(right), "left": HandModel(mirror_model(right))}
+
+
+#: Standard deviation of a synthetic person's finger thickness change (radius, per finger),
+#: metres. Adult finger breadths at the PIP joint vary by about 1.1 mm (SD) on 18-21 mm
+#: (ANSUR II, as above), about 0.55 mm of radius, partly with overall size (which the skeleton
+#: already scales); we use 0.8 mm so the benchmark's effect is measurable (our choice).
+SIGMA_FINGER_THICKNESS = 0.0008
+#: ... of the palm's thickness change (each face of the palm), metres: hand thickness at the
+#: metacarpals varies by about 2 mm (SD) on 27-30 mm (ANSUR II, our reading), 1 mm a side.
+SIGMA_PALM_THICKNESS = 0.001
+#: Laplacian smoothing passes over the per-region thickness field.
+_SURFACE_SMOOTHING = 10
+
+
+def sample_person_surface(model, rng: np.random.Generator, betas: np.ndarray | None = None) -> np.ndarray:
+    """(V, 3) a random person's surface offsets (metres, ``model``'s rest frame): a thickness
+    change along the rest normals, one per finger (:data:`SIGMA_FINGER_THICKNESS`) and one for
+    the palm (:data:`SIGMA_PALM_THICKNESS`), blended by the skinning weights, smoothed over the
+    mesh, zero at the fingertip vertices (those are the skeleton's). ``model``: the person's
+    personal model without a surface (:func:`core.model.personal.personal_model`)."""
+    import torch
+
+    from core.model import HandModel
+    from core.refine.mesh import MeshTopology, laplacian, vertex_normals
+
+    layer = HandModel(model, dtype=torch.float64)
+    b = None if betas is None else torch.as_tensor(betas, dtype=torch.float64)[None]
+    with torch.no_grad():
+        rest = layer.rest(b).vertices
+        normals = vertex_normals(rest, layer.faces)[0].numpy()
+    per_joint = np.zeros(16)
+    per_joint[0] = SIGMA_PALM_THICKNESS * np.clip(rng.standard_normal(), -_CLIP, _CLIP)
+    # MANO joint chains of index, middle, pinky, ring, thumb (1-3, 4-6, 7-9, 10-12, 13-15).
+    for chain in range(5):
+        per_joint[1 + 3 * chain: 4 + 3 * chain] = SIGMA_FINGER_THICKNESS * np.clip(rng.standard_normal(), -_CLIP, _CLIP)
+    d = np.asarray(model.weights, dtype=np.float64) @ per_joint
+    topo = MeshTopology.from_faces(model.faces, model.num_vertices)
+    tips = np.asarray(model.tip_vertex_ids)
+    for _ in range(_SURFACE_SMOOTHING):
+        d[tips] = 0.0
+        d = d - 0.5 * laplacian(torch.as_tensor(d)[None, :, None], topo)[0, :, 0].numpy()
+    d[tips] = 0.0
+    return d[:, None] * normals

@@ -110,8 +110,9 @@ def steal_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> f
     return (end[0] - start[0]) / max(1, end[1] - start[1])
 
 
-#: Benchmarks that run only when named (``--only``): the GUI soak takes 20 minutes.
-ON_REQUEST = ("soak",)
+#: Benchmarks that run only when named (``--only``): the GUI soak takes 20 minutes; gui_fps
+#: opens the real window for a minute.
+ON_REQUEST = ("soak", "gui_fps")
 _SOAK_S: float | None = None
 
 
@@ -123,6 +124,17 @@ def bench_soak() -> dict[str, Any]:
 
 
 BENCHMARKS["soak"] = bench_soak
+
+
+def bench_gui_fps() -> dict[str, Any]:
+    """The real window on the demo, offscreen, refinement 3 and texture on (core.tools.bench_gui_fps):
+    frames per second and the GUI thread's longest block."""
+    from core.tools.bench_gui_fps import bench_gui_fps as run
+
+    return run()
+
+
+BENCHMARKS["gui_fps"] = bench_gui_fps
 
 
 def run_benchmarks(only: list[str] | None = None, plots_dir: str | Path | None = None,

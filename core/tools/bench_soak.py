@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 #: The default session length, seconds (issue 17: the GUI used to abort after ~12.5 min).
 DEFAULT_SOAK_S = 1200.0
 #: main.py, the entry point the soak starts (it lies next to the ``core`` package).
-MAIN_SCRIPT = Path(__file__).resolve().parents[1] / "main.py"
+MAIN_SCRIPT = Path(__file__).resolve().parents[2] / "main.py"
 _FRAMES_LINE = re.compile(r"quitting after [\d.]+ s: (\d+) frames shown")
 
 

@@ -3,14 +3,15 @@
     python main.py calibrate SRC --out P.json [--frames K] [--intrinsics F]
         [--hand-length-mm L | --aruco-sheet SHEET.json | --stereo SRC2 --stereo-calib S.json]
         [--depth D --depth-intrinsics DC.json]
-        [--name NAME] [--side auto|right|left] [--model PATH]
+        [--name NAME] [--side auto|right|left] [--no-surface] [--model PATH]
 
 Every frame is tracked; each hand of the calibrated side is refitted with a free shape and
 offered to a :class:`~core.personalize.session.CalibrationSession`, which chooses K frames
-and calibrates one shape (attention over confidences, Eq. 6-7). The size comes from the
-prior unless a measurement pins it (``scale_source`` in the profile says which); an RGB-D
-source (``--depth``) measures it when nothing else does (scale ``depth``: the fits scaled onto
-the depth map, :mod:`core.metric_depth`).
+and calibrates one shape (attention over confidences, Eq. 6-7), then the personal skeleton
+and the surface offsets (fitted to the chosen frames' hand segmentations; ``--no-surface``
+skips them). The size comes from the prior unless a measurement pins it (``scale_source`` in
+the profile says which); an RGB-D source (``--depth``) measures it when nothing else does
+(scale ``depth``: the fits scaled onto the depth map, :mod:`core.metric_depth`).
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     stereo = load_stereo_calibration(args.stereo_calib) if source_kind == "stereo" else None
     side_arg = getattr(args, "side", "auto") or "auto"
     sides = ("right", "left") if side_arg == "auto" else (side_arg,)
-    sessions = {s: CalibrationSession(side=s, k=k, model=args.model) for s in sides}
+    surface = not getattr(args, "no_surface", False)
+    sessions = {s: CalibrationSession(side=s, k=k, model=args.model, surface=surface) for s in sides}
     measured: dict[str, list[np.ndarray]] = {s: [] for s in sides}
     settings = EngineSettings(max_hands=2, device="cpu", model=args.model)
     frames = 0
@@ -157,6 +159,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
         f"({frames} frames read) in {result.seconds * 1000:.0f} ms: hand length {result.hand_length_mm:.1f} mm, "
         f"width {result.hand_width_mm:.1f} mm (scale: {result.scale_source}); wrote {out}"
     )
+    if result.surface is not None:
+        used = result.surface.used
+        print(f"surface from {int(used.sum())} frames' silhouettes: offsets {result.surface.mean_mm:.2f} mm mean, "
+              f"{result.surface.max_mm:.2f} mm max; "
+              f"silhouette IoU {np.nanmean(result.surface.iou_before[used]):.3f} -> "
+              f"{np.nanmean(result.surface.iou_after[used]):.3f}")
     if result.focal_px is not None:
         w, h = result.focal_image_size
         print(f"estimated focal length: {result.focal_px:.0f} px at {w}x{h}")

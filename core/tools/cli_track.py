@@ -58,6 +58,8 @@ def run_track(
     weak_perspective: bool = False,
     depth: str | None = None,
     depth_camera: str | None = None,
+    stereo: str | None = None,
+    stereo_calib: str | None = None,
 ) -> TrackSummary:
     """Track every frame of ``source`` and write ``out`` (JSONL) atomically.
 
@@ -65,7 +67,9 @@ def run_track(
     else :data:`~core.camera.DEFAULT_FOV_DEG`; every line reports it), unless
     ``weak_perspective`` asks for HandTailor's weak-perspective fit. ``depth`` and
     ``depth_camera`` make SRC an RGB-D source (:mod:`core.capture.rgbd`): the fits are placed
-    at the measured depth and the refinement gets its depth term.
+    at the measured depth and the refinement gets its depth term. ``stereo`` and
+    ``stereo_calib`` add a second calibrated camera (:mod:`core.stereo`): each hand seen by
+    both is fused into SRC's camera and refined against both views' silhouettes.
 
     Raises:
         InputError: unreadable source, intrinsics or profile, an argument out of range, no
@@ -78,7 +82,14 @@ def run_track(
     from core.outputs import StreamingOutput, check_output
 
     # the output first, then every argument and input file: all before any frame is read
-    out = check_output(out, [*source_inputs(source), intrinsics, profile, model, depth, depth_camera])
+    out = check_output(out, [*source_inputs(source), intrinsics, profile, model, depth, depth_camera,
+                             *source_inputs(stereo), stereo_calib])
+    if (stereo is None) != (stereo_calib is None):
+        raise InputError("a stereo pair needs both the second camera (--stereo) and the pair's calibration "
+                         "(--stereo-calib)")
+    if stereo is not None and (intrinsics is not None or fov_deg is not None or weak_perspective or depth):
+        raise InputError("--stereo takes both cameras from --stereo-calib: give no --intrinsics, --fov, "
+                         "--weak-perspective or --depth with it")
     check_int(refine, "--refine", 0, MAX_REFINE)
     check_int(max_hands, "--max-hands", 1, MAX_HANDS)
     from core.camera import DEFAULT_FOV_DEG, check_camera_args
@@ -105,19 +116,32 @@ def run_track(
 
     start = time.perf_counter()
     output = StreamingOutput(out)
-    with output.open() as f, open_source(source, intrinsics, fov_deg, weak_perspective, depth, depth_camera) as src:
-        if not src.camera_known and not weak_perspective:
+    if stereo is not None:
+        from core.capture.stereo import open_stereo
+
+        src_cm = open_stereo(source, stereo, stereo_calib)
+    else:
+        src_cm = open_source(source, intrinsics, fov_deg, weak_perspective, depth, depth_camera)
+    with output.open() as f, src_cm as src:
+        if stereo is None and not src.camera_known and not weak_perspective:
             log.info("no camera given for %s: assuming a photo's EXIF focal length, else a %.0f degree field of "
                      "view (give --intrinsics or --fov for better depth)", source, DEFAULT_FOV_DEG)
         # the engine (torch, MediaPipe) loads once the arguments and inputs are known to be good
         from core.engine import Engine, EngineSettings
 
         settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
-        is_photos = isinstance(src, ImageSequenceSource)
+        first = src.pair.sources[0] if stereo is not None else src
+        is_photos = isinstance(first, ImageSequenceSource)
         if is_photos:
             settings = replace(settings, detector_mode="static")
         total = getattr(src, "frame_count", None)
-        with Engine(settings, shape, stream=True) as engine, ProgressBar(total, "track", progress) as bar:
+        if stereo is not None:
+            from core.stereo import StereoEngine
+
+            engine_cm = StereoEngine(settings, src.calibration, shape, stream=True)
+        else:
+            engine_cm = Engine(settings, shape, stream=True)
+        with engine_cm as engine, ProgressBar(total, "track", progress) as bar:
             for result in engine.process_stream(src):
                 f.write(json.dumps(result.to_json()) + "\n")
                 frames += 1

@@ -28,6 +28,7 @@ silhouette IoU of its mesh with the true silhouette in the reference camera.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -210,6 +211,88 @@ def evaluate_nvgesture(data_dir: Path = DEFAULT_DATA, refine: int = 3, workdir: 
     return out
 
 
+def _mesh_mask(verts: np.ndarray, faces: np.ndarray, K: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import torch
+
+    from core.render import RasterSettings, rasterize
+
+    frags = rasterize(torch.as_tensor(np.asarray(verts, np.float32))[None], torch.as_tensor(faces).long(),
+                      torch.as_tensor(np.asarray(K, np.float32))[None], RasterSettings(image_size=(size[1], size[0])))
+    return (frags.pix_to_face[0] >= 0).numpy()
+
+
+def evaluate_stereo(frames: int = 6, refine: int = 15, seed: int = 0, max_tries: int = 60) -> dict[str, Any]:
+    """One view vs two on synthetic stereo pairs through the real MediaPipe (see the module docstring)."""
+    from core.camera import intrinsics_from_fov, intrinsics_from_matrix
+    from core.capture.frame import Frame, FrameSet
+    from core.engine import Engine, EngineSettings
+    from core.metrics import mask_iou, mpjpe, pa_mpjpe
+    from core.stereo import StereoEngine
+    from core.synth.render import SynthSettings, default_layers
+    from core.synth.stereo import render_stereo_sample
+
+    t0 = time.perf_counter()
+    layers = default_layers()
+    rng = np.random.default_rng(seed)
+    synth = SynthSettings(image_size=(320, 240), back_facing=0.3)
+    K = intrinsics_from_fov(60.0, *synth.image_size).K
+    settings = EngineSettings(max_hands=1, detector_mode="static", refine_iterations=refine, device="cpu",
+                              smoothing=None, detector_process=False)
+    rows: dict[str, list[tuple[float, float, float]]] = {k: [] for k in (
+        "one view, fit", f"one view, refine {refine}", "two views, fused fit", f"two views, fused + refine {refine}")}
+    tries = used = 0
+    cal = None
+    mono = Engine(settings)
+    stereo = None
+    try:
+        while used < frames and tries < max_tries:
+            tries += 1
+            s = render_stereo_sample(rng, layers, synth, K=K)
+            ref = s.reference
+            size = (ref.image.shape[1], ref.image.shape[0])
+            if stereo is None:  # one rig: the same calibration for every pair
+                cal = s.calibration
+                stereo = StereoEngine(settings, cal)
+            f1 = Frame(tries, 0.0, ref.image, intrinsics_from_matrix(cal.K1, *size), "stereo-ref")
+            f2 = Frame(tries, 0.0, s.image2, intrinsics_from_matrix(cal.K2, *size), "stereo-2")
+            r_mono = mono.process(f1)
+            r_two = stereo.process(FrameSet(tries, 0.0, (f1, f2)))
+            if not r_mono.hands or not r_two.hands or r_two.time_ms.get("fuse") is None:
+                continue
+            h1, h2 = r_mono.hands[0], r_two.hands[0]
+            if h1.detection.handedness != ref.side:
+                continue
+            used += 1
+            faces = layers[ref.side].data.faces
+            for name, hand, refined in (("one view", h1, False), ("one view", h1, True),
+                                        ("two views", h2, False), ("two views", h2, True)):
+                if refined and hand.refined is None:
+                    continue
+                src = hand.refined if refined else hand.fit
+                verts = hand.refined.vertices if refined else _final_mesh(dataclasses.replace(hand, refined=None),
+                                                                          stereo.reference.model_data)
+                kp = np.asarray(src.keypoints_3d, np.float64)
+                iou = mask_iou(_mesh_mask(verts, faces, cal.K1, size), ref.mask)
+                key = (f"{name}, fit" if name == "one view" else "two views, fused fit") if not refined else \
+                    (f"one view, refine {refine}" if name == "one view" else f"two views, fused + refine {refine}")
+                rows[key].append((pa_mpjpe(kp, ref.joints_3d) * 1000, mpjpe(kp, ref.joints_3d) * 1000, iou))
+    finally:
+        mono.close()
+        if stereo is not None:
+            stereo.close()
+    out: dict[str, Any] = {"pairs": used, "rendered": tries, "refine_iterations": refine, "runs": {}}
+    for key, vals in rows.items():
+        a = np.array(vals) if vals else np.zeros((0, 3))
+        out["runs"][key] = {
+            "hands": len(vals),
+            "pa_mpjpe_mm": round(float(a[:, 0].mean()), 2) if len(a) else None,
+            "mpjpe_mm": round(float(a[:, 1].mean()), 1) if len(a) else None,
+            "silhouette_iou": round(float(a[:, 2].mean()), 3) if len(a) else None,
+        }
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.tools.evaluate_rgbd", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -218,9 +301,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refine", type=int, default=3)
     p.add_argument("--workdir", type=Path, default=None, help="where the estimated depth camera file is written")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("stereo", help="PA-MPJPE and IoU on synthetic stereo pairs, one view vs two")
+    p.add_argument("--frames", type=int, default=6, help="stereo pairs where both views find the hand")
+    p.add_argument("--refine", type=int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    result = evaluate_nvgesture(args.data, args.refine, args.workdir)
+    if args.what == "nvgesture":
+        result = evaluate_nvgesture(args.data, args.refine, args.workdir)
+    else:
+        result = evaluate_stereo(args.frames, args.refine, args.seed)
     print(json.dumps(result, indent=2) if args.json else _format(result))
     return 0
 
