@@ -51,7 +51,8 @@ def camera_text(result) -> str:
         return ""
     width = cam.width if cam.width is not None else 2 * cam.cx + 1
     fov = math.degrees(2 * math.atan(width / (2 * cam.fx)))
-    origin = {"given": "", "exif": " (EXIF)", "assumed": " (assumed)", "weak": " (weak perspective)"}.get(
+    origin = {"given": "", "exif": " (EXIF)", "assumed": " (assumed)", "estimated": " (estimated)",
+              "weak": " (weak perspective)"}.get(
         result.camera_source, "")
     return f"camera f {cam.fx:.0f} px · {fov:.0f}°{origin}"
 
@@ -441,7 +442,7 @@ class MainWindow(QMainWindow):
 
     def current_choice(self) -> SourceChoice:
         s = self.settings
-        return SourceChoice(split_spec(s.last_source) or ("demo",), s.intrinsics_mode, s.intrinsics_file, s.fov_deg)
+        return SourceChoice.from_spec(s.last_source or "demo", s.intrinsics_mode, s.intrinsics_file, s.fov_deg)
 
     def open_source_dialog(self) -> None:
         dlg = SourceDialog(self.jobs, self.current_choice(), self)
@@ -496,6 +497,7 @@ class MainWindow(QMainWindow):
         fov = s.fov_deg if s.intrinsics_mode == "fov" else None
         return TrackingConfig(
             sources=sources,
+            spec=spec,
             settings=engine_settings(self.model_path, s),
             intrinsics=intr,
             fov_deg=fov,

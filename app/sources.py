@@ -1,5 +1,9 @@
-"""Choosing what to track: cameras found, a video, an image folder, a session, the demo, or a
-stereo pair of cameras; and the intrinsics (a file, a field of view, or the calibration wizard).
+"""Choosing what to track: cameras found, a video, an image folder, a session, the demo, a
+colour + depth (RGB-D) source, or a stereo pair of cameras (calibrated or not); and the
+intrinsics (a file, a field of view, or the calibration wizard).
+
+The choice travels as a source spec string (:func:`core.capture.open.parse_spec`): SRC or
+SRC|SRC2, with ``|depth=D|depth-intrinsics=F`` or ``|stereo-calib=S`` options.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.capture import DEMO_CLIP_PATH, is_session_folder
+from core.capture import DEMO_CLIP_PATH, SourceSpec, is_session_folder, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -75,27 +79,43 @@ class SourceChoice:
         intrinsics_mode: "none", "file", "fov" or "weak".
         intrinsics_file: the file for mode "file".
         fov_deg: the field of view for mode "fov".
+        depth, depth_camera: an RGB-D source's depth stream and depth camera file ("" for none).
+        stereo_calib: a stereo pair's calibration file ("" for an uncalibrated pair).
     """
 
     sources: tuple[str, ...]
     intrinsics_mode: str = "none"
     intrinsics_file: str = ""
     fov_deg: float = 60.0
+    depth: str = ""
+    depth_camera: str = ""
+    stereo_calib: str = ""
 
     @property
     def spec(self) -> str:
-        """The sources as one settings string ("a|b" for a pair)."""
-        return "|".join(self.sources)
+        """The source spec string the settings keep ("a|b" for a pair, options appended)."""
+        return SourceSpec(self.sources, self.depth or None, self.depth_camera or None, self.stereo_calib or None).text
+
+    @staticmethod
+    def from_spec(spec: str, intrinsics_mode: str = "none", intrinsics_file: str = "",
+                  fov_deg: float = 60.0) -> "SourceChoice":
+        s = parse_spec(spec)
+        return SourceChoice(s.sources or ("demo",), intrinsics_mode, intrinsics_file, fov_deg,
+                            s.depth or "", s.depth_camera or "", s.stereo_calib or "")
 
 
 def split_spec(spec: str) -> tuple[str, ...]:
-    return tuple(s for s in spec.split("|") if s)
+    """The SRCs of a source spec (its options left out)."""
+    return parse_spec(spec).sources
 
 
 def describe_source(spec: str) -> str:
-    parts = split_spec(spec)
+    parsed = parse_spec(spec)
+    parts = parsed.sources
     if len(parts) > 1:
         return "stereo " + " + ".join(describe_source(p) for p in parts)
+    if parsed.depth:
+        return "RGB-D " + describe_source(parts[0] if parts else "")
     s = parts[0] if parts else ""
     if s == "demo":
         return "the demo clip"
@@ -176,7 +196,7 @@ class SourceDialog(QDialog):
         current: the settings' last choice, preselected.
     """
 
-    KINDS = ("camera", "video", "folder", "session", "demo", "stereo")
+    KINDS = ("camera", "video", "folder", "session", "demo", "stereo", "rgbd")
 
     def __init__(self, runner, current: SourceChoice, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -191,6 +211,7 @@ class SourceDialog(QDialog):
         labels = {
             "camera": "Camera", "video": "Video file", "folder": "Image folder",
             "session": "Recorded session", "demo": "Bundled demo clip", "stereo": "Stereo pair",
+            "rgbd": "Colour + depth",
         }
         for i, kind in enumerate(self.KINDS):
             r = QRadioButton(labels[kind])
@@ -223,7 +244,18 @@ class SourceDialog(QDialog):
         pair.addWidget(self.stereo_a, 1)
         pair.addWidget(QLabel("right"))
         pair.addWidget(self.stereo_b, 1)
-        form.addLayout(pair, 5, 1)
+        pair_box = QVBoxLayout()
+        pair_box.addLayout(pair)
+        self.stereo_calib_edit = self._file_row(pair_box, "Stereo calibration JSON (K1, K2, R, T); empty: "
+                                                "the second view is only shown", "Stereo calibration (*.json)")
+        form.addLayout(pair_box, 5, 1)
+        rgbd = QVBoxLayout()
+        self.colour_edit = self._file_row(rgbd, "Colour video (or an image folder)",
+                                          "Videos (*.mp4 *.avi *.mov *.mkv *.webm *.m4v)")
+        self.depth_edit = self._file_row(rgbd, "Depth video, or a folder of 16-bit PNGs", None)
+        self.depth_camera_edit = self._file_row(rgbd, "Depth camera JSON (fx, fy, cx, cy, depth_scale_m [, R, T])",
+                                                "Depth camera (*.json)")
+        form.addLayout(rgbd, 6, 1)
         layout.addWidget(box)
         self.intrinsics = IntrinsicsBox(current.intrinsics_mode, current.intrinsics_file, current.fov_deg)
         layout.addWidget(self.intrinsics)
@@ -257,9 +289,36 @@ class SourceDialog(QDialog):
         grid.addLayout(h, row, 1)
         return edit
 
+    def _file_row(self, box: QVBoxLayout, what: str, filt: str | None) -> QLineEdit:
+        """A path field with a browse button (a file with ``filt``, else a file or a folder)."""
+        edit = QLineEdit()
+        edit.setPlaceholderText(what)
+        btn = QPushButton(self.style().standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon), "")
+        btn.setToolTip(what)
+
+        def browse() -> None:
+            path, _ = QFileDialog.getOpenFileName(self, what, "", filt or "All files (*)")
+            if not path and filt is None:
+                path = QFileDialog.getExistingDirectory(self, what)
+            if path:
+                edit.setText(path)
+
+        btn.clicked.connect(browse)
+        h = QHBoxLayout()
+        h.addWidget(edit, 1)
+        h.addWidget(btn)
+        box.addLayout(h)
+        return edit
+
     def _preselect(self, current: SourceChoice) -> None:
         s = current.sources
-        if len(s) > 1:
+        self.stereo_calib_edit.setText(current.stereo_calib)
+        if current.depth and s:
+            self.radios["rgbd"].setChecked(True)
+            self.colour_edit.setText(s[0])
+            self.depth_edit.setText(current.depth)
+            self.depth_camera_edit.setText(current.depth_camera)
+        elif len(s) > 1:
             self.radios["stereo"].setChecked(True)
             self.stereo_a.setEditText(s[0])
             self.stereo_b.setEditText(s[1])
@@ -328,7 +387,13 @@ class SourceDialog(QDialog):
             sources = (self.session_edit.text().strip(),)
         elif kind == "stereo":
             sources = (self.stereo_a.currentText().strip(), self.stereo_b.currentText().strip())
+        elif kind == "rgbd":
+            sources = (self.colour_edit.text().strip(),)
         else:
             sources = ("demo",)
+        rgbd = kind == "rgbd"
         return SourceChoice(sources, self.intrinsics.mode, self.intrinsics.file_edit.text().strip(),
-                            float(self.intrinsics.fov.value()))
+                            float(self.intrinsics.fov.value()),
+                            depth=self.depth_edit.text().strip() if rgbd else "",
+                            depth_camera=self.depth_camera_edit.text().strip() if rgbd else "",
+                            stereo_calib=self.stereo_calib_edit.text().strip() if kind == "stereo" else "")

@@ -33,7 +33,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from app.camera_view import ComposedFrame, DisplaySpec, compose_frame
 from app.jobs import describe_error
-from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source, open_source
+from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source, open_source, open_spec, parse_spec
 from core.engine import Engine, EngineSettings, FrameResult
 from core.errors import HandTwinError
 from core.export import vertex_normals
@@ -89,6 +89,8 @@ class TrackingConfig:
 
     Attributes:
         sources: one SRC, or two for a stereo pair (the first is the reference camera).
+        spec: the whole source spec (:func:`core.capture.open.parse_spec`: the SRCs and their
+            depth or stereo calibration options); "" means ``sources`` alone.
         settings: the engine's settings (the worker has the engine segment every hand: the
             texture and the silhouette overlay use the masks).
         intrinsics: an intrinsics file for the source(s), or None.
@@ -104,6 +106,7 @@ class TrackingConfig:
     """
 
     sources: tuple[str, ...]
+    spec: str = ""
     settings: EngineSettings = field(default_factory=EngineSettings)
     intrinsics: str | None = None
     fov_deg: float | None = None
@@ -240,6 +243,8 @@ class TrackingWorker(QObject):
 
     def _open(self):
         c = self.config
+        if c.spec:
+            return open_spec(c.spec, c.intrinsics, c.fov_deg, c.weak_perspective)
         if len(c.sources) > 1:
             intr = [c.intrinsics] * len(c.sources) if c.intrinsics else None
             return open_multi_source(list(c.sources), intrinsics=intr, fov_deg=None if intr else c.fov_deg)
@@ -250,7 +255,16 @@ class TrackingWorker(QObject):
         reported_damage = False
         settings = dataclasses.replace(c.settings, segment=True)  # masks for the texture and the overlay
         # stream=True: the detector's child process loads MediaPipe while the models load here.
-        with Engine(settings, shape=c.shape, stream=True) as engine:
+        spec = parse_spec(c.spec) if c.spec else None
+        stereo = spec is not None and bool(spec.stereo_calib) and len(spec.sources) == 2
+        if stereo:  # a calibrated pair: each hand fused from both views (core.stereo)
+            from core.capture.stereo import load_stereo_calibration
+            from core.stereo import StereoEngine
+
+            engine_cm = StereoEngine(settings, load_stereo_calibration(spec.stereo_calib), shape=c.shape, stream=True)
+        else:
+            engine_cm = Engine(settings, shape=c.shape, stream=True)
+        with engine_cm as engine:
             self.started_tracking.emit()
             while not self._stop.is_set():
                 self._views.clear()
@@ -260,7 +274,7 @@ class TrackingWorker(QObject):
                         isinstance(s, CameraSource) for s in getattr(src, "sources", ())
                     )
                     count = 0
-                    stream = engine.process_stream(self._paced(src, live_camera), after=self._after)
+                    stream = engine.process_stream(self._paced(src, live_camera, sets=stereo), after=self._after)
                     try:
                         for _ in stream:
                             self.engine_detects_in_child = engine.detects_in_child
@@ -293,7 +307,7 @@ class TrackingWorker(QObject):
                     return
                 engine.reset()
 
-    def _paced(self, src, live_camera: bool) -> Iterator[Frame]:
+    def _paced(self, src, live_camera: bool, sets: bool = False) -> Iterator[Frame]:
         """The source's reference frames, paced at their frame rate (files), held while paused
         and ended at stop; runs in the engine's detector thread. The other view of a stereo
         pair waits in ``_views`` for the after-frame hook."""
@@ -316,7 +330,7 @@ class TrackingWorker(QObject):
                 if lag > 0 and self._stop.wait(lag):
                     return
             self._views[id(frame)] = frames
-            yield frame
+            yield item if sets else frame  # a calibrated pair's engine takes the whole set
 
     def _after(self, frame: Frame, result: FrameResult) -> None:
         """The after-frame hook (the engine's third thread): the window's update, the texture,

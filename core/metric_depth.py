@@ -55,9 +55,13 @@ class DepthAlignment:
 
 def fit_mesh(layer: HandModel, fit: HandFit) -> np.ndarray:
     """(V, 3) float32 vertices of a fit, camera frame, metres."""
-    from core.texture.session import fit_vertices
+    import torch
 
-    return fit_vertices(layer, fit.pose, fit.betas, fit.transl)
+    dev = next(iter(layer.buffers())).device
+    with torch.no_grad():
+        out = layer(*(torch.as_tensor(np.asarray(a, np.float32), device=dev)[None]
+                      for a in (fit.pose, fit.betas, fit.transl)))
+    return out.vertices[0].cpu().numpy().astype(np.float32)
 
 
 def align_fit_to_depth(fitter, layer: HandModel, fit: HandFit, keypoints_2d: np.ndarray, K: np.ndarray,

@@ -26,7 +26,7 @@ import dataclasses
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -90,11 +90,16 @@ def place_metric(fitter, layer, fit: HandFit, tri: np.ndarray, keypoints_2d: np.
                  image_size: tuple[int, int], fixed_shape: bool = False) -> HandFit:
     """The fused fit put where the triangulated keypoints say (HandTwin's addition to Eq. 7):
     its wrist at the triangulated wrist and, for a free shape, its size scaled to the
-    triangulated bones (:func:`core.personalize.scale.scale_from_keypoints`); a factor outside
-    1/:data:`~core.metric_depth.MAX_DEPTH_RESCALE` to that bound leaves the size alone."""
+    triangulated bones (:func:`core.personalize.scale.scale_from_keypoints`). A triangulation
+    that puts the hand more than :data:`~core.metric_depth.MAX_DEPTH_RESCALE` times nearer or
+    farther than the fit (a degenerate or wrong calibration) leaves the fit as it is, and so
+    does a size factor beyond that bound for the size."""
     from core.metric_depth import MAX_DEPTH_RESCALE
     from core.personalize.scale import bone_lengths, pin_scale
 
+    ratio = float(np.median(tri[:, 2] / np.asarray(fit.keypoints_3d, np.float64)[:, 2]))
+    if not 1.0 / MAX_DEPTH_RESCALE <= ratio <= MAX_DEPTH_RESCALE:
+        return fit
     betas = fit.betas
     if not fixed_shape:
         k = float(bone_lengths(tri).sum() / bone_lengths(np.asarray(fit.keypoints_3d, np.float64)).sum())
@@ -176,12 +181,34 @@ class StereoEngine:
         self.reference.close()
         self.other.close()
 
+    def reset(self) -> None:
+        """Forget the previous frames (a new stream starts)."""
+        self.reference.reset()
+        self.other.reset()
+
+    @property
+    def detects_in_child(self) -> bool:
+        """Whether both views detect in child processes now."""
+        return self.reference.detects_in_child and self.other.detects_in_child
+
+    @property
+    def model_data(self) -> dict:
+        """The hand models by side (the reference engine's)."""
+        return self.reference.model_data
+
     def process(self, frames: FrameSet) -> FrameResult:
         """Detect, fit, fuse and refine one frame set (reference camera first)."""
         return self._fuse(frames[0], frames[1], self.reference.process(frames[0]), self.other.process(frames[1]))
 
-    def process_stream(self, sets: Iterable[FrameSet]) -> Iterator[FrameResult]:
-        """:meth:`process` over a stream, each view's engine pipelined (:meth:`Engine.process_stream`)."""
+    def process_stream(self, sets: Iterable[FrameSet],
+                       after: Callable[[Frame, FrameResult], None] | None = None) -> Iterator[FrameResult]:
+        """:meth:`process` over a stream, each view's engine pipelined (:meth:`Engine.process_stream`).
+
+        Args:
+            sets: the pair's frame sets (reference first).
+            after: called as ``after(reference_frame, result)`` for every result, in order,
+                before it is yielded (in the caller's thread).
+        """
         split = _Splitter(sets)
         pending: tuple[deque, deque] = (deque(), deque())  # each view's frames, in order
 
@@ -198,7 +225,10 @@ class StereoEngine:
                 if r2 is None:
                     return
                 f1, f2 = pending[0].popleft(), pending[1].popleft()
-                yield self._fuse(f1, f2, r1, r2)
+                result = self._fuse(f1, f2, r1, r2)
+                if after is not None:
+                    after(f1, result)
+                yield result
         finally:
             ref_results.close()
             other_results.close()
@@ -258,9 +288,11 @@ class StereoEngine:
         times["fit"] = r1.time_ms.get("fit", 0.0) + r2.time_ms.get("fit", 0.0)
         times["fuse"] = (time.perf_counter() - t0) * 1000
         refined: list = [None] * len(fits)
+        masks1 = [h.mask for h in r1.hands]
         if self.refiner is not None and fits:
             t1 = time.perf_counter()
             m1 = segment_hands(f1.image, [h.detection.keypoints_2d for h in r1.hands])
+            masks1 = [None if m is None else m.mask for m in m1]
             with_g = [g for g in partners if g is not None]
             m2 = iter(segment_hands(f2.image, [g.detection.keypoints_2d for g in with_g]))
             masks2 = [None if g is None else next(m2) for g in partners]
@@ -286,5 +318,7 @@ class StereoEngine:
             times["refine"] = (time.perf_counter() - t2) * 1000
         times.pop("total", None)
         times["total"] = sum(times.values())
-        hands = tuple(HandResult(h.detection, f, r, h.track_id) for h, f, r in zip(r1.hands, fits, refined))
+        camera = r1.camera if r1.camera is not None else f1.intrinsics
+        hands = tuple(self.reference._hand_result(h.detection, f, r, h.track_id, m, camera)
+                      for h, f, r, m in zip(r1.hands, fits, refined, masks1))
         return dataclasses.replace(r1, hands=hands, time_ms=times)

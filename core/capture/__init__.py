@@ -12,7 +12,15 @@ Public API::
 
 from core.capture.frame import Frame, FrameSet
 from core.capture.multi import SynchronizedSource
-from core.capture.open import DEMO_CLIP_PATH, open_demo, open_multi_source, open_source
+from core.capture.open import (
+    DEMO_CLIP_PATH,
+    SourceSpec,
+    open_demo,
+    open_multi_source,
+    open_source,
+    open_spec,
+    parse_spec,
+)
 from core.capture.session import (
     SESSION_FORMAT,
     SessionRecorder,
@@ -46,11 +54,14 @@ __all__ = [
     "IntrinsicsSpec",
     "SessionRecorder",
     "SessionSource",
+    "SourceSpec",
     "SynchronizedSource",
     "VideoFileSource",
     "is_session_folder",
     "open_demo",
     "open_multi_source",
+    "open_spec",
+    "parse_spec",
     "open_source",
     "opencv_image_to_rgb",
     "read_session_results",

@@ -12,6 +12,11 @@ an image file                 a one-frame image sequence
 any other existing file       a video file
 a pattern with ``* ? [``      a glob of image files, sorted by path
 ============================  =====================================================
+
+A **source spec** (what the GUI stores and :func:`open_spec` opens) is one SRC or two joined
+by ``|`` (a stereo pair, the reference first), followed by ``|key=value`` options:
+``depth=D`` and ``depth-intrinsics=DC.json`` (an RGB-D source, :mod:`core.capture.rgbd`),
+``stereo-calib=S.json`` (a calibrated pair, :mod:`core.capture.stereo`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import glob
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.camera import DEFAULT_FOV_DEG
@@ -35,7 +41,11 @@ from core.capture.sources import (
 )
 from core.errors import InputError
 
-__all__ = ["DEMO_CLIP_PATH", "open_demo", "open_multi_source", "open_source", "source_inputs"]
+__all__ = ["DEMO_CLIP_PATH", "SPEC_OPTIONS", "SourceSpec", "open_demo", "open_multi_source", "open_source",
+           "open_spec", "parse_spec", "source_inputs"]
+
+#: The options a source spec may carry (``|key=value``).
+SPEC_OPTIONS = ("depth", "depth-intrinsics", "stereo-calib")
 
 #: The bundled demo clip (repository root / resources / demo / demo.mp4).
 DEMO_CLIP_PATH: Path = Path(__file__).resolve().parents[2] / "resources" / "demo" / "demo.mp4"
@@ -175,3 +185,68 @@ def open_multi_source(
             source.close()
         raise
     return SynchronizedSource(opened, tolerance_s)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed source spec (see the module docstring).
+
+    Attributes:
+        sources: one SRC, or two for a stereo pair (reference first).
+        depth, depth_camera: an RGB-D source's depth stream and depth camera file, or None.
+        stereo_calib: a calibrated pair's calibration file, or None.
+    """
+
+    sources: tuple[str, ...]
+    depth: str | None = None
+    depth_camera: str | None = None
+    stereo_calib: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The spec as one string (what :func:`parse_spec` reads back)."""
+        opts = (("depth", self.depth), ("depth-intrinsics", self.depth_camera), ("stereo-calib", self.stereo_calib))
+        return "|".join([*self.sources, *(f"{k}={v}" for k, v in opts if v)])
+
+
+def parse_spec(spec: str) -> SourceSpec:
+    """Split a source spec into its SRCs and options (an unknown ``key=`` part is a SRC: file
+    names may hold ``=``)."""
+    sources, opts = [], {}
+    for part in str(spec).split("|"):
+        key, sep, value = part.partition("=")
+        if sep and key.strip() in SPEC_OPTIONS:
+            opts[key.strip()] = value.strip()
+        elif part.strip():
+            sources.append(part.strip())
+    return SourceSpec(tuple(sources), opts.get("depth") or None, opts.get("depth-intrinsics") or None,
+                      opts.get("stereo-calib") or None)
+
+
+def open_spec(spec: str | SourceSpec, intrinsics: IntrinsicsSpec = None, fov_deg: float | None = None,
+              weak_perspective: bool = False):
+    """Open a source spec: a :class:`~core.capture.sources.FrameSource` (one SRC, with depth
+    when given), a :class:`~core.capture.stereo.StereoSource` (two SRCs and a calibration:
+    FrameSets with the calibration's intrinsics) or a
+    :class:`~core.capture.multi.SynchronizedSource` (two SRCs without one).
+
+    Raises:
+        InputError: no SRC, more than two, depth with a pair, or what the openers raise.
+    """
+    s = spec if isinstance(spec, SourceSpec) else parse_spec(spec)
+    if not s.sources:
+        raise InputError(f"empty source; {_SRC_HELP}")
+    if len(s.sources) > 2:
+        raise InputError(f"a source spec names one SRC or a stereo pair, got {len(s.sources)}")
+    if len(s.sources) == 2:
+        if s.depth or s.depth_camera:
+            raise InputError("depth goes with one colour source, not a stereo pair")
+        if s.stereo_calib:
+            from core.capture.stereo import open_stereo
+
+            return open_stereo(s.sources[0], s.sources[1], s.stereo_calib)
+        intr = [intrinsics] * 2 if intrinsics is not None else None
+        return open_multi_source(list(s.sources), intrinsics=intr, fov_deg=None if intr else fov_deg)
+    if s.stereo_calib:
+        raise InputError("a stereo calibration needs two sources")
+    return open_source(s.sources[0], intrinsics, fov_deg, weak_perspective, s.depth, s.depth_camera)
