@@ -23,11 +23,12 @@ predictor's ranking accuracy on these frames; PA-MPJPE of identity-aware trackin
 calibrated hand against the shape-free fit, on each person's *other* frames (not used to
 calibrate); calibration time; and the surface figures below. Two bounds say what the
 MediaPipe input allows: identity-aware tracking with the person's *true* skeleton
-(``people_pa_mpjpe_true_skeleton_mm``: no calibration can do better), and attention from an oracle confidence, minus the log of each
-frame's true MediaPipe 2D error (``people_bone_error_oracle_attention_mm``: down-weighting
-exactly the frames MediaPipe got wrong). ``people_deviation_slope`` is the least-squares
-slope of the calibrated skeleton's per-bone log deviation from the mean hand against the
-person's true one (1: the calibration sees a person's proportions; 0: it returns the mean hand).
+(``people_pa_mpjpe_true_skeleton_mm``: no calibration can do better), and attention from an
+oracle confidence, minus the log of each frame's true MediaPipe 2D error
+(``people_bone_error_oracle_attention_mm``: down-weighting exactly the frames MediaPipe got
+wrong). ``people_deviation_slope`` is the least-squares slope of the calibrated skeleton's
+per-bone log deviation from the mean hand against the person's true one (1: the calibration
+sees a person's proportions; 0: it returns the mean hand).
 
 ``bench --only surface`` (also part of ``people``): synthetic people with a known surface
 (:func:`core.personalize.people.surfaced_person`: an off-template skeleton plus a per-finger and
@@ -214,7 +215,8 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
         rows["att"].append(np.abs(cal_bones - true_bones).mean())
         rows["uni"].append(np.abs(bone_lengths(calibrated_skeleton(session, r_uni)) * 1000.0 - true_bones).mean())
         rows["oracle"].append(np.abs(bone_lengths(calibrated_skeleton(session, r_oracle)) * 1000.0 - true_bones).mean())
-        mean_bones = measures(session.layer, pin_hand_length(session.layer, np.zeros(session.layer.num_betas), L))[2] * 1000.0
+        mean_hand = pin_hand_length(session.layer, np.zeros(session.layer.num_betas), L)
+        mean_bones = measures(session.layer, mean_hand)[2] * 1000.0
         rows["mean_hand"].append(np.abs(mean_bones - true_bones).mean())
         rows["dev_true"].append(np.log(true_bones / mean_bones))
         rows["dev_cal"].append(np.log(cal_bones / mean_bones))
