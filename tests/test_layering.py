@@ -40,7 +40,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.texture",),
     ("core.synth",),
     ("core.personalize",),
-    ("core.export", "core.metric_depth"),  # metric_depth: fits placed at a depth camera's distance
+    ("core.export", "core.metric_depth", "core.focal"),  # metric_depth: fits at a depth camera's distance;
+    # focal: an unknown camera's focal length estimated from the stream
     ("core.engine",),
     ("core.stereo",),  # StereoEngine: an engine per camera of a calibrated pair, the hands fused
     ("core.tools",),
