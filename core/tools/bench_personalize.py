@@ -478,7 +478,7 @@ def surface_people(n_people: int = 4, k: int = 20, n_test: int = 10, noise_px: f
     from core.model.personal import personal_model
     from core.personalize.bundle import bundle_adjust
     from core.personalize.people import surfaced_person
-    from core.personalize.surface import SurfaceFrame, _wrist_weight, fit_surface, hand_silhouette
+    from core.personalize.surface import SurfaceFrame, fit_surface, hand_silhouette, wrist_weight
     from core.render import RasterSettings, rasterize
 
     base = load_model_data(None, "right")
@@ -517,7 +517,7 @@ def surface_people(n_people: int = 4, k: int = 20, n_test: int = 10, noise_px: f
             fit = fitter.fit([obs], np.zeros(base.num_betas, np.float32), None, 20)[0]
             sil = hand_silhouette(sp.masks[i], f.keypoints_2d)
             kc = sil.box.intrinsics(torch.as_tensor(person.K, dtype=torch.float64)).float()[None]
-            region = _wrist_weight(sil.box, f.keypoints_2d) > 0
+            region = wrist_weight(sil.box, f.keypoints_2d) > 0
             target = sil.target() > 0.5
             for layer, key in zip(layers, ("iou_before", "iou_after")):
                 with torch.no_grad():
