@@ -361,7 +361,7 @@ class Engine:
 
     def close(self) -> None:
         if getattr(self, "focal", None) is not None:
-            self.focal.reset()  # cancels an estimate still running in the background
+            self.focal.close()  # cancels an estimate still running in the background
         if self._detector is not None:
             self._detector.close()
         if self._worker is not None:

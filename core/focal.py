@@ -302,6 +302,14 @@ class FocalEstimator:
         else:
             self._run(side, frames, camera, self._generation, True)
 
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancel a running estimate and wait for its thread to stop (it checks between
+        iterations): a thread still inside PyTorch when the interpreter exits aborts it."""
+        thread = self._thread
+        self.reset()
+        if thread is not None:
+            thread.join(timeout)
+
     def wait(self, timeout: float | None = None) -> None:
         """Wait for a running background estimate (tests, benchmarks, the end of a stream)."""
         thread = self._thread
