@@ -40,8 +40,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.texture",),
     ("core.synth",),
     ("core.personalize",),
-    ("core.export", "core.metric_depth", "core.focal"),  # metric_depth: fits at a depth camera's distance;
-    # focal: an unknown camera's focal length estimated from the stream
+    # metric_depth: fits placed at a depth camera's distance; focal: a stream's focal length by
+    # the calibration's bundle adjustment
+    ("core.export", "core.metric_depth", "core.focal"),
     ("core.engine",),
     ("core.stereo",),  # StereoEngine: an engine per camera of a calibrated pair, the hands fused
     ("core.tools",),
