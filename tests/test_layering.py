@@ -42,6 +42,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.personalize",),
     ("core.export", "core.metric_depth"),  # metric_depth: fits placed at a depth camera's distance
     ("core.engine",),
+    ("core.stereo",),  # a calibrated pair: an engine per view, hands fused across them
     ("core.tools",),
 )
 STAGES = ("core.model", "core.render", "core.capture", "core.segment", "core.detect", "core.fit", "core.refine",
