@@ -175,3 +175,26 @@ def test_refinement_with_a_profile_never_moves_the_surface(open_hand) -> None:
         # the refined hand is the surfaced personal model plus this frame's own small offsets
         np.testing.assert_allclose(r.vertices - r.vertex_offsets, mine, atol=2e-5)
         assert np.abs(mine - without).max() > 1e-3
+
+
+def test_surface_distance_is_the_distance_to_the_nearest_point_of_the_mesh(open_hand) -> None:
+    from core.metrics import closest_points_on_triangles, surface_distance
+
+    rng = np.random.default_rng(0)
+    a, b, c = rng.normal(size=(3, 40, 3))
+    p = rng.normal(size=(40, 3)) * 2.0
+    q = closest_points_on_triangles(p, a, b, c)
+    u, v = (g.ravel() for g in np.meshgrid(np.linspace(0, 1, 300), np.linspace(0, 1, 300)))
+    keep = u + v <= 1.0
+    for i in range(40):  # dense barycentric sampling: never closer than the exact point, nearly as close
+        pts = a[i] + np.outer(u[keep], b[i] - a[i]) + np.outer(v[keep], c[i] - a[i])
+        dense = np.linalg.norm(pts - p[i], axis=1).min()
+        assert np.linalg.norm(q[i] - p[i]) <= dense + 1e-12
+        assert np.linalg.norm(q[i] - p[i]) > dense - 0.02 * np.linalg.norm(b[i] - a[i]) - 0.02 * np.linalg.norm(c[i] - a[i])
+    verts = open_hand.v_template.astype(np.float64)
+    faces = open_hand.faces
+    assert surface_distance(verts, verts, faces).max() == 0.0
+    n = vertex_normals(torch.as_tensor(verts)[None], torch.as_tensor(faces.astype(np.int64)))[0].numpy()
+    lifted = verts + 0.0005 * n  # half a millimetre off the surface along the normals
+    d = surface_distance(lifted, verts, faces)
+    assert np.median(d) == pytest.approx(0.0005, rel=0.05) and d.max() <= 0.0005 + 1e-12

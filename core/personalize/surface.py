@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 #: Side of the square crop a calibration frame's silhouette is kept and rendered at, pixels.
-SILHOUETTE_SIZE = 128
+SILHOUETTE_SIZE = 96
 #: Margin of that crop around the hand's keypoints, fraction of their extent on each side (the
 #: mesh reaches past the keypoints by the fingers' and palm's thickness and the wrist stub).
 SILHOUETTE_MARGIN = 0.25
@@ -97,10 +97,12 @@ class HandSilhouette:
         return self.coverage.astype(np.float32) / 255.0
 
 
-def hand_silhouette(mask: np.ndarray, keypoints_2d: np.ndarray, size: int = SILHOUETTE_SIZE,
+def hand_silhouette(mask: np.ndarray, keypoints_2d: np.ndarray, size: int | None = None,
                     margin: float = SILHOUETTE_MARGIN) -> HandSilhouette:
     """The :class:`HandSilhouette` of a full-image hand mask ((H, W) bool or [0, 1]; the
-    segmentation, cut at the wrist) around the hand's keypoints ((21, 2) pixels)."""
+    segmentation, cut at the wrist) around the hand's keypoints ((21, 2) pixels), ``size``
+    pixels square (None: :data:`SILHOUETTE_SIZE`)."""
+    size = SILHOUETTE_SIZE if size is None else int(size)
     m = np.asarray(mask)
     box = crop_box(np.asarray(keypoints_2d, dtype=np.float64), size, margin, max_side=2 * max(m.shape))
     cov = np.clip(np.rint(box.resample_mask(m.astype(np.float32)) * 255.0), 0, 255).astype(np.uint8)
@@ -166,7 +168,7 @@ class SurfaceSettings:
     min_iou: float = 0.5
     frame_scale: float = 2.5
     min_frames: int = 3
-    max_frames: int = 10
+    max_frames: int = 20
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,20 @@ MediaPipe (held-out set, cached), K = 20 frames each, true intrinsics, the true 
 given: the calibrated per-bone error (mm, mean over the 20 bones and the subjects) with
 attention and with uniform weights and for the mean hand at the true length; the confidence
 predictor's ranking accuracy on these frames; PA-MPJPE of identity-aware tracking with the
-calibrated hand against the shape-free fit, over every detected frame; calibration time.
+calibrated hand against the shape-free fit, over every detected frame; calibration time;
+and the surface figures below.
+
+``bench --only surface`` (also part of ``people``): synthetic people with a known surface
+(:func:`core.personalize.people.surfaced_person`: an off-template skeleton plus a per-finger and
+palm thickness change along the rest normals, :func:`core.synth.people.sample_person_surface`),
+K = 20 calibration frames each (true keypoints projected with 2 px noise, shape-free fit starts,
+the hand's silhouette rendered by our hard rasterizer and cut at the wrist, true intrinsics and
+hand length) and 10 held-out frames: the joint optimization, then the surface fit
+(:mod:`core.personalize.surface`). ``surface_people_error_*_mm``: mean distance of the
+calibrated rest mesh's vertices to the true rest surface, without and with the fitted surface;
+``surface_people_heldout_iou_*``: silhouette IoU on the held-out frames (pose from the
+identity-aware fit of their keypoints; the surface changes no keypoint, so both meshes share
+the pose) against the true silhouette, in the hand's crop, wrist-cut region ignored.
 """
 
 from __future__ import annotations
@@ -333,6 +346,8 @@ def bench_calibration() -> dict[str, Any]:
     out = demo_identity(session)
     chosen = session.selected
     out["calibration_ms"] = round(median_ms(lambda: session.calibrate(frames=chosen), repeats=10, warmup=2), 2)
+    out["calibration_no_surface_ms"] = round(median_ms(lambda: session.calibrate(frames=chosen, surface=False),
+                                                       repeats=10, warmup=2), 2)
     out["calibration_k"] = len(chosen)
     out.update(synthetic_calibration(CalibrationSession(k=20)))
     _plot_error_vs_k(out["calibration_error_vs_k"])
@@ -342,10 +357,17 @@ def bench_calibration() -> dict[str, Any]:
 
 def bench_people() -> dict[str, Any]:
     torch.set_num_threads(1)
-    return people_calibration()
+    out = people_calibration()
+    out.update(surface_people())
+    return out
 
 
-BENCHMARKS = {"calibration": bench_calibration, "people": bench_people}
+def bench_surface() -> dict[str, Any]:
+    torch.set_num_threads(1)
+    return surface_people()
+
+
+BENCHMARKS = {"calibration": bench_calibration, "people": bench_people, "surface": bench_surface}
 
 
 def keypoint_people(n_people: int = 6, k: int = 20, noise_px: float = 2.0) -> dict[str, Any]:
@@ -406,4 +428,77 @@ def keypoint_people(n_people: int = 6, k: int = 20, noise_px: float = 2.0) -> di
         "kp_people_focal_error_mean": round(m["focal"], 4),
         "kp_people_bundle_s": round(float(np.median(rows["s"])), 3),
         "kp_people_bundle_unknown_focal_s": round(float(np.median(rows["s_free"])), 3),
+    }
+
+
+def surface_people(n_people: int = 4, k: int = 20, n_test: int = 10, noise_px: float = 2.0) -> dict[str, Any]:
+    """The surface fit on synthetic people with a known surface (see the module docstring)."""
+    from core.fit import HandObservation, TailorFitter
+    from core.keypoints import Keypoint
+    from core.metrics import surface_distance
+    from core.model import HandModel, load_model_data, mirror_model
+    from core.model.personal import personal_model
+    from core.personalize.bundle import bundle_adjust
+    from core.personalize.people import surfaced_person
+    from core.personalize.surface import SurfaceFrame, _wrist_weight, fit_surface, hand_silhouette
+    from core.render import RasterSettings, rasterize
+
+    base = load_model_data(None, "right")
+    rows: dict[str, list] = {k_: [] for k_ in ("true", "before", "after", "iou_before", "iou_after",
+                                                "calib_iou_before", "calib_iou_after", "ms", "used")}
+    for p in range(n_people):
+        sp = surfaced_person(base, np.random.default_rng([13, p]), k + n_test, noise_px=noise_px)
+        person = sp.person
+        calib = person.frames[:k]
+        length = float(np.linalg.norm(person.skeleton[Keypoint.MIDDLE_TIP] - person.skeleton[Keypoint.WRIST]))
+        ba = bundle_adjust(base, calib, length)
+        mine = personal_model(base, ba.skeleton)
+        frames = [SurfaceFrame(hand_silhouette(sp.masks[i], f.keypoints_2d), f.keypoints_2d, person.K, ba.poses[i],
+                               ba.transl[i], float(ba.frame_weights[i])) for i, f in enumerate(calib)]
+        t0 = time.perf_counter()
+        res = fit_surface(mine, frames)
+        rows["ms"].append((time.perf_counter() - t0) * 1000.0)
+        rows["used"].append(int(res.used.sum()))
+        rows["calib_iou_before"].append(float(np.nanmean(res.iou_before[res.used])))
+        rows["calib_iou_after"].append(float(np.nanmean(res.iou_after[res.used])))
+        surfaced = personal_model(base, ba.skeleton, offsets=res.offsets)
+        with torch.no_grad():
+            truth = HandModel(sp.model, dtype=torch.float64).rest().vertices[0].numpy()
+            plain_rest = HandModel(mine, dtype=torch.float64).rest().vertices[0].numpy()
+            surf_rest = HandModel(surfaced, dtype=torch.float64).rest().vertices[0].numpy()
+        rows["true"].append(float(np.linalg.norm(sp.offsets, axis=1).mean() * 1000.0))
+        rows["before"].append(float(surface_distance(plain_rest, truth, base.faces).mean() * 1000.0))
+        rows["after"].append(float(surface_distance(surf_rest, truth, base.faces).mean() * 1000.0))
+        # Held-out frames: identity-aware fit of the keypoints, both meshes at that pose.
+        fitter = TailorFitter(mine, mirror_model(mine))
+        layers = (HandModel(mine), HandModel(surfaced))
+        for i in range(k, k + n_test):
+            f = person.frames[i]
+            obs = HandObservation("right", f.keypoints_2d.astype(np.float32), f.world_landmarks.astype(np.float32),
+                                  person.K.astype(np.float32), person.image_size, 1.0)
+            fit = fitter.fit([obs], np.zeros(base.num_betas, np.float32), None, 20)[0]
+            sil = hand_silhouette(sp.masks[i], f.keypoints_2d)
+            kc = sil.box.intrinsics(torch.as_tensor(person.K, dtype=torch.float64)).float()[None]
+            region = _wrist_weight(sil.box, f.keypoints_2d) > 0
+            target = sil.target() > 0.5
+            for layer, key in zip(layers, ("iou_before", "iou_after")):
+                with torch.no_grad():
+                    v = layer(torch.as_tensor(fit.pose)[None], None, torch.as_tensor(fit.transl)[None]).vertices
+                frag = rasterize(v, layer.faces, kc, RasterSettings(image_size=(sil.box.size, sil.box.size)))
+                drawn = (frag.pix_to_face[0] >= 0).numpy()
+                inter, union = (drawn & target & region).sum(), ((drawn | target) & region).sum()
+                rows[key].append(float(inter / max(union, 1)))
+    m = {key: float(np.mean(v)) for key, v in rows.items()}
+    return {
+        "surface_people": n_people, "surface_people_frames": k, "surface_people_heldout_frames": n_test,
+        "surface_people_noise_px": noise_px,
+        "surface_people_true_offset_mm": round(m["true"], 3),
+        "surface_people_error_before_mm": round(m["before"], 3),
+        "surface_people_error_after_mm": round(m["after"], 3),
+        "surface_people_heldout_iou_before": round(m["iou_before"], 4),
+        "surface_people_heldout_iou_after": round(m["iou_after"], 4),
+        "surface_people_calib_iou_before": round(m["calib_iou_before"], 4),
+        "surface_people_calib_iou_after": round(m["calib_iou_after"], 4),
+        "surface_people_frames_fitted": round(m["used"], 1),
+        "surface_people_fit_ms": round(float(np.median(rows["ms"])), 1),
     }
