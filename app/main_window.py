@@ -51,7 +51,8 @@ def camera_text(result) -> str:
         return ""
     width = cam.width if cam.width is not None else 2 * cam.cx + 1
     fov = math.degrees(2 * math.atan(width / (2 * cam.fx)))
-    origin = {"given": "", "exif": " (EXIF)", "assumed": " (assumed)", "weak": " (weak perspective)"}.get(
+    origin = {"given": "", "exif": " (EXIF)", "assumed": " (assumed)", "estimated": " (estimated)",
+              "weak": " (weak perspective)"}.get(
         result.camera_source, "")
     return f"camera f {cam.fx:.0f} px · {fov:.0f}°{origin}"
 

@@ -28,6 +28,7 @@ from core.detect.process import Detected, DetectorConfig, DetectorProcess, Detec
 from core.errors import HandTwinError
 from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
 from core.fit.temporal import HandSmoother, SmoothingSettings
+from core.focal import FocalEstimator, FocalSettings
 from core.model import HandModel, HandModelData, load_model_data
 from core.model.personal import PersonalIdentity, identity_model
 from core.refine import Refiner, RefineResult, RefineSettings, RefineTarget
@@ -72,6 +73,10 @@ class EngineSettings:
             child cannot start, the thread is used (a warning says why).
         tracker: how hands keep their identity and side across frames (:mod:`core.tracking`);
             every detected hand is fitted, ``max_hands`` counts hands, not sides.
+        focal: estimate the focal length of a stream in the assumed camera (frames whose
+            ``intrinsics_source`` is "assumed") from its tracked hands (:mod:`core.focal`);
+            once an estimate is accepted the stream's frames use it ("estimated"). None: keep
+            the assumed camera. Never used on photos (``detector_mode`` "static").
     """
 
     max_hands: int = 2
@@ -89,6 +94,7 @@ class EngineSettings:
     detector_process: bool = True
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
     smoothing: SmoothingSettings | None = field(default_factory=SmoothingSettings)
+    focal: FocalSettings | None = field(default_factory=FocalSettings)
 
 
 @dataclass(frozen=True)
@@ -210,7 +216,8 @@ class FrameResult:
             "segment" and "refine", and "total").
         camera: the pinhole camera the hands are in: the frame's intrinsics, or for
             weak-perspective fits the nominal camera they are placed in.
-        camera_source: ``Frame.intrinsics_source`` ("given", "exif", "assumed"), or "weak".
+        camera_source: ``Frame.intrinsics_source`` ("given", "exif", "assumed"), "estimated"
+            (the stream's focal length estimated from its hands, :mod:`core.focal`), or "weak".
     """
 
     frame: int
@@ -327,6 +334,9 @@ class Engine:
         self.tracker = HandTracker(settings.tracker)
         self._last: dict[int, tuple[float, HandFit]] = {}
         self._smoothers: dict[int, HandSmoother] = {}  # each track's temporal filter
+        # The stream's focal length, estimated while its frames are in the assumed camera.
+        self.focal = FocalEstimator(self.model_data, settings.focal) if settings.focal is not None else None
+        self._estimated: Intrinsics | None = None  # the estimated camera the last frame used
         #: What :mod:`core.metric_depth` did to each hand of the last RGB-D frame (the order of
         #: its ``FrameResult.hands``); empty for frames without depth.
         self.depth_alignments: tuple = ()
@@ -350,6 +360,8 @@ class Engine:
         return self._worker is not None and self._worker.alive
 
     def close(self) -> None:
+        if getattr(self, "focal", None) is not None:
+            self.focal.close()  # cancels an estimate still running in the background
         if self._detector is not None:
             self._detector.close()
         if self._worker is not None:
@@ -364,6 +376,9 @@ class Engine:
         self._last.clear()
         self._smoothers.clear()
         self.tracker.reset()
+        if self.focal is not None:
+            self.focal.reset()
+        self._estimated = None
         if self._detector is not None:
             self._detector.reset()
         if self._worker is not None:
@@ -589,10 +604,15 @@ class Engine:
             self.tracker.reset()
             self._last.clear()
         tracked = self.tracker.update(detections, frame.timestamp_s)
+        frame = self._camera(frame)
         K = None if frame.intrinsics is None else frame.intrinsics.K.astype(np.float32)
         h, w = frame.image.shape[:2]
         fits = self._fit_tracked(tracked, K, (w, h), frame.timestamp_s)
         dets = [self._sided(th) for th in tracked]
+        if frame.intrinsics_source == "assumed" and self.focal is not None and self.settings.detector_mode != "static":
+            self.focal.observe(frame.timestamp_s, frame.intrinsics,
+                               [(th.track_id, f.side, d.keypoints_2d, f.pose, float(d.score))
+                                for th, d, f in zip(tracked, dets, fits)])
         for th, f in zip(tracked, fits):
             self._last[th.track_id] = (frame.timestamp_s, f)
         for gone in set(self._last) - set(self.tracker.tracks):
@@ -620,6 +640,22 @@ class Engine:
                       for d, f, r, th, m in zip(dets, fits, refined, tracked, masks))
         times["total"] = sum(times.values())
         return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times, camera, origin)
+
+    def _camera(self, frame: Frame) -> Frame:
+        """The frame in the stream's estimated camera once there is one (frames in the assumed
+        camera only); at the switch the tracks' warm starts and filters, which live in the
+        assumed camera, are dropped."""
+        if self.focal is None or frame.intrinsics is None or frame.intrinsics_source != "assumed" \
+                or self.settings.detector_mode == "static":
+            return frame
+        camera = self.focal.camera(frame.intrinsics)
+        if camera is None:
+            return frame
+        if camera != self._estimated:
+            self._estimated = camera
+            self._last.clear()
+            self._smoothers.clear()
+        return dataclasses.replace(frame, intrinsics=camera, intrinsics_source="estimated")
 
     def _hand_result(self, detection: Detection, fit: HandFit, refined: RefineResult | None, track_id: int,
                      mask: np.ndarray | None, camera: Intrinsics) -> HandResult:

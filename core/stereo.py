@@ -9,10 +9,10 @@ refinement there). A hand seen by both cameras (same side) is then fused:
   parameter; HandTwin has no stereo training set and uses ``w = 0.5``.
 * shape and camera (Eq. 7): ``s = (s_ref + s_other) / 2``; the wrist position the mean of the
   reference's and the other's carried into the reference camera.
-* metric place and size (HandTwin's addition, the calibrated form of Eq. 7's camera average):
-  the keypoints triangulated from both views give the wrist's position and the bones'
-  lengths; the fused hand's wrist goes there and, unless a profile fixes the size, its shape
-  is scaled to the triangulated bones.
+* metric distance and size (HandTwin's addition, the calibrated form of Eq. 7's camera): the
+  keypoints triangulated from both views say how far the hand is; the fused hand is scaled
+  about the reference camera's centre to that distance (its image there unchanged, its size
+  metric), or, with a profile's fixed size, moved to it.
 
 The fused hand is refined against both views' silhouettes, their mean (Eq. 8), and both views'
 keypoints (:class:`~core.refine.RefineView`). The result is an ordinary
@@ -71,9 +71,12 @@ def fuse_fits(fitter, ref: HandFit, other: HandFit, cal: StereoCalibration, keyp
     glob = R_ref @ _rot((1.0 - w) * _aa(R_ref.T @ R_other))  # w R_ref (+) (1 - w) R_other on SO(3)
     pose = np.concatenate([_aa(glob), w * ref.pose[3:] + (1.0 - w) * other.pose[3:]]).astype(np.float32)
     betas = (0.5 * (ref.betas + other.betas)).astype(np.float32)
-    wrist = 0.5 * (np.asarray(ref.keypoints_3d[0], np.float64) + cal.to_reference(other.keypoints_3d[0]))
+    own = np.asarray(ref.keypoints_3d[0], np.float64)
+    wrist = 0.5 * (own + cal.to_reference(other.keypoints_3d[0]))
     K = cal.K1
-    u, v = K[0, 0] * wrist[0] / wrist[2] + K[0, 2], K[1, 1] * wrist[1] / wrist[2] + K[1, 2]
+    # the mean wrist's depth, on the reference view's ray through its wrist (the mean point
+    # itself lies on neither camera's ray and would shift the hand in the reference image)
+    u, v = K[0, 0] * own[0] / own[2] + K[0, 2], K[1, 1] * own[1] / own[2] + K[1, 2]
     return fitter.compose(ref.side, pose, betas, np.array([u, v, np.log(K[0, 0] / wrist[2])]), K,
                           image_size, keypoints_2d, ref.iterations)
 
@@ -88,28 +91,20 @@ def triangulated(kp_ref: np.ndarray, kp_other: np.ndarray, cal: StereoCalibratio
 
 def place_metric(fitter, layer, fit: HandFit, tri: np.ndarray, keypoints_2d: np.ndarray, K: np.ndarray,
                  image_size: tuple[int, int], fixed_shape: bool = False) -> HandFit:
-    """The fused fit put where the triangulated keypoints say (HandTwin's addition to Eq. 7):
-    its wrist at the triangulated wrist and, for a free shape, its size scaled to the
-    triangulated bones (:func:`core.personalize.scale.scale_from_keypoints`). A triangulation
-    that puts the hand more than :data:`~core.metric_depth.MAX_DEPTH_RESCALE` times nearer or
-    farther than the fit (a degenerate or wrong calibration) leaves the fit as it is, and so
-    does a size factor beyond that bound for the size."""
-    from core.metric_depth import MAX_DEPTH_RESCALE
-    from core.personalize.scale import bone_lengths, pin_scale
+    """The fused fit put at the distance the triangulated keypoints say (HandTwin's addition,
+    the calibrated form of Eq. 7's camera): ``k`` = the median over keypoints of triangulated
+    depth / fitted depth (robust: one keypoint's triangulation is noisy in depth); a free
+    shape is scaled about the reference camera's centre by ``k`` (its image there unchanged,
+    its size and distance metric, :func:`core.metric_depth.rescale_fit`), a profile's fixed
+    size moves that far along its wrist's ray instead. A ``k`` beyond
+    :data:`~core.metric_depth.MAX_DEPTH_RESCALE` either way (a wrong calibration) leaves the
+    fit as it is."""
+    from core.metric_depth import rescale_fit
 
-    ratio = float(np.median(tri[:, 2] / np.asarray(fit.keypoints_3d, np.float64)[:, 2]))
-    if not 1.0 / MAX_DEPTH_RESCALE <= ratio <= MAX_DEPTH_RESCALE:
-        return fit
-    betas = fit.betas
-    if not fixed_shape:
-        k = float(bone_lengths(tri).sum() / bone_lengths(np.asarray(fit.keypoints_3d, np.float64)).sum())
-        if 1.0 / MAX_DEPTH_RESCALE <= k <= MAX_DEPTH_RESCALE:
-            betas = pin_scale(layer, fit.betas, k)
-    wrist = tri[0]
-    Kd = np.asarray(K, np.float64)
-    u, v = Kd[0, 0] * wrist[0] / wrist[2] + Kd[0, 2], Kd[1, 1] * wrist[1] / wrist[2] + Kd[1, 2]
-    return fitter.compose(fit.side, fit.pose, betas, np.array([u, v, np.log(Kd[0, 0] / wrist[2])]), Kd,
-                          image_size, keypoints_2d, fit.iterations)
+    z = np.asarray(fit.keypoints_3d, np.float64)[:, 2]
+    k = float(np.median(tri[:, 2] / z))
+    shift = float(np.median(tri[:, 2] - z)) if fixed_shape else None
+    return rescale_fit(fitter, layer, fit, k, keypoints_2d, K, image_size, shift)[0]
 
 
 class _Splitter:
@@ -170,6 +165,9 @@ class StereoEngine:
             self.refiner = Refiner(data["right"], data["left"], refine, self.reference.device,
                                    settings.fit.nominal_fov_deg)
         self._layers: dict | None = None
+        #: The other view's detection of each hand of the last result (None where only the
+        #: reference camera saw it), in the order of its ``hands``.
+        self.partners: tuple = ()
 
     def __enter__(self) -> StereoEngine:
         return self
@@ -270,6 +268,7 @@ class StereoEngine:
         cal = self.calibration
         size = (f1.width, f1.height)
         partners = self._partners(r1, r2)
+        self.partners = tuple(None if g is None else g.detection for g in partners)
         fits: list[HandFit] = []
         fused: list[bool] = []
         for h, g in zip(r1.hands, partners):

@@ -242,3 +242,29 @@ def test_engine_places_fits_at_the_frame_depth_and_refines_against_it(hand_scene
     assert (seen[1].depth[seen[1].mask <= 0.5] == 0).all()  # the sensor only inside the hand's mask
     z_plain, z_rgbd = plain.hands[0].fit.keypoints_3d[0, 2], rgbd.hands[0].fit.keypoints_3d[0, 2]
     assert abs(z_rgbd - s["kp"][0, 2]) < abs(z_plain - s["kp"][0, 2])
+
+
+# ----------------------------------------------------------------------------- the real clip (opt-in)
+
+NVGESTURE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "nvgesture_clip"  # ../shared/data
+
+
+def test_nvgesture_evaluation_skips_without_its_data(tmp_path) -> None:
+    from core.tools.evaluate_rgbd import evaluate_nvgesture
+
+    assert "skipped" in evaluate_nvgesture(tmp_path)
+
+
+@pytest.mark.skipif(not (NVGESTURE / "sk_depth.avi").is_file(), reason="../shared/data not present")
+def test_nvgesture_clip_opens_as_an_rgbd_source(tmp_path) -> None:
+    """The real clip's 8-bit depth video, registered by a scaled depth camera: depth on the hand."""
+    cam = write_json(tmp_path / "nv.json", {"fx": 192.5, "fy": 192.5, "cx": 149.5, "cy": 121.5, "width": 320,
+                                            "height": 240, "depth_scale_m": -0.85 / 255, "depth_offset_m": 0.8})
+    with open_source(str(NVGESTURE / "sk_color.avi"), fov_deg=63.2, depth=str(NVGESTURE / "sk_depth.avi"),
+                     depth_camera=str(cam)) as src:
+        frames = list(src)
+    assert len(frames) == 20
+    covered = [float((f.depth > 0).mean()) for f in frames]
+    assert all(0.02 < c < 0.5 for c in covered)  # the hand (and arm) only: the sensor's near range
+    d = frames[0].depth[frames[0].depth > 0]
+    assert 0.2 < float(np.median(d)) < 0.8

@@ -103,7 +103,9 @@ def test_fusing_one_hands_fits_from_both_views_gives_that_hand(pair) -> None:
     mixed = fuse_fits(p["fitter"], p["fit1"], other, p["cal"], p["kp2_1"], IMAGE)
     np.testing.assert_allclose(mixed.pose[3:], p["pose"][3:] + 0.1, atol=1e-5)
     moved = p["cal"].to_reference(other.keypoints_3d[0])
-    np.testing.assert_allclose(mixed.keypoints_3d[0], 0.5 * (p["kp"][0] + moved), atol=1e-5)
+    # the mean wrist's depth, on the reference camera's ray through its own wrist
+    assert mixed.keypoints_3d[0, 2] == pytest.approx(0.5 * (p["kp"][0, 2] + moved[2]), abs=1e-5)
+    np.testing.assert_allclose(mixed.keypoints_2d[0], p["kp2_1"][0], atol=1e-3)
 
 
 def test_a_fused_fit_of_the_wrong_size_is_placed_on_the_triangulated_hand(pair) -> None:
@@ -121,7 +123,8 @@ def test_a_fused_fit_of_the_wrong_size_is_placed_on_the_triangulated_hand(pair) 
     assert np.abs(placed.keypoints_3d - kp).max() < 0.006
     fixed = place_metric(p["fitter"], p["layer"], wrong, tri, p["kp2_1"], K, IMAGE, fixed_shape=True)
     np.testing.assert_allclose(fixed.betas, wrong.betas)
-    np.testing.assert_allclose(fixed.keypoints_3d[0], kp[0], atol=1e-4)
+    assert abs(np.median(fixed.keypoints_3d[:, 2] - kp[:, 2])) < 1e-3  # moved to the measured distance
+    np.testing.assert_allclose(fixed.keypoints_2d[0], p["kp2_1"][0], atol=1e-3)  # along its wrist's ray
 
 
 def _detection(kp2, kp3):
@@ -169,34 +172,59 @@ def test_stereo_engine_fuses_both_views_and_refines_against_both_silhouettes(pai
     assert fused.hands[0].refined is not None and alone.hands[0].fit is r1.hands[0].fit
 
 
-def test_stereo_stream_pairs_views_frame_by_frame(tmp_path) -> None:
-    """open_stereo + StereoEngine.process_stream over two image folders (the real MediaPipe)."""
-    from core.engine import EngineSettings
-    from core.stereo import StereoEngine
+@pytest.fixture(scope="module")
+def pair_folders(tmp_path_factory):
+    """Six rendered stereo pairs (320 x 240) in two image folders and their calibration file."""
     from core.synth.render import SynthSettings, default_layers
     from core.synth.stereo import render_stereo_sample
 
+    tmp = tmp_path_factory.mktemp("pair")
     layers = default_layers()
     rng = np.random.default_rng(3)
-    a, b = tmp_path / "a", tmp_path / "b"
+    a, b = tmp / "a", tmp / "b"
     a.mkdir()
     b.mkdir()
-    cal = None
-    for i in range(3):
-        s = render_stereo_sample(rng, layers, SynthSettings(image_size=(192, 144), supersample=1, back_facing=0.0),
-                                 K=np.array([[170.0, 0, 95.5], [0, 170.0, 71.5], [0, 0, 1]]))
+    for i in range(6):
+        s = render_stereo_sample(rng, layers, SynthSettings(image_size=(320, 240), supersample=1, back_facing=0.0),
+                                 K=np.array([[280.0, 0, 159.5], [0, 280.0, 119.5], [0, 0, 1]]))
         cv2.imwrite(str(a / f"{i}.png"), s.reference.image[..., ::-1])
         cv2.imwrite(str(b / f"{i}.png"), s.image2[..., ::-1])
-        cal = s.calibration
-    cal_path = tmp_path / "s.json"
-    cal_path.write_text(json.dumps({k: np.asarray(getattr(cal, k)).tolist() for k in ("K1", "K2", "R", "T")}))
+    cal = tmp / "s.json"
+    cal.write_text(json.dumps({k: np.asarray(getattr(s.calibration, k)).tolist() for k in ("K1", "K2", "R", "T")}))
+    return a, b, cal
+
+
+def test_stereo_stream_pairs_views_frame_by_frame(pair_folders) -> None:
+    """open_stereo + StereoEngine.process_stream over two image folders (the real MediaPipe)."""
+    from core.engine import EngineSettings
+    from core.stereo import StereoEngine
+
+    a, b, cal = pair_folders
     settings = EngineSettings(max_hands=1, detector_mode="static", smoothing=None, detector_process=False)
-    with open_stereo(str(a), str(b), cal_path) as src, StereoEngine(settings, src.calibration, stream=True) as engine:
-        assert src.frame_count == 3
-        results = list(engine.process_stream(src))
-    assert [r.frame for r in results] == [0, 1, 2]
-    assert all(r.camera.fx == 170.0 for r in results)  # the reference camera of the calibration
-    assert all("fuse" in r.time_ms for r in results)
+    fused = 0
+    with open_stereo(str(a), str(b), cal) as src, StereoEngine(settings, src.calibration, stream=True) as engine:
+        assert src.frame_count == 6
+        results = []
+        for r in engine.process_stream(src):
+            results.append(r)
+            fused += sum(p is not None for p in engine.partners)
+    assert [r.frame for r in results] == list(range(6))
+    assert all(r.camera.fx == 280.0 for r in results)  # the reference camera of the calibration
+    assert fused >= 2  # hands both cameras saw, fused
+
+
+def test_track_and_calibrate_take_a_calibrated_pair(pair_folders, tmp_path, capsys) -> None:
+    import main
+
+    a, b, cal = pair_folders
+    out = tmp_path / "r.jsonl"
+    assert main.main(["track", str(a), "--out", str(out), "--stereo", str(b), "--stereo-calib", str(cal)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 6 and all("fuse" in d["time_ms"] and d["camera"]["fx"] == 280.0 for d in lines)
+    profile = tmp_path / "p.json"
+    assert main.main(["calibrate", str(a), "--out", str(profile), "--frames", "2", "--stereo", str(b),
+                      "--stereo-calib", str(cal)]) == 0
+    assert json.loads(profile.read_text())["scale_source"] == "stereo"
 
 
 @pytest.mark.parametrize("extra, message", [

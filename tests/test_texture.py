@@ -247,9 +247,10 @@ def test_live_capture_skips_a_frame_that_shows_nothing_new(layers, known_texture
     again = capture.update(*args)  # the same view: skipped, the texture untouched
     assert again.skipped and again.texels_updated == 0 and capture.frames == 1 and capture.coverage == coverage
     assert not capture.update(*args).skipped and capture.frames == 2  # at most one skip in a row
-    # The hand slid 6 px to the right (texels fixed to the surface see the same colours): skipped.
+    # The hand slid 6 px to the right and back a little (texels fixed to the surface see the same
+    # colours): skipped.
     z = float(np.median(sample.vertices[:, 2]))
-    slid = sample.vertices + np.array([6.0 * z / sample.K[0, 0], 0.0, 0.0], np.float32)
+    slid = sample.vertices + np.array([6.0 * z / sample.K[0, 0], 0.0, 0.02], np.float32)
     assert capture.update(sample.image, slid, sample.K, sample.mask).skipped
     # Turned by 20 degrees about its centre: other texels face the camera, blended at once.
     turned_capture = TextureCapture(layers["right"], SIZE, settings=LIVE_CAPTURE)
@@ -257,21 +258,25 @@ def test_live_capture_skips_a_frame_that_shows_nothing_new(layers, known_texture
     c, a = sample.vertices.mean(0), np.deg2rad(20.0)
     rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]], np.float32)
     turned = (sample.vertices - c) @ rot.T + c
+    from core.texture.capture import _view_change
+
+    assert _view_change(turned, sample.vertices) > 1.5 * LIVE_CAPTURE.min_view_change
     assert not turned_capture.update(sample.image, turned, sample.K).skipped
     # The default capture blends every frame.
     plain = TextureCapture(layers["right"], SIZE)
     assert not any(plain.update(*args).skipped for _ in range(2)) and plain.frames == 2
 
 
-def test_view_change_ignores_a_shift_and_measures_the_rest() -> None:
-    from core.texture.capture import _view_change_px
+def test_view_change_ignores_a_slide_and_measures_a_turn() -> None:
+    from core.texture.capture import _view_change
 
     rng = np.random.default_rng(0)
-    view = rng.uniform(0, 200, (50, 2))
-    assert _view_change_px(view + np.array([7.0, -3.0]), view) == pytest.approx(0.0, abs=1e-12)
-    bent = view.copy()
-    bent[:25, 0] += 2.0  # half the points 2 px right: +-1 px about the mean shift
-    assert _view_change_px(bent, view) == pytest.approx(1.0)
+    mesh = np.concatenate([rng.normal(0.0, 0.03, (200, 2)), np.zeros((200, 1))], 1) + [0.0, 0.0, 0.4]
+    assert _view_change(mesh + np.array([0.05, -0.02, 0.1]), mesh) == pytest.approx(0.0, abs=1e-12)
+    a = np.deg2rad(7.0)  # a rigid turn in the mesh's plane moves every point by 2 sin(a / 2) r
+    rot = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    c = mesh.mean(0)
+    assert _view_change((mesh - c) @ rot.T + c, mesh) == pytest.approx(2 * np.sin(a / 2))
 
 
 # --------------------------------------------------------------------------- fill and base
@@ -350,7 +355,9 @@ def test_texture_is_returned_at_its_size_from_a_smaller_capture_grid(layers, kno
 
 def test_session_captures_tracked_hands_and_skips_models_without_uvs(layers, known_texture) -> None:
     import dataclasses
+    from types import SimpleNamespace
 
+    from core.camera import HandCamera, intrinsics_from_matrix
     from core.fit import HandFit
     from core.texture.session import SessionCapture, fit_camera
 
@@ -358,19 +365,51 @@ def test_session_captures_tracked_hands_and_skips_models_without_uvs(layers, kno
     fit = HandFit(side="right", pose=sample.pose, betas=sample.betas, transl=sample.transl,
                   keypoints_3d=sample.joints_3d, keypoints_2d=sample.keypoints_2d, reprojection_error_px=0.0,
                   projection="perspective", scale=1.0, iterations=0)
+    # What the session reads of the engine's HandResult: the mesh, its camera and mask as they are.
+    hand = SimpleNamespace(fit=fit, track_id=4, vertices=sample.vertices, mask=sample.mask,
+                           camera=HandCamera(intrinsics_from_matrix(sample.K)))
     models = {side: layers[side].data for side in ("right", "left")}
     session = SessionCapture(models, size=SIZE)
-    session.add(sample.image, 3, 0.2, [fit], sample.K)
+    session.add_hands(sample.image, 3, 0.2, [hand])
     assert session.main_side() == "right" and session.at_frame("right", 3) is not None
+    assert session.main_track("right")[0].track_id == 4
     assert session.capture("right").coverage > 0.1
     np.testing.assert_allclose(session.median_shape("right"), sample.betas)
     no_uv = {side: dataclasses.replace(d, uv=None, uv_faces=None) for side, d in models.items()}
     bare = SessionCapture(no_uv, size=SIZE)
-    bare.add(sample.image, 3, 0.2, [fit], sample.K)
+    bare.add_hands(sample.image, 3, 0.2, [hand])
     assert bare.capture("right") is None and len(bare.tracked) == 1
     # Weak perspective: the nominal camera the fitter places the hand in (60 degrees, centred).
     K = fit_camera(fit, (240, 180), None)
     assert K[0, 2] == 119.5 and K[1, 2] == 89.5 and abs(K[0, 0] - 120.0 / np.tan(np.radians(30))) < 1e-9
+
+
+def test_weak_camera_texture_matches_the_perspective_one(layers, known_texture) -> None:
+    """The same frame sampled through a weak camera's pinhole form gives the texture the
+    frame's own camera gives, where weak and perspective projections agree (a hand far away
+    seen with a long lens); the nominal pinhole of a weak fit would not."""
+    from core.camera import HandCamera, intrinsics_from_matrix, project
+    from core.texture import TextureCapture
+
+    sample = _render(layers, known_texture, seed=7, rotation=_palm_view())
+    K = np.asarray(sample.K, np.float64)
+    persp = HandCamera(intrinsics_from_matrix(K))
+    wrist = sample.vertices.mean(0).astype(np.float64)
+    # The weak camera that best matches the perspective view (scale fx / depth at the hand's centre).
+    weak = HandCamera.weak(persp.intrinsics, K[0, 0] / wrist[2], wrist, project(wrist[None], K)[0])
+    px_p, px_w = persp.project(sample.vertices), weak.project(sample.vertices)
+    spread = float(np.abs(px_p - px_w).mean())
+    assert spread < 1.5  # the render is close to weak perspective: a fair comparison
+    textures = []
+    for cam in (persp, weak):
+        cap = TextureCapture(layers["right"].data, SIZE)
+        verts, KK = cam.pinhole(sample.vertices)
+        cap.update(sample.image, verts, KK, sample.mask)
+        textures.append((cap.texture(filled=False).astype(float), cap.seen_mask()))
+    (a, seen_a), (b, seen_b) = textures
+    both = seen_a & seen_b
+    assert both.mean() > 0.05
+    assert np.abs(a[both] - b[both]).mean() < 6.0
 
 
 def _needs_texture_kernels() -> None:

@@ -29,6 +29,7 @@ The forward model is the keypoints' forward kinematics on the skeleton
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -127,6 +128,12 @@ class BundleResult:
         residual_px: (K,) mean reprojection error per frame, pixels.
         rejected: ((frame, reason), ...) frames given (near) zero weight, and why.
         seconds: wall time.
+        focal_log_sd: the estimated focal length's standard deviation in log units (about its
+            relative error) at the solution: the Gauss-Newton covariance of the log focal,
+            the poses and skeleton marginalized (Schur complement), times the residuals'
+            variance per degree of freedom. NaN when the focal length is known.
+        energy: the final robust energy per frame (the last round's frame weights, which sum
+            to the number of frames): solutions of one problem from different starts compare.
     """
 
     skeleton: np.ndarray
@@ -140,6 +147,8 @@ class BundleResult:
     residual_px: np.ndarray
     rejected: tuple[tuple[int, str], ...] = field(default_factory=tuple)
     seconds: float = 0.0
+    focal_log_sd: float = float("nan")
+    energy: float = float("nan")
 
 
 def global_rotations(local: torch.Tensor, parents: tuple[int, ...]) -> torch.Tensor:
@@ -499,6 +508,26 @@ def _lm_step(r, j_frame, j_id, r_id, j_prior, lam: float) -> tuple[torch.Tensor,
     return d_id, d_f
 
 
+def _focal_log_sd(prob: _Problem, xid: torch.Tensor, X: torch.Tensor, w: torch.Tensor) -> float:
+    """The log focal's standard deviation at a solution (see :attr:`BundleResult.focal_log_sd`)."""
+    if not prob.free_focal:
+        return float("nan")
+    r, j_frame, j_id, r_id, j_prior = prob.jacobians(xid, X, w.sqrt(), prob.irls_weights(xid, X))
+    h_ff = j_frame.transpose(1, 2) @ j_frame
+    eye = torch.eye(h_ff.shape[-1], dtype=r.dtype)
+    h_ff = h_ff + 1e-9 * eye * h_ff.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None]
+    h_fi = j_frame.transpose(1, 2) @ j_id
+    schur = (j_id.transpose(1, 2) @ j_id).sum(0) + j_prior.T @ j_prior \
+        - (h_fi.transpose(1, 2) @ torch.linalg.solve(h_ff, h_fi)).sum(0)
+    dof = max(r.numel() + r_id.numel() - j_frame.shape[0] * j_frame.shape[-1] - prob.n_id, 1)
+    s2 = float((r.pow(2).sum() + r_id.pow(2).sum()) / dof)
+    try:
+        var = float(torch.linalg.inv(schur)[prob.N_ID, prob.N_ID]) * s2
+    except RuntimeError:  # singular: the focal length is not observed at all
+        return float("inf")
+    return math.sqrt(var) if var > 0 and math.isfinite(var) else float("inf")
+
+
 def bundle_adjust(
     base: HandModelData,
     frames: list[BundleFrame],
@@ -508,6 +537,7 @@ def bundle_adjust(
     nominal_fov_deg: float = 60.0,
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    limit_threads: bool = True,
 ) -> BundleResult:
     """Calibrate the personal skeleton (and a focal length) jointly with every frame's pose.
 
@@ -526,6 +556,9 @@ def bundle_adjust(
         progress: called after every Levenberg-Marquardt iteration with (fraction of the
             iteration budget done, message); it may raise to stop the optimization.
         cancel: polled at the same points; once it returns True the optimization stops.
+        limit_threads: run on one PyTorch and one BLAS thread (both process-wide settings,
+            restored afterwards); False leaves them as they are (for a caller in a background
+            thread: the process's other threads own those settings).
 
     Returns:
         The :class:`BundleResult` (skeleton at ``betas``, in ``base``'s rest frame).
@@ -533,6 +566,9 @@ def bundle_adjust(
     Raises:
         Cancelled: ``cancel()`` returned True (nothing is returned).
     """
+    if not limit_threads:
+        return _bundle_adjust(base, frames, hand_length_m, betas, settings or BundleSettings(), nominal_fov_deg,
+                              progress, cancel)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and spin on a busy machine)
     try:
@@ -627,6 +663,10 @@ def _bundle_adjust(base: HandModelData, frames: list[BundleFrame], hand_length_m
         uv = prob.project(kp, prob.log_focal(xid))
         px = (uv - prob.uv).norm(dim=-1).mean(1).numpy()
         m = prob.relative_errors(xid, X).median(dim=1).values.numpy()
+        w = attention * robust
+        w_t = torch.as_tensor(w / max(w.sum(), 1e-12) * k, dtype=f64)
+        focal_sd = _focal_log_sd(prob, xid, X, w_t)
+        final_energy = prob.energy(xid, X, w_t) / k
     judged = np.where(robust < st.reject_weight, m_judged, m)
     med = float(np.median(judged[~low_score])) if (~low_score).any() else float("nan")
     rejected = []
@@ -653,4 +693,6 @@ def _bundle_adjust(base: HandModelData, frames: list[BundleFrame], hand_length_m
         residual_px=px,
         rejected=tuple(rejected),
         seconds=time.perf_counter() - t0,
+        focal_log_sd=focal_sd,
+        energy=final_energy,
     )

@@ -1,11 +1,11 @@
-"""Texture capture over a tracked stream: the glue between the engine's fits and
+"""Texture capture over a tracked stream: the glue between the engine's results and
 :class:`~core.texture.capture.TextureCapture`.
 
-The engine reports each hand as a :class:`~core.fit.HandFit` (pose, shape, translation in the
-camera frame). The texture needs the fitted mesh's vertices in that frame and the camera that
-sees them: the frame's intrinsics, or for a weak-perspective fit (no intrinsics) the nominal
-pinhole camera the fitter placed the hand in (``FitSettings.nominal_fov_deg``, centred
-principal point: :func:`core.camera.weak_perspective_camera`).
+The engine reports each hand with what the texture needs, as it is
+(:class:`core.engine.HandResult`): its posed mesh in the camera frame, the camera that mesh
+lines up with the image in (a weak-perspective fit's own weak camera, sampled through its
+pinhole form, :meth:`core.camera.HandCamera.pinhole`) and its segmentation mask, which keeps
+the background out of the texture.
 
 :class:`SessionCapture` keeps one texture per side and a light record of every tracked hand
 (its parameters per frame), which is what an export needs: the shape (median over frames),
@@ -15,23 +15,31 @@ any frame's pose, and the recorded motion.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from core.camera import weak_perspective_camera
+from core.camera import HandCamera, weak_perspective_camera
 from core.fit import FitSettings, HandFit
 from core.model import HandModel, HandModelData
 from core.texture.capture import DEFAULT_TEXTURE_SIZE, CaptureSettings, TextureCapture, TextureUpdate
 
-__all__ = ["SessionCapture", "TrackedHand", "fit_camera", "fit_vertices", "hand_segmenter"]
+__all__ = ["EngineHand", "SessionCapture", "TrackedHand", "fit_camera", "fit_vertices"]
 
 log = logging.getLogger(__name__)
 
-#: ``segment(image, keypoints_2d) -> (H, W) bool mask`` (or None when no mask is available).
-Segmenter = Callable[[np.ndarray, np.ndarray], "np.ndarray | None"]
+
+class EngineHand(Protocol):
+    """What :meth:`SessionCapture.add_hands` reads of a :class:`core.engine.HandResult`."""
+
+    fit: HandFit
+    track_id: int
+    vertices: np.ndarray
+    camera: HandCamera
+    mask: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -80,25 +88,6 @@ def fit_vertices(layer: HandModel, pose: np.ndarray, betas: np.ndarray, transl: 
     return out.vertices[0].numpy().astype(np.float32)
 
 
-#: Segmentation method for texture capture: colour-based, so background between the fingers
-#: or under a slightly misfitted mesh stays out (the keypoint capsule alone lets it in).
-TEXTURE_SEGMENT_METHOD = "skin"
-
-
-def hand_segmenter(method: str | None = TEXTURE_SEGMENT_METHOD) -> Segmenter:
-    """The hand segmentation of :mod:`core.segment` as a mask function.
-
-    Args:
-        method: a :data:`core.segment.SEGMENTERS` name (None: that module's default).
-    """
-    from core.segment import segment_hand
-
-    def segment(image: np.ndarray, keypoints_2d: np.ndarray) -> np.ndarray | None:
-        return np.asarray(segment_hand(image, keypoints_2d, method).mask, dtype=bool)
-
-    return segment
-
-
 class SessionCapture:
     """Captures textures and records tracked hands over a stream of engine results.
 
@@ -106,8 +95,8 @@ class SessionCapture:
         models: {"right": HandModelData, "left": HandModelData} of the model in use.
         size: texture size. base: a starting texture for both sides (a profile's), or None.
         smoothing, settings, capture_size: see :class:`TextureCapture`.
-        nominal_fov_deg: the fitter's nominal field of view (weak perspective).
-        segmenter: target masks (:func:`hand_segmenter`), or None for the mesh silhouette.
+        nominal_fov_deg: the fitter's nominal field of view (weak perspective; kept for
+            callers, the hands' cameras come with them).
     """
 
     def __init__(
@@ -119,17 +108,14 @@ class SessionCapture:
         settings: CaptureSettings = CaptureSettings(),
         capture_size: int | None = None,
         nominal_fov_deg: float = FitSettings().nominal_fov_deg,
-        segmenter: Segmenter | None = None,
     ) -> None:
         self.models = dict(models)
-        self.layers = {side: HandModel(data) for side, data in self.models.items()}
         self.size = int(size)
         self.base = base
         self.smoothing = smoothing
         self.settings = settings
         self.capture_size = capture_size
         self.nominal_fov_deg = nominal_fov_deg
-        self.segmenter = segmenter
         self.captures: dict[str, TextureCapture] = {}
         self.tracked: list[TrackedHand] = []
         self.texture_ms: list[float] = []
@@ -145,35 +131,30 @@ class SessionCapture:
             )
         return self.captures[side]
 
-    def add(self, image: np.ndarray, frame: int, timestamp_s: float, fits: list[HandFit],
-            K: np.ndarray | None, keypoints_2d: list[np.ndarray] | None = None,
-            track_ids: list[int] | None = None) -> list[TextureUpdate]:
-        """Record the fitted hands of one frame and blend the frame into their textures.
+    def add_hands(self, image: np.ndarray, frame: int, timestamp_s: float,
+                  hands: Sequence[EngineHand]) -> list[TextureUpdate]:
+        """Record the engine's hands of one frame (:class:`core.engine.HandResult`) and blend
+        the frame into their textures with each hand's own mesh, camera and mask, as they are:
+        nothing is posed, segmented or placed in a camera again (a weak-perspective fit is
+        sampled through its weak camera, :meth:`core.camera.HandCamera.pinhole`).
 
         Args:
             image: (H, W, 3) uint8 RGB. frame, timestamp_s: where the frame is in its source.
-            fits: the frame's fitted hands. K: the frame's intrinsics or None.
-            keypoints_2d: per fit, the detected keypoints (px) for the segmenter, or None.
-            track_ids: per fit, the hand's track (``HandResult.track_id``), or None.
+            hands: the frame's hands (``FrameResult.hands``).
         """
-        height, width = image.shape[:2]
         updates = []
-        for i, fit in enumerate(fits):
+        for hand in hands:
+            fit = hand.fit
             if fit.side not in self.models:
                 continue
             self.tracked.append(TrackedHand(frame, timestamp_s, fit.side, np.asarray(fit.pose, np.float32).copy(),
                                             np.asarray(fit.betas, np.float32).copy(),
-                                            np.asarray(fit.transl, np.float32).copy(),
-                                            -1 if track_ids is None else int(track_ids[i])))
+                                            np.asarray(fit.transl, np.float32).copy(), int(hand.track_id)))
             capture = self.capture(fit.side)
             if capture is None:
                 continue
-            verts = fit_vertices(self.layers[fit.side], fit.pose, fit.betas, fit.transl)
-            cam = fit_camera(fit, (width, height), K, self.nominal_fov_deg)
-            mask = None
-            if self.segmenter is not None and keypoints_2d is not None:
-                mask = self.segmenter(image, keypoints_2d[i])
-            update = capture.update(image, verts, cam, mask)
+            vertices, K = hand.camera.pinhole(hand.vertices)
+            update = capture.update(image, vertices, K, hand.mask)
             self.texture_ms.append(update.time_ms)
             updates.append(update)
         return updates

@@ -85,52 +85,61 @@ def run_calibrate(args: argparse.Namespace) -> int:
     fov = getattr(args, "fov", None)
     weak = bool(getattr(args, "weak_perspective", False))
     check_camera_args(args.intrinsics, fov, weak)
-    with open_source(args.source, args.intrinsics, fov, weak, getattr(args, "depth", None),
-                     getattr(args, "depth_intrinsics", None)) as src:
-        if isinstance(src, ImageSequenceSource):
+    if stereo is not None and (args.intrinsics is not None or fov is not None or weak or getattr(args, "depth", None)):
+        raise InputError("--stereo takes both cameras from --stereo-calib: give no --intrinsics, --fov, "
+                         "--weak-perspective or --depth with it")
+    if stereo is not None:  # the calibrated pair, frames paired by time, each hand fused (core.stereo)
+        from core.capture.stereo import open_stereo
+
+        source_cm = open_stereo(args.source, args.stereo, stereo)
+    else:
+        source_cm = open_source(args.source, args.intrinsics, fov, weak, getattr(args, "depth", None),
+                                getattr(args, "depth_intrinsics", None))
+    with source_cm as src:
+        first = src.pair.sources[0] if stereo is not None else src
+        if isinstance(first, ImageSequenceSource):
             settings = dataclasses.replace(settings, detector_mode="static")
-        second = open_source(args.stereo) if stereo is not None else None
-        engine2 = Engine(settings) if stereo is not None else None
-        try:
-            total = getattr(src, "frame_count", None)
-            with Engine(settings) as engine, ProgressBar(total, "calibrate", None) as bar:
-                stream2 = iter(engine2.process_stream(second)) if engine2 is not None else None
-                pending: dict[int, object] = {}
+        total = getattr(src, "frame_count", None)
+        if stereo is not None:
+            from core.stereo import StereoEngine
 
-                def remember(frames_in):
-                    for f in frames_in:
-                        pending[f.index] = f
-                        yield f
+            engine_cm = StereoEngine(settings, stereo)
+        else:
+            engine_cm = Engine(settings)
+        with engine_cm as engine, ProgressBar(total, "calibrate", None) as bar:
+            pending: dict[int, object] = {}
 
-                for result in engine.process_stream(remember(src)):
-                    frame = pending.pop(result.frame, None)
-                    frames += 1
-                    res2 = next(stream2, None) if stream2 is not None else None
-                    bar.update(1, f"{sum(len(s.candidates) for s in sessions.values())} candidates")
-                    if frame is None:
+            def remember(frames_in):
+                for f in frames_in:
+                    ref = f[0] if stereo is not None else f  # a pair's reference frame
+                    pending[ref.index] = ref
+                    yield f
+
+            for result in engine.process_stream(remember(src)):
+                frame = pending.pop(result.frame, None)
+                frames += 1
+                bar.update(1, f"{sum(len(s.candidates) for s in sessions.values())} candidates")
+                if frame is None:
+                    continue
+                for s, session in sessions.items():
+                    cand = session.offer(frame, result)
+                    if cand is None:
                         continue
-                    for s, session in sessions.items():
-                        cand = session.offer(frame, result)
-                        if cand is None:
-                            continue
-                        if sheet is not None and frame.intrinsics is not None and cand.features[10] < FLAT_FLEXION:
-                            pose = sheet_pose(frame.image, frame.intrinsics.K, sheet)
-                            if pose is not None:
-                                measured[s].append(keypoints_on_plane(cand.keypoints_2d, frame.intrinsics.K, *pose))
-                        if frame.depth is not None and source_kind == "prior":  # RGB-D: the depth-scaled fit
-                            for hand, info in zip(result.hands, engine.depth_alignments):
-                                if hand.detection.handedness == s and info.factor != 1.0:
-                                    measured[s].append(np.asarray(hand.fit.keypoints_3d, dtype=np.float64))
-                                    break
-                        if res2 is not None:
-                            other = [h for h in res2.hands if h.detection.handedness == s]
-                            if other:
-                                measured[s].append(triangulate_keypoints(cand.keypoints_2d, other[0].detection.keypoints_2d, stereo))
-        finally:
-            if engine2 is not None:
-                engine2.close()
-            if second is not None:
-                second.close()
+                    if sheet is not None and frame.intrinsics is not None and cand.features[10] < FLAT_FLEXION:
+                        pose = sheet_pose(frame.image, frame.intrinsics.K, sheet)
+                        if pose is not None:
+                            measured[s].append(keypoints_on_plane(cand.keypoints_2d, frame.intrinsics.K, *pose))
+                    if frame.depth is not None and source_kind == "prior":  # RGB-D: the depth-scaled fit
+                        for hand, info in zip(result.hands, engine.depth_alignments):
+                            if hand.detection.handedness == s and info.factor != 1.0:
+                                measured[s].append(np.asarray(hand.fit.keypoints_3d, dtype=np.float64))
+                                break
+                    if stereo is not None:  # the hand's keypoints in both views, triangulated
+                        for hand, other in zip(result.hands, engine.partners):
+                            if hand.detection.handedness == s and other is not None:
+                                measured[s].append(triangulate_keypoints(cand.keypoints_2d, other.keypoints_2d,
+                                                                         stereo))
+                                break
     if frames == 0:
         raise InputError(f"{args.source} gave no frames")
     side = max(sessions, key=lambda s: len(sessions[s].candidates))

@@ -124,14 +124,14 @@ def capture_source(
     from core.engine import Engine, EngineSettings
     from core.model import load_model_data
     from core.progress import ProgressBar
-    from core.texture.session import SessionCapture, hand_segmenter
+    from core.texture.session import SessionCapture
 
     check_capture_arguments(intrinsics, fov_deg, max_frames, weak_perspective)
     from core.model.personal import PersonalIdentity, identity_model
 
     identity = shape if isinstance(shape, PersonalIdentity) else None  # a profile's own hand
     models = {side: identity_model(load_model_data(model, side), identity) for side in sides}  # type: ignore[arg-type]
-    settings = EngineSettings(max_hands=2, model=model)
+    settings = EngineSettings(max_hands=2, model=model, segment=True)  # the masks keep the background out
     frames_read = 0
     with open_source(source, intrinsics, fov_deg, weak_perspective) as src:
         if isinstance(src, ImageSequenceSource):
@@ -143,8 +143,7 @@ def capture_source(
         total = getattr(src, "frame_count", None)
         if limit is not None:
             total = limit if total is None else min(total, limit)
-        session = SessionCapture(models, texture_size, base, nominal_fov_deg=settings.fit.nominal_fov_deg,
-                                 segmenter=hand_segmenter())
+        session = SessionCapture(models, texture_size, base, nominal_fov_deg=settings.fit.nominal_fov_deg)
         pending: dict[int, Any] = {}
 
         def frames():
@@ -158,10 +157,7 @@ def capture_source(
             for result in engine.process_stream(frames()):
                 frame = pending.pop(result.frame)
                 frames_read += 1
-                hands = [h for h in result.hands if h.fit.side in models]
-                K = None if frame.intrinsics is None else frame.intrinsics.K
-                session.add(frame.image, result.frame, result.timestamp_s, [h.fit for h in hands], K,
-                            [h.detection.keypoints_2d for h in hands], [h.track_id for h in hands])
+                session.add_hands(frame.image, result.frame, result.timestamp_s, result.hands)
                 side = session.main_side()
                 capture = None if side is None else session.capture(side)
                 bar.update(1, "" if capture is None else f"texture {100 * capture.coverage:.0f}%")

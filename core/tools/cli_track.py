@@ -28,6 +28,7 @@ class TrackSummary:
     mean_silhouette_iou: float | None = None
     mean_fit_reprojection_error_px: float | None = None
     refinements_fell_back: int = 0
+    camera: str = ""
 
     def format(self) -> str:
         pct = 100.0 * self.frames_with_hands / max(self.frames, 1)
@@ -40,7 +41,7 @@ class TrackSummary:
         return (
             f"tracked {self.frames} frames ({self.frames_with_hands} with a hand, {pct:.0f}%), "
             f"{self.hands} hands; {self.fps:.1f} fps; per frame: {times}; "
-            f"mean reprojection error {err}; {iou}wrote {self.out}"
+            f"mean reprojection error {err}; {iou}{self.camera}wrote {self.out}"
         )
 
 
@@ -112,6 +113,7 @@ def run_track(
     iou = _Mean()
     fell_back = 0
     frames = with_hands = hands = 0
+    camera = ""
     import time
 
     start = time.perf_counter()
@@ -155,6 +157,7 @@ def run_track(
                         fell_back += bool(h.refined.fell_back)
                 for k, v in result.time_ms.items():
                     times.setdefault(k, _Mean()).add(v)
+                camera = _camera_note(result)
                 bar.update(1, f"{len(result.hands)} hand(s)")
     elapsed = time.perf_counter() - start
     # a failed run leaves the previous output as it was
@@ -176,8 +179,18 @@ def run_track(
         mean_silhouette_iou=iou.mean,
         mean_fit_reprojection_error_px=fit_error.mean,
         refinements_fell_back=fell_back,
+        camera=camera,
     )
     return summary
+
+
+def _camera_note(result) -> str:
+    """The summary's camera: the last frame's focal length and where it came from."""
+    cam = result.camera
+    if cam is None:
+        return ""
+    fov = "" if cam.fov_x_deg is None else f", {cam.fov_x_deg:.0f} degrees"
+    return f"camera f {cam.fx:.1f} px{fov} ({result.camera_source}); "
 
 
 class _Mean:

@@ -86,12 +86,12 @@ def capture_held_clip(clip: HeldClip, size: int = 512) -> dict[str, Any]:
     from core.capture.frame import Frame
     from core.engine import Engine, EngineSettings
     from core.model import load_model_data
-    from core.texture.session import SessionCapture, hand_segmenter
+    from core.texture.session import SessionCapture
 
     models = {side: load_model_data(None, side) for side in ("right", "left")}
-    session = SessionCapture(models, size=size, segmenter=hand_segmenter())
+    session = SessionCapture(models, size=size)
     tracked = 0
-    with Engine(EngineSettings(max_hands=1, device="cpu", detector_process=False)) as engine:
+    with Engine(EngineSettings(max_hands=1, device="cpu", detector_process=False, segment=True)) as engine:
         for i, image in enumerate(clip.images):
             h, w = image.shape[:2]
             frame = Frame(i, i / 15.0, image, intrinsics_from_matrix(clip.K, w, h), "synthetic:held")
@@ -99,8 +99,7 @@ def capture_held_clip(clip: HeldClip, size: int = 512) -> dict[str, Any]:
             if not result.hands:
                 continue
             tracked += 1
-            session.add(image, i, frame.timestamp_s, [r.fit for r in result.hands], clip.K,
-                        [r.detection.keypoints_2d for r in result.hands])
+            session.add_hands(image, i, frame.timestamp_s, result.hands)
     out: dict[str, Any] = {"frames": len(clip.images), "tracked": tracked, "texture": None}
     for side, capture in session.captures.items():
         tex = capture.texture()

@@ -1,0 +1,341 @@
+"""The focal length of an unknown camera, estimated from a stream: the hand's own perspective.
+
+A source opened without ``--intrinsics``, ``--fov`` or EXIF data starts in the assumed camera
+(:data:`core.camera.DEFAULT_FOV_DEG`, ``Frame.intrinsics_source`` "assumed"). While a hand is
+tracked, :class:`FocalEstimator` keeps a few of its frames (spread in time: the detected
+keypoints and the fit's pose); once it has :attr:`FocalSettings.frames` of one track, it runs
+the calibration's bundle adjustment once (:func:`core.personalize.bundle.bundle_adjust`: one
+skeleton and one focal length shared by all frames, each frame's pose and translation free),
+in a background thread or in line. A hand seen at several depths and orientations pins the
+focal length: its bones keep their lengths, so the changing foreshortening tells how close it
+is. MediaPipe's world landmarks are left out of this fit (``w_dir`` 0): on rendered wide-angle
+hands they follow a weak-perspective view (bone directions about half-turned toward the
+viewing ray), and with them the focal length drifted to the assumed one whatever the truth.
+
+The estimate is used only when it is well constrained (:meth:`FocalSettings.accepts`): its
+standard deviation (:attr:`core.personalize.bundle.BundleResult.focal_log_sd`, the poses and
+the skeleton marginalized) below :attr:`FocalSettings.max_log_sd`, and a field of view in a
+plausible range. A hand that never turns or changes depth leaves the focal length unobserved:
+the stream keeps the assumed camera, collects more frames and tries again (at most
+:attr:`FocalSettings.attempts` times). Once accepted, the engine switches the stream to the
+estimated camera (``camera_source`` "estimated").
+
+Cost: collecting a frame copies two small arrays; the estimate itself is a one-off (about 1-3 s
+of one core for 16 frames), in a background thread while the stream goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.camera import Intrinsics
+from core.errors import Cancelled
+from core.model.data import HandModelData
+
+log = logging.getLogger(__name__)
+
+#: Hand length (wrist to middle fingertip) of the bundle's gauge, metres: any length gives the
+#: same focal length (size and depth trade off); this is the population's.
+GAUGE_LENGTH_M = 0.18
+
+
+@dataclass(frozen=True)
+class FocalSettings:
+    """When and how a stream's focal length is estimated.
+
+    Attributes:
+        frames: frames of one hand track the first estimate uses.
+        interval_s: a frame is kept only this long after the track's last kept one (spreads
+            the frames over the motion; 16 frames 0.1 s apart span 1.6 s).
+        min_score: detections below this confidence are not kept.
+        max_log_sd: the estimate's standard deviation (log units, about its relative error)
+            above which it is rejected as poorly constrained (the Gauss-Newton figure is
+            optimistic: estimates with 2-3% were up to 22% off on keypoint-level sequences).
+        min_turn_deg, min_size_ratio: the motion the kept frames must show, else the estimate
+            is rejected as degenerate: the hand turned by at least ``min_turn_deg`` between
+            two of them (its fitted orientation), or its image size (keypoint box diagonal)
+            changed by at least this ratio (depth). A single view constrains the focal length
+            only through the skeleton prior, and MediaPipe's keypoint convention biases that.
+        fov_range_deg: horizontal fields of view an estimate may have; outside, it is rejected.
+        starts_deg: the fields of view the search starts from (one bundle adjustment each;
+            the lowest energy wins): from a single start the focal length, weakly observed,
+            often stopped half-way (keypoint-level sequences: 120 degrees estimated as 150%
+            too long from 70, within 5% from the best of four starts).
+        attempts: estimates tried per stream; each rejected one waits for ``frames`` more.
+        background: estimate in a background thread (the stream goes on in the assumed
+            camera meanwhile); False estimates in line, in the frame that completes the set
+            (deterministic: tests and benchmarks).
+    """
+
+    frames: int = 16
+    interval_s: float = 0.1
+    min_score: float = 0.5
+    max_log_sd: float = 0.02
+    min_turn_deg: float = 20.0
+    min_size_ratio: float = 1.25
+    fov_range_deg: tuple[float, float] = (25.0, 150.0)
+    starts_deg: tuple[float, ...] = (40.0, 70.0, 100.0, 130.0)
+    attempts: int = 3
+    background: bool = True
+
+    def __post_init__(self) -> None:
+        if self.frames < 4:
+            raise ValueError(f"FocalSettings.frames must be at least 4, got {self.frames}")
+        lo, hi = self.fov_range_deg
+        if not 0.0 < lo < hi < 180.0:
+            raise ValueError(f"FocalSettings.fov_range_deg must be 0 < lo < hi < 180, got {self.fov_range_deg}")
+
+
+@dataclass(frozen=True)
+class FocalEstimate:
+    """One estimate of a stream's focal length.
+
+    Attributes:
+        focal_px: the estimated focal length (fx = fy), pixels (NaN when the motion was
+            degenerate and nothing was estimated).
+        fov_deg: the horizontal field of view it gives, degrees.
+        log_sd: its standard deviation, log units (about the relative error).
+        frames: frames it used. side: the hand's side.
+        accepted: whether the stream uses it. reason: why it was rejected ("" when accepted).
+        seconds: the bundle adjustment's wall time.
+        intrinsics: the estimated camera (the assumed one's principal point and size).
+    """
+
+    focal_px: float
+    fov_deg: float
+    log_sd: float
+    frames: int
+    side: str
+    accepted: bool
+    reason: str
+    seconds: float
+    intrinsics: Intrinsics
+
+
+@dataclass(frozen=True)
+class FocalFrame:
+    """What a kept frame contributes: keypoints_2d (21, 2) pixels; pose (48,) the fit's
+    axis-angle in the assumed camera (the starting point); score the detection's."""
+
+    keypoints_2d: np.ndarray
+    pose: np.ndarray
+    score: float
+
+
+def estimate_focal(model: HandModelData, frames: list[FocalFrame], camera: Intrinsics, side: str,
+                   settings: FocalSettings = FocalSettings(), limit_threads: bool = True,
+                   cancel: Callable[[], bool] | None = None) -> FocalEstimate:
+    """Estimate the focal length of ``camera`` (the assumed one) from frames of one hand.
+
+    Args:
+        model: the hand model of the hand's side.
+        frames: the hand's kept frames (keypoints and starting poses).
+        camera: the assumed camera: its principal point is kept, its focal length starts the
+            search; ``width``/``height`` must be set.
+        side: "right" or "left" (reported).
+        limit_threads: see :func:`core.personalize.bundle.bundle_adjust` (False in a
+            background thread).
+        cancel: polled during the optimization; once it returns True, :class:`Cancelled` is
+            raised.
+    """
+    from core.personalize.bundle import BundleFrame, BundleSettings, bundle_adjust
+
+    if camera.size is None:
+        raise ValueError("estimate_focal needs the camera's image size")
+    w, h = camera.size
+    degenerate = _degenerate(frames, settings)
+    if degenerate:  # no bundle adjustment: nothing it could say would be used
+        return FocalEstimate(float("nan"), float("nan"), float("inf"), len(frames), side, False, degenerate, 0.0,
+                             camera)
+    ba_frames = [BundleFrame(np.asarray(f.keypoints_2d, np.float64), (w, h), None, np.asarray(f.pose, np.float64),
+                             None, 1.0, float(f.score)) for f in frames]
+    result, seconds = None, 0.0
+    for fov0 in settings.starts_deg:
+        r = bundle_adjust(model, ba_frames, GAUGE_LENGTH_M, settings=BundleSettings(w_dir=0.0),
+                          nominal_fov_deg=fov0, cancel=cancel, limit_threads=limit_threads)
+        seconds += r.seconds
+        if np.isfinite(r.energy) and (result is None or r.energy < result.energy):
+            result = r
+    if result is None:
+        raise ValueError("every start diverged")
+    # The bundle's camera is the image-centred one: keep the assumed camera's principal point.
+    focal = float(result.focal_px[0])
+    fov = math.degrees(2.0 * math.atan(w / (2.0 * focal))) if focal > 0 and math.isfinite(focal) else float("nan")
+    intr = Intrinsics(focal, focal * camera.fy / camera.fx, camera.cx, camera.cy, w, h) \
+        if focal > 0 and math.isfinite(focal) else camera
+    reason = _rejection(result.focal_log_sd, fov, len(result.rejected), len(frames), settings)
+    return FocalEstimate(focal, fov, float(result.focal_log_sd), len(frames), side, not reason, reason,
+                         seconds, intr)
+
+
+def motion_spread(frames: list[FocalFrame]) -> tuple[float, float]:
+    """(largest turn between two frames' orientations, degrees; ratio of the largest to the
+    smallest image size) of kept frames."""
+    import torch
+
+    from core.rotations import axis_angle_to_matrix
+
+    rot = axis_angle_to_matrix(torch.as_tensor(np.stack([f.pose[:3] for f in frames]), dtype=torch.float64)).numpy()
+    cos = (np.einsum("iab,jab->ij", rot, rot) - 1.0) / 2.0  # trace(R_i^T R_j) = sum of products
+    turn = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)).max()))
+    sizes = np.array([np.linalg.norm(np.ptp(f.keypoints_2d, axis=0)) for f in frames])
+    return turn, float(sizes.max() / max(sizes.min(), 1e-9))
+
+
+def _degenerate(frames: list[FocalFrame], st: FocalSettings) -> str:
+    """Why the kept frames cannot pin a focal length ("" when they can)."""
+    turn, ratio = motion_spread(frames)
+    if turn < st.min_turn_deg and ratio < st.min_size_ratio:
+        return (f"degenerate motion (the hand turned {turn:.0f} degrees < {st.min_turn_deg:.0f} and its size changed "
+                f"{ratio:.2f}x < {st.min_size_ratio:.2f}x: it needs to turn or change depth)")
+    return ""
+
+
+def _rejection(log_sd: float, fov: float, rejected: int, frames: int, st: FocalSettings) -> str:
+    """Why an estimate is not used ("" when it is)."""
+    if not math.isfinite(fov):
+        return "the optimization diverged"
+    if not (log_sd <= st.max_log_sd):
+        return (f"poorly constrained (standard deviation {100 * log_sd:.1f}% > {100 * st.max_log_sd:.1f}%: "
+                "the hand needs to turn and change depth)")
+    lo, hi = st.fov_range_deg
+    if not lo <= fov <= hi:
+        return f"a field of view of {fov:.0f} degrees is outside {lo:.0f}-{hi:.0f}"
+    if rejected > frames // 2:
+        return f"{rejected} of {frames} frames disagreed with the shared hand"
+    return ""
+
+
+class FocalEstimator:
+    """A stream's focal-length estimation state (one per stream; :meth:`reset` for a new one).
+
+    The engine calls :meth:`observe` with each frame's hands while the stream is in the
+    assumed camera, and asks :meth:`camera` for the camera to use: None until an estimate is
+    accepted.
+
+    Args:
+        models: the hand model per side ("right", "left").
+        settings: see :class:`FocalSettings`.
+    """
+
+    def __init__(self, models: dict[str, HandModelData], settings: FocalSettings = FocalSettings()) -> None:
+        self.models = models
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._generation = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream: kept frames, estimates, the camera (a running estimate is
+        cancelled at its next iteration)."""
+        with self._lock:
+            self._kept: dict[int, tuple[str, float, list[FocalFrame]]] = {}
+            self._needed = self.settings.frames
+            self._estimates: list[FocalEstimate] = []
+            self._accepted: FocalEstimate | None = None
+            self._thread: threading.Thread | None = None
+            self._generation += 1
+
+    @property
+    def estimates(self) -> tuple[FocalEstimate, ...]:
+        """Every estimate made in this stream, in order (accepted or not)."""
+        with self._lock:
+            return tuple(self._estimates)
+
+    @property
+    def accepted(self) -> FocalEstimate | None:
+        """The estimate the stream uses, or None."""
+        with self._lock:
+            return self._accepted
+
+    @property
+    def done(self) -> bool:
+        """Nothing more to do: an estimate was accepted, or every attempt was used."""
+        with self._lock:
+            return self._accepted is not None or len(self._estimates) >= self.settings.attempts
+
+    def camera(self, assumed: Intrinsics) -> Intrinsics | None:
+        """The estimated camera for frames whose assumed camera is ``assumed`` (scaled to its
+        size when that differs), or None while there is none."""
+        est = self.accepted
+        if est is None:
+            return None
+        intr = est.intrinsics
+        if assumed.size is not None and intr.size is not None and assumed.size != intr.size:
+            intr = intr.scaled(assumed.size[0] / intr.size[0], assumed.size[1] / intr.size[1])
+        return intr
+
+    def observe(self, t: float, camera: Intrinsics, hands: list[tuple[int, str, np.ndarray, np.ndarray, float]]) -> None:
+        """Keep this frame's hands (track id, side, keypoints (21, 2), fit pose (48,) in
+        ``camera``, score) where due, and start an estimate when a track has enough frames."""
+        if self.done or self._thread is not None:
+            return
+        st = self.settings
+        ready: tuple[str, list[FocalFrame]] | None = None
+        for track_id, side, keypoints, pose, score in hands:
+            if score < st.min_score:
+                continue
+            kept = self._kept.get(track_id)
+            if kept is None or kept[0] != side:
+                kept = (side, -math.inf, [])
+            if t - kept[1] < st.interval_s:
+                continue
+            frames = kept[2]
+            frames.append(FocalFrame(np.array(keypoints, np.float64), np.array(pose, np.float64), float(score)))
+            self._kept[track_id] = (side, t, frames)
+            if len(frames) >= self._needed and ready is None:
+                ready = (side, list(frames))
+        if ready is None:
+            return
+        side, frames = ready
+        if st.background:
+            gen = self._generation
+            self._thread = threading.Thread(target=self._run, args=(side, frames, camera, gen, False),
+                                            name="handtwin-focal", daemon=True)
+            self._thread.start()
+        else:
+            self._run(side, frames, camera, self._generation, True)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancel a running estimate and wait for its thread to stop (it checks between
+        iterations): a thread still inside PyTorch when the interpreter exits aborts it."""
+        thread = self._thread
+        self.reset()
+        if thread is not None:
+            thread.join(timeout)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for a running background estimate (tests, benchmarks, the end of a stream)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self, side: str, frames: list[FocalFrame], camera: Intrinsics, generation: int,
+             limit_threads: bool) -> None:
+        try:
+            est = estimate_focal(self.models[side], frames, camera, side, self.settings, limit_threads,
+                                 cancel=lambda: generation != self._generation)
+        except Cancelled:  # the stream was reset or the engine closed
+            return
+        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:  # numerical failure: keep the assumed camera
+            est = FocalEstimate(float("nan"), float("nan"), float("inf"), len(frames), side, False,
+                                f"the optimization failed ({exc})", 0.0, camera)
+        with self._lock:
+            if generation != self._generation:  # the stream was reset meanwhile
+                return
+            self._estimates.append(est)
+            if est.accepted:
+                self._accepted = est
+                log.info("estimated the camera: focal length %.1f px (%.1f degree field of view, +-%.1f%%) "
+                         "from %d frames", est.focal_px, est.fov_deg, 100 * est.log_sd, est.frames)
+            else:
+                self._needed += self.settings.frames
+                log.info("kept the assumed camera: the focal length estimate (%.1f px) is %s",
+                         est.focal_px, est.reason)
+            self._thread = None

@@ -1,0 +1,146 @@
+"""The focal length of an unknown camera estimated from a stream (core/focal.py, the engine's switch).
+
+Keypoint-level synthetic sequences (the model's keypoints projected by a known camera, 1 px
+noise): a hand that turns and changes depth gives the focal length within 10%; a hand that
+never turns or changes depth leaves the stream in the assumed camera.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
+from core.capture.frame import Frame
+from core.engine import Engine, EngineSettings
+from core.focal import FocalEstimator, FocalFrame, FocalSettings, motion_spread
+from core.synth import default_layers
+from core.synth.sequences import SequenceFrame, detections, two_hand_sequence
+
+W, H = 640, 480
+FPS = 15.0
+
+
+@pytest.fixture(scope="module")
+def layers():
+    return default_layers()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    settings = EngineSettings(detector_process=False, focal=FocalSettings(background=False))
+    with Engine(settings, stream=True) as e:
+        yield e
+
+
+def _one_hand(layers, fov: float, seed: int, frames: int = 40) -> list[SequenceFrame]:
+    """The right hand of a two-hand sequence (turning, tilting, depth +-8 cm) seen at ``fov``."""
+    K = intrinsics_from_fov(fov, W, H).K
+    seq = two_hand_sequence(layers, frames, K, (W, H), seed=seed, depth_m=0.3, crossing=False)
+    return [SequenceFrame(f.sides[:1], f.keypoints_2d[:1], f.joints_3d[:1], f.K, f.image_size) for f in seq]
+
+
+def _stream(engine, seq: list[SequenceFrame], seed: int = 0):
+    """Feed the sequence in the assumed camera; the last frame's result."""
+    assumed = intrinsics_from_fov(DEFAULT_FOV_DEG, W, H)
+    image = np.zeros((H, W, 3), np.uint8)
+    rng = np.random.default_rng(seed)
+    engine.reset()
+    result = None
+    for i, f in enumerate(seq):
+        result = engine.process_detections(Frame(i, i / FPS, image, assumed, "synthetic", "assumed"),
+                                           detections(f, noise_px=1.0, rng=rng))
+    return result
+
+
+def test_a_turning_hand_gives_the_focal_length(engine, layers) -> None:
+    """120 degrees (the assumed 70 is 147% too long): the stream switches to an estimate within 10%."""
+    seq = _one_hand(layers, 120.0, seed=0)
+    result = _stream(engine, seq)
+    f_true = seq[0].K[0, 0]
+    assert result.camera_source == "estimated"
+    assert result.camera.fx == pytest.approx(f_true, rel=0.1)
+    assert (result.camera.cx, result.camera.cy) == ((W - 1) / 2, (H - 1) / 2)
+    est = engine.focal.accepted
+    assert est is not None and est.accepted and est.reason == "" and est.log_sd < 0.02
+    line = result.to_json()
+    assert line["camera_source"] == "estimated" and line["camera"]["fx"] == pytest.approx(result.camera.fx, abs=1e-3)
+    # a new stream starts in the assumed camera again
+    engine.reset()
+    assert engine.focal.accepted is None and not engine.focal.estimates
+
+
+def test_a_hand_that_never_turns_or_changes_depth_keeps_the_assumed_camera(engine, layers) -> None:
+    """One pose, one depth, a little sideways drift: the estimate is rejected as degenerate."""
+    f0 = _one_hand(layers, 90.0, seed=0)[0]
+    seq = []
+    for i in range(40):
+        shift = np.array([3.0 * np.sin(i / 5), 2.0 * np.cos(i / 7)], np.float32)
+        seq.append(SequenceFrame(f0.sides, f0.keypoints_2d + shift, f0.joints_3d, f0.K, f0.image_size))
+    result = _stream(engine, seq)
+    assert result.camera_source == "assumed"
+    assert result.camera.fx == pytest.approx(intrinsics_from_fov(DEFAULT_FOV_DEG, W, H).fx)
+    assert engine.focal.estimates and not engine.focal.estimates[0].accepted
+    assert "degenerate" in engine.focal.estimates[0].reason
+
+
+def test_motion_spread_measures_turn_and_depth() -> None:
+    pose = np.zeros(48)
+    turned = pose.copy()
+    turned[:3] = [0.0, np.radians(30.0), 0.0]
+    kp = np.random.default_rng(0).uniform(100, 200, (21, 2))
+    frames = [FocalFrame(kp, pose, 1.0), FocalFrame(kp * 1.5, turned, 1.0)]
+    turn, ratio = motion_spread(frames)
+    assert turn == pytest.approx(30.0, abs=1e-6)
+    assert ratio == pytest.approx(1.5)
+
+
+def test_background_estimate_and_reset(layers) -> None:
+    """In a background thread the estimate lands later; a reset drops it and its frames."""
+    from core.model import load_model_data, mirror_model
+
+    right = load_model_data(None, "right")
+    models = {"right": right, "left": mirror_model(right)}
+    settings = FocalSettings(frames=4, interval_s=0.0, starts_deg=(70.0,), max_log_sd=10.0, min_turn_deg=0.0,
+                             min_size_ratio=1.0, fov_range_deg=(1.0, 179.0))
+    est = FocalEstimator(models, settings)
+    camera = intrinsics_from_fov(DEFAULT_FOV_DEG, W, H)
+    seq = _one_hand(layers, 90.0, seed=1, frames=8)
+    for i, f in enumerate(seq[:4]):
+        est.observe(i / FPS, camera, [(1, "right", f.keypoints_2d[0], np.zeros(48), 0.9)])
+    est.wait(60.0)
+    assert est.done and est.accepted is not None
+    assert est.camera(camera) is not None and est.camera(camera).size == (W, H)
+    half = intrinsics_from_fov(DEFAULT_FOV_DEG, W // 2, H // 2)
+    assert est.camera(half).fx == pytest.approx(est.accepted.focal_px / 2, rel=1e-3)  # scaled to the frame
+    est.reset()
+    assert est.accepted is None and not est.estimates and not est.done
+
+
+DATA = __import__("pathlib").Path(__file__).parent / "data" / "wide_angle_detections.npz"
+
+
+@pytest.mark.skipif(not DATA.is_file(), reason="tests/data/wide_angle_detections.npz is missing")
+def test_mediapipe_keypoints_of_a_wide_angle_clip_do_not_switch_to_a_wrong_camera() -> None:
+    """Real MediaPipe detections of a hand rendered by a 90 degree camera: they show less
+    perspective than the image, the free focal length runs long; the estimate must be rejected
+    (the stream keeps the assumed camera) rather than accepted more than 10% off."""
+    from core.detect import Detection
+
+    data = np.load(DATA)
+    found = data["fov90_found"]
+    f_true = intrinsics_from_fov(90.0, W, H).fx
+    assumed = intrinsics_from_fov(DEFAULT_FOV_DEG, W, H)
+    image = np.zeros((H, W, 3), np.uint8)
+    settings = EngineSettings(detector_process=False, smoothing=None, focal=FocalSettings(frames=8, background=False))
+    with Engine(settings, stream=True) as engine:
+        for i in np.flatnonzero(found):
+            det = Detection("right" if data["fov90_right"][i] else "left", float(data["fov90_score"][i]),
+                            data["fov90_keypoints_2d"][i], data["fov90_z"][i], data["fov90_world"][i], (W, H))
+            result = engine.process_detections(Frame(int(i), i / FPS, image, assumed, "x", "assumed"), [det])
+        estimates = engine.focal.estimates
+    assert estimates  # an estimate was made
+    if result.camera_source == "estimated":
+        assert result.camera.fx == pytest.approx(f_true, rel=0.1)
+    else:
+        assert result.camera_source == "assumed" and not any(e.accepted for e in estimates)
