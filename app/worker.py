@@ -262,7 +262,8 @@ class TrackingWorker(QObject):
         if len(c.sources) > 1:
             intr = [c.intrinsics] * len(c.sources) if c.intrinsics else None
             return open_multi_source(list(c.sources), intrinsics=intr, fov_deg=None if intr else c.fov_deg)
-        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg, weak_perspective=c.weak_perspective)
+        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg,
+                           weak_perspective=c.weak_perspective)
 
     def _run(self) -> None:
         c = self.config
