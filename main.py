@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("gui", help="the desktop app (default)")
-    p.add_argument("--source", default=None, help="camera index, 'demo', video, folder or glob")
+    p.add_argument("--source", default=None, help="camera index, 'demo', video, folder or glob, or a source spec "
+                   "(SRC|depth=D|depth-intrinsics=F, SRC|SRC2|stereo-calib=S)")
     p.add_argument("--profile", default=None, help="hand profile JSON to load")
     p.add_argument("--screenshot", metavar="PNG", default=None, help="save a screenshot of the window")
     p.add_argument("--quit-after", metavar="S", type=float, default=None, help="quit after S seconds")

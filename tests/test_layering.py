@@ -40,7 +40,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.texture",),
     ("core.synth",),
     ("core.personalize",),
-    ("core.export", "core.metric_depth"),  # metric_depth: fits placed at a depth camera's distance
+    # metric_depth: fits placed at a depth camera's distance; focal: a stream's focal length by
+    # the calibration's bundle adjustment
+    ("core.export", "core.metric_depth", "core.focal"),
     ("core.engine",),
     ("core.tools",),
 )

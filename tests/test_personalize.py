@@ -67,6 +67,18 @@ def test_pin_hand_length_is_exact_and_keeps_proportions(hand_layer) -> None:
     assert np.abs(same - b).max() < 1e-3
 
 
+def test_pin_scale_is_exact_when_a_shape_component_hits_its_bound(hand_layer) -> None:
+    """The length stays exact when the projected shape leaves the box: the clipped components
+    stay at their bound and the others carry the length."""
+    b = np.zeros(10, np.float32)
+    free = pin_scale(hand_layer, b, 1.12, max_beta=10.0)
+    box = 0.6 * float(np.abs(free).max())
+    pinned = pin_scale(hand_layer, b, 1.12, max_beta=box)
+    assert np.abs(pinned).max() == pytest.approx(box)  # a component sits on the bound
+    L0 = measures(hand_layer, b)[0]
+    assert measures(hand_layer, pinned)[0] == pytest.approx(1.12 * L0, abs=2e-6)
+
+
 def test_scale_from_measured_keypoints(hand_layer) -> None:
     b = np.zeros(10, np.float32)
     kp = _rest_keypoints(hand_layer, b) * 1.12

@@ -21,7 +21,8 @@ the posed offset of vertex v in frame i is ``d_v (sum_j w_vj G_ij) n_v`` (``G_ij
 global rotation of joint j): the posed mesh is ``P_i + d * m_i`` with ``P_i`` and the posed
 normal directions ``m_i`` computed once. Each iteration costs one soft render of the K frames.
 
-Energy (per frame in its hand crop, :data:`SILHOUETTE_SIZE` pixels, wrist-cut region ignored)::
+Energy (per frame in its hand crop, :data:`SILHOUETTE_SIZE` pixels, nothing past the wrist
+keypoint counted, :data:`WRIST_LINE`)::
 
     sum_i a_i |S_i(P_i + d m_i) - T_i|^2 / area(T_i)                (silhouette, 001 Eq. 2)
     + w_lap mean_v |lap(d)_v|^2 / e^2                               (Laplacian smoothness, 001 Eq. 3)
@@ -70,6 +71,7 @@ __all__ = [
     "SurfaceSettings",
     "fit_surface",
     "hand_silhouette",
+    "wrist_weight",
 ]
 
 #: Side of the square crop a calibration frame's silhouette is kept and rendered at, pixels.
@@ -158,7 +160,7 @@ class SurfaceSettings:
     cap_mm: float = 4.0
     modes: int = 32
     w_laplacian: float = 1.0
-    w_magnitude: float = 0.02
+    w_magnitude: float = 1.0
     w_normal: float = 0.05
     w_shift: float = 0.002
     iterations: int = 20
@@ -205,10 +207,21 @@ class SurfaceResult:
         return float(np.linalg.norm(self.offsets, axis=1).max() * 1000.0)
 
 
-def _wrist_weight(box: CropBox, keypoints_2d: np.ndarray) -> np.ndarray:
-    from core.refine.common import _wrist_weight as weight
+#: Where the fit stops counting pixels toward the forearm: this many palm lengths past the
+#: wrist keypoint (the segmentation is cut further out, at :data:`core.segment.WRIST_OFFSET`,
+#: beyond the model's short wrist stub; between the two the forearm would read as a fuller palm).
+WRIST_LINE = 0.0
 
-    return weight(box, keypoints_2d)
+
+def wrist_weight(box: CropBox, keypoints_2d: np.ndarray) -> np.ndarray:
+    """(size, size) float32 of ``box``: 1 on the hand's side of the wrist line
+    (:data:`WRIST_LINE`, :func:`core.segment.geometry.wrist_halfplane`), 0 past it."""
+    from core.segment.geometry import hand_scale, wrist_halfplane
+
+    kp = np.asarray(keypoints_2d, dtype=np.float64)
+    n, c = wrist_halfplane(kp, hand_scale(kp), WRIST_LINE)
+    xs, ys = box.image_axes()
+    return ((xs * n[0])[None, :] + (ys * n[1])[:, None] >= c).astype(np.float32)
 
 
 def _front_faces(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -339,7 +352,7 @@ def _fit_surface(model: HandModelData, frames: list[SurfaceFrame], betas: np.nda
     kc = torch.stack([f.silhouette.box.intrinsics(torch.as_tensor(np.asarray(f.K), dtype=torch.float64)).to(f32)
                       for f in frames])
     target = torch.as_tensor(np.stack([f.silhouette.target() for f in frames]))
-    wrist = torch.as_tensor(np.stack([_wrist_weight(f.silhouette.box, f.keypoints_2d) for f in frames]))
+    wrist = torch.as_tensor(np.stack([wrist_weight(f.silhouette.box, f.keypoints_2d) for f in frames]))
     area = (target * wrist).flatten(1).sum(1).clamp_min(1.0)
     free = tip_taper(rest[0], model.tip_vertex_ids)
     cap = st.cap_mm / 1000.0

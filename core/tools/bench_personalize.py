@@ -20,8 +20,15 @@ MediaPipe (held-out set, cached), K = 20 frames each, true intrinsics, the true 
 given: the calibrated per-bone error (mm, mean over the 20 bones and the subjects) with
 attention and with uniform weights and for the mean hand at the true length; the confidence
 predictor's ranking accuracy on these frames; PA-MPJPE of identity-aware tracking with the
-calibrated hand against the shape-free fit, over every detected frame; calibration time;
-and the surface figures below.
+calibrated hand against the shape-free fit, on each person's *other* frames (not used to
+calibrate); calibration time; and the surface figures below. Two bounds say what the
+MediaPipe input allows: identity-aware tracking with the person's *true* skeleton
+(``people_pa_mpjpe_true_skeleton_mm``: no calibration can do better), and attention from an
+oracle confidence, minus the log of each frame's true MediaPipe 2D error
+(``people_bone_error_oracle_attention_mm``: down-weighting exactly the frames MediaPipe got
+wrong). ``people_deviation_slope`` is the least-squares slope of the calibrated skeleton's
+per-bone log deviation from the mean hand against the person's true one (1: the calibration
+sees a person's proportions; 0: it returns the mean hand).
 
 ``bench --only surface`` (also part of ``people``): synthetic people with a known surface
 (:func:`core.personalize.people.surfaced_person`: an off-template skeleton plus a per-finger and
@@ -38,6 +45,7 @@ the pose) against the true silhouette, in the hand's crop, wrist-cut region igno
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -165,9 +173,11 @@ def identity_fitter(session, result):
 
 def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
     """Calibration of synthetic people (see the module docstring)."""
-    from core.fit import HandObservation
+    from core.fit import HandObservation, TailorFitter
     from core.keypoints import Keypoint, bone_lengths
     from core.metrics import pa_mpjpe
+    from core.model.data import mirror_model
+    from core.model.personal import personal_model
     from core.personalize.scale import ScaleOption, measures, pin_hand_length
     from core.personalize.session import CalibrationSession
     from core.personalize.synthdata import load_or_generate
@@ -177,9 +187,10 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
     data = load_or_generate(name, n_subj, n_frames, seed, people=True)
     session = session or CalibrationSession(k=k)
     per_subject = _subject_candidates(session, data)
-    L0, _, _ = measures(session.layer, np.zeros(session.layer.num_betas))
-    rows: dict[str, list] = {"att": [], "uni": [], "mean_hand": [], "free": [], "aware": [], "ms": []}
+    rows: dict[str, list] = {"att": [], "uni": [], "oracle": [], "mean_hand": [], "free": [], "aware": [], "true": [],
+                             "ms": [], "dev_true": [], "dev_cal": []}
     conf_all, err_all, subj_all = [], [], []
+    zero = np.zeros(session.layer.num_betas, np.float32)
     for s, cands in per_subject.items():
         if len(cands) < 2:
             continue
@@ -194,38 +205,62 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
         r_att = session.calibrate(opt, frames=frames)
         rows["ms"].append((time.perf_counter() - t0) * 1000.0)
         r_uni = session.calibrate(opt, frames=frames, uniform=True)
-        rows["att"].append(np.abs(bone_lengths(calibrated_skeleton(session, r_att)) * 1000.0 - true_bones).mean())
-        rows["uni"].append(np.abs(bone_lengths(calibrated_skeleton(session, r_uni)) * 1000.0 - true_bones).mean())
-        mean_bones = measures(session.layer, pin_hand_length(session.layer, np.zeros(session.layer.num_betas), L))[2]
-        rows["mean_hand"].append(np.abs(mean_bones * 1000.0 - true_bones).mean())
         idx = np.nonzero(data.subject == s)[0]
+        # The oracle confidence: minus the log of each calibration frame's true MediaPipe 2D error.
+        session._candidates = [dataclasses.replace(c, confidence=-float(np.log(max(e, 1e-6)))) for c, e in
+                               zip(cands, frame_targets(session, data, idx, cands, "detection"))]
+        r_oracle = session.calibrate(opt, frames=frames)
+        session._candidates = cands
+        cal_bones = bone_lengths(calibrated_skeleton(session, r_att)) * 1000.0
+        rows["att"].append(np.abs(cal_bones - true_bones).mean())
+        rows["uni"].append(np.abs(bone_lengths(calibrated_skeleton(session, r_uni)) * 1000.0 - true_bones).mean())
+        rows["oracle"].append(np.abs(bone_lengths(calibrated_skeleton(session, r_oracle)) * 1000.0 - true_bones).mean())
+        mean_hand = pin_hand_length(session.layer, np.zeros(session.layer.num_betas), L)
+        mean_bones = measures(session.layer, mean_hand)[2] * 1000.0
+        rows["mean_hand"].append(np.abs(mean_bones - true_bones).mean())
+        rows["dev_true"].append(np.log(true_bones / mean_bones))
+        rows["dev_cal"].append(np.log(cal_bones / mean_bones))
         targets = frame_targets(session, data, idx, cands)
         if targets is not None:
             conf_all.append(np.array([c.confidence for c in cands]))
             err_all.append(targets)
             subj_all.append(np.full(len(cands), s))
-        # Identity-aware tracking with the calibrated hand against the shape-free fit.
+        # Identity-aware tracking with the calibrated hand (and with the true one) against the
+        # shape-free fit, on the frames calibration did not use.
         fitter, betas = identity_fitter(session, r_att)
+        true_model = personal_model(session.model_data, truth)
+        true_fitter = TailorFitter(true_model, mirror_model(true_model), session.fitter.settings)
+        used = {int(cands[j].frame_index) for j in frames}
         for i in idx:
+            if int(data.frame[i]) in used:
+                continue
             w, h = (int(v) for v in data.image_size[i])
             obs = HandObservation("right", data.keypoints_2d[i], data.world[i], data.K[i].astype(np.float32), (w, h),
                                   float(data.score[i]))
             free = session.fitter.fit([obs], None, None, 20)[0]
             aware = fitter.fit([obs], betas, None, 20)[0]
+            oracle = true_fitter.fit([obs], zero, None, 20)[0]
             rows["free"].append(pa_mpjpe(free.keypoints_3d, data.true_keypoints_3d[i]) * 1000.0)
             rows["aware"].append(pa_mpjpe(aware.keypoints_3d, data.true_keypoints_3d[i]) * 1000.0)
-    m = {key: float(np.mean(v)) if v else float("nan") for key, v in rows.items()}
+            rows["true"].append(pa_mpjpe(oracle.keypoints_3d, data.true_keypoints_3d[i]) * 1000.0)
+    m = {key: float(np.mean(v)) if v else float("nan") for key, v in rows.items() if not key.startswith("dev")}
+    dev_t, dev_c = np.concatenate(rows["dev_true"]), np.concatenate(rows["dev_cal"])
     out = {
         "people_subjects": len(rows["att"]),
         "people_frames_per_subject": k,
+        "people_heldout_frames": len(rows["free"]),
         "people_confidence": session.predictor.source,
         "people_bone_error_mm": round(m["att"], 3),
         "people_bone_error_uniform_mm": round(m["uni"], 3),
+        "people_bone_error_oracle_attention_mm": round(m["oracle"], 3),
         "people_bone_error_mean_hand_mm": round(m["mean_hand"], 3),
         "people_attention_gain_over_uniform": round(1.0 - m["att"] / m["uni"], 4),
+        "people_deviation_slope": round(float(dev_t @ dev_c / max(float(dev_t @ dev_t), 1e-12)), 3),
         "people_pa_mpjpe_shape_free_mm": round(m["free"], 3),
         "people_pa_mpjpe_identity_aware_mm": round(m["aware"], 3),
+        "people_pa_mpjpe_true_skeleton_mm": round(m["true"], 3),
         "people_identity_aware_gain": round(1.0 - m["aware"] / m["free"], 4),
+        "people_true_skeleton_gain": round(1.0 - m["true"] / m["free"], 4),
         "people_calibration_ms": round(float(np.median(rows["ms"])), 1) if rows["ms"] else None,
     }
     if conf_all:
@@ -440,7 +475,7 @@ def surface_people(n_people: int = 4, k: int = 20, n_test: int = 10, noise_px: f
     from core.model.personal import personal_model
     from core.personalize.bundle import bundle_adjust
     from core.personalize.people import surfaced_person
-    from core.personalize.surface import SurfaceFrame, _wrist_weight, fit_surface, hand_silhouette
+    from core.personalize.surface import SurfaceFrame, fit_surface, hand_silhouette, wrist_weight
     from core.render import RasterSettings, rasterize
 
     base = load_model_data(None, "right")
@@ -479,7 +514,7 @@ def surface_people(n_people: int = 4, k: int = 20, n_test: int = 10, noise_px: f
             fit = fitter.fit([obs], np.zeros(base.num_betas, np.float32), None, 20)[0]
             sil = hand_silhouette(sp.masks[i], f.keypoints_2d)
             kc = sil.box.intrinsics(torch.as_tensor(person.K, dtype=torch.float64)).float()[None]
-            region = _wrist_weight(sil.box, f.keypoints_2d) > 0
+            region = wrist_weight(sil.box, f.keypoints_2d) > 0
             target = sil.target() > 0.5
             for layer, key in zip(layers, ("iou_before", "iou_after")):
                 with torch.no_grad():
