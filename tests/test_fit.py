@@ -226,7 +226,7 @@ def test_tolerance_stops_early_at_the_same_answer(right, layers, fitter):
         assert abs(early.reprojection_error_px - full.reprojection_error_px) < 0.06  # 0.053 with the default skeleton
         iterations.append(early.iterations)
         warm_iterations.append(warm.iterations)
-    assert np.mean(iterations) < 18  # measured: 10, 10, 10, 12 (warm: 10, 5, 8, 5), on every platform
+    assert np.mean(iterations) < 18  # measured: 20, 15, 10, 11 (warm: 5, 5, 9-10, 5) on 3.11/NumPy 1.26 and 3.13/2.5
     assert np.mean(warm_iterations) < np.mean(iterations)  # a warm start stops sooner on average
 
 

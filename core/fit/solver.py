@@ -57,13 +57,15 @@ _V9[7, 0], _V9[5, 0], _V9[2, 1], _V9[6, 1], _V9[3, 2], _V9[1, 2] = 0.5, -0.5, 0.
 #: depend on the last bit of atan2 / asin. Switched that way (margin 0: on where angle !=
 #: clamp(angle)), the first step from the (projected) initialization already depends on the
 #: rounding: the NumPy and the C paths, two BLAS builds or two NumPy versions gave fits 2-7 mm
-#: apart, iteration counts of the tolerance stop 9 to 15 for one hand. None (the default): a
-#: margin just above the backend's rounding of the angles (``limit_eps``: 1e-9 rad in float64,
-#: 1e-5 in float32): violations up to it count as none, so every path and platform takes the
-#: same steps to float rounding (synthetic n=60 at 1e-9: fit 2D 8.68 px, PA-MPJPE 14.50 mm,
-#: against 8.67 / 14.53 at 0; demo clip 7.035 px / 16.22 mm / 8.95 iterations against
-#: 6.977 / 16.29 / 8.67). A number overrides it: negative, that margin; 0, the last-bit switch;
-#: positive, on within _LIMIT_EPS of a limit, inside too (synthetic 8.52 px / 14.84 mm).
+#: apart, and the tolerance stop 9 to 15 iterations for one hand. None (the default): the
+#: backend's margin (``limit_eps``: 1e-9 rad in float64, 1e-5 in float32, above the angles'
+#: rounding): the blocks are on within it of a limit, inside too, so an angle on its limit
+#: always counts as on and every path and platform takes the same steps to float rounding.
+#: Measured on 43 rendered hands through MediaPipe (seed 0, default tolerance; 2D px /
+#: PA-MPJPE mm / iterations / warm-started iterations): margin 0: 9.33 / 15.54 / 15.3 / 9.0;
+#: +1e-9: 8.98 / 15.04 / 15.6 / 7.4; -1e-9 (off within it, outside too): 9.90 / 15.61 / 14.1 /
+#: 10.6. A number overrides the backend's margin: positive or negative as above, 0 the
+#: last-bit switch.
 _LIMIT_EPS: float | None = None
 
 #: Largest |beta| the fit may reach (standard deviations of the shape space).
@@ -75,7 +77,7 @@ class NumpyBackend:
 
     name = "numpy"
     xp = np
-    limit_eps = -1e-9  # the hinge's margin (see _LIMIT_EPS): angles are exact to ~1e-15 rad
+    limit_eps = 1e-9  # the hinge's margin (see _LIMIT_EPS): angles are exact to ~1e-15 rad
 
     def __init__(self) -> None:
         self.dtype = np.float64
@@ -141,7 +143,7 @@ class TorchBackend:
         self.device = torch.device(device)
         self.dtype = dtype
         # The hinge's margin (see _LIMIT_EPS) above the angles' rounding (float32: ~1e-7 rad).
-        self.limit_eps = -1e-9 if dtype == torch.float64 else -1e-5
+        self.limit_eps = 1e-9 if dtype == torch.float64 else 1e-5
         self.threads = contextlib.nullcontext()
 
     def const(self, x) -> torch.Tensor:
