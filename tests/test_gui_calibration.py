@@ -110,7 +110,7 @@ def test_result_view_shows_the_personal_skeleton_against_the_average(make_window
 
 
 def test_surface_offsets_are_summarized() -> None:
-    from app.calibration_result import result_offsets_mm, surface_text
+    from app.calibration_result import result_offsets_mm, surface_iou, surface_text
 
     class R:
         surface_offsets = np.array([[0.001, 0.0, 0.0], [0.0, 0.003, 0.004]])
@@ -131,8 +131,11 @@ def test_surface_offsets_are_summarized() -> None:
 
     mm = result_offsets_mm(S())
     np.testing.assert_allclose(mm, 2.0 * (np.arange(3) == 1)[None].repeat(3, 0))
-    text = surface_text(mm, S.surface)
+    text = surface_text(mm, surface_iou(S.surface))
     assert "mean 2.0 mm" in text and "IoU 0.75 -> 0.85 on 2 frames" in text
+    # A profile's surface object: the means it stored.
+    assert surface_iou({"offsets_mm": {}, "frames": 7, "iou_before": 0.8, "iou_after": 0.9}) == (0.8, 0.9, 7)
+    assert surface_iou(None) is None and surface_iou({"offsets_mm": {}}) is None
 
 
 @pytest.mark.slow
@@ -246,3 +249,15 @@ def test_tracking_panel_settings_go_through_the_state(make_window, gui_env, qtbo
     assert "75" in w.tracking_panel.intrinsics_label.text()
     w.stop_tracking()
     assert not w.state.tracking and w.state.source == ""
+
+
+def test_palm_view_puts_the_thumb_where_you_see_it() -> None:
+    from app.calibration_result import average_skeleton, palm_view
+    from core.model import load_model_data
+
+    for side, thumb_right in (("right", True), ("left", False)):
+        kp = average_skeleton(load_model_data(None, side), 180.0)
+        p = palm_view(kp, kp, side)
+        np.testing.assert_allclose(p[0], 0.0, atol=1e-12)  # the wrist at the origin
+        assert p[12, 1] > 0.15 and abs(p[12, 0]) < 0.03  # the middle finger points up
+        assert (p[4, 0] > p[20, 0]) == thumb_right, side  # thumb tip vs little fingertip

@@ -44,6 +44,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # the calibration's bundle adjustment
     ("core.export", "core.metric_depth", "core.focal"),
     ("core.engine",),
+    ("core.stereo",),  # a calibrated pair: an engine per view, hands fused across them
     ("core.tools",),
 )
 STAGES = ("core.model", "core.render", "core.capture", "core.segment", "core.detect", "core.fit", "core.refine",

@@ -246,7 +246,8 @@ def test_engine_places_fits_at_the_frame_depth_and_refines_against_it(hand_scene
 
 # ----------------------------------------------------------------------------- the real clip (opt-in)
 
-NVGESTURE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "nvgesture_clip"  # ../shared/data
+# ../shared/data
+NVGESTURE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "nvgesture_clip"
 
 
 def test_nvgesture_evaluation_skips_without_its_data(tmp_path) -> None:

@@ -262,7 +262,8 @@ def load_sheet_spec(path: str | Path) -> SheetSpec:
     return spec
 
 
-def sheet_pose(image: np.ndarray, K: np.ndarray, sheet: SheetSpec, min_points: int = 6) -> tuple[np.ndarray, np.ndarray] | None:
+def sheet_pose(image: np.ndarray, K: np.ndarray, sheet: SheetSpec,
+               min_points: int = 6) -> tuple[np.ndarray, np.ndarray] | None:
     """The sheet's pose in the camera frame: (R (3, 3), t (3,) metres) or None if not seen.
 
     Sheet coordinates: x along its columns, y along its rows, z into the sheet (OpenCV).
