@@ -2,7 +2,9 @@
 
 Figures (lengths in mm):
 
-- ``calibration_ms``: :meth:`CalibrationSession.calibrate` for K = 20 frames (median).
+- ``calibration_ms``: :meth:`CalibrationSession.calibrate` for K = 20 frames (median), with
+  the surface fit (the default); ``calibration_no_surface_ms`` without it.
+- ``calibration_demo_surface_*``: the surface fit on the demo clip (:func:`demo_surface`).
 - Synthetic subjects (shapes from the model's shape distribution; 20 detected frames each,
   known intrinsics; :mod:`core.personalize.synthdata`, cached): W- and L-errors with the
   size pinned to the true hand length (isolates proportions; L is then pinned by
@@ -384,6 +386,7 @@ def bench_calibration() -> dict[str, Any]:
     out["calibration_no_surface_ms"] = round(median_ms(lambda: session.calibrate(frames=chosen, surface=False),
                                                        repeats=10, warmup=2), 2)
     out["calibration_k"] = len(chosen)
+    out.update(demo_surface(session, chosen))
     out.update(synthetic_calibration(CalibrationSession(k=20)))
     _plot_error_vs_k(out["calibration_error_vs_k"])
     out.update(keypoint_people())
@@ -463,6 +466,42 @@ def keypoint_people(n_people: int = 6, k: int = 20, noise_px: float = 2.0) -> di
         "kp_people_focal_error_mean": round(m["focal"], 4),
         "kp_people_bundle_s": round(float(np.median(rows["s"])), 3),
         "kp_people_bundle_unknown_focal_s": round(float(np.median(rows["s_free"])), 3),
+    }
+
+
+def demo_surface(session, chosen: list[int]) -> dict[str, Any]:
+    """The surface fit on the demo clip (its hand has the template's surface at the true
+    shape; silhouettes from our colour segmentation, poses from MediaPipe's keypoints): mean
+    distance of the calibrated rest mesh's vertices to the true rest surface without and with
+    the fitted surface, true hand length given."""
+    from core.capture import DEMO_CLIP_PATH
+    from core.metrics import surface_distance
+    from core.model import HandModel
+    from core.model.personal import personal_model
+    from core.personalize.scale import ScaleOption, measures
+
+    if not DEMO_CLIP_PATH.exists() or not chosen:
+        return {}
+    gt = np.load(DEMO_CLIP_PATH.with_name("demo_groundtruth.npz"))
+    length, _, _ = measures(session.layer, gt["betas"][0])
+    r = session.calibrate(ScaleOption.from_hand_length(length * 1000.0), frames=chosen)
+    if r.skeleton is None or r.surface is None:
+        return {"calibration_demo_surface": "none"}
+    shape = np.asarray(r.shape, dtype=np.float64)
+    betas = torch.as_tensor(r.shape, dtype=torch.float64)[None]
+    with torch.no_grad():
+        truth = HandModel(session.model_data, dtype=torch.float64).rest(
+            torch.as_tensor(gt["betas"][0], dtype=torch.float64)[None]).vertices[0].numpy()
+        rest = [HandModel(personal_model(session.model_data, r.skeleton, offsets=o, betas=shape),
+                          dtype=torch.float64).rest(betas).vertices[0].numpy() for o in (None, r.surface.offsets)]
+    faces = session.model_data.faces
+    used = r.surface.used
+    return {
+        "calibration_demo_surface_error_before_mm": round(float(surface_distance(rest[0], truth, faces).mean() * 1000), 3),
+        "calibration_demo_surface_error_after_mm": round(float(surface_distance(rest[1], truth, faces).mean() * 1000), 3),
+        "calibration_demo_surface_mean_mm": round(r.surface.mean_mm, 3),
+        "calibration_demo_surface_iou_before": round(float(np.nanmean(r.surface.iou_before[used])), 4),
+        "calibration_demo_surface_iou_after": round(float(np.nanmean(r.surface.iou_after[used])), 4),
     }
 
 
