@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("gui", help="the desktop app (default)")
-    p.add_argument("--source", default=None, help="camera index, 'demo', video, folder or glob")
+    p.add_argument("--source", default=None, help="camera index, 'demo', video, folder or glob, or a source spec "
+                   "(SRC|depth=D|depth-intrinsics=F, SRC|SRC2|stereo-calib=S)")
     p.add_argument("--profile", default=None, help="hand profile JSON to load")
     p.add_argument("--screenshot", metavar="PNG", default=None, help="save a screenshot of the window")
     p.add_argument("--quit-after", metavar="S", type=float, default=None, help="quit after S seconds")
@@ -96,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", metavar="K", type=int, default=20)
     _add_camera_args(p)
     p.add_argument("--hand-length-mm", metavar="L", type=float, help="measured hand length (scale: hand_length)")
-    p.add_argument("--aruco-sheet", metavar="SHEET.json", help="hand laid flat on this printed ArUco/ChArUco sheet (scale: aruco)")
+    p.add_argument("--aruco-sheet", metavar="SHEET.json",
+                   help="hand laid flat on this printed ArUco/ChArUco sheet (scale: aruco)")
     _add_stereo_args(p, "scale: stereo")
     _add_rgbd_args(p)
     p.add_argument("--name", help="profile name (default: the file name)")
@@ -107,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="a personalized textured mesh")
     p.add_argument("source", metavar="SRC", nargs="?", help="track this source and capture the texture")
-    p.add_argument("--profile", metavar="P", help="hand profile JSON: its shape and texture (with SRC: the base texture)")
+    p.add_argument("--profile", metavar="P",
+                   help="hand profile JSON: its shape and texture (with SRC: the base texture)")
     p.add_argument("--out", required=True, metavar="FILE", help="FILE.obj, FILE.glb or FILE.ply")
     p.add_argument("--pose", default="rest", help="rest | frame:N (a tracked frame of SRC)")
     p.add_argument("--rigged", action="store_true", help="skinned GLB (joints, inverse bind matrices, weights)")

@@ -614,7 +614,8 @@ class CalibrationPanel(QWidget):
         self.calibrate_btn.setEnabled(has and self.job is None)
         self.cancel_btn.setEnabled(self.job is not None)
         item = self.thumbs.currentItem()
-        in_sel = item is not None and self.session is not None and item.data(Qt.ItemDataRole.UserRole) in self.session.selected
+        in_sel = (item is not None and self.session is not None
+                  and item.data(Qt.ItemDataRole.UserRole) in self.session.selected)
         self.drop_btn.setEnabled(item is not None and in_sel)
         self.add_btn.setEnabled(item is not None and not in_sel)
         self.save_btn.setEnabled(self.result is not None)

@@ -88,20 +88,35 @@ def result_offsets_mm(result: Any) -> np.ndarray | None:
     return None
 
 
-def surface_text(offsets_mm: np.ndarray | None, surface: Any = None) -> str:
-    """One line on the fitted surface (``surface``: the calibration's surface fit, for its
-    silhouette agreement before and after, when it reports them)."""
+def surface_iou(surface: Any) -> tuple[float, float, int] | None:
+    """(mean IoU before, after, frames) of a calibration's surface fit, or None when it does not
+    report them. ``surface``: a :class:`core.personalize.surface.SurfaceResult` (per-frame
+    arrays) or a profile's ``surface`` object (``iou_before``, ``iou_after``, ``frames``)."""
+    if surface is None:
+        return None
+    get = surface.get if isinstance(surface, dict) else (lambda k: getattr(surface, k, None))
+    before, after, used = get("iou_before"), get("iou_after"), get("used")
+    if before is None or after is None:
+        return None
+    if used is not None:
+        used = np.asarray(used, dtype=bool)
+        if not used.any():
+            return None
+        return (float(np.nanmean(np.asarray(before, float)[used])), float(np.nanmean(np.asarray(after, float)[used])),
+                int(used.sum()))
+    frames = get("frames")
+    return float(before), float(after), int(frames) if isinstance(frames, (int, float)) else 0
+
+
+def surface_text(offsets_mm: np.ndarray | None, iou: tuple[float, float, int] | None = None) -> str:
+    """One line on the fitted surface (``iou``: :func:`surface_iou`)."""
     if offsets_mm is None:
         return "Surface: the average hand's (no surface offsets were fitted)."
     norms = np.linalg.norm(offsets_mm, axis=1)
     text = (f"Surface fitted to the silhouettes: offsets mean {norms.mean():.1f} mm, max {norms.max():.1f} mm "
             f"over {len(norms)} vertices")
-    used = getattr(surface, "used", None)
-    before, after = getattr(surface, "iou_before", None), getattr(surface, "iou_after", None)
-    if used is not None and before is not None and after is not None and np.any(used):
-        used = np.asarray(used, dtype=bool)
-        text += (f"; silhouette IoU {np.nanmean(np.asarray(before)[used]):.2f} -> "
-                 f"{np.nanmean(np.asarray(after)[used]):.2f} on {int(used.sum())} frames")
+    if iou is not None:
+        text += f"; silhouette IoU {iou[0]:.2f} -> {iou[1]:.2f}" + (f" on {iou[2]} frames" if iou[2] else "")
     return text + "."
 
 
@@ -304,7 +319,8 @@ class CalibrationResultView(QWidget):
         (``model_data``, the session's side) and candidates are given."""
         self._show(result.scale_source, getattr(result, "scale_note", "") or "", result.hand_length_mm,
                    getattr(result, "skeleton", None), result.bone_lengths_mm, model_data, side,
-                   result_offsets_mm(result), getattr(result, "surface", None), frame_rows(result, candidates))
+                   result_offsets_mm(result), surface_iou(getattr(result, "surface", None)),
+                   frame_rows(result, candidates))
 
     def show_profile(self, profile: Any, model_data: Any) -> None:
         """Show a saved :class:`core.profile_io.Profile` (``model_data``: the right hand's model,
@@ -318,11 +334,12 @@ class CalibrationResultView(QWidget):
             status = f"rejected: {reasons[key]}" if key in reasons else "used"
             rows.append((f"{f.get('source')} #{f.get('frame')}", float(f.get("weight", 0.0)), None, status))
         self._show(profile.scale_source, profile.scale_note, profile.hand_length_mm, skeleton,
-                   profile.bone_lengths_mm, model_data, side, result_offsets_mm(profile), None, rows)
+                   profile.bone_lengths_mm, model_data, side, result_offsets_mm(profile),
+                   surface_iou((profile.raw or {}).get("surface")), rows)
 
     def _show(self, scale_source: str, note: str, hand_length_mm: float, skeleton: np.ndarray | None,
               bone_lengths_mm: np.ndarray, model_data: Any, side: str, offsets_mm: np.ndarray | None,
-              surface: Any, rows: list[tuple[str, float, float | None, str]]) -> None:
+              iou: tuple[float, float, int] | None, rows: list[tuple[str, float, float | None, str]]) -> None:
         """``skeleton``: (21, 3) metres in ``model_data``'s rest frame, or None; ``side``: how the
         palm view is drawn."""
         self.setVisible(True)
@@ -350,7 +367,7 @@ class CalibrationResultView(QWidget):
             self.rows = [(BONE_NAMES[b], float(mine[b]), float(avg[b]), float(mine[b] - avg[b]))
                          for b in range(min(20, len(mine)))]
         self.bones.set_rows(self.rows)
-        self.surface_label.setText(surface_text(offsets_mm, surface))
+        self.surface_label.setText(surface_text(offsets_mm, iou))
         self.frame_rows = rows
         rejected = sum(1 for r in rows if r[3].startswith("rejected"))
         self.frames_label.setText(f"Frames: {len(rows) - rejected} used, {rejected} rejected")

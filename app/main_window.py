@@ -239,7 +239,8 @@ class MainWindow(QMainWindow):
                                            "Offer the current frame to the calibration session",
                                            lambda: self.calibration_panel.capture_current())
         self.action_export = self._action("Export…", "SP_DriveFDIcon", "Ctrl+E",
-                                          "Export the personalized hand (OBJ, GLB, rigged GLB, PLY)", self.export_dialog)
+                                          "Export the personalized hand (OBJ, GLB, rigged GLB, PLY)",
+                                          self.export_dialog)
         self.action_camera_calib = self._action("Calibrate camera…", "SP_FileDialogContentsView", None,
                                                 "Intrinsics from photos of a checkerboard or ChArUco board",
                                                 self.camera_calibration_dialog)
@@ -348,8 +349,8 @@ class MainWindow(QMainWindow):
         self.profile_label = QLabel("")
         self.model_label = QLabel()
         self.stats_label = self.stages_label  # older name
-        for w in (self.fps_label, self.stages_label, self.camera_label, self.quality_label, self.texture_label, self.profile_label,
-                  self.model_label):
+        for w in (self.fps_label, self.stages_label, self.camera_label, self.quality_label, self.texture_label,
+                  self.profile_label, self.model_label):
             w.setContentsMargins(6, 0, 6, 0)
             sb.addPermanentWidget(w)
 
@@ -371,7 +372,8 @@ class MainWindow(QMainWindow):
             f"{data.name} · {data.num_vertices} vertices · "
             f"length {length.item() * 1000:.0f} mm · width {width.item() * 1000:.0f} mm"
         )
-        self.statusBar().showMessage("Showing the hand in the rest pose. Open a source to track (Ctrl+O, or Ctrl+D for the demo).")
+        self.statusBar().showMessage("Showing the hand in the rest pose. "
+                                     "Open a source to track (Ctrl+O, or Ctrl+D for the demo).")
 
     def _show_rest_hand(self) -> None:
         if self.layer is None:

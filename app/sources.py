@@ -129,7 +129,8 @@ class IntrinsicsBox(QGroupBox):
 
     calibrate_requested = Signal()
 
-    def __init__(self, mode: str = "none", file: str = "", fov_deg: float = 60.0, parent: QWidget | None = None) -> None:
+    def __init__(self, mode: str = "none", file: str = "", fov_deg: float = 60.0,
+                 parent: QWidget | None = None) -> None:
         super().__init__("Camera intrinsics", parent)
         grid = QGridLayout(self)
         self.group = QButtonGroup(self)
@@ -230,7 +231,8 @@ class SourceDialog(QDialog):
         self.video_edit = self._path_row(form, 1, "Video", "Videos (*.mp4 *.avi *.mov *.mkv *.webm *.m4v)")
         self.folder_edit = self._path_row(form, 2, "Image folder", None)
         self.session_edit = self._path_row(form, 3, "Session folder", None)
-        demo_label = QLabel("A synthetic hand, 10 s, known camera" if DEMO_CLIP_PATH.is_file() else "missing from this install")
+        demo_label = QLabel("A synthetic hand, 10 s, known camera" if DEMO_CLIP_PATH.is_file()
+                            else "missing from this install")
         demo_label.setEnabled(DEMO_CLIP_PATH.is_file())
         form.addWidget(demo_label, 4, 1)
         self.radios["demo"].setEnabled(DEMO_CLIP_PATH.is_file())

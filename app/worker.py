@@ -127,7 +127,8 @@ def fill_silhouette(mask: np.ndarray, pixels: np.ndarray, faces: np.ndarray, val
     """Fill the triangles (pixels[faces]) into ``mask`` (in place), sub-pixel accurate."""
     tris = np.round(pixels[faces] * 4.0).astype(np.int32)
     h, w = mask.shape
-    inside = (tris[..., 0].max(1) >= 0) & (tris[..., 1].max(1) >= 0) & (tris[..., 0].min(1) < 4 * w) & (tris[..., 1].min(1) < 4 * h)
+    inside = ((tris[..., 0].max(1) >= 0) & (tris[..., 1].max(1) >= 0)
+              & (tris[..., 0].min(1) < 4 * w) & (tris[..., 1].min(1) < 4 * h))
     if inside.any():
         cv2.fillPoly(mask, list(tris[inside]), value, lineType=cv2.LINE_8, shift=2)
 
@@ -248,7 +249,8 @@ class TrackingWorker(QObject):
         if len(c.sources) > 1:
             intr = [c.intrinsics] * len(c.sources) if c.intrinsics else None
             return open_multi_source(list(c.sources), intrinsics=intr, fov_deg=None if intr else c.fov_deg)
-        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg, weak_perspective=c.weak_perspective)
+        return open_source(c.sources[0], intrinsics=c.intrinsics, fov_deg=c.fov_deg,
+                           weak_perspective=c.weak_perspective)
 
     def _run(self) -> None:
         c = self.config

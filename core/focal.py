@@ -271,7 +271,8 @@ class FocalEstimator:
             intr = intr.scaled(assumed.size[0] / intr.size[0], assumed.size[1] / intr.size[1])
         return intr
 
-    def observe(self, t: float, camera: Intrinsics, hands: list[tuple[int, str, np.ndarray, np.ndarray, float]]) -> None:
+    def observe(self, t: float, camera: Intrinsics,
+                hands: list[tuple[int, str, np.ndarray, np.ndarray, float]]) -> None:
         """Keep this frame's hands (track id, side, keypoints (21, 2), fit pose (48,) in
         ``camera``, score) where due, and start an estimate when a track has enough frames."""
         if self.done or self._thread is not None:

@@ -85,7 +85,7 @@ def align_fit_to_depth(fitter, layer: HandModel, fit: HandFit, keypoints_2d: np.
     """
     if fit.projection != "perspective":
         return fit, DepthAlignment(None)
-    cmp = compare_mesh_depth(fit_mesh(layer, fit), layer.data.faces, K, depth, mask)
+    cmp = compare_mesh_depth(fit_mesh(layer, fit), layer.data.faces, K, depth, mask, max_side=48)
     if cmp is None or cmp.pixels < min_pixels or not cmp.rendered_m > 0:
         return fit, DepthAlignment(cmp)
     factor = 1.0 + cmp.offset_m / cmp.rendered_m

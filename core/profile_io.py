@@ -123,31 +123,36 @@ def validate_profile(doc: Any, where: str = "profile") -> None:
         raise InputError(f"{where} is not a HandTwin profile (format must be '{PROFILE_FORMAT}')")
     version = doc.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= PROFILE_VERSION:
-        raise InputError(f"{where}: unsupported profile version {version!r} (this HandTwin reads 1 to {PROFILE_VERSION})")
+        raise InputError(f"{where}: unsupported profile version {version!r} "
+                         f"(this HandTwin reads 1 to {PROFILE_VERSION})")
     if not isinstance(doc.get("name"), str) or not doc["name"].strip() or "\x00" in doc["name"]:
         raise InputError(f"{where}: 'name' must be a non-empty string")
     if doc.get("handedness") not in ("right", "left", "both"):
         raise InputError(f"{where}: 'handedness' must be 'right', 'left' or 'both'")
     model = doc.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not isinstance(model.get("sha256"), str):
+    if (not isinstance(model, dict) or not isinstance(model.get("name"), str)
+            or not isinstance(model.get("sha256"), str)):
         raise InputError(f"{where}: 'model' must be {{\"name\": str, \"sha256\": str}}")
     shape = doc.get("shape")
     if (not isinstance(shape, list) or not shape or len(shape) > 300
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in shape)
-            or not np.isfinite(np.asarray(shape, dtype=np.float64)).all() or np.abs(np.asarray(shape, dtype=np.float64)).max() > 10):
+            or not np.isfinite(np.asarray(shape, dtype=np.float64)).all()
+            or np.abs(np.asarray(shape, dtype=np.float64)).max() > 10):
         raise InputError(f"{where}: 'shape' must be a list of finite numbers within +-10")
     _number(doc, "hand_length_mm", where, 50.0, 400.0)
     _number(doc, "hand_width_mm", where, 10.0, 200.0)
     bones = doc.get("bone_lengths_mm")
     if (not isinstance(bones, list) or len(bones) != 20
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and 0 < v < 200 for v in bones)):
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and 0 < v < 200
+                       for v in bones)):
         raise InputError(f"{where}: 'bone_lengths_mm' must be 20 positive numbers (mm)")
     if doc.get("scale_source") not in SCALE_SOURCES:
         raise InputError(f"{where}: 'scale_source' must be one of {', '.join(SCALE_SOURCES)}")
     frames = doc.get("frames")
     if not isinstance(frames, list) or not all(
             isinstance(f, dict) and isinstance(f.get("source"), str) and isinstance(f.get("frame"), int)
-            and isinstance(f.get("confidence"), (int, float)) and isinstance(f.get("weight"), (int, float)) for f in frames):
+            and isinstance(f.get("confidence"), (int, float)) and isinstance(f.get("weight"), (int, float))
+            for f in frames):
         raise InputError(f"{where}: 'frames' must be a list of {{source, frame, confidence, weight}}")
     tex = doc.get("texture")
     if tex is not None and (not isinstance(tex, str) or not tex or len(tex) > 255 or not tex.isprintable()
@@ -192,7 +197,8 @@ def _validate_v2(doc: dict[str, Any], where: str) -> None:
         arr = _number_array(skel, 21, where, "skeleton_mm", _MAX_KEYPOINT_MM)
         bones = bone_lengths(arr)
         if bones.min() < _BONE_MM[0] or bones.max() > _BONE_MM[1]:
-            raise InputError(f"{where}: 'skeleton_mm' is not a hand: bone lengths must be {_BONE_MM[0]:g}-{_BONE_MM[1]:g} mm "
+            raise InputError(f"{where}: 'skeleton_mm' is not a hand: bone lengths must be "
+                             f"{_BONE_MM[0]:g}-{_BONE_MM[1]:g} mm "
                              f"(got {bones.min():.1f}-{bones.max():.1f})")
     offsets = doc.get("surface_offsets_mm")
     if offsets is not None:
@@ -273,7 +279,8 @@ def decode_surface(surface: Any, where: str = "profile") -> np.ndarray:
         raise InputError(what)
     for key in ("mean_mm", "max_mm"):
         v = surface.get(key)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or not 0 <= v <= 2 * _MAX_OFFSET_MM:
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v)
+                or not 0 <= v <= 2 * _MAX_OFFSET_MM):
             raise InputError(what)
     for key in ("frames", "iou_before", "iou_after"):
         v = surface.get(key)

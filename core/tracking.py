@@ -234,7 +234,8 @@ class HandTracker:
         st = self.settings
         self._frame += 1
         live = [t for t in self.tracks.values()
-                if self._frame - t.last_frame <= st.max_coast_frames + 1 and timestamp_s - t.last_time_s <= st.max_coast_s]
+                if self._frame - t.last_frame <= st.max_coast_frames + 1
+                and timestamp_s - t.last_time_s <= st.max_coast_s]
         self.tracks = {t.track_id: t for t in live}
         index = self._distinct(detections, live)
         detections = [detections[k] for k in index]

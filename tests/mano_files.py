@@ -267,7 +267,8 @@ def _model_with(d: HandModelData, **changes: Any) -> bytes:
     return dumps(model)
 
 
-def _sparse(shape: tuple[int, int], indptr: list[int], indices: list[int], data: list[float]) -> scipy.sparse.csc_matrix:
+def _sparse(shape: tuple[int, int], indptr: list[int], indices: list[int],
+            data: list[float]) -> scipy.sparse.csc_matrix:
     m = scipy.sparse.csc_matrix((1, 1))
     m._shape = shape  # scipy checks shapes on creation only: this is how a file can lie
     m.indptr, m.indices, m.data = (np.array(indptr, np.int32), np.array(indices, np.int32), np.array(data))
@@ -321,7 +322,8 @@ CRAFTED: dict[str, tuple[str, Callable[[HandModelData], bytes]]] = {
     "array-claims-more": ("an array of shape (10^9, 3) given 24 bytes", lambda d: _array_claims_more()),
     "f-float": ("f is a float array", lambda d: _model_with(d, f=d.faces.astype(np.float64) + 0.5)),
     "f-text": ("f is a string", lambda d: _model_with(d, f="faces")),
-    "weights-shape": ("weights of shape (V, 15)", lambda d: _model_with(d, weights=d.weights[:, :15].astype(np.float64))),
+    "weights-shape": ("weights of shape (V, 15)",
+                      lambda d: _model_with(d, weights=d.weights[:, :15].astype(np.float64))),
     "kintree-1d": ("kintree_table of shape (16,)", lambda d: _model_with(d, kintree_table=np.arange(16))),
     "coeffs-text": ("hands_coeffs is a list of strings", lambda d: _model_with(d, hands_coeffs=["a", "b"])),
     "mean-nan": ("hands_mean holds NaN", lambda d: _model_with(d, hands_mean=np.full(45, np.nan))),

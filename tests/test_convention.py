@@ -40,7 +40,8 @@ def test_a_constant_bias_is_learned_and_removed(skeleton) -> None:
     # Shrinkage: 0 gives the base at the length, 1 the corrected skeleton.
     base = skeleton * 1.1
     conv = cv.Convention(bias, 0.0)
-    np.testing.assert_allclose(conv.apply(biased, base, length), cv.correct_skeleton(base, np.zeros(20), length), atol=1e-12)
+    np.testing.assert_allclose(conv.apply(biased, base, length), cv.correct_skeleton(base, np.zeros(20), length),
+                               atol=1e-12)
     np.testing.assert_allclose(cv.Convention(bias, 1.0).apply(biased, base, length), pinned, atol=1e-12)
     half = cv.Convention(bias, 0.5).apply(biased, skeleton, length)
     np.testing.assert_allclose(half, pinned, atol=1e-12)  # the corrected skeleton is the base here

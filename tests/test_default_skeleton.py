@@ -75,7 +75,8 @@ def test_the_bundled_hand_follows_its_default_skeleton(raw, tmp_path) -> None:
     np.testing.assert_allclose(model_rest_keypoints(hand), np.array(doc["skeleton_m"]), atol=2e-6)
     assert hand.provenance["default_skeleton"]["version"] == doc["version"] and hand.name == raw.name
     left = load_open_hand("left")
-    np.testing.assert_allclose(bone_lengths(model_rest_keypoints(left)), bone_lengths(model_rest_keypoints(hand)), atol=1e-6)
+    np.testing.assert_allclose(bone_lengths(model_rest_keypoints(left)), bone_lengths(model_rest_keypoints(hand)),
+                               atol=1e-6)
     # A malformed file is one clear error; one made for another model file is not applied.
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": ms.FORMAT, "skeleton_m": [[0, 0, 0]] * 20}))

@@ -78,7 +78,8 @@ def _image_size(visual) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("name, rigged", [("hand.obj", False), ("hand.glb", False), ("rig.glb", True)])
-def test_export_profile_loads_with_uvs_and_texture(profile: Path, tmp_path: Path, capsys, name: str, rigged: bool) -> None:
+def test_export_profile_loads_with_uvs_and_texture(profile: Path, tmp_path: Path, capsys, name: str,
+                                                   rigged: bool) -> None:
     out = tmp_path / "out" / name
     out.parent.mkdir()
     argv = ["export", "--profile", str(profile), "--out", str(out), "--texture-size", str(TEXTURE_SIZE)]
@@ -217,7 +218,8 @@ def test_failure_while_writing_leaves_no_partial_file(profile: Path, tmp_path: P
         real_fsync(fd)
 
     monkeypatch.setattr(outputs_module.os, "fsync", flaky_fsync)
-    code, _, err = _run(["export", "--profile", str(profile), "--out", str(tmp_path / "h.obj"), "--texture-size", "32"], capsys)
+    code, _, err = _run(["export", "--profile", str(profile), "--out", str(tmp_path / "h.obj"), "--texture-size", "32"],
+                        capsys)
     assert code == 2 and "No space left" in err
     assert not any(p.name.startswith("h") or p.name.startswith(".h") for p in tmp_path.iterdir())
 
@@ -310,5 +312,6 @@ def test_export_from_a_synthetic_image_folder(tmp_path: Path, capsys) -> None:
     code, _, err = _run(["export", str(frames), "--out", str(tmp_path / "rig.glb"), "--rigged", "--animate",
                          "--texture-size", "64", "--fov", "60"], capsys)
     assert code == 0, err
-    code, _, err = _run(["export", str(frames), "--out", str(tmp_path / "x.glb"), "--pose", "frame:9", "--fov", "60"], capsys)
+    code, _, err = _run(["export", str(frames), "--out", str(tmp_path / "x.glb"), "--pose", "frame:9", "--fov", "60"],
+                        capsys)
     assert code == 2 and "frame 9 has no tracked" in err

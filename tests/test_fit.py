@@ -116,7 +116,8 @@ def err_2d(fit, h) -> float:
 def test_keypoint_model_matches_hand_model(right, layers):
     rng = np.random.default_rng(1)
     n = 6
-    pose = np.concatenate([rng.normal(0, 1.0, (n, 3)), _natural_local_poses(right, n, rng) + rng.normal(0, 0.1, (n, 45))], 1)
+    pose = np.concatenate([rng.normal(0, 1.0, (n, 3)),
+                           _natural_local_poses(right, n, rng) + rng.normal(0, 0.1, (n, 45))], 1)
     betas = rng.normal(size=(n, right.num_betas))
     ref = layers["right"](torch.as_tensor(pose), torch.as_tensor(betas)).keypoints
     km = KeypointModel(right, dtype=torch.float64)
@@ -153,7 +154,8 @@ def test_keypoint_jacobian_matches_finite_differences(right, backend):
         out = []
         for sign in (1.0, -1.0):
             dd = be.const(sign * d)
-            k, _ = sv.keypoint_jacobian(R @ sv.rodrigues(dd[:, :48].reshape(2, 16, 3)), t + dd[:, 48:51], beta + dd[:, 51:])
+            k, _ = sv.keypoint_jacobian(R @ sv.rodrigues(dd[:, :48].reshape(2, 16, 3)), t + dd[:, 48:51],
+                                        beta + dd[:, 51:])
             out.append(be.numpy(k))
         num[..., i] = (out[0] - out[1]) / (2 * eps)
     assert np.abs(num - be.numpy(J)).max() < 1e-7
@@ -170,7 +172,8 @@ def test_gradient_matches_finite_differences_of_the_cost(right, left):
         prev_t = prev.keypoints_3d[0] if camera else np.array([np.log(prev.scale), *prev.keypoints_2d[0]])
         system, refresh, R, G, cam, beta = sv.problem(
             _weights(fitter.settings), h["uv_obs"][None], h["world"][None], K[None] if camera else None,
-            0.5 * np.ones((1, right.num_betas)), True, prev.pose[None].astype(float), prev_t[None].astype(float), np.array([True]))
+            0.5 * np.ones((1, right.num_betas)), True, prev.pose[None].astype(float), prev_t[None].astype(float),
+            np.array([True]))
         R = R @ sv.rodrigues(np.random.default_rng(5).normal(0, 0.1, (1, 16, 3)))
         G = sv.global_from_local(R)
         refresh(G, beta)
@@ -203,10 +206,12 @@ def test_noiseless_fit_reproduces_ground_truth(right, layers, fitter):
         assert err_2d(fit, h) < 0.5
         assert pa_mpjpe(fit.keypoints_3d, h["kp"]) < 0.002
         # The reported parameters mean the reported keypoints.
-        kp = layers["right"](torch.as_tensor(fit.pose[None], dtype=torch.float64), torch.as_tensor(fit.betas[None], dtype=torch.float64),
+        kp = layers["right"](torch.as_tensor(fit.pose[None], dtype=torch.float64),
+                             torch.as_tensor(fit.betas[None], dtype=torch.float64),
                              torch.as_tensor(fit.transl[None], dtype=torch.float64)).keypoints[0].numpy()
         assert np.abs(kp - fit.keypoints_3d).max() < 1e-5
-        assert fit.reprojection_error_px == pytest.approx(float(np.linalg.norm(fit.keypoints_2d - h["uv_obs"], axis=1).mean()), abs=1e-3)
+        error = float(np.linalg.norm(fit.keypoints_2d - h["uv_obs"], axis=1).mean())
+        assert fit.reprojection_error_px == pytest.approx(error, abs=1e-3)
         assert 5 <= fit.iterations <= 20 and fit.projection == "perspective"
 
 

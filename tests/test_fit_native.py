@@ -44,7 +44,8 @@ def _problems(sv, w, hands, persp, fit_shape, has_world, temporal, rng):
     beta = 0.3 * rng.normal(size=(3, sv.num_betas))
     prev = (None, None, None)
     if temporal:  # the middle hand has no previous frame
-        prev_t = np.array([[0.01, 0.02, 0.5], [0.0, 0.0, 0.45], [0.03, -0.02, 0.55]]) if persp else rng.normal(size=(3, 3))
+        prev_t = (np.array([[0.01, 0.02, 0.5], [0.0, 0.0, 0.45], [0.03, -0.02, 0.55]]) if persp
+                  else rng.normal(size=(3, 3)))
         prev = (rng.normal(0, 0.3, (3, 48)), prev_t, np.array([True, False, True]))
     Kb = np.stack([K] * 3) if persp else None
     return [sv.problem(w, uv, world, Kb, beta, fit_shape, *prev, native=native) for native in (False, True)]
@@ -62,7 +63,8 @@ def test_kernel_matches_the_numpy_system(fitter, hands, persp, fit_shape, has_wo
     states = [(R, G, cam, beta)]  # the start: clamped, angles on the limits
     for scale in (0.05, 0.5):  # small turns keep the limits, large ones violate them
         Rn = R @ sv.rodrigues(rng.normal(0, scale, R.shape[:2] + (3,)))
-        states.append((Rn, sv.global_from_local(Rn), cam + rng.normal(0, 0.01, cam.shape), beta + rng.normal(0, 0.3, beta.shape)))
+        states.append((Rn, sv.global_from_local(Rn), cam + rng.normal(0, 0.01, cam.shape),
+                       beta + rng.normal(0, 0.3, beta.shape)))
     violated = []
     for R_, G_, cam_, beta_ in states:
         ang = sv.anatomical_angles(R_)

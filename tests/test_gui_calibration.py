@@ -110,7 +110,7 @@ def test_result_view_shows_the_personal_skeleton_against_the_average(make_window
 
 
 def test_surface_offsets_are_summarized() -> None:
-    from app.calibration_result import result_offsets_mm, surface_text
+    from app.calibration_result import result_offsets_mm, surface_iou, surface_text
 
     class R:
         surface_offsets = np.array([[0.001, 0.0, 0.0], [0.0, 0.003, 0.004]])
@@ -131,8 +131,11 @@ def test_surface_offsets_are_summarized() -> None:
 
     mm = result_offsets_mm(S())
     np.testing.assert_allclose(mm, 2.0 * (np.arange(3) == 1)[None].repeat(3, 0))
-    text = surface_text(mm, S.surface)
+    text = surface_text(mm, surface_iou(S.surface))
     assert "mean 2.0 mm" in text and "IoU 0.75 -> 0.85 on 2 frames" in text
+    # A profile's surface object: the means it stored.
+    assert surface_iou({"offsets_mm": {}, "frames": 7, "iou_before": 0.8, "iou_after": 0.9}) == (0.8, 0.9, 7)
+    assert surface_iou(None) is None and surface_iou({"offsets_mm": {}}) is None
 
 
 @pytest.mark.slow

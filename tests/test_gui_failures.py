@@ -37,12 +37,17 @@ class DyingSource:
         return None
 
 
-def test_source_failing_mid_stream_gives_a_message_and_the_app_goes_on(make_window, gui_env, qtbot, monkeypatch) -> None:
+def test_source_failing_mid_stream_gives_a_message_and_the_app_goes_on(make_window, gui_env, qtbot,
+                                                                       monkeypatch) -> None:
     import app.worker as worker_module
 
-    real_open = worker_module.open_source
+    real_open, real_open_spec = worker_module.open_source, worker_module.open_spec
     monkeypatch.setattr(worker_module, "open_source",
-                        lambda spec, **kw: DyingSource(4, InputError("the camera was unplugged")) if spec == "9" else real_open(spec, **kw))
+                        lambda spec, **kw: (DyingSource(4, InputError("the camera was unplugged")) if spec == "9"
+                                            else real_open(spec, **kw)))
+    monkeypatch.setattr(worker_module, "open_spec",  # the worker opens a whole source spec
+                        lambda spec, *a, **kw: DyingSource(4, InputError("the camera was unplugged")) if spec == "9"
+                        else real_open_spec(spec, *a, **kw))
     w = make_window()
     w.start_source("9")
     qtbot.waitUntil(lambda: any("unplugged" in m for m in gui_env.messages), timeout=120_000)
@@ -61,6 +66,7 @@ def test_live_camera_that_stops_delivering_is_reported(make_window, gui_env, qtb
 
     monkeypatch.setattr(worker_module, "CameraSource", DyingSource)
     monkeypatch.setattr(worker_module, "open_source", lambda spec, **kw: DyingSource(3))
+    monkeypatch.setattr(worker_module, "open_spec", lambda spec, *a, **kw: DyingSource(3))
     w = make_window()
     w.start_source("7")
     qtbot.waitUntil(lambda: any("stopped delivering" in m for m in gui_env.messages), timeout=120_000)
@@ -106,7 +112,8 @@ def test_corrupt_active_profile_at_start_is_reported_quietly(qtbot, gui_env, tmp
     w.close()
 
 
-def test_unwritable_export_folder_gives_a_message_then_export_works(make_window, gui_env, qtbot, tmp_path: Path) -> None:
+def test_unwritable_export_folder_gives_a_message_then_export_works(make_window, gui_env, qtbot,
+                                                                    tmp_path: Path) -> None:
     w = make_window()
     dlg = w.export_dialog()
     blocker = tmp_path / "a-file"

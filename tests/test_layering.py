@@ -40,8 +40,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.texture",),
     ("core.synth",),
     ("core.personalize",),
-    ("core.export", "core.metric_depth"),  # metric_depth: fits placed at a depth camera's distance
+    # metric_depth: fits placed at a depth camera's distance; focal: a stream's focal length by
+    # the calibration's bundle adjustment
+    ("core.export", "core.metric_depth", "core.focal"),
     ("core.engine",),
+    ("core.stereo",),  # a calibrated pair: an engine per view, hands fused across them
     ("core.tools",),
 )
 STAGES = ("core.model", "core.render", "core.capture", "core.segment", "core.detect", "core.fit", "core.refine",

@@ -26,7 +26,8 @@ def winding_number(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) 
         a, b, c = (tri[:, i] - p for i in range(3))
         la, lb, lc = (np.linalg.norm(x, axis=1) for x in (a, b, c))
         num = np.einsum("ij,ij->i", a, np.cross(b, c))
-        den = la * lb * lc + np.einsum("ij,ij->i", a, b) * lc + np.einsum("ij,ij->i", b, c) * la + np.einsum("ij,ij->i", c, a) * lb
+        den = (la * lb * lc + np.einsum("ij,ij->i", a, b) * lc + np.einsum("ij,ij->i", b, c) * la
+               + np.einsum("ij,ij->i", c, a) * lb)
         out.append(np.sum(2 * np.arctan2(num, den)) / (4 * np.pi))
     return np.array(out)
 

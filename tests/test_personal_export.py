@@ -30,7 +30,8 @@ def write_v2_profile(path: Path, base, rng: np.random.Generator, offsets: bool =
         "frames": [], "texture": None, "created": "2026-12-06T00:00:00+00:00",
         "skeleton_mm": (skel * 1000).round(4).tolist(),
         "surface_offsets_mm": (rng.normal(0, 0.3, (base.num_vertices, 3))).round(3).tolist() if offsets else None,
-        "focal_px": None, "focal_image_size": None, "rejected_frames": [], "scale_note": "Size is the population prior.",
+        "focal_px": None, "focal_image_size": None, "rejected_frames": [],
+        "scale_note": "Size is the population prior.",
     }
     path.write_text(json.dumps(doc))
     return doc

@@ -21,7 +21,8 @@ from core.model.skeleton import (
 from tests.test_model import winding_number
 
 
-def person_skeleton(base_kp: np.ndarray, rng: np.random.Generator, sd: float = 0.05, palm_sd: float = 0.05) -> np.ndarray:
+def person_skeleton(base_kp: np.ndarray, rng: np.random.Generator, sd: float = 0.05,
+                    palm_sd: float = 0.05) -> np.ndarray:
     """A plausible off-template skeleton: per-bone length factors ~ N(1, sd), palm width varied."""
     s = base_kp.copy()
     s[:, 2] = s[:, 2] * (1.0 + palm_sd * rng.standard_normal())  # across the palm (model z)

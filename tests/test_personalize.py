@@ -193,7 +193,8 @@ def test_user_overrides(session) -> None:
     rng = np.random.default_rng(6)
     s.add_candidates([
         CalibrationFrame("t", i, "right", np.zeros((96, 96, 3), np.uint8), np.zeros(NUM_FEATURES, np.float32),
-                         np.zeros(48, np.float32), np.zeros(10, np.float32), float(i), rng.normal(size=8).astype(np.float32))
+                         np.zeros(48, np.float32), np.zeros(10, np.float32), float(i),
+                         rng.normal(size=8).astype(np.float32))
         for i in range(6)
     ])
     auto = s.selected

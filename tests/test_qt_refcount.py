@@ -57,7 +57,8 @@ timer.timeout.connect(tick)
 timer.start()
 app.exec()
 print(json.dumps({"version": PySide6.__version__,
-                  "delta": dict(zip(("None", "True", "False"), (e - s for s, e in zip(state["start"], state["end"]))))}))
+                  "delta": dict(zip(("None", "True", "False"),
+                                    (e - s for s, e in zip(state["start"], state["end"]))))}))
 """
 
 

@@ -359,7 +359,8 @@ def test_keypoint_guard_keeps_the_fit_where_the_silhouette_pulls_it_off(models, 
     fit = dataclasses.replace(sc.fit, projection=projection)
     target = RefineTarget(np.roll(sc.mask, 12, axis=1), sc.keypoints_2d, None if projection == "weak" else K)
     loose = dataclasses.replace(FAST, w_keypoints=0.0)
-    free = refiner.refine([fit], [target], iterations=12, settings=dataclasses.replace(loose, keypoint_guard_px=None))[0]
+    free = refiner.refine([fit], [target], iterations=12,
+                          settings=dataclasses.replace(loose, keypoint_guard_px=None))[0]
     assert free.reprojection_error_px > free.fit_reprojection_error_px + 3.0  # what the guard is for
     assert free.iou_after > free.iou_before and not free.fell_back
     kept = refiner.refine([fit], [target], iterations=12, settings=loose)[0]
@@ -519,7 +520,8 @@ def test_engine_with_refinement_reports_silhouette_iou() -> None:
     assert 0.0 < hand["silhouette_iou"] <= 1.0 and 0.0 < hand["silhouette_iou_before"] <= 1.0
     assert hand["edge_length_error_mm"] >= 0.0 and len(hand["joints_3d"]) == 21
     assert isinstance(hand["refinement_fell_back"], bool)
-    assert hand["reprojection_error_px"] <= hand["fit_reprojection_error_px"] + max(1.0, 0.1 * hand["fit_reprojection_error_px"])
+    fit_error = hand["fit_reprojection_error_px"]
+    assert hand["reprojection_error_px"] <= fit_error + max(1.0, 0.1 * fit_error)
     assert {"segment", "refine"} <= set(results[-1].time_ms)
     json.dumps(results[-1].to_json())
     refined = results[-1].hands[0]

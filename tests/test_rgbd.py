@@ -204,7 +204,7 @@ def test_a_fit_of_the_wrong_size_is_moved_onto_the_measured_depth(hand_scene) ->
     shifted, info = align_fit_to_depth(s["fitter"], s["layer"], s["wrong"], s["kp2"], K_TEST, IMAGE, s["depth"],
                                        fixed_shape=True)
     assert info.factor == 1.0 and np.allclose(shifted.betas, s["wrong"].betas)
-    assert abs(info.shift_m - before.offset_m) < 1e-6
+    assert abs(info.shift_m - before.offset_m) < 1e-4
     # no depth where the hand is: left alone
     same, info = align_fit_to_depth(s["fitter"], s["layer"], s["wrong"], s["kp2"], K_TEST, IMAGE,
                                     np.zeros_like(s["depth"]))
@@ -246,7 +246,8 @@ def test_engine_places_fits_at_the_frame_depth_and_refines_against_it(hand_scene
 
 # ----------------------------------------------------------------------------- the real clip (opt-in)
 
-NVGESTURE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "nvgesture_clip"  # ../shared/data
+# ../shared/data
+NVGESTURE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "nvgesture_clip"
 
 
 def test_nvgesture_evaluation_skips_without_its_data(tmp_path) -> None:

@@ -54,7 +54,8 @@ def pair():
 
     def mask(v):
         frags = rasterize(torch.as_tensor(v, dtype=torch.float32)[None], layer.faces,
-                          torch.as_tensor(K, dtype=torch.float32)[None], RasterSettings(image_size=(IMAGE[1], IMAGE[0])))
+                          torch.as_tensor(K, dtype=torch.float32)[None],
+                          RasterSettings(image_size=(IMAGE[1], IMAGE[0])))
         return (frags.pix_to_face[0] >= 0).numpy()
 
     def fit(p, b, kp3, kp2):
@@ -79,7 +80,8 @@ def test_calibration_file_round_trip_and_errors(tmp_path) -> None:
     np.testing.assert_allclose(got.R, cal.R)
     np.testing.assert_allclose(got.to_reference(np.array([1.0, 2.0, 3.0]) @ cal.R.T + cal.T), [1.0, 2.0, 3.0])
     for doc, message in (({"K1": K.tolist()}, "cannot read"),
-                         ({"K1": K.tolist(), "K2": K.tolist(), "R": (2 * np.eye(3)).tolist(), "T": [0, 0, 0]}, "rotation"),
+                         ({"K1": K.tolist(), "K2": K.tolist(), "R": (2 * np.eye(3)).tolist(), "T": [0, 0, 0]},
+                          "rotation"),
                          ({"K1": (-K).tolist(), "K2": K.tolist(), "R": np.eye(3).tolist(), "T": [0, 0, 0]}, "positive"),
                          ({"K1": K.tolist(), "K2": K.tolist(), "R": np.eye(3).tolist(), "T": [0, 0]}, "3 values")):
         bad = tmp_path / "bad.json"

@@ -190,7 +190,8 @@ def test_surface_distance_is_the_distance_to_the_nearest_point_of_the_mesh(open_
         pts = a[i] + np.outer(u[keep], b[i] - a[i]) + np.outer(v[keep], c[i] - a[i])
         dense = np.linalg.norm(pts - p[i], axis=1).min()
         assert np.linalg.norm(q[i] - p[i]) <= dense + 1e-12
-        assert np.linalg.norm(q[i] - p[i]) > dense - 0.02 * np.linalg.norm(b[i] - a[i]) - 0.02 * np.linalg.norm(c[i] - a[i])
+        assert np.linalg.norm(q[i] - p[i]) > (dense - 0.02 * np.linalg.norm(b[i] - a[i])
+                                              - 0.02 * np.linalg.norm(c[i] - a[i]))
     verts = open_hand.v_template.astype(np.float64)
     faces = open_hand.faces
     assert surface_distance(verts, verts, faces).max() == 0.0

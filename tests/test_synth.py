@@ -22,7 +22,8 @@ def test_ground_truth_is_consistent(layers) -> None:
     import torch
 
     with torch.no_grad():
-        out = layers[s.side](torch.as_tensor(s.pose)[None], torch.as_tensor(s.betas)[None], torch.as_tensor(s.transl)[None])
+        out = layers[s.side](torch.as_tensor(s.pose)[None], torch.as_tensor(s.betas)[None],
+                             torch.as_tensor(s.transl)[None])
     np.testing.assert_allclose(out.keypoints[0].numpy(), s.joints_3d, atol=1e-5)
     ys, xs = np.nonzero(s.mask)
     assert len(ys) > 500

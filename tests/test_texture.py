@@ -161,7 +161,8 @@ def test_hidden_and_back_facing_texels_are_not_sampled() -> None:
     assert set(np.unique(face_of)) <= {0, 1, 2, 3}  # the away-facing square is never sampled
     # Far-square texels whose 3D point lies behind the near square are hidden.
     points = np.einsum("nk,nkc->nc", tm.bary, vertices[tm.vertex_ids])
-    behind_near = (np.abs(points[:, 0] * 0.30 / points[:, 2]) < 0.019) & (np.abs(points[:, 1] * 0.30 / points[:, 2]) < 0.019)
+    behind_near = ((np.abs(points[:, 0] * 0.30 / points[:, 2]) < 0.019)
+                   & (np.abs(points[:, 1] * 0.30 / points[:, 2]) < 0.019))
     far_texels = np.flatnonzero(np.isin(tm.face, [2, 3]))
     hidden = far_texels[behind_near[far_texels]]
     visible = far_texels[~behind_near[far_texels]]
@@ -171,7 +172,8 @@ def test_hidden_and_back_facing_texels_are_not_sampled() -> None:
 
 def test_blend_is_the_exponentially_weighted_mean() -> None:
     s = 0.8
-    capture = TextureCapture(default_layers()["right"].data, 16, smoothing=s, settings=CaptureSettings(outlier_levels=0))
+    capture = TextureCapture(default_layers()["right"].data, 16, smoothing=s,
+                             settings=CaptureSettings(outlier_levels=0))
     texels = np.arange(5)
     colours = [10.0, 50.0, 20.0, 90.0]
     weights = [1.0, 1.0, 0.5, 1.0]

@@ -231,7 +231,8 @@ class DepthStream:
         self.video: Path | None = None
         self.paths: tuple[Path, ...] = ()
         if path.is_dir():
-            self.paths = tuple(sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+            self.paths = tuple(sorted((p for p in path.iterdir()
+                                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
                                       key=lambda p: p.name))
             if not self.paths:
                 raise InputError(f"the depth folder {path} holds no images")
@@ -320,7 +321,8 @@ class RGBDSource(FrameSource):
                 raise InputError(f"the depth camera file is for {size[0]}x{size[1]} depth images, "
                                  f"{depth.name} holds {w}x{h}") from None
         colour_size = getattr(colour, "frame_size", None)
-        if camera.registered and colour_size is not None and abs((w / h) / (colour_size[0] / colour_size[1]) - 1) > 0.01:
+        if (camera.registered and colour_size is not None
+                and abs((w / h) / (colour_size[0] / colour_size[1]) - 1) > 0.01):
             raise InputError(f"the depth stream {depth.name} ({w}x{h}) is registered to the colour frames "
                              f"({colour_size[0]}x{colour_size[1]}) but has another aspect ratio; give R and T "
                              "in the depth camera file")

@@ -188,7 +188,8 @@ def _read_installed() -> dict[str, bytes] | None:
     site = Path(spec.origin).resolve().parents[1]
     if not all((site / p).is_file() for p in (*SOURCES, LICENSE_PATH)):
         return None
-    return {**{p: _checked(p, (site / p).read_bytes()) for p in SOURCES}, LICENSE_PATH: (site / LICENSE_PATH).read_bytes()}
+    return {**{p: _checked(p, (site / p).read_bytes()) for p in SOURCES},
+            LICENSE_PATH: (site / LICENSE_PATH).read_bytes()}
 
 
 def _download_wheel(folder: Path) -> Path:

@@ -269,7 +269,8 @@ def export_hand(
         raise ExportError(f"texture size must be at least 8, got {texture_size}")
     _check_folder(target.parent)
     _check_target(target)
-    check_companions(target, companion_files(target, texture=texture is not None, profile_json=profile_json is not None),
+    check_companions(target,
+                     companion_files(target, texture=texture is not None, profile_json=profile_json is not None),
                      force=force)
 
     report(0.05, "loading the hand model")

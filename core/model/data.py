@@ -131,7 +131,8 @@ def _check(cond: bool, what: str) -> None:
 def validate(d: HandModelData) -> None:
     """Check shapes, ranges and finiteness; raise :class:`ModelFileError` with the reason."""
     v = d.v_template.shape[0] if d.v_template.ndim == 2 else -1
-    _check(d.v_template.ndim == 2 and d.v_template.shape[1] == 3 and v > 0, f"v_template has shape {d.v_template.shape}")
+    _check(d.v_template.ndim == 2 and d.v_template.shape[1] == 3 and v > 0,
+           f"v_template has shape {d.v_template.shape}")
     _check(d.faces.ndim == 2 and d.faces.shape[1] == 3, f"faces have shape {d.faces.shape}")
     _check(d.faces.size > 0 and d.faces.min() >= 0 and d.faces.max() < v, "face indices out of range")
     _check(d.shapedirs.ndim == 3 and d.shapedirs.shape[:2] == (v, 3), f"shapedirs have shape {d.shapedirs.shape}")
@@ -141,8 +142,10 @@ def validate(d: HandModelData) -> None:
     _check(np.allclose(d.weights.sum(1), 1.0, atol=1e-3), "skinning weights do not sum to 1")
     _check(tuple(int(p) for p in d.parents) == MANO_PARENTS, f"kinematic tree {d.parents.tolist()} is not MANO's")
     _check(d.hands_components.shape == (45, 45) and d.hands_mean.shape == (45,), "pose components have the wrong shape")
-    _check(d.tip_vertex_ids.shape == (5,) and d.tip_vertex_ids.min() >= 0 and d.tip_vertex_ids.max() < v, "fingertip vertex ids")
-    _check(d.rest_frames.shape == (NUM_JOINTS, 3, 3) and d.joint_limits.shape == (NUM_JOINTS, 3, 2), "joint frames or limits")
+    _check(d.tip_vertex_ids.shape == (5,) and d.tip_vertex_ids.min() >= 0 and d.tip_vertex_ids.max() < v,
+           "fingertip vertex ids")
+    _check(d.rest_frames.shape == (NUM_JOINTS, 3, 3) and d.joint_limits.shape == (NUM_JOINTS, 3, 2),
+           "joint frames or limits")
     if d.uv is not None:
         _check(d.uv_faces is not None and d.uv_faces.shape == d.faces.shape, "uv_faces must match faces")
         _check(d.uv.ndim == 2 and d.uv.shape[1] == 2 and d.uv_faces.max() < d.uv.shape[0], "uv coordinates")
@@ -219,7 +222,8 @@ def apply_default_skeleton(right: HandModelData, path: Path) -> HandModelData:
     personal = personal_model(right, skel)
     provenance = dict(right.provenance)
     provenance["default_skeleton"] = {"file": path.name, "version": int(doc.get("version", 1)),
-                                      **{k: v for k, v in doc.get("provenance", {}).items() if k in ("method", "hands")}}
+                                      **{k: v for k, v in doc.get("provenance", {}).items()
+                                         if k in ("method", "hands")}}
     return dataclasses.replace(personal, name=right.name, provenance=provenance)
 
 
@@ -348,7 +352,8 @@ def read_mano_pickle(path: Path, side: Side, right_shapedirs: np.ndarray | None 
         raise ModelFileError(f"{path}: shapedirs have shape {shapedirs.shape}, expected (V, 3, S)")
     if side == "left":
         if right_shapedirs is not None and right_shapedirs.shape == shapedirs.shape:
-            buggy = np.abs(shapedirs[:, 0] - right_shapedirs[:, 0]).sum() < np.abs(shapedirs[:, 0] + right_shapedirs[:, 0]).sum()
+            buggy = (np.abs(shapedirs[:, 0] - right_shapedirs[:, 0]).sum()
+                     < np.abs(shapedirs[:, 0] + right_shapedirs[:, 0]).sum())
         else:
             buggy = True
             log.info("no right-hand MANO file beside %s: assuming the official left shapedirs sign bug", path)

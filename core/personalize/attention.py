@@ -81,7 +81,8 @@ def shape_normal_matrices(layer: HandModel, poses: np.ndarray | torch.Tensor) ->
     return (a.transpose(1, 2) @ a).numpy()
 
 
-def solve_eq7(ata: np.ndarray, betas: np.ndarray, weights: np.ndarray, irls_iterations: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def solve_eq7(ata: np.ndarray, betas: np.ndarray, weights: np.ndarray,
+              irls_iterations: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Eq. 7 from per-frame normal matrices.
 
     Args:

@@ -244,7 +244,8 @@ class _Problem:
 
     def params(self, xid: torch.Tensor) -> SkeletonParams:
         """Skeleton parameters of identity variables (..., n_id)."""
-        return SkeletonParams(xid.new_zeros(xid.shape[:-1]), xid[..., :15], xid[..., 15:30].reshape(*xid.shape[:-1], 5, 3))
+        return SkeletonParams(xid.new_zeros(xid.shape[:-1]), xid[..., :15],
+                              xid[..., 15:30].reshape(*xid.shape[:-1], 5, 3))
 
     def skeleton(self, params: SkeletonParams) -> torch.Tensor:
         """(..., 21, 3) the skeleton scaled to the hand length about its wrist."""

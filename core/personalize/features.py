@@ -58,7 +58,8 @@ def hand_crop(image: np.ndarray, keypoints_2d: np.ndarray, size: int = 96, margi
     cx, cy, side = hand_box(keypoints_2d, margin)
     s = size / side
     m = np.array([[s, 0.0, size / 2.0 - s * cx], [0.0, s, size / 2.0 - s * cy]])
-    return cv2.warpAffine(np.ascontiguousarray(image), m, (size, size), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+    return cv2.warpAffine(np.ascontiguousarray(image), m, (size, size),
+                          flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
 

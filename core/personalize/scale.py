@@ -120,16 +120,12 @@ def pin_scale(layer: HandModel, betas: np.ndarray, factor: float, max_beta: floa
         (S,) float32.
     """
     b = np.asarray(betas, dtype=np.float64)
-    d = layer.data
-    v0 = d.v_template.astype(np.float64)
-    dirs = d.shapedirs.astype(np.float64)  # (V, 3, S)
+    v0, dirs, k0, kd, pinv = _shape_space(layer)
     verts = v0 + dirs @ b
-    k0, kd = rest_keypoint_basis(layer)
     wrist = (k0 + (kd @ b).reshape(21, 3))[Keypoint.WRIST]
     target = wrist + factor * (verts - wrist)
-    n, s = verts.shape[0], b.shape[0]
-    a = np.concatenate([dirs.reshape(n * 3, s), np.tile(np.eye(3), (n, 1))], axis=1)
-    sol, *_ = np.linalg.lstsq(a, (target - v0).reshape(-1), rcond=None)
+    s = b.shape[0]
+    sol = pinv @ (target - v0).reshape(-1)  # least squares over vertices, with a free translation
     out = np.clip(sol[:s], -max_beta, max_beta)
 
     def length(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -145,6 +141,27 @@ def pin_scale(layer: HandModel, betas: np.ndarray, factor: float, max_beta: floa
         g = np.where(np.abs(out) >= max_beta, 0.0, g)
         out = np.clip(out + g * (goal - L) / max(float(g @ g), 1e-12), -max_beta, max_beta)
     return out.astype(np.float32)
+
+
+_SHAPE_SPACES: dict[int, tuple] = {}
+
+
+def _shape_space(layer: HandModel) -> tuple[np.ndarray, ...]:
+    """(v_template, shapedirs (V, 3, S), k0, Kd, pseudo-inverse of [shapedirs | translation])
+    of a layer's model, computed once per model (RGB-D and stereo scale fits every frame)."""
+    d = layer.data
+    cached = _SHAPE_SPACES.get(id(d))
+    if cached is None or cached[0] is not d:
+        v0 = d.v_template.astype(np.float64)
+        dirs = d.shapedirs.astype(np.float64)
+        n, s = dirs.shape[0], dirs.shape[2]
+        a = np.concatenate([dirs.reshape(n * 3, s), np.tile(np.eye(3), (n, 1))], axis=1)
+        k0, kd = rest_keypoint_basis(layer)
+        cached = (d, (v0, dirs, k0, kd, np.linalg.pinv(a)))
+        if len(_SHAPE_SPACES) > 16:
+            _SHAPE_SPACES.clear()
+        _SHAPE_SPACES[id(d)] = cached
+    return cached[1]
 
 
 def pin_hand_length(layer: HandModel, betas: np.ndarray, length_m: float) -> np.ndarray:
@@ -245,7 +262,8 @@ def load_sheet_spec(path: str | Path) -> SheetSpec:
     return spec
 
 
-def sheet_pose(image: np.ndarray, K: np.ndarray, sheet: SheetSpec, min_points: int = 6) -> tuple[np.ndarray, np.ndarray] | None:
+def sheet_pose(image: np.ndarray, K: np.ndarray, sheet: SheetSpec,
+               min_points: int = 6) -> tuple[np.ndarray, np.ndarray] | None:
     """The sheet's pose in the camera frame: (R (3, 3), t (3,) metres) or None if not seen.
 
     Sheet coordinates: x along its columns, y along its rows, z into the sheet (OpenCV).

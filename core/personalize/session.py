@@ -191,7 +191,8 @@ class CalibrationSession:
         data = {s: load_model_data(model, s) for s in ("right", "left")}
         self.model_data = data[side]
         self.layer = HandModel(data[side])
-        self.fitter = TailorFitter(data["right"], data["left"], fit_settings or REFIT_SETTINGS, "cpu" if device == "auto" else device)
+        self.fitter = TailorFitter(data["right"], data["left"], fit_settings or REFIT_SETTINGS,
+                                   "cpu" if device == "auto" else device)
         self.predictor = confidence if isinstance(confidence, ConfidencePredictor) else ConfidencePredictor(confidence)
         self._basis = rest_keypoint_basis(self.layer)
         #: MediaPipe's per-bone keypoint bias against the model's joints and the shrinkage
@@ -312,7 +313,8 @@ class CalibrationSession:
             normal_matrix=shape_normal_matrices(self.layer, np.asarray(fit.pose)[None])[0],
             K=None if K is None else np.asarray(K, dtype=np.float32),
             image_size=(int(image.shape[1]), int(image.shape[0])),
-            world_landmarks=None if detection.world_landmarks is None else np.asarray(detection.world_landmarks, np.float32),
+            world_landmarks=None if detection.world_landmarks is None else np.asarray(detection.world_landmarks,
+                                                                                      np.float32),
             score=float(detection.score),
             observability=bone_observability(fit.keypoints_3d),
             silhouette=silhouette,
@@ -502,7 +504,8 @@ class CalibrationSession:
         if not res.used.any():
             return None
         for j, reason in res.rejected:
-            log.info("surface fit left out frame %s:%d: %s", chosen[rows[j]].source, chosen[rows[j]].frame_index, reason)
+            log.info("surface fit left out frame %s:%d: %s", chosen[rows[j]].source, chosen[rows[j]].frame_index,
+                     reason)
         return dataclasses.replace(res, rejected=tuple((rows[j], reason) for j, reason in res.rejected))
 
     def to_profile(self, result: CalibrationResult, name: str) -> dict[str, Any]:

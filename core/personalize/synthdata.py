@@ -53,7 +53,8 @@ class SynthFrames:
         score: (N,) detector score. handedness: (N,) str.
         crops: (N, 96, 96, 3) uint8 hand crops. image_size: (N, 2) (w, h). K: (N, 3, 3).
         true_pose: (N, 48). true_keypoints_2d: (N, 21, 2) px and true_keypoints_3d: (N, 21, 3)
-            camera frame, metres: the rendered hand's exact keypoints. degradation: (N, 3) blur sigma px, occluded fraction, noise std.
+            camera frame, metres: the rendered hand's exact keypoints. degradation: (N, 3) blur sigma
+            px, occluded fraction, noise std.
         rendered: frames rendered in total (detected or not).
     """
 
@@ -79,7 +80,8 @@ class SynthFrames:
         return len(self.subject)
 
 
-def degrade(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, strength: float) -> tuple[np.ndarray, np.ndarray]:
+def degrade(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray,
+            strength: float) -> tuple[np.ndarray, np.ndarray]:
     """Blur, occlude, add noise and change exposure, each at random (more at higher strength).
 
     Returns the image and (blur sigma px, occluded fraction of the hand, noise std).
@@ -142,8 +144,8 @@ def generate(n_subjects: int, frames_per_subject: int, seed: int, image_size: tu
     settings = SynthSettings(image_size=image_size, fill=(0.35, 0.75), max_tilt_deg=60.0, back_facing=0.4,
                              supersample=1, left_probability=0.0)
     rows: dict[str, list] = {k: [] for k in ("subject", "true_betas", "true_skeleton", "frame", "keypoints_2d",
-                                              "keypoints_z", "world", "score", "handedness", "crops", "image_size", "K", "true_pose",
-                                              "true_keypoints_2d", "true_keypoints_3d", "degradation")}
+                                              "keypoints_z", "world", "score", "handedness", "crops", "image_size", "K",
+                                              "true_pose", "true_keypoints_2d", "true_keypoints_3d", "degradation")}
     rendered = 0
     with HandDetector(max_hands=1, mode="static") as det:
         for s in range(n_subjects):
@@ -189,7 +191,8 @@ def generate(n_subjects: int, frames_per_subject: int, seed: int, image_size: tu
                 rows["true_keypoints_3d"].append(sample.joints_3d)
                 rows["degradation"].append(deg)
             if progress:
-                log.info("subject %d/%d: %d frames detected so far of %d", s + 1, n_subjects, len(rows["subject"]), rendered)
+                log.info("subject %d/%d: %d frames detected so far of %d", s + 1, n_subjects, len(rows["subject"]),
+                         rendered)
     arrays = {k: np.asarray(v) for k, v in rows.items()}
     return SynthFrames(rendered=rendered, **arrays)
 
@@ -197,7 +200,8 @@ def generate(n_subjects: int, frames_per_subject: int, seed: int, image_size: tu
 def load_or_generate(name: str, n_subjects: int, frames_per_subject: int, seed: int,
                      model: str | None = None, progress: bool = False, people: bool = False) -> SynthFrames:
     """:func:`generate`, cached under :func:`cache_dir` by its arguments and :data:`DATA_VERSION`."""
-    key = hashlib.sha256(repr((DATA_VERSION, n_subjects, frames_per_subject, seed, model, people)).encode()).hexdigest()[:12]
+    key = hashlib.sha256(repr((DATA_VERSION, n_subjects, frames_per_subject, seed, model,
+                               people)).encode()).hexdigest()[:12]
     path = cache_dir() / f"{name}-{key}.npz"
     if path.exists():
         try:

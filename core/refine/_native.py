@@ -34,8 +34,8 @@ from torch import Tensor
 
 from core.native import NativeLibrary, address, kernel_source
 
-__all__ = ["LIBRARY", "edge_normal", "front_faces", "lbs_backward", "lbs_forward", "offset_grad", "offset_losses", "project",
-           "project_backward", "silhouette_loss",
+__all__ = ["LIBRARY", "edge_normal", "front_faces", "lbs_backward", "lbs_forward", "offset_grad", "offset_losses",
+           "project", "project_backward", "silhouette_loss",
            "plausibility", "supported"]
 
 _FLAVOURS = (  # C type, suffix, sqrt, sin, cos, fabs

@@ -92,7 +92,8 @@ def smoothstep(t: np.ndarray) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
-def make_demo(out_dir: Path = OUT_DIR, seconds: float = 10.0, fps: int = 15, size: tuple[int, int] = (480, 360), seed: int = 7) -> dict:
+def make_demo(out_dir: Path = OUT_DIR, seconds: float = 10.0, fps: int = 15, size: tuple[int, int] = (480, 360),
+              seed: int = 7) -> dict:
     """Render and write the clip; returns a summary."""
     import cv2
 

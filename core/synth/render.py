@@ -125,7 +125,8 @@ def procedural_background(rng: np.random.Generator, width: int, height: int) -> 
 
     # Avoid skin hues (orange-red, roughly 0-0.12 of the circle) with enough saturation.
     hues = np.where((hues < 0.12) | (hues > 0.95), hues + 0.3, hues) % 1.0
-    c0, c1 = colour(hues[0], rng.uniform(0.2, 0.7), rng.uniform(0.2, 0.9)), colour(hues[1], rng.uniform(0.1, 0.6), rng.uniform(0.2, 0.9))
+    c0 = colour(hues[0], rng.uniform(0.2, 0.7), rng.uniform(0.2, 0.9))
+    c1 = colour(hues[1], rng.uniform(0.1, 0.6), rng.uniform(0.2, 0.9))
     ramp = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
     if rng.random() < 0.5:
         ramp = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
@@ -178,7 +179,8 @@ def facing_rotation(rng: np.random.Generator, settings: SynthSettings, side: str
     axis = rng.normal(size=2)
     axis = np.array([*axis / np.linalg.norm(axis), 0.0])
     roll = rng.uniform(-np.radians(60), np.radians(60))
-    r = axis_angle_to_matrix(torch.as_tensor(axis * tilt)) @ axis_angle_to_matrix(torch.tensor([0.0, 0.0, roll], dtype=torch.float64))
+    r = (axis_angle_to_matrix(torch.as_tensor(axis * tilt))
+         @ axis_angle_to_matrix(torch.tensor([0.0, 0.0, roll], dtype=torch.float64)))
     return r.numpy() @ base
 
 
@@ -292,7 +294,8 @@ def render_hand_sample(
         pose = natural_pose(rng, layers["right"])
     finger_pose = np.asarray(pose, dtype=np.float32)
     rot = facing_rotation(rng, settings, side) if global_rotation is None else np.asarray(global_rotation)
-    full = np.concatenate([matrix_to_axis_angle(torch.as_tensor(rot, dtype=torch.float64)).numpy(), finger_pose]).astype(np.float32)
+    full = np.concatenate([matrix_to_axis_angle(torch.as_tensor(rot, dtype=torch.float64)).numpy(),
+                           finger_pose]).astype(np.float32)
     if side == "left":
         full[3:] = mirror_axis_angle(full[3:])
     if K is None:
@@ -309,7 +312,8 @@ def render_hand_sample(
     cu, cv = ((w - 1) / 2, (h - 1) / 2) if centre_px is None else centre_px
     if centre_px is not None:
         jitter = np.zeros(2)
-    target = np.array([((cu - K[0, 2]) / K[0, 0]) * depth + jitter[0], ((cv - K[1, 2]) / K[1, 1]) * depth + jitter[1], depth])
+    target = np.array([((cu - K[0, 2]) / K[0, 0]) * depth + jitter[0],
+                       ((cv - K[1, 2]) / K[1, 1]) * depth + jitter[1], depth])
     shift = target - centre
     verts += shift
     kp += shift

@@ -146,7 +146,8 @@ def corrupt_labels(sides: tuple[str, ...], frames: int, seed: int = 0, swap_runs
     return [tuple(x) for x in labels]
 
 
-def render_clip(layers: dict[str, HandModel], fov_deg: float, frames: int = 40, image_size: tuple[int, int] = (640, 480),
+def render_clip(layers: dict[str, HandModel], fov_deg: float, frames: int = 40,
+                image_size: tuple[int, int] = (640, 480),
                 seed: int = 0, fill: float = 0.5) -> list[SynthSample]:
     """A rendered clip of one right hand seen by a pinhole camera of ``fov_deg`` (horizontal).
 

@@ -179,7 +179,8 @@ class CaptureSettings:
             raise ValueError(f"base_confidence must be > 0, got {self.base_confidence}")
         if self.outlier_levels < 0 or self.colour_gate_sigma < 0 or self.texture_gate_sigma < 0:
             raise ValueError("outlier_levels, colour_gate_sigma and texture_gate_sigma must be >= 0")
-        if self.colour_gate_cut < 0 or self.min_texel_weight < 0 or self.skin_pixel_sigma < 0 or not 0.0 <= self.skin_memory < 1.0:
+        if (self.colour_gate_cut < 0 or self.min_texel_weight < 0 or self.skin_pixel_sigma < 0
+                or not 0.0 <= self.skin_memory < 1.0):
             raise ValueError("colour_gate_cut and min_texel_weight must be >= 0, skin_memory in [0, 1)")
         if not self.max_pixels_per_texel > 0:
             raise ValueError(f"max_pixels_per_texel must be > 0, got {self.max_pixels_per_texel}")

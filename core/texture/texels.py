@@ -138,7 +138,8 @@ def _rasterize_uv(uv: np.ndarray, uv_faces: np.ndarray, size: int) -> tuple[np.n
     y = (1.0 - uv[:, 1]) * size - 0.5
     verts = torch.as_tensor(np.stack([x, y, np.ones_like(x)], axis=1), dtype=torch.float64)[None]
     settings = RasterSettings(image_size=(size, size), perspective_correct=False, cull_backfaces=False)
-    frags = rasterize(verts, torch.as_tensor(uv_faces, dtype=torch.long), torch.eye(3, dtype=torch.float64)[None], settings)
+    frags = rasterize(verts, torch.as_tensor(uv_faces, dtype=torch.long), torch.eye(3, dtype=torch.float64)[None],
+                      settings)
     face = frags.pix_to_face[0].reshape(-1).numpy()
     bary = frags.bary_coords[0].reshape(-1, 3).numpy()
     return face, bary

@@ -106,7 +106,8 @@ def synthetic_calibration(session=None) -> dict[str, Any]:
         rows["uni_prior"].append(_errors(session, cands, truth[s], frames, False, True))
     mean_abs = {k: np.abs(np.asarray(v)).mean(0) for k, v in rows.items()}
     rng = np.random.default_rng(0)
-    vs_k: dict[str, dict[int, list[float]]] = {k: {kk: [] for kk in K_VALUES} for k in ("w_true", "w_prior", "l_prior", "w_true_uniform")}
+    vs_k: dict[str, dict[int, list[float]]] = {k: {kk: [] for kk in K_VALUES} for k in ("w_true", "w_prior", "l_prior",
+                                                                                        "w_true_uniform")}
     for s, cands in per_subject.items():
         for kk in K_VALUES:
             n = min(kk, len(cands))  # K = 20: all of the subject's usable frames (<= 20)
@@ -126,7 +127,8 @@ def synthetic_calibration(session=None) -> dict[str, Any]:
     prior_only = []
     for s in per_subject:
         L, W, _ = measures(session.layer, truth[s])
-        prior_only.append(measures(session.layer, pin_hand_length(session.layer, np.zeros(session.layer.num_betas), L))[1] - W)
+        prior_only.append(measures(session.layer,
+                                   pin_hand_length(session.layer, np.zeros(session.layer.num_betas), L))[1] - W)
     return {
         "calibration_subjects": len(rows["att_true"]),
         "calibration_frames_per_subject": round(float(np.mean([min(20, len(c)) for c in per_subject.values()])), 1),
@@ -266,7 +268,8 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
         "people_calibration_ms": round(float(np.median(rows["ms"])), 1) if rows["ms"] else None,
     }
     if conf_all:
-        out["people_ranking"] = ranking_quality(np.concatenate(conf_all), np.concatenate(err_all), np.concatenate(subj_all))
+        out["people_ranking"] = ranking_quality(np.concatenate(conf_all), np.concatenate(err_all),
+                                                np.concatenate(subj_all))
     return out
 
 

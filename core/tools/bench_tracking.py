@@ -114,12 +114,14 @@ def bench_wide_angle(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 48, 
                     for hand in result.hands[:1]:
                         errs.append(hand.fit.reprojection_error_px)
                         kp = hand.fit.keypoints_3d
-                        rel.append(float(np.linalg.norm((kp - kp[0]) - (s.joints_3d - s.joints_3d[0]), axis=1).mean()) * 1000)
+                        rel.append(float(np.linalg.norm((kp - kp[0]) - (s.joints_3d - s.joints_3d[0]),
+                                                        axis=1).mean()) * 1000)
                 if name.startswith("estimated"):
                     suffix = "" if name == "estimated" else "_keypoints"
                     est = engine.focal.estimates
                     last = est[-1] if est else None
-                    out[f"{key}_focal_error_estimated{suffix}"] = None if last is None else round(last.focal_px / f_true - 1, 3)
+                    out[f"{key}_focal_error_estimated{suffix}"] = (None if last is None
+                                                                   else round(last.focal_px / f_true - 1, 3))
                     out[f"{key}_focal_estimate_log_sd{suffix}"] = None if last is None else round(last.log_sd, 4)
                     out[f"{key}_focal_estimate_accepted{suffix}"] = bool(last is not None and last.accepted)
                     out[f"{key}_focal_estimate_reason{suffix}"] = None if last is None else last.reason
@@ -168,7 +170,8 @@ def _plot_case(fov: float, per: dict[str, list[float]]) -> None:
 BENCHMARKS = {"tracks": bench_tracks, "wide_angle": bench_wide_angle}
 
 
-def wide_angle_detections(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 24, seed: int = 1) -> dict[str, np.ndarray]:
+def wide_angle_detections(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 24,
+                          seed: int = 1) -> dict[str, np.ndarray]:
     """MediaPipe's detections of the rendered wide-angle clips, as arrays (the tests replay them
     instead of rendering and detecting): per clip ``fov{F}_keypoints_2d`` (N, 21, 2),
     ``_world`` (N, 21, 3), ``_z`` (N, 21), ``_score`` (N,), ``_right`` (N,) and ``_found``
@@ -187,8 +190,10 @@ def wide_angle_detections(fovs: tuple[float, ...] = (90.0, 120.0), frames: int =
             key = f"fov{fov:.0f}"
             out[f"{key}_found"] = np.array([bool(r) for r in rows])
             pick = [r[0] if r else None for r in rows]
-            out[f"{key}_keypoints_2d"] = np.stack([np.zeros((21, 2)) if d is None else d.keypoints_2d for d in pick]).astype(np.float32)
-            out[f"{key}_world"] = np.stack([np.zeros((21, 3)) if d is None else d.world_landmarks for d in pick]).astype(np.float32)
+            out[f"{key}_keypoints_2d"] = np.stack([np.zeros((21, 2)) if d is None else d.keypoints_2d
+                                                   for d in pick]).astype(np.float32)
+            out[f"{key}_world"] = np.stack([np.zeros((21, 3)) if d is None else d.world_landmarks
+                                            for d in pick]).astype(np.float32)
             out[f"{key}_z"] = np.stack([np.zeros(21) if d is None else d.keypoints_z for d in pick]).astype(np.float32)
             out[f"{key}_score"] = np.array([0.0 if d is None else d.score for d in pick], np.float32)
             out[f"{key}_right"] = np.array([d is not None and d.handedness == "right" for d in pick])

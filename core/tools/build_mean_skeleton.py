@@ -150,7 +150,8 @@ def derive_skeleton(base, hands: list[RealHand], fov_deg: float | None = None,
             kp[:, 0] = (w - 1) - kp[:, 0]
             wl[:, 0] *= -1.0
         K = intrinsics_from_fov(DEFAULT_FOV_DEG if fov_deg is None else fov_deg, int(w), int(hh)).K.astype(np.float64)
-        obs = HandObservation("right", kp.astype(np.float32), wl.astype(np.float32), K.astype(np.float32), (w, hh), h.score)
+        obs = HandObservation("right", kp.astype(np.float32), wl.astype(np.float32), K.astype(np.float32), (w, hh),
+                              h.score)
         start = np.asarray(fitter.fit([obs], None, None, 40)[0].pose, dtype=np.float64)
         frames.append(BundleFrame(kp, (w, hh), K, start, wl, 1.0, float(h.score)))
     kp0 = model_rest_keypoints(base)
@@ -211,9 +212,10 @@ def derive(data_dir: Path) -> dict[str, Any]:
         "skeleton_m": np.round(skel, 7).tolist(),
         "provenance": {
             "command": "python -m core.tools.build_mean_skeleton",
-            "method": "one skeleton fitted jointly with a pose per hand to MediaPipe's 2D keypoints (and world-landmark "
-                      "directions, weakly) of real unlabelled hands (core.personalize.bundle.bundle_adjust, "
-                      "the unknown-camera default field of view, anny's hand length), its palm widened to "
+            "method": "one skeleton fitted jointly with a pose per hand to MediaPipe's 2D keypoints (and "
+                      "world-landmark directions, weakly) of real unlabelled hands "
+                      "(core.personalize.bundle.bundle_adjust, the unknown-camera default field of view, anny's "
+                      "hand length), its palm widened to "
                       f"{PALM_WIDTH_M * 1000:.1f} mm index-to-ring MCP (see core/tools/build_mean_skeleton.py)",
             "palm_width_m": PALM_WIDTH_M,
             "hands": len(hands),

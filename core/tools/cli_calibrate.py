@@ -37,7 +37,9 @@ def _scale_arguments(args: argparse.Namespace) -> str:
         raise InputError("give one scale: --hand-length-mm, --aruco-sheet or --stereo")
     if getattr(args, "stereo", None) is not None and getattr(args, "stereo_calib", None) is None:
         raise InputError("--stereo needs --stereo-calib (K1, K2, R, T of the camera pair)")
-    return {"hand_length_mm": "hand_length", "aruco_sheet": "aruco", "stereo": "stereo"}.get(given[0], "") if given else "prior"
+    if not given:
+        return "prior"
+    return {"hand_length_mm": "hand_length", "aruco_sheet": "aruco", "stereo": "stereo"}.get(given[0], "")
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -168,10 +170,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if result.surface is not None:
         used = result.surface.used
         print(f"surface from {int(used.sum())} frames' silhouettes: offsets {result.surface.mean_mm:.2f} mm mean, "
-              f"{result.surface.max_mm:.2f} mm max; silhouette IoU {np.nanmean(result.surface.iou_before[used]):.3f} -> "
+              f"{result.surface.max_mm:.2f} mm max; "
+              f"silhouette IoU {np.nanmean(result.surface.iou_before[used]):.3f} -> "
               f"{np.nanmean(result.surface.iou_after[used]):.3f}")
     if result.focal_px is not None:
-        print(f"estimated focal length: {result.focal_px:.0f} px at {result.focal_image_size[0]}x{result.focal_image_size[1]}")
+        w, h = result.focal_image_size
+        print(f"estimated focal length: {result.focal_px:.0f} px at {w}x{h}")
     for i, reason in result.rejected:
         c = session.candidates[i]
         print(f"rejected frame {c.frame_index} of {c.source}: {reason}")

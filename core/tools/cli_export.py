@@ -316,7 +316,8 @@ def run_export(args: argparse.Namespace) -> int:
     if capture is None:
         log.warning("the hand model %s has no UV coordinates: exporting without a texture", data.name)
     texture = None if capture is None else capture.texture(filled=True)
-    doc = profile.raw if profile is not None else _session_profile(out.stem or "hand", side, data, shape, tracked, source)
+    doc = profile.raw if profile is not None else _session_profile(out.stem or "hand", side, data, shape, tracked,
+                                                                   source)
     files = export_hand(out, shape=shape, texture=texture, pose=pose, side=side, rigged=rigged,
                         texture_size=texture_size, profile_json=doc, animation=animation, model_data=data,
                         force=force)

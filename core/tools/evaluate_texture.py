@@ -161,7 +161,8 @@ def _fitted(frames: list[_Frame]) -> list[tuple[np.ndarray, np.ndarray] | None]:
                 out.append(None)
                 continue
             fit = hands[0].fit
-            out.append((fit_vertices(layers["right"], fit.pose, fit.betas, fit.transl), hands[0].detection.keypoints_2d))
+            out.append((fit_vertices(layers["right"], fit.pose, fit.betas, fit.transl),
+                        hands[0].detection.keypoints_2d))
     return out
 
 

@@ -185,7 +185,8 @@ def calibrated_skeletons(session, table: dict, data, confidence: np.ndarray, k: 
         rows = rows[:k]
         truth = data.true_skeleton[np.nonzero(data.subject == s)[0][0]].astype(np.float64)
         L = float(np.linalg.norm(truth[Keypoint.MIDDLE_TIP] - truth[Keypoint.WRIST]))
-        session._candidates = [dataclasses.replace(table["candidates"][i], confidence=float(confidence[i])) for i in rows]
+        session._candidates = [dataclasses.replace(table["candidates"][i],
+                                                   confidence=float(confidence[i])) for i in rows]
         session._selected = None
         r = session.calibrate(ScaleOption.from_hand_length(L * 1000.0), frames=list(range(len(rows))), uniform=uniform)
         cal.append(calibrated_skeleton(session, r))
@@ -316,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         "loss": f"MarginRankingLoss(margin={args.margin}), full batch, Adam lr 3e-3, weight decay 1e-2",
         "epochs": args.epochs,
         "output_scale": {"alpha": alpha, "folded_into_last_layer": True,
-                         "chosen_by": "mean calibrated bone error of the training people, softmax(alpha c / T), T = 0.33",
+                         "chosen_by": "mean calibrated bone error of the training people, "
+                                      "softmax(alpha c / T), T = 0.33",
                          "training_bone_error_mm": {k: round(v, 4) for k, v in scale_errors.items()}},
         "train": {"set": PEOPLE_TRAIN_SET, "people": True, "frames": int(len(tr["error"]))},
         "heldout": {"set": PEOPLE_HELDOUT_SET, "people": True, "frames": int(len(te["error"]))},
