@@ -40,8 +40,9 @@ Measured (``bench --only surface`` and ``--only calibration``): on synthetic peo
 surface, exact silhouettes and 2 px keypoint noise, the calibrated rest mesh's mean distance to
 the true surface goes from 0.80 to 0.65 mm and held-out silhouette IoU from 0.943 to 0.947; with
 the true skeleton and poses (two people, 20 frames) the displacement's RMS error falls from
-0.75 to 0.48 mm, correlation 0.86 with the truth. On the demo clip (template surface, our colour segmentation, MediaPipe's
-keypoints) the fit adds about 0.1 mm: there, pose and segmentation errors read as surface. The
+0.75 to 0.48 mm, correlation 0.86 with the truth. On the demo clip (template surface, our
+colour segmentation, MediaPipe's keypoints) the fit adds about 0.1 mm: there, pose and
+segmentation errors read as surface. The
 magnitude prior ``w_magnitude`` trades the two (0.02: 0.62 mm on the people, +0.9 mm on the
 demo; 1.0: 0.67 mm, +0.04 mm); per-frame pose refinement inside the fit did not help (0.66 mm).
 

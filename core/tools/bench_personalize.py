@@ -499,9 +499,10 @@ def demo_surface(session, chosen: list[int]) -> dict[str, Any]:
                           dtype=torch.float64).rest(betas).vertices[0].numpy() for o in (None, r.surface.offsets)]
     faces = session.model_data.faces
     used = r.surface.used
+    before, after = (float(surface_distance(v, truth, faces).mean() * 1000) for v in rest)
     return {
-        "calibration_demo_surface_error_before_mm": round(float(surface_distance(rest[0], truth, faces).mean() * 1000), 3),
-        "calibration_demo_surface_error_after_mm": round(float(surface_distance(rest[1], truth, faces).mean() * 1000), 3),
+        "calibration_demo_surface_error_before_mm": round(before, 3),
+        "calibration_demo_surface_error_after_mm": round(after, 3),
         "calibration_demo_surface_mean_mm": round(r.surface.mean_mm, 3),
         "calibration_demo_surface_iou_before": round(float(np.nanmean(r.surface.iou_before[used])), 4),
         "calibration_demo_surface_iou_after": round(float(np.nanmean(r.surface.iou_after[used])), 4),
