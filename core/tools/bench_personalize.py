@@ -185,6 +185,7 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
     from core.personalize.scale import ScaleOption, measures, pin_hand_length
     from core.personalize.session import CalibrationSession
     from core.personalize.synthdata import load_or_generate
+    from core.tools.diagnose_people import deviation_recovery
     from core.tools.train_confidence import PEOPLE_HELDOUT_SET, frame_targets, ranking_quality
 
     name, n_subj, n_frames, seed = PEOPLE_HELDOUT_SET
@@ -192,7 +193,7 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
     session = session or CalibrationSession(k=k)
     per_subject = _subject_candidates(session, data)
     rows: dict[str, list] = {"att": [], "uni": [], "oracle": [], "mean_hand": [], "free": [], "aware": [], "true": [],
-                             "ms": [], "dev_true": [], "dev_cal": []}
+                             "ms": [], "dev_true": [], "dev_cal": [], "dev_mean": []}
     conf_all, err_all, subj_all = [], [], []
     zero = np.zeros(session.layer.num_betas, np.float32)
     for s, cands in per_subject.items():
@@ -222,8 +223,9 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
         mean_hand = pin_hand_length(session.layer, np.zeros(session.layer.num_betas), L)
         mean_bones = measures(session.layer, mean_hand)[2] * 1000.0
         rows["mean_hand"].append(np.abs(mean_bones - true_bones).mean())
-        rows["dev_true"].append(np.log(true_bones / mean_bones))
-        rows["dev_cal"].append(np.log(cal_bones / mean_bones))
+        rows["dev_true"].append(true_bones)
+        rows["dev_cal"].append(cal_bones)
+        rows["dev_mean"].append(mean_bones)
         targets = frame_targets(session, data, idx, cands)
         if targets is not None:
             conf_all.append(np.array([c.confidence for c in cands]))
@@ -248,7 +250,7 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
             rows["aware"].append(pa_mpjpe(aware.keypoints_3d, data.true_keypoints_3d[i]) * 1000.0)
             rows["true"].append(pa_mpjpe(oracle.keypoints_3d, data.true_keypoints_3d[i]) * 1000.0)
     m = {key: float(np.mean(v)) if v else float("nan") for key, v in rows.items() if not key.startswith("dev")}
-    dev_t, dev_c = np.concatenate(rows["dev_true"]), np.concatenate(rows["dev_cal"])
+    slope, _ = deviation_recovery(np.stack(rows["dev_cal"]), np.stack(rows["dev_true"]), np.stack(rows["dev_mean"]))
     out = {
         "people_subjects": len(rows["att"]),
         "people_frames_per_subject": k,
@@ -259,7 +261,7 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
         "people_bone_error_oracle_attention_mm": round(m["oracle"], 3),
         "people_bone_error_mean_hand_mm": round(m["mean_hand"], 3),
         "people_attention_gain_over_uniform": round(1.0 - m["att"] / m["uni"], 4),
-        "people_deviation_slope": round(float(dev_t @ dev_c / max(float(dev_t @ dev_t), 1e-12)), 3),
+        "people_deviation_slope": round(slope, 3),
         "people_pa_mpjpe_shape_free_mm": round(m["free"], 3),
         "people_pa_mpjpe_identity_aware_mm": round(m["aware"], 3),
         "people_pa_mpjpe_true_skeleton_mm": round(m["true"], 3),
