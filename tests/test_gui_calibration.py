@@ -249,3 +249,15 @@ def test_tracking_panel_settings_go_through_the_state(make_window, gui_env, qtbo
     assert "75" in w.tracking_panel.intrinsics_label.text()
     w.stop_tracking()
     assert not w.state.tracking and w.state.source == ""
+
+
+def test_palm_view_puts_the_thumb_where_you_see_it() -> None:
+    from app.calibration_result import average_skeleton, palm_view
+    from core.model import load_model_data
+
+    for side, thumb_right in (("right", True), ("left", False)):
+        kp = average_skeleton(load_model_data(None, side), 180.0)
+        p = palm_view(kp, kp, side)
+        np.testing.assert_allclose(p[0], 0.0, atol=1e-12)  # the wrist at the origin
+        assert p[12, 1] > 0.15 and abs(p[12, 0]) < 0.03  # the middle finger points up
+        assert (p[4, 0] > p[20, 0]) == thumb_right, side  # thumb tip vs little fingertip

@@ -54,14 +54,19 @@ _V9[7, 0], _V9[5, 0], _V9[2, 1], _V9[6, 1], _V9[3, 2], _V9[1, 2] = 0.5, -0.5, 0.
 
 #: The joint-limit hinge's switch: right after the projection onto the limits an angle sits on
 #: its limit, where whether it counts as violated (and a 1e4-weighted block enters H) would
-#: depend on the last bit of atan2 / asin, so that the NumPy and the C paths (or any two
-#: roundings) part there. 0 (the default): on where angle != clamp(angle). Negative: violations
-#: up to -_LIMIT_EPS radians count as none; at -1e-9 the paths agree to float rounding
-#: (synthetic n=60: fit 2D 8.68 px, PA-MPJPE 14.50 mm, against 8.67 / 14.53 at 0; demo clip
-#: 7.035 px / 16.22 mm / 8.95 iterations against 6.977 / 16.29 / 8.67), but the torch path
-#: (float32) then parts from the NumPy one (tests/test_fit.py). Positive: on within _LIMIT_EPS
-#: of a limit, inside too (synthetic 8.52 px / 14.84 mm).
-_LIMIT_EPS = 0.0
+#: depend on the last bit of atan2 / asin. Switched that way (margin 0: on where angle !=
+#: clamp(angle)), the first step from the (projected) initialization already depends on the
+#: rounding: the NumPy and the C paths, two BLAS builds or two NumPy versions gave fits 2-7 mm
+#: apart, and the tolerance stop 9 to 15 iterations for one hand. None (the default): the
+#: backend's margin (``limit_eps``: 1e-9 rad in float64, 1e-5 in float32, above the angles'
+#: rounding): the blocks are on within it of a limit, inside too, so an angle on its limit
+#: always counts as on and every path and platform takes the same steps to float rounding.
+#: Measured on 43 rendered hands through MediaPipe (seed 0, default tolerance; 2D px /
+#: PA-MPJPE mm / iterations / warm-started iterations): margin 0: 9.33 / 15.54 / 15.3 / 9.0;
+#: +1e-9: 8.98 / 15.04 / 15.6 / 7.4; -1e-9 (off within it, outside too): 9.90 / 15.61 / 14.1 /
+#: 10.6. A number overrides the backend's margin: positive or negative as above, 0 the
+#: last-bit switch.
+_LIMIT_EPS: float | None = None
 
 #: Largest |beta| the fit may reach (standard deviations of the shape space).
 MAX_BETA = 3.0
@@ -72,6 +77,7 @@ class NumpyBackend:
 
     name = "numpy"
     xp = np
+    limit_eps = 1e-9  # the hinge's margin (see _LIMIT_EPS): angles are exact to ~1e-15 rad
 
     def __init__(self) -> None:
         self.dtype = np.float64
@@ -136,6 +142,8 @@ class TorchBackend:
     def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
+        # The hinge's margin (see _LIMIT_EPS) above the angles' rounding (float32: ~1e-7 rad).
+        self.limit_eps = 1e-9 if dtype == torch.float64 else 1e-5
         self.threads = contextlib.nullcontext()
 
     def const(self, x) -> torch.Tensor:
@@ -211,11 +219,9 @@ class SideSolver:
             (else the NumPy closure, the reference), True to require it, False never.
             Ignored by the torch backend. An attribute: tests switch it.
         native_loop: where the kernel builds the system, run the whole Levenberg-Marquardt
-            loop in C too (:meth:`core.fit._native.FitSystem.run`; the same algorithm: equal to
-            float rounding except where an angle sits on its limit, where the hinge's switch
-            follows the last bit of atan2 / asin (see :data:`_LIMIT_EPS`); the same accuracy
-            over sets), else the NumPy loop below around the C system. An attribute: tests
-            switch it.
+            loop in C too (:meth:`core.fit._native.FitSystem.run`; the same algorithm, equal to
+            float rounding with the hinge's default margin, see :data:`_LIMIT_EPS`), else the
+            NumPy loop below around the C system. An attribute: tests switch it.
     """
 
     def __init__(self, data: HandModelData, backend: NumpyBackend | TorchBackend, native: bool | None = None,
@@ -399,10 +405,16 @@ class SideSolver:
         violations of the limits, angle - clamp(angle), and (B, 15, 3) bool where its
         Gauss-Newton blocks are on: outside the limits or within :data:`_LIMIT_EPS` of one."""
         xp = self.xp
+        eps = self.limit_eps
         ang = self.anatomical_angles(R)
         viol = ang - xp.minimum(xp.maximum(ang, self.lo_p), self.hi_p)
-        on = (ang < self.lo_p + _LIMIT_EPS) | (ang > self.hi_p - _LIMIT_EPS)
-        return (viol if _LIMIT_EPS >= 0 else xp.where(on, viol, 0.0 * viol)), on
+        on = (ang < self.lo_p + eps) | (ang > self.hi_p - eps)
+        return (viol if eps >= 0 else xp.where(on, viol, 0.0 * viol)), on
+
+    @property
+    def limit_eps(self) -> float:
+        """The hinge's switch margin in use: :data:`_LIMIT_EPS`, else the backend's."""
+        return self.be.limit_eps if _LIMIT_EPS is None else _LIMIT_EPS
 
     def project_limits(self, G):
         """The same for global rotations."""
@@ -610,7 +622,7 @@ class SideSolver:
             R, G, cam, beta, ran = kernel.run(
                 R, G, cam, beta, n_iter=n_iter, project_every=w.project_every, refresh_every=_REFRESH,
                 lm_lambda=w.lm_lambda, tolerance=w.tolerance, max_beta=MAX_BETA if fit_shape else 0.0,
-                limit_eps=_LIMIT_EPS)
+                limit_eps=self.limit_eps)
             return self._outputs(R, G, cam, beta, uv, K, ran)
         P = 51 + (self.num_betas if fit_shape else 0)
         eyeP = be.const(np.eye(P))

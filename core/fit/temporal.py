@@ -78,7 +78,8 @@ class SmoothingSettings:
     # With the centroid root, rotations (2 Hz, beta 1) and the position (6 Hz, 3): residual
     # jitter 0.78 / 0.86x MediaPipe's on the rendered moving / fast clips (wrist root with
     # (2, 3) / (4, 3): 1.02 / 1.06), 0.61 on the demo; the real clip's plain jitter 0.78x
-    # (0.77 before) at a median reprojection error of 4.65 px (3.99 before). A higher position
+    # (0.77 before) at a median reprojection error of 4.65 px (3.99 before). With the default
+    # hand of data version 6 (`bench --only temporal`): 0.68 / 0.81, demo 0.56, real 0.78. A higher position
     # cutoff (8 Hz) jittered less on the clips but more on tests/test_temporal.py's synthetic
     # fit noise; a lower rotation beta (0.5) smoothed more and raised the real clip's error to 5.3 px.
     rotation: OneEuro = field(default_factory=lambda: OneEuro(2.0, 1.0))

@@ -2,7 +2,9 @@
 
 Figures (lengths in mm):
 
-- ``calibration_ms``: :meth:`CalibrationSession.calibrate` for K = 20 frames (median).
+- ``calibration_ms``: :meth:`CalibrationSession.calibrate` for K = 20 frames (median), with
+  the surface fit (the default); ``calibration_no_surface_ms`` without it.
+- ``calibration_demo_surface_*``: the surface fit on the demo clip (:func:`demo_surface`).
 - Synthetic subjects (shapes from the model's shape distribution; 20 detected frames each,
   known intrinsics; :mod:`core.personalize.synthdata`, cached): W- and L-errors with the
   size pinned to the true hand length (isolates proportions; L is then pinned by
@@ -183,6 +185,7 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
     from core.personalize.scale import ScaleOption, measures, pin_hand_length
     from core.personalize.session import CalibrationSession
     from core.personalize.synthdata import load_or_generate
+    from core.tools.diagnose_people import deviation_recovery
     from core.tools.train_confidence import PEOPLE_HELDOUT_SET, frame_targets, ranking_quality
 
     name, n_subj, n_frames, seed = PEOPLE_HELDOUT_SET
@@ -190,7 +193,7 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
     session = session or CalibrationSession(k=k)
     per_subject = _subject_candidates(session, data)
     rows: dict[str, list] = {"att": [], "uni": [], "oracle": [], "mean_hand": [], "free": [], "aware": [], "true": [],
-                             "ms": [], "dev_true": [], "dev_cal": []}
+                             "ms": [], "dev_true": [], "dev_cal": [], "dev_mean": []}
     conf_all, err_all, subj_all = [], [], []
     zero = np.zeros(session.layer.num_betas, np.float32)
     for s, cands in per_subject.items():
@@ -220,8 +223,9 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
         mean_hand = pin_hand_length(session.layer, np.zeros(session.layer.num_betas), L)
         mean_bones = measures(session.layer, mean_hand)[2] * 1000.0
         rows["mean_hand"].append(np.abs(mean_bones - true_bones).mean())
-        rows["dev_true"].append(np.log(true_bones / mean_bones))
-        rows["dev_cal"].append(np.log(cal_bones / mean_bones))
+        rows["dev_true"].append(true_bones)
+        rows["dev_cal"].append(cal_bones)
+        rows["dev_mean"].append(mean_bones)
         targets = frame_targets(session, data, idx, cands)
         if targets is not None:
             conf_all.append(np.array([c.confidence for c in cands]))
@@ -246,7 +250,7 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
             rows["aware"].append(pa_mpjpe(aware.keypoints_3d, data.true_keypoints_3d[i]) * 1000.0)
             rows["true"].append(pa_mpjpe(oracle.keypoints_3d, data.true_keypoints_3d[i]) * 1000.0)
     m = {key: float(np.mean(v)) if v else float("nan") for key, v in rows.items() if not key.startswith("dev")}
-    dev_t, dev_c = np.concatenate(rows["dev_true"]), np.concatenate(rows["dev_cal"])
+    slope, _ = deviation_recovery(np.stack(rows["dev_cal"]), np.stack(rows["dev_true"]), np.stack(rows["dev_mean"]))
     out = {
         "people_subjects": len(rows["att"]),
         "people_frames_per_subject": k,
@@ -257,7 +261,7 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
         "people_bone_error_oracle_attention_mm": round(m["oracle"], 3),
         "people_bone_error_mean_hand_mm": round(m["mean_hand"], 3),
         "people_attention_gain_over_uniform": round(1.0 - m["att"] / m["uni"], 4),
-        "people_deviation_slope": round(float(dev_t @ dev_c / max(float(dev_t @ dev_t), 1e-12)), 3),
+        "people_deviation_slope": round(slope, 3),
         "people_pa_mpjpe_shape_free_mm": round(m["free"], 3),
         "people_pa_mpjpe_identity_aware_mm": round(m["aware"], 3),
         "people_pa_mpjpe_true_skeleton_mm": round(m["true"], 3),
@@ -387,6 +391,7 @@ def bench_calibration() -> dict[str, Any]:
     out["calibration_no_surface_ms"] = round(median_ms(lambda: session.calibrate(frames=chosen, surface=False),
                                                        repeats=10, warmup=2), 2)
     out["calibration_k"] = len(chosen)
+    out.update(demo_surface(session, chosen))
     out.update(synthetic_calibration(CalibrationSession(k=20)))
     _plot_error_vs_k(out["calibration_error_vs_k"])
     out.update(keypoint_people())
@@ -466,6 +471,43 @@ def keypoint_people(n_people: int = 6, k: int = 20, noise_px: float = 2.0) -> di
         "kp_people_focal_error_mean": round(m["focal"], 4),
         "kp_people_bundle_s": round(float(np.median(rows["s"])), 3),
         "kp_people_bundle_unknown_focal_s": round(float(np.median(rows["s_free"])), 3),
+    }
+
+
+def demo_surface(session, chosen: list[int]) -> dict[str, Any]:
+    """The surface fit on the demo clip (its hand has the template's surface at the true
+    shape; silhouettes from our colour segmentation, poses from MediaPipe's keypoints): mean
+    distance of the calibrated rest mesh's vertices to the true rest surface without and with
+    the fitted surface, true hand length given."""
+    from core.capture import DEMO_CLIP_PATH
+    from core.metrics import surface_distance
+    from core.model import HandModel
+    from core.model.personal import personal_model
+    from core.personalize.scale import ScaleOption, measures
+
+    if not DEMO_CLIP_PATH.exists() or not chosen:
+        return {}
+    gt = np.load(DEMO_CLIP_PATH.with_name("demo_groundtruth.npz"))
+    length, _, _ = measures(session.layer, gt["betas"][0])
+    r = session.calibrate(ScaleOption.from_hand_length(length * 1000.0), frames=chosen)
+    if r.skeleton is None or r.surface is None:
+        return {"calibration_demo_surface": "none"}
+    shape = np.asarray(r.shape, dtype=np.float64)
+    betas = torch.as_tensor(r.shape, dtype=torch.float64)[None]
+    with torch.no_grad():
+        truth = HandModel(session.model_data, dtype=torch.float64).rest(
+            torch.as_tensor(gt["betas"][0], dtype=torch.float64)[None]).vertices[0].numpy()
+        rest = [HandModel(personal_model(session.model_data, r.skeleton, offsets=o, betas=shape),
+                          dtype=torch.float64).rest(betas).vertices[0].numpy() for o in (None, r.surface.offsets)]
+    faces = session.model_data.faces
+    used = r.surface.used
+    before, after = (float(surface_distance(v, truth, faces).mean() * 1000) for v in rest)
+    return {
+        "calibration_demo_surface_error_before_mm": round(before, 3),
+        "calibration_demo_surface_error_after_mm": round(after, 3),
+        "calibration_demo_surface_mean_mm": round(r.surface.mean_mm, 3),
+        "calibration_demo_surface_iou_before": round(float(np.nanmean(r.surface.iou_before[used])), 4),
+        "calibration_demo_surface_iou_after": round(float(np.nanmean(r.surface.iou_after[used])), 4),
     }
 
 
