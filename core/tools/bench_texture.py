@@ -84,5 +84,23 @@ def bench_texture_object() -> dict[str, Any]:
     }}
 
 
+def bench_texture_registration() -> dict[str, Any]:
+    """Registration error of the captured texture on synthetic frames with a known texture
+    (:mod:`core.tools.evaluate_texture_registration`): median and 90th percentile of the patch
+    shifts, texels of the 512 capture grid, per side and case (``oracle``: true mesh and
+    camera; ``weak_best``: true mesh, best weak camera; the engine's hands fitted to the true
+    keypoints, perspective or weak, refinement 0 or 3), with a 60 and a 25 degree lens."""
+    from core.tools.evaluate_texture_registration import evaluate_registration
+
+    out: dict[str, Any] = {}
+    for fov in (60.0, 25.0):
+        r = evaluate_registration(fov_deg=fov)
+        for side in ("right", "left"):
+            for case, row in r[side].items():
+                out[f"fov{fov:.0f}_{side}_{case}"] = [row["median_px"], row["p90_px"]]
+    return {"texture_registration": {"size": 512, "figures": "[median, p90] |shift|, texels", **out}}
+
+
 #: name -> benchmark, picked up by :mod:`core.tools.bench`.
-BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {"texture": bench_texture, "texture_object": bench_texture_object}
+BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {"texture": bench_texture, "texture_object": bench_texture_object,
+                                                       "texture_registration": bench_texture_registration}
