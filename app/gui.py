@@ -36,6 +36,29 @@ def save_screenshot(window, path: str | Path) -> Path:
     return path
 
 
+def tree_cpu_s(pid: int | None = None) -> float | None:
+    """CPU time (user + system) of a process and all its descendants so far (this window and
+    its detector child), seconds; None without ``/proc``."""
+    todo, seen, ticks = [os.getpid() if pid is None else pid], set(), 0
+    try:
+        while todo:
+            p = todo.pop()
+            if p in seen:
+                continue
+            seen.add(p)
+            try:
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+                for task in Path(f"/proc/{p}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, ValueError, IndexError):
+                if p == (os.getpid() if pid is None else pid):
+                    return None
+    except OSError:
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class SessionStats:
     """How the window did over a session (``gui --stats FILE``, ``bench --only gui_fps``).
 
@@ -51,7 +74,7 @@ class SessionStats:
         self.window = window
         self.warmup_s = warmup_s
         self._first_shown: float | None = None
-        self._start: tuple[float, int, int, int] | None = None  # time, tracked, shown, view renders
+        self._start: tuple[float, int, int, int, float | None] | None = None  # time, tracked, shown, renders, CPU s
         self._beats: list[float] = []
         self._stages: dict[str, list[float]] = {}
         self._last_result = None
@@ -71,7 +94,7 @@ class SessionStats:
             if self._first_shown is None and w.frames_shown > 0:
                 self._first_shown = now
             if self._first_shown is not None and now - self._first_shown >= self.warmup_s:
-                self._start = (now, self._tracked(), w.frames_shown, w.hand_view.renders)
+                self._start = (now, self._tracked(), w.frames_shown, w.hand_view.renders, tree_cpu_s())
                 self._beats.append(now)
             return
         self._beats.append(now)
@@ -93,13 +116,19 @@ class SessionStats:
                                   "measured_s": 0.0}
         if self._start is None or len(self._beats) < 2:
             return out
-        t0, tracked0, shown0, renders0 = self._start
+        t0, tracked0, shown0, renders0, cpu0 = self._start
         elapsed = time.perf_counter() - t0
+        cpu1 = tree_cpu_s()
+        tracked = self._tracked() - tracked0
         gaps = np.diff(np.asarray(self._beats)) * 1000.0
         worker = w.worker
         out.update({
             "measured_s": round(elapsed, 2),
-            "tracked_fps": round((self._tracked() - tracked0) / elapsed, 2),
+            "tracked_fps": round(tracked / elapsed, 2),
+            # CPU time of the window and its detector child per tracked frame, all threads: what
+            # the frame costs whatever else the machine runs (two free cores give 2000 / this fps)
+            "cpu_ms_per_frame": None if cpu0 is None or cpu1 is None or tracked <= 0
+            else round((cpu1 - cpu0) * 1000.0 / tracked, 1),
             "shown_fps": round((w.frames_shown - shown0) / elapsed, 2),
             "view_renders_per_s": round((w.hand_view.renders - renders0) / elapsed, 2),
             "gui_block_max_ms": round(float(gaps.max()), 1),

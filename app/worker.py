@@ -37,7 +37,7 @@ from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source
 from core.engine import Engine, EngineSettings, FrameResult
 from core.errors import HandTwinError
 from core.export import vertex_normals
-from core.texture import TextureCapture
+from core.texture import LIVE_CAPTURE, TextureCapture
 
 log = logging.getLogger(__name__)
 
@@ -406,7 +406,8 @@ class TrackingWorker(QObject):
                     continue
                 cap = self._texture_captures.get(side)
                 if cap is None:
-                    cap = self._texture_captures[side] = TextureCapture(hand.model, size=self.config.texture_size)
+                    cap = self._texture_captures[side] = TextureCapture(hand.model, size=self.config.texture_size,
+                                                                         settings=LIVE_CAPTURE)
                 verts, K = hand.camera.pinhole(hand.vertices)
                 with self._texture_lock:
                     cap.update(frame.image, verts, K, hand.mask)

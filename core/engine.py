@@ -354,6 +354,11 @@ class Engine:
             self._detector = HandDetector(max_hands=self.settings.max_hands, mode=self.settings.detector_mode)
         return self._detector
 
+    def detector_cpu_s(self) -> float | None:
+        """CPU time the stream's detector child has used so far, seconds (0 without a child:
+        detection then runs in this process; None where unknown)."""
+        return 0.0 if self._worker is None else self._worker.cpu_time_s()
+
     @property
     def detects_in_child(self) -> bool:
         """Whether streams detect in the child process now (:mod:`core.detect.process`)."""

@@ -164,7 +164,6 @@ class StereoEngine:
             data = self.reference.model_data
             self.refiner = Refiner(data["right"], data["left"], refine, self.reference.device,
                                    settings.fit.nominal_fov_deg)
-        self._layers: dict | None = None
         #: The other view's detection of each hand of the last result (None where only the
         #: reference camera saw it), in the order of its ``hands``.
         self.partners: tuple = ()
@@ -233,13 +232,6 @@ class StereoEngine:
 
     # -------------------------------------------------------------------------------- fusion
 
-    def _layer(self, side: str):
-        from core.model import HandModel
-
-        if self._layers is None:
-            self._layers = {s: HandModel(d) for s, d in self.reference.model_data.items()}
-        return self._layers[side]
-
     def _partners(self, r1: FrameResult, r2: FrameResult) -> list[HandResult | None]:
         """For each reference hand, the other view's hand of the same side (the one whose
         triangulation reprojects best), or None."""
@@ -279,8 +271,8 @@ class StereoEngine:
                 fit = fuse_fits(self.reference.fitter, h.fit, g.fit, cal, kp1, size)
                 tri = triangulated(kp1, kp2, cal)
                 if tri is not None:
-                    fit = place_metric(self.reference.fitter, self._layer(fit.side), fit, tri, kp1, cal.K1, size,
-                                       fixed_shape=self.reference.shape is not None)
+                    fit = place_metric(self.reference.fitter, self.reference._layers[fit.side], fit, tri, kp1, cal.K1,
+                                       size, fixed_shape=self.reference.shape is not None)
             fits.append(fit)
         times = dict(r1.time_ms)
         times["detect"] = r1.time_ms.get("detect", 0.0) + r2.time_ms.get("detect", 0.0)
@@ -290,24 +282,36 @@ class StereoEngine:
         masks1 = [h.mask for h in r1.hands]
         if self.refiner is not None and fits:
             t1 = time.perf_counter()
-            m1 = segment_hands(f1.image, [h.detection.keypoints_2d for h in r1.hands])
-            masks1 = [None if m is None else m.mask for m in m1]
-            with_g = [g for g in partners if g is not None]
-            m2 = iter(segment_hands(f2.image, [g.detection.keypoints_2d for g in with_g]))
-            masks2 = [None if g is None else next(m2) for g in partners]
+
+            def masks_of(image: np.ndarray, hands: list[HandResult | None]) -> list[np.ndarray | None]:
+                """Each hand's mask: the view's engine's when it segmented, else segmented here."""
+                todo = [h for h in hands if h is not None and h.mask is None]
+                made = iter(segment_hands(image, [h.detection.keypoints_2d for h in todo]))
+                out = []
+                for h in hands:
+                    if h is None or h.mask is not None:
+                        out.append(None if h is None else h.mask)
+                    else:
+                        m = next(made)
+                        out.append(None if m is None else m.mask)
+                return out
+
+            masks1 = masks_of(f1.image, list(r1.hands))
+            masks2 = masks_of(f2.image, partners)
             times["segment"] = (time.perf_counter() - t1) * 1000
             t2 = time.perf_counter()
             K1 = cal.K1.astype(np.float32)
             groups: dict[bool, list[tuple[int, RefineTarget]]] = {True: [], False: []}
             for i, (h, g) in enumerate(zip(r1.hands, partners)):
-                if m1[i] is None:
+                m = masks1[i]
+                if m is None:
                     continue
-                depth = None if f1.depth is None else np.where(m1[i].mask, f1.depth, np.float32(0)).astype(np.float32)
+                depth = None if f1.depth is None else np.where(m, f1.depth, np.float32(0)).astype(np.float32)
                 if fused[i] and masks2[i] is not None:
-                    view = RefineView(masks2[i].mask, cal.K2, cal.R, cal.T, g.detection.keypoints_2d)
-                    groups[True].append((i, RefineTarget(m1[i].mask, h.detection.keypoints_2d, K1, depth, (view,))))
+                    view = RefineView(masks2[i], cal.K2, cal.R, cal.T, g.detection.keypoints_2d)
+                    groups[True].append((i, RefineTarget(m, h.detection.keypoints_2d, K1, depth, (view,))))
                 else:
-                    groups[False].append((i, RefineTarget(m1[i].mask, h.detection.keypoints_2d, K1, depth)))
+                    groups[False].append((i, RefineTarget(m, h.detection.keypoints_2d, K1, depth)))
             for items in groups.values():
                 if items:
                     res = self.refiner.refine([fits[i] for i, _ in items], [t for _, t in items],

@@ -103,6 +103,6 @@ def test_stats_report_the_live_session(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     f = json.loads(out.read_text())
     assert f["refine_iterations"] == 3 and f["texture"] is True and f["detector_in_child"] is True
-    assert f["measured_s"] > 0 and f["tracked_fps"] > 0 and f["shown_fps"] > 0
+    assert f["measured_s"] > 0 and f["tracked_fps"] > 0 and f["shown_fps"] > 0 and f["cpu_ms_per_frame"] > 0
     assert f["gui_block_max_ms"] >= f["gui_block_p99_ms"] >= f["gui_gap_median_ms"] > 0
     assert {"detect", "fit", "segment", "refine"} <= set(f["stage_ms"])

@@ -141,8 +141,9 @@ def test_the_animation_follows_one_hand_track_without_jumps(engine, layers):
     image = np.zeros((H, W, 3), np.uint8)
     for i, f in enumerate(seq):
         result = engine.process_detections(_frame(i, K), detections(f, ("right", "right")))
-        fits = [dataclasses.replace(h.fit, side="right") for h in result.hands]  # both the same side
-        session.add(image, i, i / 30.0, fits, K.K, None, [h.track_id for h in result.hands])
+        hands = [dataclasses.replace(h, fit=dataclasses.replace(h.fit, side="right"))  # both the same side
+                 for h in result.hands]
+        session.add_hands(image, i, i / 30.0, hands)
     both = session.frames_of("right")
     assert len(both) == 60
     followed = session.main_track("right")

@@ -61,9 +61,10 @@ def run_gui_fps(duration_s: float = DEFAULT_GUI_FPS_S, source: str = "demo", tim
     return figures
 
 
-def engine_alone_fps(frames: int = 90, source: str = "demo") -> float:
+def engine_alone_fps(frames: int = 90, source: str = "demo") -> tuple[float, float | None]:
     """Frames per second of the window's engine stream alone (refinement 3, segmentation, the
-    texture blended in ``after``), on ``frames`` frames of ``source`` after a warm-up."""
+    texture blended in ``after``), on ``frames`` frames of ``source`` after a warm-up, and its
+    CPU time per frame (this process and the detector's child), ms."""
     import itertools
 
     from core.capture import open_source
@@ -83,15 +84,21 @@ def engine_alone_fps(frames: int = 90, source: str = "demo") -> float:
         for _ in engine.process_stream(images[:10], after=blend):  # warm-up: child, first calls
             pass
         engine.reset()
-        t0 = time.perf_counter()
+
+        def cpu_s() -> float | None:
+            child = engine.detector_cpu_s()
+            return None if child is None else time.process_time() + child
+
+        t0, c0 = time.perf_counter(), cpu_s()
         count = sum(1 for _ in engine.process_stream(images, after=blend))
-        return count / (time.perf_counter() - t0)
+        wall, c1 = time.perf_counter() - t0, cpu_s()
+        return count / wall, None if c0 is None or c1 is None else (c1 - c0) * 1000.0 / count
 
 
 def bench_gui_fps(duration_s: float | None = None) -> dict[str, object]:
     """``gui_fps``'s figures, prefixed ``gui_`` (``bench --only gui_fps``)."""
     f = run_gui_fps(DEFAULT_GUI_FPS_S if duration_s is None else duration_s)
-    alone = engine_alone_fps()
+    alone, alone_cpu = engine_alone_fps()
     fps, block = f.get("tracked_fps"), f.get("gui_block_max_ms")
     if fps is not None and (fps < TARGET_FPS or block > TARGET_BLOCK_MS):
         log.warning("gui_fps: %.1f fps (target >= %g), GUI thread blocked up to %.0f ms (target <= %g)",
@@ -99,6 +106,8 @@ def bench_gui_fps(duration_s: float | None = None) -> dict[str, object]:
     return {
         "gui_fps": fps,
         "gui_engine_alone_fps": round(alone, 2),
+        "gui_cpu_ms_per_frame": f.get("cpu_ms_per_frame"),
+        "gui_engine_alone_cpu_ms_per_frame": None if alone_cpu is None else round(alone_cpu, 1),
         "gui_shown_fps": f.get("shown_fps"),
         "gui_view_renders_per_s": f.get("view_renders_per_s"),
         "gui_block_max_ms": block,
