@@ -96,9 +96,9 @@ def _fits(fitter, sv, calls):
 @pytest.fixture
 def margin(monkeypatch):
     """The hinge's switch with a margin (here solver._LIMIT_EPS < 0, off within it; the default
-    margin is positive, on within it): a joint just projected onto its limit no longer counts as violated or not by the last
-    bit of atan2 / asin, where the NumPy and the C angles differ; with it the three paths give
-    the same fits to float rounding. (Without it, margin 0, a C-loop fit can part from the NumPy
+    margin is positive, on within it): a joint just projected onto its limit no longer counts as
+    violated or not by the last bit of atan2 / asin, where the NumPy and the C angles differ; with
+    it the three paths give the same fits to float rounding. (Without it, margin 0, a C-loop fit can part from the NumPy
     one from the first iteration on: over these 12 fits, 6 differ by 2-7 mm, 2 of them by 0.4 px;
     over sets the accuracy is the same, see the module's report.)"""
     monkeypatch.setattr(solver, "_LIMIT_EPS", -1e-9)

@@ -192,7 +192,7 @@ class SurfaceResult:
             the frame of the model it was fitted on; zeros when no frame was usable.
         displacement: (V,) float64 signed displacement along the rest normals, metres.
         iou_before, iou_after: (K,) silhouette IoU of each frame before and after (NaN for
-            frames left out); hard (> 0.5) in the frame's crop, wrist-cut region ignored.
+            frames left out); hard (> 0.5) in the frame's crop, nothing past the wrist keypoint.
         used: (K,) bool, the frames fitted (none when fewer than ``min_frames`` were usable).
         rejected: ((frame, reason), ...) frames left out (besides those the bundle rejected).
         seconds: wall time.
