@@ -57,15 +57,25 @@ def test_the_true_geometry_registers_and_a_shifted_camera_does_not(texture, refe
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_engine_hands_register_within_the_measured_bounds(side) -> None:
-    """The engine's hands fitted to the true keypoints: perspective within 1 texel (measured
-    median 0.41 / 0.55, p90 0.65 / 0.75 right / left); weak perspective not (median 3.3 / 2.7,
-    p90 6.2 / 5.2): on this close view (60 degree lens) even the best weak camera for the true
-    mesh is off by a median 1.2 texels, and the fit, anchored on the joints inside the hand,
-    sees the nearer skin at the joints' scale."""
+    """The engine's hands fitted to the true keypoints, 60 degree lens: perspective within 1
+    texel (measured median 0.41 / 0.55, p90 0.65 / 0.75 right / left); weak perspective not
+    (median 3.3 / 2.7, p90 6.2 / 5.2): the hand lies 25 to 35 cm from the lens, and the weak
+    projection itself, fitted to the true visible mesh, misplaces it by a median 3.3-3.9 px
+    (4.2 / 3.8 texels)."""
     r = evaluate_registration(sides=(side,), views=3, seed=0, refine=(0,))[side]
     assert r["oracle"]["median_px"] < 0.1, r
     persp, weak, best = r["perspective_refine0"], r["weak_refine0"], r["weak_best"]
     assert persp["patches"] > 30 and persp["median_px"] < 0.8 and persp["p90_px"] < 1.0, persp
-    assert max(persp["reprojection_px"]) < 0.5, persp
-    assert weak["median_px"] < 4.5 and weak["p90_px"] < 8.0, weak
-    assert best["median_px"] < weak["median_px"] and best["median_px"] < 1.6, best
+    assert max(persp["reprojection_px"]) < 0.5 and max(persp["mesh_px"]) < 0.5, persp
+    assert 1.5 < weak["median_px"] < 4.5 and weak["p90_px"] < 8.0, weak
+    assert best["median_px"] > 2.0 and min(best["mesh_px"]) > 2.0, best  # the projection model, not the fit
+
+
+def test_weak_perspective_registers_better_as_the_view_gets_flatter() -> None:
+    """A 25 degree lens (the hand 2.5 times further away): the weak projection's own error
+    drops (measured median 1.42 texels, against 4.18 at 60 degrees) and so does the weak
+    fit's (1.26 against 3.33); perspective stays below 1 (0.29)."""
+    r = evaluate_registration(sides=("right",), views=3, seed=0, refine=(0,), fov_deg=25.0)["right"]
+    assert r["oracle"]["median_px"] < 0.1, r
+    assert r["perspective_refine0"]["median_px"] < 0.6 and r["perspective_refine0"]["p90_px"] < 1.0, r
+    assert r["weak_best"]["median_px"] < 2.0 and r["weak_refine0"]["median_px"] < 2.0, r
