@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quit-after", metavar="S", type=float, default=None, help="quit after S seconds")
     p.add_argument("--stats", metavar="JSON", default=None,
                    help="with --quit-after: write the session's fps and longest GUI-thread block here")
+    p.add_argument("--no-realtime", dest="realtime", action="store_false", default=None,
+                   help="play video files as fast as tracking goes, not at their frame rate (this run only)")
     _add_camera_args(p)
     _add_model_arg(p)
 
@@ -172,7 +174,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
         source=args.source, profile=args.profile, model=args.model,
         screenshot=args.screenshot, quit_after=args.quit_after,
         intrinsics=args.intrinsics, fov_deg=args.fov, weak_perspective=args.weak_perspective,
-        stats=args.stats,
+        stats=args.stats, realtime=args.realtime,
     )
 
 

@@ -200,11 +200,13 @@ def run_gui(
     fov_deg: float | None = None,
     weak_perspective: bool = False,
     stats: str | None = None,
+    realtime: bool | None = None,
 ) -> int:
     """Open the main window and run the event loop; returns the exit status.
 
     ``intrinsics`` (a file), ``fov_deg`` or ``weak_perspective`` set the camera of this run's
-    sources (as the source dialog's camera choice does; not saved). With ``stats`` (and
+    sources (as the source dialog's camera choice does; not saved); ``realtime`` False plays
+    files as fast as tracking goes instead of at their frame rate (not saved). With ``stats`` (and
     ``quit_after``) the session's figures (:class:`SessionStats`) are written there as JSON
     when the window quits.
 
@@ -233,7 +235,7 @@ def run_gui(
     if source is None:
         source = default_source()
         log.info("source: %s", source or "none (no camera, no demo clip)")
-    window = MainWindow(model=model, source=source, profile=profile, camera=camera)
+    window = MainWindow(model=model, source=source, profile=profile, camera=camera, realtime=realtime)
     window.show()
     session = SessionStats(window) if stats is not None else None
     failure: list[HandTwinError] = []

@@ -86,10 +86,13 @@ class MainWindow(QMainWindow):
         profile: a profile file to use at once (None: the last active one, if any).
         camera: the command line's camera for this run, ``(mode, file, fov_deg)`` with mode
             "file", "fov" or "weak" (see :class:`~app.settings.AppSettings`), or None.
+        realtime: the command line's pacing for this run (False: files as fast as tracking
+            goes), or None for the saved setting.
     """
 
     def __init__(self, model: str | None = None, source: str | None = None, store: QSettings | None = None,
-                 profile: str | None = None, camera: tuple[str, str, float | None] | None = None) -> None:
+                 profile: str | None = None, camera: tuple[str, str, float | None] | None = None,
+                 realtime: bool | None = None) -> None:
         super().__init__()
         self.store = store if store is not None else open_store()
         settings = AppSettings.load(self.store)
@@ -107,6 +110,7 @@ class MainWindow(QMainWindow):
         self._thread: QThread | None = None
         self._worker: TrackingWorker | None = None
         self._tracked_settings: AppSettings | None = None
+        self._realtime_override = realtime  # the command line's pacing: this run only, never saved
         self.frames_shown = 0
         self._closing = False
         st = self.state
@@ -505,7 +509,7 @@ class MainWindow(QMainWindow):
             fov_deg=fov,
             weak_perspective=s.intrinsics_mode == "weak",
             shape=None if self.active_profile is None else self.active_profile.identity,
-            realtime=s.realtime,
+            realtime=s.realtime if self._realtime_override is None else self._realtime_override,
             loop=sources == ("demo",),
             texture=s.texture,
             silhouette=s.silhouette,

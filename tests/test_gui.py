@@ -106,3 +106,25 @@ def test_stats_report_the_live_session(tmp_path: Path) -> None:
     assert f["measured_s"] > 0 and f["tracked_fps"] > 0 and f["shown_fps"] > 0 and f["cpu_ms_per_frame"] > 0
     assert f["gui_block_max_ms"] >= f["gui_block_p99_ms"] >= f["gui_gap_median_ms"] > 0
     assert {"detect", "fit", "segment", "refine"} <= set(f["stage_ms"])
+
+
+def test_no_realtime_paces_this_run_only(qtbot, tmp_path: Path, monkeypatch) -> None:
+    """``gui --no-realtime`` (what ``bench --only gui_fps`` uses: the demo file is 15 fps, a
+    webcam 30) plays files as fast as tracking goes for this run; the saved setting stays."""
+    from PySide6.QtCore import QSettings
+
+    from app.main_window import MainWindow
+    from main import build_parser
+
+    assert build_parser().parse_args(["gui", "--no-realtime"]).realtime is False
+    assert build_parser().parse_args(["gui"]).realtime is None
+    monkeypatch.setenv("HANDTWIN_HOME", str(tmp_path / "home"))
+    store = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    fast = MainWindow(store=store, realtime=False)
+    qtbot.addWidget(fast)
+    assert fast.tracking_config("demo").realtime is False and fast.settings.realtime is True
+    fast.close()
+    again = MainWindow(store=store)
+    qtbot.addWidget(again)
+    assert again.tracking_config("demo").realtime is True
+    again.close()
