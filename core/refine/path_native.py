@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -14,6 +15,23 @@ from core.refine import _fused_native
 from core.refine import _native as refine_kernels
 from core.refine.common import RefinerCore, _crop_arrays, _free_focal, _layout_spec, _result, _translation_scale
 from core.refine.contracts import RefineResult, RefineSettings, RefineTarget
+
+
+@functools.lru_cache(maxsize=4)
+def _pose_probe(dtype: torch.dtype) -> torch.Tensor:
+    """A (1, 48) pose of ``dtype`` to ask :meth:`~core.refine.lbs.LeanHand.uses_native` with (made
+    once: a fresh tensor per frame cost more than the question)."""
+    return torch.zeros(1, 48, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _step_sizes(spec: tuple) -> np.ndarray:
+    """The flat float32 step sizes of a :func:`~core.refine.common._layout_spec` (0 where frozen),
+    made once per layout (read-only: the C loop only reads them)."""
+    lr = np.concatenate([np.full(math.prod(shape), step if free else 0.0, np.float32)
+                         for _, shape, step, free in spec])
+    lr.flags.writeable = False
+    return lr
 
 
 class NativePath(RefinerCore):
@@ -40,7 +58,8 @@ class NativePath(RefinerCore):
                 or not _fused_native.available(np.float32)):
             return None
         by_side = self._by_side(fits)
-        if not all(self._lean[side].uses_native(torch.zeros(1, 48)) for side in by_side):
+        probe = _pose_probe(torch.get_default_dtype())
+        if not all(self._lean[side].uses_native(probe) for side in by_side):
             return None
         f32 = np.float32
         weights = self._fused_weights(st)
@@ -61,9 +80,8 @@ class NativePath(RefinerCore):
                              tgt, wts, area, kps, self._start_faces(side, pose0, betas0, transl0, st), topo,
                              free_focal)
             spec = _layout_spec(b, s_dim, v_dim, free_focal, st)
-            theta = np.zeros(sum(math.prod(shape) for _, shape, _, _ in spec), f32)
-            lr = np.concatenate([np.full(math.prod(shape), step if free else 0.0, f32)
-                                 for _, shape, step, free in spec])
+            lr = _step_sizes(tuple(spec))
+            theta = np.zeros(lr.size, f32)
             best = _fused_native.NativeEvaluation(lean, view, st.soft, st.keypoint_scale_px).run(
                 theta, lr, n_iter, st.keep_best, weights, None, st.keypoint_slack, st.keypoint_tolerance_px,
                 torch.get_num_threads())
