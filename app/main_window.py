@@ -3,7 +3,6 @@ toolbar, menus and the status area."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -96,21 +95,23 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.store = store if store is not None else open_store()
         settings = AppSettings.load(self.store)
+        run_only: dict[str, object] = {}
         if camera is not None:  # the command line's camera for this run (not saved)
             mode, file, fov = camera
-            settings = dataclasses.replace(settings, intrinsics_mode=mode, intrinsics_file=file,
-                                           fov_deg=settings.fov_deg if fov is None else fov)
+            run_only = dict(intrinsics_mode=mode, intrinsics_file=file,
+                            fov_deg=settings.fov_deg if fov is None else fov)
+        if realtime is not None:  # the command line's pacing for this run (not saved)
+            run_only["realtime"] = realtime
         self.resize(1560, 900)
         self.model_path = model
         self.jobs = JobRunner(self)
-        self.state = AppState(self.store, settings, model, self.jobs, self)
+        self.state = AppState(self.store, settings, model, self.jobs, self, run_only=run_only)
         self.camera_view = CameraView(self)
         self.hand_view = make_hand_view(self)
         self.layer: HandModel | None = None
         self._thread: QThread | None = None
         self._worker: TrackingWorker | None = None
         self._tracked_settings: AppSettings | None = None
-        self._realtime_override = realtime  # the command line's pacing: this run only, never saved
         self.frames_shown = 0
         self._closing = False
         st = self.state
@@ -509,7 +510,7 @@ class MainWindow(QMainWindow):
             fov_deg=fov,
             weak_perspective=s.intrinsics_mode == "weak",
             shape=None if self.active_profile is None else self.active_profile.identity,
-            realtime=s.realtime if self._realtime_override is None else self._realtime_override,
+            realtime=s.realtime,
             loop=sources == ("demo",),
             texture=s.texture,
             silhouette=s.silhouette,
@@ -771,7 +772,7 @@ class MainWindow(QMainWindow):
         self.calibration_panel.stop_auto()
         self.stop_tracking()
         self.jobs.cancel_all()
-        self.settings.save(self.store)
+        self.state.save_settings()
         self.calibration_panel.close_views()
         if getattr(self, "_export_dialog", None) is not None:
             self._export_dialog.close()

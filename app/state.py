@@ -67,6 +67,8 @@ class AppState(QObject):
         settings: the settings to start from (saved to ``store`` on every change).
         model_path: the hand model path (None: ``$HANDTWIN_MODEL`` or the bundled open hand).
         jobs: the runner of long jobs (it owns the progress dialogs and message boxes).
+        run_only: settings given on the command line for this run (``gui --fov 90``): in use
+            now, but saved as the stored values they replaced until the user changes them.
 
     Signals (GUI thread):
         settings_changed(AppSettings); model_changed(HandModelData);
@@ -90,10 +92,13 @@ class AppState(QObject):
     error = Signal(str, str)
 
     def __init__(self, store: QSettings, settings: AppSettings, model_path: str | None, jobs: JobRunner,
-                 parent: QObject | None = None) -> None:
+                 parent: QObject | None = None, run_only: dict[str, Any] | None = None) -> None:
         super().__init__(parent)
         self.store = store
-        self._settings = settings
+        run_only = dict(run_only or {})
+        #: field -> (this run's value, the stored value it stands in for)
+        self._run_only = {k: (v, getattr(settings, k)) for k, v in run_only.items()}
+        self._settings = dataclasses.replace(settings, **run_only) if run_only else settings
         self.model_path = model_path
         self.jobs = jobs
         self.model_data: HandModelData | None = None
@@ -118,16 +123,25 @@ class AppState(QObject):
 
     def update_settings(self, **changes: Any) -> AppSettings:
         """Change some settings, save them and tell everyone."""
-        self._settings = dataclasses.replace(self._settings, **changes) if changes else self._settings
-        self._settings.save(self.store)
-        self.settings_changed.emit(self._settings)
+        self.set_settings(dataclasses.replace(self._settings, **changes) if changes else self._settings)
         return self._settings
 
     def set_settings(self, settings: AppSettings, save: bool = True) -> None:
         self._settings = settings
         if save:
-            settings.save(self.store)
+            self._stored(settings).save(self.store)
         self.settings_changed.emit(settings)
+
+    def save_settings(self) -> None:
+        """Save the current settings (less the command line's run-only values)."""
+        self._stored(self._settings).save(self.store)
+
+    def _stored(self, settings: AppSettings) -> AppSettings:
+        """What is saved: ``settings`` with the command line's run-only values replaced by the
+        stored ones they stand in for, while they are still in use (a value the user changed
+        is the user's and is saved)."""
+        keep = {k: stored for k, (run, stored) in self._run_only.items() if getattr(settings, k) == run}
+        return dataclasses.replace(settings, **keep) if keep else settings
 
     def set_model(self, data: HandModelData) -> None:
         self.model_data = data
@@ -171,7 +185,7 @@ class AppState(QObject):
         self.profile = profile
         self._settings = dataclasses.replace(
             self._settings, active_profile=str(profile.path) if profile is not None and profile.path else "")
-        self._settings.save(self.store)
+        self.save_settings()
         self.set_texture(profile_texture(profile))
         self.profile_changed.emit(profile, bool(restart))
 

@@ -108,9 +108,10 @@ def test_stats_report_the_live_session(tmp_path: Path) -> None:
     assert {"detect", "fit", "segment", "refine"} <= set(f["stage_ms"])
 
 
-def test_no_realtime_paces_this_run_only(qtbot, tmp_path: Path, monkeypatch) -> None:
+def test_command_line_settings_hold_for_this_run_only(qtbot, tmp_path: Path, monkeypatch) -> None:
     """``gui --no-realtime`` (what ``bench --only gui_fps`` uses: the demo file is 15 fps, a
-    webcam 30) plays files as fast as tracking goes for this run; the saved setting stays."""
+    webcam 30) and ``gui --fov 90`` hold for this run; saving another setting does not store
+    them, while a value the user changes afterwards is the user's and is stored."""
     from PySide6.QtCore import QSettings
 
     from app.main_window import MainWindow
@@ -120,11 +121,22 @@ def test_no_realtime_paces_this_run_only(qtbot, tmp_path: Path, monkeypatch) -> 
     assert build_parser().parse_args(["gui"]).realtime is None
     monkeypatch.setenv("HANDTWIN_HOME", str(tmp_path / "home"))
     store = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    fast = MainWindow(store=store, realtime=False)
-    qtbot.addWidget(fast)
-    assert fast.tracking_config("demo").realtime is False and fast.settings.realtime is True
-    fast.close()
+    run = MainWindow(store=store, realtime=False, camera=("fov", "", 90.0))
+    qtbot.addWidget(run)
+    config = run.tracking_config("demo")
+    assert config.realtime is False and config.fov_deg == 90.0 and not run.realtime_check.isChecked()
+    run.state.update_settings(silhouette=False)  # saves: the run-only values are not stored
+    run.close()
     again = MainWindow(store=store)
     qtbot.addWidget(again)
-    assert again.tracking_config("demo").realtime is True
+    config = again.tracking_config("demo")
+    assert config.realtime is True and config.fov_deg is None and again.settings.silhouette is False
     again.close()
+    changed = MainWindow(store=store, realtime=False)
+    qtbot.addWidget(changed)
+    changed.state.update_settings(realtime=True, texture=False)  # the user ticks it again: stored
+    changed.close()
+    last = MainWindow(store=store)
+    qtbot.addWidget(last)
+    assert last.settings.realtime is True and last.settings.texture is False
+    last.close()
