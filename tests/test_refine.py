@@ -32,6 +32,7 @@ from core.render import (
     rasterize,
     rasterize_silhouette,
     rasterize_silhouette_dense,
+    project_points,
     render_depth,
 )
 from core.render.synthetic import geodesic_ellipsoid
@@ -377,6 +378,27 @@ def test_keypoint_guard_keeps_the_fit_where_the_silhouette_pulls_it_off(models, 
     good = refiner.refine([sc.fit], [RefineTarget(sc.mask, sc.keypoints_2d, K)], iterations=15)[0]
     assert not good.fell_back and good.iou_after > good.iou_before
     assert good.reprojection_error_px <= good.fit_reprojection_error_px + 1.0
+
+
+def test_keypoint_guard_measures_a_weak_fit_by_its_own_keypoints(models, refiner) -> None:
+    """On the weak path the refinement works in a nominal pinhole that only approximates the
+    weak fit's projection; the guard compares the refined hand with the fit's own (weak)
+    keypoint error, so a refinement never leaves a weak hand's keypoints worse than its fit's."""
+    K = nominal_intrinsics(IMAGE, refiner.nominal_fov_deg)
+    sc = scene(models, K=K)  # a fit with pose noise: a few px off through the nominal pinhole
+    rng = np.random.default_rng(11)
+    own = (sc.keypoints_2d + rng.normal(0.0, 0.3, sc.keypoints_2d.shape)).astype(np.float32)
+    fit = dataclasses.replace(sc.fit, projection="weak", keypoints_2d=own)  # the weak fit's own projection
+    target = RefineTarget(sc.mask, sc.keypoints_2d, None)
+    r = refiner.refine([fit], [target], iterations=15)[0]
+    own_err = float(np.linalg.norm(own - sc.keypoints_2d, axis=1).mean())
+    assert r.fit_reprojection_error_px == pytest.approx(own_err, abs=1e-4)
+    nominal = project_points(np.asarray(fit.keypoints_3d, np.float32)[None], K[None])[0]
+    assert float(np.linalg.norm(nominal - sc.keypoints_2d, axis=1).mean()) > own_err + 1.0  # what was compared
+    slack = max(FAST.keypoint_guard_px, FAST.keypoint_guard_fraction * own_err)
+    assert r.fell_back or r.reprojection_error_px <= own_err + slack
+    if r.fell_back:
+        np.testing.assert_allclose(r.keypoints_2d, own, atol=1e-5)
 
 
 def test_depth_term_pulls_the_hand_to_the_measured_depth(models, refiner) -> None:
