@@ -29,10 +29,10 @@ from core.refine.mesh import edge_loss, laplacian, laplacian_loss, normal_loss, 
 from core.render import (
     RasterSettings,
     SoftRasterSettings,
+    project_points,
     rasterize,
     rasterize_silhouette,
     rasterize_silhouette_dense,
-    project_points,
     render_depth,
 )
 from core.render.synthetic import geodesic_ellipsoid
