@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,17 +271,15 @@ class SourceDialog(QDialog):
         self.probe()
         self._sync()
 
-    def _path_row(self, grid: QGridLayout, row: int, what: str, filt: str | None) -> QLineEdit:
+    def _path_field(self, what: str, tip: str, pick: Callable[[], str]) -> tuple[QHBoxLayout, QLineEdit]:
+        """A path field and its browse button; ``pick`` asks for a path ("" when cancelled)."""
         edit = QLineEdit()
         edit.setPlaceholderText(what)
         btn = QPushButton(self.style().standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon), "")
-        btn.setToolTip(f"Choose a {what.lower()}")
+        btn.setToolTip(tip)
 
         def browse() -> None:
-            if filt:
-                path, _ = QFileDialog.getOpenFileName(self, what, "", filt)
-            else:
-                path = QFileDialog.getExistingDirectory(self, what)
+            path = pick()
             if path:
                 edit.setText(path)
 
@@ -288,27 +287,26 @@ class SourceDialog(QDialog):
         h = QHBoxLayout()
         h.addWidget(edit, 1)
         h.addWidget(btn)
+        return h, edit
+
+    def _path_row(self, grid: QGridLayout, row: int, what: str, filt: str | None) -> QLineEdit:
+        """A path field in ``grid``'s ``row``: a file with ``filt``, else a folder."""
+        def pick() -> str:
+            if filt:
+                return QFileDialog.getOpenFileName(self, what, "", filt)[0]
+            return QFileDialog.getExistingDirectory(self, what)
+
+        h, edit = self._path_field(what, f"Choose a {what.lower()}", pick)
         grid.addLayout(h, row, 1)
         return edit
 
     def _file_row(self, box: QVBoxLayout, what: str, filt: str | None) -> QLineEdit:
         """A path field with a browse button (a file with ``filt``, else a file or a folder)."""
-        edit = QLineEdit()
-        edit.setPlaceholderText(what)
-        btn = QPushButton(self.style().standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon), "")
-        btn.setToolTip(what)
+        def pick() -> str:
+            path = QFileDialog.getOpenFileName(self, what, "", filt or "All files (*)")[0]
+            return path or (QFileDialog.getExistingDirectory(self, what) if filt is None else "")
 
-        def browse() -> None:
-            path, _ = QFileDialog.getOpenFileName(self, what, "", filt or "All files (*)")
-            if not path and filt is None:
-                path = QFileDialog.getExistingDirectory(self, what)
-            if path:
-                edit.setText(path)
-
-        btn.clicked.connect(browse)
-        h = QHBoxLayout()
-        h.addWidget(edit, 1)
-        h.addWidget(btn)
+        h, edit = self._path_field(what, what, pick)
         box.addLayout(h)
         return edit
 
