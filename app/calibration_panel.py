@@ -221,6 +221,7 @@ class CalibrationPanel(QWidget):
         stereo_browse = QPushButton(icon(QStyle.StandardPixmap.SP_DialogOpenButton), "")
         stereo_browse.clicked.connect(self._browse_stereo)
         self.measured_label = QLabel("")
+        self.measured_label.setWordWrap(True)
         grid.addWidget(self.scale_prior, 0, 0, 1, 3)
         grid.addWidget(self.scale_length, 1, 0)
         grid.addWidget(self.length_mm, 1, 1, 1, 2)

@@ -140,3 +140,12 @@ def test_command_line_settings_hold_for_this_run_only(qtbot, tmp_path: Path, mon
     qtbot.addWidget(last)
     assert last.settings.realtime is True and last.settings.texture is False
     last.close()
+
+
+def test_the_calibration_panel_fits_its_dock(window) -> None:
+    """The panel scrolls vertically only: nothing in it may be wider than its dock, or the
+    right side of every row is cut off (an unwrapped sentence once made it 790 px wide)."""
+    panel = window.calibration_panel
+    assert panel.scale_mode() == "prior" and "population prior" in panel.measured_label.text()
+    body = panel._scroll.widget()
+    assert body.minimumSizeHint().width() <= window.calibration_dock.minimumWidth()
