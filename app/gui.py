@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QApplication
 
 from core.errors import HandTwinError, InputError
 from core.outputs import atomic_write_bytes
+from core.procstat import tree_cpu_s
 
 log = logging.getLogger(__name__)
 
@@ -34,29 +35,6 @@ def save_screenshot(window, path: str | Path) -> Path:
         raise OSError(f"could not write the screenshot {path}")
     log.info("screenshot saved to %s", path)
     return path
-
-
-def tree_cpu_s(pid: int | None = None) -> float | None:
-    """CPU time (user + system) of a process and all its descendants so far (this window and
-    its detector child), seconds; None without ``/proc``."""
-    todo, seen, ticks = [os.getpid() if pid is None else pid], set(), 0
-    try:
-        while todo:
-            p = todo.pop()
-            if p in seen:
-                continue
-            seen.add(p)
-            try:
-                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-                ticks += int(fields[11]) + int(fields[12])
-                for task in Path(f"/proc/{p}/task").iterdir():
-                    todo += [int(c) for c in (task / "children").read_text().split()]
-            except (OSError, ValueError, IndexError):
-                if p == (os.getpid() if pid is None else pid):
-                    return None
-    except OSError:
-        return None
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class SessionStats:

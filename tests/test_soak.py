@@ -33,6 +33,26 @@ def test_tree_rss_counts_this_process() -> None:
     assert tree_rss_mb(2**22 + 12345) is None  # no such process
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_tree_cpu_counts_a_busy_child() -> None:
+    """``gui --stats``'s CPU per frame is the window's and its detector child's together."""
+    import subprocess
+
+    from core.procstat import process_cpu_s, tree_cpu_s
+
+    burn = ("import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+            "print('done', flush=True)\ntime.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", burn], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "done"
+        own, tree = process_cpu_s(os.getpid()), tree_cpu_s()
+        assert own is not None and tree is not None and tree - own >= 0.25  # the child's 0.3 s
+        assert process_cpu_s(child.pid) >= 0.25 and process_cpu_s(2**22 + 12345) is None
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_plain_bench_skips_the_soak(monkeypatch) -> None:
     import core.tools.bench as bench
 

@@ -46,6 +46,7 @@ import numpy as np
 
 from core.detect.mediapipe_hands import Detection, HandDetector, detection_image
 from core.errors import HandTwinError, InputError
+from core.procstat import process_cpu_s
 
 log = logging.getLogger(__name__)
 
@@ -257,14 +258,7 @@ class DetectorProcess:
     def cpu_time_s(self) -> float | None:
         """CPU time the child has used so far (user + system), seconds; None where unknown
         (no ``/proc``, or the child has ended)."""
-        if self._proc is None:
-            return None
-        try:
-            with open(f"/proc/{self._proc.pid}/stat", encoding="ascii") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return None
+        return None if self._proc is None else process_cpu_s(self._proc.pid)
 
     def submit(self, image: np.ndarray, timestamp_s: float | None) -> None:
         """Send a frame ((H, W, 3) uint8 RGB). At most ``depth`` may be in flight.

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InputError
+from core.procstat import tree_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -81,36 +82,6 @@ class SoakResult:
             "soak_rss_growth_mb_per_h": r(slope),
             "soak_error": self.error,
         }
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
-def tree_rss_mb(pid: int) -> float | None:
-    """Resident memory of ``pid`` and all its descendants, MiB (Linux /proc; None if gone)."""
-    total_kb, todo, seen = 0, [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-        except OSError:
-            if p == pid:
-                return None
-            continue
-        m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        total_kb += int(m.group(1)) if m else 0
-        todo += _children(p)
-    return total_kb / 1024.0
 
 
 def run_gui_soak(duration_s: float = DEFAULT_SOAK_S, sample_s: float = 5.0, grace_s: float = 120.0,
