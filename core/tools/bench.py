@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -86,6 +88,24 @@ def plots_dir() -> Path | None:
     if _PLOTS_DIR is not None:
         _PLOTS_DIR.mkdir(parents=True, exist_ok=True)
     return _PLOTS_DIR
+
+
+@contextmanager
+def figure(path: Path, figsize: tuple[float, float] = (7.0, 3.5)) -> Iterator[Any]:
+    """The axes of a new matplotlib figure (Agg backend) for a benchmark plot: laid out and
+    saved to ``path`` (PNG) when the block ends, closed either way."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize, dpi=120)
+    try:
+        yield ax
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
 
 
 def cpu_steal_ticks() -> tuple[int, int] | None:

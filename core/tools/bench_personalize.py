@@ -324,59 +324,43 @@ def demo_identity(session=None) -> dict[str, Any]:
         "calibration_demo_hand_length_range_free_mm": round(float(np.nanmax(free) - np.nanmin(free)), 3),
         "calibration_demo_hand_length_std_identity_aware_mm": round(float(np.nanstd(aware)), 6),
     }
-    from core.tools.bench import plots_dir
+    from core.tools.bench import figure, plots_dir
 
     folder = plots_dir()
     if folder is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
-        t = np.arange(len(free))
-        ax.plot(t, free, label="shape-free fit (per frame)", lw=1.2)
-        ax.plot(t, aware, label="identity-aware (calibrated profile)", lw=1.6)
-        ax.axhline(L * 1000, color="k", ls="--", lw=0.8, label="ground truth")
-        ax.set_xlabel("demo frame")
-        ax.set_ylabel("hand length (mm)")
-        ax.set_title("Hand length across tracked frames")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(folder / "calibration_hand_length.png")
-        plt.close(fig)
+        with figure(folder / "calibration_hand_length.png") as ax:
+            t = np.arange(len(free))
+            ax.plot(t, free, label="shape-free fit (per frame)", lw=1.2)
+            ax.plot(t, aware, label="identity-aware (calibrated profile)", lw=1.6)
+            ax.axhline(L * 1000, color="k", ls="--", lw=0.8, label="ground truth")
+            ax.set_xlabel("demo frame")
+            ax.set_ylabel("hand length (mm)")
+            ax.set_title("Hand length across tracked frames")
+            ax.legend(fontsize=8)
     return out
 
 
 def _plot_error_vs_k(curve: dict[str, dict[str, float]]) -> None:
-    from core.tools.bench import plots_dir
+    from core.tools.bench import figure, plots_dir
 
     folder = plots_dir()
     if folder is None:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    labels = {"w_true": "W-error, true length, attention", "w_true_uniform": "W-error, true length, uniform",
-              "w_prior": "W-error, prior scale", "l_prior": "L-error, prior scale"}
-    for key, label in labels.items():
-        pts = curve.get(key, {})
-        if pts:
-            ks = [int(k) for k in pts]
-            ax.plot(ks, list(pts.values()), marker="o", label=label)
-    ax.set_xscale("log")
-    ax.set_xticks(list(K_VALUES))
-    ax.set_xticklabels([str(k) for k in K_VALUES])
-    ax.set_xlabel("K (frames used for calibration)")
-    ax.set_ylabel("mean absolute error (mm)")
-    ax.set_title("Calibration error vs number of frames (synthetic subjects)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(folder / "calibration_error_vs_k.png")
-    plt.close(fig)
+    with figure(folder / "calibration_error_vs_k.png", figsize=(6, 3.5)) as ax:
+        labels = {"w_true": "W-error, true length, attention", "w_true_uniform": "W-error, true length, uniform",
+                  "w_prior": "W-error, prior scale", "l_prior": "L-error, prior scale"}
+        for key, label in labels.items():
+            pts = curve.get(key, {})
+            if pts:
+                ks = [int(k) for k in pts]
+                ax.plot(ks, list(pts.values()), marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_xticks(list(K_VALUES))
+        ax.set_xticklabels([str(k) for k in K_VALUES])
+        ax.set_xlabel("K (frames used for calibration)")
+        ax.set_ylabel("mean absolute error (mm)")
+        ax.set_title("Calibration error vs number of frames (synthetic subjects)")
+        ax.legend(fontsize=7)
 
 
 def bench_calibration() -> dict[str, Any]:

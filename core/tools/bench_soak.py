@@ -136,22 +136,16 @@ def run_gui_soak(duration_s: float = DEFAULT_SOAK_S, sample_s: float = 5.0, grac
 
 def plot_rss(result: SoakResult, path: Path) -> Path:
     """Draw the soak's resident memory over time (PNG) with the warm-up marked."""
-    import matplotlib
+    from core.tools.bench import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
-    ax.plot([t / 60 for t, _ in result.rss_mb], [m for _, m in result.rss_mb], lw=1.2)
-    ax.axvline(result.warmup_s / 60, color="k", ls="--", lw=0.8, label="end of warm-up")
-    ax.set_xlabel("minutes since start")
-    ax.set_ylabel("resident memory (MiB)")
-    ax.set_title(f"GUI on the demo, {result.duration_s / 60:.0f} min: "
-                 + ("survived" if result.survived else f"exit {result.exit_code} after {result.ran_s / 60:.1f} min"))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with figure(path) as ax:
+        ax.plot([t / 60 for t, _ in result.rss_mb], [m for _, m in result.rss_mb], lw=1.2)
+        ax.axvline(result.warmup_s / 60, color="k", ls="--", lw=0.8, label="end of warm-up")
+        ax.set_xlabel("minutes since start")
+        ax.set_ylabel("resident memory (MiB)")
+        ended = "survived" if result.survived else f"exit {result.exit_code} after {result.ran_s / 60:.1f} min"
+        ax.set_title(f"GUI on the demo, {result.duration_s / 60:.0f} min: {ended}")
+        ax.legend(fontsize=8)
     return path
 
 

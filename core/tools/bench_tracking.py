@@ -143,28 +143,20 @@ def bench_wide_angle(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 48, 
 
 
 def _plot_case(fov: float, per: dict[str, list[float]]) -> None:
-    from core.tools.bench import plots_dir
+    from core.tools.bench import figure, plots_dir
 
     folder = plots_dir()
     if folder is None:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.5), dpi=120)
-    labels = {"true": "true intrinsics", "assumed": "no intrinsics (assumed camera)",
-              "estimated": "no intrinsics (focal estimated from the stream)", "weak": "weak perspective"}
-    for name, errs in per.items():
-        ax.plot(np.arange(len(errs)), errs, label=f"{labels[name]}: median {np.median(errs):.1f} px", lw=1.3)
-    ax.set_xlabel("frame (hand detected)")
-    ax.set_ylabel("reprojection error (px)")
-    ax.set_title(f"Synthetic {fov:.0f} degree camera, 640 x 480, real MediaPipe")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(folder / f"wide_angle_{fov:.0f}.png")
-    plt.close(fig)
+    with figure(folder / f"wide_angle_{fov:.0f}.png", figsize=(6.5, 3.5)) as ax:
+        labels = {"true": "true intrinsics", "assumed": "no intrinsics (assumed camera)",
+                  "estimated": "no intrinsics (focal estimated from the stream)", "weak": "weak perspective"}
+        for name, errs in per.items():
+            ax.plot(np.arange(len(errs)), errs, label=f"{labels[name]}: median {np.median(errs):.1f} px", lw=1.3)
+        ax.set_xlabel("frame (hand detected)")
+        ax.set_ylabel("reprojection error (px)")
+        ax.set_title(f"Synthetic {fov:.0f} degree camera, 640 x 480, real MediaPipe")
+        ax.legend(fontsize=8)
 
 
 BENCHMARKS = {"tracks": bench_tracks, "wide_angle": bench_wide_angle}
