@@ -147,7 +147,7 @@ class Refiner(NativePath, TorchPath):
         """
         K0 = self._image_K(target)
         kp = np.asarray(target.keypoints_2d, dtype=np.float64)
-        if target.K is None and getattr(fit, "projection", "perspective") == "weak":
+        if target.K is None and fit.projection == "weak":
             fit_kp2 = np.asarray(fit.keypoints_2d, np.float64)
         else:
             fit_kp2 = project_points(np.asarray(fit.keypoints_3d, np.float32)[None], K0[None])[0]
