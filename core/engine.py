@@ -63,8 +63,9 @@ class EngineSettings:
         blas_threads: OpenBLAS's threads (NumPy, SciPy) while the engine is open; the engine's
             arrays are small, and idle OpenBLAS workers busy-wait, keeping a core spinning
             (:mod:`core.threads`). None: leave them as they are.
-        smoothing: the causal temporal filter on each tracked hand's pose and root (One Euro,
-            :mod:`core.fit.temporal`); None: the fits as they are. Never used on photos
+        smoothing: the causal temporal filter on each tracked hand's fit (its keypoints
+            filtered, the hand refitted to them: :mod:`core.fit.temporal`); None: the fits as
+            they are. Never used on photos
             (``detector_mode`` "static").
         detector_process: in :meth:`Engine.process_stream`, run MediaPipe and the
             segmentation in a child process (:mod:`core.detect.process`; it starts with the
@@ -702,7 +703,7 @@ class Engine:
         out = []
         for d, f, key in zip(dets, fits, track_ids):
             smoother = self._smoothers.setdefault(key, HandSmoother(self.fitter, st))
-            out.append(smoother(f, t, d.keypoints_2d, K, size))
+            out.append(smoother(f, t, d.keypoints_2d, K, size, self.shape))
         return out
 
     def _to_depth(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray,

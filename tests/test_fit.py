@@ -226,13 +226,15 @@ def test_tolerance_stops_early_at_the_same_answer(right, layers, fitter):
         early = fitter.fit([obs])[0]
         warm = fitter.fit([obs], previous=[early])[0]
         assert full.iterations == 20
-        assert 5 <= warm.iterations <= early.iterations <= 20
+        assert 5 <= warm.iterations <= 20 and 5 <= early.iterations <= 20
         assert np.abs(early.keypoints_3d - full.keypoints_3d).max() < 2e-3  # metres
         assert abs(early.reprojection_error_px - full.reprojection_error_px) < 0.06  # 0.053 with the default skeleton
         iterations.append(early.iterations)
         warm_iterations.append(warm.iterations)
     assert np.mean(iterations) < 18  # measured: 20, 15, 10, 11 (warm: 5, 5, 9-10, 5) on 3.11/NumPy 1.26 and 3.13/2.5
-    assert np.mean(warm_iterations) < np.mean(iterations)  # a warm start stops sooner on average
+    # A warm start stops sooner on average. Not always: with w_temporal 15 the third hand's
+    # warm start runs 17 iterations, on from its cold fit's early stop at 1.60 px to 1.35 px.
+    assert np.mean(warm_iterations) < np.mean(iterations)
 
 
 def test_the_fit_does_not_follow_the_last_bit(right, layers, fitter):
@@ -345,7 +347,7 @@ def _rotation_distance(sv: SideSolver, pose_a: np.ndarray, pose_b: np.ndarray) -
 
 def test_temporal_term_keeps_the_fit_near_the_previous_one(noisy, right, left, fitter):
     # The same warm start without the temporal term isolates the term's pull.
-    no_term = TailorFitter(right, left, FitSettings(w_temporal=0.0, w_temporal_transl=0.0))
+    no_term = TailorFitter(right, left, FitSettings(w_temporal=0.0, w_temporal_transl=0.0, w_temporal_weak=0.0))
     sv = fitter._solver("right", "numpy")
     rng = np.random.default_rng(10)
     for camera in (True, False):

@@ -187,6 +187,7 @@ class Weights:
     w_identity: float
     w_temporal: float
     w_temporal_transl: float
+    w_temporal_weak: float
     w_shape: float
     w_limits: float
     lm_lambda: float
@@ -735,7 +736,7 @@ class SideSolver:
         w_rot = be.zeros(b, 1) + wi * wi  # identity (+ temporal) weight on each joint's rotation
         if temporal:
             wt = w.w_temporal * mask  # (B, 1) rotations
-            wtt = (w.w_temporal_transl if persp else w.w_temporal) * mask  # (B, 1) root / camera
+            wtt = (w.w_temporal_transl if persp else w.w_temporal_weak) * mask  # (B, 1) root / camera
             w_rot = w_rot + wt * wt
             hdiag[:, 48:51] += wtt * wtt
             wt = wt[..., None]

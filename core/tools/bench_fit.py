@@ -11,7 +11,10 @@ second difference is 0.84 and 0.95x MediaPipe's, a floor no filter without lag c
 plain one elsewhere (the demo and the rendered clips have truth, the real clip has not). Lag
 (:func:`core.metrics.lag_frames`) is measured against MediaPipe's keypoints (what the fit and
 its filter add: ``lag_fit_frames``) and, where known, against the true keypoints
-(``lag_*_truth_frames``; MediaPipe itself trails them by up to a frame).
+(``lag_*_truth_frames``; MediaPipe itself trails them by up to a frame);
+``acceptance_lag_frames`` is the one against the truth where known. ``fit_error_px`` is the
+median over frames of the fit's mean distance to MediaPipe's keypoints, with and without the
+filter (what smoothing costs in reprojection).
 
 Clips: the bundled demo (15 fps, slow), two rendered clips of a hand crossing the image
 (:func:`core.synth.motion.moving_hand_clip`, 30 fps, ``moving`` about 7 and ``fast`` about 14
@@ -53,6 +56,13 @@ def hand_tracks(frames: Sequence[Frame], smoothing: bool = True) -> tuple[np.nda
     return det, fit
 
 
+def _median_error(track: np.ndarray, det: np.ndarray) -> float:
+    """Median over frames of the mean distance between a fit's keypoints and MediaPipe's, px
+    (a fit's ``reprojection_error_px``)."""
+    err = np.linalg.norm(np.asarray(track, np.float64) - det, axis=-1).mean(-1)
+    return float(np.median(err[np.isfinite(err)]))
+
+
 def temporal_quality(frames: Sequence[Frame], truth: np.ndarray | None = None) -> dict[str, Any]:
     """Jitter (px) and lag (frames) of MediaPipe, the raw fit and the smoothed fit on a clip.
 
@@ -70,7 +80,10 @@ def temporal_quality(frames: Sequence[Frame], truth: np.ndarray | None = None) -
         "jitter_ratio": round(jitter_px(smooth) / jitter_px(det), 3),
         "lag_fit_unfiltered_frames": round(lag_frames(raw, det), 2),
         "lag_fit_frames": round(lag_frames(smooth, det), 2),
+        "fit_error_unfiltered_px": round(_median_error(raw, det), 3),
+        "fit_error_px": round(_median_error(smooth, det), 3),
         "acceptance_jitter_ratio": round(jitter_px(smooth) / jitter_px(det), 3),
+        "acceptance_lag_frames": round(lag_frames(smooth, det), 2),
     }
     if truth is not None:
         out.update({
@@ -81,6 +94,7 @@ def temporal_quality(frames: Sequence[Frame], truth: np.ndarray | None = None) -
             "acceptance_jitter_ratio": round(jitter_px(smooth - truth) / jitter_px(det - truth), 3),
             "lag_mediapipe_truth_frames": round(lag_frames(det, truth), 2),
             "lag_fit_truth_frames": round(lag_frames(smooth, truth), 2),
+            "acceptance_lag_frames": round(lag_frames(smooth, truth), 2),
         })
     return out
 

@@ -24,7 +24,7 @@ from core.metrics import centred_mpjpe, keypoint_error_px, mpjpe, pa_mpjpe
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # ../shared/data beside the checkout
 INTERHAND_TO_MEDIAPIPE = [20, 3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12, 19, 18, 17, 16]
 
 
