@@ -200,7 +200,7 @@ def test_smoothed_fits_are_hands_of_the_model_with_the_profile_shape(fitter) -> 
         assert s.reprojection_error_px == pytest.approx(np.linalg.norm(s.keypoints_2d - d, axis=1).mean(), rel=1e-5)
 
 
-def test_gaps_and_side_changes_restart_the_filter(fitter) -> None:
+def test_gaps_restart_the_filter_and_side_changes_refit(fitter) -> None:
     clean, noisy, dets = trajectory(fitter, n=6)
     sm = HandSmoother(fitter, SmoothingSettings(max_gap_s=0.2))
     for i in range(3):
@@ -210,8 +210,12 @@ def test_gaps_and_side_changes_restart_the_filter(fitter) -> None:
     np.testing.assert_array_equal(late.keypoints_2d, noisy[3].keypoints_2d)
     moved = sm(noisy[4], 2 / FPS + 0.5 + 1 / FPS, dets[4], K, SIZE)
     assert not np.array_equal(moved.keypoints_2d, noisy[4].keypoints_2d)
+    # The track's side corrected: the keypoints' filter goes on, the other model is refitted.
     left = dataclasses.replace(noisy[5], side="left")
-    assert sm(left, 2 / FPS + 0.5 + 2 / FPS, dets[5], K, SIZE) is left  # another model: restart
+    mirrored = sm(left, 2 / FPS + 0.5 + 2 / FPS, dets[5], K, SIZE)
+    assert mirrored.side == "left" and mirrored is not left and sm.time == pytest.approx(2 / FPS + 0.5 + 2 / FPS)
+    again = fitter.compose("left", mirrored.pose, mirrored.betas, root_of(mirrored), K, SIZE, dets[5])
+    np.testing.assert_allclose(again.keypoints_2d, mirrored.keypoints_2d, atol=1e-3)
     sm.reset()
     assert sm.time == -np.inf
 

@@ -85,15 +85,17 @@ class SmoothingSettings:
         max_gap_s: a hand unseen for longer starts its filter afresh.
     """
 
-    # (1 Hz, beta 1) with the tailor's temporal term at 15 (`bench --only temporal`, residual
-    # jitter / MediaPipe's, lag against the true keypoints in frames): demo 0.43 / 0.86 (15 fps,
-    # MediaPipe itself trails by 0.3), rendered moving 0.47 / 0.22, fast 0.76 / 0.14, real clip
-    # (plain jitter) 0.77; other seeds and speeds: 0.48, 0.57, 0.74, 0.79 (speed 2.5), slow 0.32
-    # at 0.68 frames. The One Euro filter on the bones' rotations and the root that this
-    # replaces: 0.57 / 1.00, 0.64, 0.81, 0.75; 0.84, 0.66, 0.84, 0.88, slow 0.45 at 1.04 frames,
-    # and the real clip's median distance to MediaPipe's keypoints 4.3 px (now 3.1, unfiltered
-    # 1.4). A lower velocity gain or bandwidth smoothed the fast clip more (0.71) but lagged
-    # the demo by over a frame; beta 2 followed the fingers of the real clip too closely (0.92).
+    # (1 Hz, beta 1, 1 Hz) with the tailor's temporal term at 15 (`bench --only temporal`,
+    # residual jitter / MediaPipe's and lag against the true keypoints in frames): demo 0.42 /
+    # 0.86 (15 fps; MediaPipe itself trails by 0.3), rendered moving 0.47 / 0.22, fast 0.74 /
+    # 0.15, real clip (plain jitter) 0.78; rendered clips of other seeds and speeds (moving,
+    # fast, 1.5x, 2.5x, slow): 0.46, 0.74, 0.56, 0.77, 0.32 at 0.68 frames. The One Euro filter
+    # on the bones' rotations and the root that this replaces: demo 0.57 / 1.00, 0.64, 0.81,
+    # real 0.75; 0.84, 0.84, 0.66, 0.88, 0.45 at 1.04 frames; the real clip's median distance to
+    # MediaPipe's keypoints 4.3 px (now 3.1; unfiltered 1.7). Tried on the training clips: a
+    # speed low-pass at 0.5 Hz smoothed the fast clip more (0.70) but not the other seeds and
+    # the real clip (0.80); half the velocity gain, 2 or 5 refit iterations, the refit pulled
+    # toward the unfiltered fit, or the unfiltered 3D keypoints as its target were no better.
     keypoints: AlphaBeta = field(default_factory=lambda: AlphaBeta(1.0, 1.0))
     iterations: int = 3
     shape_cutoff_hz: float = 0.5
@@ -187,16 +189,18 @@ class HandSmoother:
             image_size: (width, height), pixels.
             betas: (S,) the profile's fixed shape, or None (the fits' shapes, low-passed).
 
-        The first fit, a fit after a gap longer than ``max_gap_s``, or one of another side or
-        projection starts the filter afresh and is returned as it is. The smoothed fit reports
-        the unfiltered fit's iteration count.
+        The first fit, or a fit after a gap longer than ``max_gap_s``, starts the filter afresh
+        and is returned as it is. A fit of another side (the track's side was corrected) or
+        projection keeps the keypoint filter going, and the new model is refitted to it from
+        the keypoints alone in the fitter's full iterations. The smoothed fit reports the
+        unfiltered fit's iteration count.
         """
         dt = t - self._time
         key = (fit.side, fit.projection)
         kp = np.asarray(keypoints_2d, dtype=np.float64)
         k3 = np.asarray(fit.keypoints_3d, dtype=np.float64)
         points = np.concatenate([np.asarray(fit.keypoints_2d, dtype=np.float64), k3 - k3.mean(0)], 1)  # (21, 5)
-        if self._last is None or key != self._key or not 0.0 < dt <= self.settings.max_gap_s:
+        if self._last is None or not 0.0 < dt <= self.settings.max_gap_s:
             self.reset()
             self._filter(points, 1.0)
             self._last, self._time, self._key = fit, t, key
@@ -204,12 +208,16 @@ class HandSmoother:
             return fit
         size = float(np.linalg.norm(kp.max(0) - kp.min(0)))
         target = self._filter(points, dt, unit=size)
-        self._betas = self._betas + alpha(self.settings.shape_cutoff_hz, dt) * (fit.betas - self._betas)
+        if key == self._key:
+            self._betas = self._betas + alpha(self.settings.shape_cutoff_hz, dt) * (fit.betas - self._betas)
+            previous, iterations = (self._last if K is not None else None), self.settings.iterations
+        else:  # another model: nothing of the last smoothed fit carries over
+            self._betas = np.asarray(fit.betas, dtype=np.float64)
+            previous, iterations = None, None
         shape = self._betas if betas is None else betas
         obs = HandObservation(fit.side, target[:, :2], target[:, 2:], K, image_size)
-        previous = self._last if K is not None else None
-        out = self.fitter.fit([obs], shape, [previous], iterations=self.settings.iterations)[0]
+        out = self.fitter.fit([obs], shape, [previous], iterations=iterations)[0]
         out = replace(out, iterations=fit.iterations,
                       reprojection_error_px=float(np.linalg.norm(out.keypoints_2d - kp, axis=1).mean()))
-        self._last, self._time = out, t
+        self._last, self._time, self._key = out, t, key
         return out
