@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.camera import intrinsics_from_fov, project
+from core.camera import assumed_intrinsics, project
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ONEHAND = SHARED_DATA / "mmpose_hand_testdata" / "onehand10k"
@@ -28,8 +28,8 @@ def test_data_folder_is_the_shared_one() -> None:
 
 def test_labelled_fit_is_tracks_fit(tmp_path: Path) -> None:
     """The evaluated hand of a photo is the hand ``track`` writes for it: same camera (no EXIF:
-    the default field of view), same side, same keypoints to float rounding."""
-    from core.camera import DEFAULT_FOV_DEG
+    the default field of view across the portrait photo's long side), same side, same keypoints
+    to float rounding."""
     from core.engine import Engine, EngineSettings
     from core.tools.cli_track import run_track
     from core.tools.evaluate_fit import _coco_hands, track_labelled_photo
@@ -40,7 +40,8 @@ def test_labelled_fit_is_tracks_fit(tmp_path: Path) -> None:
         frame, _, hand = track_labelled_photo(engine, photo, item)
     assert hand is not None
     assert frame.intrinsics_source == "assumed"
-    K = intrinsics_from_fov(DEFAULT_FOV_DEG, frame.width, frame.height).K
+    assert frame.height > frame.width
+    K = assumed_intrinsics(frame.width, frame.height).K
     np.testing.assert_allclose(frame.intrinsics.K, K)
     out = tmp_path / "t.jsonl"
     run_track(str(photo), out, progress=False)

@@ -106,7 +106,7 @@ def track_labelled_photo(engine, path: Path, item: _Labelled):
     return frame, detections, hand
 
 
-def evaluate_2d(data_dir: Path = DEFAULT_DATA, per_keypoint: bool = False) -> dict[str, Any]:
+def evaluate_2d(data_dir: Path = DEFAULT_DATA, detail: bool = False) -> dict[str, Any]:
     """Mean 2D error (px) of MediaPipe and of the fit against the labels, per set and overall.
 
     The fit is what a user gets from ``python main.py track PHOTO``: the engine on photos
@@ -117,8 +117,8 @@ def evaluate_2d(data_dir: Path = DEFAULT_DATA, per_keypoint: bool = False) -> di
     MediaPipe's side label.
 
     Args:
-        data_dir: the shared data folder. per_keypoint: also report each set's mean error per
-            keypoint (MediaPipe order) for MediaPipe and the fit.
+        data_dir: the shared data folder. detail: also report each set's mean error per
+            keypoint (MediaPipe order) and each photo's error, for MediaPipe and the fit.
     """
     from core.engine import Engine, EngineSettings
     from core.fit import HandObservation
@@ -132,7 +132,7 @@ def evaluate_2d(data_dir: Path = DEFAULT_DATA, per_keypoint: bool = False) -> di
             if not folder.exists():
                 continue
             mp_err, fit_err, weak_err, total = [], [], [], 0
-            mp_kp, fit_kp = [], []
+            mp_kp, fit_kp, photos = [], [], []
             for item in _coco_hands(folder):
                 total += 1
                 frame, detections, hand = track_labelled_photo(engine, folder / item.name, item)
@@ -150,6 +150,9 @@ def evaluate_2d(data_dir: Path = DEFAULT_DATA, per_keypoint: bool = False) -> di
                                       (frame.width, frame.height), raw.score)
                 weak = engine.fitter.fit([obs])[0]
                 weak_err.append(keypoint_error_px(weak.keypoints_2d, item.keypoints, item.visible))
+                photos.append({"photo": item.name, "side": hand.side, "camera_source": frame.intrinsics_source,
+                               "mediapipe_2d_px": _mean(mp_err[-1:]), "fit_2d_px": _mean(fit_err[-1:]),
+                               "fit_to_mediapipe_px": round(float(hand.fit.reprojection_error_px), 2)})
             all_mp += mp_err
             all_fit += fit_err
             all_weak += weak_err
@@ -157,9 +160,10 @@ def evaluate_2d(data_dir: Path = DEFAULT_DATA, per_keypoint: bool = False) -> di
                 "hands": total, "detected": len(mp_err),
                 "mediapipe_2d_px": _mean(mp_err), "fit_2d_px": _mean(fit_err), "weak_fit_2d_px": _mean(weak_err),
             }
-            if per_keypoint and mp_kp:
+            if detail and mp_kp:
                 result[name]["mediapipe_per_keypoint_px"] = np.round(np.nanmean(mp_kp, 0), 1).tolist()
                 result[name]["fit_per_keypoint_px"] = np.round(np.nanmean(fit_kp, 0), 1).tolist()
+                result[name]["photos"] = photos
     if all_mp:
         result["all"] = {"hands": len(all_mp), "mediapipe_2d_px": _mean(all_mp), "fit_2d_px": _mean(all_fit),
                          "weak_fit_2d_px": _mean(all_weak)}
@@ -282,3 +286,22 @@ def evaluate_synthetic(n: int = 60, seed: int = 0, iterations: int = 20) -> dict
         "fit_camera_mpjpe_mm": round(float(m[8]), 2),
         "identity_aware_camera_mpjpe_mm": round(float(m[9]), 2),
     }}
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - needs ../shared/data
+    """``python -m core.tools.evaluate_fit [--detail]``: :func:`evaluate_2d` as JSON."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="2D error of MediaPipe and of the fit on the labelled real sets.")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
+    parser.add_argument("--detail", action="store_true", help="per keypoint and per photo too")
+    args = parser.parse_args(argv)
+    if not args.data.exists():
+        print(f"no data at {args.data}: nothing to evaluate")
+        return 0
+    print(json.dumps(evaluate_2d(args.data, args.detail), indent=1))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
