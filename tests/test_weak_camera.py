@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from core.camera import intrinsics_from_fov, project, weak_perspective_camera, weak_perspective_origin
+from core.fit import FitSettings
 from core.refine import nominal_intrinsics
-from core.texture.session import fit_camera
 
 
 def test_the_origin_projects_to_its_pixel_at_depth_fx_over_scale() -> None:
@@ -20,4 +20,6 @@ def test_the_origin_projects_to_its_pixel_at_depth_fx_over_scale() -> None:
 def test_consumers_use_the_same_camera() -> None:
     K = weak_perspective_camera((320, 240), 55.0).K
     np.testing.assert_array_equal(nominal_intrinsics((320, 240), 55.0), K.astype(np.float32))
-    np.testing.assert_array_equal(fit_camera(None, (320, 240), None, 55.0), K)  # type: ignore[arg-type]
+    # The fitter's nominal camera for weak perspective: 60 degrees, centred.
+    K = weak_perspective_camera((240, 180), FitSettings().nominal_fov_deg).K
+    assert K[0, 2] == 119.5 and K[1, 2] == 89.5 and abs(K[0, 0] - 120.0 / np.tan(np.radians(30))) < 1e-9
