@@ -200,14 +200,14 @@ def test_a_broken_build_reports_the_compiler_error(tmp_path, monkeypatch, caplog
 
 
 def test_refiner_adam_matches_torch_adam() -> None:
-    from core.refine.refiner import _Adam
+    from core.refine.optim import Adam
 
     target = torch.tensor([1.0, -2.0, 0.5, 3.0])
     lr = torch.tensor([0.1, 0.05, 0.0, 0.2])  # a zero step size freezes its entry
     mine = torch.zeros(4, requires_grad=True)
     ref = [torch.zeros(1, requires_grad=True) for _ in range(4)]
     opt = torch.optim.Adam([{"params": [p], "lr": float(r)} for p, r in zip(ref, lr)], betas=(0.9, 0.99))
-    adam = _Adam(mine, lr)
+    adam = Adam(mine, lr)
     for _ in range(7):
         grad, = torch.autograd.grad(((mine - target) ** 2 * torch.arange(1.0, 5.0)).sum(), mine)
         adam.step(grad)

@@ -13,7 +13,7 @@ from core.camera import (
     weak_perspective_camera,
     weak_perspective_origin,
 )
-from core.fit import HandFit, fit_camera
+from core.fit import FitSettings, HandFit, fit_camera
 from core.refine import nominal_intrinsics
 
 
@@ -43,6 +43,9 @@ def test_consumers_use_the_same_camera() -> None:
     np.testing.assert_allclose(weak.project(fit.keypoints_3d[:1]), fit.keypoints_2d[:1], atol=1e-3)
     persp = fit_camera(_fit("perspective", nominal), nominal)
     assert not persp.is_weak and persp.intrinsics == nominal
+    # The fitter's nominal camera for weak perspective: 60 degrees, centred.
+    K = weak_perspective_camera((240, 180), FitSettings().nominal_fov_deg).K
+    assert K[0, 2] == 119.5 and K[1, 2] == 89.5 and abs(K[0, 0] - 120.0 / np.tan(np.radians(30))) < 1e-9
 
 
 @pytest.mark.parametrize("move", [(0.0, 0.0, 0.0), (0.02, -0.01, 0.0), (0.01, 0.03, 40.0), (0.0, 0.0, -25.0)])

@@ -73,8 +73,6 @@ from core.refine.contracts import (
 )
 from core.refine.path_native import NativePath
 from core.refine.path_torch import TorchPath
-from core.refine.path_torch import _Adam as _Adam  # the loop's optimizer and culling, for the tests
-from core.refine.path_torch import _front_faces as _front_faces
 from core.render import project_points
 
 log = logging.getLogger(__name__)
