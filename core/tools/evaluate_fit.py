@@ -12,6 +12,7 @@ the folder is absent.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 INTERHAND_TO_MEDIAPIPE = [20, 3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12, 19, 18, 17, 16]
+#: The labelled 2D sets, in :func:`evaluate_2d`'s order.
+SETS_2D = ("freihand", "onehand10k", "panoptic")
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def track_labelled_photo(engine, path: Path, item: _Labelled):
     return frame, detections, hand
 
 
-def evaluate_2d(data_dir: Path = DEFAULT_DATA, detail: bool = False) -> dict[str, Any]:
+def evaluate_2d(data_dir: Path = DEFAULT_DATA, detail: bool = False, fit=None) -> dict[str, Any]:
     """Mean 2D error (px) of MediaPipe and of the fit against the labels, per set and overall.
 
     The fit is what a user gets from ``python main.py track PHOTO``: the engine on photos
@@ -119,6 +122,7 @@ def evaluate_2d(data_dir: Path = DEFAULT_DATA, detail: bool = False) -> dict[str
     Args:
         data_dir: the shared data folder. detail: also report each set's mean error per
             keypoint (MediaPipe order) and each photo's error, for MediaPipe and the fit.
+        fit: the tailor's :class:`~core.fit.FitSettings` (None: the engine's default).
     """
     from core.engine import Engine, EngineSettings
     from core.fit import HandObservation
@@ -126,8 +130,10 @@ def evaluate_2d(data_dir: Path = DEFAULT_DATA, detail: bool = False) -> dict[str
     result: dict[str, Any] = {}
     all_mp, all_fit, all_weak = [], [], []
     settings = EngineSettings(detector_mode="static", detector_process=False)
+    if fit is not None:
+        settings = dataclasses.replace(settings, fit=fit)
     with Engine(settings) as engine:
-        for name in ("freihand", "onehand10k", "panoptic"):
+        for name in SETS_2D:
             folder = data_dir / "mmpose_hand_testdata" / name
             if not folder.exists():
                 continue
@@ -288,16 +294,49 @@ def evaluate_synthetic(n: int = 60, seed: int = 0, iterations: int = 20) -> dict
     }}
 
 
+def leave_one_set_out(grid: dict[str, Any], data_dir: Path = DEFAULT_DATA) -> dict[str, Any]:
+    """Whether a fit setting chosen on some labelled sets holds on the one left out.
+
+    Every setting of ``grid`` (name -> :class:`~core.fit.FitSettings`) is evaluated on every
+    set; for each set, the setting with the lowest mean of fit - MediaPipe over the *other* sets
+    is chosen and reported on the held-out set, next to the default's (the grid's first). The
+    sets hold 6, 4 and 2 detected hands: a look at transfer, not a statistic.
+    """
+    table = {name: evaluate_2d(data_dir, fit=fit) for name, fit in grid.items()}
+    sets = [s for s in SETS_2D if all(s in t for t in table.values())]
+    out: dict[str, Any] = {"grid": {name: {s: t[s]["fit_2d_px"] for s in sets} for name, t in table.items()}}
+    default = next(iter(grid))
+    for held in sets:
+        train = [s for s in sets if s != held]
+        best = min(table, key=lambda n: np.mean([table[n][s]["fit_2d_px"] - table[n][s]["mediapipe_2d_px"]
+                                                 for s in train]))
+        out[f"held_out_{held}"] = {"chosen": best, "fit_2d_px": table[best][held]["fit_2d_px"],
+                                   "default_fit_2d_px": table[default][held]["fit_2d_px"],
+                                   "mediapipe_2d_px": table[best][held]["mediapipe_2d_px"]}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - needs ../shared/data
-    """``python -m core.tools.evaluate_fit [--detail]``: :func:`evaluate_2d` as JSON."""
+    """``python -m core.tools.evaluate_fit [--detail | --loso]``: :func:`evaluate_2d` (or
+    :func:`leave_one_set_out` over the direction and shape weights) as JSON."""
     import argparse
+
+    from core.fit import FitSettings
 
     parser = argparse.ArgumentParser(description="2D error of MediaPipe and of the fit on the labelled real sets.")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     parser.add_argument("--detail", action="store_true", help="per keypoint and per photo too")
+    parser.add_argument("--loso", action="store_true",
+                        help="leave one set out over the tailor's direction / shape weights (a few minutes)")
     args = parser.parse_args(argv)
     if not args.data.exists():
         print(f"no data at {args.data}: nothing to evaluate")
+        return 0
+    if args.loso:
+        d = FitSettings()
+        grid = {f"w_dir {wd:g}, w_shape {ws:g}": dataclasses.replace(d, w_dir=wd, w_shape=ws)
+                for wd in (d.w_dir, 5.0, 2.5) for ws in (d.w_shape, 2.0)}
+        print(json.dumps(leave_one_set_out(grid, args.data), indent=1))
         return 0
     print(json.dumps(evaluate_2d(args.data, args.detail), indent=1))
     return 0
