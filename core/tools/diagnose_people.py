@@ -2,7 +2,8 @@
 
 ``bench --only people`` measures attention and identity-aware tracking on synthetic people
 rendered and detected by MediaPipe; this command says why both gain little there. On the same
-held-out people (:data:`core.tools.train_confidence.PEOPLE_HELDOUT_SET`, cached), each
+held-out people (:data:`core.tools.train_confidence.PEOPLE_HELDOUT_SET`, cached; with
+``--conditions webcam`` the webcam session's, :data:`~core.tools.train_confidence.PEOPLE_WEBCAM_HELDOUT_SET`), each
 calibrated from its first usable frames with the true hand length given (lengths in mm):
 
 - ``bone_error_uniform_by_k``: the per-bone error with uniform weights from K = 5, 10, 20
@@ -16,7 +17,8 @@ calibrated from its first usable frames with the true hand length given (lengths
   left, ``mean_hand_mm`` the mean hand's.
 - ``attention_oracle``: the per-bone error when the confidence is an oracle: minus the log of
   each frame's true MediaPipe 2D error (``detection``), or of the true error of its own refit's
-  bone proportions (``bone``, the predictor's training target), at output scales 1 and 3
+  bone proportions (``bone``), or of how far its keypoints are from anything the true hand can
+  show (``consistency``; :data:`core.tools.train_confidence.TARGETS`), at output scales 1 and 3
   against uniform weights: what any confidence predictor could at best buy.
 """
 
@@ -79,31 +81,33 @@ def _deviation(session, table: dict, data) -> dict[str, float]:
             "mean_hand_mm": round(float(np.abs(mean - true_b).mean() * 1000.0), 3)}
 
 
-def diagnose() -> dict[str, Any]:
-    """The figures of the module docstring."""
+def diagnose(conditions: str = "clean") -> dict[str, Any]:
+    """The figures of the module docstring, on the held-out people of ``conditions``."""
     from core.personalize.session import CalibrationSession
-    from core.personalize.synthdata import load_or_generate
-    from core.tools.train_confidence import PEOPLE_HELDOUT_SET, calibration_bone_errors, frame_table, frame_targets
+    from core.tools.train_confidence import calibration_bone_errors, frame_table, frame_targets, load_people
 
-    name, n_subj, n_frames, seed = PEOPLE_HELDOUT_SET
-    data = load_or_generate(name, n_subj, n_frames, seed, people=True)
+    data = load_people("heldout", conditions)
     session = CalibrationSession()
     table = frame_table(data, session)
     zeros = np.zeros(len(table["error"]))
-    out: dict[str, Any] = {"people": int(len(np.unique(table["subject"]))), "frames": int(len(zeros))}
+    out: dict[str, Any] = {"conditions": conditions, "people": int(len(np.unique(table["subject"]))),
+                           "frames": int(len(zeros))}
     out["bone_error_uniform_by_k"] = {
         k: round(float(calibration_bone_errors(session, table, data, zeros, k=k, uniform=True).mean()), 4)
         for k in (5, 10, 20)}
     exact = dataclasses.replace(data, keypoints_2d=data.true_keypoints_2d.astype(np.float32))
     out["deviation"] = {"mediapipe": _deviation(session, table, data),
                         "exact_keypoints": _deviation(session, frame_table(exact, session), exact)}
-    detection = np.concatenate([
-        frame_targets(session, data, np.nonzero(data.subject == s)[0],
-                      [table["candidates"][i] for i in np.nonzero(table["subject"] == s)[0]], "detection")
-        for s in np.unique(table["subject"])])
+    def targets(target: str) -> np.ndarray:
+        return np.concatenate([
+            frame_targets(session, data, np.nonzero(data.subject == s)[0],
+                          [table["candidates"][i] for i in np.nonzero(table["subject"] == s)[0]], target)
+            for s in np.unique(table["subject"])])
+
     uniform = float(calibration_bone_errors(session, table, data, zeros, uniform=True).mean())
     oracle: dict[str, Any] = {"uniform_mm": round(uniform, 4)}
-    for target, err in (("detection", detection), ("bone", table["error"])):
+    for target, err in (("detection", targets("detection")), ("bone", table["error"]),
+                        ("consistency", targets("consistency"))):
         for alpha in (1.0, 3.0):
             e = float(calibration_bone_errors(session, table, data, -alpha * np.log(err + 1e-3)).mean())
             oracle[f"{target}_x{alpha:g}_mm"] = round(e, 4)
@@ -114,10 +118,12 @@ def diagnose() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - renders and detects on first use
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args(argv)
+    parser.add_argument("--conditions", choices=("clean", "webcam"), default="clean",
+                        help="the held-out people's frames (core.personalize.synthdata.CONDITIONS)")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.set_num_threads(1)
-    print(json.dumps(diagnose(), indent=1))
+    print(json.dumps(diagnose(args.conditions), indent=1))
     return 0
 
 

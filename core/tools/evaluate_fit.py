@@ -12,6 +12,7 @@ the folder is absent.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 INTERHAND_TO_MEDIAPIPE = [20, 3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12, 19, 18, 17, 16]
+#: The labelled 2D sets, in :func:`evaluate_2d`'s order.
+SETS_2D = ("freihand", "onehand10k", "panoptic")
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def track_labelled_photo(engine, path: Path, item: _Labelled):
     return frame, detections, hand
 
 
-def evaluate_2d(data_dir: Path = DEFAULT_DATA, per_keypoint: bool = False) -> dict[str, Any]:
+def evaluate_2d(data_dir: Path = DEFAULT_DATA, detail: bool = False, fit=None) -> dict[str, Any]:
     """Mean 2D error (px) of MediaPipe and of the fit against the labels, per set and overall.
 
     The fit is what a user gets from ``python main.py track PHOTO``: the engine on photos
@@ -117,8 +120,9 @@ def evaluate_2d(data_dir: Path = DEFAULT_DATA, per_keypoint: bool = False) -> di
     MediaPipe's side label.
 
     Args:
-        data_dir: the shared data folder. per_keypoint: also report each set's mean error per
-            keypoint (MediaPipe order) for MediaPipe and the fit.
+        data_dir: the shared data folder. detail: also report each set's mean error per
+            keypoint (MediaPipe order) and each photo's error, for MediaPipe and the fit.
+        fit: the tailor's :class:`~core.fit.FitSettings` (None: the engine's default).
     """
     from core.engine import Engine, EngineSettings
     from core.fit import HandObservation
@@ -126,13 +130,15 @@ def evaluate_2d(data_dir: Path = DEFAULT_DATA, per_keypoint: bool = False) -> di
     result: dict[str, Any] = {}
     all_mp, all_fit, all_weak = [], [], []
     settings = EngineSettings(detector_mode="static", detector_process=False)
+    if fit is not None:
+        settings = dataclasses.replace(settings, fit=fit)
     with Engine(settings) as engine:
-        for name in ("freihand", "onehand10k", "panoptic"):
+        for name in SETS_2D:
             folder = data_dir / "mmpose_hand_testdata" / name
             if not folder.exists():
                 continue
             mp_err, fit_err, weak_err, total = [], [], [], 0
-            mp_kp, fit_kp = [], []
+            mp_kp, fit_kp, photos = [], [], []
             for item in _coco_hands(folder):
                 total += 1
                 frame, detections, hand = track_labelled_photo(engine, folder / item.name, item)
@@ -150,6 +156,9 @@ def evaluate_2d(data_dir: Path = DEFAULT_DATA, per_keypoint: bool = False) -> di
                                       (frame.width, frame.height), raw.score)
                 weak = engine.fitter.fit([obs])[0]
                 weak_err.append(keypoint_error_px(weak.keypoints_2d, item.keypoints, item.visible))
+                photos.append({"photo": item.name, "side": hand.side, "camera_source": frame.intrinsics_source,
+                               "mediapipe_2d_px": _mean(mp_err[-1:]), "fit_2d_px": _mean(fit_err[-1:]),
+                               "fit_to_mediapipe_px": round(float(hand.fit.reprojection_error_px), 2)})
             all_mp += mp_err
             all_fit += fit_err
             all_weak += weak_err
@@ -157,9 +166,10 @@ def evaluate_2d(data_dir: Path = DEFAULT_DATA, per_keypoint: bool = False) -> di
                 "hands": total, "detected": len(mp_err),
                 "mediapipe_2d_px": _mean(mp_err), "fit_2d_px": _mean(fit_err), "weak_fit_2d_px": _mean(weak_err),
             }
-            if per_keypoint and mp_kp:
+            if detail and mp_kp:
                 result[name]["mediapipe_per_keypoint_px"] = np.round(np.nanmean(mp_kp, 0), 1).tolist()
                 result[name]["fit_per_keypoint_px"] = np.round(np.nanmean(fit_kp, 0), 1).tolist()
+                result[name]["photos"] = photos
     if all_mp:
         result["all"] = {"hands": len(all_mp), "mediapipe_2d_px": _mean(all_mp), "fit_2d_px": _mean(all_fit),
                          "weak_fit_2d_px": _mean(all_weak)}
@@ -282,3 +292,55 @@ def evaluate_synthetic(n: int = 60, seed: int = 0, iterations: int = 20) -> dict
         "fit_camera_mpjpe_mm": round(float(m[8]), 2),
         "identity_aware_camera_mpjpe_mm": round(float(m[9]), 2),
     }}
+
+
+def leave_one_set_out(grid: dict[str, Any], data_dir: Path = DEFAULT_DATA) -> dict[str, Any]:
+    """Whether a fit setting chosen on some labelled sets holds on the one left out.
+
+    Every setting of ``grid`` (name -> :class:`~core.fit.FitSettings`) is evaluated on every
+    set; for each set, the setting with the lowest mean of fit - MediaPipe over the *other* sets
+    is chosen and reported on the held-out set, next to the default's (the grid's first). The
+    sets hold 6, 4 and 2 detected hands: a look at transfer, not a statistic.
+    """
+    table = {name: evaluate_2d(data_dir, fit=fit) for name, fit in grid.items()}
+    sets = [s for s in SETS_2D if all(s in t for t in table.values())]
+    out: dict[str, Any] = {"grid": {name: {s: t[s]["fit_2d_px"] for s in sets} for name, t in table.items()}}
+    default = next(iter(grid))
+    for held in sets:
+        train = [s for s in sets if s != held]
+        best = min(table, key=lambda n: np.mean([table[n][s]["fit_2d_px"] - table[n][s]["mediapipe_2d_px"]
+                                                 for s in train]))
+        out[f"held_out_{held}"] = {"chosen": best, "fit_2d_px": table[best][held]["fit_2d_px"],
+                                   "default_fit_2d_px": table[default][held]["fit_2d_px"],
+                                   "mediapipe_2d_px": table[best][held]["mediapipe_2d_px"]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - needs ../shared/data
+    """``python -m core.tools.evaluate_fit [--detail | --loso]``: :func:`evaluate_2d` (or
+    :func:`leave_one_set_out` over the direction and shape weights) as JSON."""
+    import argparse
+
+    from core.fit import FitSettings
+
+    parser = argparse.ArgumentParser(description="2D error of MediaPipe and of the fit on the labelled real sets.")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
+    parser.add_argument("--detail", action="store_true", help="per keypoint and per photo too")
+    parser.add_argument("--loso", action="store_true",
+                        help="leave one set out over the tailor's direction / shape weights (a few minutes)")
+    args = parser.parse_args(argv)
+    if not args.data.exists():
+        print(f"no data at {args.data}: nothing to evaluate")
+        return 0
+    if args.loso:
+        d = FitSettings()
+        grid = {f"w_dir {wd:g}, w_shape {ws:g}": dataclasses.replace(d, w_dir=wd, w_shape=ws)
+                for wd in (d.w_dir, 5.0, 2.5) for ws in (d.w_shape, 2.0)}
+        print(json.dumps(leave_one_set_out(grid, args.data), indent=1))
+        return 0
+    print(json.dumps(evaluate_2d(args.data, args.detail), indent=1))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
