@@ -155,8 +155,9 @@ def exact_hand_fov(joints_3d: list[np.ndarray], keypoints_2d: list[np.ndarray], 
     """The horizontal field of view (degrees, of ``fovs``) whose camera best explains the 2D
     keypoints given each frame's exact 3D keypoints (camera frame, metres), only the hand's
     placement (rotation, translation: PnP) free: the median over frames of the RMS reprojection
-    error is smallest (a median: MediaPipe sometimes puts a frame's keypoints on the background). With the true projections it is the true field of view; with
-    MediaPipe's keypoints it is what their perspective says, whatever the estimator."""
+    error is smallest (a median: MediaPipe sometimes puts a frame's keypoints on the
+    background). With the true projections it is the true field of view; with MediaPipe's
+    keypoints it is what their perspective says, whatever the estimator."""
     import cv2
 
     from core.camera import intrinsics_from_fov
