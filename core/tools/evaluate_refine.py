@@ -253,12 +253,11 @@ def evaluate_unipd(data_dir: Path = DEFAULT_DATA, iterations: int = 15) -> dict[
     them. The IoU region is the hand's ground-truth box on the hand's side of the wrist line
     (the mesh has no forearm).
     """
-    from core.camera import intrinsics_from_matrix
-    from core.fit import fit_camera
     import cv2
 
+    from core.camera import intrinsics_from_matrix
     from core.detect import HandDetector
-    from core.fit import HandObservation, TailorFitter
+    from core.fit import HandObservation, TailorFitter, fit_camera
     from core.refine import RefineTarget
     from core.segment import segment_hand, wrist_cut
     from core.synth import default_layers
@@ -310,10 +309,9 @@ def evaluate_unipd(data_dir: Path = DEFAULT_DATA, iterations: int = 15) -> dict[
 
 def evaluate_freihand(data_dir: Path = DEFAULT_DATA, iterations: int = 15) -> dict[str, Any] | None:
     """FreiHAND crops: IoU against the segmentation (no masks exist), 2D error where labelled."""
-    from core.detect import HandDetector
-    from core.fit import HandObservation, TailorFitter
     from core.camera import intrinsics_from_matrix
-    from core.fit import fit_camera
+    from core.detect import HandDetector
+    from core.fit import HandObservation, TailorFitter, fit_camera
     from core.refine import RefineTarget, nominal_intrinsics
     from core.segment import segment_hand
     from core.synth import default_layers
