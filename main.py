@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--animate", action="store_true", help="with --rigged and SRC: the recorded motion as an animation")
     p.add_argument("--texture-size", metavar="PX", type=int, default=1024, help="texture side in texels (default 1024)")
     _add_camera_args(p)
+    _add_rgbd_args(p)
+    _add_stereo_args(p, "each hand fused from both views into SRC's camera")
     p.add_argument("--max-frames", metavar="N", type=int, default=None, help="use at most N frames of SRC")
     p.add_argument("--force", action="store_true",
                    help="replace existing NAME.mtl / NAME.png / NAME.profile.json that this export did not write")

@@ -16,7 +16,6 @@ from PySide6.QtGui import QAction, QColor, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
-    QLabel,
     QMainWindow,
     QSplitter,
     QStyle,
@@ -32,6 +31,7 @@ from app.profiles_panel import ProfilesPanel
 from app.settings import AppSettings, open_store
 from app.sources import SourceChoice, SourceDialog, describe_source, split_spec
 from app.state import AppState, load_profile_for
+from app.status_bar import ElidedLabel, StatusBar
 from app.tracking_panel import TrackingPanel
 from app.worker import LiveUpdate, TrackingConfig, TrackingWorker
 from core.engine import EngineSettings
@@ -102,7 +102,7 @@ class MainWindow(QMainWindow):
                             fov_deg=settings.fov_deg if fov is None else fov)
         if realtime is not None:  # the command line's pacing for this run (not saved)
             run_only["realtime"] = realtime
-        self.resize(1560, 900)
+        self._fit_default_size(1560, 900)
         self.model_path = model
         self.jobs = JobRunner(self)
         self.state = AppState(self.store, settings, model, self.jobs, self, run_only=run_only)
@@ -148,6 +148,14 @@ class MainWindow(QMainWindow):
         self._sync_actions()
         if source is not None:
             QTimer.singleShot(0, lambda: self.start_source(source))
+
+    def _fit_default_size(self, width: int, height: int) -> None:
+        """Open at ``width`` x ``height``, or the screen's free area where that is smaller."""
+        screen = self.screen()
+        if screen is not None:
+            free = screen.availableGeometry()
+            width, height = min(width, free.width()), min(height, free.height())
+        self.resize(width, height)
 
     # ================================================================== the shared state
 
@@ -340,24 +348,21 @@ class MainWindow(QMainWindow):
         return d
 
     def _build_status(self) -> None:
-        sb = self.statusBar()
-        self.fps_label = QLabel("— fps")
-        self.fps_label.setToolTip("Frames tracked per second / 3D view updates per second")
-        self.stages_label = QLabel("")
-        self.stages_label.setToolTip("Per-stage time of the last frame, milliseconds")
-        self.camera_label = QLabel("")
-        self.camera_label.setToolTip("The camera the hands are fitted in: focal length (pixels), field of view and "
-                                     "where it came from (given, the photo's EXIF, assumed, or weak perspective)")
-        self.quality_label = QLabel("")
-        self.quality_label.setToolTip("Mean reprojection error of the 21 keypoints; silhouette IoU when refining")
-        self.texture_label = QLabel("")
-        self.profile_label = QLabel("")
-        self.model_label = QLabel()
+        self.fps_label = ElidedLabel("— fps", "Frames tracked per second / 3D view updates per second")
+        self.stages_label = ElidedLabel("", "Per-stage time of the last frame, milliseconds")
+        self.camera_label = ElidedLabel("", "The camera the hands are fitted in: focal length (pixels), field of view "
+                                        "and where it came from (given, the photo's EXIF, assumed, estimated from "
+                                        "the stream, or weak perspective)")
+        self.quality_label = ElidedLabel("", "Mean reprojection error of the 21 keypoints; silhouette IoU when "
+                                         "refining")
+        self.texture_label = ElidedLabel("", "Share of the hand's texture captured so far, or frames recorded")
+        self.profile_label = ElidedLabel("", "The active profile: the calibrated hand tracking keeps")
+        self.model_label = ElidedLabel("", "The hand model: its vertices and its mean hand's length and width")
         self.stats_label = self.stages_label  # older name
-        for w in (self.fps_label, self.stages_label, self.camera_label, self.quality_label, self.texture_label,
-                  self.profile_label, self.model_label):
-            w.setContentsMargins(6, 0, 6, 0)
-            sb.addPermanentWidget(w)
+        # Per-frame figures on the first line, what the hand is seen with on the second; the message
+        # keeps its width at their left.
+        self.setStatusBar(StatusBar([[self.fps_label, self.stages_label, self.quality_label, self.texture_label],
+                                     [self.camera_label, self.profile_label, self.model_label]], parent=self))
 
     # ================================================================== model, profile
 

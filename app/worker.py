@@ -37,6 +37,7 @@ from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source
 from core.engine import Engine, EngineSettings, FrameResult
 from core.errors import HandTwinError
 from core.export import vertex_normals
+from core.segment import WRIST_LINE, hand_box, wrist_cut
 from core.texture import LIVE_CAPTURE, TextureCapture
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ class LiveUpdate:
             them (None where the model has no UV map): what the hand's texture is drawn with.
         fps: frames processed per second, smoothed.
         silhouette: (H, W) uint8 per-pixel label: 0 background, 1 the fitted mesh, 2 the
-            target (segmentation) mask, 3 both; None when silhouettes are off.
+            target (segmentation) mask, 3 both, each hand up to its wrist line; None when
+            silhouettes are off.
         second_image: the other camera's RGB image of a stereo pair, else None.
         texture: (S, S, 3) uint8 skin texture when it changed this frame, else None.
         texture_coverage: fraction of the texture observed so far (0 without texture capture).
@@ -124,6 +126,18 @@ class TrackingConfig:
     @property
     def label(self) -> str:
         return " + ".join(self.sources)
+
+
+def clear_past_wrist(labels: np.ndarray, keypoints_2d: np.ndarray) -> None:
+    """Clear (in place) one hand's overlay ``labels`` (H, W) past its own wrist line
+    (:data:`core.segment.WRIST_LINE`, where the surface fit stops counting pixels), inside the
+    hand's box: there end the mask's forearm stub (kept by the refinement's target, cut square by
+    the box) and the mesh's wrist stub. Outside the box a mesh shows whole, so a fit far off shows."""
+    kp = np.asarray(keypoints_2d, dtype=np.float64)
+    h, w = labels.shape
+    x0, y0, x1, y1 = hand_box(kp, (w, h))
+    box = labels[y0:y1, x0:x1]
+    box[~wrist_cut(np.ones(box.shape, bool), kp - (x0, y0), WRIST_LINE)] = 0
 
 
 def fill_silhouette(mask: np.ndarray, pixels: np.ndarray, faces: np.ndarray, value: int = 1) -> None:
@@ -378,9 +392,12 @@ class TrackingWorker(QObject):
         if self.silhouette_enabled and hands:
             silhouette = np.zeros((h, w), np.uint8)
             for hand in hands:
-                fill_silhouette(silhouette, hand.camera.project(hand.vertices), hand.faces, 1)
+                labels = np.zeros((h, w), np.uint8)
+                fill_silhouette(labels, hand.camera.project(hand.vertices), hand.faces, 1)
                 if hand.mask is not None:
-                    silhouette[hand.mask] |= 2
+                    labels[hand.mask] |= 2
+                clear_past_wrist(labels, hand.detection.keypoints_2d)
+                silhouette |= labels
         texture, coverage = None, 0.0
         if self.texture_enabled and hands:
             texture, coverage = self._update_texture(frame, result)

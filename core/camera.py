@@ -15,7 +15,8 @@ HandTwin uses the OpenCV pinhole camera everywhere:
 Unknown cameras
 ---------------
 A source opened without ``--intrinsics`` or ``--fov`` is still a perspective camera: its frames
-get the ideal intrinsics of :data:`DEFAULT_FOV_DEG` (or, for a photo, of the 35 mm-equivalent
+get the ideal intrinsics of :data:`DEFAULT_FOV_DEG` across the image's longer side
+(:func:`assumed_intrinsics`; or, for a photo, of the 35 mm-equivalent
 focal length in its EXIF data, :func:`intrinsics_from_exif`), and say so in
 ``Frame.intrinsics_source``. HandTailor's weak-perspective path is only used when asked for
 (``--weak-perspective``): on a real wide-angle video it was 4x worse than a perspective fit.
@@ -63,6 +64,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
     "DEFAULT_FOV_DEG",
+    "assumed_intrinsics",
     "CalibrationResult",
     "HandCamera",
     "CharucoPattern",
@@ -387,9 +389,9 @@ class HandCamera:
 
     def pinhole(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The points and a pinhole ``K`` that projects them as this camera does, for code that
-        takes a pinhole (the texture's sampling): a perspective hand as it is; a weak one as the
-        limit of perspective, moved :data:`WEAK_PINHOLE_DEPTH_M` away with a lens that long
-        (anchor on the optical axis), its shape unchanged.
+        takes a pinhole (the texture's sampling, the refinement): a perspective hand as it is; a
+        weak one as the limit of perspective, moved :data:`WEAK_PINHOLE_DEPTH_M` away with a
+        lens that long (anchor on the optical axis), its shape unchanged (:meth:`pinhole_frame`).
 
         Returns:
             (N, 3) float32 points, metres; (3, 3) float64 K.
@@ -397,18 +399,79 @@ class HandCamera:
         pts = np.asarray(points, np.float32).reshape(-1, 3)
         if self.weak_scale is None:
             return pts, self.intrinsics.K
+        offset, K = self.pinhole_frame()
+        return (pts.astype(np.float64) + offset).astype(np.float32), K
+
+    def pinhole_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pinhole form of this camera (:meth:`pinhole`) as a move and a lens: camera-frame
+        points plus ``offset`` project through ``K`` as this camera projects the points.
+
+        Returns:
+            (3,) float64 offset, metres (zero for a perspective hand; a weak one's anchor to
+            ``(0, 0, WEAK_PINHOLE_DEPTH_M)``); (3, 3) float64 K (a weak one's: focal length
+            ``scale * WEAK_PINHOLE_DEPTH_M``, principal point its anchor's pixel).
+        """
+        if self.weak_scale is None:
+            return np.zeros(3), self.intrinsics.K
         depth = WEAK_PINHOLE_DEPTH_M
-        moved = (pts.astype(np.float64) - self.weak_anchor + (0.0, 0.0, depth)).astype(np.float32)
         f = self.weak_scale * depth
         K = np.array([[f, 0.0, self.weak_anchor_px[0]], [0.0, f, self.weak_anchor_px[1]], [0.0, 0.0, 1.0]])
-        return moved, K
+        return (0.0, 0.0, depth) - self.weak_anchor, K
+
+    def from_pinhole_frame(self, anchor: np.ndarray) -> tuple[HandCamera, np.ndarray]:
+        """A weak hand that moved in this camera's pinhole form (:meth:`pinhole_frame`, where
+        the refinement works), back as a weak hand: the weak camera that limit now stands for,
+        and the move that puts the moved points back where the fitter places a weak hand (its
+        anchor at :func:`weak_perspective_origin` in ``intrinsics``).
+
+        A move along the optical axis in the pinhole form is a change of the weak camera's
+        scale (``f / depth``), a sideways one a change of the anchor's pixel; the shape is
+        unchanged.
+
+        Args:
+            anchor: (3,) the anchor (the wrist) after the move, pinhole-form frame, metres.
+
+        Returns:
+            The weak :class:`HandCamera`; (3,) float64 offset, metres, to add to pinhole-form
+            points (such that its :meth:`pinhole_frame` moves them back, up to the second order
+            of the hand's depth over :data:`WEAK_PINHOLE_DEPTH_M`).
+
+        Raises:
+            ValueError: on a perspective camera.
+        """
+        if self.weak_scale is None:
+            raise ValueError("a perspective hand has no pinhole form to come back from")
+        _, K = self.pinhole_frame()
+        a = np.asarray(anchor, np.float64).reshape(3)
+        scale = K[0, 0] / a[2]
+        pixel = K[:2, 2] + K[0, 0] * a[:2] / a[2]
+        origin = weak_perspective_origin(self.intrinsics, pixel, scale).astype(np.float64)
+        return HandCamera.weak(self.intrinsics, scale, origin, pixel), origin - a
 
 
-#: Horizontal field of view assumed for a camera nobody described, degrees: typical webcams
-#: and phone main cameras span about 60-80 degrees across. On the real clips the team has, the
-#: perspective fit's median reprojection error barely moves between 50 and 120 degrees (EgoHands
-#: 4.8 / 4.4 / 4.2 / 4.3 px at 50 / 75 / 100 / 120), while the weak-perspective path gave 16.9 px.
+#: Field of view assumed for a camera nobody described, degrees, across the image's longer side
+#: (:func:`assumed_intrinsics`): typical webcams and phone main cameras span about 60-80 degrees
+#: across their sensor's long side. On the real clips the team has, the perspective fit's median
+#: reprojection error barely moves between 50 and 120 degrees (EgoHands 4.8 / 4.4 / 4.2 / 4.3 px
+#: at 50 / 75 / 100 / 120), while the weak-perspective path gave 16.9 px.
 DEFAULT_FOV_DEG = 70.0
+
+
+def assumed_intrinsics(width: int, height: int, fov_deg: float = DEFAULT_FOV_DEG) -> Intrinsics:
+    """The camera assumed for an image nobody described: ``fov_deg`` across its **longer** side.
+
+    A camera's sensor is landscape and a portrait photo is that sensor turned, so the field of
+    view a camera is known by spans the image's long side, as :func:`intrinsics_from_exif`
+    reads the 35 mm frame (``f = f35 / 36 * max(width, height)``). Landscape and square images
+    get :func:`intrinsics_from_fov` itself; a portrait phone photo no longer gets a 70 degree
+    view across its short side (94 degrees across its long side, wider than phones' main
+    cameras): on the four portrait OneHand10K photos the fit's 2D error against the labels went
+    11.29 -> 11.02 px (``bench --only accuracy_real``).
+    """
+    if width >= height:
+        return intrinsics_from_fov(fov_deg, width, height)
+    f = intrinsics_from_fov(fov_deg, height, width).fx  # the turned sensor's
+    return Intrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, int(width), int(height))
 
 
 def check_fov(fov_deg: float, name: str = "--fov") -> float:

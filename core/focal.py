@@ -3,7 +3,8 @@
 A source opened without ``--intrinsics``, ``--fov`` or EXIF data starts in the assumed camera
 (:data:`core.camera.DEFAULT_FOV_DEG`, ``Frame.intrinsics_source`` "assumed"). While a hand is
 tracked, :class:`FocalEstimator` keeps a few of its frames (spread in time: the detected
-keypoints and the fit's pose); once it has :attr:`FocalSettings.frames` of one track, it runs
+keypoints and the fit's pose); once it has :attr:`FocalSettings.frames` of one hand (pooled per
+side across tracks, so a hand lost and found again goes on counting), it runs
 the calibration's bundle adjustment once (:func:`core.personalize.bundle.bundle_adjust`: one
 skeleton and one focal length shared by all frames, each frame's pose and translation free),
 in a background thread or in line. A hand seen at several depths and orientations pins the
@@ -50,9 +51,11 @@ class FocalSettings:
     """When and how a stream's focal length is estimated.
 
     Attributes:
-        frames: frames of one hand track the first estimate uses.
-        interval_s: a frame is kept only this long after the track's last kept one (spreads
-            the frames over the motion; 16 frames 0.1 s apart span 1.6 s).
+        frames: frames of one hand (one side, across tracks) the first estimate uses.
+        interval_s: a frame is kept only this long after the side's last kept one (spreads
+            the frames over the motion: at most 15 frames a second; every frame of a 15 fps
+            stream, every other one at 30 fps). 0.1 s kept every other frame at 15 fps, and a
+            120 degree clip whose hand MediaPipe lost for 11 of 48 frames never collected 16.
         min_score: detections below this confidence are not kept.
         max_log_sd: the estimate's standard deviation (log units, about its relative error)
             above which it is rejected as poorly constrained (the Gauss-Newton figure is
@@ -74,7 +77,7 @@ class FocalSettings:
     """
 
     frames: int = 16
-    interval_s: float = 0.1
+    interval_s: float = 0.06
     min_score: float = 0.5
     max_log_sd: float = 0.02
     min_turn_deg: float = 20.0
@@ -105,6 +108,9 @@ class FocalEstimate:
         accepted: whether the stream uses it. reason: why it was rejected ("" when accepted).
         seconds: the bundle adjustment's wall time.
         intrinsics: the estimated camera (the assumed one's principal point and size).
+        residual: the median over frames of each frame's median keypoint reprojection error
+            at the estimate, relative to the hand's size in the image (NaN when nothing was
+            estimated).
     """
 
     focal_px: float
@@ -116,6 +122,7 @@ class FocalEstimate:
     reason: str
     seconds: float
     intrinsics: Intrinsics
+    residual: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -170,8 +177,9 @@ def estimate_focal(model: HandModelData, frames: list[FocalFrame], camera: Intri
     intr = Intrinsics(focal, focal * camera.fy / camera.fx, camera.cx, camera.cy, w, h) \
         if focal > 0 and math.isfinite(focal) else camera
     reason = _rejection(result.focal_log_sd, fov, len(result.rejected), len(frames), settings)
+    residual = float(np.median(result.residual_rel))
     return FocalEstimate(focal, fov, float(result.focal_log_sd), len(frames), side, not reason, reason,
-                         seconds, intr)
+                         seconds, intr, residual)
 
 
 def motion_spread(frames: list[FocalFrame]) -> tuple[float, float]:
@@ -235,7 +243,7 @@ class FocalEstimator:
         """Forget the stream: kept frames, estimates, the camera (a running estimate is
         cancelled at its next iteration)."""
         with self._lock:
-            self._kept: dict[int, tuple[str, float, list[FocalFrame]]] = {}
+            self._kept: dict[str, tuple[float, list[FocalFrame]]] = {}  # side: (last kept time, frames)
             self._needed = self.settings.frames
             self._estimates: list[FocalEstimate] = []
             self._accepted: FocalEstimate | None = None
@@ -274,22 +282,26 @@ class FocalEstimator:
     def observe(self, t: float, camera: Intrinsics,
                 hands: list[tuple[int, str, np.ndarray, np.ndarray, float]]) -> None:
         """Keep this frame's hands (track id, side, keypoints (21, 2), fit pose (48,) in
-        ``camera``, score) where due, and start an estimate when a track has enough frames."""
+        ``camera``, score) where due, and start an estimate when a side has enough frames.
+
+        Frames are pooled per side, not per track: a hand lost for a few frames and found
+        again (a new track) goes on adding to its side's frames. A frame with two hands of one
+        side adds neither (which one continues the set is unknown); the bundle adjustment's
+        robust frame weights reject the odd frame of another hand.
+        """
         if self.done or self._thread is not None:
             return
         st = self.settings
+        confident = [h for h in hands if h[4] >= st.min_score]
         ready: tuple[str, list[FocalFrame]] | None = None
-        for track_id, side, keypoints, pose, score in hands:
-            if score < st.min_score:
+        for _track_id, side, keypoints, pose, score in confident:
+            if sum(h[1] == side for h in confident) != 1:
                 continue
-            kept = self._kept.get(track_id)
-            if kept is None or kept[0] != side:
-                kept = (side, -math.inf, [])
-            if t - kept[1] < st.interval_s:
+            last, frames = self._kept.get(side, (-math.inf, []))
+            if t - last < st.interval_s:
                 continue
-            frames = kept[2]
             frames.append(FocalFrame(np.array(keypoints, np.float64), np.array(pose, np.float64), float(score)))
-            self._kept[track_id] = (side, t, frames)
+            self._kept[side] = (t, frames)
             if len(frames) >= self._needed and ready is None:
                 ready = (side, list(frames))
         if ready is None:

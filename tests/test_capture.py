@@ -366,7 +366,8 @@ def test_recorder_round_trip(tmp_path: Path, storage: str) -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["complete"] is True and manifest["frame_count"] == 5
     assert manifest["format"] == "handtwin-session" and manifest["source"] == "unit-test"
-    assert (folder / "intrinsics.json").is_file()
+    assert (folder / "intrinsics.json").is_file() and manifest["depth"] is None
+    assert not (folder / "depth").exists() and not (folder / "depth_camera.json").exists()
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
     with open_source(str(folder)) as replay:
         assert isinstance(replay, SessionSource) and len(replay) == 5 and replay.fps == 15.0
@@ -381,6 +382,48 @@ def test_recorder_round_trip(tmp_path: Path, storage: str) -> None:
         else:
             assert _decode_index(copy.image) == _decode_index(original.image)
     assert read_session_results(folder)[-1] == {"frame": 4, "hands": []}
+
+
+def test_recorder_keeps_the_depth_of_rgbd_frames(tmp_path: Path) -> None:
+    """An RGB-D source's depth is recorded (16-bit millimetres) and replayed on its frames; the
+    session's frames and depth folders pair image by image, an RGB-D source for --depth."""
+    import dataclasses
+
+    folder = tmp_path / "session"
+    intr = Intrinsics(80.0, 80.0, 31.5, 23.5)
+    frames = list(ArraySource([_coded_image(i) for i in range(4)], intrinsics=intr, fps=15.0))
+    rng = np.random.default_rng(0)
+    depths = {}
+    for i in (1, 3):  # frames 0 and 2 come without depth (unreadable depth images of the stream)
+        d = rng.uniform(0.2, 2.0, frames[i].image.shape[:2]).astype(np.float32)
+        d[:4, :4] = 0.0  # unknown stays unknown
+        d[-1, -1] = 80.0  # beyond 16-bit millimetres: unknown, not a wrong depth
+        depths[i] = d
+        frames[i] = dataclasses.replace(frames[i], depth=d)
+    with SessionRecorder(folder, storage="png", source="unit-test", fps=15.0) as recorder:
+        for frame in frames:
+            recorder.add_frame(frame)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["depth"] == "depth" and manifest["depth_scale_m"] == 0.001
+    with open_source(str(folder)) as replay:
+        replayed = list(replay)
+    assert replayed[0].depth is None and replayed[2].depth is None
+    for i, want in depths.items():
+        got = replayed[i].depth
+        assert got is not None and got.dtype == np.float32 and got.shape == want.shape
+        assert (got[:4, :4] == 0).all() and got[-1, -1] == 0
+        known = want.copy()
+        known[-1, -1] = 0
+        assert np.abs(got - known).max() <= 0.0005 + 1e-6  # millimetre steps
+    assert sorted(p.name for p in (folder / "depth").iterdir()) == [f"{i:06d}.png" for i in range(4)]
+    with open_source(str(folder / "frames"), depth=str(folder / "depth"),
+                     depth_camera=str(folder / "depth_camera.json")) as rgbd:
+        again = list(rgbd)
+        assert rgbd.camera_known  # the depth camera file describes the colour frames
+    assert len(again) == 4 and again[0].intrinsics.fx == 80.0
+    for i in (1, 3):
+        np.testing.assert_array_equal(again[i].depth, replayed[i].depth)
+    assert not again[0].depth.any() and not again[2].depth.any()
 
 
 def test_unfinished_session_still_replays(tmp_path: Path) -> None:

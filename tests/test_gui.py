@@ -40,6 +40,43 @@ def test_window_shows_the_open_hand(window) -> None:
     assert "length" in window.model_label.text()
 
 
+@pytest.mark.parametrize("size", [(1560, 900), (1280, 720), (900, 600)])
+def test_status_bar_keeps_every_field_readable(window, qtbot, size) -> None:
+    """The transient message keeps its width next to the permanent fields (it was squeezed to
+    "Tracking th"); at the default and 1280 x 720 sizes every field shows whole, and where the
+    window is narrower a field is elided with its full text in its tooltip."""
+    from PySide6.QtWidgets import QApplication
+
+    window.show()
+    qtbot.waitExposed(window)
+    window.resize(*size)
+    texts = {window.fps_label: "14.7 fps · view 10.2/s",
+             window.stages_label: "detect 37 · fit 2 · refine 28 · segment 2 · texture 6 ms",
+             window.camera_label: "camera f 416 px · 60° (estimated)",
+             window.quality_label: "reprojection 2.7 px · IoU 0.88", window.texture_label: "texture 52%"}
+    for label, text in texts.items():
+        label.setText(text)
+    message = "Tracking the demo clip (a synthetic hand)"
+    window.statusBar().showMessage(message)
+    for _ in range(3):
+        QApplication.processEvents()
+    bar = window.statusBar()
+    assert bar.width() == window.width()
+    free = bar.width() - bar.fields.width()
+    assert free >= bar.message_min_width
+    assert free >= bar.fontMetrics().horizontalAdvance(message) + 20
+    labels = [*texts, window.profile_label, window.model_label]
+    for label in labels:
+        assert label.isVisible() and label.width() > 0
+        if label.elided:
+            assert label.text() in label.toolTip()
+        assert label.description in label.toolTip()
+    if size[0] >= 1280:
+        assert not [label.text() for label in labels if label.elided]
+    else:
+        assert any(label.elided for label in labels)
+
+
 def test_view_toggles(window) -> None:
     window.action_wireframe.setChecked(True)
     assert window.hand_view._mesh_actor.GetProperty().GetEdgeVisibility()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InputError
-from tests.test_gui_support import GUI_MARKS, gui_env, make_window, wait_frames  # noqa: F401 (fixtures)
+from tests.test_gui_support import GUI_MARKS, gui_env, make_window, record_session, wait_frames  # noqa: F401 (fixtures)
 
 pytestmark = GUI_MARKS
 
@@ -150,18 +150,10 @@ def test_unwritable_recording_folder_gives_a_message(make_window, gui_env, qtbot
 
 
 def test_record_then_replay_a_session(make_window, gui_env, qtbot, tmp_path: Path) -> None:
-    from core.capture import is_session_folder
-
     w = make_window(source="demo")
     wait_frames(qtbot, w, 1)
     folder = tmp_path / "rec"
-    w.action_record.blockSignals(True)
-    w.action_record.setChecked(True)
-    w.action_record.blockSignals(False)
-    w.set_recording(True, str(folder))
-    qtbot.waitUntil(lambda: w.current_update is not None and w.current_update.recorded >= 3, timeout=120_000)
-    w.action_record.setChecked(False)
-    qtbot.waitUntil(lambda: is_session_folder(folder) and str(folder) in w.last_message, timeout=60_000)
+    record_session(qtbot, w, folder, 3)
     w.start_source(str(folder))
     wait_frames(qtbot, w, 2)
     assert w.current_update.frame.source == str(folder)

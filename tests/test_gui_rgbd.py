@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tests.test_gui_support import GUI_MARKS, gui_env, make_window, wait_frames  # noqa: F401
+from tests.test_gui_support import GUI_MARKS, gui_env, make_window, record_session, wait_frames  # noqa: F401
 
 pytestmark = GUI_MARKS
 
@@ -56,6 +56,17 @@ def test_window_tracks_an_rgbd_source_with_depth_on_its_frames(make_window, qtbo
     frame = w.current_update.frame
     assert frame.depth is not None and frame.depth.shape == frame.image.shape[:2]
     assert 0.449 < float(frame.depth.max()) < 0.454
+    # A recording keeps the depth: replayed, its frames carry it again.
+    from core.capture import open_source
+
+    folder = tmp_path / "rec"
+    record_session(qtbot, w, folder, 2)
+    with open_source(str(folder)) as replay:
+        replayed = list(replay)
+    assert len(replayed) >= 2
+    for f in replayed:
+        assert f.depth is not None and f.depth.shape == f.image.shape[:2]
+        np.testing.assert_allclose(f.depth, (450 + f.index) / 1000.0, atol=1e-6)  # depth image i on frame i
 
 
 def test_window_tracks_a_calibrated_stereo_pair_fused(make_window, qtbot, tmp_path: Path) -> None:

@@ -79,6 +79,21 @@ def wait_frames(qtbot, window, count: int, timeout_ms: int = 120_000) -> None:
     qtbot.waitUntil(lambda: window.frames_shown >= start + count, timeout=timeout_ms)
 
 
+def record_session(qtbot, window, folder: Path, frames: int) -> None:
+    """Record at least ``frames`` frames of the running source into ``folder`` as the Record
+    action does, and wait until the session is written."""
+    from core.capture import is_session_folder
+
+    window.action_record.blockSignals(True)
+    window.action_record.setChecked(True)
+    window.action_record.blockSignals(False)
+    window.set_recording(True, str(folder))
+    qtbot.waitUntil(lambda: window.current_update is not None and window.current_update.recorded >= frames,
+                    timeout=120_000)
+    window.action_record.setChecked(False)
+    qtbot.waitUntil(lambda: is_session_folder(folder) and str(folder) in window.last_message, timeout=60_000)
+
+
 def screenshot(window, name: str) -> Path:
     """Save the window (3D view included) as SHOTS/name."""
     from app.gui import save_screenshot

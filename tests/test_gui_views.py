@@ -271,3 +271,24 @@ def test_fill_silhouette_is_the_union_of_the_mesh_triangles(side: str) -> None:
     assert truth.sum() > 2000
     assert (drawn != truth).sum() <= 0.05 * truth.sum()  # edge pixels only (sub-pixel rounding)
     assert drawn[truth].mean() > 0.98
+
+
+def test_overlay_ends_at_the_hand_wrist_line() -> None:
+    """A hand's overlay labels are cleared past its own wrist line inside its box (the mask's
+    forearm stub, which the box used to cut square), and kept everywhere else."""
+    from app.worker import clear_past_wrist
+    from core.segment import hand_box, hand_scale
+    from tests.test_segment import TEMPLATE
+
+    kp = TEMPLATE * 40.0 + np.array([60.0, 100.0])  # wrist at (60, 100), fingers up
+    labels = np.full((200, 160), 3, np.uint8)
+    clear_past_wrist(labels, kp)
+    x0, y0, x1, y1 = hand_box(kp, (160, 200))
+    assert y1 > 100 + hand_scale(kp) * 0.2 + 2  # the box reaches past the wrist: there is a stub to cut
+    rows = np.arange(y0, y1)
+    inside = labels[y0:y1, x0:x1]
+    assert np.array_equal(inside.all(axis=1), rows <= 100) and np.array_equal(inside.any(axis=1), rows <= 100)
+    # Outside the hand's box nothing changes (a mesh far from its keypoints still shows).
+    outside = np.ones(labels.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert (labels[outside] == 3).all()

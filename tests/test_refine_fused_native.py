@@ -142,19 +142,19 @@ def test_the_c_loop_matches_the_python_loop(case, weak: bool, monkeypatch: pytes
 
 def test_front_faces_in_c_match_those_of_tensors(case) -> None:
     """The start's front faces, found by the C kernel (the fused path) or by tensor ops."""
-    from core.refine._native import front_faces
-    from core.refine.refiner import _front_faces
+    from core.refine._native import front_faces as front_faces_c
+    from core.refine.mesh import front_faces
 
     refiner, st, g, _ = group_at_random_offsets(case, weak=False)
     with torch.no_grad():
         verts = refiner._lean["right"](g.pose0, g.betas0, g.transl0).vertices
     two = torch.cat([verts, verts + torch.tensor([0.05, 0.0, 0.0])])  # a second mesh, seen from aside
     for v in (verts, two):
-        faces = _front_faces(v, g.topo.faces)
+        faces = front_faces(v, g.topo.faces)
         assert 0.3 < len(faces) / len(g.topo.faces) < 0.8
-        np.testing.assert_array_equal(front_faces(v.numpy(), g.topo.faces.numpy()), faces.numpy())
-        np.testing.assert_array_equal(front_faces(v, g.topo.faces).numpy(), faces.numpy())
-    np.testing.assert_array_equal(g.views[0].faces.numpy(), _front_faces(verts, g.topo.faces).numpy())
+        np.testing.assert_array_equal(front_faces_c(v.numpy(), g.topo.faces.numpy()), faces.numpy())
+        np.testing.assert_array_equal(front_faces_c(v, g.topo.faces).numpy(), faces.numpy())
+    np.testing.assert_array_equal(g.views[0].faces.numpy(), front_faces(verts, g.topo.faces).numpy())
 
 
 @pytest.mark.parametrize("weak", [False, True])

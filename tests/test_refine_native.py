@@ -94,6 +94,33 @@ def test_native_edge_normal_terms_match_the_reference_and_finite_differences() -
                                     (v, r), eps=1e-7, atol=1e-6, rtol=1e-4)
 
 
+def test_native_edge_normal_terms_in_float32_on_the_hand_mesh() -> None:
+    """The live case: float32, the hand's 1,538 faces (the kernel takes them in blocks of 128,
+    the last one partial), two hands; values and gradients against the float64 reference."""
+    needs_native()
+    from core.model import load_model_data
+
+    data = load_model_data(None, "right")
+    topo = MeshTopology.from_faces(torch.as_tensor(np.asarray(data.faces, np.int64)), data.num_vertices)
+    assert topo.faces.shape[0] % 128 != 0
+    gen = torch.Generator().manual_seed(4)
+    base = torch.as_tensor(np.asarray(data.v_template, np.float64))
+    base = torch.stack([base, base + 0.002 * torch.randn(base.shape, generator=gen, dtype=torch.float64)])
+    verts = base + 0.001 * torch.randn(base.shape, generator=gen, dtype=torch.float64)
+    weights = torch.tensor([0.3, -1.7], dtype=torch.float64)
+    res = []
+    for dtype, fn in ((torch.float32, lambda v, r: edge_normal_losses(v, r, topo, backend="native")),
+                      (torch.float64, lambda v, r: edge_normal_losses_reference(v, r, topo))):
+        v, r = verts.to(dtype).requires_grad_(True), base.to(dtype).requires_grad_(True)
+        edge, normal = fn(v, r)
+        res.append([x.double() for x in (edge.detach(), normal.detach(),
+                                         *torch.autograd.grad((edge * weights.to(dtype)
+                                                               + normal * weights.flip(0).to(dtype)).sum(), (v, r)))])
+    assert float(res[1][0].min()) > 1e-3 and float(res[1][1].min()) > 1e-4  # not trivially zero
+    for a, b in zip(*res):  # float32 rounding: 2e-5 of the largest entry at most here
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+
+
 def test_native_offset_terms_match_the_reference_and_finite_differences() -> None:
     needs_native()
     verts, _, topo = ellipsoid_pair()
@@ -200,14 +227,14 @@ def test_a_broken_build_reports_the_compiler_error(tmp_path, monkeypatch, caplog
 
 
 def test_refiner_adam_matches_torch_adam() -> None:
-    from core.refine.refiner import _Adam
+    from core.refine.optim import Adam
 
     target = torch.tensor([1.0, -2.0, 0.5, 3.0])
     lr = torch.tensor([0.1, 0.05, 0.0, 0.2])  # a zero step size freezes its entry
     mine = torch.zeros(4, requires_grad=True)
     ref = [torch.zeros(1, requires_grad=True) for _ in range(4)]
     opt = torch.optim.Adam([{"params": [p], "lr": float(r)} for p, r in zip(ref, lr)], betas=(0.9, 0.99))
-    adam = _Adam(mine, lr)
+    adam = Adam(mine, lr)
     for _ in range(7):
         grad, = torch.autograd.grad(((mine - target) ** 2 * torch.arange(1.0, 5.0)).sum(), mine)
         adam.step(grad)

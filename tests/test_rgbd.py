@@ -143,17 +143,20 @@ def test_frame_rejects_depth_of_another_size() -> None:
         Frame(0, 0.0, np.zeros((H, W, 3), np.uint8), None, "x", depth=np.zeros((H, W + 1), np.float32))
 
 
-def test_cli_reports_a_missing_depth_camera_file_in_one_line(tmp_path, capsys) -> None:
+@pytest.mark.parametrize("command, name", [("track", "r.jsonl"), ("export", "h.glb"), ("calibrate", "p.json")])
+def test_cli_reports_a_missing_depth_camera_file_in_one_line(tmp_path, capsys, command, name) -> None:
     import main
 
     colour, depth, _ = rgbd_files(tmp_path, n=1)
-    code = main.main(["track", str(colour), "--out", str(tmp_path / "r.jsonl"), "--depth", str(depth)])
+    out = tmp_path / name
+    code = main.main([command, str(colour), "--out", str(out), "--depth", str(depth)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("handtwin: error:") and "--depth-intrinsics" in err[0]
-    code = main.main(["track", str(colour), "--out", str(tmp_path / "r.jsonl"), "--depth", str(depth),
+    code = main.main([command, str(colour), "--out", str(out), "--depth", str(depth),
                       "--depth-intrinsics", str(tmp_path / "missing.json")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "missing.json" in err[0]
+    assert not out.exists()
 
 
 # ----------------------------------------------------------------------------- metric depth
@@ -269,3 +272,49 @@ def test_nvgesture_clip_opens_as_an_rgbd_source(tmp_path) -> None:
     assert all(0.02 < c < 0.5 for c in covered)  # the hand (and arm) only: the sensor's near range
     d = frames[0].depth[frames[0].depth > 0]
     assert 0.2 < float(np.median(d)) < 0.8
+
+
+# ----------------------------------------------------------------------------- export
+
+
+@pytest.mark.slow
+def test_export_takes_an_rgbd_source_and_measures_the_hand(tmp_path, capsys) -> None:
+    """export SRC --depth D --depth-intrinsics DC: a hand 1.15 times the mean, rendered with its
+    depth; its colour alone cannot tell its size from a nearer mean hand's (the prior wins), the
+    depth can: the exported hand's length is the true one."""
+    import main
+    from core.personalize.scale import pin_scale
+    from core.render import RasterSettings, rasterize, render_depth
+    from core.synth.render import PALM_TO_CAMERA, SynthSettings, default_layers, render_hand_sample
+    from core.tools.evaluate_texture import FLAT_LIGHTING, pattern_texture
+
+    layers = default_layers()
+    layer = layers["right"]
+    betas = pin_scale(layer, np.zeros(10, np.float32), 1.15)
+    with torch.no_grad():
+        true_mm = float(layer.measures(torch.as_tensor(betas)[None])[0][0]) * 1000
+        mean_mm = float(layer.measures()[0][0]) * 1000
+    colour, depth = tmp_path / "colour", tmp_path / "depth"
+    colour.mkdir()
+    depth.mkdir()
+    rng = np.random.default_rng(0)
+    size = (320, 240)
+    K = np.array([[280.0, 0.0, 159.5], [0.0, 280.0, 119.5], [0.0, 0.0, 1.0]])
+    texture = pattern_texture(np.random.default_rng(1), 256)
+    for i in range(4):
+        s = render_hand_sample(rng, layers, SynthSettings(image_size=size, fill=(0.6, 0.6), left_probability=0.0),
+                               betas=betas, pose=np.zeros(45, np.float32), texture=texture,
+                               global_rotation=PALM_TO_CAMERA, K=K, transl_jitter=0.02, lighting=FLAT_LIGHTING)
+        frags = rasterize(torch.as_tensor(s.vertices, dtype=torch.float32)[None], layer.faces,
+                          torch.as_tensor(K, dtype=torch.float32)[None], RasterSettings(image_size=(size[1], size[0])))
+        metres = render_depth(frags)[0].numpy()
+        cv2.imwrite(str(colour / f"{i:03d}.png"), s.image[..., ::-1])
+        cv2.imwrite(str(depth / f"{i:03d}.png"), np.rint(metres * 1000).astype(np.uint16))
+    cam = write_json(tmp_path / "dc.json", {"fx": 280.0, "fy": 280.0, "cx": 159.5, "cy": 119.5,
+                                            "depth_scale_m": 0.001})
+    out = tmp_path / "big.obj"
+    code = main.main(["export", str(colour), "--out", str(out), "--texture-size", "64", "--depth", str(depth),
+                      "--depth-intrinsics", str(cam)])
+    assert code == 0, capsys.readouterr().err
+    measured = json.loads((tmp_path / "big.profile.json").read_text())["hand_length_mm"]
+    assert abs(measured - true_mm) < 0.3 * abs(true_mm - mean_mm), (measured, true_mm, mean_mm)

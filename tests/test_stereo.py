@@ -229,17 +229,43 @@ def test_track_and_calibrate_take_a_calibrated_pair(pair_folders, tmp_path, caps
     assert json.loads(profile.read_text())["scale_source"] == "stereo"
 
 
+def test_export_takes_a_calibrated_pair(pair_folders, tmp_path, capsys, monkeypatch) -> None:
+    """export SRC --stereo SRC2 --stereo-calib S: the hands are fused from both views (as track
+    fuses them) and the texture is taken from SRC's frames."""
+    import main
+    from core.stereo import StereoEngine
+
+    fused = []
+    fuse = StereoEngine._fuse
+
+    def spy(self, f1, f2, r1, r2):
+        result = fuse(self, f1, f2, r1, r2)
+        fused.append(sum(p is not None for p in self.partners))
+        return result
+
+    monkeypatch.setattr(StereoEngine, "_fuse", spy)
+    a, b, cal = pair_folders
+    out = tmp_path / "pair.glb"
+    assert main.main(["export", str(a), "--out", str(out), "--texture-size", "64", "--stereo", str(b),
+                      "--stereo-calib", str(cal)]) == 0
+    stdout = capsys.readouterr().out
+    assert out.is_file() and (tmp_path / "pair.profile.json").is_file() and "/6 frames tracked" in stdout
+    assert len(fused) == 6 and sum(fused) >= 2  # every pair went through the fusion; hands both saw fused
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--stereo", "b"], "--stereo-calib"),
     (["--stereo-calib", "s.json"], "--stereo"),
     (["--stereo", "b", "--stereo-calib", "s.json", "--fov", "60"], "--fov"),
 ])
-def test_track_cli_stereo_errors_are_one_line(tmp_path, capsys, extra, message) -> None:
+@pytest.mark.parametrize("command, out", [("track", "r.jsonl"), ("export", "h.glb"), ("calibrate", "p.json")])
+def test_cli_stereo_errors_are_one_line(tmp_path, capsys, extra, message, command, out) -> None:
     import main
 
     (tmp_path / "a").mkdir()
     cv2.imwrite(str(tmp_path / "a" / "0.png"), np.zeros((8, 8, 3), np.uint8))
     args = [str(tmp_path / a) if a in ("b", "s.json") else a for a in extra]
-    code = main.main(["track", str(tmp_path / "a"), "--out", str(tmp_path / "r.jsonl"), *args])
+    code = main.main([command, str(tmp_path / "a"), "--out", str(tmp_path / out), *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("handtwin: error:") and message in err[0]
+    assert not (tmp_path / out).exists()

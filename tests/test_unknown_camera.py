@@ -44,6 +44,27 @@ def _photo(folder: Path, name: str, size=(320, 240), focal_35mm: float | None = 
     return path
 
 
+def test_the_assumed_field_of_view_spans_the_longer_side(tmp_path: Path) -> None:
+    """A portrait photo is a landscape sensor turned: its assumed camera is the landscape
+    image's, turned (the focal length an EXIF 35 mm value gives reads the frame the same way)."""
+    from core.camera import assumed_intrinsics
+
+    assert assumed_intrinsics(320, 240) == intrinsics_from_fov(DEFAULT_FOV_DEG, 320, 240)
+    assert assumed_intrinsics(240, 240) == intrinsics_from_fov(DEFAULT_FOV_DEG, 240, 240)
+    turned = assumed_intrinsics(240, 320, 60.0)
+    assert turned.fx == turned.fy == pytest.approx(160.0 / math.tan(math.radians(30.0)))
+    assert (turned.cx, turned.cy, turned.width, turned.height) == (119.5, 159.5, 240, 320)
+    with pytest.raises(InputError):
+        assumed_intrinsics(240, 320, 180.0)
+    _photo(tmp_path, "p.jpg", size=(240, 320))
+    _photo(tmp_path, "q.jpg", size=(240, 320), focal_35mm=26)
+    with open_source(tmp_path) as src:
+        p, q = list(src)
+    assert p.intrinsics == assumed_intrinsics(240, 320) and p.intrinsics_source == "assumed"
+    # 26 mm (35 mm equivalent) is 69.4 degrees across the long side: close to the assumed 70
+    assert q.intrinsics_source == "exif" and q.intrinsics.fx == pytest.approx(p.intrinsics.fx, rel=0.02)
+
+
 def test_a_source_nobody_described_gets_an_assumed_camera_or_exif(tmp_path: Path) -> None:
     _photo(tmp_path, "a.jpg")
     _photo(tmp_path, "b.jpg", focal_35mm=24)

@@ -6,10 +6,18 @@ Session folder layout (``version`` 1)::
       manifest.json    {"format": "handtwin-session", "version": 1, "created", "source",
                         "fps", "storage": "png" | "mp4", "frame_count", "complete",
                         "frames_index": "frames.jsonl", "results": "results.jsonl",
-                        "intrinsics": "intrinsics.json" | null}
+                        "intrinsics": "intrinsics.json" | null,
+                        "depth": "depth" | null, "depth_scale_m": 0.001 (with depth)}
       frames.jsonl     one line per recorded frame: {"record", "index", "timestamp_s",
-                        "width", "height", "file" (png storage), "K" (3x3, when known)}
+                        "width", "height", "file" (png storage), "K" (3x3, when known),
+                        "depth" (the frame's depth image, when it had one)}
       frames/000000.png ...   (png storage, lossless)   or   frames.mp4 (mp4 storage, lossy)
+      depth/000000.png ...    an RGB-D source's depth (``Frame.depth``, registered to the
+                        frame): 16-bit PNGs of ``depth_scale_m`` units, 0 unknown; one per
+                        recorded frame once a frame had depth (all 0 for frames without)
+      depth_camera.json the depth images' camera file (core.capture.rgbd: the first depth
+                        frame's intrinsics, ``depth_scale_m``), so ``frames/`` and ``depth/``
+                        are also an RGB-D source for ``--depth`` / ``--depth-intrinsics``
       intrinsics.json  the first frame's intrinsics (core.camera.save_intrinsics format)
       results.jsonl    one JSON object per line, appended by the caller (e.g. track lines)
 
@@ -61,6 +69,11 @@ RESULTS_NAME = "results.jsonl"
 INTRINSICS_NAME = "intrinsics.json"
 VIDEO_NAME = "frames.mp4"
 FRAMES_DIR = "frames"
+DEPTH_DIR = "depth"
+DEPTH_CAMERA_NAME = "depth_camera.json"
+#: Metres per unit of a recorded depth image (16-bit millimetres: 1 mm steps up to 65.5 m, the
+#: common RGB-D coding).
+DEPTH_SCALE_M = 0.001
 
 
 def is_session_folder(path: str | os.PathLike[str]) -> bool:
@@ -146,6 +159,7 @@ class SessionRecorder:
         self.frame_count = 0
         self._created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._first_intrinsics: Intrinsics | None = None
+        self._depth_frames = 0
         self._video: cv2.VideoWriter | None = None
         self._video_size: tuple[int, int] | None = None
         self._frames_log: TextIO = (self.folder / FRAMES_INDEX_NAME).open("a", encoding="utf-8")
@@ -166,7 +180,10 @@ class SessionRecorder:
             "frames_index": FRAMES_INDEX_NAME,
             "results": RESULTS_NAME,
             "intrinsics": INTRINSICS_NAME if self._first_intrinsics is not None else None,
+            "depth": DEPTH_DIR if self._depth_frames else None,
         }
+        if self._depth_frames:
+            manifest["depth_scale_m"] = DEPTH_SCALE_M
         atomic_write_text(self.folder / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
 
     def add_frame(self, frame: Frame) -> None:
@@ -184,8 +201,7 @@ class SessionRecorder:
         bgr = rgb_to_bgr(frame.image)
         if self.storage == "png":
             name = f"{FRAMES_DIR}/{record:06d}.png"
-            if not cv2.imwrite(str(self.folder / name), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-                raise InputError(f"cannot write {self.folder / name}")
+            self._write_png(name, bgr)
             entry["file"] = name
         else:
             size = (frame.width, frame.height)
@@ -206,9 +222,44 @@ class SessionRecorder:
             if self._first_intrinsics is None:
                 self._first_intrinsics = frame.intrinsics
                 save_intrinsics(self.folder / INTRINSICS_NAME, frame.intrinsics)
+        depth = self._write_depth(record, frame)
+        if depth is not None:
+            entry["depth"] = depth
         self._frames_log.write(json.dumps(entry) + "\n")
         self._frames_log.flush()
         self.frame_count += 1
+
+    def _write_depth(self, record: int, frame: Frame) -> str | None:
+        """Store a frame's depth as a 16-bit PNG (:data:`DEPTH_SCALE_M` units; depths beyond its
+        range are stored as unknown) and return its name (None for a frame without depth).
+
+        ``depth/`` keeps one image per recorded frame from the first frame with depth on (zeros,
+        unknown, for frames without, earlier ones included), so that it pairs with ``frames/``
+        image by image; the first depth frame also writes the depth camera file."""
+        if frame.depth is None and not self._depth_frames:
+            return None
+        if not self._depth_frames:
+            (self.folder / DEPTH_DIR).mkdir(exist_ok=True)
+            if frame.intrinsics is not None:
+                intr = frame.intrinsics.with_size(frame.width, frame.height)
+                doc = {"fx": intr.fx, "fy": intr.fy, "cx": intr.cx, "cy": intr.cy, "width": frame.width,
+                       "height": frame.height, "depth_scale_m": DEPTH_SCALE_M}
+                atomic_write_text(self.folder / DEPTH_CAMERA_NAME, json.dumps(doc, indent=2) + "\n")
+            unknown = np.zeros((frame.height, frame.width), np.uint16)
+            for earlier in range(record):
+                self._write_png(f"{DEPTH_DIR}/{earlier:06d}.png", unknown)
+        name = f"{DEPTH_DIR}/{record:06d}.png"
+        if frame.depth is None:
+            self._write_png(name, np.zeros((frame.height, frame.width), np.uint16))
+            return None
+        units = np.rint(np.asarray(frame.depth, np.float64) / DEPTH_SCALE_M)
+        self._write_png(name, np.where((units > 0) & (units <= np.iinfo(np.uint16).max), units, 0).astype(np.uint16))
+        self._depth_frames += 1
+        return name
+
+    def _write_png(self, name: str, image: np.ndarray) -> None:
+        if not cv2.imwrite(str(self.folder / name), image, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+            raise InputError(f"cannot write {self.folder / name}")
 
     def add_result(self, result: Mapping[str, Any]) -> None:
         """Append one JSON-serializable result object (e.g. a ``track`` line) to results.jsonl."""
@@ -296,14 +347,29 @@ class SessionSource(FrameSource):
         return read_session_results(self.folder)
 
     def _frame_from_entry(self, entry: dict[str, Any], position: int, image: np.ndarray) -> Frame:
+        depth = self._depth_of(entry, image.shape[:2])
         if not self._override and "K" in entry:
             h, w = image.shape[:2]
             intr = intrinsics_from_matrix(np.asarray(entry["K"], np.float64), w, h)
-            return Frame(int(entry["index"]), float(entry["timestamp_s"]), image, intr, self.name)
+            return Frame(int(entry["index"]), float(entry["timestamp_s"]), image, intr, self.name, depth=depth)
         frame = self._make_frame(position, float(entry["timestamp_s"]), image)
-        return Frame(
-            int(entry["index"]), frame.timestamp_s, frame.image, frame.intrinsics, self.name, frame.intrinsics_source
-        )
+        return Frame(int(entry["index"]), frame.timestamp_s, frame.image, frame.intrinsics, self.name,
+                     frame.intrinsics_source, depth=depth)
+
+    def _depth_of(self, entry: dict[str, Any], size: tuple[int, int]) -> np.ndarray | None:
+        """The recorded depth of a frame, (H, W) float32 metres, or None (none recorded, or an
+        unreadable or mis-sized file: logged, the frame replays without depth)."""
+        name = entry.get("depth")
+        if not isinstance(name, str):
+            return None
+        path = self.folder / name
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if raw is None or raw.dtype != np.uint16 or raw.shape != size:
+            log.warning("%s: missing, unreadable or mis-sized depth image %s; the frame replays without depth",
+                        self.name, path)
+            return None
+        scale = self.manifest.get("depth_scale_m", DEPTH_SCALE_M)
+        return raw.astype(np.float32) * np.float32(scale)
 
     def _frames(self) -> Iterator[Frame]:
         if self.storage == "png":

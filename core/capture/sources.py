@@ -31,6 +31,7 @@ import numpy as np
 
 from core.camera import (
     Intrinsics,
+    assumed_intrinsics,
     bgr_to_rgb,
     intrinsics_from_exif,
     intrinsics_from_fov,
@@ -109,7 +110,7 @@ class _IntrinsicsAssigner:
         """The assumed camera of an undescribed source (None when none is assumed)."""
         if self.assumed_fov_deg is None:
             return None
-        return intrinsics_from_fov(self.assumed_fov_deg, width, height)
+        return assumed_intrinsics(width, height, self.assumed_fov_deg)
 
     @property
     def count(self) -> int | None:

@@ -45,6 +45,7 @@ C compiler, cached).
 from __future__ import annotations
 
 import ctypes
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,6 +120,13 @@ class Topology:
                 and np.all(self.seg_parent < self.seg_child)):
             raise ValueError("the kernel needs pairs sorted by keypoint and parents before children")
 
+    @functools.cached_property
+    def config_tail(self) -> np.ndarray:
+        """The topology's part of a :class:`FitSystem`'s int64 configuration (after the eight
+        per-fit entries), made once."""
+        return np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1) for a in (
+            self.seg_parent, self.seg_child, self.seg_joint, self.parents, self.joint_kp, self.pair_k, self.pair_a)])
+
 
 class FitSystem:
     """``system(G, cam, beta, viol, h_dyn) -> (H, g, cost)`` of one fit (one batch) in C.
@@ -150,10 +158,8 @@ class FitSystem:
             raise ValueError(f"the kernel takes at most {MAX_BETAS} shape coefficients, not {S}")
         self.P = 51 + (S if fit_shape else 0)
         temporal = prev_G is not None
-        ints = [b, S, self.P, K is not None, fit_shape, w_obs is not None, temporal, len(top.pair_k),
-                *top.seg_parent, *top.seg_child, *top.seg_joint, *top.parents, *top.joint_kp,
-                *top.pair_k, *top.pair_a]
-        self._cfg = np.asarray(ints, dtype=np.int64)
+        head = [b, S, self.P, K is not None, fit_shape, w_obs is not None, temporal, len(top.pair_k)]
+        self._cfg = np.concatenate([np.asarray(head, dtype=np.int64), top.config_tail])
         # The state is copied into one buffer per call (cheaper than looking up four addresses).
         self._state = np.zeros(b * (144 + 3 + S + 90))
         n = b * 144

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -285,13 +286,10 @@ class SideSolver:
         parents_kp = [p for p, _ in BONES]
         children_kp = [c for _, c in BONES]
         out_seg = {p: s for s, p in enumerate(parents_kp) if p != 0}
-        self.ik_levels = []
+        self.ik_levels = []  # (joints, their parents, their outgoing segments = bones)
         for lv in LEVELS:
             segs_idx = [out_seg[MANO_JOINT_TO_KEYPOINT[j]] for j in lv]
-            self.ik_levels.append((
-                be.index(lv), be.index([parents[j] for j in lv]), be.index(segs_idx),
-                be.index([children_kp[s] for s in segs_idx]), be.index([parents_kp[s] for s in segs_idx]),
-            ))
+            self.ik_levels.append((be.index(lv), be.index([parents[j] for j in lv]), be.index(segs_idx)))
         self.palm = be.index(_PALM)
         self.bone_child = be.index(children_kp)
         self.bone_parent = be.index(parents_kp)
@@ -333,6 +331,7 @@ class SideSolver:
         sel[seg_joint, np.arange(20)] = 1.0
         self.sel = be.const(sel)  # (16, 20) joint of each segment, to sum per joint
         self._layouts: dict[int, tuple] = {}
+        self._shape_blocks: dict[float, Any] = {}  # w_dir -> _direction_shape_block
 
     # ------------------------------------------------------------------ small pieces
 
@@ -513,11 +512,14 @@ class SideSolver:
         world_rel = world - world[:, :1]
         G = self.be.zeros(b, 16, 3, 3) + self.I3
         G[:, 0] = self.kabsch(rest[:, self.palm], world_rel[:, self.palm])
-        for joints, par, segs_idx, child, parent in self.ik_levels:
-            rest_dir = segs[:, segs_idx]
-            rest_dir = rest_dir / xp.sqrt((rest_dir * rest_dir).sum(-1))[..., None]
-            obs = world[:, child] - world[:, parent]
-            obs = obs / self.be.clamp(xp.sqrt((obs * obs).sum(-1)), 1e-9)[..., None]
+        # Every segment's rest direction and every bone's observed one, normalized at once (the
+        # levels below take their bones' rows: elementwise, the same numbers level by level).
+        rest_unit = segs / xp.sqrt((segs * segs).sum(-1))[..., None]
+        bones = world[:, self.bone_child] - world[:, self.bone_parent]
+        obs_unit = bones / self.be.clamp(xp.sqrt((bones * bones).sum(-1)), 1e-9)[..., None]
+        for joints, par, segs_idx in self.ik_levels:
+            rest_dir = rest_unit[:, segs_idx]
+            obs = obs_unit[:, segs_idx]
             gp = G[:, par]
             target = (gp.swapaxes(-1, -2) @ obs[..., None])[..., 0]
             G[:, joints] = gp @ self.rotation_between(rest_dir, target)
@@ -537,8 +539,9 @@ class SideSolver:
         rel, _, _ = self.keypoints(G, self.be.zeros(G.shape[0], 3), segs)
         fx, fy, cx, cy = K[:, 0, 0, None], K[:, 1, 1, None], K[:, 0, 2, None], K[:, 1, 2, None]
         du, dv = uv[..., 0] - cx, uv[..., 1] - cy
-        zero = xp.zeros_like(du)
-        A = xp.concatenate([xp.stack([fx + zero, zero, -du], -1), xp.stack([zero, fy + zero, -dv], -1)], 1)
+        n = du.shape[1]
+        A = self.be.zeros(G.shape[0], 2 * n, 3)  # rows (fx, 0, -du) then (0, fy, -dv)
+        A[:, :n, 0], A[:, :n, 2], A[:, n:, 1], A[:, n:, 2] = fx, -du, fy, -dv
         y = xp.concatenate([du * rel[..., 2] - fx * rel[..., 0], dv * rel[..., 2] - fy * rel[..., 1]], 1)
         At = A.swapaxes(1, 2)
         return self.be.solve(At @ A, (At @ y[..., None])[..., 0])
@@ -590,6 +593,15 @@ class SideSolver:
             posd = (rows * P + 3 * self._seg_joint[:, None, None] + i3).reshape(-1)
             self._layouts[P] = tuple(self.be.index(x) for x in (pos2, posh, posl, posd))
         return self._layouts[P]
+
+    def _direction_shape_block(self, w_dir: float):
+        """(S, S) the direction term's shape-shape block of H, J^T J with J = (w_dir / |b0_s|)
+        bdirs: it depends on the model and the weight only (made once per weight)."""
+        block = self._shape_blocks.get(w_dir)
+        if block is None:
+            jdb = ((w_dir / self.seg_len)[:, None, None] * self.bdirs).reshape(60, self.num_betas)
+            block = self._shape_blocks[w_dir] = jdb.swapaxes(0, 1) @ jdb
+        return block
 
     def _use_kernel(self, native: bool | None) -> bool:
         """Whether :meth:`problem` builds its system with the C kernel (see ``native``)."""
@@ -741,15 +753,16 @@ class SideSolver:
             hdiag[:, 48:51] += wtt * wtt
             wt = wt[..., None]
             prev_GT = prev_G.swapaxes(-1, -2)
-        h_const = hdiag[:, :, None] * be.const(np.eye(P))
+        h_const = be.zeros(b, P, P)
+        diag = be.index(np.arange(P))
+        h_const[:, diag, diag] = hdiag
         wlen = (w.w_dir / self.seg_len)[:, None, None]  # (20, 1, 1)
         wlen2 = wlen * wlen
         if has_world:
             obs = world[:, self.bone_child] - world[:, self.bone_parent]
             w_obs = w.w_dir * obs / be.clamp(xp.sqrt((obs * obs).sum(-1)), 1e-9)[..., None]
             if fit_shape:  # shape-shape block of the direction term: constant (G^T G = I)
-                jdb = (wlen * self.bdirs).reshape(60, S)
-                h_const[:, 51:, 51:] += jdb.swapaxes(0, 1) @ jdb
+                h_const[:, 51:, 51:] += self._direction_shape_block(w.w_dir)
         # The priors' rotation blocks: n_sub(d) w_rot I summed over the deeper joint's subtree.
         y_const = (self.n_sub[:, None, None] * self.I3) * w_rot[:, :, None, None]  # (B, 16, 3, 3)
         G_initT = G_init.swapaxes(-1, -2)

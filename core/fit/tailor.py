@@ -35,7 +35,14 @@ from typing import Literal
 import numpy as np
 import torch
 
-from core.camera import intrinsics_from_matrix, project, weak_perspective_camera, weak_perspective_origin
+from core.camera import (
+    HandCamera,
+    Intrinsics,
+    intrinsics_from_matrix,
+    project,
+    weak_perspective_camera,
+    weak_perspective_origin,
+)
 from core.fit.solver import NumpyBackend, SideSolver, TorchBackend, Weights
 from core.model.data import HandModelData
 
@@ -92,6 +99,15 @@ class HandFit:
     iterations: int
 
 
+def fit_camera(fit: HandFit, camera: Intrinsics) -> HandCamera:
+    """The camera ``fit``'s mesh lines up with the image in: ``camera`` (the frame's) for a
+    perspective fit; for a weak-perspective one its own weak camera, anchored at its wrist
+    (which the fitter placed in ``camera``, the nominal one: :func:`weak_perspective_origin`)."""
+    if fit.projection == "weak":
+        return HandCamera.weak(camera, fit.scale, fit.keypoints_3d[0], fit.keypoints_2d[0])
+    return HandCamera(camera)
+
+
 @dataclass(frozen=True)
 class FitSettings:
     """Weights and schedule of the tailor (residuals are in pixels, radians or unit directions).
@@ -116,8 +132,9 @@ class FitSettings:
         project_every: project onto the joint limits every this many iterations (and at the end).
         tolerance: stop a hand early, after at least ``project_every`` iterations, once its
             last accepted step lowered its cost by less than this fraction (0: always run
-            ``iterations``). Warm-started demo frames stop after 8.7 iterations on average, with
-            the same accuracy (2D error 6.95 -> 6.98 px, PA-MPJPE 16.4 -> 16.3 mm).
+            ``iterations``). On the demo through the stream engine the hands stop after 8.7
+            of 20 iterations on average, with the same mean reprojection error (3.23 px with
+            every iteration, 3.27 px).
         nominal_fov_deg: field of view assumed to report depth in weak-perspective mode.
     """
 

@@ -65,10 +65,13 @@ import torch
 from core.errors import Cancelled
 from core.model import HandModel
 from core.model.data import HandModelData
+from core.refine.common import wrist_weight as refine_wrist_weight
 from core.refine.crop import CropBox, crop_box
-from core.refine.mesh import MeshTopology, edge_normal_losses, laplacian, vertex_normals
+from core.refine.mesh import MeshTopology, edge_normal_losses, front_faces, laplacian, vertex_normals
+from core.refine.optim import Adam
 from core.render import SoftRasterSettings, rasterize_silhouette
 from core.rotations import axis_angle_to_matrix
+from core.segment.geometry import WRIST_LINE
 from core.threads import BLAS_THREADS
 
 log = logging.getLogger(__name__)
@@ -217,33 +220,10 @@ class SurfaceResult:
         return float(np.linalg.norm(self.offsets, axis=1).max() * 1000.0)
 
 
-#: Where the fit stops counting pixels toward the forearm: this many palm lengths past the
-#: wrist keypoint (the segmentation is cut further out, at :data:`core.segment.WRIST_OFFSET`,
-#: beyond the model's short wrist stub; between the two the forearm would read as a fuller palm).
-WRIST_LINE = 0.0
-
-
 def wrist_weight(box: CropBox, keypoints_2d: np.ndarray) -> np.ndarray:
     """(size, size) float32 of ``box``: 1 on the hand's side of the wrist line
-    (:data:`WRIST_LINE`, :func:`core.segment.geometry.wrist_halfplane`), 0 past it."""
-    from core.segment.geometry import hand_scale, wrist_halfplane
-
-    kp = np.asarray(keypoints_2d, dtype=np.float64)
-    n, c = wrist_halfplane(kp, hand_scale(kp), WRIST_LINE)
-    xs, ys = box.image_axes()
-    return ((xs * n[0])[None, :] + (ys * n[1])[:, None] >= c).astype(np.float32)
-
-
-def _front_faces(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    from core.refine.path_torch import _front_faces as front
-
-    return front(verts, faces)
-
-
-def _Adam(theta: torch.Tensor, lr: torch.Tensor):  # noqa: N802 - the refiner's optimizer
-    from core.refine.path_torch import _Adam as adam
-
-    return adam(theta, lr)
+    (:data:`WRIST_LINE`), 0 past it (:func:`core.refine.common.wrist_weight`)."""
+    return refine_wrist_weight(box, keypoints_2d, WRIST_LINE)
 
 
 def global_joint_rotations(pose: torch.Tensor, parents: tuple[int, ...]) -> torch.Tensor:
@@ -370,7 +350,7 @@ def _fit_surface(model: HandModelData, frames: list[SurfaceFrame], betas: np.nda
     # Each frame draws only its front faces: the outline of a closed surface is theirs alone,
     # and SoftRas would otherwise add the back faces' probability there (a silhouette about half
     # a pixel too wide). The offsets are small: the faces facing the camera stay the same.
-    front = [_front_faces(posed[i:i + 1], faces) for i in range(k)]
+    front = [front_faces(posed[i:i + 1], faces) for i in range(k)]
 
     def render(verts: torch.Tensor, kmat: torch.Tensor, shift: torch.Tensor, rows: list[int]) -> torch.Tensor:
         kk = kmat.clone()
@@ -417,7 +397,7 @@ def _fit_surface(model: HandModelData, frames: list[SurfaceFrame], betas: np.nda
     n_c = basis.shape[1]
     theta = torch.zeros(n_c + 2 * n_u, dtype=f32)  # mode coefficients (M,), the frames' shifts (n, 2)
     lr = torch.cat([torch.full((n_c,), st.lr / math.sqrt(n_c)), torch.full((2 * n_u,), st.lr_shift)])
-    opt = _Adam(theta, lr)
+    opt = Adam(theta, lr)
     best = (float("inf"), torch.zeros(n_v), torch.zeros(n_u, 2))
     for it in range(st.iterations + 1):
         x = theta.detach().clone().requires_grad_(True)

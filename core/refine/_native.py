@@ -187,7 +187,7 @@ def edge_normal(verts: Tensor, ref: Tensor, faces: Tensor, g_edge: Tensor | None
 
 def front_faces(verts: Array, faces: Array) -> Array:
     """(F', 3) the faces (F, 3) int64 facing the camera in at least one mesh of ``verts``
-    (B, V, 3), in their order (:func:`core.refine.path_torch._front_faces`)."""
+    (B, V, 3), in their order (:func:`core.refine.mesh.front_faces`)."""
     b, num_v = verts.shape[:2]
     keep = np.empty(faces.shape[0], np.uint8)
     _fn("front_faces", verts)(address(verts), address(faces), b, num_v, faces.shape[0], address(keep))

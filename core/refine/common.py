@@ -193,7 +193,7 @@ def _crop_arrays(points0: np.ndarray, K: np.ndarray, targets: Sequence[RefineTar
                        max_side=2 * max(mask.shape))
         boxes.append(box)
         tgt.append(box.resample_mask(mask))
-        wts.append(_wrist_weight(box, kp) if st.ignore_beyond_wrist else
+        wts.append(wrist_weight(box, kp) if st.ignore_beyond_wrist else
                    np.ones((box.size, box.size), np.float32))
         kps.append(box.to_crop(kp))
     def c32(arrays):  # one C-contiguous float32 array (inputs may come in any memory order)
@@ -228,16 +228,18 @@ def _check_image(a: np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
-def _wrist_weight(box: CropBox, keypoints_2d: np.ndarray) -> np.ndarray:
+def wrist_weight(box: CropBox, keypoints_2d: np.ndarray, offset: float | None = None) -> np.ndarray:
     """(size, size) float32: 1 on the hand's side of the wrist line, 0 past it (the forearm).
 
-    The line is the segmentation's (:func:`core.segment.wrist_cut`), so the refinement ignores
-    exactly the pixels the target mask was cut off at.
+    The line lies ``offset`` palm lengths past the wrist keypoint
+    (:func:`core.segment.geometry.wrist_halfplane`); None = the segmentation's own
+    (:func:`core.segment.wrist_cut`), so the refinement ignores exactly the pixels the target
+    mask was cut off at.
     """
     from core.segment.geometry import hand_scale, wrist_halfplane
 
     kp = np.asarray(keypoints_2d, dtype=np.float64)
-    n, c = wrist_halfplane(kp, hand_scale(kp))  # the segmentation's own offset
+    n, c = wrist_halfplane(kp, hand_scale(kp), offset)
     xs, ys = box.image_axes()  # (x, y) . n >= c, separably
     return ((xs * n[0])[None, :] + (ys * n[1])[:, None] >= c).astype(np.float32)
 

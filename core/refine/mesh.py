@@ -39,6 +39,7 @@ __all__ = [
     "edge_normal_losses_reference",
     "face_edge_vectors",
     "face_normals",
+    "front_faces",
     "laplacian",
     "laplacian_loss",
     "mean_edge_length",
@@ -460,3 +461,20 @@ def plausibility(verts: Tensor, ref: Tensor, topo: MeshTopology) -> tuple[Tensor
     n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     cos = (e * n[:, :, None, :]).sum(-1) / e.norm(dim=-1).clamp_min(1e-12)
     return edge, cos.abs().mean(dim=(1, 2))
+
+
+def front_faces(verts: Tensor, faces: Tensor) -> Tensor:
+    """(F', 3) the faces that face the camera in at least one mesh of the batch (``verts``
+    (B, V, 3), camera frame; :func:`core.refine._native.front_faces` is its C twin).
+
+    For a closed surface the silhouette is the union of its front faces; drawing only those
+    halves the renderer's work. (The hand is open at the wrist, where a few back faces would
+    show through the opening; that region is past the wrist line and ignored.)
+    """
+    with torch.no_grad():
+        # Corner-major gather (index_select is the fast one): three contiguous (B, F, 3) planes.
+        c0, c1, c2 = verts.detach().index_select(1, faces.t().reshape(-1)).view(
+            verts.shape[0], 3, -1, 3).unbind(1)
+        n = torch.linalg.cross(c1 - c0, c2 - c0, dim=-1)
+        front = ((n * (c0 + c1 + c2)).sum(-1) < 0).any(0)  # normal against the view ray
+    return faces[front]

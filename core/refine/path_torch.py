@@ -23,11 +23,12 @@ from core.refine.common import (
     _result,
     _translation_scale,
     _View,
-    _wrist_weight,
+    wrist_weight,
 )
 from core.refine.contracts import RefineResult, RefineSettings, RefineTarget, RefineView
 from core.refine.crop import as_tensor, crop_box
-from core.refine.mesh import edge_normal_losses, offset_losses, plausibility
+from core.refine.mesh import edge_normal_losses, front_faces, offset_losses, plausibility
+from core.refine.optim import Adam
 from core.refine.path_fused import FusedPath
 from core.refine.penetration import penetration_loss
 from core.render import (
@@ -113,7 +114,7 @@ class TorchPath(FusedPath):
             boxes.append(box)
             tgt.append(box.resample_mask(mask))
             if has_kp and st.ignore_beyond_wrist:
-                wts.append(_wrist_weight(box, np.asarray(v.keypoints_2d, np.float64)))
+                wts.append(wrist_weight(box, np.asarray(v.keypoints_2d, np.float64)))
             else:
                 wts.append(np.ones((box.size, box.size), np.float32))
             if has_kp:
@@ -173,7 +174,7 @@ class TorchPath(FusedPath):
             Kc = view.affine @ Kv
             v = verts if view.R is None else verts @ view.R.transpose(1, 2) + view.t[:, None]
             if view.faces is None:  # the start's front faces, and those near grazing
-                view.faces = _front_faces(v, faces) if st.cull_backfaces else faces
+                view.faces = front_faces(v, faces) if st.cull_backfaces else faces
             sil = rasterize_silhouette(v, view.faces, Kc, soft)
             w = view.weight
             sil_terms.append(((sil - view.target).pow(2) * w).flatten(1).sum(1) / view.area)
@@ -242,7 +243,7 @@ class TorchPath(FusedPath):
         dev = self.device
         theta = torch.cat([z for z, _, _ in parts]).to(dev).requires_grad_(True)
         lr = torch.cat([torch.full_like(z, lr if free else 0.0) for z, lr, free in parts]).to(dev)
-        adam = _Adam(theta, lr) if n_iter > 0 and bool((lr > 0).any()) else None
+        adam = Adam(theta, lr) if n_iter > 0 and bool((lr > 0).any()) else None
         pen_pairs = self._pen_pairs(groups) if st.w_penetration > 0 else []
         fused = self._fusable(groups, st, theta, pen_pairs)
         best: list[dict[str, Tensor] | None] = [None] * len(groups)
@@ -336,42 +337,3 @@ class TorchPath(FusedPath):
         better = snap["loss"] < cur["loss"] if keep_best else torch.ones_like(loss, dtype=torch.bool)
         for k, v in snap.items():
             cur[k] = torch.where(better.reshape(-1, *([1] * (v.ndim - 1))), v, cur[k])
-
-
-class _Adam:
-    """Adam (Kingma & Ba; ``torch.optim.Adam``'s update, betas (0.9, 0.99)) on one flat tensor
-    with a step size per entry (0 freezes an entry)."""
-
-    def __init__(self, theta: Tensor, lr: Tensor, betas: tuple[float, float] = (0.9, 0.99),
-                 eps: float = 1e-8) -> None:
-        self.theta, self.lr, self.betas, self.eps = theta, lr, betas, eps
-        self.m = torch.zeros_like(lr)
-        self.v = torch.zeros_like(lr)
-        self.t = 0
-
-    @torch.no_grad()
-    def step(self, grad: Tensor) -> None:
-        b1, b2 = self.betas
-        self.t += 1
-        self.m.mul_(b1).add_(grad, alpha=1 - b1)
-        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        denom = (self.v / (1 - b2 ** self.t)).sqrt_().add_(self.eps)
-        self.theta.addcdiv_(self.m * self.lr, denom, value=-1 / (1 - b1 ** self.t))
-
-
-def _front_faces(verts: Tensor, faces: Tensor) -> Tensor:
-    """(F', 3) the faces that face the camera in at least one mesh of the batch (``verts``
-    (B, V, 3), camera frame; :func:`core.refine._native.front_faces` is its C twin).
-
-    For a closed surface the silhouette is the union of its front faces; drawing only those
-    halves the renderer's work. (The hand is open at the wrist, where a few back faces would
-    show through the opening; that region is past the wrist line and ignored.)
-    """
-    with torch.no_grad():
-        # Corner-major gather (index_select is the fast one): three contiguous (B, F, 3) planes.
-        c0, c1, c2 = verts.detach().index_select(1, faces.t().reshape(-1)).view(
-            verts.shape[0], 3, -1, 3).unbind(1)
-        n = torch.linalg.cross(c1 - c0, c2 - c0, dim=-1)
-        front = ((n * (c0 + c1 + c2)).sum(-1) < 0).any(0)  # normal against the view ray
-    return faces[front]
-

@@ -236,69 +236,112 @@ static inline void face_edges_SFX(const REAL *h, const REAL *m, const int64_t *c
     n[2] = -(r[0][0] * r[2][1] - r[0][1] * r[2][0]);
 }
 
+/* Faces per block of edge_normal: its per-face values live on the stack (EN_VALUES per face). */
+#define EN_BLOCK 128
+#define EN_VALUES 24
+
+/* edge_normal's per-face values for faces f0 .. f0 + n - 1 of one hand, component-major
+   (value v of block face i at out[v EN_BLOCK + i]): v 0-2 each edge's t^2, 3-5 its cos^2;
+   with grad also 6-14 de (edge k, axis x at 6 + 3 k + x: what H's corner k + 1 gains and
+   corner k loses), 15-17 2 dE/dr2 of each edge (M's corners gain and lose it times the edge),
+   18-20 da and 21-23 db (what M's corners 1 and 2 gain and corner 0 loses). Faces are
+   independent, so this loop vectorizes; edge_normal adds the values up face after face, in
+   the order (and with the rounding) of a single loop over the faces. */
+static void edge_normal_block_SFX(const REAL *h, const REAL *m, const int64_t *faces, int64_t f0, int64_t n,
+                                  REAL we, REAL wn, int grad, REAL *restrict out) {
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t *c = faces + 3 * (f0 + i);
+        REAL e[3][3], r[3][3], nv[3];
+        face_edges_SFX(h, m, c, e, r, nv);
+        REAL nn = nv[0] * nv[0] + nv[1] * nv[1] + nv[2] * nv[2];
+        REAL gnv[3] = {0, 0, 0};  /* d/dn of this face's normal terms */
+#pragma GCC unroll 3
+        for (int k = 0; k < 3; ++k) {
+            REAL l2 = e[k][0] * e[k][0] + e[k][1] * e[k][1] + e[k][2] * e[k][2];
+            REAL r2raw = r[k][0] * r[k][0] + r[k][1] * r[k][1] + r[k][2] * r[k][2];
+            int r2clamped = r2raw < (REAL)1e-16;
+            REAL r2 = r2clamped ? (REAL)1e-16 : r2raw;
+            REAL t = (l2 - r2) / r2;
+            out[k * EN_BLOCK + i] = t * t;
+            REAL dot = e[k][0] * nv[0] + e[k][1] * nv[1] + e[k][2] * nv[2];
+            REAL qraw = l2 * nn;
+            int qclamped = qraw < (REAL)1e-30;
+            REAL q = qclamped ? (REAL)1e-30 : qraw;
+            REAL cos2 = dot * dot / q;
+            out[(3 + k) * EN_BLOCK + i] = cos2;
+            if (!grad) continue;
+            /* edge: dE/dl2 = 2 t / r2, dE/dr2 = -2 t l2 / r2^2 */
+            REAL d_l2 = we * 2 * t / r2;
+            REAL d_r2 = r2clamped ? 0 : -we * 2 * t * l2 / (r2 * r2);
+            /* normal: d/ddot = 2 dot / q, d/dl2 = -cos2 / l2, d/dnn = -cos2 / nn */
+            REAL d_dot = wn * 2 * dot / q;
+            REAL d_l2n = qclamped ? 0 : -wn * cos2 / l2;
+            REAL d_nn = qclamped ? 0 : -wn * cos2 / nn;
+            d_l2 += d_l2n;
+#pragma GCC unroll 3
+            for (int x = 0; x < 3; ++x) gnv[x] += 2 * d_nn * nv[x];
+#pragma GCC unroll 3
+            for (int x = 0; x < 3; ++x) gnv[x] += d_dot * e[k][x];
+#pragma GCC unroll 3
+            for (int x = 0; x < 3; ++x)
+                out[(6 + 3 * k + x) * EN_BLOCK + i] = 2 * d_l2 * e[k][x] + d_dot * nv[x];
+            out[(15 + k) * EN_BLOCK + i] = 2 * d_r2;
+        }
+        if (!grad) continue;
+        /* n = a x b, a = M1 - M0, b = M2 - M0: d/da = b x g, d/db = g x a */
+        REAL a[3] = {r[0][0], r[0][1], r[0][2]}, bb[3] = {-r[2][0], -r[2][1], -r[2][2]};
+        out[18 * EN_BLOCK + i] = bb[1] * gnv[2] - bb[2] * gnv[1];
+        out[19 * EN_BLOCK + i] = bb[2] * gnv[0] - bb[0] * gnv[2];
+        out[20 * EN_BLOCK + i] = bb[0] * gnv[1] - bb[1] * gnv[0];
+        out[21 * EN_BLOCK + i] = gnv[1] * a[2] - gnv[2] * a[1];
+        out[22 * EN_BLOCK + i] = gnv[2] * a[0] - gnv[0] * a[2];
+        out[23 * EN_BLOCK + i] = gnv[0] * a[1] - gnv[1] * a[0];
+    }
+}
+
 /* Edge and normal-consistency terms of H against M (core.refine.mesh), per hand:
      edge = mean_{f,k} ((|e|^2 - |r|^2) / |r|^2)^2,  normal = mean_{f,k} <e, n>^2 / (|e|^2 |n|^2)
    with e, r the face edges (corner k to k + 1) of H and M and n = (M1 - M0) x (M2 - M0).
-   With gH != NULL, also adds ge[b] d(edge)/dH + gn[b] d(normal)/dH to gH, likewise gM. */
+   With gH != NULL, also adds ge[b] d(edge)/dH + gn[b] d(normal)/dH to gH, likewise gM.
+   The faces' values come from edge_normal_block, a block of faces at a time; the sums and the
+   gradients are formed here in face order. */
 void edge_normal_SFX(const REAL *H, const REAL *M, const int64_t *faces, int64_t B, int64_t V,
                      int64_t F, REAL *edge, REAL *normal, const REAL *ge, const REAL *gn,
                      REAL *gH, REAL *gM) {
     const REAL inv = (REAL)1 / (REAL)(3 * F);
+    REAL block[EN_VALUES * EN_BLOCK];
     for (int64_t b = 0; b < B; ++b) {
         const REAL *h = H + b * V * 3, *m = M + b * V * 3;
         double se = 0, sn = 0;
         REAL we = gH ? ge[b] * inv : 0, wn = gH ? gn[b] * inv : 0;
         REAL *gh = gH ? gH + b * V * 3 : NULL, *gm = gM ? gM + b * V * 3 : NULL;
-        for (int64_t f = 0; f < F; ++f) {
-            const int64_t *c = faces + 3 * f;
-            REAL e[3][3], r[3][3], n[3];
-            face_edges_SFX(h, m, c, e, r, n);
-            REAL nn = n[0] * n[0] + n[1] * n[1] + n[2] * n[2];
-            REAL gnv[3] = {0, 0, 0};  /* d/dn of this face's normal terms */
-            for (int k = 0; k < 3; ++k) {
-                REAL l2 = e[k][0] * e[k][0] + e[k][1] * e[k][1] + e[k][2] * e[k][2];
-                REAL r2raw = r[k][0] * r[k][0] + r[k][1] * r[k][1] + r[k][2] * r[k][2];
-                int r2clamped = r2raw < (REAL)1e-16;
-                REAL r2 = r2clamped ? (REAL)1e-16 : r2raw;
-                REAL t = (l2 - r2) / r2;
-                se += t * t;
-                REAL dot = e[k][0] * n[0] + e[k][1] * n[1] + e[k][2] * n[2];
-                REAL qraw = l2 * nn;
-                int qclamped = qraw < (REAL)1e-30;
-                REAL q = qclamped ? (REAL)1e-30 : qraw;
-                REAL cos2 = dot * dot / q;
-                sn += cos2;
+        for (int64_t f0 = 0; f0 < F; f0 += EN_BLOCK) {
+            int64_t n = F - f0 < EN_BLOCK ? F - f0 : EN_BLOCK;
+            edge_normal_block_SFX(h, m, faces, f0, n, we, wn, gh != NULL, block);
+            for (int64_t i = 0; i < n; ++i) {
+                const int64_t *c = faces + 3 * (f0 + i);
+                for (int k = 0; k < 3; ++k) {
+                    se += block[k * EN_BLOCK + i];
+                    sn += block[(3 + k) * EN_BLOCK + i];
+                    if (gh == NULL) continue;
+                    int64_t i0 = c[k], i1 = c[k == 2 ? 0 : k + 1];
+                    REAL d_r2 = block[(15 + k) * EN_BLOCK + i];
+                    for (int x = 0; x < 3; ++x) {
+                        REAL de = block[(6 + 3 * k + x) * EN_BLOCK + i];
+                        REAL dr = d_r2 * (m[3 * i1 + x] - m[3 * i0 + x]);
+                        gh[3 * i1 + x] += de;
+                        gh[3 * i0 + x] -= de;
+                        gm[3 * i1 + x] += dr;
+                        gm[3 * i0 + x] -= dr;
+                    }
+                }
                 if (gh == NULL) continue;
-                /* edge: dE/dl2 = 2 t / r2, dE/dr2 = -2 t l2 / r2^2 */
-                REAL d_l2 = we * 2 * t / r2;
-                REAL d_r2 = r2clamped ? 0 : -we * 2 * t * l2 / (r2 * r2);
-                /* normal: d/ddot = 2 dot / q, d/dl2 = -cos2 / l2, d/dnn = -cos2 / nn */
-                REAL d_dot = wn * 2 * dot / q;
-                if (!qclamped) {
-                    d_l2 += -wn * cos2 / l2;
-                    REAL d_nn = -wn * cos2 / nn;
-                    for (int x = 0; x < 3; ++x) gnv[x] += 2 * d_nn * n[x];
-                }
-                for (int x = 0; x < 3; ++x) gnv[x] += d_dot * e[k][x];
-                int64_t i0 = c[k], i1 = c[k == 2 ? 0 : k + 1];
                 for (int x = 0; x < 3; ++x) {
-                    REAL de = 2 * d_l2 * e[k][x] + d_dot * n[x];
-                    gh[3 * i1 + x] += de;
-                    gh[3 * i0 + x] -= de;
-                    REAL dr = 2 * d_r2 * r[k][x];
-                    gm[3 * i1 + x] += dr;
-                    gm[3 * i0 + x] -= dr;
+                    REAL da = block[(18 + x) * EN_BLOCK + i], db = block[(21 + x) * EN_BLOCK + i];
+                    gm[3 * c[1] + x] += da;
+                    gm[3 * c[2] + x] += db;
+                    gm[3 * c[0] + x] -= da + db;
                 }
-            }
-            if (gh == NULL) continue;
-            /* n = a x b, a = M1 - M0, b = M2 - M0: d/da = b x g, d/db = g x a */
-            REAL a[3] = {r[0][0], r[0][1], r[0][2]}, bb[3] = {-r[2][0], -r[2][1], -r[2][2]};
-            REAL da[3] = {bb[1] * gnv[2] - bb[2] * gnv[1], bb[2] * gnv[0] - bb[0] * gnv[2], bb[0] * gnv[1] - bb[1] * gnv[0]};
-            REAL db[3] = {gnv[1] * a[2] - gnv[2] * a[1], gnv[2] * a[0] - gnv[0] * a[2], gnv[0] * a[1] - gnv[1] * a[0]};
-            for (int x = 0; x < 3; ++x) {
-                gm[3 * c[1] + x] += da[x];
-                gm[3 * c[2] + x] += db[x];
-                gm[3 * c[0] + x] -= da[x] + db[x];
             }
         }
         edge[b] = (REAL)(se * inv);

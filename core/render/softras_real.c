@@ -102,13 +102,17 @@ static void face_setup_SFX(const Call_SFX *call, int64_t i, REAL r, Face_SFX *f)
     f->drawn = f->x0 <= f->x1 && f->y0 <= f->y1;
 }
 
-/* Columns [*a, *b] of row y where l >= -r for every edge, within the box: a superset of the
-   pixels within r of the face (the face grown by a disc lies in every grown half-plane). */
-static int face_row_SFX(const Face_SFX *f, int y, REAL r, int *a, int *b) {
+/* Row y of a face: its edges' terms lr = ny y + nc (l = lr + nx x) and tr = uy y + uc
+   (tau = tr + ux x), and the columns [*a, *b] where l >= -r for every edge, within the box: a
+   superset of the pixels within r of the face (the face grown by a disc lies in every grown
+   half-plane). Returns 0 when the row has no such column. */
+static int face_row_SFX(const Face_SFX *f, int y, REAL r, int *a, int *b, REAL lr[3], REAL tr[3]) {
     REAL lo = (REAL)f->x0, hi = (REAL)f->x1;
     for (int k = 0; k < 3; ++k) {
+        lr[k] = f->ny[k] * (REAL)y + f->nc[k];
+        tr[k] = f->uy[k] * (REAL)y + f->uc[k];
         if (f->len[k] == 0) continue;
-        REAL rest = f->ny[k] * (REAL)y + f->nc[k] + r;  /* l + r = nx x + rest >= 0 */
+        REAL rest = lr[k] + r;  /* l + r = nx x + rest >= 0 */
         if (f->nx[k] > (REAL)1e-6) {
             REAL v = -rest * f->inv_nx[k];
             lo = v > lo ? v : lo;
@@ -150,12 +154,8 @@ static void forward_rows_SFX(const Call_SFX *call, const Face_SFX *face, int ya,
     REAL r = SQRT(call->r2), inv_sigma = call->inv_sigma;
     for (int y = ya; y <= yb; ++y) {
         int a, b;
-        if (!face_row_SFX(&f, y, r, &a, &b)) continue;
         REAL lr[3], tr[3];
-        for (int k = 0; k < 3; ++k) {
-            lr[k] = f.ny[k] * (REAL)y + f.nc[k];
-            tr[k] = f.uy[k] * (REAL)y + f.uc[k];
-        }
+        if (!face_row_SFX(&f, y, r, &a, &b, lr, tr)) continue;
         for (int xs = a; xs <= b; xs += LANES) {
             int64_t at = f.image + (int64_t)y * call->stride + xs;
             REAL *restrict out = call->out + at;
@@ -203,12 +203,8 @@ static void backward_face_SFX(const Call_SFX *call, const Face_SFX *face, REAL *
             for (int j = 0; j < LANES; ++j) acc[k][m][j] = 0;
     for (int y = f.y0; y <= f.y1; ++y) {
         int a, b;
-        if (!face_row_SFX(&f, y, r, &a, &b)) continue;
         REAL lr[3], tr[3];
-        for (int k = 0; k < 3; ++k) {
-            lr[k] = f.ny[k] * (REAL)y + f.nc[k];
-            tr[k] = f.uy[k] * (REAL)y + f.uc[k];
-        }
+        if (!face_row_SFX(&f, y, r, &a, &b, lr, tr)) continue;
         for (int xs = a; xs <= b; xs += LANES) {
             /* vectors of 8 pixels without gradient (e.g. a saturated interior) are skipped */
             const REAL *restrict w = call->weight + (f.image + (int64_t)y * call->stride + xs);

@@ -27,6 +27,7 @@ Public API::
     HandMask       frozen: mask (H, W) bool, box (x0, y0, x1, y1), method, ms
     SEGMENTERS     name -> implementation (HandCrop -> grid mask); DEFAULT_METHOD
     wrist_cut(mask, keypoints_2d, offset=None) -> (H, W) bool   (None = WRIST_OFFSET)
+    WRIST_OFFSET (the segmentation's cut), WRIST_LINE (the hand's own wrist: surface fit, overlay)
     hand_box(keypoints_2d, image_size) / hand_scale(keypoints_2d) / make_crop(image, kp)
 """
 
@@ -41,6 +42,7 @@ import numpy as np
 
 from core.errors import HandTwinError, InputError
 from core.segment.geometry import (
+    WRIST_LINE,
     WRIST_OFFSET,
     CropFrame,
     halfplane_box,
@@ -61,6 +63,7 @@ __all__ = [
     "SEGMENTERS",
     "Segmenter",
     "WORK_SIZE",
+    "WRIST_LINE",
     "WRIST_OFFSET",
     "hand_box",
     "hand_scale",

@@ -51,6 +51,10 @@ WRIST_HALF_WIDTH = 0.30
 #: lengths out cuts 0.7 % of the mesh's silhouette, 0.2 cuts 0.01 % (it is the refinement's
 #: target, so it should hold what the mesh can cover and no forearm).
 WRIST_OFFSET = 0.20
+#: The hand's own wrist line, palm lengths past the wrist keypoint: where the surface fit stops
+#: counting pixels (:func:`core.personalize.surface.wrist_weight`) and where the GUI's overlay
+#: stops showing the mask (between it and :data:`WRIST_OFFSET` the forearm would read as palm).
+WRIST_LINE = 0.0
 #: Margin of the hand box around the keypoints, palm lengths.
 BOX_MARGIN = 0.35
 

@@ -22,12 +22,12 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from core.camera import HandCamera, weak_perspective_camera
+from core.camera import HandCamera
 from core.fit import FitSettings, HandFit
 from core.model import HandModel, HandModelData
 from core.texture.capture import DEFAULT_TEXTURE_SIZE, CaptureSettings, TextureCapture, TextureUpdate
 
-__all__ = ["EngineHand", "SessionCapture", "TrackedHand", "fit_camera", "fit_vertices"]
+__all__ = ["EngineHand", "SessionCapture", "TrackedHand", "fit_vertices"]
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +61,6 @@ class TrackedHand:
     betas: np.ndarray
     transl: np.ndarray
     track_id: int = -1
-
-
-def fit_camera(fit: HandFit, image_size: tuple[int, int], K: np.ndarray | None,
-               nominal_fov_deg: float = FitSettings().nominal_fov_deg) -> np.ndarray:
-    """(3, 3) float64 intrinsics under which ``fit``'s camera-frame mesh lines up with the image.
-
-    Args:
-        fit: the fitted hand. image_size: (width, height) of the frame, pixels.
-        K: the frame's intrinsics, or None (weak perspective).
-        nominal_fov_deg: the fitter's nominal field of view for weak perspective.
-    """
-    if K is not None:
-        return np.asarray(K, dtype=np.float64)
-    return weak_perspective_camera(image_size, nominal_fov_deg).K
 
 
 def fit_vertices(layer: HandModel, pose: np.ndarray, betas: np.ndarray, transl: np.ndarray) -> np.ndarray:

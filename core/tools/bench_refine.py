@@ -74,8 +74,7 @@ def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float
         and ``other`` (iteration minus the parts: keypoints, losses, Adam, bookkeeping).
     """
     from core.refine.crop import crop_box
-    from core.refine.mesh import edge_normal_losses, offset_losses
-    from core.refine.refiner import _front_faces
+    from core.refine.mesh import edge_normal_losses, front_faces, offset_losses
     from core.render import project_points, rasterize_silhouette
 
     st = refiner.settings
@@ -90,7 +89,7 @@ def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float
     box = crop_box(project_points(v0, K)[0].cpu().numpy(), st.image_size, st.crop_margin)
     Kc = torch.as_tensor(box.affine(), dtype=torch.float32, device=dev)[None] @ K
     mask = torch.as_tensor(box.resample_mask(target.mask), device=dev)[None]
-    faces = _front_faces(v0, topo.faces) if st.cull_backfaces else topo.faces
+    faces = front_faces(v0, topo.faces) if st.cull_backfaces else topo.faces
     soft = st.soft
 
     lean = refiner._lean[fit.side]  # the refiner's own forward pass (core.refine.lbs)

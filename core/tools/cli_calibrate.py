@@ -17,7 +17,6 @@ the profile says which); an RGB-D source (``--depth``) measures it when nothing 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -44,9 +43,8 @@ def _scale_arguments(args: argparse.Namespace) -> str:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """The ``calibrate`` command; returns the exit status."""
-    from core.camera import check_camera_args
-    from core.capture.open import source_inputs
     from core.outputs import check_output
+    from core.tools.cli_source import SourceOptions, reference_frame
 
     source_kind = _scale_arguments(args)
     out = Path(args.out)
@@ -55,18 +53,16 @@ def run_calibrate(args: argparse.Namespace) -> int:
     k = int(args.frames)
     if not 1 <= k <= 200:
         raise InputError(f"--frames must be between 1 and 200, got {k}")
+    options = SourceOptions.from_args(args)
     # the output first (before any work): its folder exists and is writable, it is no input
-    check_output(out, [*source_inputs(args.source), args.intrinsics, getattr(args, "aruco_sheet", None),
-                       *source_inputs(getattr(args, "stereo", None)), getattr(args, "stereo_calib", None), args.model,
-                       getattr(args, "depth", None), getattr(args, "depth_intrinsics", None)])
-    from core.capture import ImageSequenceSource, open_source
-    from core.engine import Engine, EngineSettings
+    check_output(out, [*options.inputs, getattr(args, "aruco_sheet", None), args.model])
+    options.check()
+    from core.engine import EngineSettings
     from core.personalize.scale import (
         FLAT_BONES,
         ScaleOption,
         keypoints_on_plane,
         load_sheet_spec,
-        load_stereo_calibration,
         sheet_pose,
         triangulate_keypoints,
     )
@@ -76,7 +72,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     scale = ScaleOption.from_hand_length(args.hand_length_mm) if source_kind == "hand_length" else None
     sheet = load_sheet_spec(args.aruco_sheet) if source_kind == "aruco" else None
-    stereo = load_stereo_calibration(args.stereo_calib) if source_kind == "stereo" else None
     side_arg = getattr(args, "side", "auto") or "auto"
     sides = ("right", "left") if side_arg == "auto" else (side_arg,)
     surface = not getattr(args, "no_surface", False)
@@ -84,36 +79,16 @@ def run_calibrate(args: argparse.Namespace) -> int:
     measured: dict[str, list[np.ndarray]] = {s: [] for s in sides}
     settings = EngineSettings(max_hands=2, device="cpu", model=args.model)
     frames = 0
-    fov = getattr(args, "fov", None)
-    weak = bool(getattr(args, "weak_perspective", False))
-    check_camera_args(args.intrinsics, fov, weak)
-    if stereo is not None and (args.intrinsics is not None or fov is not None or weak or getattr(args, "depth", None)):
-        raise InputError("--stereo takes both cameras from --stereo-calib: give no --intrinsics, --fov, "
-                         "--weak-perspective or --depth with it")
-    if stereo is not None:  # the calibrated pair, frames paired by time, each hand fused (core.stereo)
-        from core.capture.stereo import open_stereo
-
-        source_cm = open_stereo(args.source, args.stereo, stereo)
-    else:
-        source_cm = open_source(args.source, args.intrinsics, fov, weak, getattr(args, "depth", None),
-                                getattr(args, "depth_intrinsics", None))
-    with source_cm as src:
-        first = src.pair.sources[0] if stereo is not None else src
-        if isinstance(first, ImageSequenceSource):
-            settings = dataclasses.replace(settings, detector_mode="static")
+    with options.open() as src:
+        stereo = getattr(src, "calibration", None)  # a calibrated pair: each hand fused (core.stereo)
         total = getattr(src, "frame_count", None)
-        if stereo is not None:
-            from core.stereo import StereoEngine
-
-            engine_cm = StereoEngine(settings, stereo)
-        else:
-            engine_cm = Engine(settings)
+        engine_cm = options.engine(settings, src)
         with engine_cm as engine, ProgressBar(total, "calibrate", None) as bar:
             pending: dict[int, object] = {}
 
             def remember(frames_in):
                 for f in frames_in:
-                    ref = f[0] if stereo is not None else f  # a pair's reference frame
+                    ref = reference_frame(f)
                     pending[ref.index] = ref
                     yield f
 

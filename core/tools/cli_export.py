@@ -2,13 +2,16 @@
 
     python main.py export (--profile P | SRC | --profile P SRC) --out FILE.{obj,glb,ply}
                           [--pose rest|frame:N] [--rigged [--animate]] [--texture-size PX]
+                          [--depth D --depth-intrinsics DC.json | --stereo SRC2 --stereo-calib S.json]
 
 - ``--profile P`` alone: the profile's shape and texture (``"texture"`` next to the JSON), in
   the flat rest pose. Nothing is tracked.
 - ``SRC``: the source is tracked (:class:`core.engine.Engine`) and the texture captured from
   every tracked frame (:class:`core.texture.session.SessionCapture`); the shape is the median
   of the per-frame fits, the side the one tracked most. ``--pose frame:N`` poses the hand as
-  in source frame N; ``--rigged --animate`` adds the whole recorded motion.
+  in source frame N; ``--rigged --animate`` adds the whole recorded motion. With a depth stream
+  (an RGB-D source) the fits are placed at the measured depth; with a calibrated second camera
+  each hand is fused from both views (as ``track`` does); the texture comes from SRC's frames.
 - both: the profile's shape (tracking is identity-aware), its side and its texture as the
   base the session improves.
 
@@ -24,13 +27,14 @@ import datetime as _dt
 import logging
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.errors import ExportError, InputError
+from core.tools.cli_source import SourceOptions, reference_frame
 
 __all__ = ["ExportSummary", "capture_source", "parse_pose", "read_texture", "run_export"]
 
@@ -96,20 +100,18 @@ class ExportSummary:
 
 
 def capture_source(
-    source: str,
+    options: SourceOptions,
     *,
     model: str | None = None,
     shape: Any = None,
     base: np.ndarray | None = None,
     texture_size: int = 1024,
-    intrinsics: str | None = None,
-    fov_deg: float | None = None,
     max_frames: int | None = None,
     sides: tuple[str, ...] = ("right", "left"),
     progress: bool | None = None,
-    weak_perspective: bool = False,
 ) -> tuple[Any, int]:
-    """Track ``source`` and capture the texture of every tracked hand.
+    """Track the source of ``options`` (with its depth stream or second camera when given) and
+    capture the texture of every tracked hand from the (reference) camera's frames.
 
     ``shape``: a profile's fixed shape, or its whole :class:`~core.model.personal.PersonalIdentity`
     (tracking and texture then use the personal model), or None (free shape).
@@ -118,26 +120,26 @@ def capture_source(
         (the :class:`~core.texture.session.SessionCapture`, number of frames read).
 
     Raises:
-        InputError: unreadable source or intrinsics, or a source without frames.
+        InputError: conflicting options, an unreadable source, intrinsics, depth stream or
+            calibration, or a source without frames.
     """
-    from core.capture import CameraSource, ImageSequenceSource, open_source
-    from core.engine import Engine, EngineSettings
+    from core.capture import CameraSource
+    from core.engine import EngineSettings
     from core.model import load_model_data
     from core.progress import ProgressBar
     from core.texture.session import SessionCapture
 
-    check_capture_arguments(intrinsics, fov_deg, max_frames, weak_perspective)
+    check_capture_arguments(options, max_frames)
     from core.model.personal import PersonalIdentity, identity_model
 
     identity = shape if isinstance(shape, PersonalIdentity) else None  # a profile's own hand
     models = {side: identity_model(load_model_data(model, side), identity) for side in sides}  # type: ignore[arg-type]
     settings = EngineSettings(max_hands=2, model=model, segment=True)  # the masks keep the background out
     frames_read = 0
-    with open_source(source, intrinsics, fov_deg, weak_perspective) as src:
-        if isinstance(src, ImageSequenceSource):
-            settings = replace(settings, detector_mode="static")
+    with options.open() as src:
         limit = max_frames
-        if limit is None and isinstance(src, CameraSource):
+        first = src.pair.sources[0] if getattr(src, "calibration", None) is not None else src
+        if limit is None and isinstance(first, CameraSource):
             limit = CAMERA_FRAMES
             log.info("capturing %d frames from the camera (use --max-frames to change)", limit)
         total = getattr(src, "frame_count", None)
@@ -150,10 +152,11 @@ def capture_source(
             for count, frame in enumerate(src):
                 if limit is not None and count >= limit:
                     return
-                pending[frame.index] = frame
+                ref = reference_frame(frame)  # a pair's results are in its reference camera
+                pending[ref.index] = ref
                 yield frame
 
-        with Engine(settings, shape) as engine, ProgressBar(total, "export", progress) as bar:
+        with options.engine(settings, src, shape) as engine, ProgressBar(total, "export", progress) as bar:
             for result in engine.process_stream(frames()):
                 frame = pending.pop(result.frame)
                 frames_read += 1
@@ -162,17 +165,16 @@ def capture_source(
                 capture = None if side is None else session.capture(side)
                 bar.update(1, "" if capture is None else f"texture {100 * capture.coverage:.0f}%")
     if frames_read == 0:
-        raise InputError(f"{source} gave no frames")
+        raise InputError(f"{options.source} gave no frames")
     return session, frames_read
 
 
-def check_capture_arguments(intrinsics: str | None, fov_deg: float | None, max_frames: int | None,
-                            weak_perspective: bool = False) -> None:
-    """Raise :class:`InputError` for conflicting camera options, a --fov or --max-frames out of range."""
-    from core.camera import check_camera_args
+def check_capture_arguments(options: SourceOptions, max_frames: int | None) -> None:
+    """Raise :class:`InputError` for source options that do not go together (camera, depth,
+    stereo: :meth:`SourceOptions.check`) or a --fov or --max-frames out of range."""
     from core.inputs import check_int
 
-    check_camera_args(intrinsics, fov_deg, weak_perspective)
+    options.check()
     if max_frames is not None:
         check_int(max_frames, "--max-frames", 1, 10_000_000)
 
@@ -217,7 +219,6 @@ def run_export(args: argparse.Namespace) -> int:
         InputError: neither SRC nor --profile, a bad --pose, an unreadable profile, source or
             texture, a frame without a tracked hand. ExportError: the file cannot be written.
     """
-    from core.capture.open import source_inputs
     from core.export.api import companion_files, export_hand, session_animation
     from core.export.writer import check_export_target
     from core.model import load_model_data
@@ -243,12 +244,11 @@ def run_export(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".obj", ".glb", ".ply"):
         raise ExportError(f"Cannot export to {out.name}: use a .obj, .glb or .ply file name.")
     check_export_target(out, rigged)
-    intrinsics, fov = getattr(args, "intrinsics", None), getattr(args, "fov", None)
-    if source is not None:
-        check_capture_arguments(intrinsics, fov, getattr(args, "max_frames", None),
-                                bool(getattr(args, "weak_perspective", False)))
+    options = None if source is None else SourceOptions.from_args(args)
+    if options is not None:
+        check_capture_arguments(options, getattr(args, "max_frames", None))
     # every file this export writes, before any work: never an input, never a stranger's file
-    inputs = [*source_inputs(source), profile_path, intrinsics, model]
+    inputs = [*([] if options is None else options.inputs), profile_path, model]
     out = check_output(out, inputs)
 
     profile = None
@@ -281,10 +281,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     wanted = _profile_side(profile)
     session, frames_read = capture_source(
-        source, model=model, shape=None if profile is None else profile.identity, base=base,
-        texture_size=texture_size, intrinsics=intrinsics,
-        fov_deg=fov, max_frames=getattr(args, "max_frames", None),
-        weak_perspective=bool(getattr(args, "weak_perspective", False)),
+        options, model=model, shape=None if profile is None else profile.identity, base=base,
+        texture_size=texture_size, max_frames=getattr(args, "max_frames", None),
     )
     side = wanted or session.main_side()
     if side is None or not session.frames_of(side):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import InputError
@@ -78,24 +78,18 @@ def run_track(
         ExportError: ``out`` is a folder, an input, in a missing or read-only folder, or the
             disk filled up (``out`` is left as it was).
     """
-    from core.capture.open import source_inputs
     from core.inputs import MAX_HANDS, MAX_REFINE, check_int
     from core.outputs import StreamingOutput, check_output
+    from core.tools.cli_source import SourceOptions
 
+    options = SourceOptions(source, intrinsics, fov_deg, weak_perspective, depth, depth_camera, stereo, stereo_calib)
     # the output first, then every argument and input file: all before any frame is read
-    out = check_output(out, [*source_inputs(source), intrinsics, profile, model, depth, depth_camera,
-                             *source_inputs(stereo), stereo_calib])
-    if (stereo is None) != (stereo_calib is None):
-        raise InputError("a stereo pair needs both the second camera (--stereo) and the pair's calibration "
-                         "(--stereo-calib)")
-    if stereo is not None and (intrinsics is not None or fov_deg is not None or weak_perspective or depth):
-        raise InputError("--stereo takes both cameras from --stereo-calib: give no --intrinsics, --fov, "
-                         "--weak-perspective or --depth with it")
+    out = check_output(out, [*options.inputs, profile, model])
+    options.check()
     check_int(refine, "--refine", 0, MAX_REFINE)
     check_int(max_hands, "--max-hands", 1, MAX_HANDS)
-    from core.camera import DEFAULT_FOV_DEG, check_camera_args
+    from core.camera import DEFAULT_FOV_DEG
 
-    check_camera_args(intrinsics, fov_deg, weak_perspective)
     shape = None
     if profile is not None:
         from core.profile_io import check_profile_model, load_profile
@@ -103,7 +97,6 @@ def run_track(
         loaded = load_profile(profile)
         check_profile_model(loaded, model)
         shape = loaded.identity  # shape, personal skeleton and surface: the personal model
-    from core.capture import ImageSequenceSource, open_source
     from core.progress import ProgressBar
 
     # running sums, not per-frame lists: a camera can be tracked for hours
@@ -118,31 +111,16 @@ def run_track(
 
     start = time.perf_counter()
     output = StreamingOutput(out)
-    if stereo is not None:
-        from core.capture.stereo import open_stereo
-
-        src_cm = open_stereo(source, stereo, stereo_calib)
-    else:
-        src_cm = open_source(source, intrinsics, fov_deg, weak_perspective, depth, depth_camera)
-    with output.open() as f, src_cm as src:
+    with output.open() as f, options.open() as src:
         if stereo is None and not src.camera_known and not weak_perspective:
             log.info("no camera given for %s: assuming a photo's EXIF focal length, else a %.0f degree field of "
                      "view (give --intrinsics or --fov for better depth)", source, DEFAULT_FOV_DEG)
         # the engine (torch, MediaPipe) loads once the arguments and inputs are known to be good
-        from core.engine import Engine, EngineSettings
+        from core.engine import EngineSettings
 
         settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
-        first = src.pair.sources[0] if stereo is not None else src
-        is_photos = isinstance(first, ImageSequenceSource)
-        if is_photos:
-            settings = replace(settings, detector_mode="static")
         total = getattr(src, "frame_count", None)
-        if stereo is not None:
-            from core.stereo import StereoEngine
-
-            engine_cm = StereoEngine(settings, src.calibration, shape, stream=True)
-        else:
-            engine_cm = Engine(settings, shape, stream=True)
+        engine_cm = options.engine(settings, src, shape, stream=True)
         with engine_cm as engine, ProgressBar(total, "track", progress) as bar:
             for result in engine.process_stream(src):
                 f.write(json.dumps(result.to_json()) + "\n")
