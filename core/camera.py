@@ -389,9 +389,9 @@ class HandCamera:
 
     def pinhole(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The points and a pinhole ``K`` that projects them as this camera does, for code that
-        takes a pinhole (the texture's sampling): a perspective hand as it is; a weak one as the
-        limit of perspective, moved :data:`WEAK_PINHOLE_DEPTH_M` away with a lens that long
-        (anchor on the optical axis), its shape unchanged.
+        takes a pinhole (the texture's sampling, the refinement): a perspective hand as it is; a
+        weak one as the limit of perspective, moved :data:`WEAK_PINHOLE_DEPTH_M` away with a
+        lens that long (anchor on the optical axis), its shape unchanged (:meth:`pinhole_frame`).
 
         Returns:
             (N, 3) float32 points, metres; (3, 3) float64 K.
@@ -399,11 +399,54 @@ class HandCamera:
         pts = np.asarray(points, np.float32).reshape(-1, 3)
         if self.weak_scale is None:
             return pts, self.intrinsics.K
+        offset, K = self.pinhole_frame()
+        return (pts.astype(np.float64) + offset).astype(np.float32), K
+
+    def pinhole_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pinhole form of this camera (:meth:`pinhole`) as a move and a lens: camera-frame
+        points plus ``offset`` project through ``K`` as this camera projects the points.
+
+        Returns:
+            (3,) float64 offset, metres (zero for a perspective hand; a weak one's anchor to
+            ``(0, 0, WEAK_PINHOLE_DEPTH_M)``); (3, 3) float64 K (a weak one's: focal length
+            ``scale * WEAK_PINHOLE_DEPTH_M``, principal point its anchor's pixel).
+        """
+        if self.weak_scale is None:
+            return np.zeros(3), self.intrinsics.K
         depth = WEAK_PINHOLE_DEPTH_M
-        moved = (pts.astype(np.float64) - self.weak_anchor + (0.0, 0.0, depth)).astype(np.float32)
         f = self.weak_scale * depth
         K = np.array([[f, 0.0, self.weak_anchor_px[0]], [0.0, f, self.weak_anchor_px[1]], [0.0, 0.0, 1.0]])
-        return moved, K
+        return (0.0, 0.0, depth) - self.weak_anchor, K
+
+    def from_pinhole_frame(self, anchor: np.ndarray) -> tuple[HandCamera, np.ndarray]:
+        """A weak hand that moved in this camera's pinhole form (:meth:`pinhole_frame`, where
+        the refinement works), back as a weak hand: the weak camera that limit now stands for,
+        and the move that puts the moved points back where the fitter places a weak hand (its
+        anchor at :func:`weak_perspective_origin` in ``intrinsics``).
+
+        A move along the optical axis in the pinhole form is a change of the weak camera's
+        scale (``f / depth``), a sideways one a change of the anchor's pixel; the shape is
+        unchanged.
+
+        Args:
+            anchor: (3,) the anchor (the wrist) after the move, pinhole-form frame, metres.
+
+        Returns:
+            The weak :class:`HandCamera`; (3,) float64 offset, metres, to add to pinhole-form
+            points (such that its :meth:`pinhole_frame` moves them back, up to the second order
+            of the hand's depth over :data:`WEAK_PINHOLE_DEPTH_M`).
+
+        Raises:
+            ValueError: on a perspective camera.
+        """
+        if self.weak_scale is None:
+            raise ValueError("a perspective hand has no pinhole form to come back from")
+        _, K = self.pinhole_frame()
+        a = np.asarray(anchor, np.float64).reshape(3)
+        scale = K[0, 0] / a[2]
+        pixel = K[:2, 2] + K[0, 0] * a[:2] / a[2]
+        origin = weak_perspective_origin(self.intrinsics, pixel, scale).astype(np.float64)
+        return HandCamera.weak(self.intrinsics, scale, origin, pixel), origin - a
 
 
 #: Field of view assumed for a camera nobody described, degrees, across the image's longer side

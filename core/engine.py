@@ -21,12 +21,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from core.camera import HandCamera, Intrinsics, intrinsics_from_matrix, weak_perspective_camera
+from core.camera import HandCamera, Intrinsics, weak_perspective_camera
 from core.capture.frame import Frame
 from core.detect import Detection, HandDetector
 from core.detect.process import Detected, DetectorConfig, DetectorProcess, DetectorProcessError
 from core.errors import HandTwinError
-from core.fit import FitSettings, HandFit, HandObservation, TailorFitter
+from core.fit import FitSettings, HandFit, HandObservation, TailorFitter, fit_camera
 from core.fit.temporal import HandSmoother, SmoothingSettings
 from core.focal import FocalEstimator, FocalSettings
 from core.model import HandModel, HandModelData, load_model_data
@@ -113,8 +113,9 @@ class HandResult:
         vertices: (V, 3) float32 the final mesh, camera frame, metres: the refined mesh when
             refined, else the fit posed (on the profile's own hand when one is loaded).
         camera: the camera ``vertices`` line up with the image in (:class:`core.camera.HandCamera`):
-            the refiner's pinhole for a refined hand, else the fit's (the frame's intrinsics,
-            or the weak camera of a weak-perspective fit).
+            the refinement's for a refined hand (``RefineResult.camera``: its pinhole, or a
+            weak-perspective hand's weak camera), else the fit's (the frame's intrinsics, or the
+            weak camera of a weak-perspective fit).
         mask: (H, W) bool the hand's segmentation (None when not segmented, or it failed).
         model: the side's hand model data (its ``faces``, ``uv``, ``uv_faces``: a left hand's
             are the right's mirrored), the profile's own hand when one is loaded.
@@ -670,9 +671,10 @@ class Engine:
         """A hand's result with its mesh, its camera, its mask and its side's topology.
 
         ``camera`` is the frame's (or the nominal camera of weak perspective). A refined hand
-        lives in the refiner's pinhole; one whose refinement fell back is the fit, in the fit's
-        camera: the frame's for a perspective fit, the weak camera for a weak-perspective one
-        (the fitter's own projection, which the nominal pinhole only approximates).
+        lives in the refinement's camera (``RefineResult.camera``: the refiner's pinhole, or a
+        weak-perspective hand's weak camera as the refinement moved it); an unrefined one in
+        the fit's (:func:`core.fit.fit_camera`: the frame's for a perspective fit, the weak
+        camera for a weak-perspective one, which the nominal pinhole only approximates).
         """
         if refined is not None:
             vertices = np.asarray(refined.vertices, np.float32)
@@ -682,12 +684,7 @@ class Engine:
                                              torch.as_tensor(fit.betas, device=self.device)[None],
                                              torch.as_tensor(fit.transl, device=self.device)[None])
             vertices = out.vertices[0].cpu().numpy().astype(np.float32, copy=False)
-        if refined is not None and not refined.fell_back:
-            hand_camera = HandCamera(intrinsics_from_matrix(np.asarray(refined.K, np.float64)))
-        elif fit.projection == "weak":
-            hand_camera = HandCamera.weak(camera, fit.scale, fit.keypoints_3d[0], fit.keypoints_2d[0])
-        else:
-            hand_camera = HandCamera(camera)
+        hand_camera = fit_camera(fit, camera) if refined is None else refined.camera
         return HandResult(detection, fit, refined, track_id, vertices, hand_camera, mask, self.model_data[fit.side])
 
     def _smooth(self, frame: Frame, dets: list[Detection], fits: list[HandFit], K: np.ndarray | None,

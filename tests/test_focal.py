@@ -174,3 +174,15 @@ def test_mediapipe_keypoints_of_a_wide_angle_clip_do_not_switch_to_a_wrong_camer
         assert result.camera.fx == pytest.approx(f_true, rel=0.1)
     else:
         assert result.camera_source == "assumed" and not any(e.accepted for e in estimates)
+
+
+def test_exact_hand_fov_recovers_the_camera_of_true_projections(layers) -> None:
+    """The bench's ceiling of a keypoint-based estimate: with the exact 3D hand and its true
+    projections (0.5 px noise) it finds the camera's field of view."""
+    from core.tools.bench_tracking import exact_hand_fov
+
+    seq = _one_hand(layers, 100.0, seed=2, frames=12)
+    rng = np.random.default_rng(0)
+    uv = [f.keypoints_2d[0] + rng.normal(0.0, 0.5, (21, 2)) for f in seq]
+    assert exact_hand_fov([f.joints_3d[0] for f in seq], uv, (W, H)) == 100.0
+    assert exact_hand_fov([f.joints_3d[0] for f in seq], uv, (W, H), fovs=(60.0, 70.0, 130.0)) == 70.0

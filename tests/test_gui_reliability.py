@@ -228,17 +228,19 @@ def test_left_hand_is_drawn_with_the_left_topology(make_window, gui_env, qtbot, 
 
 @pytest.mark.gui
 @pytest.mark.skipif(not has_display(), reason="no display; `make test` runs the GUI tests under Xvfb")
-@pytest.mark.parametrize("mirrored", [False, True], ids=["right", "left"])
+@pytest.mark.parametrize("mirrored,refine", [(False, 0), (True, 3)], ids=["right-fit", "left-refined"])
 def test_weak_perspective_texture_is_sampled_with_the_fits_weak_camera(make_window, gui_env, qtbot,  # noqa: F811
                                                                        tmp_path: Path, monkeypatch,
-                                                                       mirrored: bool) -> None:
-    """A source without a camera, tracked with weak perspective and no refinement: the texture
-    and the silhouette overlay use the fit's weak camera, not the nominal pinhole the hand is
-    placed in (which puts the fingertips about 17 px off on these frames)."""
+                                                                       mirrored: bool, refine: int) -> None:
+    """A source without a camera, tracked with weak perspective: the texture and the silhouette
+    overlay use the hand's weak camera, not the nominal pinhole the hand is placed in (which
+    puts the fingertips about 17 px off on these frames); with refinement on (the GUI's
+    default, 3 iterations) the hand is refined in that weak camera and keeps it (in the nominal
+    pinhole the refinement fell back on most frames)."""
     from app.settings import AppSettings
     from core.camera import project
 
-    AppSettings(refine_iterations=0, intrinsics_mode="weak").save(gui_env.store)
+    AppSettings(refine_iterations=refine, intrinsics_mode="weak").save(gui_env.store)
     folder = _image_folder(tmp_path, "frames", mirrored=mirrored)
     side = "left" if mirrored else "right"
     seen = _record_texture_inputs(monkeypatch)
@@ -249,25 +251,29 @@ def test_weak_perspective_texture_is_sampled_with_the_fits_weak_camera(make_wind
     def textured() -> bool:
         u = w.current_update
         err = _texture_registration_px(u, seen)
-        if err is not None and u.result.hands[0].side == side:
+        if err is not None and u.result.hands[0].side == side and (u.result.hands[0].refined is None) == (not refine):
             found.append((err, u))
         return bool(found)
 
     qtbot.waitUntil(textured, timeout=120_000)
     err, u = found[-1]
     hand = u.result.hands[0]
-    assert u.result.camera_source == "weak" and hand.refined is None and hand.camera.is_weak
+    assert u.result.camera_source == "weak" and hand.camera.is_weak
+    if refine:
+        assert not hand.refined.fell_back and hand.camera is hand.refined.camera
     assert err < 0.05
     nominal_off = np.abs(project(hand.keypoints_3d, u.result.camera.K) - hand.final_keypoints_2d).max()
     assert nominal_off > 3.0  # the oracle tells the two cameras apart
-    # The overlay's fitted silhouette is drawn with the fit's weak camera too, not the nominal one.
-    from app.worker import fill_silhouette
+    # The overlay's fitted silhouette is drawn with the fit's weak camera too, not the nominal one
+    # (up to the hand's wrist line, as the overlay shows it).
+    from app.worker import clear_past_wrist, fill_silhouette
 
     drawn = (u.silhouette & 1) > 0
 
     def iou(pixels) -> float:
         mask = np.zeros(drawn.shape, np.uint8)
         fill_silhouette(mask, pixels, hand.faces, 1)
+        clear_past_wrist(mask, hand.detection.keypoints_2d)
         return float((drawn & (mask > 0)).sum() / max((drawn | (mask > 0)).sum(), 1))
 
     assert iou(hand.camera.project(hand.vertices)) > 0.99

@@ -31,3 +31,29 @@ def test_a_per_bone_bias_is_removed_only_when_asked(people) -> None:
     slope, corr = deviation_recovery(biased, true, mean, remove_bias=True)
     assert slope == pytest.approx(1.0, abs=1e-9) and corr == pytest.approx(1.0, abs=1e-9)
     assert deviation_recovery(biased, true, mean)[1] < 0.7  # the bias blurs the relation
+
+
+def test_leave_one_out_finds_the_frame_that_biases_the_calibration() -> None:
+    """A fake calibration whose skeleton is the truth stretched by the mean bias of the frames
+    it uses: dropping the most biased frame helps most, and the harm ranks like the bias."""
+    from types import SimpleNamespace
+
+    from core.tools.diagnose_people import leave_one_out_bound
+
+    rng = np.random.default_rng(3)
+    truth = np.cumsum(rng.uniform(0.002, 0.006, (21, 3)), axis=0)  # hand length about 100 mm
+    bias = np.concatenate([rng.uniform(0.0, 0.02, 9), [0.3], rng.uniform(0.0, 0.02, 10)])  # frame 9 is bad
+
+    class Session:
+        _candidates: list = []
+        _selected = None
+
+        def calibrate(self, opt, frames, uniform):
+            b = np.mean([self._candidates[i] for i in frames])
+            return SimpleNamespace(skeleton=truth[0] + (truth - truth[0]) * (1.0 + b))
+
+    table = {"subject": np.zeros(20, int), "candidates": list(bias)}
+    data = SimpleNamespace(subject=np.zeros(20, int), true_skeleton=np.repeat(truth[None], 20, 0))
+    out = leave_one_out_bound(Session(), table, data, {"bias": bias, "minus_bias": -bias})
+    assert out["best_single_drop_mm"] < 0.5 * out["uniform_mm"] and out["best_single_drop_gain"] > 0.5
+    assert out["spearman_harm"]["bias"] == pytest.approx(1.0) and out["spearman_harm"]["minus_bias"] == -1.0

@@ -246,6 +246,10 @@ def test_offer_refits_a_free_shape_and_describes_the_frame(session) -> None:
     assert cand.pose.shape == (48,) and cand.betas.shape == (10,) and cand.frame_index == 3
     named = dict(zip(FEATURE_NAMES, cand.features))
     assert named["reprojection_rel"] < 0.02 and named["inside_fraction"] == 1.0
+    assert named["reprojection_rel"] <= named["reprojection_max_rel"] < 0.1
+    # The world landmarks are the true joints: the fit agrees with them up to a similarity.
+    assert named["world_shape_residual"] < 0.01
+    assert 0.0 < named["brightness"] < 1.0 and 0.0 <= named["clipped_fraction"] < 0.5
     # Exact keypoints: the refit reproduces the true skeleton's proportions within a few mm.
     true_bones = measures(s.layer, sample.betas)[2]
     fit_bones = measures(s.layer, cand.betas)[2]
@@ -283,6 +287,17 @@ def test_bundled_predictor_loads() -> None:
         pytest.skip("no bundled confidence weights")
     pred = ConfidencePredictor()
     assert pred.net is not None and pred.source == WEIGHTS_PATH.name
+
+
+def test_training_tables_of_several_sets_keep_their_people_apart() -> None:
+    from core.tools.train_confidence import merge_tables, within_subject_pairs
+
+    a = {"features": np.zeros((4, 2)), "subject": np.array([0, 0, 1, 1]), "error": np.array([1.0, 2, 3, 4])}
+    b = {"features": np.ones((3, 2)), "subject": np.array([0, 0, 0]), "error": np.array([5.0, 6, 7])}
+    m = merge_tables([a, b])
+    assert m["features"].shape == (7, 2) and m["subject"].tolist() == [0, 0, 1, 1, 2, 2, 2]
+    i, j, _ = within_subject_pairs(m["subject"], m["error"])
+    assert len(i) == 1 + 1 + 3  # pairs within each person only
 
 
 def test_margin_ranking_training_learns_a_ranking() -> None:

@@ -2,6 +2,6 @@
 
 from core.fit.kinematics import KeypointModel
 from core.fit.skeleton import Skeleton
-from core.fit.tailor import FitSettings, HandFit, HandObservation, TailorFitter
+from core.fit.tailor import FitSettings, HandFit, HandObservation, TailorFitter, fit_camera
 
-__all__ = ["FitSettings", "HandFit", "HandObservation", "KeypointModel", "Skeleton", "TailorFitter"]
+__all__ = ["FitSettings", "HandFit", "HandObservation", "KeypointModel", "Skeleton", "TailorFitter", "fit_camera"]

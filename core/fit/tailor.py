@@ -35,7 +35,14 @@ from typing import Literal
 import numpy as np
 import torch
 
-from core.camera import intrinsics_from_matrix, project, weak_perspective_camera, weak_perspective_origin
+from core.camera import (
+    HandCamera,
+    Intrinsics,
+    intrinsics_from_matrix,
+    project,
+    weak_perspective_camera,
+    weak_perspective_origin,
+)
 from core.fit.solver import NumpyBackend, SideSolver, TorchBackend, Weights
 from core.model.data import HandModelData
 
@@ -90,6 +97,15 @@ class HandFit:
     projection: Projection
     scale: float
     iterations: int
+
+
+def fit_camera(fit: HandFit, camera: Intrinsics) -> HandCamera:
+    """The camera ``fit``'s mesh lines up with the image in: ``camera`` (the frame's) for a
+    perspective fit; for a weak-perspective one its own weak camera, anchored at its wrist
+    (which the fitter placed in ``camera``, the nominal one: :func:`weak_perspective_origin`)."""
+    if fit.projection == "weak":
+        return HandCamera.weak(camera, fit.scale, fit.keypoints_3d[0], fit.keypoints_2d[0])
+    return HandCamera(camera)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.keypoints import KEYPOINT_PARENTS, Keypoint
+from core.metrics import pa_mpjpe
 
 #: Feature order of :func:`frame_features`.
 FEATURE_NAMES: tuple[str, ...] = (
@@ -35,6 +36,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     "bone_ratio_spread",       # std of log(|world bone| / |fit bone|)
     "log_world_scale",         # log(MediaPipe world hand size / fit hand size)
     "depth_spread",            # MediaPipe relative depth range of the keypoints
+    "reprojection_max_rel",    # the worst keypoint's reprojection error over the hand's box diagonal
+    "world_shape_residual",    # PA-MPJPE of MediaPipe's world landmarks against the fit's 3D
+                               # keypoints, over the fit's summed bone length
+    "log_noise",               # log of the crop's sensor-noise sigma (Immerkaer's estimator), grey levels
+    "brightness",              # mean intensity of the crop / 255 (exposure)
+    "clipped_fraction",        # crop pixels at black (<= 4) or white (>= 251): clipped exposure
 )
 NUM_FEATURES = len(FEATURE_NAMES)
 
@@ -84,6 +91,7 @@ def frame_features(
     fit_keypoints_3d: np.ndarray,
     reprojection_error_px: float,
     crop: np.ndarray | None = None,
+    fit_keypoints_2d: np.ndarray | None = None,
 ) -> np.ndarray:
     """(F,) float32 features of one candidate, in :data:`FEATURE_NAMES` order.
 
@@ -95,6 +103,8 @@ def frame_features(
         fit_keypoints_3d: (21, 3) fitted keypoints, camera frame, metres.
         reprojection_error_px: the fit's mean reprojection error, px.
         crop: the 96 px hand crop if already made (:func:`hand_crop`).
+        fit_keypoints_2d: (21, 2) the fit's reprojected keypoints, px (None: the worst
+            keypoint's error is taken to be the mean's).
     """
     import cv2
 
@@ -114,6 +124,13 @@ def frame_features(
     grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
     sharp = float(np.log(cv2.Laplacian(grey, cv2.CV_32F).var() + 1e-3))
     contrast = float(grey.std() / 255.0)
+    noise = noise_sigma(grey)
+    brightness = float(grey.mean() / 255.0)
+    clipped = float(((grey <= 4) | (grey >= 251)).mean())
+    if fit_keypoints_2d is not None:
+        worst = float(np.linalg.norm(np.asarray(fit_keypoints_2d, dtype=np.float64) - kp, axis=1).max()) / size
+    else:
+        worst = float(reprojection_error_px) / size
     pose = np.asarray(fit_pose, dtype=np.float64).reshape(16, 3)
     flexion = float(np.linalg.norm(pose[1:], axis=1).mean())
     fit_bones = f3[_CHILDREN] - f3[_PARENTS]
@@ -127,8 +144,9 @@ def frame_features(
         log_ratio = np.log(w_len / fit_len)
         spread = float(log_ratio.std())
         world_scale = float(np.log(w_len.sum() / fit_len.sum()))
+        shape_residual = pa_mpjpe(wl, f3) / max(float(fit_len.sum()), 1e-6)
     else:
-        direction, spread, world_scale = 0.5, 0.5, 0.0
+        direction, spread, world_scale, shape_residual = 0.5, 0.5, 0.0, 0.1
     depth = 0.0 if keypoints_z is None else float(np.ptp(np.asarray(keypoints_z, dtype=np.float64)) * w / size)
     feats = [
         float(score),
@@ -147,8 +165,28 @@ def frame_features(
         spread,
         world_scale,
         depth,
+        worst,
+        shape_residual,
+        float(np.log(noise + 1e-2)),
+        brightness,
+        clipped,
     ]
     return np.nan_to_num(np.asarray(feats, dtype=np.float32), nan=0.0, posinf=10.0, neginf=-10.0)
+
+
+def noise_sigma(grey: np.ndarray) -> float:
+    """Sensor-noise sigma (grey levels) of a (H, W) float image: Immerkaer's estimator (1996,
+    "Fast noise variance estimation", CVIU 64(2):300-302), the mean absolute response to the
+    difference of two Laplacians, which cancels smooth image structure."""
+    import cv2
+
+    g = np.asarray(grey, dtype=np.float32)
+    h, w = g.shape
+    if h < 3 or w < 3:
+        return 0.0
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    r = cv2.filter2D(g, -1, kernel)[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2.0) * np.abs(r).sum() / (6.0 * (w - 2) * (h - 2)))
 
 
 def heuristic_confidence(features: np.ndarray) -> np.ndarray:

@@ -298,7 +298,7 @@ class CalibrationSession:
             crop = hand_crop(image, detection.keypoints_2d)
         feats = frame_features(image, detection.keypoints_2d, detection.keypoints_z, detection.world_landmarks,
                                detection.score, fit.side, fit.pose, fit.betas, fit.keypoints_3d,
-                               fit.reprojection_error_px, crop)
+                               fit.reprojection_error_px, crop, fit.keypoints_2d)
         named = dict(zip(FEATURE_NAMES, feats))
         if named["reprojection_rel"] > MAX_REPROJECTION_REL or named["inside_fraction"] < MIN_INSIDE_FRACTION:
             return None

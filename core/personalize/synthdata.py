@@ -7,7 +7,10 @@ rendered through its personal model, :func:`core.model.personal.personal_model`)
 texture; each of its frames is rendered by :mod:`core.synth.render` in a
 random natural pose and view (palm or back, tilted up to 60 degrees), random lighting and
 background, then degraded at random: Gaussian or motion blur, occluders over the hand, noise,
-exposure. MediaPipe (static-image mode) detects the hand as it would in the app.
+exposure (``conditions="clean"``: mostly mildly, :func:`degrade`), or with each frame's capture
+conditions drawn as a webcam session's (``conditions="webcam"``, :mod:`core.synth.webcam`: the
+hand far away, edge-on or cut by the border, motion blur, dim light, occluders, JPEG).
+MediaPipe (static-image mode) detects the hand as it would in the app.
 
 The expensive part (rendering + MediaPipe) is cached per data set in an ``.npz`` under
 :func:`cache_dir`: detections, the 96 px crops, image sizes, intrinsics and the true shape,
@@ -29,6 +32,8 @@ from core.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 
+#: How a set's frames are degraded (:func:`generate`).
+CONDITIONS = ("clean", "webcam")
 #: Bump when rendering or degradation changes (invalidates caches).
 DATA_VERSION = 6  # 5: detected by the Tasks API HandLandmarker (core.detect); 6: the re-derived default skeleton
 
@@ -56,6 +61,8 @@ class SynthFrames:
             camera frame, metres: the rendered hand's exact keypoints. degradation: (N, 3) blur sigma
             px, occluded fraction, noise std.
         rendered: frames rendered in total (detected or not).
+        conditions: (N, C) float32 each frame's webcam conditions
+            (:data:`core.synth.webcam.CONDITION_NAMES`), for ``conditions="webcam"`` sets; else None.
     """
 
     subject: np.ndarray
@@ -75,6 +82,7 @@ class SynthFrames:
     true_keypoints_3d: np.ndarray
     degradation: np.ndarray
     rendered: int
+    conditions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.subject)
@@ -88,6 +96,8 @@ def degrade(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray,
     """
     import cv2
 
+    from core.synth.webcam import motion_kernel, paint_occluders
+
     img = image.astype(np.float32)
     blur = 0.0
     occluded = 0.0
@@ -96,28 +106,9 @@ def degrade(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray,
         if rng.random() < 0.5:
             img = cv2.GaussianBlur(img, (0, 0), blur)
         else:  # motion blur along a random direction
-            n = max(3, int(2 * blur + 1) | 1)
-            kernel = np.zeros((n, n), np.float32)
-            kernel[n // 2, :] = 1.0
-            rot = cv2.getRotationMatrix2D((n / 2 - 0.5, n / 2 - 0.5), float(rng.uniform(0, 180)), 1.0)
-            kernel = cv2.warpAffine(kernel, rot, (n, n))
-            img = cv2.filter2D(img, -1, kernel / max(kernel.sum(), 1e-6))
+            img = cv2.filter2D(img, -1, motion_kernel(int(2 * blur + 1), float(rng.uniform(0, 180))))
     if rng.random() < 0.5 * strength and mask.any():
-        ys, xs = np.nonzero(mask)
-        occ = np.zeros(mask.shape, np.uint8)
-        for _ in range(int(rng.integers(1, 3))):
-            j = int(rng.integers(len(ys)))
-            r = float(np.sqrt(mask.sum()) * rng.uniform(0.1, 0.35))
-            colour = rng.uniform(0, 255, 3).tolist()
-            centre = (int(xs[j]), int(ys[j]))
-            if rng.random() < 0.5:
-                cv2.circle(img, centre, int(r), colour, -1)
-                cv2.circle(occ, centre, int(r), 1, -1)
-            else:
-                p1 = (int(xs[j] + r * rng.uniform(0.5, 2)), int(ys[j] + r * rng.uniform(0.3, 1.5)))
-                cv2.rectangle(img, centre, p1, colour, -1)
-                cv2.rectangle(occ, centre, p1, 1, -1)
-        occluded = float((occ.astype(bool) & mask).sum() / max(mask.sum(), 1))
+        occluded = paint_occluders(rng, img, mask, int(rng.integers(1, 3)))
     gain = float(rng.uniform(1 - 0.4 * strength, 1 + 0.3 * strength))
     noise = float(rng.uniform(0, 10) * strength)
     img = img * gain + rng.normal(0, noise + 1e-6, img.shape).astype(np.float32)
@@ -126,11 +117,14 @@ def degrade(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray,
 
 def generate(n_subjects: int, frames_per_subject: int, seed: int, image_size: tuple[int, int] = (256, 256),
              model: str | None = None, progress: bool = False, max_render_factor: int = 4,
-             people: bool = False) -> SynthFrames:
+             people: bool = False, conditions: str = "clean") -> SynthFrames:
     """Render, degrade and detect right hands until each of ``n_subjects`` subjects has
     ``frames_per_subject`` detected frames (at most ``max_render_factor`` times as many renders).
     ``people``: subjects are synthetic people (off-template skeletons, mean shape) instead of
-    shapes of the model's shape space."""
+    shapes of the model's shape space. ``conditions``: ``"clean"``, the renders degraded by
+    :func:`degrade` (mostly mildly), or ``"webcam"``, each frame's capture conditions drawn as a
+    webcam session's (:mod:`core.synth.webcam`: far away, edge-on, cut by the border, motion
+    blur, dim light, occluders, JPEG)."""
     import torch
 
     from core.detect import HandDetector
@@ -138,14 +132,21 @@ def generate(n_subjects: int, frames_per_subject: int, seed: int, image_size: tu
     from core.personalize.features import hand_crop
     from core.synth.people import person_layers, sample_person_skeleton
     from core.synth.render import SynthSettings, default_layers, procedural_skin_texture, render_hand_sample
+    from core.synth.webcam import apply_conditions, render_settings, sample_conditions
 
     torch.set_num_threads(1)
     base_layers = default_layers(model)
     settings = SynthSettings(image_size=image_size, fill=(0.35, 0.75), max_tilt_deg=60.0, back_facing=0.4,
                              supersample=1, left_probability=0.0)
-    rows: dict[str, list] = {k: [] for k in ("subject", "true_betas", "true_skeleton", "frame", "keypoints_2d",
-                                              "keypoints_z", "world", "score", "handedness", "crops", "image_size", "K",
-                                              "true_pose", "true_keypoints_2d", "true_keypoints_3d", "degradation")}
+    if conditions not in CONDITIONS:
+        raise ValueError(f"conditions must be one of {CONDITIONS}, got {conditions!r}")
+    webcam = conditions == "webcam"
+    if webcam:  # far, cut and blurred hands are found less often (about a third of the renders)
+        max_render_factor = max(max_render_factor, 6)
+    rows: dict[str, list] = {k: [] for k in ("conditions", "subject", "true_betas", "true_skeleton", "frame",
+                                              "keypoints_2d", "keypoints_z", "world", "score", "handedness", "crops",
+                                              "image_size", "K", "true_pose", "true_keypoints_2d", "true_keypoints_3d",
+                                              "degradation")}
     rendered = 0
     with HandDetector(max_hands=1, mode="static") as det:
         for s in range(n_subjects):
@@ -164,9 +165,17 @@ def generate(n_subjects: int, frames_per_subject: int, seed: int, image_size: tu
             for f in range(max_render_factor * frames_per_subject):
                 if found_here >= frames_per_subject:
                     break
-                sample = render_hand_sample(rng, layers, settings, betas=betas, texture=texture)
-                strength = float(rng.uniform(0, 1) ** 1.5)
-                image, deg = degrade(rng, sample.image, sample.mask, strength)
+                if webcam:
+                    cond = sample_conditions(rng, image_size)
+                    sample = render_hand_sample(rng, layers, render_settings(settings, cond), betas=betas,
+                                                texture=texture, centre_px=cond.centre_px)
+                    image, occluded = apply_conditions(rng, sample.image, sample.mask, cond)
+                    deg = np.array([max(cond.motion_px / 2.0, cond.defocus_sigma), occluded, cond.noise_std],
+                                   np.float32)
+                else:
+                    sample = render_hand_sample(rng, layers, settings, betas=betas, texture=texture)
+                    strength = float(rng.uniform(0, 1) ** 1.5)
+                    image, deg = degrade(rng, sample.image, sample.mask, strength)
                 rendered += 1
                 found = det.detect(image)
                 if not found:
@@ -190,18 +199,25 @@ def generate(n_subjects: int, frames_per_subject: int, seed: int, image_size: tu
                 rows["true_keypoints_2d"].append(sample.keypoints_2d)
                 rows["true_keypoints_3d"].append(sample.joints_3d)
                 rows["degradation"].append(deg)
+                if webcam:
+                    rows["conditions"].append(cond.record(float(deg[1])))
             if progress:
                 log.info("subject %d/%d: %d frames detected so far of %d", s + 1, n_subjects, len(rows["subject"]),
                          rendered)
     arrays = {k: np.asarray(v) for k, v in rows.items()}
+    if not webcam:
+        arrays["conditions"] = None
     return SynthFrames(rendered=rendered, **arrays)
 
 
 def load_or_generate(name: str, n_subjects: int, frames_per_subject: int, seed: int,
-                     model: str | None = None, progress: bool = False, people: bool = False) -> SynthFrames:
+                     model: str | None = None, progress: bool = False, people: bool = False,
+                     conditions: str = "clean") -> SynthFrames:
     """:func:`generate`, cached under :func:`cache_dir` by its arguments and :data:`DATA_VERSION`."""
-    key = hashlib.sha256(repr((DATA_VERSION, n_subjects, frames_per_subject, seed, model,
-                               people)).encode()).hexdigest()[:12]
+    args = (DATA_VERSION, n_subjects, frames_per_subject, seed, model, people)
+    if conditions != "clean":  # (clean sets keep the keys they had)
+        args += (conditions,)
+    key = hashlib.sha256(repr(args).encode()).hexdigest()[:12]
     path = cache_dir() / f"{name}-{key}.npz"
     if path.exists():
         try:
@@ -209,9 +225,11 @@ def load_or_generate(name: str, n_subjects: int, frames_per_subject: int, seed: 
                 return SynthFrames(rendered=int(z["rendered"]), **{k: z[k] for k in z.files if k != "rendered"})
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring the unreadable cache %s (%s)", path, exc)
-    data = generate(n_subjects, frames_per_subject, seed, model=model, progress=progress, people=people)
+    data = generate(n_subjects, frames_per_subject, seed, model=model, progress=progress, people=people,
+                    conditions=conditions)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {k: getattr(data, k) for k in data.__dataclass_fields__ if k != "rendered"}
+    arrays = {k: getattr(data, k) for k in data.__dataclass_fields__
+              if k != "rendered" and getattr(data, k) is not None}
     with atomic_path(path, ".part.npz") as tmp:
         np.savez_compressed(tmp, rendered=np.int64(data.rendered), **arrays)
     return data

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.camera import weak_perspective_camera
+from core.camera import HandCamera, weak_perspective_camera
 from core.render import SoftRasterSettings
 
 __all__ = [
@@ -156,11 +156,12 @@ class RefineTarget:
             (a hand segmentation, cut at the wrist). Its shape gives the image size.
         keypoints_2d: (21, 2) MediaPipe keypoints, pixels of the primary image.
         K: (3, 3) intrinsics of the primary camera, pixels; None when unknown (the fit's
-            weak-perspective path: the refiner uses the same nominal pinhole camera the fit
-            placed the hand in, see :func:`nominal_intrinsics`).
+            weak-perspective path: the refiner works in the fit's own weak camera, as its
+            pinhole form, :meth:`core.camera.HandCamera.pinhole_frame`).
         depth: (H, W) float metres, a depth map registered to the primary image (0 or
-            non-finite where unknown), or None.
-        views: extra calibrated views (all targets of one call must have the same number).
+            non-finite where unknown), or None; needs ``K``.
+        views: extra calibrated views (all targets of one call must have the same number);
+            they need ``K``.
     """
 
     mask: np.ndarray
@@ -184,8 +185,9 @@ class RefineResult:
         keypoints_3d: (21, 3) float32 keypoints of ``M(p + dp, s + ds)``, camera frame,
             MediaPipe order.
         keypoints_2d: (21, 2) float32 those keypoints projected with ``K``, image pixels.
-        K: (3, 3) float32 the primary camera's intrinsics used (nominal on the
-            weak-perspective path, times the refined focal scale when the focal is free).
+        K: (3, 3) float32 the primary camera's intrinsics (times the refined focal scale
+            when the focal is free); on the weak-perspective path the nominal camera the hand
+            is placed in, which only approximates its projection (use ``camera``).
         reprojection_error_px: mean distance of ``keypoints_2d`` to MediaPipe's, pixels.
         iou_before, iou_after: IoU of the mesh's silhouette (soft > 0.5) with the target
             (> 0.5) in the primary view's crop at ``image_size``, wrist-cut region ignored;
@@ -200,6 +202,10 @@ class RefineResult:
             projected with the same camera (NaN when not measured).
         fell_back: the refined hand broke the keypoint guard and this is the fit
             (``RefineSettings.keypoint_guard_px``): no offsets, ``iou_after == iou_before``.
+        camera: the camera ``vertices`` line up with the image in (:class:`HandCamera`): the
+            pinhole ``K`` for a perspective hand; a weak-perspective fit's weak camera, as the
+            refinement moved it (it works in the camera's pinhole form). Set by
+            :meth:`~core.refine.refiner.Refiner.refine`.
     """
 
     side: str
@@ -221,6 +227,7 @@ class RefineResult:
     ms: float
     fit_reprojection_error_px: float = float("nan")
     fell_back: bool = False
+    camera: HandCamera | None = None
 
 
 def nominal_intrinsics(image_size: tuple[int, int], fov_deg: float) -> np.ndarray:

@@ -59,8 +59,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from core.camera import HandCamera, Intrinsics
 from core.errors import InputError
-from core.fit import HandFit
+from core.fit import HandFit, fit_camera
 from core.refine.contracts import (
     LIVE_ITERATIONS,
     OFFLINE_ITERATIONS,
@@ -126,26 +127,79 @@ class Refiner(NativePath, TorchPath):
         if len(n_views) > 1:
             raise InputError("every refinement target of one call needs the same number of views")
         start = time.perf_counter()
-        results = self._refine_native(fits, targets, n_iter, st)
+        cameras = [self._fit_camera(f, t) for f, t in zip(fits, targets)]
+        work = [self._in_pinhole(f, t, c) for f, t, c in zip(fits, targets, cameras)]
+        work_fits, work_targets = [w[0] for w in work], [w[1] for w in work]
+        run = st
+        if len(fits) > 1 and any(c.is_weak for c in cameras):
+            run = dataclasses.replace(st, w_penetration=0.0)  # each weak hand in its own frame
+        results = self._refine_native(work_fits, work_targets, n_iter, run)
         if results is None:
-            groups = self._groups(fits, targets, st)
-            results = self._optimize(groups, n_iter, st, len(fits))
-        results = [self._guard(f, t, r, st) for f, t, r in zip(fits, targets, results)]
+            groups = self._groups(work_fits, work_targets, run)
+            results = self._optimize(groups, n_iter, run, len(fits))
+        results = [self._guard(f, t, c, self._from_pinhole(r, c, t), st)
+                   for f, t, c, r in zip(fits, targets, cameras, results)]
         ms = (time.perf_counter() - start) * 1e3
         return [dataclasses.replace(r, ms=ms) for r in results]
 
-    def _guard(self, fit: HandFit, target: RefineTarget, r: RefineResult, st: RefineSettings) -> RefineResult:
+    def _fit_camera(self, fit: HandFit, target: RefineTarget) -> HandCamera:
+        """The camera the fit lines up with the target's image in (:func:`core.fit.fit_camera`):
+        the target's K (else the nominal one, :func:`nominal_intrinsics`), or for a
+        weak-perspective fit without a K its own weak camera, placed in the nominal camera as
+        the fitter placed the hand."""
+        h, w = np.shape(target.mask)[:2]
+        K0 = self._image_K(target)
+        intrinsics = _intrinsics(K0, (w, h))
+        camera = fit_camera(fit, intrinsics) if target.K is None else HandCamera(intrinsics)
+        if camera.is_weak and (target.depth is not None or target.views):
+            raise InputError("a weak-perspective fit has no metric camera: a depth map or extra views need the "
+                             "target's K")
+        return camera
+
+    @staticmethod
+    def _in_pinhole(fit: HandFit, target: RefineTarget, camera: HandCamera) -> tuple[HandFit, RefineTarget]:
+        """A weak-perspective fit and its target in the fit's weak camera's pinhole form
+        (:meth:`core.camera.HandCamera.pinhole_frame`), where the refinement's pinhole renders
+        and projects the hand exactly as the fit does; a perspective one as it is."""
+        if not camera.is_weak:
+            return fit, target
+        offset, K = camera.pinhole_frame()
+        moved = dataclasses.replace(fit, transl=(fit.transl + offset).astype(np.float32),
+                                    keypoints_3d=(fit.keypoints_3d + offset).astype(np.float32))
+        return moved, dataclasses.replace(target, K=K.astype(np.float32))
+
+    def _from_pinhole(self, r: RefineResult, camera: HandCamera, target: RefineTarget) -> RefineResult:
+        """``r`` with its camera; a weak hand's moved back from its camera's pinhole form to
+        where the fitter places weak hands, with its weak camera as the refinement left it
+        (:meth:`core.camera.HandCamera.from_pinhole_frame`), its keypoints through that camera
+        and the nominal ``K``."""
+        if not camera.is_weak:
+            h, w = np.shape(target.mask)[:2]
+            return dataclasses.replace(r, camera=HandCamera(_intrinsics(r.K, (w, h))))
+        moved, offset = camera.from_pinhole_frame(r.keypoints_3d[0])
+
+        def back(a: np.ndarray) -> np.ndarray:
+            return (np.asarray(a, np.float64) + offset).astype(np.float32)
+
+        kp3 = back(r.keypoints_3d)
+        kp2 = moved.project(kp3)  # the pinhole form's, to the second order of depth / distance
+        err = float(np.linalg.norm(kp2 - np.asarray(target.keypoints_2d, np.float64), axis=1).mean())
+        return dataclasses.replace(r, vertices=back(r.vertices), transl=back(r.transl), keypoints_3d=kp3,
+                                   keypoints_2d=kp2, reprojection_error_px=err, K=camera.K.astype(np.float32),
+                                   camera=moved)
+
+    def _guard(self, fit: HandFit, target: RefineTarget, camera: HandCamera, r: RefineResult,
+               st: RefineSettings) -> RefineResult:
         """``r`` with the fit's reprojection error beside its own, or the fit itself where ``r``
         is worse by more than the keypoint guard's slack (:class:`RefineSettings`).
 
-        The fit's error is the fit's own: its 3D keypoints through the frame's camera, or on the
-        weak path its weak-perspective keypoints (``HandFit.keypoints_2d``), which the nominal
-        pinhole the refinement works in only approximates: measured in that pinhole, a weak fit
-        looked 2-5 px worse than it is and a refinement that made the keypoints worse passed.
+        Both are measured in the camera the refinement worked in: the frame's for a perspective
+        fit; a weak fit's own weak camera (its keypoints, ``HandFit.keypoints_2d``), whose
+        pinhole form the refinement works in.
         """
         K0 = self._image_K(target)
         kp = np.asarray(target.keypoints_2d, dtype=np.float64)
-        if target.K is None and fit.projection == "weak":
+        if camera.is_weak:
             fit_kp2 = np.asarray(fit.keypoints_2d, np.float64)
         else:
             fit_kp2 = project_points(np.asarray(fit.keypoints_3d, np.float32)[None], K0[None])[0]
@@ -167,5 +221,11 @@ class Refiner(NativePath, TorchPath):
             transl=np.asarray(fit.transl, f32), vertex_offsets=np.zeros_like(verts, dtype=f32),
             keypoints_3d=np.asarray(fit.keypoints_3d, f32), keypoints_2d=fit_kp2.astype(f32), K=K0.astype(f32),
             reprojection_error_px=fit_err, iou_after=r.iou_before, edge_length_error=0.0, normal_error=0.0,
-            best_iteration=0, fell_back=True)
+            best_iteration=0, fell_back=True, camera=camera)
 
+
+def _intrinsics(K: np.ndarray, image_size: tuple[int, int]) -> Intrinsics:
+    """The refiner's (3, 3) pinhole matrix (checked by the target, or its own) as
+    :class:`Intrinsics` of an image ``(width, height)``."""
+    k = np.asarray(K, np.float64)
+    return Intrinsics(k[0, 0], k[1, 1], k[0, 2], k[1, 2], *image_size)

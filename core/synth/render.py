@@ -32,6 +32,7 @@ class SynthSettings:
         fov_deg: range of the horizontal field of view, degrees.
         fill: range of the hand's length as a fraction of the image's smaller side.
         max_tilt_deg: largest tilt of the palm away from facing the camera.
+        min_tilt_deg: smallest tilt (above 0: only oblique or edge-on views of the palm).
         back_facing: probability that the back of the hand faces the camera.
         supersample: render at this factor and average down (anti-aliasing).
         left_probability: probability of a left hand.
@@ -42,6 +43,7 @@ class SynthSettings:
     fov_deg: tuple[float, float] = (50.0, 70.0)
     fill: tuple[float, float] = (0.45, 0.7)
     max_tilt_deg: float = 35.0
+    min_tilt_deg: float = 0.0
     back_facing: float = 0.4
     supersample: int = 2
     left_probability: float = 0.0
@@ -175,7 +177,8 @@ def facing_rotation(rng: np.random.Generator, settings: SynthSettings, side: str
         base = mirror @ base @ mirror
     if rng.random() < settings.back_facing:
         base = np.diag([-1.0, 1.0, -1.0]) @ base  # half a turn about the image's vertical axis
-    tilt = np.radians(settings.max_tilt_deg) * np.sqrt(rng.random())
+    lo, hi = np.radians(settings.min_tilt_deg), np.radians(settings.max_tilt_deg)
+    tilt = lo + (hi - lo) * np.sqrt(rng.random())
     axis = rng.normal(size=2)
     axis = np.array([*axis / np.linalg.norm(axis), 0.0])
     roll = rng.uniform(-np.radians(60), np.radians(60))

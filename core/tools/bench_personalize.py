@@ -31,6 +31,13 @@ oracle confidence, minus the log of each frame's true MediaPipe 2D error
 wrong). ``people_deviation_slope`` is the least-squares slope of the calibrated skeleton's
 per-bone log deviation from the mean hand against the person's true one (1: the calibration
 sees a person's proportions; 0: it returns the mean hand).
+``people_attention_paired_mm`` is the per-person paired difference, uniform minus attention
+(mean, ``_se_mm`` its standard error, ``people_attention_better_people`` how many people gain).
+The same figures without identity-aware tracking, keys ``people_webcam_*``, on held-out people
+whose frames are a webcam session's (:mod:`core.synth.webcam`: each frame far away, edge-on,
+cut by the border, blurred by motion, dim and noisy, occluded, at random;
+:data:`core.tools.train_confidence.PEOPLE_WEBCAM_HELDOUT_SET`). Attention and uniform weights
+go through the same joint optimization with its robust loss.
 
 ``bench --only surface`` (also part of ``people``): synthetic people with a known surface
 (:func:`core.personalize.people.surfaced_person`: an off-template skeleton plus a per-finger and
@@ -175,8 +182,10 @@ def identity_fitter(session, result):
     return TailorFitter(right, mirror_model(right), session.fitter.settings), result.shape
 
 
-def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
-    """Calibration of synthetic people (see the module docstring)."""
+def people_calibration(session=None, k: int = 20, conditions: str = "clean", tracking: bool = True) -> dict[str, Any]:
+    """Calibration of synthetic people (see the module docstring). ``conditions``: the held-out
+    set's (``"webcam"``: keys ``people_webcam_*``); ``tracking``: also measure identity-aware
+    tracking on each person's frames beyond the first ``k``."""
     from core.fit import HandObservation, TailorFitter
     from core.keypoints import Keypoint, bone_lengths
     from core.metrics import pa_mpjpe
@@ -184,12 +193,10 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
     from core.model.personal import personal_model
     from core.personalize.scale import ScaleOption, measures, pin_hand_length
     from core.personalize.session import CalibrationSession
-    from core.personalize.synthdata import load_or_generate
     from core.tools.diagnose_people import deviation_recovery
-    from core.tools.train_confidence import PEOPLE_HELDOUT_SET, frame_targets, ranking_quality
+    from core.tools.train_confidence import frame_targets, load_people, ranking_quality
 
-    name, n_subj, n_frames, seed = PEOPLE_HELDOUT_SET
-    data = load_or_generate(name, n_subj, n_frames, seed, people=True)
+    data = load_people("heldout", conditions)
     session = session or CalibrationSession(k=k)
     per_subject = _subject_candidates(session, data)
     rows: dict[str, list] = {"att": [], "uni": [], "oracle": [], "mean_hand": [], "free": [], "aware": [], "true": [],
@@ -237,7 +244,7 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
         true_model = personal_model(session.model_data, truth)
         true_fitter = TailorFitter(true_model, mirror_model(true_model), session.fitter.settings)
         used = {int(cands[j].frame_index) for j in frames}
-        for i in idx:
+        for i in idx if tracking else ():
             if int(data.frame[i]) in used:
                 continue
             w, h = (int(v) for v in data.image_size[i])
@@ -251,7 +258,9 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
             rows["true"].append(pa_mpjpe(oracle.keypoints_3d, data.true_keypoints_3d[i]) * 1000.0)
     m = {key: float(np.mean(v)) if v else float("nan") for key, v in rows.items() if not key.startswith("dev")}
     slope, _ = deviation_recovery(np.stack(rows["dev_cal"]), np.stack(rows["dev_true"]), np.stack(rows["dev_mean"]))
+    paired = np.asarray(rows["uni"]) - np.asarray(rows["att"])
     out = {
+        "people_conditions": conditions,
         "people_subjects": len(rows["att"]),
         "people_frames_per_subject": k,
         "people_heldout_frames": len(rows["free"]),
@@ -261,6 +270,11 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
         "people_bone_error_oracle_attention_mm": round(m["oracle"], 3),
         "people_bone_error_mean_hand_mm": round(m["mean_hand"], 3),
         "people_attention_gain_over_uniform": round(1.0 - m["att"] / m["uni"], 4),
+        # per person, uniform minus attention (> 0: attention better): mean and standard error
+        "people_attention_paired_mm": round(float(paired.mean()), 4),
+        "people_attention_paired_se_mm": round(float(paired.std(ddof=1) / np.sqrt(len(paired))), 4),
+        "people_attention_better_people": int((paired > 0).sum()),
+        "people_oracle_attention_gain_over_uniform": round(1.0 - m["oracle"] / m["uni"], 4),
         "people_deviation_slope": round(slope, 3),
         "people_pa_mpjpe_shape_free_mm": round(m["free"], 3),
         "people_pa_mpjpe_identity_aware_mm": round(m["aware"], 3),
@@ -272,6 +286,11 @@ def people_calibration(session=None, k: int = 20) -> dict[str, Any]:
     if conf_all:
         out["people_ranking"] = ranking_quality(np.concatenate(conf_all), np.concatenate(err_all),
                                                 np.concatenate(subj_all))
+    if not tracking:
+        out = {key: v for key, v in out.items() if "pa_mpjpe" not in key and not key.endswith("_skeleton_gain")
+               and key not in ("people_identity_aware_gain", "people_heldout_frames")}
+    if conditions != "clean":
+        out = {f"people_{conditions}_" + key[len("people_"):]: v for key, v in out.items()}
     return out
 
 
@@ -385,6 +404,7 @@ def bench_calibration() -> dict[str, Any]:
 def bench_people() -> dict[str, Any]:
     torch.set_num_threads(1)
     out = people_calibration()
+    out.update(people_calibration(conditions="webcam", tracking=False))
     out.update(surface_people())
     return out
 

@@ -89,11 +89,12 @@ def bench_texture_registration() -> dict[str, Any]:
     (:mod:`core.tools.evaluate_texture_registration`): median and 90th percentile of the patch
     shifts, texels of the 512 capture grid, per side and case (``oracle``: true mesh and
     camera; ``weak_best``: true mesh, best weak camera; the engine's hands fitted to the true
-    keypoints, perspective or weak, refinement 0 or 3), with a 60 and a 25 degree lens."""
+    keypoints, perspective or weak, refinement 0 or 3), with a 60, a 25 and a 2 degree lens
+    (the last makes the frames themselves weak perspective, the hand about 10 m away)."""
     from core.tools.evaluate_texture_registration import evaluate_registration
 
     out: dict[str, Any] = {}
-    for fov in (60.0, 25.0):
+    for fov in (60.0, 25.0, 2.0):
         r = evaluate_registration(fov_deg=fov)
         for side in ("right", "left"):
             for case, row in r[side].items():

@@ -12,8 +12,8 @@
   next to the segmentation's own IoU), FreiHAND crops (no masks: IoU against the segmentation
   the refiner optimizes, 2D error against the labels where there are labels), with
   weak perspective (mmpose crops) or the exact K (freihand_eval20_K). On the weak path the
-  "before" 2D error is the fit's 3D hand projected by the nominal camera the refiner starts
-  from; ``kp2d_px_fit_weak`` is the tailor's own weak-perspective reprojection.
+  fit and the refined hand are seen through their own weak cameras (the refiner works in the
+  fit's, :meth:`core.camera.HandCamera.pinhole_frame`), as the product shows them.
 * **Timing**: ``refine_iter_ms``, where an iteration's time goes, and the live frame with 3
   iterations against MediaPipe alone (:mod:`core.tools.bench_refine`).
 
@@ -248,13 +248,16 @@ def _boxes(path: Path, size: tuple[int, int]) -> list[tuple[int, int, int, int]]
 def evaluate_unipd(data_dir: Path = DEFAULT_DATA, iterations: int = 15) -> dict[str, Any] | None:
     """Mesh silhouette IoU against the exact unipd masks, before/after; None without the data.
 
-    Weak perspective (no intrinsics): the fit's nominal camera. The IoU region is the hand's
-    ground-truth box on the hand's side of the wrist line (the mesh has no forearm).
+    Weak perspective (no intrinsics): the fit and the refined hand are each seen through their
+    own weak camera (``core.fit.fit_camera``, ``RefineResult.camera``), as the product shows
+    them. The IoU region is the hand's ground-truth box on the hand's side of the wrist line
+    (the mesh has no forearm).
     """
     import cv2
 
+    from core.camera import intrinsics_from_matrix
     from core.detect import HandDetector
-    from core.fit import HandObservation, TailorFitter
+    from core.fit import HandObservation, TailorFitter, fit_camera
     from core.refine import RefineTarget
     from core.segment import segment_hand, wrist_cut
     from core.synth import default_layers
@@ -293,20 +296,22 @@ def evaluate_unipd(data_dir: Path = DEFAULT_DATA, iterations: int = 15) -> dict[
                 seg = segment_hand(image, d.keypoints_2d).mask
                 r = refiner.refine([fit], [RefineTarget(seg, d.keypoints_2d, None)], iterations=iterations)[0]
                 layer = layers[fit.side]
+                fitted = fit_camera(fit, intrinsics_from_matrix(r.K, w, h)).pinhole(_fit_verts(layer, fit))
                 rows.append({
                     "iou_segmentation": mask_iou(seg, truth, region),
-                    "iou_before": mask_iou(_hard_mask(layer, _fit_verts(layer, fit), r.K, (w, h)), truth, region),
-                    "iou_after": mask_iou(_hard_mask(layer, r.vertices, r.K, (w, h)), truth, region),
+                    "iou_before": mask_iou(_hard_mask(layer, *fitted, (w, h)), truth, region),
+                    "iou_after": mask_iou(_hard_mask(layer, *r.camera.pinhole(r.vertices), (w, h)), truth, region),
                     "iou_vs_segmentation_before": r.iou_before, "iou_vs_segmentation_after": r.iou_after,
-                    "ms": r.ms,
+                    "fell_back": float(r.fell_back), "ms": r.ms,
                 })
     return {"unipd": {**counts, "iterations": iterations, **_summary(rows)}}
 
 
 def evaluate_freihand(data_dir: Path = DEFAULT_DATA, iterations: int = 15) -> dict[str, Any] | None:
     """FreiHAND crops: IoU against the segmentation (no masks exist), 2D error where labelled."""
+    from core.camera import intrinsics_from_matrix
     from core.detect import HandDetector
-    from core.fit import HandObservation, TailorFitter
+    from core.fit import HandObservation, TailorFitter, fit_camera
     from core.refine import RefineTarget, nominal_intrinsics
     from core.segment import segment_hand
     from core.synth import default_layers
@@ -343,13 +348,13 @@ def evaluate_freihand(data_dir: Path = DEFAULT_DATA, iterations: int = 15) -> di
             row = {"iou_vs_segmentation_before": r.iou_before, "iou_vs_segmentation_after": r.iou_after,
                    "edge_error_offsets_mm": r.edge_length_error * 1e3, "ms": r.ms}
             if labels is not None:
-                # "before" is the fit's 3D hand seen by the refiner's camera; on the weak path
-                # the tailor's own weak-perspective keypoints differ from it (perspective).
+                # "before" is the fit's 3D hand seen by the refiner's camera: the frame's, or on
+                # the weak path the fit's own weak camera (its keypoints are the tailor's).
                 K0 = nominal_intrinsics((w, h), fitter.settings.nominal_fov_deg) if K32 is None else K32
-                uv = (np.asarray(K0, np.float64) @ fit.keypoints_3d.T).T
+                before = fit_camera(fit, intrinsics_from_matrix(K0, w, h)).project(fit.keypoints_3d)
                 row["kp2d_px_mediapipe"] = keypoint_error_px(d.keypoints_2d, labels)
                 row["kp2d_px_fit_weak"] = keypoint_error_px(fit.keypoints_2d, labels)
-                row["kp2d_px_before"] = keypoint_error_px(uv[:, :2] / uv[:, 2:], labels)
+                row["kp2d_px_before"] = keypoint_error_px(before, labels)
                 row["kp2d_px_after"] = keypoint_error_px(r.keypoints_2d, labels)
             rows[kind].append(row)
     return {"freihand": {k: {"iterations": iterations, **_summary(v)} for k, v in rows.items() if v}}

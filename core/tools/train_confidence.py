@@ -3,7 +3,8 @@
 Identity-aware paper, Sec. 3.5: pairs of frames ranked by their true error ``l_i``, margin
 ranking loss on every pair. The frames are synthetic *people* (:mod:`core.synth.people`:
 skeletons off the template beyond the shape space; rendered, degraded, detected by MediaPipe;
-cached by :mod:`core.personalize.synthdata`), the inputs the quality features of
+cached by :mod:`core.personalize.synthdata`) of two training sets (``--conditions``): clean
+renders, and frames degraded as a webcam session's (:mod:`core.synth.webcam`), the inputs the quality features of
 :mod:`core.personalize.features`, the error by default the frame's own free-shape fit's bone
 proportions against the person's (``--target``, :data:`TARGETS`). Pairs are taken within a
 person, because attention only compares frames of one user.
@@ -14,7 +15,8 @@ and the predictor's **output scale is calibrated against T**: the factor alpha o
 (folded into its last layer) that minimizes the people's calibrated bone error with
 ``softmax(alpha c / T)`` - margin ranking fixes the order of the confidences, not their
 spread, which is what the softmax of Eq. 6 turns into weights. Held-out people report the
-ranking accuracy and attention against uniform weights. Deterministic (seeded; one thread).
+ranking accuracy and attention against uniform weights (paired per person), clean and webcam
+people apart. Deterministic (seeded; one thread).
 Writes ``resources/personalize/confidence.safetensors`` and ``confidence.json``.
 """
 
@@ -31,6 +33,7 @@ import torch
 
 from core.personalize.confidence import META_PATH, WEIGHTS_PATH, ConfidenceNet, save_confidence_net
 from core.personalize.features import FEATURE_NAMES
+from core.personalize.synthdata import DATA_VERSION
 
 log = logging.getLogger("train_confidence")
 
@@ -42,6 +45,23 @@ PEOPLE_TRAIN_SET = ("people-train", 30, 20, 2)
 #: Held-out people have 40 frames: calibration uses the first 20 usable ones, identity-aware
 #: tracking is measured on the others (``bench --only people``).
 PEOPLE_HELDOUT_SET = ("people-heldout", 12, 40, 2000)
+#: Synthetic people seen as a webcam session sees them (each frame's conditions drawn by
+#: :mod:`core.synth.webcam`: far away, edge-on, cut by the border, motion blur, dim light,
+#: occluders, JPEG), same layout; calibration uses each held-out person's first 20 usable frames.
+PEOPLE_WEBCAM_TRAIN_SET = ("people-webcam-train", 40, 20, 3)
+PEOPLE_WEBCAM_HELDOUT_SET = ("people-webcam-heldout", 20, 22, 3000)
+#: The people sets by conditions (:data:`core.personalize.synthdata.CONDITIONS`): (train, held-out).
+PEOPLE_SETS = {"clean": (PEOPLE_TRAIN_SET, PEOPLE_HELDOUT_SET),
+               "webcam": (PEOPLE_WEBCAM_TRAIN_SET, PEOPLE_WEBCAM_HELDOUT_SET)}
+
+
+def load_people(which: str, conditions: str = "clean", progress: bool = False):
+    """The ``"train"`` or ``"heldout"`` people set of ``conditions`` (cached; rendered and
+    detected on first use)."""
+    from core.personalize.synthdata import load_or_generate
+
+    name, n_subj, n_frames, seed = PEOPLE_SETS[conditions][0 if which == "train" else 1]
+    return load_or_generate(name, n_subj, n_frames, seed, progress=progress, people=True, conditions=conditions)
 
 
 #: What a frame's confidence ranks (the error ``l_i`` it should be low for):
@@ -49,8 +69,13 @@ PEOPLE_HELDOUT_SET = ("people-heldout", 12, 40, 2000)
 #: mean absolute log ratio over the 20 bones: how wrong this frame alone says the hand is);
 #: ``"detection"``: MediaPipe's 2D keypoint error against the truth over the hand's size (how
 #: much the frame's evidence misleads a calibration that fits the keypoints);
+#: ``"consistency"``: how far MediaPipe's keypoints are from anything the person's *true* hand
+#: can show (the mean reprojection error of the true skeleton's personal model fitted to them,
+#: pose free, over the hand's size): the part of a frame's error that no pose absorbs, which is
+#: what pulls a calibration's shared skeleton away from the truth;
 #: ``"shape"``: ``|beta_i - beta_true|_1`` (the paper's target; shape-space subjects only).
-TARGETS = ("bone", "detection", "shape")
+TARGETS = ("bone", "detection", "consistency", "shape")
+DEFAULT_TARGET = "bone"
 
 
 def frame_targets(session, data, indices: np.ndarray, cands: list, target: str = "bone") -> np.ndarray | None:
@@ -67,6 +92,22 @@ def frame_targets(session, data, indices: np.ndarray, cands: list, target: str =
         true = data.true_keypoints_2d[rows].astype(np.float64)
         size = np.linalg.norm(np.ptp(true, axis=1), axis=1)
         return np.linalg.norm(data.keypoints_2d[rows] - true, axis=2).mean(1) / size
+    if target == "consistency":
+        from core.fit import HandObservation, TailorFitter
+        from core.model.data import mirror_model
+        from core.model.personal import personal_model
+
+        model = personal_model(session.model_data, data.true_skeleton[rows[0]].astype(np.float64))
+        fitter = TailorFitter(model, mirror_model(model), session.fitter.settings)
+        zero = np.zeros(model.num_betas, np.float32)
+        out = []
+        for i in rows:
+            w, h = (int(v) for v in data.image_size[i])
+            obs = HandObservation("right", data.keypoints_2d[i], data.world[i], data.K[i].astype(np.float32), (w, h),
+                                  float(data.score[i]))
+            fit = fitter.fit([obs], zero, None, 20)[0]
+            out.append(fit.reprojection_error_px / np.linalg.norm(np.ptp(data.true_keypoints_2d[i], axis=0)))
+        return np.asarray(out, dtype=np.float64)
     if target != "bone":
         raise ValueError(f"unknown target {target!r}")
     k0, kd = session._basis
@@ -227,16 +268,52 @@ def calibration_bone_errors(session, table: dict, data, confidence: np.ndarray, 
 OUTPUT_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
-def fit_output_scale(session, table: dict, data, raw: np.ndarray) -> tuple[float, dict[str, float]]:
+def fit_output_scale(session, sets: list[tuple[dict, object, np.ndarray]]) -> tuple[float, dict[str, float]]:
     """The factor alpha on the raw confidences that minimizes the training subjects' mean
     calibrated bone error with ``w = softmax(alpha c / T)``: the predictor's output scale
-    calibrated against T (equivalently a learned temperature T / alpha). Returns alpha and the
-    error at each scale tried (plus ``"uniform"``)."""
-    errors = {"uniform": float(calibration_bone_errors(session, table, data, raw, uniform=True).mean())}
+    calibrated against T (equivalently a learned temperature T / alpha). ``sets``: (table,
+    data, raw confidences) of each training set; every subject counts once. Returns alpha and
+    the error at each scale tried (plus ``"uniform"``)."""
+    def mean_error(scale: float | None) -> float:
+        errs = [calibration_bone_errors(session, table, data, (scale or 0.0) * raw, uniform=scale is None)
+                for table, data, raw in sets]
+        return float(np.concatenate(errs).mean())
+
+    errors = {"uniform": mean_error(None)}
     for a in OUTPUT_SCALES:
-        errors[f"{a:.3g}"] = float(calibration_bone_errors(session, table, data, a * raw).mean())
+        errors[f"{a:.3g}"] = mean_error(a)
     best = min(OUTPUT_SCALES, key=lambda a: errors[f"{a:.3g}"])
     return best, errors
+
+
+def merge_tables(tables: list[dict]) -> dict[str, np.ndarray]:
+    """One training table of several sets' (features, subject, error); subject ids are made
+    distinct per set (pairs stay within one person)."""
+    offset = 0
+    subjects = []
+    for t in tables:
+        subjects.append(t["subject"] + offset)
+        offset = int(subjects[-1].max()) + 1
+    return {"features": np.concatenate([t["features"] for t in tables]), "subject": np.concatenate(subjects),
+            "error": np.concatenate([t["error"] for t in tables])}
+
+
+def heldout_report(session, table: dict, data, conf: np.ndarray) -> dict[str, float]:
+    """Attention against uniform weights (same robust joint calibration) on held-out people:
+    mean bone errors, the gain, the per-person paired difference (uniform minus attention, mm:
+    mean, standard error, people where attention is better)."""
+    att = calibration_bone_errors(session, table, data, conf)
+    uni = calibration_bone_errors(session, table, data, conf, uniform=True)
+    paired = uni - att
+    return {
+        "people": int(len(att)),
+        "bone_error_attention_mm": round(float(att.mean()), 4),
+        "bone_error_uniform_mm": round(float(uni.mean()), 4),
+        "attention_gain_over_uniform": round(float(1.0 - att.mean() / uni.mean()), 4),
+        "paired_mm": round(float(paired.mean()), 4),
+        "paired_se_mm": round(float(paired.std(ddof=1) / np.sqrt(len(paired))), 4),
+        "attention_better_people": int((paired > 0).sum()),
+    }
 
 
 def fold_output_scale(net: ConfidenceNet, alpha: float) -> None:
@@ -252,66 +329,70 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=WEIGHTS_PATH)
     parser.add_argument("--epochs", type=int, default=400)
     parser.add_argument("--margin", type=float, default=0.1)
-    parser.add_argument("--target", choices=TARGETS[:2], default="bone")
+    parser.add_argument("--target", choices=TARGETS[:3], default=DEFAULT_TARGET)
+    parser.add_argument("--conditions", choices=("clean", "webcam", "both"), default="both",
+                        help="the training people's frames (held-out people of both are reported)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     from core.personalize.session import CalibrationSession
-    from core.personalize.synthdata import load_or_generate
 
     t0 = time.perf_counter()
     session = CalibrationSession(confidence="heuristic")
-    d_tr = load_or_generate(*PEOPLE_TRAIN_SET[:3], seed=PEOPLE_TRAIN_SET[3], progress=True, people=True)
-    d_te = load_or_generate(*PEOPLE_HELDOUT_SET[:3], seed=PEOPLE_HELDOUT_SET[3], progress=True, people=True)
-    tr = frame_table(d_tr, session, args.target)
-    te = frame_table(d_te, session, args.target)
-    log.info("frames: %d train, %d held-out (%.0f s)", len(tr["error"]), len(te["error"]), time.perf_counter() - t0)
+    conditions = ("clean", "webcam") if args.conditions == "both" else (args.conditions,)
+    d_tr = [load_people("train", c, progress=True) for c in conditions]
+    d_te = {c: load_people("heldout", c, progress=True) for c in ("clean", "webcam")}
+    tr = [frame_table(d, session, args.target) for d in d_tr]
+    te = {c: frame_table(d, session, args.target) for c, d in d_te.items()}
+    log.info("frames: %s train, %s held-out (%.0f s)", [len(t["error"]) for t in tr],
+             {c: len(t["error"]) for c, t in te.items()}, time.perf_counter() - t0)
     # MediaPipe's keypoint convention against the model's joints (core.personalize.convention),
     # from uniform calibrations of the training people; then everything below runs corrected.
     from core.personalize.convention import CONVENTION_PATH, convention_document
 
     session.convention = None
-    raw_cal, raw_base, raw_true = calibrated_skeletons(session, tr, d_tr, np.zeros(len(tr["error"])), uniform=True)
+    raw = [calibrated_skeletons(session, t, d, np.zeros(len(t["error"])), uniform=True) for t, d in zip(tr, d_tr)]
+    raw_cal, raw_base, raw_true = (np.concatenate([r[i] for r in raw]) for i in range(3))
     conv, shrink_errors = fit_convention_and_shrink(raw_cal, raw_base, raw_true)
     session.convention = conv
     convention_meta = {"training_bone_error_mm_by_shrink": {str(k): round(v, 4) for k, v in shrink_errors.items()},
                        "shrink": conv.shrink}
     log.info("keypoint convention: %s", convention_meta)
-    net = train(tr, epochs=args.epochs, margin=args.margin)
+    merged = merge_tables(tr)
+    net = train(merged, epochs=args.epochs, margin=args.margin)
     from core.personalize.features import heuristic_confidence
 
-    with torch.no_grad():
-        raw_tr = net(torch.as_tensor(tr["features"])).numpy().astype(np.float64)
-    alpha, scale_errors = fit_output_scale(session, tr, d_tr, raw_tr)
+    def confidences(table: dict) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.as_tensor(table["features"])).numpy().astype(np.float64)
+
+    alpha, scale_errors = fit_output_scale(session, [(t, d, confidences(t)) for t, d in zip(tr, d_tr)])
     fold_output_scale(net, alpha)
-    with torch.no_grad():
-        c_tr = net(torch.as_tensor(tr["features"])).numpy().astype(np.float64)
-        c_te = net(torch.as_tensor(te["features"])).numpy().astype(np.float64)
-    quality = {
-        "train": ranking_quality(c_tr, tr["error"], tr["subject"]),
-        "heldout": ranking_quality(c_te, te["error"], te["subject"]),
-        "heldout_heuristic": ranking_quality(heuristic_confidence(te["features"]), te["error"], te["subject"]),
-    }
-    att = calibration_bone_errors(session, te, d_te, c_te)
-    uni = calibration_bone_errors(session, te, d_te, c_te, uniform=True)
+    quality = {"train": ranking_quality(confidences(merged), merged["error"], merged["subject"])}
+    heldout_calibration = {}
+    for c, t in te.items():
+        conf = confidences(t)
+        quality[f"heldout_{c}"] = ranking_quality(conf, t["error"], t["subject"])
+        quality[f"heldout_{c}_heuristic"] = ranking_quality(heuristic_confidence(t["features"]), t["error"],
+                                                            t["subject"])
+        heldout_calibration[c] = heldout_report(session, t, d_te[c], conf)
     session.convention = None
-    uni_raw = calibration_bone_errors(session, te, d_te, c_te, uniform=True)
+    heldout_calibration["clean"]["bone_error_uniform_without_convention_mm"] = round(float(
+        calibration_bone_errors(session, te["clean"], d_te["clean"], np.zeros(len(te["clean"]["error"])),
+                                uniform=True).mean()), 4)
     session.convention = conv
-    heldout_calibration = {
-        "bone_error_attention_mm": round(float(att.mean()), 4),
-        "bone_error_uniform_mm": round(float(uni.mean()), 4),
-        "bone_error_uniform_without_convention_mm": round(float(uni_raw.mean()), 4),
-        "attention_gain_over_uniform": round(float(1.0 - att.mean() / uni.mean()), 4),
-    }
     log.info("ranking quality: %s", quality)
     log.info("output scale %.3g; held-out calibration: %s", alpha, heldout_calibration)
     meta = {
         "command": "python -m core.tools.train_confidence" + (f" --epochs {args.epochs}" if args.epochs != 400 else "")
                    + (f" --margin {args.margin}" if args.margin != 0.1 else "")
-                   + (f" --target {args.target}" if args.target != "bone" else ""),
+                   + (f" --target {args.target}" if args.target != DEFAULT_TARGET else "")
+                   + (f" --conditions {args.conditions}" if args.conditions != "both" else ""),
         "feature_names": list(FEATURE_NAMES),
         "target": {"bone": "scale-free bone error of the frame's free-shape refit against the person's true skeleton",
-                   "detection": "MediaPipe's 2D keypoint error over the hand's size"}[args.target]
+                   "detection": "MediaPipe's 2D keypoint error over the hand's size",
+                   "consistency": "reprojection error of the person's true hand fitted to MediaPipe's keypoints "
+                                  "(pose free) over the hand's size"}[args.target]
                   + "; pairs within a subject",
         "model": "one linear layer over standardized features (hidden=0)",
         "loss": f"MarginRankingLoss(margin={args.margin}), full batch, Adam lr 3e-3, weight decay 1e-2",
@@ -320,12 +401,15 @@ def main(argv: list[str] | None = None) -> int:
                          "chosen_by": "mean calibrated bone error of the training people, "
                                       "softmax(alpha c / T), T = 0.33",
                          "training_bone_error_mm": {k: round(v, 4) for k, v in scale_errors.items()}},
-        "train": {"set": PEOPLE_TRAIN_SET, "people": True, "frames": int(len(tr["error"]))},
-        "heldout": {"set": PEOPLE_HELDOUT_SET, "people": True, "frames": int(len(te["error"]))},
+        "data_version": DATA_VERSION,
+        "train": {"sets": [PEOPLE_SETS[c][0] for c in conditions], "conditions": list(conditions), "people": True,
+                  "frames": [int(len(t["error"])) for t in tr]},
+        "heldout": {c: {"set": PEOPLE_SETS[c][1], "frames": int(len(t["error"]))} for c, t in te.items()},
         "ranking_quality": quality,
         "keypoint_convention": convention_meta,
         "heldout_calibration": heldout_calibration,
-        "calibration": "session.calibrate (true hand length given), first 20 usable frames per person",
+        "calibration": "session.calibrate (true hand length given, the joint optimization's robust loss), "
+                       "first 20 usable frames per person; attention vs uniform weights",
         "seconds": round(time.perf_counter() - t0, 1),
     }
     save_confidence_net(net, args.out, {"training": json.dumps(meta)})
