@@ -419,19 +419,23 @@ class Engine:
                        after: Callable[[Frame, FrameResult], None] | None = None) -> Iterator[FrameResult]:
         """Process a stream as a pipeline: detection runs a frame or two ahead.
 
-        MediaPipe and, with refinement, the hands' segmentation (it needs only the image and
-        the keypoints) run in a child process (:mod:`core.detect.process`, with
-        ``detector_process``; else in a second thread); the caller's thread fits and refines;
-        ``after`` runs in a third thread. The refinement's C loop and the kernels release the
-        GIL, so on two cores neighbouring frames overlap. In a thread of this process,
-        MediaPipe waited for the other stages' GIL before and after every frame; in the child
-        it runs frame after frame (whole live frame with texture on the demo, median of 20
-        alternating rounds: 1.47x MediaPipe alone with the detector in a thread, 1.28x in the
-        child; shorter comparisons ranged from no difference to 0.08). The fit stays in the
-        caller's thread: in a thread of its own its NumPy work (which holds the GIL) and the
-        refinement's PyTorch ops slowed each other down. The queues are bounded (two frames),
-        nothing piles up; an error in the reader, the detector or ``after`` is raised here, in
-        the caller's thread.
+        MediaPipe runs in a child process (:mod:`core.detect.process`, with
+        ``detector_process``; else in a second thread), a frame or two ahead; a second thread
+        hands its answers on and, with refinement, segments the hands (it needs only the image
+        and the keypoints); the caller's thread fits and refines; ``after`` runs in a third
+        thread. The refinement's C loop and the kernels release the GIL, so on two cores
+        neighbouring frames overlap. In a thread of this process, MediaPipe waited for the
+        other stages' GIL before and after every frame; in the child it runs frame after frame
+        (whole live frame with texture on the demo, median of 20 alternating rounds: 1.47x
+        MediaPipe alone with the detector in a thread, 1.28x in the child; shorter comparisons
+        ranged from no difference to 0.08). The child runs MediaPipe only: it is the stream's
+        slowest stage (on two cores the fit, refinement and texture wait for it), so the
+        segmentation (about 1 ms a frame) is done here, beside the fit (6 alternating A/B runs
+        of 11 rounds, demo, texture on: median ratio 1.21 with the segmentation here, 1.45 in
+        the child). The fit stays in the caller's thread: in a thread of its own its NumPy work
+        (which holds the GIL) and the refinement's PyTorch ops slowed each other down. The
+        queues are bounded (two frames), nothing piles up; an error in the reader, the
+        detector or ``after`` is raised here, in the caller's thread.
 
         Args:
             frames: the stream.
@@ -447,7 +451,7 @@ class Engine:
         worker = self._stream_worker()
 
         def answer(frame: Frame, d: Detected) -> None:
-            segmented = None if d.masks is None else _Segmented(d.masks, d.segment_ms)
+            segmented = self._segment(frame, d.detections) if self._segments else None
             _put(detected, (frame, d.detections, d.detect_ms, segmented), stop)
 
         def detect_stage() -> None:
@@ -544,9 +548,8 @@ class Engine:
         failure, log why and leave it to the thread."""
         try:
             if self._worker is None and self.settings.detector_process and not self._worker_failed:
-                config = DetectorConfig(self.settings.max_hands, self.settings.detector_mode,
-                                        segment=self._segments,
-                                        segmentation=self.settings.segmentation)
+                # MediaPipe only: the stream segments in its own thread (see process_stream)
+                config = DetectorConfig(self.settings.max_hands, self.settings.detector_mode)
                 self._worker = DetectorProcess(config, wait=False)
             if wait and self._worker is not None:
                 self._worker.wait_ready()

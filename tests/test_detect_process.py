@@ -78,6 +78,26 @@ def test_a_child_that_cannot_start_or_dies_says_so(frames) -> None:
     child.close()  # idempotent after a death
 
 
+def test_a_reset_is_done_when_it_returns(frames) -> None:
+    """reset() waits for the child's answer (MediaPipe's graph made anew is paid at the reset,
+    not inside the next stream's first frame): it drops the frame in flight, leaves nothing on
+    the line, the next frame starts a new stream, and a child that died says so at the reset."""
+    with DetectorProcess(DetectorConfig(max_hands=1)) as child, HandDetector(max_hands=1, mode="video") as here:
+        for f in frames[:3]:
+            child.submit(f.image, f.timestamp_s)
+            child.receive()
+        child.submit(frames[3].image, frames[3].timestamp_s)  # in flight: dropped
+        child.reset()
+        assert child.in_flight == 0 and not child._conn.poll(0)  # noqa: SLF001 - the answer was read
+        child.submit(frames[6].image, frames[6].timestamp_s)
+        fresh = here.detect(frames[6].image, frames[6].timestamp_s)
+        np.testing.assert_array_equal(child.receive().detections[0].keypoints_2d, fresh[0].keypoints_2d)
+        os.kill(child._proc.pid, signal.SIGKILL)  # noqa: SLF001 - simulate a crash
+        with pytest.raises(DetectorProcessError, match="stopped unexpectedly"):
+            child.reset()
+        assert not child.alive
+
+
 def test_the_stream_in_a_child_equals_the_stream_in_a_thread(frames) -> None:
     """process_stream with the detector process gives the thread's fits and refinements; a
     stream stopped early leaves no stale answer for the next; a dead child is replaced."""
@@ -95,6 +115,7 @@ def test_the_stream_in_a_child_equals_the_stream_in_a_thread(frames) -> None:
         run(engine, 3)  # stopped early: frames stay in flight and must be dropped
         in_child = run(engine)
         assert engine._worker is not None  # noqa: SLF001
+        assert not engine._worker.config.segment  # noqa: SLF001 - MediaPipe only; the stream segments
         os.kill(engine._worker._proc.pid, signal.SIGKILL)  # noqa: SLF001
         with pytest.raises(DetectorProcessError, match="stopped unexpectedly"):
             list(engine.process_stream(frames))
@@ -110,6 +131,8 @@ def test_the_stream_in_a_child_equals_the_stream_in_a_thread(frames) -> None:
             np.testing.assert_allclose(x.fit.keypoints_3d, y.fit.keypoints_3d, atol=1e-6)
             np.testing.assert_allclose(x.refined.vertices, y.refined.vertices, atol=1e-6)
             np.testing.assert_allclose(z.refined.vertices, y.refined.vertices, atol=1e-6)
+            np.testing.assert_array_equal(x.mask, y.mask)
+            assert x.mask.sum() > 0
 
 
 def test_where_the_child_cannot_start_the_stream_detects_in_a_thread(frames, monkeypatch, caplog) -> None:

@@ -24,7 +24,10 @@ are pickled; that is safe only because nothing else holds either end):
 * the child answers in order, ``("ok", detections, masks, detect_ms, segment_ms)`` with each
   mask as ``(box, crop)`` (the mask is empty outside its box) or None where segmentation
   failed, or ``("error", exception class name, message)``;
-* ``("reset",)`` forgets the tracked hands; ``None`` ends the child.
+* ``("reset",)`` forgets the tracked hands (MediaPipe's graph is made anew, about 20 ms); the
+  child answers ``("reset",)`` once done, or ``("error", ...)``, so that a reset is paid when it
+  is asked for, as :meth:`HandDetector.reset` is, not inside the next stream's first frame;
+* ``None`` ends the child.
 """
 
 from __future__ import annotations
@@ -133,11 +136,12 @@ def _serve(conn: Connection, config: DetectorConfig) -> None:
     conn.send(("ready",))
     try:
         while (msg := conn.recv()) is not None:
-            if msg[0] == "reset":
-                detector.reset()
-                continue
             try:
-                answer = _answer(detector, slots, config, *msg[1:])
+                if msg[0] == "reset":
+                    detector.reset()
+                    answer: tuple = ("reset",)
+                else:
+                    answer = _answer(detector, slots, config, *msg[1:])
             except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
                 answer = ("error", type(exc).__name__, str(exc))
             conn.send(answer)
@@ -300,6 +304,14 @@ class DetectorProcess:
         if not self._in_flight:
             raise DetectorProcessError("no frame in flight")
         shape = self._in_flight.popleft()
+        _, detections, packed, detect_ms, segment_ms = self._answer()
+        masks = None
+        if packed is not None:
+            masks = tuple(None if p is None else _unpack(p, shape) for p in packed)
+        return Detected(tuple(detections), masks, float(detect_ms), float(segment_ms))
+
+    def _answer(self) -> Any:
+        """The child's next answer (waits for it); its errors raised here."""
         try:
             if not self._conn.poll(self.answer_timeout_s):
                 self._kill()
@@ -312,11 +324,7 @@ class DetectorProcess:
             if kind == "InputError":
                 raise InputError(message)
             raise DetectorProcessError(f"hand detection failed in its process: {kind}: {message}")
-        _, detections, packed, detect_ms, segment_ms = answer
-        masks = None
-        if packed is not None:
-            masks = tuple(None if p is None else _unpack(p, shape) for p in packed)
-        return Detected(tuple(detections), masks, float(detect_ms), float(segment_ms))
+        return answer
 
     def drain(self) -> None:
         """Receive and drop every answer still in flight (a stream stopped early)."""
@@ -327,13 +335,19 @@ class DetectorProcess:
                 pass
 
     def reset(self) -> None:
-        """Forget the tracked hands (the next frame starts a new stream); drops answers in flight."""
+        """Forget the tracked hands (the next frame starts a new stream); drops answers in flight.
+        Returns once the child has reset (like :meth:`HandDetector.reset`).
+
+        Raises:
+            DetectorProcessError: the child died, or could not reset.
+        """
         self.wait_ready()
         self.drain()
         try:
             self._conn.send(("reset",))
         except (OSError, ValueError) as exc:
             raise self._died() from exc
+        self._answer()
 
     def close(self) -> None:
         """Stop the child and free the shared memory. Idempotent."""
