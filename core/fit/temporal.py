@@ -33,12 +33,12 @@ fit's keypoints, where the noise is what one sees, and the hand is then refitted
 2. **Refit** (:meth:`HandSmoother.__call__`): the tailor fits the hand to the filtered
    keypoints (pixels and, as its bone-direction target, the 3D keypoints) in a few
    Levenberg-Marquardt iterations, warm-started from and pulled toward the last smoothed fit
-   (its temporal term; on the weak-perspective path it starts from the keypoints alone, as
-   there the root's pull toward the last fit outweighs the keypoints and the smoothed hand
-   drifted off them, 17 px in three seconds on the test trajectory). The shape is held: the profile's when one is loaded, else the fits'
-   shapes low-passed (a person's shape is a constant; left free, the refit traded it against
-   the scale and drifted on the weak-perspective path). The result is a hand of the model, as
-   every fit is (about a millisecond a hand on the 2-core machine).
+   (its temporal term). On the weak-perspective path it starts from the keypoints alone: there
+   the root's pull toward the last fit outweighs the keypoints, and the smoothed hand drifted
+   off them (17 px in three seconds on the test trajectory). The shape is held, the profile's
+   when one is loaded, else the fits' shapes low-passed (a person's shape is a constant; on the
+   rendered clips as good as refitting it). The result is a hand of the model, as every fit
+   is; the refit costs about 0.9 ms a hand (mostly the tailor's set-up, not its iterations).
 
 The settings below were tuned on the rendered ``moving`` and ``fast`` clips of
 ``bench --only temporal`` and checked on rendered clips of other seeds and speeds, the demo and
