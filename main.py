@@ -57,6 +57,14 @@ def _add_stereo_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--stereo-calib", metavar="S.json", help="the camera pair: {K1, K2, R, T (m)}")
 
 
+def _add_refine_arg(p: argparse.ArgumentParser) -> None:
+    """--refine N: silhouette refinement iterations per hand (0: off), with the depth term of an
+    RGB-D source and the second view's silhouette of a calibrated pair (``track``, ``export``)."""
+    p.add_argument("--refine", metavar="N", type=int, default=0,
+                   help="refine each hand for N iterations against its silhouette (and the depth of an RGB-D "
+                        "source, the second view of a stereo pair); default 0: off")
+
+
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH", default=None,
                    help="MANO_RIGHT.pkl/MANO_LEFT.pkl, a folder holding them, or a MANO-layout "
@@ -86,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="R.jsonl")
     _add_camera_args(p)
     p.add_argument("--profile", metavar="P")
-    p.add_argument("--refine", metavar="N", type=int, default=0)
+    _add_refine_arg(p)
     p.add_argument("--max-hands", metavar="N", type=int, default=2)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     _add_rgbd_args(p)
@@ -121,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_camera_args(p)
     _add_rgbd_args(p)
     _add_stereo_args(p, "each hand fused from both views into SRC's camera")
+    _add_refine_arg(p)
     p.add_argument("--max-frames", metavar="N", type=int, default=None, help="use at most N frames of SRC")
     p.add_argument("--force", action="store_true",
                    help="replace existing NAME.mtl / NAME.png / NAME.profile.json that this export did not write")

@@ -137,6 +137,8 @@ def test_exported_glbs_pass_the_khronos_validator(profile: Path, tmp_path: Path)
         "rigged_pose.glb": dict(rigged=True, pose=poses[1]),
         "animated.glb": dict(rigged=True, animation=session_animation(np.arange(6) / 15, poses, translations, joints)),
         "untextured.glb": dict(texture=None),
+        # a refined hand's frame: the posed model plus its free offsets (export --refine N --pose frame:N)
+        "posed_offsets.glb": dict(pose=poses[2], vertex_offsets=rng.normal(0, 0.002, (d.num_vertices, 3))),
     }
     for name, kwargs in paths.items():
         kwargs = {"shape": shape, "texture": _texture(), "texture_size": 64, **kwargs}
@@ -170,6 +172,11 @@ def test_posed_export_matches_the_tracked_pose(tmp_path: Path) -> None:
     got = np.unique(np.asarray(loaded.vertices), axis=0)  # seam copies merged
     assert got.shape == (d.num_vertices, 3)
     np.testing.assert_allclose(got, np.unique(expected.astype(np.float32), axis=0), atol=1e-5)
+    # a refined hand's free offsets (camera frame) turn to y-up with the hand; rigged exports leave them out
+    offsets = np.random.default_rng(0).normal(0.0, 0.003, (d.num_vertices, 3))
+    export_hand(tmp_path / "refined.ply", shape=None, texture=None, pose=pose, vertex_offsets=offsets)
+    got = np.asarray(trimesh.load(tmp_path / "refined.ply", process=False).vertices)
+    np.testing.assert_allclose(got, expected + offsets * np.array([1.0, -1.0, -1.0]), atol=1e-5)
 
 
 # --------------------------------------------------------------------------- failures

@@ -277,6 +277,39 @@ def test_nvgesture_clip_opens_as_an_rgbd_source(tmp_path) -> None:
 # ----------------------------------------------------------------------------- export
 
 
+def _rgbd_folders(tmp_path: Path, betas: np.ndarray, n: int, pose_sd: float = 0.0, seed: int = 0):
+    """``n`` rendered RGB-D frames of a right hand of shape ``betas`` facing the camera, its
+    finger pose flat or drawn with ``pose_sd`` radians (320 x 240, 16-bit millimetre depth
+    PNGs): (colour folder, depth folder, depth camera file, the samples)."""
+    from core.render import RasterSettings, rasterize, render_depth
+    from core.synth.render import PALM_TO_CAMERA, SynthSettings, default_layers, render_hand_sample
+    from core.tools.evaluate_texture import FLAT_LIGHTING, pattern_texture
+
+    layers = default_layers()
+    colour, depth = tmp_path / "colour", tmp_path / "depth"
+    colour.mkdir()
+    depth.mkdir()
+    rng = np.random.default_rng(seed)
+    size = (320, 240)
+    K = np.array([[280.0, 0.0, 159.5], [0.0, 280.0, 119.5], [0.0, 0.0, 1.0]])
+    texture = pattern_texture(np.random.default_rng(1), 256)
+    samples = []
+    for i in range(n):
+        pose = rng.normal(0.0, pose_sd, 45).astype(np.float32) if pose_sd else np.zeros(45, np.float32)
+        s = render_hand_sample(rng, layers, SynthSettings(image_size=size, fill=(0.6, 0.6), left_probability=0.0),
+                               betas=betas, pose=pose, texture=texture, global_rotation=PALM_TO_CAMERA, K=K,
+                               transl_jitter=0.02, lighting=FLAT_LIGHTING)
+        frags = rasterize(torch.as_tensor(s.vertices, dtype=torch.float32)[None], layers["right"].faces,
+                          torch.as_tensor(K, dtype=torch.float32)[None], RasterSettings(image_size=(size[1], size[0])))
+        metres = render_depth(frags)[0].numpy()
+        cv2.imwrite(str(colour / f"{i:03d}.png"), s.image[..., ::-1])
+        cv2.imwrite(str(depth / f"{i:03d}.png"), np.rint(metres * 1000).astype(np.uint16))
+        samples.append(s)
+    cam = write_json(tmp_path / "dc.json", {"fx": 280.0, "fy": 280.0, "cx": 159.5, "cy": 119.5,
+                                            "depth_scale_m": 0.001})
+    return colour, depth, cam, samples
+
+
 @pytest.mark.slow
 def test_export_takes_an_rgbd_source_and_measures_the_hand(tmp_path, capsys) -> None:
     """export SRC --depth D --depth-intrinsics DC: a hand 1.15 times the mean, rendered with its
@@ -284,37 +317,48 @@ def test_export_takes_an_rgbd_source_and_measures_the_hand(tmp_path, capsys) -> 
     depth can: the exported hand's length is the true one."""
     import main
     from core.personalize.scale import pin_scale
-    from core.render import RasterSettings, rasterize, render_depth
-    from core.synth.render import PALM_TO_CAMERA, SynthSettings, default_layers, render_hand_sample
-    from core.tools.evaluate_texture import FLAT_LIGHTING, pattern_texture
+    from core.synth.render import default_layers
 
-    layers = default_layers()
-    layer = layers["right"]
+    layer = default_layers()["right"]
     betas = pin_scale(layer, np.zeros(10, np.float32), 1.15)
     with torch.no_grad():
         true_mm = float(layer.measures(torch.as_tensor(betas)[None])[0][0]) * 1000
         mean_mm = float(layer.measures()[0][0]) * 1000
-    colour, depth = tmp_path / "colour", tmp_path / "depth"
-    colour.mkdir()
-    depth.mkdir()
-    rng = np.random.default_rng(0)
-    size = (320, 240)
-    K = np.array([[280.0, 0.0, 159.5], [0.0, 280.0, 119.5], [0.0, 0.0, 1.0]])
-    texture = pattern_texture(np.random.default_rng(1), 256)
-    for i in range(4):
-        s = render_hand_sample(rng, layers, SynthSettings(image_size=size, fill=(0.6, 0.6), left_probability=0.0),
-                               betas=betas, pose=np.zeros(45, np.float32), texture=texture,
-                               global_rotation=PALM_TO_CAMERA, K=K, transl_jitter=0.02, lighting=FLAT_LIGHTING)
-        frags = rasterize(torch.as_tensor(s.vertices, dtype=torch.float32)[None], layer.faces,
-                          torch.as_tensor(K, dtype=torch.float32)[None], RasterSettings(image_size=(size[1], size[0])))
-        metres = render_depth(frags)[0].numpy()
-        cv2.imwrite(str(colour / f"{i:03d}.png"), s.image[..., ::-1])
-        cv2.imwrite(str(depth / f"{i:03d}.png"), np.rint(metres * 1000).astype(np.uint16))
-    cam = write_json(tmp_path / "dc.json", {"fx": 280.0, "fy": 280.0, "cx": 159.5, "cy": 119.5,
-                                            "depth_scale_m": 0.001})
+    colour, depth, cam, _ = _rgbd_folders(tmp_path, betas, 4)
     out = tmp_path / "big.obj"
     code = main.main(["export", str(colour), "--out", str(out), "--texture-size", "64", "--depth", str(depth),
                       "--depth-intrinsics", str(cam)])
     assert code == 0, capsys.readouterr().err
     measured = json.loads((tmp_path / "big.profile.json").read_text())["hand_length_mm"]
     assert abs(measured - true_mm) < 0.3 * abs(true_mm - mean_mm), (measured, true_mm, mean_mm)
+
+
+@pytest.mark.slow
+def test_export_refine_exports_the_refined_hand(tmp_path, capsys) -> None:
+    """export SRC --depth ... --pose frame:0 --refine N: the refinement (silhouette and depth
+    terms) shapes the exported mesh: its vertices lie nearer the true hand's (posed the same
+    way: y up, root at rest) than the unrefined export's, and the GLB still loads."""
+    import trimesh
+
+    import main
+    from core.export.api import _posed_vertices
+    from core.personalize.scale import pin_scale
+    from core.synth.render import default_layers
+
+    layer = default_layers()["right"]
+    betas = pin_scale(layer, np.zeros(10, np.float32), 1.15)
+    colour, depth, cam, samples = _rgbd_folders(tmp_path, betas, 3, pose_sd=0.15)
+    truth = _posed_vertices(layer.data, samples[0].pose, samples[0].betas)
+    errors = {}
+    for n in (0, 15):
+        out = tmp_path / f"r{n}.ply"  # PLY keeps one vertex per model vertex (no UV seams)
+        assert main.main(["export", str(colour), "--out", str(out), "--texture-size", "32", "--depth", str(depth),
+                          "--depth-intrinsics", str(cam), "--pose", "frame:0", "--refine", str(n)]) == 0
+        v = np.asarray(trimesh.load(str(out), process=False, force="mesh").vertices)
+        errors[n] = float(np.linalg.norm(v - truth, axis=1).mean())
+    assert errors[15] < 0.9 * errors[0], errors  # measured 36 mm vs 46 mm
+    glb = tmp_path / "r.glb"
+    assert main.main(["export", str(colour), "--out", str(glb), "--texture-size", "32", "--depth", str(depth),
+                      "--depth-intrinsics", str(cam), "--pose", "frame:0", "--refine", "3", "--rigged"]) == 0
+    scene = trimesh.load(str(glb))
+    assert len(scene.geometry) == 1

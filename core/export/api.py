@@ -154,6 +154,7 @@ def build_hand_bundle(
     animation: Animation | None = None,
     texture_size: int = 1024,
     name: str = "hand",
+    vertex_offsets: np.ndarray | None = None,
 ) -> MeshBundle:
     """The :class:`MeshBundle` of a personal hand (see the module docstring).
 
@@ -167,6 +168,9 @@ def build_hand_bundle(
         animation: an animation of the rig (:func:`session_animation`), rigged only.
         texture_size: side of the exported texture.
         name: the mesh's name in files.
+        vertex_offsets: (V, 3) camera-frame offsets, metres, added to the mesh posed by
+            ``pose`` (a refined hand's free offsets ``dv``, turned to y-up with it); posed,
+            unrigged exports only (ignored otherwise).
     """
     rest, joints = rest_geometry(data, shape)
     if texture is not None and (data.uv is None or data.uv_faces is None):
@@ -183,6 +187,9 @@ def build_hand_bundle(
         vertices = rest
     else:
         vertices = rest if pose is None else _posed_vertices(data, pose, shape)
+        if pose is not None and vertex_offsets is not None:
+            # smplx: v = R (v_rest - J0) + J0 + t, exported as C R (v_rest - J0) + J0: an offset turns with C
+            vertices = vertices + np.asarray(vertex_offsets, np.float64).reshape(-1, 3) @ CAMERA_TO_Y_UP.T
     return MeshBundle(
         vertices=vertices,
         faces=data.faces,
@@ -226,6 +233,7 @@ def export_hand(
     animation: Animation | None = None,
     model_data: Any | None = None,
     force: bool = False,
+    vertex_offsets: np.ndarray | None = None,
 ) -> list[Path]:
     """Export a personal hand to ``out``; the format comes from the suffix.
 
@@ -252,6 +260,8 @@ def export_hand(
         force: replace existing companion files (``NAME.mtl``, ``NAME.png``,
             ``NAME.profile.json``) even when ``out`` itself does not exist yet; without it
             they are replaced only together with ``out`` (see :func:`core.outputs.check_companions`).
+        vertex_offsets: (V, 3) camera-frame offsets added to the posed mesh (a refined hand's
+            free offsets; see :func:`build_hand_bundle`).
 
     Returns:
         The files written, the mesh first.
@@ -281,7 +291,8 @@ def export_hand(
     stem = _companion_stem(target.stem)
     report(0.2, "building the mesh")
     try:
-        bundle = build_hand_bundle(model_data, shape, texture, pose, rigged, animation, int(texture_size), name=stem)
+        bundle = build_hand_bundle(model_data, shape, texture, pose, rigged, animation, int(texture_size), name=stem,
+                                   vertex_offsets=vertex_offsets)
         report(0.4, f"encoding {suffix[1:].upper()}")
         if suffix == ".obj":
             built = build_obj(bundle, name=stem)

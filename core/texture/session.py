@@ -9,7 +9,9 @@ the background out of the texture.
 
 :class:`SessionCapture` keeps one texture per side and a light record of every tracked hand
 (its parameters per frame), which is what an export needs: the shape (median over frames),
-any frame's pose, and the recorded motion.
+any frame's pose, and the recorded motion. A refined hand is recorded as refined
+(``HandResult.refined``: its pose, shape, translation and free vertex offsets, which the
+depth term of an RGB-D source and a stereo pair's second silhouette shaped), else as fitted.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from core.camera import HandCamera
 from core.fit import FitSettings, HandFit
 from core.model import HandModel, HandModelData
+from core.refine.contracts import RefineResult
 from core.texture.capture import DEFAULT_TEXTURE_SIZE, CaptureSettings, TextureCapture, TextureUpdate
 
 __all__ = ["EngineHand", "SessionCapture", "TrackedHand", "fit_vertices"]
@@ -36,6 +39,7 @@ class EngineHand(Protocol):
     """What :meth:`SessionCapture.add_hands` reads of a :class:`core.engine.HandResult`."""
 
     fit: HandFit
+    refined: RefineResult | None
     track_id: int
     vertices: np.ndarray
     camera: HandCamera
@@ -52,6 +56,9 @@ class TrackedHand:
         pose: (48,) float32 axis-angle (global rotation first). betas: (S,) float32 shape.
         transl: (3,) float32 translation, metres.
         track_id: the hand's identity across frames (:mod:`core.tracking`), or -1 if unknown.
+        vertex_offsets: (V, 3) float32 the refinement's free offsets ``dv``, camera frame,
+            metres (added to the model posed by ``pose``, ``betas``, ``transl``), or None
+            for a hand that was not refined.
     """
 
     frame: int
@@ -61,6 +68,7 @@ class TrackedHand:
     betas: np.ndarray
     transl: np.ndarray
     track_id: int = -1
+    vertex_offsets: np.ndarray | None = None
 
 
 def fit_vertices(layer: HandModel, pose: np.ndarray, betas: np.ndarray, transl: np.ndarray) -> np.ndarray:
@@ -133,9 +141,12 @@ class SessionCapture:
             fit = hand.fit
             if fit.side not in self.models:
                 continue
-            self.tracked.append(TrackedHand(frame, timestamp_s, fit.side, np.asarray(fit.pose, np.float32).copy(),
-                                            np.asarray(fit.betas, np.float32).copy(),
-                                            np.asarray(fit.transl, np.float32).copy(), int(hand.track_id)))
+            refined = getattr(hand, "refined", None)  # the mesh the hand result carries: the refined one
+            p = fit if refined is None else refined
+            offsets = None if refined is None else np.asarray(refined.vertex_offsets, np.float32).copy()
+            self.tracked.append(TrackedHand(frame, timestamp_s, fit.side, np.asarray(p.pose, np.float32).copy(),
+                                            np.asarray(p.betas, np.float32).copy(),
+                                            np.asarray(p.transl, np.float32).copy(), int(hand.track_id), offsets))
             capture = self.capture(fit.side)
             if capture is None:
                 continue

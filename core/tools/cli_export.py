@@ -1,7 +1,7 @@
 """``export``: a personalized, textured (optionally rigged) hand mesh from the command line.
 
     python main.py export (--profile P | SRC | --profile P SRC) --out FILE.{obj,glb,ply}
-                          [--pose rest|frame:N] [--rigged [--animate]] [--texture-size PX]
+                          [--pose rest|frame:N] [--rigged [--animate]] [--texture-size PX] [--refine N]
                           [--depth D --depth-intrinsics DC.json | --stereo SRC2 --stereo-calib S.json]
 
 - ``--profile P`` alone: the profile's shape and texture (``"texture"`` next to the JSON), in
@@ -109,12 +109,15 @@ def capture_source(
     max_frames: int | None = None,
     sides: tuple[str, ...] = ("right", "left"),
     progress: bool | None = None,
+    refine: int = 0,
 ) -> tuple[Any, int]:
     """Track the source of ``options`` (with its depth stream or second camera when given) and
     capture the texture of every tracked hand from the (reference) camera's frames.
 
     ``shape``: a profile's fixed shape, or its whole :class:`~core.model.personal.PersonalIdentity`
-    (tracking and texture then use the personal model), or None (free shape).
+    (tracking and texture then use the personal model), or None (free shape). ``refine``:
+    refinement iterations per hand (``--refine``; 0: off): the session then records and
+    textures the refined hands.
 
     Returns:
         (the :class:`~core.texture.session.SessionCapture`, number of frames read).
@@ -129,12 +132,13 @@ def capture_source(
     from core.progress import ProgressBar
     from core.texture.session import SessionCapture
 
-    check_capture_arguments(options, max_frames)
+    check_capture_arguments(options, max_frames, refine)
     from core.model.personal import PersonalIdentity, identity_model
 
     identity = shape if isinstance(shape, PersonalIdentity) else None  # a profile's own hand
     models = {side: identity_model(load_model_data(model, side), identity) for side in sides}  # type: ignore[arg-type]
-    settings = EngineSettings(max_hands=2, model=model, segment=True)  # the masks keep the background out
+    # the masks keep the background out of the texture (and are the refinement's target)
+    settings = EngineSettings(max_hands=2, model=model, segment=True, refine_iterations=refine)
     frames_read = 0
     with options.open() as src:
         limit = max_frames
@@ -169,14 +173,15 @@ def capture_source(
     return session, frames_read
 
 
-def check_capture_arguments(options: SourceOptions, max_frames: int | None) -> None:
+def check_capture_arguments(options: SourceOptions, max_frames: int | None, refine: int = 0) -> None:
     """Raise :class:`InputError` for source options that do not go together (camera, depth,
-    stereo: :meth:`SourceOptions.check`) or a --fov or --max-frames out of range."""
-    from core.inputs import check_int
+    stereo: :meth:`SourceOptions.check`) or a --fov, --max-frames or --refine out of range."""
+    from core.inputs import MAX_REFINE, check_int
 
     options.check()
     if max_frames is not None:
         check_int(max_frames, "--max-frames", 1, 10_000_000)
+    check_int(refine, "--refine", 0, MAX_REFINE)
 
 
 def _session_profile(name: str, side: str, data: Any, shape: np.ndarray, frames: list[Any], source: str) -> dict:
@@ -231,6 +236,7 @@ def run_export(args: argparse.Namespace) -> int:
         raise InputError("export needs a source (SRC) or --profile P (or both)")
     frame_n = parse_pose(getattr(args, "pose", "rest"))
     rigged = bool(getattr(args, "rigged", False))
+    refine = int(getattr(args, "refine", 0) or 0)
     animate = bool(getattr(args, "animate", False))
     texture_size = int(getattr(args, "texture_size", 1024) or 1024)
     model = getattr(args, "model", None)
@@ -246,7 +252,7 @@ def run_export(args: argparse.Namespace) -> int:
     check_export_target(out, rigged)
     options = None if source is None else SourceOptions.from_args(args)
     if options is not None:
-        check_capture_arguments(options, getattr(args, "max_frames", None))
+        check_capture_arguments(options, getattr(args, "max_frames", None), refine)
     # every file this export writes, before any work: never an input, never a stranger's file
     inputs = [*([] if options is None else options.inputs), profile_path, model]
     out = check_output(out, inputs)
@@ -282,7 +288,7 @@ def run_export(args: argparse.Namespace) -> int:
     wanted = _profile_side(profile)
     session, frames_read = capture_source(
         options, model=model, shape=None if profile is None else profile.identity, base=base,
-        texture_size=texture_size, max_frames=getattr(args, "max_frames", None),
+        texture_size=texture_size, max_frames=getattr(args, "max_frames", None), refine=refine,
     )
     side = wanted or session.main_side()
     if side is None or not session.frames_of(side):
@@ -291,7 +297,7 @@ def run_export(args: argparse.Namespace) -> int:
     data = session.models[side]
     tracked = session.frames_of(side)
     shape = profile.shape if profile is not None else session.median_shape(side)
-    pose = None
+    pose = offsets = None
     if frame_n is not None:
         hand = session.at_frame(side, frame_n)
         if hand is None:
@@ -300,6 +306,7 @@ def run_export(args: argparse.Namespace) -> int:
                 f"frame {frame_n} has no tracked {side} hand (tracked frames: {_ranges(seen)})"
             )
         pose = hand.pose
+        offsets = None if rigged else hand.vertex_offsets  # a refined hand's surface in that frame
     animation = None
     if animate:
         from core.export.api import rest_geometry
@@ -318,7 +325,7 @@ def run_export(args: argparse.Namespace) -> int:
                                                                    source)
     files = export_hand(out, shape=shape, texture=texture, pose=pose, side=side, rigged=rigged,
                         texture_size=texture_size, profile_json=doc, animation=animation, model_data=data,
-                        force=force)
+                        force=force, vertex_offsets=offsets)
     summary = ExportSummary(
         tuple(files), side, frames_read, len(tracked), None if capture is None else capture.coverage,
         texture_size if capture is not None else None,
