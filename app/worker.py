@@ -349,8 +349,9 @@ class TrackingWorker(QObject):
 
     def _paced(self, src, live_camera: bool, sets: bool = False) -> Iterator[Frame]:
         """The source's reference frames, paced at their frame rate (files), held while paused
-        and ended at stop; runs in the engine's detector thread. The other view of a stereo
-        pair waits in ``_views`` for the after-frame hook."""
+        and ended at stop; runs in the engine's source thread (its detector thread without the
+        detector's child process). The other view of a stereo pair waits in ``_views`` for the
+        after-frame hook."""
         realtime = self.config.realtime and not live_camera
         start_wall: float | None = time.perf_counter()
         first_ts: float | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,38 @@ def test_the_stream_in_a_child_equals_the_stream_in_a_thread(frames) -> None:
             np.testing.assert_allclose(z.refined.vertices, y.refined.vertices, atol=1e-6)
             np.testing.assert_array_equal(x.mask, y.mask)
             assert x.mask.sum() > 0
+
+
+def test_a_paced_source_gets_each_result_before_its_next_frame_is_read(frames) -> None:
+    """With the child, a frame's answer is taken when the child gives it, not once the next
+    frame has come from the source: a source that gives frame k+1 only after the result of
+    frame k was yielded (a camera is slower than the pipeline) is never kept waiting. Before,
+    the detector's thread read frame k+1 before taking k's answer: a frame period of latency."""
+    yielded = {f.index: threading.Event() for f in frames}
+
+    def camera():
+        for prev, frame in zip([None, *frames], frames):
+            if prev is not None and not yielded[prev.index].wait(30.0):  # a guard: no result comes
+                raise AssertionError(f"frame {frame.index} was read before the result of frame {prev.index}")
+            yield frame
+
+    def source_fails():
+        yield from frames[:4]
+        raise OSError("camera unplugged")
+
+    settings = EngineSettings(max_hands=1, device="cpu", refine_iterations=2)
+    with Engine(settings) as engine:
+        order = []
+        for r in engine.process_stream(camera()):
+            order.append(r.frame)
+            yielded[r.frame].set()
+        assert engine._worker is not None  # noqa: SLF001 - the stream detected in the child
+        engine.reset()
+        with pytest.raises(OSError, match="camera unplugged"):
+            list(engine.process_stream(source_fails()))
+        engine.reset()
+        again = [r.frame for r in engine.process_stream(frames)]  # nothing stale left in flight
+    assert order == again == [f.index for f in frames]
 
 
 def test_where_the_child_cannot_start_the_stream_detects_in_a_thread(frames, monkeypatch, caplog) -> None:

@@ -259,6 +259,11 @@ class DetectorProcess:
         """Frames submitted whose answer has not been received."""
         return len(self._in_flight)
 
+    def fileno(self) -> int:
+        """The connection to the child: readable once an answer (or the child's end) waits, so
+        a caller can wait for it beside other things (:func:`multiprocessing.connection.wait`)."""
+        return self._conn.fileno()
+
     def cpu_time_s(self) -> float | None:
         """CPU time the child has used so far (user + system), seconds; None where unknown
         (no ``/proc``, or the child has ended)."""
