@@ -33,7 +33,16 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from app.camera_view import ComposedFrame, DisplaySpec, compose_frame
 from app.jobs import describe_error
-from core.capture import CameraSource, Frame, SessionRecorder, open_multi_source, open_source, open_spec, parse_spec
+from core.capture import (
+    CameraSource,
+    Frame,
+    SessionRecorder,
+    open_multi_source,
+    open_source,
+    open_spec,
+    parse_spec,
+    resolve_spec,
+)
 from core.engine import Engine, EngineSettings, FrameResult
 from core.errors import HandTwinError
 from core.export import vertex_normals
@@ -189,6 +198,7 @@ class TrackingWorker(QObject):
         self._latest: LiveUpdate | None = None
         self._record_request: str | None = None
         self._recorder: SessionRecorder | None = None
+        self._calibration = None  # a calibrated pair's, recorded with its second camera
         self._stop_recording = False
         self.recorded_sessions: list[str] = []
         #: Called in the worker thread with (frames, result) for every tracked frame (frames: the
@@ -284,7 +294,7 @@ class TrackingWorker(QObject):
         reported_damage = False
         settings = dataclasses.replace(c.settings, segment=True)  # masks for the texture and the overlay
         # stream=True: the detector's child process loads MediaPipe while the models load here.
-        spec = parse_spec(c.spec) if c.spec else None
+        spec = resolve_spec(parse_spec(c.spec)) if c.spec else None  # a recorded pair replays as a pair
         stereo = spec is not None and bool(spec.stereo_calib) and len(spec.sources) == 2
         if stereo:  # a calibrated pair: each hand fused from both views (core.stereo)
             from core.capture.stereo import load_stereo_calibration
@@ -299,6 +309,7 @@ class TrackingWorker(QObject):
                 self._views.clear()
                 self._fps, self._last_time = 0.0, None
                 with self._open() as src:
+                    self._calibration = getattr(src, "calibration", None)
                     live_camera = isinstance(src, CameraSource) or any(
                         isinstance(s, CameraSource) for s in getattr(src, "sources", ())
                     )
@@ -372,7 +383,7 @@ class TrackingWorker(QObject):
             self._fps = 0.8 * self._fps + 0.2 / dt if self._fps else 1.0 / dt
         self._last_time = now
         update = self._make_update(frame, result, self._fps, frames[1].image if len(frames) > 1 else None)
-        self._record(frame, result)
+        self._record(frames, result)
         hook = self.frame_hook
         if hook is not None:
             try:
@@ -444,12 +455,14 @@ class TrackingWorker(QObject):
             self.notice.emit(f"Texture capture stopped: {describe_error(exc)}")
         return texture, coverage
 
-    def _record(self, frame: Frame, result: FrameResult) -> None:
+    def _record(self, frames: tuple[Frame, ...], result: FrameResult) -> None:
+        """Record the reference frame (a stereo pair's second view and calibration with it) and the result."""
         if self._record_request is not None:
             folder, self._record_request = self._record_request, None
             self._close_recorder()
             try:
-                self._recorder = SessionRecorder(folder, storage="png", source=self.config.label)
+                self._recorder = SessionRecorder(folder, storage="png", source=self.config.label,
+                                                 calibration=self._calibration)
             except Exception as exc:  # noqa: BLE001
                 self.notice.emit(f"Cannot record into {folder}: {describe_error(exc)}")
                 return
@@ -460,7 +473,7 @@ class TrackingWorker(QObject):
         if self._recorder is None:
             return
         try:
-            self._recorder.add_frame(frame)
+            self._recorder.add_frame(frames[0], frames[1] if len(frames) > 1 else None)
             self._recorder.add_result(result.to_json())
         except Exception as exc:  # noqa: BLE001 - a full disk stops the recording, not tracking
             self.notice.emit(f"Recording stopped: {describe_error(exc)}")

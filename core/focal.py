@@ -21,8 +21,10 @@ the stream keeps the assumed camera, collects more frames and tries again (at mo
 :attr:`FocalSettings.attempts` times). Once accepted, the engine switches the stream to the
 estimated camera (``camera_source`` "estimated").
 
-Cost: collecting a frame copies two small arrays; the estimate itself is a one-off (about 1-3 s
-of one core for 16 frames), in a background thread while the stream goes on.
+Cost: collecting a frame copies two small arrays; an estimate (about 1-4 s of one core for 16
+frames, four starts) runs in a background thread while the stream goes on, and is retried only
+where more frames could change its verdict (:attr:`FocalSettings.attempts`): on MediaPipe's
+keypoints, whose misfit no frame count removes, one estimate per stream and no more.
 """
 
 from __future__ import annotations
@@ -71,6 +73,28 @@ class FocalSettings:
             often stopped half-way (keypoint-level sequences: 120 degrees estimated as 150%
             too long from 70, within 5% from the best of four starts).
         attempts: estimates tried per stream; each rejected one waits for ``frames`` more.
+            A rejected estimate is retried only where more frames could change the verdict
+            (each try is 1-4 s of a core on the 2-core live budget): never after a residual
+            over ``retry_max_residual``; after a standard deviation over ``retry_log_sd`` only
+            when the next set's motion spread has grown by ``min_turn_deg`` or by the ratio
+            ``min_size_ratio``.
+        retry_log_sd: a standard deviation up to which a rejected estimate is retried whatever
+            the motion (more frames shrink it; 2% from 16 true-keypoint frames at 60
+            degrees became 1.7% with 32). MediaPipe's first estimates: 3.3-12.4%.
+        retry_max_residual: an estimate's residual (:attr:`FocalEstimate.residual`, the
+            median keypoint misfit relative to the hand's image size) above which a rejected
+            estimate is not retried: the keypoints are not the perspective view of one rigid
+            hand, and more frames do not make them one. Measured on the nine cached MediaPipe
+            clips of rendered hands (60-120 degrees, ``focalmp-scratch``): 0.72-1.11% at 16
+            frames (every estimate 9-380% too long); the same clips' true keypoints (hands
+            about 200 px across): 0.17-0.25% without noise, 0.30-0.34% with 1 px noise,
+            0.39-0.51% with 2 px; the tests' 120 degree hand (about 110 px across) with 1 px
+            noise 0.55%. Retried, MediaPipe's estimates drifted down to 0.56-0.79% at 32-48
+            frames while staying 43-150% too long, and one of them passed the uncertainty gate:
+            the 105 degree clip played forward and back (96 frames) was accepted on its third
+            try at +43% (standard deviation 1.9%, residual 0.61%). Too close to the true
+            keypoints' for an acceptance gate (noise misfits in pixels, so a small hand's is a
+            larger share), but the first try's verdict: with this rule that clip stops after it.
         background: estimate in a background thread (the stream goes on in the assumed
             camera meanwhile); False estimates in line, in the frame that completes the set
             (deterministic: tests and benchmarks).
@@ -85,6 +109,8 @@ class FocalSettings:
     fov_range_deg: tuple[float, float] = (25.0, 150.0)
     starts_deg: tuple[float, ...] = (40.0, 70.0, 100.0, 130.0)
     attempts: int = 3
+    retry_log_sd: float = 0.04
+    retry_max_residual: float = 0.006
     background: bool = True
 
     def __post_init__(self) -> None:
@@ -111,6 +137,7 @@ class FocalEstimate:
         residual: the median over frames of each frame's median keypoint reprojection error
             at the estimate, relative to the hand's size in the image (NaN when nothing was
             estimated).
+        turn_deg, size_ratio: the motion spread of its frames (:func:`motion_spread`).
     """
 
     focal_px: float
@@ -123,6 +150,8 @@ class FocalEstimate:
     seconds: float
     intrinsics: Intrinsics
     residual: float = float("nan")
+    turn_deg: float = float("nan")
+    size_ratio: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -156,10 +185,11 @@ def estimate_focal(model: HandModelData, frames: list[FocalFrame], camera: Intri
     if camera.size is None:
         raise ValueError("estimate_focal needs the camera's image size")
     w, h = camera.size
-    degenerate = _degenerate(frames, settings)
+    turn, ratio = motion_spread(frames)
+    degenerate = _degenerate(turn, ratio, settings)
     if degenerate:  # no bundle adjustment: nothing it could say would be used
         return FocalEstimate(float("nan"), float("nan"), float("inf"), len(frames), side, False, degenerate, 0.0,
-                             camera)
+                             camera, turn_deg=turn, size_ratio=ratio)
     ba_frames = [BundleFrame(np.asarray(f.keypoints_2d, np.float64), (w, h), None, np.asarray(f.pose, np.float64),
                              None, 1.0, float(f.score)) for f in frames]
     result, seconds = None, 0.0
@@ -179,7 +209,7 @@ def estimate_focal(model: HandModelData, frames: list[FocalFrame], camera: Intri
     reason = _rejection(result.focal_log_sd, fov, len(result.rejected), len(frames), settings)
     residual = float(np.median(result.residual_rel))
     return FocalEstimate(focal, fov, float(result.focal_log_sd), len(frames), side, not reason, reason,
-                         seconds, intr, residual)
+                         seconds, intr, residual, turn, ratio)
 
 
 def motion_spread(frames: list[FocalFrame]) -> tuple[float, float]:
@@ -196,9 +226,9 @@ def motion_spread(frames: list[FocalFrame]) -> tuple[float, float]:
     return turn, float(sizes.max() / max(sizes.min(), 1e-9))
 
 
-def _degenerate(frames: list[FocalFrame], st: FocalSettings) -> str:
-    """Why the kept frames cannot pin a focal length ("" when they can)."""
-    turn, ratio = motion_spread(frames)
+def _degenerate(turn: float, ratio: float, st: FocalSettings) -> str:
+    """Why kept frames of this motion spread (:func:`motion_spread`) cannot pin a focal length
+    ("" when they can)."""
     if turn < st.min_turn_deg and ratio < st.min_size_ratio:
         return (f"degenerate motion (the hand turned {turn:.0f} degrees < {st.min_turn_deg:.0f} and its size changed "
                 f"{ratio:.2f}x < {st.min_size_ratio:.2f}x: it needs to turn or change depth)")
@@ -247,6 +277,7 @@ class FocalEstimator:
             self._needed = self.settings.frames
             self._estimates: list[FocalEstimate] = []
             self._accepted: FocalEstimate | None = None
+            self._stopped = ""  # why no further estimate is tried ("" while one may be)
             self._thread: threading.Thread | None = None
             self._generation += 1
 
@@ -263,10 +294,19 @@ class FocalEstimator:
             return self._accepted
 
     @property
-    def done(self) -> bool:
-        """Nothing more to do: an estimate was accepted, or every attempt was used."""
+    def stopped(self) -> str:
+        """Why estimation stopped before its attempts were used ("" when it did not): a
+        rejected estimate that more frames would not rescue (see :attr:`FocalSettings.attempts`)."""
         with self._lock:
-            return self._accepted is not None or len(self._estimates) >= self.settings.attempts
+            return self._stopped
+
+    @property
+    def done(self) -> bool:
+        """Nothing more to do: an estimate was accepted, every attempt was used, or a rejected
+        one showed that more frames would not help (:attr:`stopped`)."""
+        with self._lock:
+            return (self._accepted is not None or bool(self._stopped)
+                    or len(self._estimates) >= self.settings.attempts)
 
     def camera(self, assumed: Intrinsics) -> Intrinsics | None:
         """The estimated camera for frames whose assumed camera is ``assumed`` (scaled to its
@@ -307,6 +347,12 @@ class FocalEstimator:
         if ready is None:
             return
         side, frames = ready
+        stop = self._no_retry(frames)
+        if stop:
+            with self._lock:
+                self._stopped = stop
+            log.info("kept the assumed camera: no further focal length estimate (%s)", stop)
+            return
         if st.background:
             gen = self._generation
             self._thread = threading.Thread(target=self._run, args=(side, frames, camera, gen, False),
@@ -314,6 +360,21 @@ class FocalEstimator:
             self._thread.start()
         else:
             self._run(side, frames, camera, self._generation, True)
+
+    def _no_retry(self, frames: list[FocalFrame]) -> str:
+        """Why a retry with these frames is not worth its bundle adjustment ("" when it is):
+        the last estimate's standard deviation was far above the gate (over
+        :attr:`FocalSettings.retry_log_sd`) and the motion has not spread since."""
+        st = self.settings
+        last = self._estimates[-1] if self._estimates else None
+        if last is None or not (last.log_sd > st.retry_log_sd) or not math.isfinite(last.focal_px):
+            return ""
+        turn, ratio = motion_spread(frames)
+        if turn >= last.turn_deg + st.min_turn_deg or ratio >= last.size_ratio * st.min_size_ratio:
+            return ""
+        return (f"the last estimate's standard deviation {100 * last.log_sd:.1f}% is over "
+                f"{100 * st.retry_log_sd:.1f}% and the hand's motion has not spread since (turned {turn:.0f} "
+                f"degrees, was {last.turn_deg:.0f}; size changed {ratio:.2f}x, was {last.size_ratio:.2f}x)")
 
     def close(self, timeout: float = 10.0) -> None:
         """Cancel a running estimate and wait for its thread to stop (it checks between
@@ -351,4 +412,8 @@ class FocalEstimator:
                 self._needed += self.settings.frames
                 log.info("kept the assumed camera: the focal length estimate (%.1f px) is %s",
                          est.focal_px, est.reason)
+                if est.residual > self.settings.retry_max_residual:  # more frames keep the misfit: stop
+                    self._stopped = (f"the keypoints' misfit {100 * est.residual:.2f}% of the hand's size is over "
+                                     f"{100 * self.settings.retry_max_residual:.2f}%: they show no consistent "
+                                     "perspective")
             self._thread = None

@@ -426,6 +426,53 @@ def test_recorder_keeps_the_depth_of_rgbd_frames(tmp_path: Path) -> None:
     assert not again[0].depth.any() and not again[2].depth.any()
 
 
+def test_recorder_keeps_both_cameras_of_a_calibrated_pair(tmp_path: Path) -> None:
+    """A stereo pair's recording keeps the second camera's frames (``second/``, a session of its
+    own) and the pair's calibration: the folder replays as that calibrated pair, set by set; a
+    recording without the second camera (an older session) still replays as one camera."""
+    import dataclasses
+
+    from core.capture import open_spec, resolve_spec
+    from core.capture.stereo import StereoCalibration, StereoSource
+
+    k1, k2 = Intrinsics(80.0, 80.0, 31.5, 23.5), Intrinsics(90.0, 90.0, 30.5, 22.5)
+    cal = StereoCalibration(k1.K, k2.K, np.eye(3), np.array([-0.06, 0.0, 0.0]))
+    ref = list(ArraySource([_coded_image(i) for i in range(4)], intrinsics=k1, fps=15.0))
+    # the second camera's frames: other images, taken 5 ms later
+    other = [dataclasses.replace(f, image=_coded_image(10 + i), intrinsics=k2, timestamp_s=f.timestamp_s + 0.005)
+             for i, f in enumerate(ArraySource([_coded_image(0)] * 4, fps=15.0))]
+    folder = tmp_path / "pair"
+    with SessionRecorder(folder, storage="png", source="unit-test", calibration=cal) as recorder:
+        for a, b in zip(ref, other):
+            recorder.add_frame(a, b)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["stereo"] == {"session": "second", "calibration": "stereo_calib.json"}
+    assert is_session_folder(folder / "second")
+    spec = resolve_spec(capture_open.parse_spec(str(folder)))
+    assert spec.sources == (str(folder), str(folder / "second")) and spec.stereo_calib.endswith("stereo_calib.json")
+    with open_spec(str(folder)) as replay:
+        assert isinstance(replay, StereoSource) and replay.frame_count == 4
+        np.testing.assert_allclose(replay.calibration.T, cal.T)
+        np.testing.assert_allclose(replay.calibration.K2, k2.K)
+        sets = list(replay)
+    assert len(sets) == 4
+    for i, fs in enumerate(sets):
+        assert _decode_index(fs[0].image) == i and _decode_index(fs[1].image) == 10 + i
+        assert fs[0].intrinsics.fx == 80.0 and fs[1].intrinsics.fx == 90.0
+    # the reference camera alone still opens as a plain session
+    with open_source(str(folder)) as alone:
+        assert isinstance(alone, SessionSource) and len(list(alone)) == 4
+    # an older session (no "stereo" in its manifest) replays as one camera through the spec too
+    old = tmp_path / "old"
+    _record(old, "png")
+    assert json.loads((old / "manifest.json").read_text())["stereo"] is None
+    doc = json.loads((old / "manifest.json").read_text())
+    del doc["stereo"]
+    (old / "manifest.json").write_text(json.dumps(doc))
+    with open_spec(str(old)) as replay:
+        assert isinstance(replay, SessionSource) and len(list(replay)) == 5
+
+
 def test_unfinished_session_still_replays(tmp_path: Path) -> None:
     folder = tmp_path / "crashed"
     _record(folder, "png", close=False)

@@ -7,6 +7,8 @@ never turns or changes depth leaves the stream in the assumed camera.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -40,7 +42,7 @@ def _one_hand(layers, fov: float, seed: int, frames: int = 40) -> list[SequenceF
     return [SequenceFrame(f.sides[:1], f.keypoints_2d[:1], f.joints_3d[:1], f.K, f.image_size) for f in seq]
 
 
-def _stream(engine, seq: list[SequenceFrame], seed: int = 0):
+def _stream(engine, seq: list[SequenceFrame], seed: int = 0, noise_px: float = 1.0):
     """Feed the sequence in the assumed camera; the last frame's result."""
     assumed = intrinsics_from_fov(DEFAULT_FOV_DEG, W, H)
     image = np.zeros((H, W, 3), np.uint8)
@@ -49,7 +51,7 @@ def _stream(engine, seq: list[SequenceFrame], seed: int = 0):
     result = None
     for i, f in enumerate(seq):
         result = engine.process_detections(Frame(i, i / FPS, image, assumed, "synthetic", "assumed"),
-                                           detections(f, noise_px=1.0, rng=rng))
+                                           detections(f, noise_px=noise_px, rng=rng))
     return result
 
 
@@ -143,6 +145,57 @@ def test_background_estimate_and_reset(layers) -> None:
     assert est.accepted is None and not est.estimates and not est.done
 
 
+def _models():
+    from core.model import load_model_data, mirror_model
+
+    right = load_model_data(None, "right")
+    return {"right": right, "left": mirror_model(right)}
+
+
+@pytest.mark.parametrize("retry_log_sd", [1e-9, 10.0])
+def test_a_far_rejected_estimate_is_retried_only_when_the_motion_spreads(layers, retry_log_sd: float) -> None:
+    """Every estimate rejected as poorly constrained (gate 0; the residual rule off): one whose standard deviation is
+    far above ``retry_log_sd`` is retried only if the next set shows more motion; the same four
+    frames again do not, so no second bundle adjustment runs. Within ``retry_log_sd`` it is."""
+    settings = FocalSettings(frames=4, interval_s=0.0, starts_deg=(70.0,), max_log_sd=0.0, background=False)
+    est = FocalEstimator(_models(), dataclasses.replace(settings, retry_log_sd=retry_log_sd, retry_max_residual=1.0))
+    camera = intrinsics_from_fov(DEFAULT_FOV_DEG, W, H)
+    seq = _one_hand(layers, 90.0, seed=1, frames=4)
+    rng = np.random.default_rng(0)
+    for rep in range(2):
+        for i, f in enumerate(seq):
+            est.observe((4 * rep + i) / FPS, camera,
+                        [(1, "right", f.keypoints_2d[0] + rng.normal(0.0, 0.5, (21, 2)), np.zeros(48), 0.9)])
+    first = est.estimates[0]
+    assert "poorly constrained" in first.reason
+    assert first.turn_deg == 0.0 and first.size_ratio > settings.min_size_ratio  # the start poses: no turn
+    if retry_log_sd < 1.0:
+        assert len(est.estimates) == 1 and est.done and "not spread" in est.stopped
+    else:
+        assert len(est.estimates) == 2 and not est.stopped and not est.done
+
+
+@pytest.mark.parametrize("noise_px", [1.0, 5.0])
+def test_a_rejected_estimate_with_a_large_misfit_is_not_retried(layers, noise_px: float) -> None:
+    """Every estimate rejected (uncertainty gate 0), through the engine: true projections with
+    1 px noise are retried with more frames; with 5 px noise (hands about 100-210 px across: a
+    misfit of a few percent, over ``retry_max_residual``) the first rejection stops the estimation."""
+    settings = FocalSettings(frames=8, max_log_sd=0.0, background=False)
+    with Engine(EngineSettings(detector_process=False, smoothing=None, focal=settings), stream=True) as engine:
+        result = _stream(engine, _one_hand(layers, 90.0, seed=1, frames=16), noise_px=noise_px)
+        est = engine.focal
+        estimates, stopped, done = est.estimates, est.stopped, est.done
+    first = estimates[0]
+    assert result.camera_source == "assumed" and not any(e.accepted for e in estimates)
+    assert "poorly constrained" in first.reason
+    if noise_px > 1.0:
+        assert first.residual > settings.retry_max_residual
+        assert len(estimates) == 1 and done and "misfit" in stopped
+    else:
+        assert first.residual < settings.retry_max_residual
+        assert len(estimates) == 2 and not stopped
+
+
 DATA = __import__("pathlib").Path(__file__).parent / "data" / "wide_angle_detections.npz"
 
 
@@ -168,12 +221,16 @@ def test_mediapipe_keypoints_of_a_wide_angle_clip_do_not_switch_to_a_wrong_camer
             det = Detection("right" if data[f"{key}_right"][i] else "left", float(data[f"{key}_score"][i]),
                             data[f"{key}_keypoints_2d"][i], data[f"{key}_z"][i], data[f"{key}_world"][i], (W, H))
             result = engine.process_detections(Frame(int(i), i / FPS, image, assumed, "x", "assumed"), [det])
-        estimates = engine.focal.estimates
+        estimates, done, stopped = engine.focal.estimates, engine.focal.done, engine.focal.stopped
     assert estimates  # an estimate was made
     if result.camera_source == "estimated":
         assert result.camera.fx == pytest.approx(f_true, rel=0.1)
     else:
         assert result.camera_source == "assumed" and not any(e.accepted for e in estimates)
+    # MediaPipe's keypoints misfit any perspective view of one hand: one bundle adjustment, no
+    # retry with more frames
+    assert estimates[0].residual > FocalSettings().retry_max_residual
+    assert len(estimates) == 1 and done and "misfit" in stopped
 
 
 def test_exact_hand_fov_recovers_the_camera_of_true_projections(layers) -> None:

@@ -82,8 +82,9 @@ def test_window_tracks_a_calibrated_stereo_pair_fused(make_window, qtbot, tmp_pa
     for i in range(3):
         s = render_stereo_sample(rng, layers, SynthSettings(image_size=(192, 144), supersample=1, back_facing=0.0),
                                  K=np.array([[170.0, 0, 95.5], [0, 170.0, 71.5], [0, 0, 1]]))
-        cv2.imwrite(str(a / f"{i}.png"), s.reference.image[..., ::-1])
-        cv2.imwrite(str(b / f"{i}.png"), s.image2[..., ::-1])
+        for j in range(i, 24, 3):  # 24 frames: time to record some after the first ones are shown
+            cv2.imwrite(str(a / f"{j:02d}.png"), s.reference.image[..., ::-1])
+            cv2.imwrite(str(b / f"{j:02d}.png"), s.image2[..., ::-1])
     cal = tmp_path / "s.json"
     cal.write_text(json.dumps({k: np.asarray(getattr(s.calibration, k)).tolist() for k in ("K1", "K2", "R", "T")}))
     w = make_window(source=f"{a}|{b}|stereo-calib={cal}")
@@ -91,3 +92,18 @@ def test_window_tracks_a_calibrated_stereo_pair_fused(make_window, qtbot, tmp_pa
     update = w.current_update
     assert update.second_image is not None
     assert "fuse" in update.result.time_ms and update.result.camera.fx == 170.0
+    # A recording keeps both cameras and the calibration: replayed, it is the calibrated pair again.
+    from core.capture import open_spec
+    from core.capture.stereo import StereoSource
+
+    folder = tmp_path / "rec"
+    record_session(qtbot, w, folder, 2)
+    with open_spec(str(folder)) as replay:
+        assert isinstance(replay, StereoSource)
+        np.testing.assert_allclose(replay.calibration.T, s.calibration.T)
+        sets = list(replay)
+    assert len(sets) >= 2
+    for fs in sets:  # each recorded set is the pair's images of its frame
+        np.testing.assert_array_equal(fs[0].image, cv2.imread(str(a / f"{fs[0].index:02d}.png"))[..., ::-1])
+        np.testing.assert_array_equal(fs[1].image, cv2.imread(str(b / f"{fs[0].index:02d}.png"))[..., ::-1])
+        assert fs[1].intrinsics.fx == s.calibration.K2[0, 0]

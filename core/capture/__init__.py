@@ -20,6 +20,7 @@ from core.capture.open import (
     open_source,
     open_spec,
     parse_spec,
+    resolve_spec,
 )
 from core.capture.session import (
     SESSION_FORMAT,
@@ -65,4 +66,5 @@ __all__ = [
     "open_source",
     "opencv_image_to_rgb",
     "read_session_results",
+    "resolve_spec",
 ]

@@ -16,7 +16,9 @@ a pattern with ``* ? [``      a glob of image files, sorted by path
 A **source spec** (what the GUI stores and :func:`open_spec` opens) is one SRC or two joined
 by ``|`` (a stereo pair, the reference first), followed by ``|key=value`` options:
 ``depth=D`` and ``depth-intrinsics=DC.json`` (an RGB-D source, :mod:`core.capture.rgbd`),
-``stereo-calib=S.json`` (a calibrated pair, :mod:`core.capture.stereo`).
+``stereo-calib=S.json`` (a calibrated pair, :mod:`core.capture.stereo`). A session recorded
+from a calibrated pair (its ``second/`` camera and ``stereo_calib.json``) opens as that pair
+again (:func:`resolve_spec`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from core.camera import DEFAULT_FOV_DEG
 from core.capture.multi import SynchronizedSource
-from core.capture.session import SessionSource, is_session_folder
+from core.capture.session import SessionSource, is_session_folder, stereo_session
 from core.capture.sources import (
     IMAGE_EXTENSIONS,
     CameraSource,
@@ -42,7 +44,7 @@ from core.capture.sources import (
 from core.errors import InputError
 
 __all__ = ["DEMO_CLIP_PATH", "SPEC_OPTIONS", "SourceSpec", "open_demo", "open_multi_source", "open_source",
-           "open_spec", "parse_spec", "source_inputs"]
+           "open_spec", "parse_spec", "resolve_spec", "source_inputs"]
 
 #: The options a source spec may carry (``|key=value``).
 SPEC_OPTIONS = ("depth", "depth-intrinsics", "stereo-calib")
@@ -209,6 +211,19 @@ class SourceSpec:
         return "|".join([*self.sources, *(f"{k}={v}" for k, v in opts if v)])
 
 
+def resolve_spec(spec: SourceSpec) -> SourceSpec:
+    """``spec``, or for one recorded session folder of a calibrated stereo pair (without depth
+    or stereo options) that pair: the session, its ``second/`` camera and its
+    ``stereo_calib.json`` (:func:`core.capture.session.stereo_session`; the recorded
+    calibration holds both cameras' intrinsics)."""
+    if len(spec.sources) != 1 or spec.depth or spec.depth_camera or spec.stereo_calib:
+        return spec
+    pair = stereo_session(spec.sources[0])
+    if pair is None:
+        return spec
+    return SourceSpec((spec.sources[0], pair[0]), stereo_calib=pair[1])
+
+
 def parse_spec(spec: str) -> SourceSpec:
     """Split a source spec into its SRCs and options (an unknown ``key=`` part is a SRC: file
     names may hold ``=``)."""
@@ -233,7 +248,7 @@ def open_spec(spec: str | SourceSpec, intrinsics: IntrinsicsSpec = None, fov_deg
     Raises:
         InputError: no SRC, more than two, depth with a pair, or what the openers raise.
     """
-    s = spec if isinstance(spec, SourceSpec) else parse_spec(spec)
+    s = resolve_spec(spec if isinstance(spec, SourceSpec) else parse_spec(spec))
     if not s.sources:
         raise InputError(f"empty source; {_SRC_HELP}")
     if len(s.sources) > 2:

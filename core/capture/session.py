@@ -7,7 +7,9 @@ Session folder layout (``version`` 1)::
                         "fps", "storage": "png" | "mp4", "frame_count", "complete",
                         "frames_index": "frames.jsonl", "results": "results.jsonl",
                         "intrinsics": "intrinsics.json" | null,
-                        "depth": "depth" | null, "depth_scale_m": 0.001 (with depth)}
+                        "depth": "depth" | null, "depth_scale_m": 0.001 (with depth),
+                        "stereo": {"session": "second", "calibration": "stereo_calib.json" | null}
+                        | null}
       frames.jsonl     one line per recorded frame: {"record", "index", "timestamp_s",
                         "width", "height", "file" (png storage), "K" (3x3, when known),
                         "depth" (the frame's depth image, when it had one)}
@@ -20,6 +22,12 @@ Session folder layout (``version`` 1)::
                         are also an RGB-D source for ``--depth`` / ``--depth-intrinsics``
       intrinsics.json  the first frame's intrinsics (core.camera.save_intrinsics format)
       results.jsonl    one JSON object per line, appended by the caller (e.g. track lines)
+      second/          a stereo pair's second camera: a session folder of its own (same
+                        layout, no results), frame i paired with frame i (recorded under the
+                        reference frame's index and timestamp)
+      stereo_calib.json the pair's calibration (core.capture.stereo: K1, K2, R, T), so that
+                        replaying the folder is a calibrated stereo source again
+                        (:func:`stereo_session`; ``open_spec`` and the GUI do it)
 
 The manifest is written atomically when recording starts and again when it ends
 (``complete: true``); the two JSONL files are appended and flushed line by line, so a
@@ -28,6 +36,7 @@ session cut short by a crash still replays up to its last whole line.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -59,6 +68,7 @@ __all__ = [
     "SessionSource",
     "is_session_folder",
     "read_session_results",
+    "stereo_session",
 ]
 
 SESSION_FORMAT = "handtwin-session"
@@ -71,6 +81,8 @@ VIDEO_NAME = "frames.mp4"
 FRAMES_DIR = "frames"
 DEPTH_DIR = "depth"
 DEPTH_CAMERA_NAME = "depth_camera.json"
+SECOND_DIR = "second"
+STEREO_CALIB_NAME = "stereo_calib.json"
 #: Metres per unit of a recorded depth image (16-bit millimetres: 1 mm steps up to 65.5 m, the
 #: common RGB-D coding).
 DEPTH_SCALE_M = 0.001
@@ -86,6 +98,27 @@ def is_session_folder(path: str | os.PathLike[str]) -> bool:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return isinstance(data, dict) and data.get("format") == SESSION_FORMAT
+
+
+def stereo_session(path: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """(second camera's session folder, calibration file) of a session recorded from a
+    calibrated stereo pair, or None (not a session, a single camera, or an uncalibrated pair)."""
+    folder = Path(path)
+    if not is_session_folder(folder):
+        return None
+    try:
+        stereo = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8")).get("stereo")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(stereo, dict) or not isinstance(stereo.get("session"), str) \
+            or not isinstance(stereo.get("calibration"), str):
+        return None
+    second, calib = folder / stereo["session"], folder / stereo["calibration"]
+    if not is_session_folder(second) or not calib.is_file():
+        log.warning("%s: the second camera's frames or the pair's calibration are missing; replaying the "
+                    "reference camera alone", folder)
+        return None
+    return str(second), str(calib)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -128,6 +161,8 @@ class SessionRecorder:
             frames must have one size).
         source: name of what is being recorded (kept in the manifest).
         fps: nominal frame rate (the mp4's rate; kept in the manifest).
+        calibration: a stereo pair's :class:`~core.capture.stereo.StereoCalibration`, written
+            beside the second camera's frames (:meth:`add_frame`'s ``second``).
 
     Raises:
         InputError: the folder already holds a session or a file, or cannot be created.
@@ -139,6 +174,7 @@ class SessionRecorder:
         storage: str = "png",
         source: str = "",
         fps: float | None = None,
+        calibration: Any = None,
     ) -> None:
         if storage not in ("png", "mp4"):
             raise ValueError(f"storage must be 'png' or 'mp4', got {storage!r}")
@@ -160,6 +196,8 @@ class SessionRecorder:
         self._created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._first_intrinsics: Intrinsics | None = None
         self._depth_frames = 0
+        self.calibration = calibration
+        self._second: SessionRecorder | None = None  # a stereo pair's second camera
         self._video: cv2.VideoWriter | None = None
         self._video_size: tuple[int, int] | None = None
         self._frames_log: TextIO = (self.folder / FRAMES_INDEX_NAME).open("a", encoding="utf-8")
@@ -184,12 +222,18 @@ class SessionRecorder:
         }
         if self._depth_frames:
             manifest["depth_scale_m"] = DEPTH_SCALE_M
+        manifest["stereo"] = None if self._second is None else {
+            "session": SECOND_DIR, "calibration": STEREO_CALIB_NAME if self.calibration is not None else None}
         atomic_write_text(self.folder / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
 
-    def add_frame(self, frame: Frame) -> None:
-        """Store one frame (image, timestamp, intrinsics)."""
+    def add_frame(self, frame: Frame, second: Frame | None = None) -> None:
+        """Store one frame (image, timestamp, intrinsics, depth) and, for a stereo pair, the
+        second camera's frame taken with it (into ``second/``, under ``frame``'s index and
+        timestamp, so that a replay pairs them again)."""
         if self._closed:
             raise RuntimeError("the recorder is closed")
+        if second is not None:
+            self._add_second(frame, second)
         record = self.frame_count
         entry: dict[str, Any] = {
             "record": record,
@@ -228,6 +272,20 @@ class SessionRecorder:
         self._frames_log.write(json.dumps(entry) + "\n")
         self._frames_log.flush()
         self.frame_count += 1
+
+    def _add_second(self, frame: Frame, second: Frame) -> None:
+        if self._second is None:
+            if self.frame_count:
+                log.warning("%s: the second camera starts at recorded frame %d; its earlier frames are not kept",
+                            self.folder, self.frame_count)
+            self._second = SessionRecorder(self.folder / SECOND_DIR, self.storage, f"{self.source} (second camera)",
+                                           self.fps)
+            if self.calibration is not None:
+                c = self.calibration
+                doc = {k: np.asarray(getattr(c, k), np.float64).tolist() for k in ("K1", "K2", "R", "T")}
+                atomic_write_text(self.folder / STEREO_CALIB_NAME, json.dumps(doc, indent=2) + "\n")
+            self._write_manifest(complete=False)
+        self._second.add_frame(dataclasses.replace(second, index=frame.index, timestamp_s=frame.timestamp_s))
 
     def _write_depth(self, record: int, frame: Frame) -> str | None:
         """Store a frame's depth as a 16-bit PNG (:data:`DEPTH_SCALE_M` units; depths beyond its
@@ -277,6 +335,8 @@ class SessionRecorder:
             self._video.release()
         self._frames_log.close()
         self._results_log.close()
+        if self._second is not None:
+            self._second.close()
         self._write_manifest(complete=True)
         log.info("recorded %d frames to %s", self.frame_count, self.folder)
 
