@@ -522,10 +522,9 @@ class HandView(MeshViewState, QWidget):
 
         Shown with the next render; a texture not yet shown is replaced by a newer one.
         """
-        data = None if image is None else texture_image(image)
         self._has_texture = image is not None
-        with self._mail:
-            self._texture_data = data
+        with self._mail:  # converted in the render thread (a resize, a flip, VTK image data):
+            self._texture_data = image  # each step took the GIL back on the GUI thread
         self._request_render()
 
     def set_texture_visible(self, on: bool) -> None:
@@ -638,7 +637,7 @@ class HandView(MeshViewState, QWidget):
                     if points is not None:
                         scene.update_points(*points)
                     if texture is not _UNSET:
-                        scene.set_texture_image(texture, self.textured)
+                        scene.set_texture_image(None if texture is None else texture_image(texture), self.textured)
                     last = time.perf_counter()
                     image = scene.render()
                 now = time.perf_counter()
