@@ -86,13 +86,15 @@ class FocalSettings:
             estimate is not retried: the keypoints are not the perspective view of one rigid
             hand, and more frames do not make them one. Measured on the nine cached MediaPipe
             clips of rendered hands (60-120 degrees, ``focalmp-scratch``): 0.72-1.11% at 16
-            frames, 0.68-0.79% at 32-48 (every estimate 9-380% too long); the same clips' true
-            keypoints (hands about 200 px across): 0.17-0.25% without noise, 0.30-0.34% with
-            1 px noise, 0.39-0.51% with 2 px; the tests' 120 degree hand (about 110 px across)
-            with 1 px noise 0.55%. Too close to MediaPipe's for an acceptance gate (the
-            misfit of noise is in pixels, a small hand's is a larger share), wide enough to
-            stop retrying: MediaPipe's closest call (+51% at a 3.1% standard deviation, 2.6%
-            with 32 frames) had 0.68-0.79%.
+            frames (every estimate 9-380% too long); the same clips' true keypoints (hands
+            about 200 px across): 0.17-0.25% without noise, 0.30-0.34% with 1 px noise,
+            0.39-0.51% with 2 px; the tests' 120 degree hand (about 110 px across) with 1 px
+            noise 0.55%. Retried, MediaPipe's estimates drifted down to 0.56-0.79% at 32-48
+            frames while staying 43-150% too long, and one of them passed the uncertainty gate:
+            the 105 degree clip played forward and back (96 frames) was accepted on its third
+            try at +43% (standard deviation 1.9%, residual 0.61%). Too close to the true
+            keypoints' for an acceptance gate (noise misfits in pixels, so a small hand's is a
+            larger share), but the first try's verdict: with this rule that clip stops after it.
         background: estimate in a background thread (the stream goes on in the assumed
             camera meanwhile); False estimates in line, in the frame that completes the set
             (deterministic: tests and benchmarks).
