@@ -5,37 +5,58 @@ lines at its right, each elided with its full text in the tooltip when the windo
 from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QPainter, QResizeEvent
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QStatusBar, QVBoxLayout, QWidget
 
 __all__ = ["ElidedLabel", "StatusBar"]
 
 
 class ElidedLabel(QLabel):
-    """A one-line label that shrinks below its text's width, drawing the text elided at the
-    right; its tooltip is the description and, while elided, the full text."""
+    """A one-line label that shrinks below its text's width, showing the text elided at the
+    right; its tooltip is the description and, while elided, the full text.
+
+    The elided text is worked out when the text or the width changes and handed to QLabel,
+    which paints it in C++: a Python ``paintEvent`` ran on every repaint of the status bar
+    (about 35 a second while tracking), and each of its Qt calls had to take the GIL back
+    from the tracking threads (up to 55 ms a paint under load, ``bench --only gui_fps``)."""
 
     def __init__(self, text: str = "", description: str = "", parent: QWidget | None = None) -> None:
         super().__init__(text, parent)
         self.description = description
+        self._full = text
+        self.setTextFormat(Qt.TextFormat.PlainText)  # drawn as it is, as drawText did
         self.setContentsMargins(6, 0, 6, 0)
-        self._sync_tooltip()
+        self._elide()
+
+    def text(self) -> str:
+        """The full text (what is shown may be elided)."""
+        return self._full
 
     def setText(self, text: str) -> None:  # noqa: N802 (Qt naming)
-        if text != self.text():
-            super().setText(text)
-            self._sync_tooltip()
+        if text != self._full:
+            self._full = text
+            self.updateGeometry()  # the size hint follows the full text
+            self._elide()
 
     @property
     def elided(self) -> bool:
         """Whether the text is drawn shortened (it is wider than the label)."""
-        return self.fontMetrics().horizontalAdvance(self.text()) > self.contentsRect().width()
+        return self.fontMetrics().horizontalAdvance(self._full) > self.contentsRect().width()
 
-    def _sync_tooltip(self) -> None:
-        parts = [self.text()] if self.elided and self.text() else []
+    def _elide(self) -> None:
+        """Show the full text elided to the width, and say the full text in the tooltip."""
+        shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, self.contentsRect().width())
+        if shown != super().text():
+            super().setText(shown)
+        parts = [self._full] if self.elided and self._full else []
         if self.description:
             parts.append(self.description)
         self.setToolTip("\n\n".join(parts))
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt naming)
+        m = self.contentsMargins()
+        return QSize(self.fontMetrics().horizontalAdvance(self._full) + m.left() + m.right(),
+                     super().sizeHint().height())
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt naming)
         m = self.contentsMargins()
@@ -44,14 +65,7 @@ class ElidedLabel(QLabel):
 
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt naming)
         super().resizeEvent(event)
-        self._sync_tooltip()
-
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt naming)
-        rect = self.contentsRect()
-        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, rect.width())
-        painter = QPainter(self)
-        painter.setPen(self.palette().color(self.foregroundRole()))
-        painter.drawText(rect, int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft), text)
+        self._elide()
 
 
 class StatusBar(QStatusBar):
