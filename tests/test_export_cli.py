@@ -239,6 +239,7 @@ def test_failure_while_writing_leaves_no_partial_file(profile: Path, tmp_path: P
         (["--pose", "frame:3"], "needs a source"),
         (["--animate"], "--animate needs"),
         (["--texture-size", "4"], "--texture-size"),
+        (["--refine", "3"], "--refine needs a source"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(profile: Path, tmp_path: Path, capsys, extra, message) -> None:
@@ -247,6 +248,16 @@ def test_bad_arguments_exit_2_with_one_line(profile: Path, tmp_path: Path, capsy
         argv += ["--profile", str(profile)]
     code, _, err = _run(argv, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
+    assert not (tmp_path / "h.glb").exists()
+
+
+def test_refine_out_of_range_exits_2_before_tracking(tmp_path: Path, capsys) -> None:
+    import cv2
+
+    (tmp_path / "a").mkdir()
+    cv2.imwrite(str(tmp_path / "a" / "0.png"), np.zeros((8, 8, 3), np.uint8))
+    code, _, err = _run(["export", str(tmp_path / "a"), "--out", str(tmp_path / "h.glb"), "--refine", "-1"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--refine" in err
     assert not (tmp_path / "h.glb").exists()
 
 

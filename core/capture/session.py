@@ -44,7 +44,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import cv2
 import numpy as np
@@ -59,6 +59,9 @@ from core.camera import (
 from core.capture.frame import Frame
 from core.capture.sources import FrameSource, IntrinsicsSpec, opencv_image_to_rgb
 from core.errors import InputError
+
+if TYPE_CHECKING:
+    from core.capture.stereo import StereoCalibration
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +177,7 @@ class SessionRecorder:
         storage: str = "png",
         source: str = "",
         fps: float | None = None,
-        calibration: Any = None,
+        calibration: StereoCalibration | None = None,
     ) -> None:
         if storage not in ("png", "mp4"):
             raise ValueError(f"storage must be 'png' or 'mp4', got {storage!r}")

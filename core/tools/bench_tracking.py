@@ -76,7 +76,9 @@ def bench_wide_angle(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 48, 
     clip's true keypoints given as detections (``_keypoints``: the estimator's own accuracy when
     the keypoints are the true perspective projection). ``focal_error_estimated`` is the last
     estimate's error whether or not it was accepted; ``focal_error_final`` the error of the
-    camera the stream ended in (the assumed one where every estimate was rejected).
+    camera the stream ended in (the assumed one where every estimate was rejected);
+    ``focal_estimates`` / ``focal_estimates_s`` the bundle adjustments the stream ran and their
+    wall time (retries included: the estimator's cost).
     """
     from core.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
     from core.capture.frame import Frame
@@ -128,6 +130,9 @@ def bench_wide_angle(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 48, 
                     out[f"{key}_focal_estimate_accepted{suffix}"] = bool(last is not None and last.accepted)
                     out[f"{key}_focal_estimate_reason{suffix}"] = None if last is None else last.reason
                     out[f"{key}_focal_estimate_s{suffix}"] = None if last is None else round(last.seconds, 2)
+                    # every bundle adjustment the stream ran (retries included): the estimator's cost
+                    out[f"{key}_focal_estimates{suffix}"] = sum(e.seconds > 0 for e in est)
+                    out[f"{key}_focal_estimates_s{suffix}"] = round(sum(e.seconds for e in est), 2)
                     out[f"{key}_focal_error_final{suffix}"] = round(result.camera.fx / f_true - 1, 3)
                     out[f"{key}_camera_source_final{suffix}"] = result.camera_source
                 if name == "estimated_keypoints":

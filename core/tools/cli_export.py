@@ -245,6 +245,8 @@ def run_export(args: argparse.Namespace) -> int:
         raise InputError(f"--texture-size must be between 8 and 8192, got {texture_size}")
     if animate and not (rigged and source is not None):
         raise InputError("--animate needs --rigged and a source (SRC) to animate")
+    if refine and source is None:
+        raise InputError("--refine needs a source (SRC) whose hands are tracked and refined")
     if frame_n is not None and source is None:
         raise InputError("--pose frame:N needs a source (SRC) whose frame N is tracked")
     if out.suffix.lower() not in (".obj", ".glb", ".ply"):
