@@ -1,4 +1,4 @@
-"""MediaPipe and the segmentation in a child process (core.detect.process), and the engine's
+"""MediaPipe in a child process (core.detect.process), and the engine's
 stream on it: same answers as in this process, clear errors, nothing left behind."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from core.detect import HandDetector
 from core.detect.process import DetectorConfig, DetectorProcess, DetectorProcessError
 from core.engine import Engine, EngineSettings
 from core.errors import InputError
-from core.segment import segment_hand
 
 pytestmark = pytest.mark.skipif(not DEMO_CLIP_PATH.exists(), reason="demo clip not built")
 
@@ -34,10 +33,10 @@ def shared_blocks() -> set[str]:
 
 
 def test_the_child_answers_as_this_process_would(frames) -> None:
-    """Keypoints, handedness and masks equal those of a detector and segmenter here; frames
+    """Keypoints and handedness equal those of a detector here; frames
     pipelined two deep come back in order; bad frames are refused before they are sent."""
     before = shared_blocks()
-    with DetectorProcess(DetectorConfig(max_hands=1, mode="video", segment=True)) as child, \
+    with DetectorProcess(DetectorConfig(max_hands=1, mode="video")) as child, \
             HandDetector(max_hands=1, mode="video") as here:
         answers = []
         for f in frames:
@@ -60,9 +59,8 @@ def test_the_child_answers_as_this_process_would(frames) -> None:
             for d, m in zip(a.detections, mine):
                 np.testing.assert_array_equal(d.keypoints_2d, m.keypoints_2d)
                 np.testing.assert_array_equal(d.world_landmarks, m.world_landmarks)
-            assert a.masks is not None and len(a.masks) == len(a.detections) == 1
-            np.testing.assert_array_equal(a.masks[0], segment_hand(f.image, mine[0].keypoints_2d).mask)
-            assert a.detect_ms > 0 and a.segment_ms > 0
+            assert len(a.detections) == 1
+            assert a.detect_ms > 0
         assert child.cpu_time_s() is None or child.cpu_time_s() > 0
     assert shared_blocks() <= before  # the frames' shared memory is gone
 
@@ -116,7 +114,7 @@ def test_the_stream_in_a_child_equals_the_stream_in_a_thread(frames) -> None:
         run(engine, 3)  # stopped early: frames stay in flight and must be dropped
         in_child = run(engine)
         assert engine._worker is not None  # noqa: SLF001
-        assert not engine._worker.config.segment  # noqa: SLF001 - MediaPipe only; the stream segments
+        assert engine._worker.config == DetectorConfig(max_hands=1, mode="video")  # noqa: SLF001 - MediaPipe only
         os.kill(engine._worker._proc.pid, signal.SIGKILL)  # noqa: SLF001
         with pytest.raises(DetectorProcessError, match="stopped unexpectedly"):
             list(engine.process_stream(frames))

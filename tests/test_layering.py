@@ -34,7 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.model",),
     ("core.profile_io", "core.render", "core.capture"),
     ("core.segment",),
-    ("core.detect",),  # above segment: its child process segments the hands beside MediaPipe
+    ("core.detect",),  # above segment: its task-bundle builder packs the segmentation model (core.segment.methods)
     ("core.tracking", "core.fit"),
     ("core.refine",),
     ("core.texture",),

@@ -1,4 +1,4 @@
-"""MediaPipe, and the hands' segmentation, in a child process a frame or two ahead of the caller.
+"""MediaPipe in a child process, a frame or two ahead of the caller.
 
 Why a process and not a thread: the engine's stream (:meth:`core.engine.Engine.process_stream`)
 runs detection next to the fit, the refinement and the texture. Those hold the GIL while they
@@ -21,9 +21,8 @@ are pickled; that is safe only because nothing else holds either end):
 * the parent copies each frame into one of ``depth + 1`` shared-memory slots and sends
   ``("frame", slot, slot name, shape, timestamp_s)``; it reuses a slot only after the answer
   for the frame in it has come back;
-* the child answers in order, ``("ok", detections, masks, detect_ms, segment_ms)`` with each
-  mask as ``(box, crop)`` (the mask is empty outside its box) or None where segmentation
-  failed, or ``("error", exception class name, message)``;
+* the child answers in order, ``("ok", detections, detect_ms)``, or ``("error", exception class
+  name, message)``;
 * ``("reset",)`` forgets the tracked hands (MediaPipe's graph is made anew, about 20 ms); the
   child answers ``("reset",)`` once done, or ``("error", ...)``, so that a reset is paid when it
   is asked for, as :meth:`HandDetector.reset` is, not inside the next stream's first frame;
@@ -38,7 +37,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
 from multiprocessing.connection import Connection
@@ -66,14 +64,10 @@ class DetectorConfig:
 
     Attributes:
         max_hands, mode: the :class:`HandDetector`'s.
-        segment: also segment every detected hand (:func:`core.segment.segment_hand`).
-        segmentation: the segmentation method (None: the default).
     """
 
     max_hands: int = 2
     mode: str = "video"
-    segment: bool = False
-    segmentation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,15 +76,11 @@ class Detected:
 
     Attributes:
         detections: MediaPipe's hands, most confident first.
-        masks: with ``segment``, one (H, W) bool mask per detection (None where the hand could
-            not be segmented); else None.
-        detect_ms, segment_ms: wall time of each in the child, milliseconds.
+        detect_ms: wall time of the detection in the child, milliseconds.
     """
 
     detections: tuple[Detection, ...]
-    masks: tuple[np.ndarray | None, ...] | None
     detect_ms: float
-    segment_ms: float
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:
@@ -103,26 +93,6 @@ def _attach(name: str) -> shared_memory.SharedMemory:
     except Exception:  # noqa: BLE001 - the tracker is an implementation detail; never fatal
         log.debug("could not unregister %s from the resource tracker", name)
     return shm
-
-
-def _segment(image: np.ndarray, detections: tuple[Detection, ...], method: str | None) -> list:
-    """Each detection's mask as (box clipped to the image, the mask inside it), or None."""
-    from core.segment import segment_hands
-
-    masks: list = []
-    for m in segment_hands(image, [d.keypoints_2d for d in detections], method):
-        if m is None:
-            masks.append(None)
-            continue
-        x0, y0, x1, y1 = _clip_box(m.box, image.shape[:2])
-        masks.append(((x0, y0, x1, y1), np.ascontiguousarray(m.mask[y0:y1, x0:x1])))
-    return masks
-
-
-def _clip_box(box: tuple[int, int, int, int], shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    h, w = shape
-    x0, y0, x1, y1 = (int(v) for v in box)
-    return min(max(x0, 0), w), min(max(y0, 0), h), min(max(x1, 0), w), min(max(y1, 0), h)
 
 
 def _serve(conn: Connection, config: DetectorConfig) -> None:
@@ -141,7 +111,7 @@ def _serve(conn: Connection, config: DetectorConfig) -> None:
                     detector.reset()
                     answer: tuple = ("reset",)
                 else:
-                    answer = _answer(detector, slots, config, *msg[1:])
+                    answer = _answer(detector, slots, *msg[1:])
             except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
                 answer = ("error", type(exc).__name__, str(exc))
             conn.send(answer)
@@ -153,8 +123,8 @@ def _serve(conn: Connection, config: DetectorConfig) -> None:
             shm.close()
 
 
-def _answer(detector: HandDetector, slots: dict[int, shared_memory.SharedMemory], config: DetectorConfig,
-            slot: int, name: str, shape: tuple[int, ...], timestamp_s: float | None) -> tuple:
+def _answer(detector: HandDetector, slots: dict[int, shared_memory.SharedMemory], slot: int, name: str,
+            shape: tuple[int, ...], timestamp_s: float | None) -> tuple:
     """The child's answer for one frame (its view of the slot ends with this call)."""
     if slot not in slots or slots[slot].name != name:  # a new or larger block
         if slot in slots:
@@ -163,13 +133,11 @@ def _answer(detector: HandDetector, slots: dict[int, shared_memory.SharedMemory]
     image = np.ndarray(shape, np.uint8, buffer=slots[slot].buf)
     t0 = time.perf_counter()
     detections = detector.detect(image, timestamp_s)
-    t1 = time.perf_counter()
-    masks = _segment(image, detections, config.segmentation) if config.segment else None
-    return "ok", detections, masks, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
+    return "ok", detections, (time.perf_counter() - t0) * 1e3
 
 
 class DetectorProcess:
-    """A :class:`HandDetector` (and the segmentation) in a child process, pipelined.
+    """A :class:`HandDetector` in a child process, pipelined.
 
     ``submit`` frames and ``receive`` their answers in the same order; up to ``depth`` frames
     may be in flight, so the child starts on the next frame while the caller reads the last
@@ -197,7 +165,7 @@ class DetectorProcess:
         self._ready = False
         self._slots: list[shared_memory.SharedMemory | None] = [None] * (self.depth + 1)
         self._next_slot = 0
-        self._in_flight: deque[tuple[int, int]] = deque()  # (h, w) of each frame in flight
+        self._in_flight = 0  # frames sent whose answer has not been read
         self._proc: subprocess.Popen | None = None
         try:  # frames travel through shared memory: make sure this system has some
             probe = shared_memory.SharedMemory(create=True, size=4096)
@@ -257,7 +225,7 @@ class DetectorProcess:
     @property
     def in_flight(self) -> int:
         """Frames submitted whose answer has not been received."""
-        return len(self._in_flight)
+        return self._in_flight
 
     def fileno(self) -> int:
         """The connection to the child: readable once an answer (or the child's end) waits, so
@@ -278,7 +246,7 @@ class DetectorProcess:
         """
         image = detection_image(image)
         self.wait_ready()
-        if len(self._in_flight) >= self.depth:
+        if self._in_flight >= self.depth:
             raise DetectorProcessError(f"{self.depth} frames are already in flight; receive() first")
         slot = self._next_slot
         self._next_slot = (slot + 1) % len(self._slots)
@@ -297,7 +265,7 @@ class DetectorProcess:
             self._conn.send(("frame", slot, shm.name, image.shape, timestamp_s))
         except (OSError, ValueError) as exc:
             raise self._died() from exc
-        self._in_flight.append(image.shape[:2])
+        self._in_flight += 1
 
     def receive(self) -> Detected:
         """The answer for the oldest frame in flight (waits for it).
@@ -308,12 +276,9 @@ class DetectorProcess:
         """
         if not self._in_flight:
             raise DetectorProcessError("no frame in flight")
-        shape = self._in_flight.popleft()
-        _, detections, packed, detect_ms, segment_ms = self._answer()
-        masks = None
-        if packed is not None:
-            masks = tuple(None if p is None else _unpack(p, shape) for p in packed)
-        return Detected(tuple(detections), masks, float(detect_ms), float(segment_ms))
+        self._in_flight -= 1
+        _, detections, detect_ms = self._answer()
+        return Detected(tuple(detections), float(detect_ms))
 
     def _answer(self) -> Any:
         """The child's next answer (waits for it); its errors raised here."""
@@ -383,7 +348,7 @@ class DetectorProcess:
                 except FileNotFoundError:
                     pass
         self._slots = [None] * len(self._slots)
-        self._in_flight.clear()
+        self._in_flight = 0
 
     def _died(self, when: str = "unexpectedly") -> DetectorProcessError:
         code = None
@@ -415,14 +380,6 @@ def main(argv: list[str]) -> int:
         return 1
     _serve(conn, config)
     return 0
-
-
-def _unpack(packed: tuple[tuple[int, int, int, int], np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """(box, crop) -> the (H, W) bool mask (empty outside the box)."""
-    (x0, y0, x1, y1), crop = packed
-    mask = np.zeros(shape, dtype=bool)
-    mask[y0:y1, x0:x1] = crop
-    return mask
 
 
 if __name__ == "__main__":
