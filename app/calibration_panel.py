@@ -50,7 +50,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.bone_coverage import BoneCoverage, coverage_hint
-from app.calibration_result import CalibrationResultView, average_skeleton, result_offsets_mm
+from app.calibration_result import NOTABLE_MM, CalibrationResultView, result_offsets_mm
 from app.jobs import describe_error, show_error
 
 if TYPE_CHECKING:
@@ -273,9 +273,9 @@ class CalibrationPanel(QWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(3.4, 2.3), dpi=90, tight_layout=True)
+        self.figure = Figure(figsize=(3.4, 4.0), dpi=90, tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setFixedHeight(200)
+        self.canvas.setFixedHeight(360)
         rlay.addWidget(self.canvas)
         self.save_btn = QPushButton(icon(QStyle.StandardPixmap.SP_DialogSaveButton), "Save as profile…")
         self.save_btn.clicked.connect(self.save_profile_dialog)
@@ -701,48 +701,52 @@ class CalibrationPanel(QWidget):
         self._plot(result)
         self._show_mesh(result)
         self.refresh()
-        QTimer.singleShot(0, lambda: self._scroll.ensureWidgetVisible(self.result_box, 0, 0))
+        # The result opens at its top (hand length, where the size comes from): ensureWidgetVisible
+        # centres a box taller than the view, which hid those lines.
+        QTimer.singleShot(0, lambda: self._scroll.verticalScrollBar().setValue(self.result_box.y()))
 
     def _plot(self, result: Any) -> None:
+        """The result's plots, one above the other across the panel's width: each bone's length
+        against the average hand's at the same hand length (the personal skeleton), and each
+        chosen frame's hand length before calibration against the calibrated one. Their keys are
+        in the titles: a legend inside such small axes covered the data."""
         fig = self.figure
         fig.clear()
         skeleton = getattr(result, "skeleton", None)
-        ax = fig.add_subplot(121 if skeleton is not None else 111)
+        rows = 2 if skeleton is not None else 1
+        ax = fig.add_subplot(rows, 1, rows)
         if skeleton is not None:
-            self._plot_bones(fig.add_subplot(122), result)
+            self._plot_bones(fig.add_subplot(rows, 1, 1))
         lengths = np.asarray(result.frame_lengths_mm, dtype=float)
         w = np.asarray(result.weights, dtype=float)
         x = np.arange(1, len(lengths) + 1)
-        sizes = 15 + 220 * w / max(w.max(), 1e-9)
-        ax.scatter(x, lengths, s=sizes, c=w, cmap="viridis", edgecolors="k", linewidths=0.4,
-                   label="per frame, before calibration")
-        ax.axhline(result.hand_length_mm, color="#e8553e", lw=2, label=f"calibrated {result.hand_length_mm:.1f} mm")
-        ax.set_xlabel("frame (marker size = weight)", fontsize=8)
-        ax.set_ylabel("hand length (mm)", fontsize=8)
+        sizes = 10 + 120 * w / max(w.max(), 1e-9)
+        ax.scatter(x, lengths, s=sizes, c=w, cmap="viridis", edgecolors="k", linewidths=0.4)
+        ax.axhline(result.hand_length_mm, color="#e8553e", lw=2)
+        ax.set_title(f"Hand length per frame; line: calibrated {result.hand_length_mm:.1f} mm",
+                     fontsize=8)
+        ax.set_xlabel("chosen frame, before calibration (dot size = weight)", fontsize=8)
+        ax.set_ylabel("mm", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
         self.canvas.draw()
 
-    def average_bones_mm(self, result: Any) -> np.ndarray:
-        """(20,) the average hand's bone lengths at the calibrated hand length, mm."""
-        from core.keypoints import bone_lengths
-
-        return bone_lengths(average_skeleton(self.session.model_data, result.hand_length_mm)) * 1000.0
-
-    def _plot_bones(self, ax: Any, result: Any) -> None:
-        """Per-bone lengths of the personal skeleton against the average hand's (same length)."""
-        from core.keypoints import bone_lengths
-
-        mine = bone_lengths(np.asarray(result.skeleton)) * 1000.0
-        avg = self.average_bones_mm(result)
-        x = np.arange(20)
-        ax.bar(x - 0.2, avg, 0.4, color="#9aa7b8", label="average hand")
-        ax.bar(x + 0.2, mine, 0.4, color="#e8553e", label="yours")
-        ax.set_xticks([2, 6, 10, 14, 18], ["thumb", "index", "middle", "ring", "little"], fontsize=7)
-        ax.set_ylabel("bone length (mm)", fontsize=8)
+    def _plot_bones(self, ax: Any) -> None:
+        """Each bone of the personal skeleton minus the average hand's at the same hand length, mm
+        (the result view's table), grouped by finger: longer bones red, shorter blue."""
+        diff = np.array([row[3] for row in self.result_view.rows], dtype=float)
+        finger = np.arange(len(diff)) // 4
+        x = np.arange(len(diff)) + finger  # a gap between fingers
+        colours = ["#e8553e" if d > 0 else "#4cc9f0" for d in diff]
+        ax.bar(x, diff, 0.8, color=colours, edgecolor="#333333", linewidth=0.3)
+        ax.axhline(0.0, color="#333333", lw=0.8)
+        limit = max(NOTABLE_MM, 1.15 * float(np.abs(diff).max(initial=0.0)))
+        ax.set_ylim(-limit, limit)
+        ax.set_xticks([x[finger == f].mean() for f in range(5)], ["thumb", "index", "middle", "ring", "little"],
+                      fontsize=7)
+        ax.set_title("Your bones minus the average hand's (same length)", fontsize=8)
+        ax.set_ylabel("mm", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3, axis="y")
 
     def _show_mesh(self, result: Any) -> None:

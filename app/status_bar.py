@@ -4,8 +4,10 @@ lines at its right, each elided with its full text in the tooltip when the windo
 
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QResizeEvent
+from PySide6.QtGui import QFontMetricsF, QResizeEvent
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QStatusBar, QVBoxLayout, QWidget
 
 __all__ = ["ElidedLabel", "StatusBar"]
@@ -41,22 +43,27 @@ class ElidedLabel(QLabel):
     @property
     def elided(self) -> bool:
         """Whether the text is drawn shortened (it is wider than the label)."""
-        return self.fontMetrics().horizontalAdvance(self._full) > self.contentsRect().width()
+        return super().text() != self._full
+
+    def _text_width(self) -> int:
+        """The full text's width in whole pixels, rounded up: ``QFontMetrics.horizontalAdvance``
+        rounds to the nearest pixel while ``elidedText`` compares the exact width, so a label
+        sized to the rounded width showed "14.7 fps · view 10.…"."""
+        return math.ceil(QFontMetricsF(self.font()).horizontalAdvance(self._full))
 
     def _elide(self) -> None:
         """Show the full text elided to the width, and say the full text in the tooltip."""
         shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, self.contentsRect().width())
         if shown != super().text():
             super().setText(shown)
-        parts = [self._full] if self.elided and self._full else []
+        parts = [self._full] if shown != self._full and self._full else []
         if self.description:
             parts.append(self.description)
         self.setToolTip("\n\n".join(parts))
 
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt naming)
         m = self.contentsMargins()
-        return QSize(self.fontMetrics().horizontalAdvance(self._full) + m.left() + m.right(),
-                     super().sizeHint().height())
+        return QSize(self._text_width() + m.left() + m.right(), super().sizeHint().height())
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt naming)
         m = self.contentsMargins()

@@ -27,20 +27,26 @@ def frames():
         return list(itertools.islice(src, 10))
 
 
-def shared_blocks() -> set[str]:
-    shm = Path("/dev/shm")
-    return {p.name for p in shm.iterdir()} if shm.is_dir() else set()
+def blocks_of(child: DetectorProcess) -> set[str]:
+    """Names of the shared-memory blocks the child's frame slots hold now."""
+    return {s.name.lstrip("/") for s in child._slots if s is not None}  # noqa: SLF001 - what the test checks
+
+
+def still_there(names: set[str]) -> set[str]:
+    """The named blocks that still exist (only this test's own: other processes may come and go)."""
+    return {n for n in names if (Path("/dev/shm") / n).exists()}
 
 
 def test_the_child_answers_as_this_process_would(frames) -> None:
     """Keypoints and handedness equal those of a detector here; frames
     pipelined two deep come back in order; bad frames are refused before they are sent."""
-    before = shared_blocks()
+    used: set[str] = set()
     with DetectorProcess(DetectorConfig(max_hands=1, mode="video")) as child, \
             HandDetector(max_hands=1, mode="video") as here:
         answers = []
         for f in frames:
             child.submit(f.image, f.timestamp_s)
+            used |= blocks_of(child)
             if child.in_flight == child.depth:
                 answers.append(child.receive())
         with pytest.raises(DetectorProcessError, match="in flight"):
@@ -52,6 +58,7 @@ def test_the_child_answers_as_this_process_would(frames) -> None:
             child.submit(np.zeros((4, 4), np.float32), 0.0)
         for _ in range(3):  # a larger frame gets larger shared memory in every slot it passes
             child.submit(np.zeros((600, 900, 3), np.uint8), 1e7 + _)
+            used |= blocks_of(child)
             assert child.receive().detections == ()
         for f, a in zip(frames, answers):
             mine = here.detect(f.image, f.timestamp_s)
@@ -62,7 +69,7 @@ def test_the_child_answers_as_this_process_would(frames) -> None:
             assert len(a.detections) == 1
             assert a.detect_ms > 0
         assert child.cpu_time_s() is None or child.cpu_time_s() > 0
-    assert shared_blocks() <= before  # the frames' shared memory is gone
+    assert used and not still_there(used)  # the frames' shared memory is gone
 
 
 def test_a_child_that_cannot_start_or_dies_says_so(frames) -> None:

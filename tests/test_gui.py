@@ -45,7 +45,7 @@ def test_status_bar_keeps_every_field_readable(window, qtbot, size) -> None:
     """The transient message keeps its width next to the permanent fields (it was squeezed to
     "Tracking th"); at the default and 1280 x 720 sizes every field shows whole, and where the
     window is narrower a field is elided with its full text in its tooltip."""
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtWidgets import QApplication, QLabel
 
     window.show()
     qtbot.waitExposed(window)
@@ -68,6 +68,9 @@ def test_status_bar_keeps_every_field_readable(window, qtbot, size) -> None:
     labels = [*texts, window.profile_label, window.model_label]
     for label in labels:
         assert label.isVisible() and label.width() > 0
+        # What is painted (QLabel's own text) is the whole text unless the label says it is elided.
+        shown = QLabel.text(label)
+        assert label.elided == (shown != label.text()), (label.text(), shown)
         if label.elided:
             assert label.text() in label.toolTip()
         assert label.description in label.toolTip()

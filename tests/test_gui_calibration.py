@@ -109,6 +109,47 @@ def test_result_view_shows_the_personal_skeleton_against_the_average(make_window
     assert view.grab().save(str(SHOTS / "gui_calibration_result_view.png"))
 
 
+@pytest.mark.slow
+def test_result_opens_at_its_top_with_plots_that_read(make_window, gui_env, qtbot) -> None:
+    """At 1280 x 720 the result opens at its first lines (hand length, where the size comes from:
+    the view centred the tall result box, which scrolled them out of sight); the per-bone plot
+    shows each bone's difference from the average hand (the table's column: 1-2 mm differences
+    were invisible as bars of 20-100 mm), its finger names do not overlap, and no legend covers
+    the data."""
+    from PySide6.QtCore import QPoint
+    from PySide6.QtWidgets import QApplication
+
+    w = make_window()
+    w.resize(1280, 720)
+    panel = w.calibration_panel
+    session, _ = _session(frames=8, seed=52, bad=None)
+    panel.session = session
+    panel.refresh()
+    _calibrate(qtbot, panel)
+    for _ in range(5):
+        QApplication.processEvents()
+        qtbot.wait(20)
+    viewport = panel._scroll.viewport()  # noqa: SLF001
+    for label in (panel.result_label, panel.result_view.scale_label):
+        top = label.mapTo(viewport, QPoint(0, 0)).y()
+        assert 0 <= top and top + label.height() <= viewport.height(), (label.text()[:40], top)
+    assert "population prior" in panel.result_view.scale_label.text()
+
+    fig = panel.figure
+    bones = next(ax for ax in fig.axes if len(ax.patches) == 20)
+    heights = np.array([p.get_height() for p in bones.patches])
+    np.testing.assert_allclose(heights, [r[3] for r in panel.result_view.rows], atol=1e-9)
+    renderer = panel.canvas.get_renderer()
+    for ax in fig.axes:
+        assert ax.get_legend() is None
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+        assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in ax.get_xticklabels()]
+        title = ax.title.get_window_extent(renderer)
+        assert title.x0 >= 0 and title.x1 <= fig.bbox.width + 1, ax.get_title()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    assert panel.canvas.grab().save(str(SHOTS / "gui_calibration_plots.png"))
+
+
 def test_surface_offsets_are_summarized() -> None:
     from app.calibration_result import result_offsets_mm, surface_iou, surface_text
 
