@@ -178,7 +178,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_display() -> None:
+    """Refuse to start the GUI where Qt has no screen to open a window on (Qt would abort)."""
+    from core.errors import InputError
+
+    headless = sys.platform.startswith("linux") and not any(
+        os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+    if headless:
+        raise InputError("no display to open the window on (DISPLAY and WAYLAND_DISPLAY are not set): run it "
+                         "on a desktop, under `xvfb-run -a`, or with QT_QPA_PLATFORM=offscreen; track, calibrate "
+                         "and export need no display")
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
+    _check_display()
+    if args.intrinsics:  # a file named on the command line is checked before the window opens
+        from core.camera import load_intrinsics
+
+        load_intrinsics(args.intrinsics)
     from app.gui import run_gui
 
     return run_gui(

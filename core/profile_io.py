@@ -354,17 +354,21 @@ def check_profile_model(profile: Profile, model: str | os.PathLike[str] | None) 
 
     Raises:
         InputError: the profile's ``model.sha256`` differs from the file of the model in use
-            (for the profile's side; either side for "both"). ModelFileError: no model.
+            (for the profile's side; either side for "both"), or its shape has another number
+            of coefficients than that model's shape space. ModelFileError: no model.
     """
-    if not profile.model_sha256:
-        return
     from core.model import load_model_data
 
     sides = (profile.handedness,) if profile.handedness in ("right", "left") else ("right", "left")
     datas = [load_model_data(model, side) for side in sides]  # type: ignore[arg-type]
+    where = profile.path if profile.path is not None else f"the profile {profile.name!r}"
+    if len(profile.shape) != datas[0].num_betas:  # an edited or foreign file, whatever its sha256 says
+        raise InputError(f"{where}: 'shape' has {len(profile.shape)} values; the hand model in use, "
+                         f"{datas[0].name!r}, has {datas[0].num_betas} shape components")
+    if not profile.model_sha256:
+        return
     if any(not d.sha256 or d.sha256 == profile.model_sha256 for d in datas):
         return
-    where = profile.path if profile.path is not None else f"the profile {profile.name!r}"
     raise InputError(
         f"{where} was made with the hand model {profile.model_name!r} (sha256 {profile.model_sha256[:12]}), "
         f"not the one in use, {datas[0].name!r} (sha256 {datas[0].sha256[:12]}): its shape would be another "

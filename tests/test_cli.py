@@ -66,3 +66,36 @@ def test_bench_reports_cpu_steal_share() -> None:
     if ticks is not None:  # Linux
         steal, total = ticks
         assert 0 <= steal <= total
+
+
+def test_bench_refuses_an_unknown_benchmark_before_running_any(capsys, monkeypatch) -> None:
+    """``bench --only pipelin`` ran nothing but the baseline and exited 0; now one error line
+    listing the names --only takes, and no benchmark (not even the baseline) runs."""
+    import core.tools.bench as bench
+
+    ran: list[str] = []
+    monkeypatch.setitem(bench.BENCHMARKS, "baseline", lambda: ran.append("baseline") or {})
+    assert cli.main(["bench", "--only", "model", "pipelin"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("handtwin: error: no benchmark named pipelin;")
+    assert "pipeline" in err[0] and "softras" in err[0] and ran == []
+
+
+def test_gui_without_a_display_is_one_clear_error(monkeypatch, capsys) -> None:
+    """Qt aborted the process (status 134) where there is no screen; now one line, exit 2."""
+    for key in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert cli.main(["gui", "--quit-after", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no display" in err[0] and "xvfb-run" in err[0]
+
+
+def test_gui_checks_its_intrinsics_file_before_the_window_opens(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A malformed --intrinsics file was only reported inside the window (exit 0)."""
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    bad = tmp_path / "K.json"
+    bad.write_text('{"fx": 500, "fy":')
+    assert cli.main(["gui", "--source", "demo", "--intrinsics", str(bad), "--quit-after", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("handtwin: error:") and "K.json" in err[0]

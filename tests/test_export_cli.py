@@ -239,6 +239,7 @@ def test_failure_while_writing_leaves_no_partial_file(profile: Path, tmp_path: P
         (["--pose", "frame:3"], "needs a source"),
         (["--animate"], "--animate needs"),
         (["--texture-size", "4"], "--texture-size"),
+        (["--texture-size", "0"], "--texture-size"),  # not taken for "the default"
         (["--refine", "3"], "--refine needs a source"),
     ],
 )
@@ -294,7 +295,7 @@ def test_export_from_a_synthetic_image_folder(tmp_path: Path, capsys) -> None:
     frames = tmp_path / "frames"
     frames.mkdir()
     rng = np.random.default_rng(0)
-    settings = SynthSettings(image_size=(320, 240), fill=(0.6, 0.6))
+    settings = SynthSettings(image_size=(320, 240), fill=(0.6, 0.6), skin_detail=False)  # the texture is the albedo
     texture = pattern_texture(np.random.default_rng(1), 256)
     K = intrinsics_from_fov(60.0, 320, 240).K
     for i in range(4):
@@ -333,3 +334,21 @@ def test_export_from_a_synthetic_image_folder(tmp_path: Path, capsys) -> None:
     code, _, err = _run(["export", str(frames), "--out", str(tmp_path / "x.glb"), "--pose", "frame:9", "--fov", "60"],
                         capsys)
     assert code == 2 and "frame 9 has no tracked" in err
+
+
+@pytest.mark.parametrize("n", [3, 15])
+def test_profile_whose_shape_does_not_fit_the_model_is_one_clear_error(tmp_path: Path, capsys, n: int) -> None:
+    """A hand-edited profile (its model's sha256 intact, or none) with too few or too many shape
+    values: one error line naming the counts, exit 2, nothing written (it was a ValueError)."""
+    for sha in (True, False):
+        doc = _profile_doc([0.1] * n, None)
+        if not sha:
+            doc["model"]["sha256"] = ""
+        path = tmp_path / "edited.json"
+        path.write_text(json.dumps(doc))
+        for extra in ([], ["--rigged"]):
+            out = tmp_path / "h.glb"
+            code, _, err = _run(["export", "--profile", str(path), "--out", str(out), *extra], capsys)
+            assert code == 2 and len(err.strip().splitlines()) == 1, err
+            assert f"'shape' has {n} values" in err and "10 shape components" in err
+            assert not out.exists() and not (tmp_path / "h.profile.json").exists()

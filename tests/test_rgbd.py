@@ -362,3 +362,28 @@ def test_export_refine_exports_the_refined_hand(tmp_path, capsys) -> None:
                       "--depth-intrinsics", str(cam), "--pose", "frame:0", "--refine", "3", "--rigged"]) == 0
     scene = trimesh.load(str(glb))
     assert len(scene.geometry) == 1
+
+
+def test_a_truncated_depth_video_is_reported_not_a_quiet_end(tmp_path) -> None:
+    """A depth video that stops decoding part of the way ended the RGB-D pass with no word
+    (the colour source had not ended); now ``ended_early`` names the depth stream and why."""
+    rng = np.random.default_rng(3)
+    video = tmp_path / "depth.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (W, H))
+    for _ in range(12):
+        writer.write(rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    writer.release()
+    data = video.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])  # the header still says 12 frames
+    stream = DepthStream(cut)
+    assert stream.count == 12
+    colour = ArraySource([np.zeros((H, W, 3), np.uint8)] * 12, fov_deg=60.0)
+    cam = DepthCamera(Intrinsics(**K_DEPTH), scale_m=0.001)
+    src = RGBDSource(colour, stream, cam)
+    frames = list(src)
+    assert 0 < len(frames) < 12
+    assert src.ended_early is not None and "depth stream" in src.ended_early
+    assert f"after {len(frames)} of its 12 frames" in src.ended_early
+    whole = RGBDSource(ArraySource([np.zeros((H, W, 3), np.uint8)] * 12, fov_deg=60.0), DepthStream(video), cam)
+    assert len(list(whole)) == 12 and whole.ended_early is None

@@ -99,3 +99,18 @@ def test_unwritable_output_folder(tmp_path: Path, capsys) -> None:
     code, _, err = _run(["track", str(video), "--out", str(tmp_path / "nope" / "r.jsonl")], capsys)
     assert code == 2
     assert "does not exist" in _one_error_line(err)
+
+
+def test_summary_reports_a_source_that_ended_early() -> None:
+    """A truncated video used to be tracked to its break with only a log line before the
+    summary; the summary itself now says the frames after it are missing (and counts read well)."""
+    from core.tools.cli_track import TrackSummary
+
+    s = TrackSummary(frames=1, frames_with_hands=1, hands=1, mean_time_ms={"detect": 1.0}, fps=1.0,
+                     mean_reprojection_error_px=2.0, out="r.jsonl")
+    assert s.format().startswith("tracked 1 frame (1 with a hand, 100%), 1 hand;") and "warning" not in s.format()
+    note = "v.avi stopped decoding after 3 of its 20 frames (the file is damaged or truncated)"
+    s = TrackSummary(frames=3, frames_with_hands=3, hands=3, mean_time_ms={}, fps=1.0,
+                     mean_reprojection_error_px=2.0, out="r.jsonl", ended_early=note)
+    lines = s.format().splitlines()
+    assert lines[0].startswith("tracked 3 frames") and lines[1] == f"warning: {note}; the frames after it are missing"

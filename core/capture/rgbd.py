@@ -354,17 +354,23 @@ class RGBDSource(FrameSource):
     def _frames(self) -> Iterator[Frame]:
         self.ended_early = None
         depths = self.depth.frames()
+        read = 0
         for frame in self.colour:
             raw = next(depths, False)
             if raw is False:
+                if self.depth.count is not None and read < self.depth.count:  # damaged, not just shorter
+                    self.ended_early = (f"the depth stream {self.depth.name} stopped decoding after {read} of its "
+                                        f"{self.depth.count} frames (the file is damaged or truncated)")
+                    log.warning("%s", self.ended_early)
                 break
+            read += 1
             if raw is None:
                 yield frame
                 continue
             metres = depth_to_metres(raw, self.depth_camera)
             depth = register_depth(metres, self.depth_camera, frame.intrinsics, (frame.width, frame.height))
             yield dataclasses.replace(frame, depth=depth, source=self.name)
-        self.ended_early = self.colour.ended_early
+        self.ended_early = self.ended_early or self.colour.ended_early
 
 
 def open_rgbd(colour: FrameSource, depth_spec: str | os.PathLike[str],

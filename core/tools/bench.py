@@ -163,14 +163,23 @@ def run_benchmarks(only: list[str] | None = None, plots_dir: str | Path | None =
 
     With ``plots_dir``, benchmarks that can draw a plot write it there (see :func:`plots_dir`);
     ``soak_s`` is the soak's session length (default ``core.tools.bench_soak.DEFAULT_SOAK_S``).
+
+    Raises:
+        InputError: a name in ``only`` that no benchmark has (before any benchmark runs).
     """
     global _PLOTS_DIR, _SOAK_S
     _PLOTS_DIR = Path(plots_dir) if plots_dir is not None else None
     _SOAK_S = soak_s
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    registered = {**BENCHMARKS, **_stage_benchmarks()}
+    unknown = sorted(set(only or ()) - set(registered))
+    if unknown:
+        from core.errors import InputError
+
+        raise InputError(f"no benchmark named {', '.join(unknown)}; --only takes {', '.join(registered)}")
     results: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
     start = cpu_steal_ticks()
-    for name, fn in {**BENCHMARKS, **_stage_benchmarks()}.items():
+    for name, fn in registered.items():
         if only and name not in only and name != "baseline":
             continue
         if not only and name in ON_REQUEST:

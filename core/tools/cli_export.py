@@ -238,7 +238,8 @@ def run_export(args: argparse.Namespace) -> int:
     rigged = bool(getattr(args, "rigged", False))
     refine = int(getattr(args, "refine", 0) or 0)
     animate = bool(getattr(args, "animate", False))
-    texture_size = int(getattr(args, "texture_size", 1024) or 1024)
+    texture_size = getattr(args, "texture_size", None)
+    texture_size = 1024 if texture_size is None else int(texture_size)
     model = getattr(args, "model", None)
     out = Path(args.out)
     if texture_size < 8 or texture_size > 8192:

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 class TrackSummary:
     """What a ``track`` run did: frames, frames with a hand, mean times and the final hands' mean
     reprojection error (when refining also the fits' mean error, the mean silhouette IoU after
-    refinement and how many refined hands the keypoint guard replaced by their fit)."""
+    refinement and how many refined hands the keypoint guard replaced by their fit). ``ended_early``:
+    why the source stopped before its end (a damaged or truncated file), or None."""
 
     frames: int
     frames_with_hands: int
@@ -29,6 +30,7 @@ class TrackSummary:
     mean_fit_reprojection_error_px: float | None = None
     refinements_fell_back: int = 0
     camera: str = ""
+    ended_early: str | None = None
 
     def format(self) -> str:
         pct = 100.0 * self.frames_with_hands / max(self.frames, 1)
@@ -38,11 +40,17 @@ class TrackSummary:
             err += (f" (fit {self.mean_fit_reprojection_error_px:.2f} px; the fit kept in "
                     f"{self.refinements_fell_back} refined hands)")
         iou = "" if self.mean_silhouette_iou is None else f"mean silhouette IoU {self.mean_silhouette_iou:.3f}; "
+        early = "" if self.ended_early is None else f"\nwarning: {self.ended_early}; the frames after it are missing"
         return (
-            f"tracked {self.frames} frames ({self.frames_with_hands} with a hand, {pct:.0f}%), "
-            f"{self.hands} hands; {self.fps:.1f} fps; per frame: {times}; "
-            f"mean reprojection error {err}; {iou}{self.camera}wrote {self.out}"
+            f"tracked {_count(self.frames, 'frame')} ({self.frames_with_hands} with a hand, {pct:.0f}%), "
+            f"{_count(self.hands, 'hand')}; {self.fps:.1f} fps; per frame: {times}; "
+            f"mean reprojection error {err}; {iou}{self.camera}wrote {self.out}{early}"
         )
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 frame', '3 frames'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def run_track(
@@ -137,6 +145,7 @@ def run_track(
                     times.setdefault(k, _Mean()).add(v)
                 camera = _camera_note(result)
                 bar.update(1, f"{len(result.hands)} hand(s)")
+        ended_early = getattr(src, "ended_early", None)
     elapsed = time.perf_counter() - start
     # a failed run leaves the previous output as it was
     if frames == 0:
@@ -158,6 +167,7 @@ def run_track(
         mean_fit_reprojection_error_px=fit_error.mean,
         refinements_fell_back=fell_back,
         camera=camera,
+        ended_early=ended_early,
     )
     return summary
 
