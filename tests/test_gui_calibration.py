@@ -150,6 +150,77 @@ def test_result_opens_at_its_top_with_plots_that_read(make_window, gui_env, qtbo
     assert panel.canvas.grab().save(str(SHOTS / "gui_calibration_plots.png"))
 
 
+@pytest.mark.slow
+def test_clear_can_be_undone_until_the_next_capture(make_window, gui_env, qtbot) -> None:
+    """Clear (or another Hand) took every captured frame and the result away at one click; the
+    button now reads "Undo clear" and brings back the frames, the choices, the side and the
+    result, until a new frame is captured."""
+    from PySide6.QtCore import Qt
+
+    w = make_window()
+    panel = w.calibration_panel
+    session, _ = _session(frames=8, seed=53, bad=None)
+    panel.session = session
+    panel.refresh()
+    _calibrate(qtbot, panel)
+    result = panel.result
+    dropped = session.selected[0]
+    panel.toggle(dropped)
+    chosen = list(session.selected)
+    assert panel.clear_btn.text() == "Clear"
+
+    qtbot.mouseClick(panel.clear_btn, Qt.MouseButton.LeftButton)
+    assert panel.session is None and panel.result is None and panel.thumbs.count() == 0
+    assert panel.clear_btn.text() == "Undo clear" and "8 frames" in panel.clear_btn.toolTip()
+    qtbot.mouseClick(panel.clear_btn, Qt.MouseButton.LeftButton)
+    assert panel.session is session and panel.session.selected == chosen and dropped not in chosen
+    assert panel.result is result and w.state.calibration is result and panel.result_view.isVisible()
+    assert panel.thumbs.count() == 8 and panel.clear_btn.text() == "Clear"
+
+    # Another hand clears too, and is undone to the right hand again.
+    panel.side.setCurrentText("left")
+    assert panel.session is None and panel.clear_btn.text() == "Undo clear"
+    panel.undo_clear()
+    assert panel.session is session and panel.side.currentText() == "right"
+    # Once a new session has frames, the cleared one is gone for good.
+    panel.clear()
+    other, _ = _session(frames=4, seed=54, bad=None)
+    panel.session = other
+    panel.refresh()
+    assert not panel.can_undo_clear and panel.clear_btn.text() == "Clear"
+    assert not gui_env.messages, gui_env.messages
+
+
+def test_auto_capture_says_when_the_hand_in_view_is_the_other_side(make_window, gui_env, qtbot) -> None:
+    """Auto-capture of the right hand with a left hand in view captured nothing and said nothing;
+    the prompt now says which hand it sees, and switching Hand keeps auto-capture on."""
+    from types import SimpleNamespace
+
+    w = make_window()
+    panel = w.calibration_panel
+    session, _ = _session(frames=4, seed=55, bad=None)
+    offered = []
+    session.offer = lambda frame, result: offered.append(frame)  # no refit here
+    panel.session = session
+    panel.auto_btn.setChecked(True)
+    assert panel.auto and w.state.frame_hook is not None
+
+    def seen(*sides):
+        return SimpleNamespace(hands=[SimpleNamespace(detection=SimpleNamespace(handedness=s)) for s in sides])
+
+    panel.frame_hook(("frame",), seen("left"))
+    assert "The hand in view is a left hand" in panel.prompt.text() and "set Hand to left" in panel.prompt.text()
+    assert not offered
+    panel.frame_hook(("frame",), seen("right", "left"))
+    assert offered == ["frame"] and "left hand" not in panel.prompt.text()
+
+    panel.side.setCurrentText("left")
+    qtbot.waitUntil(lambda: panel.session is not None, timeout=60_000)
+    assert panel.session.side == "left" and panel.auto_btn.isChecked() and panel.auto
+    panel.auto_btn.setChecked(False)
+    assert not gui_env.messages, gui_env.messages
+
+
 def test_surface_offsets_are_summarized() -> None:
     from app.calibration_result import result_offsets_mm, surface_iou, surface_text
 

@@ -67,3 +67,56 @@ def test_mediapipe_finds_a_synthetic_hand(layers) -> None:
     err = np.linalg.norm(found[0].keypoints_2d - s.keypoints_2d, axis=1).mean()
     assert err < 12.0
     assert found[0].handedness == s.side
+
+
+def test_forearm_continues_the_wrist_and_stays_out_of_the_mask(layers) -> None:
+    from dataclasses import replace
+
+    settings = SynthSettings(image_size=(160, 160), supersample=1)
+    bare_settings = replace(settings, forearm=False, skin_detail=False)
+    for seed in range(4):
+        rng_new, rng_old = np.random.default_rng(seed), np.random.default_rng(seed)
+        new = render_hand_sample(rng_new, layers, settings)
+        old = render_hand_sample(rng_old, layers, bare_settings)
+        # The forearm draws from its own generator: the same hand, the caller's stream untouched.
+        np.testing.assert_array_equal(new.joints_3d, old.joints_3d)
+        assert rng_new.random() == rng_old.random()
+        assert old.forearm is None and new.forearm is not None and new.skin_detail
+        # The mask is the hand's own pixels: the arm can hide some, never add any.
+        assert not (new.mask & ~old.mask).any()
+        assert new.mask.sum() > 0.8 * old.mask.sum()
+        # The arm starts at the wrist and leads away from the fingers, 20+ cm.
+        arm = new.forearm
+        wrist, mcp = new.joints_3d[0].astype(np.float64), new.joints_3d[9].astype(np.float64)
+        start = arm.vertices[np.abs(arm.along) < 1e-9].mean(0)
+        assert np.linalg.norm(start - wrist) < 0.025
+        away = (wrist - mcp) / np.linalg.norm(wrist - mcp)
+        assert (arm.vertices[-1] - wrist) @ away > 0.7 * min(0.2, arm.along.max())
+        # It is drawn: pixels off the hand that changed are there.
+        changed = np.abs(new.image.astype(int) - old.image.astype(int)).max(-1) > 40
+        assert (changed & ~old.mask).sum() > 50
+
+
+def test_skin_detail_nails_on_the_back_of_the_distal_segments_and_palm_lines_on_the_palm(layers) -> None:
+    import torch
+
+    from core.synth.render import _hand_geometry, palm_tint, skin_detail, vertex_normals
+
+    counts = {}
+    for side, layer in layers.items():
+        rest = _hand_geometry(layer).rest
+        albedo = np.full((len(rest), 3), 200.0)
+        out, gloss = skin_detail(layer, rest, palm_tint(layer), albedo)
+        owner = layer.data.weights.argmax(1)
+        nails = np.flatnonzero(gloss > 0.2)
+        counts[side] = len(nails)
+        assert set(owner[nails]) == {3, 6, 9, 12, 15}  # the five distal joints (MANO order), nothing else
+        normals = vertex_normals(torch.as_tensor(rest[None]), layer.faces)[0].numpy()
+        fingers = nails[owner[nails] != 15]
+        # the back of the hand is +y (the palm -y), both sides; the nail curves over the tip
+        assert normals[fingers, 1].min() > 0.1 and np.median(normals[fingers, 1]) > 0.8
+        changed = np.abs(out - albedo).max(1) > 1.0
+        tint = palm_tint(layer)
+        assert not (changed & (owner == 0) & (tint == 0)).any()  # no palm lines on the back of the hand
+        assert (changed & (owner == 0) & (tint > 0.5)).sum() >= 3  # but some on the palm
+    assert abs(counts["left"] - counts["right"]) <= 2  # the left model's detail mirrors the right's

@@ -52,7 +52,8 @@ def _palm_view() -> np.ndarray:
 
 def _render(layers, texture, seed=0, side_probability=0.0, rotation=None, pose=None, background=None):
     rng = np.random.default_rng(seed)
-    settings = SynthSettings(image_size=IMAGE, fill=(0.65, 0.65), left_probability=side_probability)
+    # No skin detail: the texture is then the rendered albedo exactly (the truth captures are compared with).
+    settings = SynthSettings(image_size=IMAGE, fill=(0.65, 0.65), left_probability=side_probability, skin_detail=False)
     return render_hand_sample(
         rng, layers, settings, betas=np.zeros(10, np.float32), pose=pose, texture=texture,
         global_rotation=rotation, lighting=FLAT_LIGHTING, transl_jitter=0.0, background=background,

@@ -35,7 +35,10 @@ log = logging.getLogger(__name__)
 #: How a set's frames are degraded (:func:`generate`).
 CONDITIONS = ("clean", "webcam")
 #: Bump when rendering or degradation changes (invalidates caches).
-DATA_VERSION = 6  # 5: detected by the Tasks API HandLandmarker (core.detect); 6: the re-derived default skeleton
+#: 5: detected by the Tasks API HandLandmarker (core.detect); 6: the re-derived default skeleton;
+#: 7: hands rendered with a forearm (sometimes sleeved), fingernails, creases and palm lines
+#: (core.synth.render): MediaPipe finds more of them and reads their sides right more often.
+DATA_VERSION = 7
 
 
 def cache_dir() -> Path:

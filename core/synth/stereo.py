@@ -9,6 +9,7 @@ mesh with the same skin and light over its own background.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,11 +18,10 @@ from core.capture.stereo import StereoCalibration
 from core.synth.render import (
     SynthSample,
     SynthSettings,
-    palm_tint,
     procedural_background,
     procedural_skin_texture,
     render_hand_sample,
-    shade,
+    render_scene,
 )
 
 __all__ = ["StereoSample", "look_at", "render_stereo_sample"]
@@ -84,11 +84,13 @@ def render_stereo_sample(rng: np.random.Generator, layers: dict, settings: Synth
     K_ss[0, 2] += (ss - 1) / 2.0
     K_ss[1, 2] += (ss - 1) / 2.0
     layer = layers[ref.side]
-    img_ss, mask_ss = shade(verts2, layer.data.faces, layer.data.uv, layer.data.uv_faces, texture, K_ss,
-                            (w * ss, h * ss), R @ lighting[0], lighting[1], lighting[2], palm_tint(layer))
+    arm = None if ref.forearm is None else dataclasses.replace(ref.forearm, vertices=ref.forearm.vertices @ R.T + T)
+    img_ss, mask_ss, drawn_ss = render_scene(layer, verts2, texture, K_ss, (w * ss, h * ss),
+                                             (R @ lighting[0], lighting[1], lighting[2]), arm, ref.skin_detail)
     img = cv2.resize(img_ss, (w, h), interpolation=cv2.INTER_AREA)
     cover = cv2.resize(mask_ss.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
-    comp = img + procedural_background(rng, w, h).astype(np.float32) * (1.0 - cover[..., None])
+    drawn = cv2.resize(drawn_ss.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    comp = img + procedural_background(rng, w, h).astype(np.float32) * (1.0 - drawn[..., None])
     comp += rng.normal(0, 2.0, comp.shape)
     kp2 = ref.joints_3d.astype(np.float64) @ R.T + T
     uv = kp2 @ np.asarray(K, np.float64).T

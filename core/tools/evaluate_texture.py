@@ -123,7 +123,8 @@ def render_sequence(frames: int, texture: np.ndarray, seed: int = 0,
 
     rng = np.random.default_rng(seed)
     layers = default_layers()
-    settings = SynthSettings(image_size=image_size, fill=(0.6, 0.6))
+    # No skin detail: the texture is then the rendered albedo exactly, the truth captures are measured on.
+    settings = SynthSettings(image_size=image_size, fill=(0.6, 0.6), skin_detail=False)
     betas = np.clip(rng.normal(0, 0.8, layers["right"].num_betas), -2, 2).astype(np.float32)
     keys = [0.5 * natural_pose(rng, layers["right"]) for _ in range(4)]
     background = procedural_background(rng, *image_size)

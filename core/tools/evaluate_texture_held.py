@@ -50,7 +50,8 @@ def held_object_clip(frames: int = 6, seed: int = 0, size: tuple[int, int] = (32
 
     rng = np.random.default_rng(seed)
     layers = default_layers()
-    settings = SynthSettings(image_size=size, supersample=1, fill=(0.6, 0.6), back_facing=0.0)
+    # No skin detail: the texture is then the rendered albedo exactly, the truth captures are measured on.
+    settings = SynthSettings(image_size=size, supersample=1, fill=(0.6, 0.6), back_facing=0.0, skin_detail=False)
     texture = procedural_skin_texture(rng)
     background = procedural_background(rng, *size)
     betas = np.clip(rng.normal(0, 0.8, layers["right"].num_betas), -2, 2).astype(np.float32)

@@ -192,8 +192,9 @@ def render_views(side: str, texture: np.ndarray, views: int = 3, seed: int = 0,
 
     rng = np.random.default_rng(seed)
     layers = _layers()
+    # No skin detail: the texture is then the rendered albedo exactly (the registration's oracle).
     settings = SynthSettings(image_size=image_size, fill=(0.7, 0.7), supersample=2,
-                             left_probability=1.0 if side == "left" else 0.0)
+                             left_probability=1.0 if side == "left" else 0.0, skin_detail=False)
     K = intrinsics_from_fov(fov_deg, *image_size).K
     betas = np.clip(rng.normal(0, 0.8, layers["right"].num_betas), -2, 2).astype(np.float32)
     pose = 0.4 * natural_pose(rng, layers["right"])
