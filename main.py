@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sys
+import typing
 from typing import Callable
 
 log = logging.getLogger("handtwin")
@@ -32,6 +33,14 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 # milliseconds after each call, keeping a second core spinning (core.threads). Set before
 # NumPy loads; an explicit setting in the environment wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with HandTwin's one-line errors: a mistyped argument is one ``handtwin: error:``
+    line (pointing at the command's --help) and status 2, not the usage block first."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"handtwin: error: {message} (see: {self.prog} --help)\n")
 
 
 def _add_camera_args(p: argparse.ArgumentParser, intrinsics: bool = True) -> None:
@@ -72,7 +81,7 @@ def _add_model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="handtwin", description="Personal 3D hand scanner and tracker.")
+    parser = _Parser(prog="handtwin", description="Personal 3D hand scanner and tracker.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command")
 
@@ -277,4 +286,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from core.native_logs import filter_native_logs
+
+    filter_native_logs()  # MediaPipe's native start-up notes stay off the terminal (not under tests)
     sys.exit(main())

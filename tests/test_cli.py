@@ -99,3 +99,21 @@ def test_gui_checks_its_intrinsics_file_before_the_window_opens(tmp_path: Path, 
     assert cli.main(["gui", "--source", "demo", "--intrinsics", str(bad), "--quit-after", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("handtwin: error:") and "K.json" in err[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["track", "demo", "--out", "r.jsonl", "--fov", "wide"], "argument --fov: invalid float value: 'wide'"),
+    (["track", "demo"], "the following arguments are required: --out"),
+    (["calibrate", "demo", "--out", "p.json", "--side", "middle"], "argument --side: invalid choice"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_a_mistyped_argument_is_one_error_line(argv: list[str], message: str, capsys) -> None:
+    """argparse printed its usage block first and named the sub-command ('handtwin track: error:');
+    now the one line every other error has, with where to look, and status 2."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("handtwin: error: ") and message in err[0], captured.err
+    assert err[0].endswith("--help)") and captured.out == ""

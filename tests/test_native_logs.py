@@ -1,0 +1,77 @@
+"""core.native_logs: MediaPipe's native start-up notes kept off a command's terminal, nothing else."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.native_logs import is_chatter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Lines MediaPipe 0.10.21 and 1.2 wrote before every command's result (seen on this project's venvs).
+CHATTER = [
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    b"WARNING: Logging before InitGoogle() is written to STDERR",
+    b"I0000 00:00:1796554455.962054   12503 task_runner.cc:85] GPU suport is not available: INTERNAL: ; "
+    b"RET_CHECK failure (mediapipe/gpu/gl_context_egl.cc:84) egl_initializedUnable to initialize EGL",
+    b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+    b"W0000 00:00:1796554455.991835   12533 inference_feedback_manager.cc:114] Feedback manager requires a "
+    b"model with a single signature inference. Disabling support for feedback tensors.",
+    b"INFO: [environment.cc:36] Creating LiteRT environment with options",
+    b"WARNING: Read-only tensor #3 (model_1/model/up_sampling2d_1/mul) has an unaligned buffer",
+    b"W0000 00:00:1796553840.262638    3755 landmark_projection_calculator.cc:81] Using NORM_RECT without "
+    b"IMAGE_DIMENSIONS is only supported for the square ROI.",
+]
+KEPT = [
+    b"handtwin: error: no hand was found in any of the 3 frames of x; r.jsonl was not written",
+    b"WARNING core.capture.sources: v.avi stopped decoding after 3 of its 20 frames",
+    b"INFO core.tools.cli_track: no camera given for x",
+    b"E0000 00:00:1796554455.962054   12503 graph.cc:85] something really failed",
+    b"[mjpeg @ 0x7f5a80009cc0] overread 8",
+    b"Traceback (most recent call last):",
+    b"",
+]
+
+
+@pytest.mark.parametrize("line", CHATTER)
+def test_native_chatter_is_dropped(line: bytes) -> None:
+    assert is_chatter(line)
+
+
+@pytest.mark.parametrize("line", KEPT)
+def test_everything_else_is_kept(line: bytes) -> None:
+    assert not is_chatter(line)
+
+
+def test_filtered_process_keeps_python_stderr_and_children_lose_only_chatter() -> None:
+    """Native writes to file descriptor 2 (here os.write, and a child process's) lose only the
+    chatter; Python's sys.stderr is untouched; the last line, without its newline, is not lost."""
+    code = r"""
+import os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from core.native_logs import filter_native_logs
+assert filter_native_logs([])
+os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nE0000 00:00:1.5   1 x.cc:1] kept error\n")
+print("python line", file=sys.stderr)
+child = "import os; os.write(2, b'W0000 00:00:17.1   9 y.cc:2] chatter\\nchild kept\\n')"
+subprocess.run([sys.executable, "-c", child])
+os.write(2, b"last words")
+"""
+    res = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    err = res.stderr.decode()
+    assert "INFO: Created" not in err and "chatter" not in err
+    for kept in ("E0000 00:00:1.5   1 x.cc:1] kept error", "python line", "child kept", "last words"):
+        assert kept in err, err
+
+
+def test_verbose_or_the_environment_turns_the_filter_off(monkeypatch) -> None:
+    from core.native_logs import filter_native_logs
+
+    assert filter_native_logs(["-v", "track"]) is False
+    monkeypatch.setenv("HANDTWIN_NATIVE_LOGS", "1")
+    assert filter_native_logs(["track"]) is False
