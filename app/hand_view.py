@@ -55,7 +55,7 @@ import vtkmodules.vtkRenderingFreeType  # noqa: F401  (axis labels)
 # isort: on
 
 from core.export import split_uv_seams, vertex_normals
-from core.keypoints import BONES
+from core.keypoints import BONES, Keypoint
 
 if TYPE_CHECKING:
     from app.hand_view_qt import InteractorHandView
@@ -82,6 +82,19 @@ def faces_to_vtk(faces: np.ndarray) -> np.ndarray:
     """(F, 3) triangles -> VTK's flat cell array [3, a, b, c, 3, ...]."""
     f = np.asarray(faces, dtype=np.int64)
     return np.hstack([np.full((len(f), 1), 3, dtype=np.int64), f]).ravel()
+
+
+def model_view(keypoints: np.ndarray | None) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(view vector, view up) showing a hand in the model frame from its back, fingers up.
+
+    A right hand's fingers point along +x (palm -y); a left hand is its mirror image across
+    x = 0 (:mod:`core.mirror`), fingers along -x, so its view is mirrored too: fingers up and
+    its thumb on its own side (the fixed +x view-up showed a left hand upside down)."""
+    sign = 1.0
+    if keypoints is not None and len(keypoints) > Keypoint.MIDDLE_MCP:
+        kp = np.asarray(keypoints, dtype=np.float64)
+        sign = 1.0 if kp[Keypoint.MIDDLE_MCP, 0] >= kp[Keypoint.WRIST, 0] else -1.0
+    return (0.15 * sign, 1.0, 0.35), (sign, 0.0, 0.0)
 
 
 def skeleton_polydata(keypoints: np.ndarray) -> pv.PolyData:
@@ -349,10 +362,11 @@ class _Scene:
             self.renderer.ResetCameraClippingRange()
         else:
             centre = np.asarray(self.mesh.center if self.mesh.n_points else (0.0, 0.0, 0.0))
-            direction = np.array([0.15, 1.0, 0.35])
+            vector, up = model_view(np.asarray(self.skeleton.points) if self.mesh.n_points else None)
+            direction = np.array(vector)
             camera.SetFocalPoint(*centre)
             camera.SetPosition(*(centre + direction / np.linalg.norm(direction)))
-            camera.SetViewUp(1.0, 0.0, 0.0)
+            camera.SetViewUp(*up)
             self.renderer.ResetCamera()
 
     def mouse(self, kind: str, button: str, x: int, y: int, ctrl: bool, shift: bool) -> None:

@@ -25,6 +25,7 @@ from app.hand_view import (
     SKIN_RGB,
     MeshViewState,
     hand_polydata,
+    model_view,
     skeleton_actors,
     skeleton_polydata,
     texture_image,
@@ -174,7 +175,8 @@ class InteractorHandView(MeshViewState, QtInteractor):
             self.camera_position = [(0.0, 0.0, -0.45), (0.0, 0.0, 0.0), (0.0, -1.0, 0.0)]
             self.reset_camera_clipping_range()
         else:
-            self.view_vector((0.15, 1.0, 0.35), viewup=(1.0, 0.0, 0.0))
+            vector, up = model_view(None if self._skeleton is None else np.asarray(self._skeleton.points))
+            self.view_vector(vector, viewup=up)
             self.reset_camera()
 
     def clear_actors(self) -> None:

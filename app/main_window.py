@@ -388,18 +388,24 @@ class MainWindow(QMainWindow):
     def _show_rest_hand(self) -> None:
         if self.layer is None:
             return
-        shape = None if self.active_profile is None else torch.as_tensor(self.active_profile.shape)[None]
+        profile = self.active_profile
+        shape = None if profile is None else torch.as_tensor(profile.shape)[None]
         layer, d = self.layer, self.model_data
-        if self.active_profile is not None and self.active_profile.identity.is_personal:
-            from core.model import HandModel
-            from core.model.personal import identity_model
-
-            try:  # the profile's own hand: its skeleton and surface
-                d = identity_model(self.model_data, self.active_profile.identity)
+        if profile is not None and profile.handedness == "left" and d.side != "left":
+            try:  # a left hand's profile: its own side (the mirrored model), not a right hand
+                d = load_model_data(self.model_path, "left")
                 layer = HandModel(d)
             except HandTwinError as exc:
+                log.warning("showing the right hand: %s", exc)
+                layer, d = self.layer, self.model_data
+        if profile is not None and profile.identity.is_personal:
+            from core.model.personal import identity_model
+
+            try:  # the profile's own hand: its skeleton and surface (mirrored for a left hand)
+                personal = identity_model(d, profile.identity)
+                layer, d = HandModel(personal), personal
+            except HandTwinError as exc:
                 log.warning("showing the model's own hand: %s", exc)
-                d = self.model_data
         with torch.no_grad():
             out = layer.rest(shape)
         self.hand_view.set_hand(out.vertices[0].numpy(), d.faces, out.keypoints[0].numpy(),

@@ -69,6 +69,10 @@ class ProfilesPanel(QWidget):
         self.list.itemDoubleClicked.connect(lambda *_: self.use_selected())
         self.list.currentItemChanged.connect(lambda *_: self._sync())
         self.list.setMinimumHeight(140)
+        # Summaries wrap at the panel's width (a long line needed a horizontal scroll bar).
+        self.list.setWordWrap(True)
+        self.list.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         lay.addWidget(self.list, 1)
         grid = QHBoxLayout()
         self.use_btn = QPushButton(icon(QStyle.StandardPixmap.SP_DialogApplyButton), "Use")

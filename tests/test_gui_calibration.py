@@ -221,6 +221,45 @@ def test_auto_capture_says_when_the_hand_in_view_is_the_other_side(make_window, 
     assert not gui_env.messages, gui_env.messages
 
 
+def _screen_axes(camera) -> tuple[np.ndarray, np.ndarray]:
+    """(right, up) unit vectors of a VTK camera's screen in world coordinates."""
+    d = np.array(camera.GetFocalPoint()) - np.array(camera.GetPosition())
+    up = np.array(camera.GetViewUp())
+    right = np.cross(d, up)
+    return right / np.linalg.norm(right), up / np.linalg.norm(up)
+
+
+@pytest.mark.slow
+def test_a_left_hand_is_shown_as_a_left_hand_fingers_up(make_window, gui_env, qtbot) -> None:
+    """A left hand's profile was shown at rest as a right hand, and a left hand in the model frame
+    (the calibration's mesh view) upside down: both now show a left hand from its back, fingers
+    up, thumb on the right, as a right hand shows with its thumb on the left."""
+    w = make_window()
+    view = w.hand_view
+    right_kp = np.asarray(view._skeleton.points)  # noqa: SLF001 - the model's own right hand at start
+    screen_right, screen_up = _screen_axes(view.camera)
+    assert (right_kp[12] - right_kp[0]) @ screen_up > 0 and (right_kp[4] - right_kp[0]) @ screen_right < 0
+
+    panel = w.calibration_panel
+    panel.side.setCurrentText("left")
+    session, _ = _session(side="left", frames=6, seed=56, bad=None)
+    panel.session = session
+    panel.refresh()
+    _calibrate(qtbot, panel)
+    mesh_view = panel._mesh_view  # noqa: SLF001
+    kp = np.asarray(mesh_view._skeleton.points)  # noqa: SLF001
+    screen_right, screen_up = _screen_axes(mesh_view.camera)
+    assert (kp[12] - kp[0]) @ screen_up > 0 and (kp[4] - kp[0]) @ screen_right > 0
+
+    assert w.save_calibration_profile("Lefty") is not None and w.active_profile.handedness == "left"
+    kp = np.asarray(view._skeleton.points)  # noqa: SLF001
+    assert kp[9, 0] < kp[0, 0]  # the left model: fingers along -x
+    screen_right, screen_up = _screen_axes(view.camera)
+    assert (kp[12] - kp[0]) @ screen_up > 0 and (kp[4] - kp[0]) @ screen_right > 0
+    np.testing.assert_allclose(np.linalg.norm(kp[12] - kp[0]) * 1000.0, panel.result.hand_length_mm, rtol=0.05)
+    assert not gui_env.messages, gui_env.messages
+
+
 def test_surface_offsets_are_summarized() -> None:
     from app.calibration_result import result_offsets_mm, surface_iou, surface_text
 
@@ -338,6 +377,29 @@ def test_panels_bind_to_the_state_not_the_window(make_window, gui_env, tmp_path)
     assert "population prior" in details.scale_label.text() and details.frames.rowCount() == 6
     w.state.set_profile(None)
     assert w.windowTitle() == "HandTwin" and "none" in w.profiles_panel.active_label.text()
+    assert not gui_env.messages, gui_env.messages
+
+
+def test_profile_summaries_wrap_at_the_panels_width(make_window, gui_env, qtbot) -> None:
+    """A profile's summary longer than the panel wrapped nowhere: its end was cut off behind a
+    horizontal scroll bar."""
+    from PySide6.QtWidgets import QApplication
+
+    from tests.test_gui_reliability import _profile_doc
+
+    w = make_window()
+    w.profiles_dock.raise_()
+    name = "Left hand of the violin teacher, measured on the marker sheet in March"
+    w.state.save_profile(_profile_doc(name))
+    for _ in range(3):
+        QApplication.processEvents()
+    lst = w.profiles_panel.list
+    item = lst.currentItem()
+    assert item is not None and item.text().startswith(name)
+    assert lst.fontMetrics().horizontalAdvance(name) > lst.viewport().width()  # it has to wrap
+    rect = lst.visualItemRect(item)
+    assert lst.horizontalScrollBar().maximum() == 0 and rect.right() <= lst.viewport().width()
+    assert rect.height() > 3.5 * lst.fontMetrics().lineSpacing()  # three lines, one of them wrapped
     assert not gui_env.messages, gui_env.messages
 
 

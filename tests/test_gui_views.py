@@ -143,6 +143,35 @@ def test_hand_view_renders_in_its_own_thread(hand_view) -> None:
     assert 0.1 < hand.mean() < 0.9  # the hand fills part of the view
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_hand_view_shows_either_hand_fingers_up_from_its_back(qtbot, side: str) -> None:
+    """In the model frame a left hand (the mirrored right one) was shown upside down: the
+    threaded view now shows it fingers up, thumb on the right; a right hand's thumb on the left."""
+    import torch
+
+    from app.hand_view import HandView
+    from core.model import HandModel, load_model_data
+
+    data = load_model_data(None, side)
+    with torch.no_grad():
+        out = HandModel(data).rest(None)
+    view = HandView()
+    qtbot.addWidget(view)
+    view.resize(200, 240)
+    view.show()
+    qtbot.waitExposed(view)
+    kp = out.keypoints[0].numpy()
+    view.set_hand(out.vertices[0].numpy(), data.faces, kp)
+    assert view.render() and view.error is None
+    camera = view._scene.renderer.GetActiveCamera()  # noqa: SLF001
+    d = np.array(camera.GetFocalPoint()) - np.array(camera.GetPosition())
+    up = np.array(camera.GetViewUp())
+    right = np.cross(d, up)
+    assert (kp[12] - kp[0]) @ up > 0
+    assert np.sign((kp[4] - kp[0]) @ right) == (1 if side == "left" else -1)
+    view.close()
+
+
 def test_hand_view_orbits_with_the_mouse(hand_view, qtbot) -> None:
     from PySide6.QtCore import QEvent, QPointF, Qt
     from PySide6.QtGui import QMouseEvent
