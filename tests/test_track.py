@@ -114,3 +114,32 @@ def test_summary_reports_a_source_that_ended_early() -> None:
                      mean_reprojection_error_px=2.0, out="r.jsonl", ended_early=note)
     lines = s.format().splitlines()
     assert lines[0].startswith("tracked 3 frames") and lines[1] == f"warning: {note}; the frames after it are missing"
+
+
+
+def test_lines_of_an_image_folder_name_their_image(tmp_path: Path, capsys) -> None:
+    """A photo folder's lines said only the folder and a frame number: with an unreadable image
+    skipped, nothing tied a line to its photo. Each line now carries ``file``."""
+    from core.capture import DEMO_CLIP_PATH
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cap = cv2.VideoCapture(str(DEMO_CLIP_PATH))
+    for name in ("a.png", "c.png"):
+        ok, bgr = cap.read()
+        assert ok
+        cv2.imwrite(str(folder / name), bgr)
+    cap.release()
+    (folder / "b.png").write_bytes(b"not a png")  # unreadable, between the two: a gap at frame 1
+    out = tmp_path / "r.jsonl"
+    code, _, err = _run(["track", str(folder), "--out", str(out), "--fov", "60", "--max-hands", "1"], capsys)
+    assert code == 0, err
+    lines = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [(d["frame"], Path(d["file"]).name) for d in lines] == [(0, "a.png"), (2, "c.png")]
+    assert all(d["hands"] for d in lines)
+    video = _noise_video(tmp_path / "v.mp4", frames=2)
+    from core.capture import open_source
+    from core.tools.cli_track import _image_files
+
+    with open_source(str(video)) as src:
+        assert _image_files(src) is None

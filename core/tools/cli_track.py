@@ -129,9 +129,13 @@ def run_track(
         settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
         total = getattr(src, "frame_count", None)
         engine_cm = options.engine(settings, src, shape, stream=True)
+        files = _image_files(src)
         with engine_cm as engine, ProgressBar(total, "track", progress) as bar:
             for result in engine.process_stream(src):
-                f.write(json.dumps(result.to_json()) + "\n")
+                line = result.to_json()
+                if files is not None:  # which photo this line is (an unreadable one leaves a gap)
+                    line["file"] = str(files[result.frame])
+                f.write(json.dumps(line) + "\n")
                 frames += 1
                 hands += len(result.hands)
                 with_hands += bool(result.hands)
@@ -170,6 +174,15 @@ def run_track(
         ended_early=ended_early,
     )
     return summary
+
+
+def _image_files(src) -> tuple[Path, ...] | None:
+    """The image files of a folder or glob source (frame i is file i), or None for other sources."""
+    for s in (src, getattr(src, "colour", None)):  # an RGB-D source's colour frames
+        paths = getattr(s, "paths", None)
+        if isinstance(paths, tuple) and len(paths) == getattr(s, "frame_count", None):
+            return paths
+    return None
 
 
 def _camera_note(result) -> str:
