@@ -174,6 +174,15 @@ def test_camera_calibration_wizard(qtbot, make_window, tmp_path: Path) -> None:
     qtbot.addWidget(dlg)
     dlg.add_images(images, [f"img{i}" for i in range(len(images))])
     assert dlg.calibrate_btn.isEnabled()
+    # A wrong board size first: it fails with a message, and Calibrate can be pressed again
+    # once the size is corrected (it stayed greyed out after a failure).
+    dlg.cols.setValue(8)
+    dlg.calibrate()
+    assert not dlg.calibrate_btn.isEnabled()
+    qtbot.waitUntil(lambda: not win.jobs.busy, timeout=60_000)
+    assert dlg.result is None and "failed" in dlg.result_label.text()
+    assert dlg.calibrate_btn.isEnabled()
+    dlg.cols.setValue(9)
     dlg.calibrate()
     qtbot.waitUntil(lambda: dlg.result is not None or "failed" in dlg.result_label.text(), timeout=60_000)
     assert dlg.result is not None, dlg.result_label.text()
