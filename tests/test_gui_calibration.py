@@ -432,6 +432,8 @@ def test_profile_summaries_wrap_at_the_panels_width(make_window, gui_env, qtbot,
     w.state.save_profile(_profile_doc(name))
     for _ in range(3):
         QApplication.processEvents()
+    # Nothing is tracked: the status line does not say "Tracking with the profile".
+    assert w.statusBar().currentMessage().startswith(f"Profile {name} in use: tracking will keep")
     lst = w.profiles_panel.list
     item = lst.currentItem()
     assert item is not None and item.text().startswith(name)
