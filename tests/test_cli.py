@@ -81,6 +81,23 @@ def test_bench_refuses_an_unknown_benchmark_before_running_any(capsys, monkeypat
     assert "pipeline" in err[0] and "softras" in err[0] and ran == []
 
 
+def test_bench_refuses_a_plots_folder_it_cannot_make_before_running(tmp_path: Path, capsys, monkeypatch) -> None:
+    """``--plots FILE`` failed with a traceback when the first plot was drawn, after the benchmarks."""
+    import core.tools.bench as bench
+
+    ran: list[str] = []
+    monkeypatch.setitem(bench.BENCHMARKS, "baseline", lambda: ran.append("baseline") or {})
+    taken = tmp_path / "plots.png"
+    taken.write_bytes(b"x")
+    for where in (taken, taken / "sub"):
+        assert cli.main(["bench", "--only", "model", "--plots", str(where)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"handtwin: error: --plots {where}: cannot make that folder")
+    assert ran == []
+    assert cli.main(["bench", "--only", "baseline", "--plots", str(tmp_path / "new" / "plots")]) == 0
+    assert (tmp_path / "new" / "plots").is_dir() and ran == ["baseline"]
+
+
 def test_gui_without_a_display_is_one_clear_error(monkeypatch, capsys) -> None:
     """Qt aborted the process (status 134) where there is no screen; now one line, exit 2."""
     for key in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):

@@ -143,3 +143,25 @@ def test_lines_of_an_image_folder_name_their_image(tmp_path: Path, capsys) -> No
 
     with open_source(str(video)) as src:
         assert _image_files(src) is None
+
+
+def test_summary_camera_is_a_range_when_the_frames_had_different_cameras() -> None:
+    """Photos of several sizes (or per-frame intrinsics) each have their own camera; the summary
+    printed the last frame's as if it were everyone's. One camera still reads as before."""
+    from types import SimpleNamespace
+
+    from core.camera import intrinsics_from_fov
+    from core.tools.cli_track import _Cameras
+
+    def result(w: int, h: int, source: str):
+        return SimpleNamespace(camera=intrinsics_from_fov(70.0, w, h), camera_source=source)
+
+    one = _Cameras()
+    for _ in range(3):
+        one.add(result(640, 480, "assumed"))
+    assert one.note() == "camera f 457.0 px, 70 degrees (assumed); "
+    many = _Cameras()
+    for w, h, src in ((640, 480, "assumed"), (320, 240, "exif"), (640, 480, "assumed")):
+        many.add(result(w, h, src))
+    assert many.note() == "camera f 228.5-457.0 px over the frames (assumed, exif); "
+    assert _Cameras().note() == ""

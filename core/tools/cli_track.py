@@ -114,7 +114,7 @@ def run_track(
     iou = _Mean()
     fell_back = 0
     frames = with_hands = hands = 0
-    camera = ""
+    cameras = _Cameras()
     import time
 
     start = time.perf_counter()
@@ -147,7 +147,7 @@ def run_track(
                         fell_back += bool(h.refined.fell_back)
                 for k, v in result.time_ms.items():
                     times.setdefault(k, _Mean()).add(v)
-                camera = _camera_note(result)
+                cameras.add(result)
                 bar.update(1, f"{len(result.hands)} hand(s)")
         ended_early = getattr(src, "ended_early", None)
     elapsed = time.perf_counter() - start
@@ -170,7 +170,7 @@ def run_track(
         mean_silhouette_iou=iou.mean,
         mean_fit_reprojection_error_px=fit_error.mean,
         refinements_fell_back=fell_back,
-        camera=camera,
+        camera=cameras.note(),
         ended_early=ended_early,
     )
     return summary
@@ -185,13 +185,33 @@ def _image_files(src) -> tuple[Path, ...] | None:
     return None
 
 
-def _camera_note(result) -> str:
-    """The summary's camera: the last frame's focal length and where it came from."""
-    cam = result.camera
-    if cam is None:
-        return ""
-    fov = "" if cam.fov_x_deg is None else f", {cam.fov_x_deg:.0f} degrees"
-    return f"camera f {cam.fx:.1f} px{fov} ({result.camera_source}); "
+class _Cameras:
+    """The summary's camera: one focal length and its field of view when every frame had the same,
+    else the range over the frames (photos of several sizes, per-frame intrinsics, a stream that
+    switched to its estimate), with where they came from."""
+
+    def __init__(self) -> None:
+        self.lo = self.hi = None
+        self.sources: dict[str, None] = {}  # in order of first appearance
+        self.last = None
+
+    def add(self, result) -> None:
+        cam = result.camera
+        if cam is None:
+            return
+        self.lo = cam.fx if self.lo is None else min(self.lo, cam.fx)
+        self.hi = cam.fx if self.hi is None else max(self.hi, cam.fx)
+        self.sources[result.camera_source] = None
+        self.last = cam
+
+    def note(self) -> str:
+        if self.last is None:
+            return ""
+        sources = ", ".join(self.sources)
+        if self.hi - self.lo > 0.05:
+            return f"camera f {self.lo:.1f}-{self.hi:.1f} px over the frames ({sources}); "
+        fov = "" if self.last.fov_x_deg is None else f", {self.last.fov_x_deg:.0f} degrees"
+        return f"camera f {self.last.fx:.1f} px{fov} ({sources}); "
 
 
 class _Mean:
