@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QRadioButton,
@@ -857,11 +858,26 @@ class CalibrationPanel(QWidget):
     # ------------------------------------------------------------------ profile
 
     def save_profile_dialog(self) -> None:
+        """Ask for a name (a free one is offered) and save; replacing an existing profile file is
+        asked first (saving twice as "My hand" replaced the first profile and its texture)."""
         if self.result is None:
             return
-        name, ok = QInputDialog.getText(self, "Save the profile", "Profile name:", text="My hand")
-        if ok and name.strip():
-            self.save_profile(name.strip())
+        from core.profile_io import profile_file_name
+
+        folder = self.state.profiles_directory
+        default, n = "My hand", 2
+        while (folder / profile_file_name(default)).exists():
+            default, n = f"My hand {n}", n + 1
+        name, ok = QInputDialog.getText(self, "Save the profile", "Profile name:", text=default)
+        if not ok or not name.strip():
+            return
+        path = folder / profile_file_name(name.strip())
+        if path.exists() and QMessageBox.question(
+                self, "Save the profile", f"A profile file {path.name} already exists in {folder}. Replace it "
+                "(and its texture)?") != QMessageBox.StandardButton.Yes:
+            self.state.show_message("Not saved: the existing profile is kept.", 4000)
+            return
+        self.save_profile(name.strip())
 
     def profile_document(self, name: str) -> dict:
         with self.lock:

@@ -436,9 +436,13 @@ class MainWindow(QMainWindow):
         note = ""
         if profile is not None and profile.scale_source == "prior":
             note = " Its size is the population prior (no metric anchor), not a measurement."
-        self.statusBar().showMessage(
-            f"Tracking with the profile {profile.name}: the hand keeps its calibrated identity.{note}"
-            if profile is not None else "No profile: the shape is estimated per frame.", 8000)
+        if profile is None:
+            text = "No profile: the shape is estimated per frame."
+        elif restart and self.tracking:
+            text = f"Tracking with the profile {profile.name}: the hand keeps its calibrated identity.{note}"
+        else:  # nothing is tracked with it yet
+            text = f"Profile {profile.name} in use: tracking will keep its calibrated identity.{note}"
+        self.statusBar().showMessage(text, 8000)
 
     def _update_title(self) -> None:
         p = self.active_profile

@@ -196,8 +196,10 @@ class ProfilesPanel(QWidget):
         path = self.selected_path()
         if not path:
             return
-        name, ok = QInputDialog.getText(self, "Rename the profile", "New name:")
-        if ok:
+        profile = self._profiles.get(path)  # its name to edit, not an empty field
+        name, ok = QInputDialog.getText(self, "Rename the profile", "New name:",
+                                        text="" if profile is None else profile.name)
+        if ok and name.strip() and (profile is None or name.strip() != profile.name):
             self.rename(path, name)
 
     def rename(self, path: str, name: str) -> Path | None:

@@ -143,6 +143,28 @@ def test_source_dialog_choices(qtbot, make_window, tmp_path: Path) -> None:
     dlg.close()
 
 
+def test_source_dialog_shows_its_path_hints_whole(qtbot, make_window) -> None:
+    """At its natural width the dialog cut its path fields' hints ("Stereo calibration JSON
+    (K...", "Depth camera JSON (fx, fy, c..."): each hint now shows whole."""
+    from PySide6.QtWidgets import QLineEdit
+
+    from app.sources import SourceChoice, SourceDialog
+
+    w = make_window()
+    dlg = SourceDialog(w.jobs, SourceChoice(("demo",), "none", "", 60.0), w)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    qtbot.waitExposed(dlg)
+    qtbot.waitUntil(lambda: not w.jobs.busy, timeout=20_000)
+    fields = [e for e in dlg.findChildren(QLineEdit) if e.placeholderText()]
+    assert len(fields) >= 7
+    for e in fields:
+        need = e.fontMetrics().horizontalAdvance(e.placeholderText())
+        assert need <= e.contentsRect().width() - 8, (e.placeholderText(), need, e.contentsRect().width())
+    assert dlg.width() <= 1000
+    dlg.close()
+
+
 def test_stereo_pair_shows_both_views(make_window, qtbot) -> None:
     w = make_window(source="demo|demo")
     wait_frames(qtbot, w, 2)

@@ -260,6 +260,45 @@ def test_a_left_hand_is_shown_as_a_left_hand_fingers_up(make_window, gui_env, qt
     assert not gui_env.messages, gui_env.messages
 
 
+@pytest.mark.slow
+def test_saving_a_profile_never_replaces_one_without_asking(make_window, gui_env, qtbot, monkeypatch) -> None:
+    """Saving a second calibration under the offered name "My hand" replaced the first profile
+    (and its texture) without a word: a free name is offered, and an existing file is replaced
+    only when the user says so."""
+    from PySide6.QtWidgets import QInputDialog, QMessageBox
+
+    w = make_window()
+    panel = w.calibration_panel
+    session, _ = _session(frames=6, seed=57, bad=None)
+    panel.session = session
+    panel.refresh()
+    _calibrate(qtbot, panel)
+    first = w.save_calibration_profile("My hand")
+    before = first.read_bytes()
+    offered, asked = [], []
+    typed = {"name": None}
+    answer = {"button": QMessageBox.StandardButton.No}
+
+    def get_text(parent, title, label, *args, text="", **kwargs):
+        offered.append(text)
+        return (typed["name"] or text), True
+
+    monkeypatch.setattr(QInputDialog, "getText", get_text)
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text, *a, **k: asked.append(text)
+                        or answer["button"])
+    typed["name"] = "My hand"
+    panel.save_profile_dialog()
+    assert offered == ["My hand 2"] and len(asked) == 1 and "my-hand.json" in asked[0]
+    assert first.read_bytes() == before and "kept" in w.statusBar().currentMessage()
+    answer["button"] = QMessageBox.StandardButton.Yes
+    panel.save_profile_dialog()
+    assert len(asked) == 2 and w.active_profile.path == first
+    typed["name"] = None  # the offered name: a new file, nothing asked
+    panel.save_profile_dialog()
+    assert len(asked) == 2 and w.active_profile.name == "My hand 2"
+    assert not gui_env.messages, gui_env.messages
+
+
 def test_surface_offsets_are_summarized() -> None:
     from app.calibration_result import result_offsets_mm, surface_iou, surface_text
 
@@ -380,7 +419,7 @@ def test_panels_bind_to_the_state_not_the_window(make_window, gui_env, tmp_path)
     assert not gui_env.messages, gui_env.messages
 
 
-def test_profile_summaries_wrap_at_the_panels_width(make_window, gui_env, qtbot) -> None:
+def test_profile_summaries_wrap_at_the_panels_width(make_window, gui_env, qtbot, monkeypatch) -> None:
     """A profile's summary longer than the panel wrapped nowhere: its end was cut off behind a
     horizontal scroll bar."""
     from PySide6.QtWidgets import QApplication
@@ -393,6 +432,8 @@ def test_profile_summaries_wrap_at_the_panels_width(make_window, gui_env, qtbot)
     w.state.save_profile(_profile_doc(name))
     for _ in range(3):
         QApplication.processEvents()
+    # Nothing is tracked: the status line does not say "Tracking with the profile".
+    assert w.statusBar().currentMessage().startswith(f"Profile {name} in use: tracking will keep")
     lst = w.profiles_panel.list
     item = lst.currentItem()
     assert item is not None and item.text().startswith(name)
@@ -400,6 +441,14 @@ def test_profile_summaries_wrap_at_the_panels_width(make_window, gui_env, qtbot)
     rect = lst.visualItemRect(item)
     assert lst.horizontalScrollBar().maximum() == 0 and rect.right() <= lst.viewport().width()
     assert rect.height() > 3.5 * lst.fontMetrics().lineSpacing()  # three lines, one of them wrapped
+    # Rename offers the name to edit (the field was empty), and keeping it changes nothing.
+    from PySide6.QtWidgets import QInputDialog
+
+    offered = []
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, text="", **k: (offered.append(text), (text, True))[1])
+    path = w.profiles_panel.selected_path()
+    w.profiles_panel.rename_dialog()
+    assert offered == [name] and w.profiles_panel.selected_path() == path
     assert not gui_env.messages, gui_env.messages
 
 
