@@ -262,11 +262,16 @@ class CalibrationPanel(QWidget):
         row.addWidget(self.calibrate_btn)
         row.addWidget(self.cal_progress, 1)
         row.addWidget(self.cancel_btn)
-        lay.addLayout(row)
         self.cal_status = QLabel("")
         self.cal_status.setWordWrap(True)
         self.cal_status.setStyleSheet("color: #8a94a3;")
-        lay.addWidget(self.cal_status)
+        # Below the scroll area, always in view: at 1280 x 720 Calibrate, its progress and Cancel
+        # were below the thumbnails and the size options, out of sight.
+        bar = QVBoxLayout()
+        bar.setContentsMargins(9, 4, 9, 4)
+        bar.addLayout(row)
+        bar.addWidget(self.cal_status)
+        outer.addLayout(bar)
 
         # -- result
         self.result_box = QGroupBox("Result")

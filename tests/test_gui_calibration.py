@@ -111,8 +111,9 @@ def test_result_view_shows_the_personal_skeleton_against_the_average(make_window
 
 @pytest.mark.slow
 def test_result_opens_at_its_top_with_plots_that_read(make_window, gui_env, qtbot) -> None:
-    """At 1280 x 720 the result opens at its first lines (hand length, where the size comes from:
-    the view centred the tall result box, which scrolled them out of sight); the per-bone plot
+    """At 1280 x 720 Calibrate, its progress and Cancel are in view, and the result opens at its
+    first lines (hand length, where the size comes from: the view centred the tall result box,
+    which scrolled them out of sight); the per-bone plot
     shows each bone's difference from the average hand (the table's column: 1-2 mm differences
     were invisible as bars of 20-100 mm), its finger names do not overlap, and no legend covers
     the data."""
@@ -125,6 +126,13 @@ def test_result_opens_at_its_top_with_plots_that_read(make_window, gui_env, qtbo
     session, _ = _session(frames=8, seed=52, bad=None)
     panel.session = session
     panel.refresh()
+    for _ in range(3):
+        QApplication.processEvents()
+        qtbot.wait(20)
+    # Calibrate, its progress and Cancel are in sight without scrolling (they were below the
+    # thumbnails and the size options).
+    for widget in (panel.calibrate_btn, panel.cal_progress, panel.cancel_btn):
+        assert widget.visibleRegion().boundingRect().size() == widget.size(), widget
     _calibrate(qtbot, panel)
     for _ in range(5):
         QApplication.processEvents()
