@@ -103,6 +103,25 @@ def test_settings_round_trip_and_cuda_state(gui_env, make_window) -> None:
     assert AppSettings.load(gui_env.store).texture is True
 
 
+def test_window_size_and_docks_are_kept_between_runs(gui_env, make_window, qtbot) -> None:
+    """The window opened at its default size with every dock back in place, whatever the user
+    had arranged; it now comes back as it was closed (a corrupt saved layout is ignored)."""
+    w = make_window()
+    w.resize(1100, 650)
+    w.profiles_dock.hide()
+    qtbot.wait(50)
+    size = w.size()
+    w.close()
+    again = make_window()
+    qtbot.wait(50)
+    assert again.size() == size and not again.profiles_dock.isVisible() and again.calibration_dock.isVisible()
+    again.close()
+    gui_env.store.setValue("window/layout", b"not a layout")
+    gui_env.store.setValue("window/geometry", "nonsense")
+    third = make_window()
+    assert third.calibration_dock.isVisible()
+
+
 def test_shortcuts(make_window) -> None:
     w = make_window()
     keys = {a.text(): a.shortcut().toString() for a in w.actions()}
