@@ -29,9 +29,12 @@ CHATTER = (rb"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]]*\] |INFO: |WARNING: (?
 
 # The filter process: reads stdin (our file descriptor 2) and writes the kept lines to stdout
 # (the real stderr); it ends when every writer has closed the pipe, so nothing is lost when
-# the command exits or crashes.
+# the command exits or crashes. It runs in its own session, so the terminal's Ctrl-C (sent to the
+# whole foreground process group) never reaches it, and ignores SIGINT besides: the command
+# decides how to stop, and the filter ends when its input does.
 _FILTER = f"""
-import os, re
+import os, re, signal
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 chatter = re.compile({CHATTER!r})
 pending = b""
 while True:
@@ -66,7 +69,7 @@ def filter_native_logs(argv: list[str] | None = None) -> bool:
         return False
     try:
         proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER], stdin=subprocess.PIPE,
-                                stdout=real, stderr=real, close_fds=True)
+                                stdout=real, stderr=real, close_fds=True, start_new_session=True)
     except OSError:
         os.close(real)
         return False

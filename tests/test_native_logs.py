@@ -75,3 +75,24 @@ def test_verbose_or_the_environment_turns_the_filter_off(monkeypatch) -> None:
     assert filter_native_logs(["-v", "track"]) is False
     monkeypatch.setenv("HANDTWIN_NATIVE_LOGS", "1")
     assert filter_native_logs(["track"]) is False
+
+
+def test_ctrl_c_to_the_process_group_leaves_the_filter_quiet_and_working() -> None:
+    """The terminal sends Ctrl-C to the whole process group: the filter ignores it (no
+    KeyboardInterrupt traceback of its own) and still passes what the command writes after it."""
+    code = r"""
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from core.native_logs import filter_native_logs
+assert filter_native_logs([])
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+time.sleep(0.5)  # let the filter start and install its handler
+os.killpg(0, signal.SIGINT)
+time.sleep(0.2)
+os.write(2, b"after ctrl-c\n")
+"""
+    res = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, timeout=60,
+                         start_new_session=True)
+    assert res.returncode == 0, res.stderr
+    err = res.stderr.decode()
+    assert "KeyboardInterrupt" not in err and "after ctrl-c" in err, err
