@@ -596,6 +596,7 @@ class MainWindow(QMainWindow):
         self._tracked_settings = None
         self.state.live_texture = None
         self.state.set_source("")
+        self.fps_label.setText("— fps")  # not the last stream's rate, as if it still ran
         self.action_record.blockSignals(True)
         self.action_record.setChecked(False)
         self.action_record.blockSignals(False)
@@ -636,6 +637,7 @@ class MainWindow(QMainWindow):
             self._tracked_settings = None
             self.state.live_texture = None
             self.state.set_source("")
+            self.fps_label.setText("— fps")  # not the last stream's rate, as if it still ran
             self.action_record.blockSignals(True)
             self.action_record.setChecked(False)
             self.action_record.blockSignals(False)
