@@ -703,6 +703,16 @@ class CalibrationPanel(QWidget):
         if self.session is None:
             show_error(self, "Calibration", "Capture some frames first.")
             return
+        unmeasured = {  # said in the app's words, not the core's "(N, 21, 3) keypoints"
+            "aruco": "No frame has measured the hand on the marker sheet yet. Lay the hand flat on the printed "
+                     "sheet while auto-capture runs (the camera needs intrinsics: Open source, Ctrl+O), or "
+                     "choose another way to fix the size.",
+            "stereo": "No frame has been triangulated yet. Open a stereo pair as the source, choose its "
+                      "calibration file here and run auto-capture, or choose another way to fix the size.",
+        }
+        if self.scale_mode() in unmeasured and not self._measured_kp:
+            show_error(self, "Calibration", unmeasured[self.scale_mode()])
+            return
         try:
             scale = self.scale_option()
         except Exception as exc:  # noqa: BLE001 - InputError from ScaleOption: a message

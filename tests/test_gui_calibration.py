@@ -307,6 +307,23 @@ def test_saving_a_profile_never_replaces_one_without_asking(make_window, gui_env
     assert not gui_env.messages, gui_env.messages
 
 
+def test_a_size_option_with_nothing_measured_says_what_to_do(make_window, gui_env) -> None:
+    """Calibrate with the marker sheet or stereo option and nothing measured said "the aruco
+    scale needs measured keypoints (N, 21, 3)": it now says what to do, and nothing starts."""
+    w = make_window()
+    panel = w.calibration_panel
+    session, _ = _session(frames=4, seed=58, bad=None)
+    panel.session = session
+    panel.refresh()
+    for radio, words in ((panel.scale_aruco, "flat on the printed sheet"), (panel.scale_stereo, "stereo pair")):
+        radio.setChecked(True)
+        panel.calibrate()
+        assert panel.job is None and panel.result is None
+        assert len(gui_env.messages) == 1 and words in gui_env.messages[0], gui_env.messages
+        assert "(N, 21, 3)" not in gui_env.messages[0] and "aruco" not in gui_env.messages[0]
+        gui_env.messages.clear()
+
+
 def test_surface_offsets_are_summarized() -> None:
     from app.calibration_result import result_offsets_mm, surface_iou, surface_text
 
