@@ -295,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("handtwin: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout's reader went away (`| head`): no traceback, like other tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing more to flush into the closed pipe at exit
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, as a shell reports a pipeline's early reader
 
 
 if __name__ == "__main__":
