@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sys
+import typing
 from typing import Callable
 
 log = logging.getLogger("handtwin")
@@ -28,17 +29,31 @@ log = logging.getLogger("handtwin")
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+# FFmpeg's own lines ("[mjpeg @ 0x...] overread 8", "[video4linux2,v4l2 @ ...] Cannot open video
+# device") repeat what HandTwin reports in its own words (a video that stops decoding, a camera
+# that does not open): quiet (-8, AV_LOG_QUIET) unless the environment says otherwise.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 # HandTwin's NumPy work is small arrays, where OpenBLAS's threads never pay and busy-wait for
 # milliseconds after each call, keeping a second core spinning (core.threads). Set before
 # NumPy loads; an explicit setting in the environment wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with HandTwin's one-line errors: a mistyped argument is one ``handtwin: error:``
+    line (pointing at the command's --help) and status 2, not the usage block first."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"handtwin: error: {message} (see: {self.prog} --help)\n")
+
+
 def _add_camera_args(p: argparse.ArgumentParser, intrinsics: bool = True) -> None:
     """--intrinsics, --fov and --weak-perspective: the camera of SRC (one of them at most)."""
     if intrinsics:
-        p.add_argument("--intrinsics", metavar="F", help="camera intrinsics of SRC (JSON or .npy)")
-    p.add_argument("--fov", metavar="DEG", type=float, help="horizontal field of view of SRC, degrees")
+        p.add_argument("--intrinsics", metavar="F", help="camera intrinsics of SRC: JSON {fx, fy, cx, cy} or {K: 3x3} "
+                                                         "(calib-camera writes one), or .npy of shape (3, 3), or "
+                                                         "(N, 3, 3) for one per frame")
+    p.add_argument("--fov", metavar="DEG", type=float, help="horizontal field of view of SRC, 1 to 179 degrees")
     p.add_argument("--weak-perspective", action="store_true",
                    help="without --intrinsics or --fov, fit with weak perspective instead of assuming a "
                         "perspective camera (a photo's EXIF focal length, else a 70 degree field of view)")
@@ -71,8 +86,11 @@ def _add_model_arg(p: argparse.ArgumentParser) -> None:
                         ".npz (default: $HANDTWIN_MODEL, else the bundled open hand)")
 
 
+_SRC_HELP = "a camera index (0), demo, a video file, an image folder or a glob"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="handtwin", description="Personal 3D hand scanner and tracker.")
+    parser = _Parser(prog="handtwin", description="Personal 3D hand scanner and tracker.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command")
 
@@ -90,21 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arg(p)
 
     p = sub.add_parser("track", help="per-frame hand meshes, one JSON line per frame")
-    p.add_argument("source", metavar="SRC")
-    p.add_argument("--out", required=True, metavar="R.jsonl")
+    p.add_argument("source", metavar="SRC", help=_SRC_HELP)
+    p.add_argument("--out", required=True, metavar="R.jsonl", help="the results, one JSON line per frame")
     _add_camera_args(p)
-    p.add_argument("--profile", metavar="P")
+    p.add_argument("--profile", metavar="P", help="hand profile JSON (calibrate): track that person's own hand")
     _add_refine_arg(p)
-    p.add_argument("--max-hands", metavar="N", type=int, default=2)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--max-hands", metavar="N", type=int, default=2, help="hands to track at most, 1 to 4 (default 2)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the fit and refinement run (default auto: CUDA when there is one)")
     _add_rgbd_args(p)
     _add_stereo_args(p, "each hand fused from both views into SRC's camera")
     _add_model_arg(p)
 
     p = sub.add_parser("calibrate", help="a hand profile from automatically chosen frames")
-    p.add_argument("source", metavar="SRC")
-    p.add_argument("--out", required=True, metavar="P.json")
-    p.add_argument("--frames", metavar="K", type=int, default=20)
+    p.add_argument("source", metavar="SRC", help=_SRC_HELP)
+    p.add_argument("--out", required=True, metavar="P.json", help="the profile to write")
+    p.add_argument("--frames", metavar="K", type=int, default=20,
+                   help="frames to calibrate from, 1 to 200 (default 20)")
     _add_camera_args(p)
     p.add_argument("--hand-length-mm", metavar="L", type=float, help="measured hand length (scale: hand_length)")
     p.add_argument("--aruco-sheet", metavar="SHEET.json",
@@ -149,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calib-camera", help="camera intrinsics from checkerboard/ChArUco images")
     p.add_argument("images", metavar="IMAGES", help="folder or glob of calibration images")
-    p.add_argument("--out", required=True, metavar="K.json")
-    p.add_argument("--pattern", choices=("checkerboard", "charuco"), default="checkerboard")
+    p.add_argument("--out", required=True, metavar="K.json", help="the intrinsics to write (for --intrinsics)")
+    p.add_argument("--pattern", choices=("checkerboard", "charuco"), default="checkerboard",
+                   help="the printed board (default checkerboard)")
     p.add_argument("--cols", type=int, default=9, help="inner corners (checkerboard) or squares (ChArUco) across")
     p.add_argument("--rows", type=int, default=6, help="inner corners (checkerboard) or squares (ChArUco) down")
     p.add_argument("--square-mm", type=float, default=25.0, help="square size in millimetres")
@@ -274,7 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("handtwin: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout's reader went away (`| head`): no traceback, like other tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing more to flush into the closed pipe at exit
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, as a shell reports a pipeline's early reader
 
 
 if __name__ == "__main__":
+    from core.native_logs import filter_native_logs
+
+    filter_native_logs()  # MediaPipe's native start-up notes stay off the terminal (not under tests)
     sys.exit(main())

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QRadioButton,
@@ -98,6 +99,9 @@ class CalibrationPanel(QWidget):
 
     candidate_added = Signal(object)  # emitted from any thread; queued to the GUI
     measured = Signal(int)
+    #: (tracking thread) the side of the hand auto-capture sees when none is of the session's
+    #: side, or "" once the session's side is seen again
+    other_side_seen = Signal(str)
 
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -111,6 +115,9 @@ class CalibrationPanel(QWidget):
         self._stereo_cal = None
         self._mesh_view = None
         self._creating = False
+        self._other_side = ""  # see other_side_seen
+        #: (session, result, scale measurements) a Clear took away, until the next capture
+        self._undo: tuple[Any, Any, list[np.ndarray]] | None = None
         icon = self.style().standardIcon
 
         outer = QVBoxLayout(self)
@@ -162,8 +169,7 @@ class CalibrationPanel(QWidget):
         self.capture_btn.setToolTip("Offer the frame shown now (C)")
         self.capture_btn.clicked.connect(self.capture_current)
         self.clear_btn = QPushButton(icon(QStyle.StandardPixmap.SP_DialogResetButton), "Clear")
-        self.clear_btn.setToolTip("Start a new calibration session")
-        self.clear_btn.clicked.connect(self.clear)
+        self.clear_btn.clicked.connect(self._clear_or_undo)
         for b in (self.auto_btn, self.capture_btn, self.clear_btn):
             row.addWidget(b)
         lay.addLayout(row)
@@ -256,11 +262,16 @@ class CalibrationPanel(QWidget):
         row.addWidget(self.calibrate_btn)
         row.addWidget(self.cal_progress, 1)
         row.addWidget(self.cancel_btn)
-        lay.addLayout(row)
         self.cal_status = QLabel("")
         self.cal_status.setWordWrap(True)
         self.cal_status.setStyleSheet("color: #8a94a3;")
-        lay.addWidget(self.cal_status)
+        # Below the scroll area, always in view: at 1280 x 720 Calibrate, its progress and Cancel
+        # were below the thumbnails and the size options, out of sight.
+        bar = QVBoxLayout()
+        bar.setContentsMargins(9, 4, 9, 4)
+        bar.addLayout(row)
+        bar.addWidget(self.cal_status)
+        outer.addLayout(bar)
 
         # -- result
         self.result_box = QGroupBox("Result")
@@ -294,7 +305,8 @@ class CalibrationPanel(QWidget):
         self.candidate_added.connect(self._on_candidate)
         state.jobs.job_finished.connect(self._job_finished)
         self.measured.connect(self._on_measured)
-        self.side.currentIndexChanged.connect(lambda *_: self.clear())
+        self.other_side_seen.connect(lambda *_: self.refresh())
+        self.side.currentIndexChanged.connect(self._side_changed)
         self.k.valueChanged.connect(self._k_changed)
         self.refresh()
         self._sync_scale()
@@ -356,11 +368,16 @@ class CalibrationPanel(QWidget):
         self.state.jobs.start("Preparing calibration", make, on_done=done, on_error=failed, dialog=False)
 
     def clear(self) -> None:
-        """Forget the candidates and the result (a new session)."""
+        """Forget the candidates and the result (a new session); :meth:`undo_clear` brings them
+        back until the next frame is captured."""
         if self.job is not None:
             self.job.cancel()
         with self.lock:
+            session, measured = self.session, self._measured_kp
             self._measured_kp = []
+        if session is not None and session.candidates:
+            self._undo = (session, self.result, measured)
+        self._other_side = ""
         self.session = None
         self.state.set_calibration(None)
         self.auto_btn.setChecked(False)
@@ -369,6 +386,45 @@ class CalibrationPanel(QWidget):
         self.canvas.draw_idle()
         self.result_label.setText("Not calibrated yet.")
         self.refresh()
+
+    @property
+    def can_undo_clear(self) -> bool:
+        """Whether the Clear button brings back the last cleared session (nothing captured since)."""
+        return self._undo is not None and (self.session is None or not self.session.candidates)
+
+    def undo_clear(self) -> None:
+        """Bring back the session (frames, choices, side) and result the last Clear took away."""
+        if not self.can_undo_clear:
+            return
+        session, result, measured = self._undo
+        self._undo = None
+        for widget, set_value in ((self.side, lambda: self.side.setCurrentText(session.side)),
+                                  (self.k, lambda: self.k.setValue(int(session.k)))):
+            widget.blockSignals(True)
+            set_value()
+            widget.blockSignals(False)
+        with self.lock:
+            self._measured_kp = measured
+        self.session = session
+        self._sync_scale()
+        if result is not None:
+            self.show_result(result)
+        else:
+            self.refresh()
+        self.state.show_message(f"Brought back {len(session.candidates)} captured frames.", 4000)
+
+    def _clear_or_undo(self) -> None:
+        if self.can_undo_clear:
+            self.undo_clear()
+        else:
+            self.clear()
+
+    def _side_changed(self) -> None:
+        """Another hand: a new session; auto-capture goes on for it if it was on."""
+        auto = self.auto_btn.isChecked()
+        self.clear()
+        if auto:
+            self.auto_btn.setChecked(True)
 
     def _k_changed(self, k: int) -> None:
         with self.lock:
@@ -404,8 +460,16 @@ class CalibrationPanel(QWidget):
         if now - self._last_offer < AUTO_INTERVAL_S:
             return
         side = self.session.side
-        if not any(h.detection.handedness == side for h in result.hands):
+        sides = {h.detection.handedness for h in result.hands}
+        if side not in sides:
+            other = "" if not sides else sides.pop()
+            if other and other != self._other_side:  # tell the user once, not every frame
+                self._other_side = other
+                self.other_side_seen.emit(other)
             return
+        if self._other_side:
+            self._other_side = ""
+            self.other_side_seen.emit("")
         self._last_offer = now
         frame = frames[0]
         with self.lock:
@@ -597,9 +661,14 @@ class CalibrationPanel(QWidget):
         self.count_bar.setValue(min(len(selected), k))
         step = min(len(cands) * len(POSE_PROMPTS) // max(k, 1), len(POSE_PROMPTS) - 1)
         title, hint = POSE_PROMPTS[step]
+        other = self._other_side
         if self.session is None:
             self.prompt.setText("<b>Calibrate your hand</b><br>Start auto-capture and show the poses asked "
                                 "for here, or press C to capture the frame on screen.")
+        elif self.auto and other and other != self.session.side:
+            side = self.session.side
+            self.prompt.setText(f"<b>The hand in view is a {other} hand.</b><br>This session calibrates the {side} "
+                                f"hand: set Hand to {other} above, or show your {side} hand.")
         elif report is not None and report.done and len(selected) >= min(k, 8):
             self.prompt.setText(f"<b>Done: every bone is measured ({len(cands)} frames captured).</b><br>Check the "
                                 "thumbnails, drop any bad one, then Calibrate.")
@@ -612,6 +681,13 @@ class CalibrationPanel(QWidget):
 
     def _sync_buttons(self) -> None:
         has = self.session is not None and bool(self.session.candidates)
+        if self._undo is not None and has:  # frames captured since the Clear: it is final
+            self._undo = None
+        undo = self.can_undo_clear
+        self.clear_btn.setText("Undo clear" if undo else "Clear")
+        self.clear_btn.setToolTip(
+            f"Bring back the {len(self._undo[0].candidates)} frames (and result) the last Clear took away"
+            if undo else "Start a new calibration session (it can be undone until the next capture)")
         self.calibrate_btn.setEnabled(has and self.job is None)
         self.cancel_btn.setEnabled(self.job is not None)
         item = self.thumbs.currentItem()
@@ -626,6 +702,16 @@ class CalibrationPanel(QWidget):
     def calibrate(self) -> None:
         if self.session is None:
             show_error(self, "Calibration", "Capture some frames first.")
+            return
+        unmeasured = {  # said in the app's words, not the core's "(N, 21, 3) keypoints"
+            "aruco": "No frame has measured the hand on the marker sheet yet. Lay the hand flat on the printed "
+                     "sheet while auto-capture runs (the camera needs intrinsics: Open source, Ctrl+O), or "
+                     "choose another way to fix the size.",
+            "stereo": "No frame has been triangulated yet. Open a stereo pair as the source, choose its "
+                      "calibration file here and run auto-capture, or choose another way to fix the size.",
+        }
+        if self.scale_mode() in unmeasured and not self._measured_kp:
+            show_error(self, "Calibration", unmeasured[self.scale_mode()])
             return
         try:
             scale = self.scale_option()
@@ -787,11 +873,26 @@ class CalibrationPanel(QWidget):
     # ------------------------------------------------------------------ profile
 
     def save_profile_dialog(self) -> None:
+        """Ask for a name (a free one is offered) and save; replacing an existing profile file is
+        asked first (saving twice as "My hand" replaced the first profile and its texture)."""
         if self.result is None:
             return
-        name, ok = QInputDialog.getText(self, "Save the profile", "Profile name:", text="My hand")
-        if ok and name.strip():
-            self.save_profile(name.strip())
+        from core.profile_io import profile_file_name
+
+        folder = self.state.profiles_directory
+        default, n = "My hand", 2
+        while (folder / profile_file_name(default)).exists():
+            default, n = f"My hand {n}", n + 1
+        name, ok = QInputDialog.getText(self, "Save the profile", "Profile name:", text=default)
+        if not ok or not name.strip():
+            return
+        path = folder / profile_file_name(name.strip())
+        if path.exists() and QMessageBox.question(
+                self, "Save the profile", f"A profile file {path.name} already exists in {folder}. Replace it "
+                "(and its texture)?") != QMessageBox.StandardButton.Yes:
+            self.state.show_message("Not saved: the existing profile is kept.", 4000)
+            return
+        self.save_profile(name.strip())
 
     def profile_document(self, name: str) -> dict:
         with self.lock:

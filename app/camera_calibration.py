@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PySide6.QtCore import Slot
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -61,6 +62,10 @@ class CameraCalibrationDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Calibrate the camera")
         self.runner = runner
+        # Calibrate is enabled again once the runner's job is over (``_sync`` in the job's own
+        # result or error slots still saw it running: after a failed try, say a wrong board
+        # size, Calibrate stayed greyed out).
+        runner.job_finished.connect(self._job_finished)
         self.grab_frame = grab_frame
         self.images: list[np.ndarray] = []
         self.names: list[str] = []
@@ -144,6 +149,10 @@ class CameraCalibrationDialog(QDialog):
         self.calibrate_btn.setEnabled(len(self.images) >= 3 and not self.runner.busy)
         self.save_btn.setEnabled(self.result is not None)
 
+    @Slot(object)
+    def _job_finished(self, _job: object) -> None:
+        self._sync()
+
     def add_images(self, images: list[np.ndarray], names: list[str]) -> None:
         self.images += images
         self.names += names
@@ -177,6 +186,7 @@ class CameraCalibrationDialog(QDialog):
             return calibrate_camera_images(images, pattern, names)
 
         self.calibrate_btn.setEnabled(False)
+        self.result_label.setText(f"Looking for the board in {len(images)} images…")
         self.runner.start("Calibrating the camera", work, on_done=self._done,
                           on_error=self._failed)
 

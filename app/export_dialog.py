@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QRadioButton,
@@ -54,6 +56,7 @@ class ExportRequest:
         shape: (S,) shape. side: "right" / "left". texture: (H, W, 3) uint8 or None.
         texture_size: side of the written texture. model: hand model path or None.
         profile_json: the profile document to embed, or None.
+        force: replace existing files beside ``out`` (the user agreed to replace them).
     """
 
     out: Path
@@ -66,6 +69,17 @@ class ExportRequest:
     model: str | None
     profile_json: dict | None
     identity: Any = None  # the profile's PersonalIdentity: export its own hand (skeleton, surface)
+    force: bool = False
+
+
+def existing_files(req: ExportRequest) -> list[Path]:
+    """The files an export of ``req`` would replace: the destination and its companions
+    (``NAME.mtl``, ``NAME.png``, ``NAME.profile.json``) that exist already."""
+    from core.export.api import companion_files
+
+    files = [req.out, *companion_files(req.out, texture=req.texture is not None,
+                                       profile_json=req.profile_json is not None)]
+    return [p for p in dict.fromkeys(files) if p.exists()]
 
 
 def run_export(req: ExportRequest, progress) -> list[Path]:
@@ -85,7 +99,7 @@ def run_export(req: ExportRequest, progress) -> list[Path]:
     return list(export_hand(
         req.out, shape=req.shape, texture=req.texture, pose=req.pose, side=req.side, rigged=req.rigged,
         model=req.model, texture_size=req.texture_size, profile_json=req.profile_json, progress=progress,
-        model_data=data,
+        model_data=data, force=req.force,
     ))
 
 
@@ -216,6 +230,16 @@ class ExportDialog(QDialog):
             show_error(self, "Export", "Choose a destination file.")
             return
         req = self.request()
+        existing = existing_files(req)
+        if existing:  # asked here, once, for the destination and its companions alike
+            names = ", ".join(p.name for p in existing)
+            answer = QMessageBox.question(
+                self, "Export", f"{names} already {'exists' if len(existing) == 1 else 'exist'} in "
+                f"{req.out.parent}. Replace {'it' if len(existing) == 1 else 'them'}?")
+            if answer != QMessageBox.StandardButton.Yes:
+                self.status.setText("Not exported: the existing files are kept.")
+                return
+            req = dataclasses.replace(req, force=True)
         self.written = []
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -55,7 +55,7 @@ import vtkmodules.vtkRenderingFreeType  # noqa: F401  (axis labels)
 # isort: on
 
 from core.export import split_uv_seams, vertex_normals
-from core.keypoints import BONES
+from core.keypoints import BONES, Keypoint
 
 if TYPE_CHECKING:
     from app.hand_view_qt import InteractorHandView
@@ -68,6 +68,9 @@ BACKGROUND_RGB = (0x26 / 255, 0x2B / 255, 0x33 / 255)
 DISPLAY_TEXTURE_SIZE = 512
 #: Renders per second at most (mouse moves and frames arriving faster are merged).
 MAX_RENDER_FPS = 40.0
+#: How far from a live hand (centred at the origin) the view looks, metres: with the 30 degree
+#: view angle across the narrower side, a spread hand of about 0.25 m fits.
+LIVE_DISTANCE_M = 0.48
 
 _UNSET = object()
 #: Held around every OpenGL use of VTK (context creation, render, finalize) in any thread:
@@ -82,6 +85,26 @@ def faces_to_vtk(faces: np.ndarray) -> np.ndarray:
     """(F, 3) triangles -> VTK's flat cell array [3, a, b, c, 3, ...]."""
     f = np.asarray(faces, dtype=np.int64)
     return np.hstack([np.full((len(f), 1), 3, dtype=np.int64), f]).ravel()
+
+
+def model_view(keypoints: np.ndarray | None) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(view vector, view up) showing a hand in the model frame from its back, fingers up.
+
+    A right hand's fingers point along +x (palm -y); a left hand is its mirror image across
+    x = 0 (:mod:`core.mirror`), fingers along -x, so its view is mirrored too: fingers up and
+    its thumb on its own side (the fixed +x view-up showed a left hand upside down)."""
+    sign = 1.0
+    if keypoints is not None and len(keypoints) > Keypoint.MIDDLE_MCP:
+        kp = np.asarray(keypoints, dtype=np.float64)
+        sign = 1.0 if kp[Keypoint.MIDDLE_MCP, 0] >= kp[Keypoint.WRIST, 0] else -1.0
+    return (0.15 * sign, 1.0, 0.35), (sign, 0.0, 0.0)
+
+
+def fit_view_angle(camera: Any, width: int, height: int) -> None:
+    """Apply the camera's view angle across the pane's narrower side. VTK applies it vertically,
+    so in a pane taller than wide (the 3D view at 1280 x 720) a live hand wider than tall,
+    fingers sideways or the thumb out, was cut off at the sides."""
+    camera.SetUseHorizontalViewAngle(bool(width < height))
 
 
 def skeleton_polydata(keypoints: np.ndarray) -> pv.PolyData:
@@ -237,6 +260,7 @@ class _Scene:
         self.renderer = vtkRenderer()
         self.renderer.SetBackground(*BACKGROUND_RGB)
         self.renderer.SetLayer(0)
+        fit_view_angle(self.renderer.GetActiveCamera(), *size)
         light = vtkLight()
         light.SetLightTypeToHeadlight()
         self.renderer.AddLight(light)
@@ -298,6 +322,7 @@ class _Scene:
     def resize(self, size: tuple[int, int]) -> None:
         self.size = size
         self.ren_win.SetSize(*size)
+        fit_view_angle(self.renderer.GetActiveCamera(), *size)
         if self.interactor is not None:
             self.interactor.SetSize(*size)
 
@@ -344,15 +369,16 @@ class _Scene:
         if camera_frame:
             # The live hand is centred at the origin (about 0.2 m across): look from the camera.
             camera.SetFocalPoint(0.0, 0.0, 0.0)
-            camera.SetPosition(0.0, 0.0, -0.45)
+            camera.SetPosition(0.0, 0.0, -LIVE_DISTANCE_M)
             camera.SetViewUp(0.0, -1.0, 0.0)
             self.renderer.ResetCameraClippingRange()
         else:
             centre = np.asarray(self.mesh.center if self.mesh.n_points else (0.0, 0.0, 0.0))
-            direction = np.array([0.15, 1.0, 0.35])
+            vector, up = model_view(np.asarray(self.skeleton.points) if self.mesh.n_points else None)
+            direction = np.array(vector)
             camera.SetFocalPoint(*centre)
             camera.SetPosition(*(centre + direction / np.linalg.norm(direction)))
-            camera.SetViewUp(1.0, 0.0, 0.0)
+            camera.SetViewUp(*up)
             self.renderer.ResetCamera()
 
     def mouse(self, kind: str, button: str, x: int, y: int, ctrl: bool, shift: bool) -> None:

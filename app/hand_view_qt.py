@@ -22,9 +22,12 @@ from pyvistaqt import QtInteractor
 from vtkmodules.vtkRenderingCore import vtkRenderer
 
 from app.hand_view import (
+    LIVE_DISTANCE_M,
     SKIN_RGB,
     MeshViewState,
+    fit_view_angle,
     hand_polydata,
+    model_view,
     skeleton_actors,
     skeleton_polydata,
     texture_image,
@@ -171,11 +174,16 @@ class InteractorHandView(MeshViewState, QtInteractor):
         Camera frame: look from the camera (OpenCV: z forward, y down)."""
         if self._camera_frame:
             # The live hand is centred at the origin (about 0.2 m across): look from the camera.
-            self.camera_position = [(0.0, 0.0, -0.45), (0.0, 0.0, 0.0), (0.0, -1.0, 0.0)]
+            self.camera_position = [(0.0, 0.0, -LIVE_DISTANCE_M), (0.0, 0.0, 0.0), (0.0, -1.0, 0.0)]
             self.reset_camera_clipping_range()
         else:
-            self.view_vector((0.15, 1.0, 0.35), viewup=(1.0, 0.0, 0.0))
+            vector, up = model_view(None if self._skeleton is None else np.asarray(self._skeleton.points))
+            self.view_vector(vector, viewup=up)
             self.reset_camera()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        super().resizeEvent(event)
+        fit_view_angle(self.renderer.GetActiveCamera(), self.width(), self.height())
 
     def clear_actors(self) -> None:
         self.remove_actor("hand", render=False)

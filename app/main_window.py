@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PySide6.QtCore import QSettings, Qt, QThread, QTimer, Slot
+from PySide6.QtCore import QByteArray, QSettings, Qt, QThread, QTimer, Slot
 from PySide6.QtGui import QAction, QColor, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -68,6 +68,9 @@ def engine_settings(model: str | None, s: AppSettings) -> EngineSettings:
 
 
 __all__ = ["MainWindow", "camera_text", "engine_settings", "load_profile_for"]
+
+#: Where the window's geometry and dock layout are kept between runs (QSettings keys).
+LAYOUT_KEYS = ("window/geometry", "window/layout")
 
 #: The settings a running source is restarted for when they change.
 RESTART_FIELDS = ("device", "fit_iterations", "refine_iterations", "realtime")
@@ -133,6 +136,7 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._build_docks()
         self._build_menus_and_toolbar()
+        self._restore_layout()
 
         self._draw_timer = QTimer(self)
         self._draw_timer.setInterval(15)
@@ -148,6 +152,18 @@ class MainWindow(QMainWindow):
         self._sync_actions()
         if source is not None:
             QTimer.singleShot(0, lambda: self.start_source(source))
+
+    def _restore_layout(self) -> None:
+        """The size, position and dock layout the window had when it was last closed."""
+        geometry, layout = self.store.value(LAYOUT_KEYS[0]), self.store.value(LAYOUT_KEYS[1])
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        if isinstance(layout, QByteArray) and not layout.isEmpty():
+            self.restoreState(layout)
+
+    def _save_layout(self) -> None:
+        self.store.setValue(LAYOUT_KEYS[0], self.saveGeometry())
+        self.store.setValue(LAYOUT_KEYS[1], self.saveState())
 
     def _fit_default_size(self, width: int, height: int) -> None:
         """Open at ``width`` x ``height``, or the screen's free area where that is smaller."""
@@ -388,18 +404,24 @@ class MainWindow(QMainWindow):
     def _show_rest_hand(self) -> None:
         if self.layer is None:
             return
-        shape = None if self.active_profile is None else torch.as_tensor(self.active_profile.shape)[None]
+        profile = self.active_profile
+        shape = None if profile is None else torch.as_tensor(profile.shape)[None]
         layer, d = self.layer, self.model_data
-        if self.active_profile is not None and self.active_profile.identity.is_personal:
-            from core.model import HandModel
-            from core.model.personal import identity_model
-
-            try:  # the profile's own hand: its skeleton and surface
-                d = identity_model(self.model_data, self.active_profile.identity)
+        if profile is not None and profile.handedness == "left" and d.side != "left":
+            try:  # a left hand's profile: its own side (the mirrored model), not a right hand
+                d = load_model_data(self.model_path, "left")
                 layer = HandModel(d)
             except HandTwinError as exc:
+                log.warning("showing the right hand: %s", exc)
+                layer, d = self.layer, self.model_data
+        if profile is not None and profile.identity.is_personal:
+            from core.model.personal import identity_model
+
+            try:  # the profile's own hand: its skeleton and surface (mirrored for a left hand)
+                personal = identity_model(d, profile.identity)
+                layer, d = HandModel(personal), personal
+            except HandTwinError as exc:
                 log.warning("showing the model's own hand: %s", exc)
-                d = self.model_data
         with torch.no_grad():
             out = layer.rest(shape)
         self.hand_view.set_hand(out.vertices[0].numpy(), d.faces, out.keypoints[0].numpy(),
@@ -430,9 +452,13 @@ class MainWindow(QMainWindow):
         note = ""
         if profile is not None and profile.scale_source == "prior":
             note = " Its size is the population prior (no metric anchor), not a measurement."
-        self.statusBar().showMessage(
-            f"Tracking with the profile {profile.name}: the hand keeps its calibrated identity.{note}"
-            if profile is not None else "No profile: the shape is estimated per frame.", 8000)
+        if profile is None:
+            text = "No profile: the shape is estimated per frame."
+        elif restart and self.tracking:
+            text = f"Tracking with the profile {profile.name}: the hand keeps its calibrated identity.{note}"
+        else:  # nothing is tracked with it yet
+            text = f"Profile {profile.name} in use: tracking will keep its calibrated identity.{note}"
+        self.statusBar().showMessage(text, 8000)
 
     def _update_title(self) -> None:
         p = self.active_profile
@@ -570,6 +596,7 @@ class MainWindow(QMainWindow):
         self._tracked_settings = None
         self.state.live_texture = None
         self.state.set_source("")
+        self.fps_label.setText("— fps")  # not the last stream's rate, as if it still ran
         self.action_record.blockSignals(True)
         self.action_record.setChecked(False)
         self.action_record.blockSignals(False)
@@ -610,6 +637,7 @@ class MainWindow(QMainWindow):
             self._tracked_settings = None
             self.state.live_texture = None
             self.state.set_source("")
+            self.fps_label.setText("— fps")  # not the last stream's rate, as if it still ran
             self.action_record.blockSignals(True)
             self.action_record.setChecked(False)
             self.action_record.blockSignals(False)
@@ -777,6 +805,7 @@ class MainWindow(QMainWindow):
         self.calibration_panel.stop_auto()
         self.stop_tracking()
         self.jobs.cancel_all()
+        self._save_layout()
         self.state.save_settings()
         self.calibration_panel.close_views()
         if getattr(self, "_export_dialog", None) is not None:

@@ -69,6 +69,10 @@ class ProfilesPanel(QWidget):
         self.list.itemDoubleClicked.connect(lambda *_: self.use_selected())
         self.list.currentItemChanged.connect(lambda *_: self._sync())
         self.list.setMinimumHeight(140)
+        # Summaries wrap at the panel's width (a long line needed a horizontal scroll bar).
+        self.list.setWordWrap(True)
+        self.list.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         lay.addWidget(self.list, 1)
         grid = QHBoxLayout()
         self.use_btn = QPushButton(icon(QStyle.StandardPixmap.SP_DialogApplyButton), "Use")
@@ -192,8 +196,10 @@ class ProfilesPanel(QWidget):
         path = self.selected_path()
         if not path:
             return
-        name, ok = QInputDialog.getText(self, "Rename the profile", "New name:")
-        if ok:
+        profile = self._profiles.get(path)  # its name to edit, not an empty field
+        name, ok = QInputDialog.getText(self, "Rename the profile", "New name:",
+                                        text="" if profile is None else profile.name)
+        if ok and name.strip() and (profile is None or name.strip() != profile.name):
             self.rename(path, name)
 
     def rename(self, path: str, name: str) -> Path | None:

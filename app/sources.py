@@ -270,6 +270,11 @@ class SourceDialog(QDialog):
         self.kind_group.idToggled.connect(lambda *_: self._sync())
         self.probe()
         self._sync()
+        # Wide enough for the path fields' hints (at its natural width they ended in "…").
+        fields = [e for e in self.findChildren(QLineEdit) if e.placeholderText()]
+        lacking = max(e.fontMetrics().horizontalAdvance(e.placeholderText()) + 16 - e.sizeHint().width()
+                      for e in fields)
+        self.setMinimumWidth(self.sizeHint().width() + max(0, lacking))
 
     def _path_field(self, what: str, tip: str, pick: Callable[[], str]) -> tuple[QHBoxLayout, QLineEdit]:
         """A path field and its browse button; ``pick`` asks for a path ("" when cancelled)."""

@@ -838,7 +838,7 @@ def calibrate_camera_images(
         )
     rms, K, dist, _, _ = cv2.calibrateCamera(obj_all, img_all, size, None, None)  # noqa: N806
     intr = intrinsics_from_matrix(K, *size)  # type: ignore[misc]  (size set by the loop)
-    log.info("calibrated from %d images: fx=%.1f fy=%.1f rms=%.3f px", len(used), intr.fx,
+    log.debug("calibrated from %d images: fx=%.1f fy=%.1f rms=%.3f px", len(used), intr.fx,
              intr.fy, rms)
     return CalibrationResult(
         intrinsics=intr,

@@ -165,8 +165,12 @@ def check_companions(
                 f"choose another output name."
             )
         if path.exists() and not replacing and not force:
+            # the usual case: the same hand exported earlier to another format under this name
+            sibling = next((out.with_suffix(s) for s in (".obj", ".glb", ".ply")
+                            if s != out.suffix.lower() and out.with_suffix(s).is_file()), None)
+            owner = "" if sibling is None else f" (it belongs to {sibling.name}: exports to one name share it)"
             raise ExportError(
-                f"Refusing to export {out.name}: it would overwrite {path}, which it did not write; "
+                f"Refusing to export {out.name}: it would overwrite {path}, which it did not write{owner}; "
                 f"choose another output name or pass --force."
             )
 
@@ -325,7 +329,7 @@ def write_files_atomic(folder: PathLike, files: dict[str, bytes]) -> list[Path]:
                 _write_synced(stack.enter_context(atomic_path(target)), data)
     except OSError as exc:
         raise _export_error(target, exc) from exc
-    log.info("wrote %s", ", ".join(str(t) for t in targets))
+    log.debug("wrote %s", ", ".join(str(t) for t in targets))
     return targets
 
 

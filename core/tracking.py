@@ -76,6 +76,10 @@ class TrackerSettings:
             track's side (keeps crossing hands apart).
         duplicate: two detections whose keypoints are on average closer than this many hand
             sizes are one hand reported twice.
+        fragment: a detection under this fraction of another's size (keypoint box diagonals)
+            whose keypoints' centre lies inside that one's keypoint box is a piece of that hand
+            (MediaPipe now and then reports a fingertip of a hand as another, tiny hand: frame
+            74 of the demo clip, a "left hand" 22 px across on a 220 px right hand).
         max_coast_frames: frames a track survives without a detection.
         max_coast_s: seconds a track survives without a detection (whichever comes first).
         chirality_scale: chirality giving one unit of log-odds (see :func:`chirality`).
@@ -94,6 +98,7 @@ class TrackerSettings:
     size_weight: float = 0.5
     side_weight: float = 0.4
     duplicate: float = 0.15
+    fragment: float = 0.25
     max_coast_frames: int = 5
     max_coast_s: float = 0.5
     chirality_scale: float = 0.08
@@ -114,6 +119,16 @@ def side_evidence(detection: Detection, settings: TrackerSettings = TrackerSetti
     geo = float(np.clip(geo, -settings.chirality_cap, settings.chirality_cap))
     label = settings.label_weight * (2.0 * float(detection.score) - 1.0)
     return geo, (label if detection.handedness == "right" else -label)
+
+
+def _is_fragment(small: np.ndarray, big: np.ndarray, fraction: float) -> bool:
+    """Whether the hand ``small`` (21 x 2 px) is under ``fraction`` of ``big``'s size with its
+    keypoints' centre inside ``big``'s keypoint box: a piece of that hand, not a hand."""
+    if _hand_size(small) >= fraction * _hand_size(big):
+        return False
+    b = np.asarray(big, dtype=np.float64)
+    centre = np.asarray(small, dtype=np.float64).mean(0)
+    return bool(np.all(centre >= b.min(0)) and np.all(centre <= b.max(0)))
 
 
 def _hand_size(keypoints_2d: np.ndarray) -> float:
@@ -229,7 +244,7 @@ class HandTracker:
 
         No hand is dropped: only a duplicate detection of one hand (MediaPipe now and then
         reports a hand twice, keypoints within ``duplicate`` hand sizes) is merged into the
-        detection that fits a track better.
+        detection that fits a track better, and a fragment of one (``fragment``) is left out.
         """
         st = self.settings
         self._frame += 1
@@ -272,11 +287,13 @@ class HandTracker:
 
     def _distinct(self, detections: Sequence[Detection], live: list[Track]) -> list[int]:
         """Indices of the detections less duplicates of one hand (keeping the one nearer a
-        live track, else the first), in order."""
+        live track, else the first) and fragments of another detection, in order."""
         def nearest(k: int) -> float:
             return min((self._cost(t, detections[k], 0.0) for t in live), default=0.0)
 
-        keep = list(range(len(detections)))
+        keep = [k for k, d in enumerate(detections)
+                if not any(_is_fragment(d.keypoints_2d, o.keypoints_2d, self.settings.fragment)
+                           for o in detections if o is not d)]
         i = 0
         while i < len(keep):
             j = i + 1

@@ -514,3 +514,16 @@ def test_closed_source_refuses_iteration() -> None:
         assert next(iter(source)).index == 0
     with pytest.raises(InputError, match="closed"):
         iter(source)
+
+
+def test_weak_perspective_on_the_demo_is_not_overridden_by_its_own_camera() -> None:
+    """``track demo --weak-perspective`` fitted in the clip's bundled camera ("given",
+    perspective): the flag was ignored for the demo. Now its frames carry no camera."""
+    from core.capture import open_source
+
+    with open_source("demo") as src:
+        frame = next(iter(src))
+        assert frame.intrinsics is not None and frame.intrinsics_source == "given"
+    with open_source("demo", weak_perspective=True) as src:
+        frame = next(iter(src))
+        assert frame.intrinsics is None and not src.camera_known

@@ -81,6 +81,23 @@ def test_bench_refuses_an_unknown_benchmark_before_running_any(capsys, monkeypat
     assert "pipeline" in err[0] and "softras" in err[0] and ran == []
 
 
+def test_bench_refuses_a_plots_folder_it_cannot_make_before_running(tmp_path: Path, capsys, monkeypatch) -> None:
+    """``--plots FILE`` failed with a traceback when the first plot was drawn, after the benchmarks."""
+    import core.tools.bench as bench
+
+    ran: list[str] = []
+    monkeypatch.setitem(bench.BENCHMARKS, "baseline", lambda: ran.append("baseline") or {})
+    taken = tmp_path / "plots.png"
+    taken.write_bytes(b"x")
+    for where in (taken, taken / "sub"):
+        assert cli.main(["bench", "--only", "model", "--plots", str(where)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"handtwin: error: --plots {where}: cannot make that folder")
+    assert ran == []
+    assert cli.main(["bench", "--only", "baseline", "--plots", str(tmp_path / "new" / "plots")]) == 0
+    assert (tmp_path / "new" / "plots").is_dir() and ran == ["baseline"]
+
+
 def test_gui_without_a_display_is_one_clear_error(monkeypatch, capsys) -> None:
     """Qt aborted the process (status 134) where there is no screen; now one line, exit 2."""
     for key in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
@@ -99,3 +116,31 @@ def test_gui_checks_its_intrinsics_file_before_the_window_opens(tmp_path: Path, 
     assert cli.main(["gui", "--source", "demo", "--intrinsics", str(bad), "--quit-after", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("handtwin: error:") and "K.json" in err[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["track", "demo", "--out", "r.jsonl", "--fov", "wide"], "argument --fov: invalid float value: 'wide'"),
+    (["track", "demo"], "the following arguments are required: --out"),
+    (["calibrate", "demo", "--out", "p.json", "--side", "middle"], "argument --side: invalid choice"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_a_mistyped_argument_is_one_error_line(argv: list[str], message: str, capsys) -> None:
+    """argparse printed its usage block first and named the sub-command ('handtwin track: error:');
+    now the one line every other error has, with where to look, and status 2."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("handtwin: error: ") and message in err[0], captured.err
+    assert err[0].endswith("--help)") and captured.out == ""
+
+
+def test_a_closed_stdout_is_no_traceback() -> None:
+    """``main.py bench --json | head -1`` ended in a BrokenPipeError traceback when head left first."""
+    proc = subprocess.Popen([sys.executable, "main.py", "model-info", "--json"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

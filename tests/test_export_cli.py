@@ -352,3 +352,18 @@ def test_profile_whose_shape_does_not_fit_the_model_is_one_clear_error(tmp_path:
             assert code == 2 and len(err.strip().splitlines()) == 1, err
             assert f"'shape' has {n} values" in err and "10 shape components" in err
             assert not out.exists() and not (tmp_path / "h.profile.json").exists()
+
+
+def test_second_format_under_one_name_says_whose_companion_it_would_replace(profile: Path, tmp_path: Path,
+                                                                            capsys) -> None:
+    """me.obj then me.glb: both write me.png and me.profile.json. The refusal said only 'which it
+    did not write' about a file HandTwin wrote a moment ago; it now names the export it belongs to."""
+    code, _, _ = _run(["export", "--profile", str(profile), "--out", str(tmp_path / "me.obj")], capsys)
+    assert code == 0
+    before = (tmp_path / "me.profile.json").read_bytes()
+    code, _, err = _run(["export", "--profile", str(profile), "--out", str(tmp_path / "me.glb")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "it belongs to me.obj" in err and "--force" in err
+    assert not (tmp_path / "me.glb").exists() and (tmp_path / "me.profile.json").read_bytes() == before
+    code, _, err = _run(["export", "--profile", str(profile), "--out", str(tmp_path / "me.glb"), "--force"], capsys)
+    assert code == 0 and (tmp_path / "me.glb").is_file()

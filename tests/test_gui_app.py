@@ -103,6 +103,51 @@ def test_settings_round_trip_and_cuda_state(gui_env, make_window) -> None:
     assert AppSettings.load(gui_env.store).texture is True
 
 
+def test_window_size_and_docks_are_kept_between_runs(gui_env, make_window, qtbot) -> None:
+    """The window opened at its default size with every dock back in place, whatever the user
+    had arranged; it now comes back as it was closed (a corrupt saved layout is ignored)."""
+    w = make_window()
+    w.resize(1100, 650)
+    w.profiles_dock.hide()
+    qtbot.wait(50)
+    size = w.size()
+    w.close()
+    again = make_window()
+    qtbot.wait(50)
+    assert again.size() == size and not again.profiles_dock.isVisible() and again.calibration_dock.isVisible()
+    again.close()
+    gui_env.store.setValue("window/layout", b"not a layout")
+    gui_env.store.setValue("window/geometry", "nonsense")
+    third = make_window()
+    assert third.calibration_dock.isVisible()
+
+
+def test_the_frame_rate_is_not_left_showing_once_tracking_ends(make_window, qtbot, tmp_path: Path) -> None:
+    """After Stop, or the end of a file, the status bar went on showing the last stream's rate,
+    as if it still ran."""
+    from tests.test_gui_support import wait_frames
+
+    w = make_window(source="demo")
+    wait_frames(qtbot, w, 3)
+    qtbot.waitUntil(lambda: "fps" in w.fps_label.text() and w.fps_label.text() != "— fps", timeout=30_000)
+    w.stop_tracking()
+    assert w.fps_label.text() == "— fps"
+    # A file that ends by itself: the same.
+    import cv2
+
+    from core.capture import open_source
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    with open_source("demo") as src:
+        for frame, _ in zip(src, range(12)):
+            cv2.imwrite(str(folder / f"{frame.index:03d}.png"), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+    w.start_source(str(folder))
+    wait_frames(qtbot, w, 2)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert w.fps_label.text() == "— fps" and w.current_update is not None
+
+
 def test_shortcuts(make_window) -> None:
     w = make_window()
     keys = {a.text(): a.shortcut().toString() for a in w.actions()}
@@ -143,6 +188,28 @@ def test_source_dialog_choices(qtbot, make_window, tmp_path: Path) -> None:
     dlg.close()
 
 
+def test_source_dialog_shows_its_path_hints_whole(qtbot, make_window) -> None:
+    """At its natural width the dialog cut its path fields' hints ("Stereo calibration JSON
+    (K...", "Depth camera JSON (fx, fy, c..."): each hint now shows whole."""
+    from PySide6.QtWidgets import QLineEdit
+
+    from app.sources import SourceChoice, SourceDialog
+
+    w = make_window()
+    dlg = SourceDialog(w.jobs, SourceChoice(("demo",), "none", "", 60.0), w)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    qtbot.waitExposed(dlg)
+    qtbot.waitUntil(lambda: not w.jobs.busy, timeout=20_000)
+    fields = [e for e in dlg.findChildren(QLineEdit) if e.placeholderText()]
+    assert len(fields) >= 7
+    for e in fields:
+        need = e.fontMetrics().horizontalAdvance(e.placeholderText())
+        assert need <= e.contentsRect().width() - 8, (e.placeholderText(), need, e.contentsRect().width())
+    assert dlg.width() <= 1000
+    dlg.close()
+
+
 def test_stereo_pair_shows_both_views(make_window, qtbot) -> None:
     w = make_window(source="demo|demo")
     wait_frames(qtbot, w, 2)
@@ -174,6 +241,15 @@ def test_camera_calibration_wizard(qtbot, make_window, tmp_path: Path) -> None:
     qtbot.addWidget(dlg)
     dlg.add_images(images, [f"img{i}" for i in range(len(images))])
     assert dlg.calibrate_btn.isEnabled()
+    # A wrong board size first: it fails with a message, and Calibrate can be pressed again
+    # once the size is corrected (it stayed greyed out after a failure).
+    dlg.cols.setValue(8)
+    dlg.calibrate()
+    assert not dlg.calibrate_btn.isEnabled()
+    qtbot.waitUntil(lambda: not win.jobs.busy, timeout=60_000)
+    assert dlg.result is None and "failed" in dlg.result_label.text()
+    assert dlg.calibrate_btn.isEnabled()
+    dlg.cols.setValue(9)
     dlg.calibrate()
     qtbot.waitUntil(lambda: dlg.result is not None or "failed" in dlg.result_label.text(), timeout=60_000)
     assert dlg.result is not None, dlg.result_label.text()

@@ -111,8 +111,9 @@ def test_result_view_shows_the_personal_skeleton_against_the_average(make_window
 
 @pytest.mark.slow
 def test_result_opens_at_its_top_with_plots_that_read(make_window, gui_env, qtbot) -> None:
-    """At 1280 x 720 the result opens at its first lines (hand length, where the size comes from:
-    the view centred the tall result box, which scrolled them out of sight); the per-bone plot
+    """At 1280 x 720 Calibrate, its progress and Cancel are in view, and the result opens at its
+    first lines (hand length, where the size comes from: the view centred the tall result box,
+    which scrolled them out of sight); the per-bone plot
     shows each bone's difference from the average hand (the table's column: 1-2 mm differences
     were invisible as bars of 20-100 mm), its finger names do not overlap, and no legend covers
     the data."""
@@ -125,6 +126,13 @@ def test_result_opens_at_its_top_with_plots_that_read(make_window, gui_env, qtbo
     session, _ = _session(frames=8, seed=52, bad=None)
     panel.session = session
     panel.refresh()
+    for _ in range(3):
+        QApplication.processEvents()
+        qtbot.wait(20)
+    # Calibrate, its progress and Cancel are in sight without scrolling (they were below the
+    # thumbnails and the size options).
+    for widget in (panel.calibrate_btn, panel.cal_progress, panel.cancel_btn):
+        assert widget.visibleRegion().boundingRect().size() == widget.size(), widget
     _calibrate(qtbot, panel)
     for _ in range(5):
         QApplication.processEvents()
@@ -148,6 +156,172 @@ def test_result_opens_at_its_top_with_plots_that_read(make_window, gui_env, qtbo
         assert title.x0 >= 0 and title.x1 <= fig.bbox.width + 1, ax.get_title()
     SHOTS.mkdir(parents=True, exist_ok=True)
     assert panel.canvas.grab().save(str(SHOTS / "gui_calibration_plots.png"))
+
+
+@pytest.mark.slow
+def test_clear_can_be_undone_until_the_next_capture(make_window, gui_env, qtbot) -> None:
+    """Clear (or another Hand) took every captured frame and the result away at one click; the
+    button now reads "Undo clear" and brings back the frames, the choices, the side and the
+    result, until a new frame is captured."""
+    from PySide6.QtCore import Qt
+
+    w = make_window()
+    panel = w.calibration_panel
+    session, _ = _session(frames=8, seed=53, bad=None)
+    panel.session = session
+    panel.refresh()
+    _calibrate(qtbot, panel)
+    result = panel.result
+    dropped = session.selected[0]
+    panel.toggle(dropped)
+    chosen = list(session.selected)
+    assert panel.clear_btn.text() == "Clear"
+
+    qtbot.mouseClick(panel.clear_btn, Qt.MouseButton.LeftButton)
+    assert panel.session is None and panel.result is None and panel.thumbs.count() == 0
+    assert panel.clear_btn.text() == "Undo clear" and "8 frames" in panel.clear_btn.toolTip()
+    qtbot.mouseClick(panel.clear_btn, Qt.MouseButton.LeftButton)
+    assert panel.session is session and panel.session.selected == chosen and dropped not in chosen
+    assert panel.result is result and w.state.calibration is result and panel.result_view.isVisible()
+    assert panel.thumbs.count() == 8 and panel.clear_btn.text() == "Clear"
+
+    # Another hand clears too, and is undone to the right hand again.
+    panel.side.setCurrentText("left")
+    assert panel.session is None and panel.clear_btn.text() == "Undo clear"
+    panel.undo_clear()
+    assert panel.session is session and panel.side.currentText() == "right"
+    # Once a new session has frames, the cleared one is gone for good.
+    panel.clear()
+    other, _ = _session(frames=4, seed=54, bad=None)
+    panel.session = other
+    panel.refresh()
+    assert not panel.can_undo_clear and panel.clear_btn.text() == "Clear"
+    assert not gui_env.messages, gui_env.messages
+
+
+def test_auto_capture_says_when_the_hand_in_view_is_the_other_side(make_window, gui_env, qtbot) -> None:
+    """Auto-capture of the right hand with a left hand in view captured nothing and said nothing;
+    the prompt now says which hand it sees, and switching Hand keeps auto-capture on."""
+    from types import SimpleNamespace
+
+    w = make_window()
+    panel = w.calibration_panel
+    session, _ = _session(frames=4, seed=55, bad=None)
+    offered = []
+    session.offer = lambda frame, result: offered.append(frame)  # no refit here
+    panel.session = session
+    panel.auto_btn.setChecked(True)
+    assert panel.auto and w.state.frame_hook is not None
+
+    def seen(*sides):
+        return SimpleNamespace(hands=[SimpleNamespace(detection=SimpleNamespace(handedness=s)) for s in sides])
+
+    panel.frame_hook(("frame",), seen("left"))
+    assert "The hand in view is a left hand" in panel.prompt.text() and "set Hand to left" in panel.prompt.text()
+    assert not offered
+    panel.frame_hook(("frame",), seen("right", "left"))
+    assert offered == ["frame"] and "left hand" not in panel.prompt.text()
+
+    panel.side.setCurrentText("left")
+    qtbot.waitUntil(lambda: panel.session is not None, timeout=60_000)
+    assert panel.session.side == "left" and panel.auto_btn.isChecked() and panel.auto
+    panel.auto_btn.setChecked(False)
+    assert not gui_env.messages, gui_env.messages
+
+
+def _screen_axes(camera) -> tuple[np.ndarray, np.ndarray]:
+    """(right, up) unit vectors of a VTK camera's screen in world coordinates."""
+    d = np.array(camera.GetFocalPoint()) - np.array(camera.GetPosition())
+    up = np.array(camera.GetViewUp())
+    right = np.cross(d, up)
+    return right / np.linalg.norm(right), up / np.linalg.norm(up)
+
+
+@pytest.mark.slow
+def test_a_left_hand_is_shown_as_a_left_hand_fingers_up(make_window, gui_env, qtbot) -> None:
+    """A left hand's profile was shown at rest as a right hand, and a left hand in the model frame
+    (the calibration's mesh view) upside down: both now show a left hand from its back, fingers
+    up, thumb on the right, as a right hand shows with its thumb on the left."""
+    w = make_window()
+    view = w.hand_view
+    right_kp = np.asarray(view._skeleton.points)  # noqa: SLF001 - the model's own right hand at start
+    screen_right, screen_up = _screen_axes(view.camera)
+    assert (right_kp[12] - right_kp[0]) @ screen_up > 0 and (right_kp[4] - right_kp[0]) @ screen_right < 0
+
+    panel = w.calibration_panel
+    panel.side.setCurrentText("left")
+    session, _ = _session(side="left", frames=6, seed=56, bad=None)
+    panel.session = session
+    panel.refresh()
+    _calibrate(qtbot, panel)
+    mesh_view = panel._mesh_view  # noqa: SLF001
+    kp = np.asarray(mesh_view._skeleton.points)  # noqa: SLF001
+    screen_right, screen_up = _screen_axes(mesh_view.camera)
+    assert (kp[12] - kp[0]) @ screen_up > 0 and (kp[4] - kp[0]) @ screen_right > 0
+
+    assert w.save_calibration_profile("Lefty") is not None and w.active_profile.handedness == "left"
+    kp = np.asarray(view._skeleton.points)  # noqa: SLF001
+    assert kp[9, 0] < kp[0, 0]  # the left model: fingers along -x
+    screen_right, screen_up = _screen_axes(view.camera)
+    assert (kp[12] - kp[0]) @ screen_up > 0 and (kp[4] - kp[0]) @ screen_right > 0
+    np.testing.assert_allclose(np.linalg.norm(kp[12] - kp[0]) * 1000.0, panel.result.hand_length_mm, rtol=0.05)
+    assert not gui_env.messages, gui_env.messages
+
+
+@pytest.mark.slow
+def test_saving_a_profile_never_replaces_one_without_asking(make_window, gui_env, qtbot, monkeypatch) -> None:
+    """Saving a second calibration under the offered name "My hand" replaced the first profile
+    (and its texture) without a word: a free name is offered, and an existing file is replaced
+    only when the user says so."""
+    from PySide6.QtWidgets import QInputDialog, QMessageBox
+
+    w = make_window()
+    panel = w.calibration_panel
+    session, _ = _session(frames=6, seed=57, bad=None)
+    panel.session = session
+    panel.refresh()
+    _calibrate(qtbot, panel)
+    first = w.save_calibration_profile("My hand")
+    before = first.read_bytes()
+    offered, asked = [], []
+    typed = {"name": None}
+    answer = {"button": QMessageBox.StandardButton.No}
+
+    def get_text(parent, title, label, *args, text="", **kwargs):
+        offered.append(text)
+        return (typed["name"] or text), True
+
+    monkeypatch.setattr(QInputDialog, "getText", get_text)
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text, *a, **k: asked.append(text)
+                        or answer["button"])
+    typed["name"] = "My hand"
+    panel.save_profile_dialog()
+    assert offered == ["My hand 2"] and len(asked) == 1 and "my-hand.json" in asked[0]
+    assert first.read_bytes() == before and "kept" in w.statusBar().currentMessage()
+    answer["button"] = QMessageBox.StandardButton.Yes
+    panel.save_profile_dialog()
+    assert len(asked) == 2 and w.active_profile.path == first
+    typed["name"] = None  # the offered name: a new file, nothing asked
+    panel.save_profile_dialog()
+    assert len(asked) == 2 and w.active_profile.name == "My hand 2"
+    assert not gui_env.messages, gui_env.messages
+
+
+def test_a_size_option_with_nothing_measured_says_what_to_do(make_window, gui_env) -> None:
+    """Calibrate with the marker sheet or stereo option and nothing measured said "the aruco
+    scale needs measured keypoints (N, 21, 3)": it now says what to do, and nothing starts."""
+    w = make_window()
+    panel = w.calibration_panel
+    session, _ = _session(frames=4, seed=58, bad=None)
+    panel.session = session
+    panel.refresh()
+    for radio, words in ((panel.scale_aruco, "flat on the printed sheet"), (panel.scale_stereo, "stereo pair")):
+        radio.setChecked(True)
+        panel.calibrate()
+        assert panel.job is None and panel.result is None
+        assert len(gui_env.messages) == 1 and words in gui_env.messages[0], gui_env.messages
+        assert "(N, 21, 3)" not in gui_env.messages[0] and "aruco" not in gui_env.messages[0]
+        gui_env.messages.clear()
 
 
 def test_surface_offsets_are_summarized() -> None:
@@ -267,6 +441,39 @@ def test_panels_bind_to_the_state_not_the_window(make_window, gui_env, tmp_path)
     assert "population prior" in details.scale_label.text() and details.frames.rowCount() == 6
     w.state.set_profile(None)
     assert w.windowTitle() == "HandTwin" and "none" in w.profiles_panel.active_label.text()
+    assert not gui_env.messages, gui_env.messages
+
+
+def test_profile_summaries_wrap_at_the_panels_width(make_window, gui_env, qtbot, monkeypatch) -> None:
+    """A profile's summary longer than the panel wrapped nowhere: its end was cut off behind a
+    horizontal scroll bar."""
+    from PySide6.QtWidgets import QApplication
+
+    from tests.test_gui_reliability import _profile_doc
+
+    w = make_window()
+    w.profiles_dock.raise_()
+    name = "Left hand of the violin teacher, measured on the marker sheet in March"
+    w.state.save_profile(_profile_doc(name))
+    for _ in range(3):
+        QApplication.processEvents()
+    # Nothing is tracked: the status line does not say "Tracking with the profile".
+    assert w.statusBar().currentMessage().startswith(f"Profile {name} in use: tracking will keep")
+    lst = w.profiles_panel.list
+    item = lst.currentItem()
+    assert item is not None and item.text().startswith(name)
+    assert lst.fontMetrics().horizontalAdvance(name) > lst.viewport().width()  # it has to wrap
+    rect = lst.visualItemRect(item)
+    assert lst.horizontalScrollBar().maximum() == 0 and rect.right() <= lst.viewport().width()
+    assert rect.height() > 3.5 * lst.fontMetrics().lineSpacing()  # three lines, one of them wrapped
+    # Rename offers the name to edit (the field was empty), and keeping it changes nothing.
+    from PySide6.QtWidgets import QInputDialog
+
+    offered = []
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, text="", **k: (offered.append(text), (text, True))[1])
+    path = w.profiles_panel.selected_path()
+    w.profiles_panel.rename_dialog()
+    assert offered == [name] and w.profiles_panel.selected_path() == path
     assert not gui_env.messages, gui_env.messages
 
 

@@ -132,6 +132,41 @@ def test_unwritable_export_folder_gives_a_message_then_export_works(make_window,
     dlg.close()
 
 
+def test_export_asks_before_replacing_files(make_window, gui_env, qtbot, tmp_path: Path, monkeypatch) -> None:
+    """Exporting onto existing files asks once (destination and companions alike) and replaces
+    them only on Yes: a second export to the default name replaced the first without a word, and
+    a stray NAME.mtl stopped the export with the command line's advice to "pass --force"."""
+    from PySide6.QtWidgets import QMessageBox
+
+    w = make_window()
+    dlg = w.export_dialog()
+    dlg.format.setCurrentIndex(2)  # OBJ: NAME.obj + NAME.mtl
+    out, mtl = tmp_path / "hand.obj", tmp_path / "hand.mtl"
+    mtl.write_text("someone else's material")
+    asked: list[str] = []
+    answer = {"button": QMessageBox.StandardButton.No}
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text, *a, **k: asked.append(text)
+                        or answer["button"])
+    dlg.dest.setText(str(out))
+    dlg.start()
+    assert len(asked) == 1 and "hand.mtl" in asked[0] and "hand.obj" not in asked[0]
+    assert dlg.job is None and not out.exists() and mtl.read_text() == "someone else's material"
+    assert "kept" in dlg.status.text()
+    answer["button"] = QMessageBox.StandardButton.Yes
+    dlg.start()
+    qtbot.waitUntil(lambda: dlg.job is None, timeout=60_000)
+    assert out.is_file() and mtl.read_text() != "someone else's material"
+    assert not gui_env.messages, gui_env.messages
+    # The same export again: both files named in one question; No keeps them as they are.
+    before = out.read_bytes()
+    out.write_bytes(before + b"# mine\n")
+    answer["button"] = QMessageBox.StandardButton.No
+    dlg.start()
+    assert "hand.obj, hand.mtl" in asked[-1] and dlg.job is None
+    assert out.read_bytes() == before + b"# mine\n"
+    dlg.close()
+
+
 def test_unwritable_recording_folder_gives_a_message(make_window, gui_env, qtbot, tmp_path: Path) -> None:
     w = make_window(source="demo")
     wait_frames(qtbot, w, 1)

@@ -123,3 +123,29 @@ def test_calibrate_command_writes_a_valid_profile(tmp_path: Path) -> None:
     assert main(["calibrate", str(tmp_path / "*.png"), "--out", str(tmp_path / "x.txt")]) == 2
     assert main(["calibrate", str(tmp_path / "*.png"), "--out", str(out), "--hand-length-mm", "190",
                  "--aruco-sheet", "s.json"]) == 2
+
+
+def test_calibrate_warns_when_fewer_frames_than_asked_were_usable(tmp_path: Path, capsys) -> None:
+    """A right-hand clip calibrated with --side left wrote a 'left' profile from one stray
+    detection without a word beyond '1 of 1 candidate frames'; the summary now warns."""
+    import cv2
+
+    from core.camera import rgb_to_bgr
+    from core.synth.render import SynthSettings, default_layers, render_hand_sample
+    from main import main
+
+    rng = np.random.default_rng(5)
+    layers = default_layers()
+    K = np.array([[300.0, 0, 127.5], [0, 300.0, 127.5], [0, 0, 1]])
+    for i in range(2):
+        s = render_hand_sample(rng, layers, SynthSettings(supersample=1, back_facing=0.0, max_tilt_deg=15), K=K)
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), rgb_to_bgr(s.image))
+    out = tmp_path / "me.json"
+    args = ["calibrate", str(tmp_path / "*.png"), "--out", str(out), "--fov", "50", "--no-surface"]
+    assert main(args + ["--frames", "5"]) == 0
+    used = len(load_profile(out).frames)
+    lines = capsys.readouterr().out.splitlines()
+    assert 1 <= used <= 2
+    assert lines[1].startswith(f"warning: only {used} of the 5 frames asked for (--frames) showed a usable")
+    assert main(args + ["--frames", str(used)]) == 0
+    assert "warning" not in capsys.readouterr().out

@@ -79,7 +79,7 @@ def test_calibration_file_round_trip_and_errors(tmp_path) -> None:
     got = load_stereo_calibration(good)
     np.testing.assert_allclose(got.R, cal.R)
     np.testing.assert_allclose(got.to_reference(np.array([1.0, 2.0, 3.0]) @ cal.R.T + cal.T), [1.0, 2.0, 3.0])
-    for doc, message in (({"K1": K.tolist()}, "cannot read"),
+    for doc, message in (({"K1": K.tolist()}, "needs K1, K2, R and T \\(metres\\); missing K2, R, T$"),
                          ({"K1": K.tolist(), "K2": K.tolist(), "R": (2 * np.eye(3)).tolist(), "T": [0, 0, 0]},
                           "rotation"),
                          ({"K1": (-K).tolist(), "K2": K.tolist(), "R": np.eye(3).tolist(), "T": [0, 0, 0]}, "positive"),

@@ -114,3 +114,65 @@ def test_summary_reports_a_source_that_ended_early() -> None:
                      mean_reprojection_error_px=2.0, out="r.jsonl", ended_early=note)
     lines = s.format().splitlines()
     assert lines[0].startswith("tracked 3 frames") and lines[1] == f"warning: {note}; the frames after it are missing"
+
+
+
+def test_lines_of_an_image_folder_name_their_image(tmp_path: Path, capsys) -> None:
+    """A photo folder's lines said only the folder and a frame number: with an unreadable image
+    skipped, nothing tied a line to its photo. Each line now carries ``file``."""
+    from core.capture import DEMO_CLIP_PATH
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cap = cv2.VideoCapture(str(DEMO_CLIP_PATH))
+    for name in ("a.png", "c.png"):
+        ok, bgr = cap.read()
+        assert ok
+        cv2.imwrite(str(folder / name), bgr)
+    cap.release()
+    (folder / "b.png").write_bytes(b"not a png")  # unreadable, between the two: a gap at frame 1
+    out = tmp_path / "r.jsonl"
+    code, _, err = _run(["track", str(folder), "--out", str(out), "--fov", "60", "--max-hands", "1"], capsys)
+    assert code == 0, err
+    lines = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [(d["frame"], Path(d["file"]).name) for d in lines] == [(0, "a.png"), (2, "c.png")]
+    assert all(d["hands"] for d in lines)
+    video = _noise_video(tmp_path / "v.mp4", frames=2)
+    from core.capture import open_source
+    from core.tools.cli_track import _image_files
+
+    with open_source(str(video)) as src:
+        assert _image_files(src) is None
+
+
+def test_summary_camera_is_a_range_when_the_frames_had_different_cameras() -> None:
+    """Photos of several sizes (or per-frame intrinsics) each have their own camera; the summary
+    printed the last frame's as if it were everyone's. One camera still reads as before."""
+    from types import SimpleNamespace
+
+    from core.camera import intrinsics_from_fov
+    from core.tools.cli_track import _Cameras
+
+    def result(w: int, h: int, source: str):
+        return SimpleNamespace(camera=intrinsics_from_fov(70.0, w, h), camera_source=source)
+
+    one = _Cameras()
+    for _ in range(3):
+        one.add(result(640, 480, "assumed"))
+    assert one.note() == "camera f 457.0 px, 70 degrees (assumed); "
+    many = _Cameras()
+    for w, h, src in ((640, 480, "assumed"), (320, 240, "exif"), (640, 480, "assumed")):
+        many.add(result(w, h, src))
+    assert many.note() == "camera f 228.5-457.0 px over the frames (assumed, exif); "
+    assert _Cameras().note() == ""
+
+
+def test_summary_says_in_words_how_many_refinements_were_undone() -> None:
+    """'the fit kept in 0 refined hands' read as a riddle; the guard's count is now explained."""
+    from core.tools.cli_track import TrackSummary
+
+    s = TrackSummary(frames=3, frames_with_hands=3, hands=3, mean_time_ms={}, fps=1.0, mean_reprojection_error_px=2.0,
+                     out="r.jsonl", mean_silhouette_iou=0.8, mean_fit_reprojection_error_px=1.9,
+                     refinements_fell_back=2)
+    assert "mean reprojection error 2.00 px (fit 1.90 px; refinement undone in 2 hands whose keypoints it made " \
+           "worse); mean silhouette IoU 0.800;" in s.format()

@@ -168,3 +168,22 @@ def test_photos_are_sided_one_by_one(layers):
         sides = [e.process_detections(_frame(i, K), [d]).hands[0].detection.handedness
                  for i, d in enumerate([right, right, left_here, left_here, right])]
     assert sides == ["right", "right", "left", "left", "right"]
+
+
+def test_a_tiny_hand_inside_another_is_a_fragment_of_it_not_a_hand(layers):
+    """MediaPipe reported a fingertip of the demo's right hand as a 22 px 'left hand' (frame 74):
+    'track demo' counted 151 hands in 150 frames and 'calibrate --side left' made a profile of it.
+    A detection under a quarter of another's size, centred inside its box, is left out; a small
+    hand outside the big one's box is still a hand."""
+    K = intrinsics_from_fov(60, W, H).K
+    f = two_hand_sequence(layers, 1, K, (W, H), seed=1)[0]
+    right, left = detections(f, ("right", "left"))
+    centre = right.keypoints_2d.mean(0)
+    shrunk = centre + 0.1 * (left.keypoints_2d - left.keypoints_2d.mean(0))  # left hand at 1/10, on the right
+    fragment = dataclasses.replace(left, keypoints_2d=shrunk.astype(np.float32))
+    out = HandTracker().update([fragment, right], 0.0)
+    assert [t.index for t in out] == [1]
+    far = dataclasses.replace(left, keypoints_2d=(shrunk + [0.0, 5.0 * np.ptp(right.keypoints_2d[:, 1])]).astype(
+        np.float32))
+    out = HandTracker().update([right, far], 0.0)
+    assert [t.index for t in out] == [0, 1]

@@ -69,8 +69,11 @@ def source_inputs(source: str | None) -> list[str]:
     return [text]
 
 
-def open_demo(intrinsics: IntrinsicsSpec = None, fov_deg: float | None = None) -> VideoFileSource:
-    """The bundled demo clip as a video source named ``"demo"``.
+def open_demo(intrinsics: IntrinsicsSpec = None, fov_deg: float | None = None,
+              own_camera: bool = True) -> VideoFileSource:
+    """The bundled demo clip as a video source named ``"demo"``, in its own (exactly known)
+    camera unless ``intrinsics``, ``fov_deg`` or ``own_camera=False`` (weak perspective asked
+    for) say otherwise.
 
     Raises:
         InputError: the clip is missing from this installation.
@@ -80,7 +83,7 @@ def open_demo(intrinsics: IntrinsicsSpec = None, fov_deg: float | None = None) -
             f"the bundled demo clip is missing ({DEMO_CLIP_PATH}); reinstall HandTwin or "
             f"give a camera index or a video file"
         )
-    if intrinsics is None and fov_deg is None and DEMO_INTRINSICS_PATH.is_file():
+    if own_camera and intrinsics is None and fov_deg is None and DEMO_INTRINSICS_PATH.is_file():
         intrinsics = DEMO_INTRINSICS_PATH  # the clip is synthetic: its camera is known exactly
     return VideoFileSource(DEMO_CLIP_PATH, intrinsics, fov_deg, name="demo")
 
@@ -141,7 +144,10 @@ def open_source(
     if (depth is None) != (depth_camera is None):
         raise InputError("an RGB-D source needs both the depth stream (--depth) and its depth camera file "
                          "(--depth-intrinsics)")
-    source = _open(os.fspath(spec), intrinsics, fov_deg, epoch_s=None)
+    if weak_perspective and str(spec).strip() == "demo":  # asked for: not the clip's own camera
+        source: FrameSource = open_demo(intrinsics, fov_deg, own_camera=False)
+    else:
+        source = _open(os.fspath(spec), intrinsics, fov_deg, epoch_s=None)
     source.assume_camera(None if weak_perspective else DEFAULT_FOV_DEG)
     if depth is not None:
         from core.capture.rgbd import open_rgbd

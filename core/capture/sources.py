@@ -121,7 +121,7 @@ class _IntrinsicsAssigner:
         """Raise (exact counts) or warn (estimated counts) when per-frame K do not match."""
         if self.per_frame is None or frame_count is None or frame_count == self.count:
             return
-        message = f"{name}: {self.count} per-frame intrinsics for {frame_count} frames"
+        message = f"{name}: {self.count} per-frame intrinsics for {frame_count} frame{'s' if frame_count != 1 else ''}"
         if exact:
             raise InputError(message)
         log.warning("%s (frame count is the container's estimate)", message)

@@ -45,6 +45,9 @@ def load_stereo_calibration(path: str | Path) -> StereoCalibration:
     from core.inputs import read_json
 
     doc = read_json(path, "stereo calibration")
+    missing = [k for k in ("K1", "K2", "R", "T") if not isinstance(doc, dict) or k not in doc]
+    if missing:
+        raise InputError(f"the stereo calibration {path} needs K1, K2, R and T (metres); missing {', '.join(missing)}")
     try:
         cal = StereoCalibration(*(np.asarray(doc[k], dtype=np.float64) for k in ("K1", "K2", "R", "T")))
     except (ValueError, TypeError, KeyError, OverflowError) as exc:

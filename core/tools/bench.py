@@ -165,7 +165,8 @@ def run_benchmarks(only: list[str] | None = None, plots_dir: str | Path | None =
     ``soak_s`` is the soak's session length (default ``core.tools.bench_soak.DEFAULT_SOAK_S``).
 
     Raises:
-        InputError: a name in ``only`` that no benchmark has (before any benchmark runs).
+        InputError: a name in ``only`` that no benchmark has, or a ``plots_dir`` that cannot be
+            made a folder (before any benchmark runs).
     """
     global _PLOTS_DIR, _SOAK_S
     _PLOTS_DIR = Path(plots_dir) if plots_dir is not None else None
@@ -173,10 +174,15 @@ def run_benchmarks(only: list[str] | None = None, plots_dir: str | Path | None =
     torch.set_num_threads(max(1, torch.get_num_threads()))
     registered = {**BENCHMARKS, **_stage_benchmarks()}
     unknown = sorted(set(only or ()) - set(registered))
-    if unknown:
-        from core.errors import InputError
+    from core.errors import InputError
 
+    if unknown:
         raise InputError(f"no benchmark named {', '.join(unknown)}; --only takes {', '.join(registered)}")
+    if plots_dir is not None:  # a folder the plots can go to, before minutes of benchmarks
+        try:
+            Path(plots_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"--plots {plots_dir}: cannot make that folder ({exc.strerror or exc})") from exc
     results: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
     start = cpu_steal_ticks()
     for name, fn in registered.items():

@@ -142,6 +142,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
         f"({frames} frames read) in {result.seconds * 1000:.0f} ms: hand length {result.hand_length_mm:.1f} mm, "
         f"width {result.hand_width_mm:.1f} mm (scale: {result.scale_source}); wrote {out}"
     )
+    if len(result.frames) < k:
+        print(f"warning: only {len(result.frames)} of the {k} frames asked for (--frames) showed a usable {side} "
+              f"hand: so few views measure the bones poorly; film the hand longer, turning it (palm, back, side, "
+              f"fingers spread and bent)")
     if result.surface is not None:
         used = result.surface.used
         print(f"surface from {int(used.sum())} frames' silhouettes: offsets {result.surface.mean_mm:.2f} mm mean, "

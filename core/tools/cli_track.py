@@ -37,8 +37,8 @@ class TrackSummary:
         times = ", ".join(f"{k} {v:.1f} ms" for k, v in self.mean_time_ms.items())
         err = "n/a" if self.mean_reprojection_error_px is None else f"{self.mean_reprojection_error_px:.2f} px"
         if self.mean_silhouette_iou is not None and self.mean_fit_reprojection_error_px is not None:
-            err += (f" (fit {self.mean_fit_reprojection_error_px:.2f} px; the fit kept in "
-                    f"{self.refinements_fell_back} refined hands)")
+            err += (f" (fit {self.mean_fit_reprojection_error_px:.2f} px; refinement undone in "
+                    f"{_count(self.refinements_fell_back, 'hand')} whose keypoints it made worse)")
         iou = "" if self.mean_silhouette_iou is None else f"mean silhouette IoU {self.mean_silhouette_iou:.3f}; "
         early = "" if self.ended_early is None else f"\nwarning: {self.ended_early}; the frames after it are missing"
         return (
@@ -114,7 +114,7 @@ def run_track(
     iou = _Mean()
     fell_back = 0
     frames = with_hands = hands = 0
-    camera = ""
+    cameras = _Cameras()
     import time
 
     start = time.perf_counter()
@@ -129,9 +129,13 @@ def run_track(
         settings = EngineSettings(max_hands=max_hands, device=device, model=model, refine_iterations=refine)
         total = getattr(src, "frame_count", None)
         engine_cm = options.engine(settings, src, shape, stream=True)
+        files = _image_files(src)
         with engine_cm as engine, ProgressBar(total, "track", progress) as bar:
             for result in engine.process_stream(src):
-                f.write(json.dumps(result.to_json()) + "\n")
+                line = result.to_json()
+                if files is not None:  # which photo this line is (an unreadable one leaves a gap)
+                    line["file"] = str(files[result.frame])
+                f.write(json.dumps(line) + "\n")
                 frames += 1
                 hands += len(result.hands)
                 with_hands += bool(result.hands)
@@ -143,7 +147,7 @@ def run_track(
                         fell_back += bool(h.refined.fell_back)
                 for k, v in result.time_ms.items():
                     times.setdefault(k, _Mean()).add(v)
-                camera = _camera_note(result)
+                cameras.add(result)
                 bar.update(1, f"{len(result.hands)} hand(s)")
         ended_early = getattr(src, "ended_early", None)
     elapsed = time.perf_counter() - start
@@ -166,19 +170,48 @@ def run_track(
         mean_silhouette_iou=iou.mean,
         mean_fit_reprojection_error_px=fit_error.mean,
         refinements_fell_back=fell_back,
-        camera=camera,
+        camera=cameras.note(),
         ended_early=ended_early,
     )
     return summary
 
 
-def _camera_note(result) -> str:
-    """The summary's camera: the last frame's focal length and where it came from."""
-    cam = result.camera
-    if cam is None:
-        return ""
-    fov = "" if cam.fov_x_deg is None else f", {cam.fov_x_deg:.0f} degrees"
-    return f"camera f {cam.fx:.1f} px{fov} ({result.camera_source}); "
+def _image_files(src) -> tuple[Path, ...] | None:
+    """The image files of a folder or glob source (frame i is file i), or None for other sources."""
+    for s in (src, getattr(src, "colour", None)):  # an RGB-D source's colour frames
+        paths = getattr(s, "paths", None)
+        if isinstance(paths, tuple) and len(paths) == getattr(s, "frame_count", None):
+            return paths
+    return None
+
+
+class _Cameras:
+    """The summary's camera: one focal length and its field of view when every frame had the same,
+    else the range over the frames (photos of several sizes, per-frame intrinsics, a stream that
+    switched to its estimate), with where they came from."""
+
+    def __init__(self) -> None:
+        self.lo = self.hi = None
+        self.sources: dict[str, None] = {}  # in order of first appearance
+        self.last = None
+
+    def add(self, result) -> None:
+        cam = result.camera
+        if cam is None:
+            return
+        self.lo = cam.fx if self.lo is None else min(self.lo, cam.fx)
+        self.hi = cam.fx if self.hi is None else max(self.hi, cam.fx)
+        self.sources[result.camera_source] = None
+        self.last = cam
+
+    def note(self) -> str:
+        if self.last is None:
+            return ""
+        sources = ", ".join(self.sources)
+        if self.hi - self.lo > 0.05:
+            return f"camera f {self.lo:.1f}-{self.hi:.1f} px over the frames ({sources}); "
+        fov = "" if self.last.fov_x_deg is None else f", {self.last.fov_x_deg:.0f} degrees"
+        return f"camera f {self.last.fx:.1f} px{fov} ({sources}); "
 
 
 class _Mean:
