@@ -29,6 +29,10 @@ log = logging.getLogger("handtwin")
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+# FFmpeg's own lines ("[mjpeg @ 0x...] overread 8", "[video4linux2,v4l2 @ ...] Cannot open video
+# device") repeat what HandTwin reports in its own words (a video that stops decoding, a camera
+# that does not open): quiet (-8, AV_LOG_QUIET) unless the environment says otherwise.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 # HandTwin's NumPy work is small arrays, where OpenBLAS's threads never pay and busy-wait for
 # milliseconds after each call, keeping a second core spinning (core.threads). Set before
 # NumPy loads; an explicit setting in the environment wins.
@@ -291,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("handtwin: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout's reader went away (`| head`): no traceback, like other tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing more to flush into the closed pipe at exit
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, as a shell reports a pipeline's early reader
 
 
 if __name__ == "__main__":

@@ -133,6 +133,7 @@ def check_output(out: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
     path = Path(out).expanduser()
     if path.is_dir():
         raise ExportError(f"Cannot write {path}: it is a folder, not a file name.")
+    _refuse_special(path)
     if _is_input(path, inputs) is not None:
         raise ExportError(f"Refusing to write {path}: it is an input of this command; choose another output name.")
     _probe_folder(path)
@@ -263,9 +264,22 @@ def _check_folder(folder: Path) -> None:
 
 
 def _check_target(path: Path) -> None:
-    """Raise :class:`ExportError` if ``path`` is an existing folder."""
+    """Raise :class:`ExportError` if ``path`` is an existing folder, device, pipe or socket."""
     if path.is_dir():
         raise ExportError(f"Cannot export to {path}: it is a folder, not a file name.")
+    _refuse_special(path)
+
+
+def _refuse_special(path: Path) -> None:
+    """Raise :class:`ExportError` if ``path`` exists (through links) and is not a regular file.
+
+    Outputs are written beside the target and renamed onto it, which would put a file in
+    place of ``/dev/stdout``, ``/dev/null`` or a named pipe (or, without the right to write
+    in ``/dev``, fail with a puzzling message): such a target is refused before any work.
+    """
+    if path.exists() and not path.is_file():
+        raise ExportError(f"Cannot write {path}: it is not a regular file (a device, pipe or socket); HandTwin "
+                          f"writes its outputs as files (a new file renamed into place): give a file name.")
 
 
 def _export_error(path: Path, exc: OSError) -> ExportError:

@@ -72,3 +72,22 @@ def test_several_files_are_written_all_or_none(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(os, "fsync", real_fsync)
     written = write_files_atomic(tmp_path, {"a.obj": b"new", "b.mtl": b"m"})
     assert written == [tmp_path / "a.obj", tmp_path / "b.mtl"] and (tmp_path / "a.obj").read_bytes() == b"new"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_an_output_that_is_a_pipe_or_device_is_refused_before_any_work(tmp_path, capsys) -> None:
+    """``--out /dev/stdout`` (or a named pipe) passed the checks and was then replaced by a
+    regular file renamed onto it (as root, in /dev); such a target is refused up front."""
+    import main as cli
+    from core.outputs import check_output
+
+    fifo = tmp_path / "r.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(ExportError, match="not a regular file"):
+        check_output(fifo)
+    assert cli.main(["track", "demo", "--out", str(fifo)]) == 2
+    os.mkfifo(tmp_path / "h.glb")
+    assert cli.main(["export", "--profile", "nothing.json", "--out", str(tmp_path / "h.glb")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("not a regular file" in line for line in err)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISFIFO(os.stat(tmp_path / "h.glb").st_mode)

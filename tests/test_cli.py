@@ -134,3 +134,13 @@ def test_a_mistyped_argument_is_one_error_line(argv: list[str], message: str, ca
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("handtwin: error: ") and message in err[0], captured.err
     assert err[0].endswith("--help)") and captured.out == ""
+
+
+def test_a_closed_stdout_is_no_traceback() -> None:
+    """``main.py bench --json | head -1`` ended in a BrokenPipeError traceback when head left first."""
+    proc = subprocess.Popen([sys.executable, "main.py", "model-info", "--json"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -96,3 +96,26 @@ os.write(2, b"after ctrl-c\n")
     assert res.returncode == 0, res.stderr
     err = res.stderr.decode()
     assert "KeyboardInterrupt" not in err and "after ctrl-c" in err, err
+
+
+
+def test_ffmpeg_lines_do_not_repeat_what_handtwin_reports(tmp_path: Path) -> None:
+    """Run as a user runs it, on a truncated MJPG video: FFmpeg's '[mjpeg @ 0x...] overread 8'
+    came beside HandTwin's own warning that the file stopped decoding; now only HandTwin's lines."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    video = tmp_path / "v.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for _ in range(12):
+        writer.write(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    writer.release()
+    data = video.read_bytes()
+    video.write_bytes(data[: len(data) // 2])
+    res = subprocess.run([sys.executable, "main.py", "track", str(video), "--out", str(tmp_path / "r.jsonl"),
+                          "--fov", "60"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2  # noise: no hand
+    lines = res.stderr.strip().splitlines()
+    assert [ln.split(":")[0].split(" ")[0] for ln in lines] == ["WARNING", "handtwin"], res.stderr
+    assert "stopped decoding after" in lines[0] and "no hand was found" in lines[1]

@@ -149,3 +149,6 @@ def test_calibrate_warns_when_fewer_frames_than_asked_were_usable(tmp_path: Path
     assert lines[1].startswith(f"warning: only {used} of the 5 frames asked for (--frames) showed a usable")
     assert main(args + ["--frames", str(used)]) == 0
     assert "warning" not in capsys.readouterr().out
+    out.unlink()
+    assert main(args + ["--side", "left"]) == 2  # rendered right hands: the error names the side asked for
+    assert "no usable left hand in the 2 frames" in capsys.readouterr().err and not out.exists()

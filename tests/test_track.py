@@ -165,3 +165,14 @@ def test_summary_camera_is_a_range_when_the_frames_had_different_cameras() -> No
         many.add(result(w, h, src))
     assert many.note() == "camera f 228.5-457.0 px over the frames (assumed, exif); "
     assert _Cameras().note() == ""
+
+
+def test_summary_says_in_words_how_many_refinements_were_undone() -> None:
+    """'the fit kept in 0 refined hands' read as a riddle; the guard's count is now explained."""
+    from core.tools.cli_track import TrackSummary
+
+    s = TrackSummary(frames=3, frames_with_hands=3, hands=3, mean_time_ms={}, fps=1.0, mean_reprojection_error_px=2.0,
+                     out="r.jsonl", mean_silhouette_iou=0.8, mean_fit_reprojection_error_px=1.9,
+                     refinements_fell_back=2)
+    assert "mean reprojection error 2.00 px (fit 1.90 px; refinement undone in 2 hands whose keypoints it made " \
+           "worse); mean silhouette IoU 0.800;" in s.format()

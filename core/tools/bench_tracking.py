@@ -12,6 +12,8 @@
   estimate from MediaPipe's keypoints (:func:`exact_hand_fov`: the camera that best explains
   them given the exact 3D hand). With
   ``bench --plots DIR``, one figure per case.
+* ``rendered_sides``: how the real MediaPipe reads the rendered hands: stills found, sides
+  right by label and by world-landmark chirality, and how soon a right hand's track is sided right.
 """
 
 from __future__ import annotations
@@ -200,7 +202,55 @@ def _plot_case(fov: float, per: dict[str, list[float]]) -> None:
         ax.legend(fontsize=8)
 
 
-BENCHMARKS = {"tracks": bench_tracks, "wide_angle": bench_wide_angle}
+def bench_rendered_sides(stills: int = 40, seed: int = 1000) -> dict[str, Any]:
+    """How the real MediaPipe reads our rendered hands (:mod:`core.synth.render`): on ``stills``
+    random stills (256 px, half of them left hands), the share it finds and, of those, the
+    share whose label and whose world landmarks' chirality (:func:`core.tracking.chirality`)
+    give the true side, and its 2D keypoint error; on the ``moving`` and ``fast`` clips of a
+    right hand (:func:`core.synth.motion.moving_hand_clip`), the share of frames labelled right,
+    the share the engine's track sides right, and the first frame from which it stays right."""
+    from core.detect import HandDetector
+    from core.engine import Engine, EngineSettings
+    from core.synth import SynthSettings, default_layers, render_hand_sample
+    from core.synth.motion import moving_hand_clip
+    from core.tracking import chirality
+
+    layers = default_layers()
+    settings = SynthSettings(image_size=(256, 256), left_probability=0.5)
+    found = label = geometry = 0
+    errors = []
+    with HandDetector(max_hands=1, mode="static") as detector:
+        for i in range(stills):
+            s = render_hand_sample(np.random.default_rng(seed + i), layers, settings)
+            d = detector.detect(s.image)
+            if not d:
+                continue
+            found += 1
+            label += d[0].handedness == s.side
+            geometry += (chirality(d[0].world_landmarks) > 0) == (s.side == "right")
+            errors.append(float(np.linalg.norm(d[0].keypoints_2d - s.keypoints_2d, axis=1).mean()))
+    out: dict[str, Any] = {"rendered_stills": stills, "rendered_stills_found": round(found / stills, 3),
+                           "rendered_stills_label_correct": round(label / max(found, 1), 3),
+                           "rendered_stills_chirality_correct": round(geometry / max(found, 1), 3),
+                           "rendered_stills_keypoint_px": _median(errors)}
+    engine_settings = EngineSettings(detector_process=False, smoothing=None)
+    for name, speed in (("moving", 1.0), ("fast", 2.0)):
+        clip = moving_hand_clip(frames=40, speed=speed, supersample=1, seed=3, name=name)
+        labels, sides = [], []
+        with HandDetector(max_hands=1, mode="video") as detector, Engine(engine_settings, stream=True) as engine:
+            for frame in clip.frames():
+                d = detector.detect(frame.image, frame.timestamp_s)
+                labels += [x.handedness for x in d[:1]]
+                result = engine.process_detections(frame, d)
+                sides.append(result.hands[0].detection.handedness if result.hands else None)
+        wrong = [i for i, side in enumerate(sides) if side != "right"]
+        out[f"rendered_{name}_label_right"] = round(sum(x == "right" for x in labels) / max(len(labels), 1), 3)
+        out[f"rendered_{name}_track_right"] = round(sum(x == "right" for x in sides) / len(sides), 3)
+        out[f"rendered_{name}_track_right_from_frame"] = wrong[-1] + 1 if wrong else 0
+    return out
+
+
+BENCHMARKS = {"tracks": bench_tracks, "wide_angle": bench_wide_angle, "rendered_sides": bench_rendered_sides}
 
 
 def wide_angle_detections(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 24,

@@ -122,7 +122,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     side = max(sessions, key=lambda s: len(sessions[s].candidates))
     session = sessions[side]
     if not session.candidates:
-        raise InputError(f"no usable hand in the {frames} frames of {args.source}")
+        which = "" if side_arg == "auto" else f"{side_arg} "
+        raise InputError(f"no usable {which}hand in the {frames} frames of {args.source}")
     if source_kind == "prior" and measured[side]:
         source_kind = "depth"  # an RGB-D source measured the hand's size
     elif source_kind == "prior" and getattr(args, "depth", None):

@@ -37,8 +37,8 @@ class TrackSummary:
         times = ", ".join(f"{k} {v:.1f} ms" for k, v in self.mean_time_ms.items())
         err = "n/a" if self.mean_reprojection_error_px is None else f"{self.mean_reprojection_error_px:.2f} px"
         if self.mean_silhouette_iou is not None and self.mean_fit_reprojection_error_px is not None:
-            err += (f" (fit {self.mean_fit_reprojection_error_px:.2f} px; the fit kept in "
-                    f"{self.refinements_fell_back} refined hands)")
+            err += (f" (fit {self.mean_fit_reprojection_error_px:.2f} px; refinement undone in "
+                    f"{_count(self.refinements_fell_back, 'hand')} whose keypoints it made worse)")
         iou = "" if self.mean_silhouette_iou is None else f"mean silhouette IoU {self.mean_silhouette_iou:.3f}; "
         early = "" if self.ended_early is None else f"\nwarning: {self.ended_early}; the frames after it are missing"
         return (
