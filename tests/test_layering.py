@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.inputs",),
     ("core.outputs",),
     ("core.camera", "core.keypoints", "core.mirror", "core.rotations", "core.metrics", "core.threads",
-     "core.progress", "core.native", "core.procstat"),
+     "core.progress", "core.native", "core.native_logs", "core.procstat"),
     ("core.model",),
     ("core.profile_io", "core.render", "core.capture"),
     ("core.segment",),
