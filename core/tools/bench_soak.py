@@ -126,7 +126,8 @@ def run_gui_soak(duration_s: float = DEFAULT_SOAK_S, sample_s: float = 5.0, grac
         err.seek(0)
         text = err.read().decode("utf-8", "replace")
     frames = [int(m) for m in _FRAMES_LINE.findall(text)]
-    fatal = [ln.strip() for ln in text.splitlines() if re.search(r"Fatal|Traceback|Error:|handtwin: error:|Segmentation", ln)]
+    fatal = [ln.strip() for ln in text.splitlines()
+             if re.search(r"Fatal|Traceback|Error:|handtwin: error:|Segmentation", ln)]
     survived = exit_code == 0 and ran_s >= duration_s
     return SoakResult(
         duration_s=float(duration_s), ran_s=ran_s, exit_code=exit_code, survived=survived,
