@@ -212,6 +212,10 @@ def _check_display() -> None:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
+    if args.quit_after is not None:  # NaN stopped the window with a traceback, a negative quit at once
+        from core.inputs import check_number
+
+        check_number(args.quit_after, "--quit-after", 0.1, 10 ** 6, "s")
     _check_display()
     if args.intrinsics:  # a file named on the command line is checked before the window opens
         from core.camera import load_intrinsics

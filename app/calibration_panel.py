@@ -267,10 +267,16 @@ class CalibrationPanel(QWidget):
         self.cal_status.setStyleSheet("color: #8a94a3;")
         # Below the scroll area, always in view: at 1280 x 720 Calibrate, its progress and Cancel
         # were below the thumbnails and the size options, out of sight.
+        self.save_btn = QPushButton(icon(QStyle.StandardPixmap.SP_DialogSaveButton), "Save as profile…")
+        self.save_btn.setToolTip("Save the result as a named profile and track with it")
+        self.save_btn.clicked.connect(self.save_profile_dialog)
         bar = QVBoxLayout()
         bar.setContentsMargins(9, 4, 9, 4)
         bar.addLayout(row)
-        bar.addWidget(self.cal_status)
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.cal_status, 1)
+        status_row.addWidget(self.save_btn)  # beside the result's status: it was below the plots
+        bar.addLayout(status_row)
         outer.addLayout(bar)
 
         # -- result
@@ -288,9 +294,6 @@ class CalibrationPanel(QWidget):
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setFixedHeight(360)
         rlay.addWidget(self.canvas)
-        self.save_btn = QPushButton(icon(QStyle.StandardPixmap.SP_DialogSaveButton), "Save as profile…")
-        self.save_btn.clicked.connect(self.save_profile_dialog)
-        rlay.addWidget(self.save_btn)
         lay.addWidget(self.result_box)
         lay.addStretch(1)
         # The calibrated mesh's 3D view stays outside the scroll area (an OpenGL widget
@@ -767,7 +770,7 @@ class CalibrationPanel(QWidget):
 
     def show_result(self, result: Any) -> None:
         self.state.set_calibration(result)
-        self.cal_status.setText(f"Calibrated in {result.seconds:.1f} s.")
+        self.cal_status.setText(f"Calibrated in {result.seconds:.1f} s. Save it as a profile to track with it.")
         self.cal_progress.setRange(0, 1000)
         self.cal_progress.setValue(1000)
         scale_names = {"prior": "average size (no measurement)", "hand_length": "known hand length",

@@ -144,3 +144,13 @@ def test_a_closed_stdout_is_no_traceback() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "inf", "0"])
+def test_gui_quit_after_must_be_a_positive_time(value: str, monkeypatch, capsys) -> None:
+    """``--quit-after nan`` ended in a ValueError traceback after the window opened; a negative
+    value quit at once with 'QTimer::start: negative intervals'. Checked before the window."""
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert cli.main(["gui", "--source", "demo", "--quit-after", value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("handtwin: error: --quit-after must be between 0.1 and")

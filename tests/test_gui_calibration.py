@@ -111,7 +111,7 @@ def test_result_view_shows_the_personal_skeleton_against_the_average(make_window
 
 @pytest.mark.slow
 def test_result_opens_at_its_top_with_plots_that_read(make_window, gui_env, qtbot) -> None:
-    """At 1280 x 720 Calibrate, its progress and Cancel are in view, and the result opens at its
+    """At 1280 x 720 Calibrate, its progress, Cancel and Save are in view, and the result opens at its
     first lines (hand length, where the size comes from: the view centred the tall result box,
     which scrolled them out of sight); the per-bone plot
     shows each bone's difference from the average hand (the table's column: 1-2 mm differences
@@ -142,6 +142,9 @@ def test_result_opens_at_its_top_with_plots_that_read(make_window, gui_env, qtbo
         top = label.mapTo(viewport, QPoint(0, 0)).y()
         assert 0 <= top and top + label.height() <= viewport.height(), (label.text()[:40], top)
     assert "population prior" in panel.result_view.scale_label.text()
+    # Save as profile is in view too (it was at the bottom of the result, below the plots).
+    assert panel.save_btn.isEnabled() and panel.save_btn.visibleRegion().boundingRect().size() == panel.save_btn.size()
+    assert "Save it as a profile" in panel.cal_status.text()
 
     fig = panel.figure
     bones = next(ax for ax in fig.axes if len(ax.patches) == 20)

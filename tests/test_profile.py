@@ -142,8 +142,9 @@ def test_calibrate_warns_when_fewer_frames_than_asked_were_usable(tmp_path: Path
         cv2.imwrite(str(tmp_path / f"f{i}.png"), rgb_to_bgr(s.image))
     out = tmp_path / "me.json"
     args = ["calibrate", str(tmp_path / "*.png"), "--out", str(out), "--fov", "50", "--no-surface"]
-    assert main(args + ["--frames", "5"]) == 0
+    assert main(args + ["--frames", "5", "--name", "   "]) == 0  # a blank name was refused after the work
     used = len(load_profile(out).frames)
+    assert load_profile(out).name == "me"
     lines = capsys.readouterr().out.splitlines()
     assert 1 <= used <= 2
     assert lines[1].startswith(f"warning: only {used} of the 5 frames asked for (--frames) showed a usable")

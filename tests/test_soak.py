@@ -77,3 +77,13 @@ def test_plain_bench_skips_gui_fps(monkeypatch) -> None:
     assert ran == []
     bench.run_benchmarks(["gui_fps"])
     assert ran == ["gui_fps"]
+
+
+@pytest.mark.parametrize("duration", [float("nan"), float("inf"), 0.0, -3.0])
+def test_soak_refuses_a_duration_that_is_not_a_positive_time(duration: float) -> None:
+    """``bench --only soak --soak-s nan`` started the GUI, which then failed; refused up front."""
+    from core.errors import InputError
+    from core.tools.bench_soak import run_gui_soak
+
+    with pytest.raises(InputError, match="the soak duration must be > 0 s"):
+        run_gui_soak(duration)

@@ -10,6 +10,7 @@ Python < 3.12: see tests/test_qt_refcount.py) aborts such a session after about 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import subprocess
@@ -91,7 +92,7 @@ def run_gui_soak(duration_s: float = DEFAULT_SOAK_S, sample_s: float = 5.0, grac
     The window quits by itself after ``duration_s`` (``--quit-after``); a process still there
     ``grace_s`` later is taken for hung and killed.
     """
-    if duration_s <= 0:
+    if not duration_s > 0 or not math.isfinite(duration_s):  # NaN passed '<= 0' and failed in the window
         raise InputError(f"the soak duration must be > 0 s, got {duration_s}")
     if not MAIN_SCRIPT.is_file():
         raise InputError(f"the soak starts {MAIN_SCRIPT}, which is missing (run from a checkout)")
@@ -125,7 +126,8 @@ def run_gui_soak(duration_s: float = DEFAULT_SOAK_S, sample_s: float = 5.0, grac
         err.seek(0)
         text = err.read().decode("utf-8", "replace")
     frames = [int(m) for m in _FRAMES_LINE.findall(text)]
-    fatal = [ln.strip() for ln in text.splitlines() if re.search(r"Fatal|Traceback|Error:|Segmentation", ln)]
+    fatal = [ln.strip() for ln in text.splitlines()
+             if re.search(r"Fatal|Traceback|Error:|handtwin: error:|Segmentation", ln)]
     survived = exit_code == 0 and ran_s >= duration_s
     return SoakResult(
         duration_s=float(duration_s), ran_s=ran_s, exit_code=exit_code, survived=survived,

@@ -135,7 +135,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         scale = ScaleOption(source_kind, keypoints_3d=np.stack(measured[side]),
                             bones=FLAT_BONES if source_kind == "aruco" else tuple(range(20)))
     result = session.calibrate(scale)
-    name = getattr(args, "name", None) or out.stem
+    name = (getattr(args, "name", None) or "").strip() or out.stem  # a blank --name: the file name
     profile = session.to_profile(result, name)
     save_profile(out, profile)
     print(
