@@ -283,12 +283,51 @@ def wide_angle_detections(fovs: tuple[float, ...] = (90.0, 120.0), frames: int =
     return out
 
 
-if __name__ == "__main__":  # pragma: no cover - regenerates tests/data/wide_angle_detections.npz
+def rendered_side_evidence(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 48,
+                           seed: int = 1) -> dict[str, np.ndarray]:
+    """Per-frame side evidence on the rendered wide-angle clips of a right hand (the tests replay
+    it through :class:`core.tracking.HandTracker` instead of rendering, detecting and fitting):
+    :func:`wide_angle_detections`' arrays per clip, and ``fov{F}_fit_right_px`` /
+    ``_fit_left_px`` (N,) the reprojection error of the right and of the mirrored model fitted
+    from scratch with the true intrinsics (what the engine feeds
+    :meth:`~core.tracking.HandTracker.observe_fit_sides` while a track is unsure; NaN without a
+    hand), ``_true_chirality`` (N,) :func:`core.tracking.chirality` of the rendered joints."""
+    from core.camera import intrinsics_from_fov
+    from core.engine import Engine, EngineSettings
+    from core.fit.tailor import HandObservation
+    from core.synth import default_layers
+    from core.synth.sequences import render_clip
+    from core.tracking import chirality
+
+    out = wide_angle_detections(fovs, frames, seed)
+    layers = default_layers()
+    with Engine(EngineSettings(detector_process=False), stream=True) as engine:
+        for fov in fovs:
+            key = f"fov{fov:.0f}"
+            clip = render_clip(layers, fov, frames, (W, H), seed=seed)
+            out[f"{key}_true_chirality"] = np.array([chirality(s.joints_3d) for s in clip], np.float32)
+            K = intrinsics_from_fov(fov, W, H).K
+            errors = np.full((frames, 2), np.nan, np.float32)
+            for i in np.flatnonzero(out[f"{key}_found"]):
+                obs = [HandObservation(side, out[f"{key}_keypoints_2d"][i], out[f"{key}_world"][i], K, (W, H),
+                                       float(out[f"{key}_score"][i])) for side in ("right", "left")]
+                fits = engine.fitter.fit(obs, None, [None, None])
+                errors[i] = [f.reprojection_error_px for f in fits]
+            out[f"{key}_fit_right_px"], out[f"{key}_fit_left_px"] = errors[:, 0], errors[:, 1]
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerates the replayed detections under tests/data
     import sys
     from pathlib import Path
 
-    default = Path(__file__).resolve().parents[1] / "tests" / "data" / "wide_angle_detections.npz"
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else default
+    # python -m core.tools.bench_tracking [sides] [PATH]: wide_angle_detections.npz, or with
+    # "sides" rendered_side_evidence.npz (the new renders: regenerate when core.synth changes).
+    sides = sys.argv[1:2] == ["sides"]
+    args = sys.argv[2:] if sides else sys.argv[1:]
+    name = "rendered_side_evidence.npz" if sides else "wide_angle_detections.npz"
+    default = Path(__file__).resolve().parents[2] / "tests" / "data" / name
+    target = Path(args[0]) if args else default
     target.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(target, **wide_angle_detections())
+    np.savez_compressed(target, **(rendered_side_evidence() if sides else wide_angle_detections()))
     print(f"wrote {target}")
