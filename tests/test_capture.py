@@ -527,3 +527,13 @@ def test_weak_perspective_on_the_demo_is_not_overridden_by_its_own_camera() -> N
     with open_source("demo", weak_perspective=True) as src:
         frame = next(iter(src))
         assert frame.intrinsics is None and not src.camera_known
+
+
+def test_a_gui_source_spec_given_to_the_command_line_says_which_options_to_use(tmp_path: Path) -> None:
+    """``track 'clip.mp4|depth=d|depth-intrinsics=D.json'`` said only 'no such file or folder'."""
+    from core.capture import open_source
+
+    with pytest.raises(InputError, match=r"source spec is for gui --source; .*--depth/--depth-intrinsics"):
+        open_source(f"demo|depth={tmp_path}|depth-intrinsics={tmp_path / 'D.json'}")
+    with pytest.raises(InputError, match=r"no such file or folder: .*a camera index"):
+        open_source(str(tmp_path / "missing.mp4"))

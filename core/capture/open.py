@@ -111,6 +111,9 @@ def _open(
         return VideoFileSource(path, intrinsics, fov_deg, name=text)
     if glob.has_magic(text):
         return ImageSequenceSource.from_glob(os.path.expanduser(text), intrinsics, fov_deg)
+    if "|" in text:  # a GUI source spec given to track / calibrate / export
+        raise InputError(f"no such file or folder: {text} (a 'SRC|...' source spec is for gui --source; track, "
+                         f"calibrate and export take --depth/--depth-intrinsics or --stereo/--stereo-calib)")
     raise InputError(f"no such file or folder: {text} ({_SRC_HELP})")
 
 
