@@ -94,9 +94,14 @@ class TrackerSettings:
         fit_scale: fit residual ratio (log) giving one unit of log-odds.
         fit_cap: largest log-odds of one frame's fit comparison.
         decay: factor on the accumulated log-odds per frame (forgets old evidence slowly).
-        geo_cap: most log-odds geometry and fits may hold together, so that a wrong early side
-            (MediaPipe reading a hand as its mirror image for its first frames, in every
-            channel) is undone within two frames of clear evidence the other way.
+        geo_cap: most log-odds geometry and fits may hold together for a young track, so that a
+            wrong early side (MediaPipe reading a hand as its mirror image for its first frames,
+            in every channel) is undone within two frames of clear evidence the other way.
+        geo_cap_growth: the bound grows by this much per frame with a detection, up to
+            ``geo_cap_max``: a side held for long is not given up on a few frames (the
+            pre-forearm 120 degree render's right hand reads left in label, landmarks and fit
+            for its last 5 frames).
+        geo_cap_max: the bound's largest value.
         switch_margin: log-odds beyond zero, the other way, before a track's side changes.
         unsure: a track is unsure of its side while the |log-odds| from its geometry and fits
             (not labels) is below this: the engine then fits both models.
@@ -120,6 +125,8 @@ class TrackerSettings:
     fit_cap: float = 3.0
     decay: float = 0.97
     geo_cap: float = 8.0
+    geo_cap_growth: float = 1.0
+    geo_cap_max: float = 50.0
     switch_margin: float = 4.0
     unsure: float = 6.0
     recheck: float = 2.0
@@ -193,7 +200,8 @@ class Track:
         """Accumulate evidence (``geometric``: from geometry or fits, else a label); the side
         changes only beyond the switch margin (hysteresis)."""
         if geometric:
-            self.geo_odds = float(np.clip(self.geo_odds + log_odds, -settings.geo_cap, settings.geo_cap))
+            cap = min(max(settings.geo_cap, settings.geo_cap_growth * self.hits), settings.geo_cap_max)
+            self.geo_odds = float(np.clip(self.geo_odds + log_odds, -cap, cap))
         else:
             self.label_odds = float(np.clip(self.label_odds + log_odds, -settings.label_cap, settings.label_cap))
         if not self.committed:  # young and unsure: the side follows the evidence so far
