@@ -11,8 +11,7 @@ and decides every track's side from evidence accumulated along the track:
   of a triple product of MediaPipe's metric world landmarks tells them apart; it is
   weak only for a hand held flat (the fingers' flexion shows the palm side);
 * **the fit** (:meth:`HandTracker.observe_fit_sides`): where the side is unsure, the engine fits
-  both the right and the mirrored model; the one with the clearly lower residual is evidence
-  (a residual ratio under ``fit_margin`` is none: a hand seen flat or edge-on fits both);
+  both the right and the mirrored model; the one with the lower residual is evidence;
 * **MediaPipe's label**, weighted low.
 
 The evidence is a log-odds sum with a slow decay, and the side changes only when it crosses a
@@ -85,20 +84,25 @@ class TrackerSettings:
         max_coast_s: seconds a track survives without a detection (whichever comes first).
         chirality_scale: chirality giving one unit of log-odds (see :func:`chirality`).
         chirality_cap: largest log-odds one frame's geometry gives.
-        label_weight: log-odds of MediaPipe's label at score 1 (scaled by 2 * score - 1).
+        label_weight: factor on the log-odds of MediaPipe's label score, log(s / (1 - s)) with s
+            in [0.01, 0.99] (tempered: its scores are overconfident). A confident label (0.9:
+            1.1) is followed within a few frames where the geometry is weak; a doubtful one
+            (0.6: 0.2) hardly counts. On the rendered 90 degree clip (labels right at 0.85-0.93,
+            world landmarks nearly flat, the mirrored model fitting 1.2-1.5x better) the track
+            was left at frames 6-9 with the linear 0.7 * (2s - 1) (0.56 at 0.9).
         label_cap: most log-odds the labels may hold together.
-        fit_scale: fit residual ratio (log) beyond ``fit_margin`` giving one unit of log-odds.
-        fit_margin: fit residual ratio (log) that gives no evidence: both models explain the
-            keypoints about as well. MediaPipe's keypoints of a hand seen flat or edge-on
-            (rendered right hands under 90-120 degree cameras, world-landmark chirality -0.07 to
-            +0.05 where the truth is +0.10 to +0.36) are fitted 1.2-1.6 times better by the
-            mirrored model, frame after frame: below 1.6 the better fit was the mirrored
-            model's in 20 of 35 frames (no information); a clear side gave 1.7 to 200.
+        fit_scale: fit residual ratio (log) giving one unit of log-odds.
         fit_cap: largest log-odds of one frame's fit comparison.
         decay: factor on the accumulated log-odds per frame (forgets old evidence slowly).
+        geo_cap: most log-odds geometry and fits may hold together, so that a wrong early side
+            (MediaPipe reading a hand as its mirror image for its first frames, in every
+            channel) is undone within two frames of clear evidence the other way.
         switch_margin: log-odds beyond zero, the other way, before a track's side changes.
         unsure: a track is unsure of its side while the |log-odds| from its geometry and fits
             (not labels) is below this: the engine then fits both models.
+        recheck: a frame whose geometry gives at least this many log-odds against the track's
+            side makes it unsure for that frame: both models are fitted again, and the fit
+            (independent of MediaPipe's world landmarks) confirms or overturns the side.
     """
 
     gate: float = 1.2
@@ -110,14 +114,15 @@ class TrackerSettings:
     max_coast_s: float = 0.5
     chirality_scale: float = 0.08
     chirality_cap: float = 3.0
-    label_weight: float = 0.7
+    label_weight: float = 0.5
     label_cap: float = 5.0
     fit_scale: float = 0.15
-    fit_margin: float = math.log(1.6)
     fit_cap: float = 3.0
     decay: float = 0.97
+    geo_cap: float = 8.0
     switch_margin: float = 4.0
     unsure: float = 6.0
+    recheck: float = 2.0
 
 
 def side_evidence(detection: Detection, settings: TrackerSettings = TrackerSettings()) -> tuple[float, float]:
@@ -125,7 +130,8 @@ def side_evidence(detection: Detection, settings: TrackerSettings = TrackerSetti
     label)``."""
     geo = chirality(detection.world_landmarks) / settings.chirality_scale
     geo = float(np.clip(geo, -settings.chirality_cap, settings.chirality_cap))
-    label = settings.label_weight * (2.0 * float(detection.score) - 1.0)
+    score = min(max(float(detection.score), 0.01), 0.99)
+    label = settings.label_weight * math.log(score / (1.0 - score))
     return geo, (label if detection.handedness == "right" else -label)
 
 
@@ -187,7 +193,7 @@ class Track:
         """Accumulate evidence (``geometric``: from geometry or fits, else a label); the side
         changes only beyond the switch margin (hysteresis)."""
         if geometric:
-            self.geo_odds = float(np.clip(self.geo_odds + log_odds, -50.0, 50.0))
+            self.geo_odds = float(np.clip(self.geo_odds + log_odds, -settings.geo_cap, settings.geo_cap))
         else:
             self.label_odds = float(np.clip(self.label_odds + log_odds, -settings.label_cap, settings.label_cap))
         if not self.committed:  # young and unsure: the side follows the evidence so far
@@ -290,7 +296,7 @@ class HandTracker:
             track.hits += 1
             track.add_evidence(geo, st)
             track.add_evidence(label, st, geometric=False)
-            out.append(self._tracked(track, d, index[i]))
+            out.append(self._tracked(track, d, index[i], geo))
         return tuple(out)
 
     def _distinct(self, detections: Sequence[Detection], live: list[Track]) -> list[int]:
@@ -318,15 +324,12 @@ class HandTracker:
         return sorted(keep)
 
     def observe_fit_sides(self, track_id: int, error_right_px: float, error_left_px: float) -> None:
-        """Evidence from fitting both models to one detection: the side of the clearly lower
-        residual (beyond ``fit_margin``; see :class:`TrackerSettings`)."""
+        """Evidence from fitting both models to one detection: the lower residual's side."""
         track = self.tracks.get(track_id)
         if track is None or not (error_right_px > 0 and error_left_px > 0):
             return
         st = self.settings
-        ratio = math.log(error_left_px / error_right_px)
-        beyond = math.copysign(max(abs(ratio) - st.fit_margin, 0.0), ratio)
-        e = float(np.clip(beyond / st.fit_scale, -st.fit_cap, st.fit_cap))
+        e = float(np.clip(math.log(error_left_px / error_right_px) / st.fit_scale, -st.fit_cap, st.fit_cap))
         track.add_evidence(e, st)
 
     def side_of(self, track_id: int) -> str | None:
@@ -334,10 +337,12 @@ class HandTracker:
         track = self.tracks.get(track_id)
         return None if track is None else track.side
 
-    def _tracked(self, track: Track, d: Detection, index: int) -> TrackedHand:
+    def _tracked(self, track: Track, d: Detection, index: int, geometry: float = 0.0) -> TrackedHand:
+        st = self.settings
+        contradicted = (geometry > 0) != (track.side == "right") and abs(geometry) >= st.recheck
         p_right = 1.0 / (1.0 + math.exp(-track.log_odds))
         conf = p_right if track.side == "right" else 1.0 - p_right
         conf = max(conf, 0.5)
         det = dataclasses.replace(d, handedness=track.side, score=conf)
-        return TrackedHand(track.track_id, track.side, conf, abs(track.geo_odds) < self.settings.unsure, det,
+        return TrackedHand(track.track_id, track.side, conf, abs(track.geo_odds) < st.unsure or contradicted, det,
                            d.handedness, index)
