@@ -154,3 +154,12 @@ def test_gui_quit_after_must_be_a_positive_time(value: str, monkeypatch, capsys)
     assert cli.main(["gui", "--source", "demo", "--quit-after", value]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("handtwin: error: --quit-after must be between 0.1 and")
+
+
+def test_bench_flags_a_baseline_whose_threads_wait_on_each_other() -> None:
+    """Two threads 10x slower than one: another process holds a core (measured: 0.6 -> 290 ms)."""
+    from core.tools.bench import threads_contended
+
+    assert threads_contended({"baseline_ms": 290.3, "baseline_one_thread_ms": 0.71})
+    assert not threads_contended({"baseline_ms": 0.63, "baseline_one_thread_ms": 0.71})
+    assert not threads_contended({"baseline_ms": 1.0})  # an older result without the figure

@@ -37,7 +37,8 @@ def median_ms(fn: Callable[[], Any], repeats: int = 30, warmup: int = 5) -> floa
 
 
 def bench_baseline() -> dict[str, float]:
-    """A fixed workload: 20 products of 128 x 128 float32 matrices."""
+    """A fixed workload: 20 products of 128 x 128 float32 matrices, with the run's threads and
+    (``baseline_one_thread_ms``) with one, which tells a busy machine (see :func:`threads_contended`)."""
     g = torch.Generator().manual_seed(0)
     a = torch.randn(128, 128, generator=g)
 
@@ -46,7 +47,30 @@ def bench_baseline() -> dict[str, float]:
         for _ in range(20):
             x = torch.tanh(x @ a)
 
-    return {"baseline_ms": round(median_ms(work, repeats=50), 4)}
+    out = {"baseline_ms": round(median_ms(work, repeats=50), 4)}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        out["baseline_one_thread_ms"] = round(median_ms(work, repeats=50), 4)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+#: ``baseline_ms`` over ``baseline_one_thread_ms`` beyond which the run's threads are contended.
+CONTENDED_RATIO = 2.0
+
+
+def threads_contended(results: dict[str, Any]) -> bool:
+    """Whether PyTorch's threads waited on each other during the baseline.
+
+    Measured on this 2-core VM: while another process keeps a core busy, the baseline with two
+    intra-op threads takes 13-290 ms instead of 0.6 ms (each product waits for the thread that
+    lost its core), while one thread takes 0.7-0.8 ms. Timings of such a run, and ratios against
+    its baseline, mean nothing.
+    """
+    base, one = results.get("baseline_ms"), results.get("baseline_one_thread_ms")
+    return base is not None and one is not None and base > CONTENDED_RATIO * one
 
 
 def bench_model() -> dict[str, float]:
@@ -192,6 +216,11 @@ def run_benchmarks(only: list[str] | None = None, plots_dir: str | Path | None =
             continue
         log.info("bench: %s", name)
         results.update(fn())
+    if threads_contended(results):
+        log.warning("bench: the baseline took %.1f ms with %d threads but %.2f ms with one: another process "
+                    "is busy on this machine and PyTorch's threads wait for each other; this run's timings and "
+                    "ratios are not comparable (run it on a quiet machine)", results["baseline_ms"],
+                    results["torch_threads"], results["baseline_one_thread_ms"])
     if "model_forward_ms" in results:
         results["model_forward_ratio"] = round(results["model_forward_ms"] / results["baseline_ms"], 3)
     share = steal_share(start, cpu_steal_ticks())
