@@ -646,7 +646,9 @@ class CalibrationPanel(QWidget):
         for i, c in enumerate(cands):
             chosen = i in selected
             w = weights.get(i)
-            text = f"c {c.confidence:.2f}" + (f"\nw {w:.3f}" if w is not None else "\nnot used")
+            # the frame's share of the calibration: the predictor's raw confidence (tooltip) is
+            # a log-weight near 0, which read as broken ("c -0.01") under a thumbnail
+            text = f"weight {100 * w:.1f}%" if w is not None else "not used"
             if i in rejected:
                 text += "\nrejected"
             item = QListWidgetItem(thumbnail_icon(c.thumbnail, chosen and i not in rejected), text)

@@ -46,7 +46,9 @@ def test_demo_calibrate_profile_export(make_window, gui_env, qtbot, tmp_path: Pa
     panel.auto_btn.setChecked(False)
     panel.refresh()
     assert panel.thumbs.count() >= 5
-    assert "c " in panel.thumbs.item(0).text()
+    texts = [panel.thumbs.item(i).text() for i in range(panel.thumbs.count())]
+    assert all(t.startswith(("weight ", "not used")) for t in texts), texts
+    assert "confidence" in panel.thumbs.item(0).toolTip()
     # Drop one chosen frame and add it back: the selection follows.
     chosen = panel.session.selected
     panel.toggle(chosen[0])
