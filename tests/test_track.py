@@ -176,3 +176,18 @@ def test_summary_says_in_words_how_many_refinements_were_undone() -> None:
                      refinements_fell_back=2)
     assert "mean reprojection error 2.00 px (fit 1.90 px; refinement undone in 2 hands whose keypoints it made " \
            "worse); mean silhouette IoU 0.800;" in s.format()
+
+
+def test_a_recording_estimates_the_focal_length_in_line_a_camera_in_the_background() -> None:
+    """The same file gives the same output whatever the machine's load: a recording's unknown
+    focal length is estimated in the frame that completes its set, not in a thread whose
+    finishing frame depends on how busy the machine is. A live camera cannot wait for it."""
+    from core.capture import CameraSource
+    from core.engine import EngineSettings
+    from core.tools.cli_source import SourceOptions, engine_settings_for
+
+    with SourceOptions("demo").open() as src:
+        assert engine_settings_for(EngineSettings(), src).focal.background is False
+    camera = CameraSource.__new__(CameraSource)  # not opened: only its kind matters here
+    assert engine_settings_for(EngineSettings(), camera).focal.background is True
+    assert engine_settings_for(EngineSettings(focal=None), camera).focal is None

@@ -41,8 +41,12 @@ def hand_tracks(frames: Sequence[Frame], smoothing: bool = True) -> tuple[np.nda
     """(T, 21, 2) MediaPipe's keypoints and (T, 21, 2) the fit's reprojected keypoints of the
     first hand per frame through the engine (NaN where no hand), with or without smoothing."""
     from core.engine import Engine, EngineSettings
+    from core.focal import FocalSettings
 
-    settings = EngineSettings(max_hands=1, device="cpu", detector_process=False)
+    # a recording, as `track` reads one: an unknown focal length is estimated in line (the
+    # same frame on any machine load; core.tools.cli_source.engine_settings_for)
+    settings = EngineSettings(max_hands=1, device="cpu", detector_process=False,
+                              focal=FocalSettings(background=False))
     if not smoothing:
         settings = dataclasses.replace(settings, smoothing=None)
     det = np.full((len(frames), 21, 2), np.nan)

@@ -85,22 +85,41 @@ class SourceOptions:
         return open_spec(spec, self.intrinsics, self.fov_deg, self.weak_perspective)
 
     def engine(self, settings, src, shape: Any = None, stream: bool = False):
-        """The engine for the opened ``src``: a StereoEngine for a pair, else an Engine; photos
-        (an image folder or glob, also under a depth stream) are detected one by one
-        (``detector_mode="static"``)."""
-        from core.capture import ImageSequenceSource
+        """The engine for the opened ``src``: a StereoEngine for a pair, else an Engine, with
+        settings adapted to the source (:func:`engine_settings_for`)."""
         from core.engine import Engine
 
         pair = getattr(src, "calibration", None) is not None
-        first = src.pair.sources[0] if pair else src
-        first = getattr(first, "colour", first)  # an RGB-D source: its colour frames
-        if isinstance(first, ImageSequenceSource):
-            settings = dataclasses.replace(settings, detector_mode="static")
+        settings = engine_settings_for(settings, src)
         if pair:
             from core.stereo import StereoEngine
 
             return StereoEngine(settings, src.calibration, shape, stream=stream)
         return Engine(settings, shape, stream=stream)
+
+
+def engine_settings_for(settings: Any, src: Any) -> Any:
+    """``settings`` (an EngineSettings) adapted to the opened ``src``.
+
+    * Photos (an image folder or glob, also under a depth stream) are detected one by one
+      (``detector_mode="static"``).
+    * A recording (anything but a live camera) estimates an unknown focal length in line, in
+      the frame that completes the estimate's set of frames, not in a background thread: the
+      same file then gives the same output whatever the machine's load. In the background, the
+      frame from which the estimate applies depended on how busy the machine was (the real
+      nvgesture clip's jitter ratio read 0.775 or 0.798 on identical code).
+    """
+    from core.capture import CameraSource, ImageSequenceSource
+
+    pair = getattr(src, "calibration", None) is not None
+    sources = list(src.pair.sources) if pair else [src]
+    sources = [getattr(s, "colour", s) for s in sources]  # an RGB-D source: its colour frames
+    if isinstance(sources[0], ImageSequenceSource):
+        settings = dataclasses.replace(settings, detector_mode="static")
+    if settings.focal is not None and settings.focal.background and \
+            not any(isinstance(s, CameraSource) for s in sources):
+        settings = dataclasses.replace(settings, focal=dataclasses.replace(settings.focal, background=False))
+    return settings
 
 
 def reference_frame(frame: Frame | FrameSet) -> Frame:
