@@ -693,7 +693,7 @@ class MainWindow(QMainWindow):
             badges.append(("● REC", QColor("#ff5a5f")))
         if paused:
             badges.append(("PAUSED", QColor("#ffd166")))
-        if self.state.frame_hook is not None:
+        if running and self.state.frame_hook is not None:  # not on a stopped or ended stream's last frame
             badges.append(("AUTO-CAPTURE", QColor("#4cc9f0")))
         self.camera_view.badges = badges
         self.camera_view.update()

@@ -142,10 +142,13 @@ def test_the_frame_rate_is_not_left_showing_once_tracking_ends(make_window, qtbo
     with open_source("demo") as src:
         for frame, _ in zip(src, range(12)):
             cv2.imwrite(str(folder / f"{frame.index:03d}.png"), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+    w.state.set_frame_hook(lambda *_: None)  # auto-capture on: its badge too must go with the stream
     w.start_source(str(folder))
     wait_frames(qtbot, w, 2)
     qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
     assert w.fps_label.text() == "— fps" and w.current_update is not None
+    assert "AUTO-CAPTURE" not in [text for text, _ in w.camera_view.badges]
+    w.state.set_frame_hook(None)
 
 
 def test_shortcuts(make_window) -> None:
