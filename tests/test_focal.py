@@ -205,8 +205,8 @@ def test_mediapipe_keypoints_of_a_wide_angle_clip_do_not_switch_to_a_wrong_camer
     """Real MediaPipe detections of a hand rendered by a 90 or 120 degree camera: they show
     less perspective than the image, the free focal length runs long; the estimate must be
     rejected (the stream keeps the assumed camera) rather than accepted more than 10% off.
-    At 120 degrees MediaPipe loses the hand for 5 frames and the engine sides it differently
-    before and after: frames pooled per side still make an estimate."""
+    At 120 degrees MediaPipe loses the hand for 4 frames and labels it left now and then
+    (RLRRRRR....RRRRRRRRLLRLR): frames pooled per side still make an estimate."""
     from core.detect import Detection
 
     data = np.load(DATA)

@@ -155,9 +155,10 @@ def test_a_diverged_perspective_fit_is_replaced_by_the_placed_weak_fit(engine) -
 def test_wide_angle_without_intrinsics_fits_as_well_as_with_them(engine, fov: int) -> None:
     """Acceptance (reprojection half): real MediaPipe detections of a hand rendered by a 90 /
     120 degree camera (python -m core.tools.bench_tracking regenerates them); with no intrinsics the
-    median reprojection error is within 1.2x of the true camera's, and the weak-perspective
-    path is worse (4.3x and 1.35x; 120 degrees was 1.6x while the tracker sided 2 of its frames
-    left, where the truth is a right hand: the wrong side's fit is worse in every path)."""
+    median reprojection error is within 1.2x of the true camera's (0.96x and 1.00x), and the
+    weak-perspective path is worse (7.6x and 3.0x). Detections of the renders with an arm and
+    nails (core.synth.render, data version 7); those of the older, armless renders gave 1.20x
+    and 0.87x, weak 4.7x and 1.35-1.55x, the 90 degree ratio a hair under the bound."""
     data = np.load(DATA)
     key = f"fov{fov}"
     found = data[f"{key}_found"]
@@ -174,4 +175,4 @@ def test_wide_angle_without_intrinsics_fits_as_well_as_with_them(engine, fov: in
             errors += [h.fit.reprojection_error_px for h in result.hands]
         medians[name] = float(np.median(errors))
     assert medians["assumed"] <= 1.2 * medians["true"]
-    assert medians["weak"] >= 1.3 * medians["true"]
+    assert medians["weak"] >= 1.5 * medians["true"]
