@@ -120,3 +120,21 @@ def test_skin_detail_nails_on_the_back_of_the_distal_segments_and_palm_lines_on_
         assert not (changed & (owner == 0) & (tint == 0)).any()  # no palm lines on the back of the hand
         assert (changed & (owner == 0) & (tint > 0.5)).sum() >= 3  # but some on the palm
     assert abs(counts["left"] - counts["right"]) <= 2  # the left model's detail mirrors the right's
+
+
+def test_per_layer_caches_go_with_their_layer() -> None:
+    """Synthetic people make a layer per person: the palm tint and the geometry cached for a
+    layer are dropped with it (an id() key kept them forever, and a later layer of another
+    shape could be given them when Python reused the id)."""
+    import gc
+
+    from core.synth import render
+
+    layer = default_layers()["right"]
+    render.palm_tint(layer)
+    render._hand_geometry(layer)  # noqa: SLF001
+    assert layer in render._PALM_TINT and layer in render._GEOMETRY  # noqa: SLF001
+    before = len(render._PALM_TINT), len(render._GEOMETRY)  # noqa: SLF001
+    del layer
+    gc.collect()
+    assert (len(render._PALM_TINT), len(render._GEOMETRY)) == (before[0] - 1, before[1] - 1)  # noqa: SLF001

@@ -19,6 +19,7 @@ clips of :mod:`core.synth.motion`) it labelled 115 of 212 detected bare-hand fra
 
 from __future__ import annotations
 
+import weakref
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -319,18 +320,19 @@ def _shade(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, uv_faces: np
     return img, pix
 
 
-_PALM_TINT: dict[int, np.ndarray] = {}
+#: Per-layer caches, keyed by the layer itself and dropped with it: synthetic people make a
+#: layer per person, and an ``id()`` key could be reused by a later layer of another shape.
+_PALM_TINT: weakref.WeakKeyDictionary[HandModel, np.ndarray] = weakref.WeakKeyDictionary()
 
 
 def palm_tint(layer: HandModel) -> np.ndarray:
     """(V,) how much each vertex is on the palm side (rest normal toward -y), in [0, 1]."""
-    key = id(layer)
-    if key not in _PALM_TINT:
+    if layer not in _PALM_TINT:
         with torch.no_grad():
             rest = layer.rest().vertices
         n = vertex_normals(rest, layer.faces)[0].numpy()
-        _PALM_TINT[key] = np.clip((-n[:, 1] - 0.2) / 0.6, 0.0, 1.0).astype(np.float32)
-    return _PALM_TINT[key]
+        _PALM_TINT[layer] = np.clip((-n[:, 1] - 0.2) / 0.6, 0.0, 1.0).astype(np.float32)
+    return _PALM_TINT[layer]
 
 
 # ----------------------------------------------------------------------------- skin detail
@@ -353,12 +355,11 @@ class _HandGeometry:
     radius: np.ndarray
 
 
-_GEOMETRY: dict[int, _HandGeometry] = {}
+_GEOMETRY: weakref.WeakKeyDictionary[HandModel, _HandGeometry] = weakref.WeakKeyDictionary()
 
 
 def _hand_geometry(layer: HandModel) -> _HandGeometry:
-    key = id(layer)
-    if key not in _GEOMETRY:
+    if layer not in _GEOMETRY:
         with torch.no_grad():
             out = layer.rest()
         rest = out.vertices[0].numpy().astype(np.float64)
@@ -371,8 +372,8 @@ def _hand_geometry(layer: HandModel) -> _HandGeometry:
         for j in range(len(origin)):
             q = (rest[owner == j] - kp[origin[j]]) @ frames[j]
             radius[j] = float(np.median(np.hypot(q[:, 1], q[:, 2]))) if len(q) else 0.0
-        _GEOMETRY[key] = _HandGeometry(rest, kp, frames, origin, length, radius)
-    return _GEOMETRY[key]
+        _GEOMETRY[layer] = _HandGeometry(rest, kp, frames, origin, length, radius)
+    return _GEOMETRY[layer]
 
 
 def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
