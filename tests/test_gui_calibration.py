@@ -41,6 +41,15 @@ def _session(side: str = "right", frames: int = 10, seed: int = 50, bad: int | N
     return s, person
 
 
+def _panel_on(make_window, **session):
+    """A new window, and its calibration panel showing a :func:`_session` of these arguments."""
+    w = make_window()
+    panel = w.calibration_panel
+    panel.session, _ = _session(**session)
+    panel.refresh()
+    return w, panel, panel.session
+
+
 def _calibrate(qtbot, panel) -> None:
     panel.calibrate()
     assert panel.job is not None and panel.cancel_btn.isEnabled() and not panel.calibrate_btn.isEnabled()
@@ -168,11 +177,7 @@ def test_clear_can_be_undone_until_the_next_capture(make_window, gui_env, qtbot)
     result, until a new frame is captured."""
     from PySide6.QtCore import Qt
 
-    w = make_window()
-    panel = w.calibration_panel
-    session, _ = _session(frames=8, seed=53, bad=None)
-    panel.session = session
-    panel.refresh()
+    w, panel, session = _panel_on(make_window, frames=8, seed=53, bad=None)
     _calibrate(qtbot, panel)
     result = panel.result
     dropped = session.selected[0]
@@ -278,11 +283,7 @@ def test_saving_a_profile_never_replaces_one_without_asking(make_window, gui_env
     only when the user says so."""
     from PySide6.QtWidgets import QInputDialog, QMessageBox
 
-    w = make_window()
-    panel = w.calibration_panel
-    session, _ = _session(frames=6, seed=57, bad=None)
-    panel.session = session
-    panel.refresh()
+    w, panel, session = _panel_on(make_window, frames=6, seed=57, bad=None)
     _calibrate(qtbot, panel)
     first = w.save_calibration_profile("My hand")
     before = first.read_bytes()
@@ -313,11 +314,7 @@ def test_saving_a_profile_never_replaces_one_without_asking(make_window, gui_env
 def test_a_size_option_with_nothing_measured_says_what_to_do(make_window, gui_env) -> None:
     """Calibrate with the marker sheet or stereo option and nothing measured said "the aruco
     scale needs measured keypoints (N, 21, 3)": it now says what to do, and nothing starts."""
-    w = make_window()
-    panel = w.calibration_panel
-    session, _ = _session(frames=4, seed=58, bad=None)
-    panel.session = session
-    panel.refresh()
+    w, panel, session = _panel_on(make_window, frames=4, seed=58, bad=None)
     for radio, words in ((panel.scale_aruco, "flat on the printed sheet"), (panel.scale_stereo, "stereo pair")):
         radio.setChecked(True)
         panel.calibrate()
@@ -360,11 +357,7 @@ def test_surface_offsets_are_summarized() -> None:
 def test_cancel_stops_the_calibration_and_keeps_the_previous_result(make_window, gui_env, qtbot, monkeypatch) -> None:
     import core.personalize.bundle as bundle
 
-    w = make_window()
-    panel = w.calibration_panel
-    session, _ = _session(frames=8, seed=51, bad=None)
-    panel.session = session
-    panel.refresh()
+    w, panel, session = _panel_on(make_window, frames=8, seed=51, bad=None)
     panel.scale_length.setChecked(True)
     panel.length_mm.setValue(190.0)
     _calibrate(qtbot, panel)

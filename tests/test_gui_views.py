@@ -93,22 +93,28 @@ def test_camera_view_blits_the_composed_frame_and_recomposes_when_it_no_longer_f
 # ----------------------------------------------------------------------------- 3D view
 
 
-@pytest.fixture
-def hand_view(qtbot):
+def _shown_view_and_rest_hand(qtbot, side: str, size: tuple[int, int]):
+    """A shown HandView of ``size`` and the model's rest hand of ``side``: (view, model data,
+    vertices (V, 3), keypoints (21, 3))."""
     import torch
 
     from app.hand_view import HandView
     from core.model import HandModel, load_model_data
 
-    data = load_model_data(None)
+    data = load_model_data(None, side)
     with torch.no_grad():
         out = HandModel(data).rest(None)
     view = HandView()
     qtbot.addWidget(view)
-    view.resize(320, 400)
+    view.resize(*size)
     view.show()
     qtbot.waitExposed(view)
-    verts, kp = out.vertices[0].numpy(), out.keypoints[0].numpy()
+    return view, data, out.vertices[0].numpy(), out.keypoints[0].numpy()
+
+
+@pytest.fixture
+def hand_view(qtbot):
+    view, data, verts, kp = _shown_view_and_rest_hand(qtbot, "right", (320, 400))
     centre = kp.mean(0)
     view.set_hand(verts - centre, data.faces, kp - centre, camera_frame=True, uv=data.uv, uv_faces=data.uv_faces)
     assert view.render() and view.error is None
@@ -147,21 +153,8 @@ def test_hand_view_renders_in_its_own_thread(hand_view) -> None:
 def test_hand_view_shows_either_hand_fingers_up_from_its_back(qtbot, side: str) -> None:
     """In the model frame a left hand (the mirrored right one) was shown upside down: the
     threaded view now shows it fingers up, thumb on the right; a right hand's thumb on the left."""
-    import torch
-
-    from app.hand_view import HandView
-    from core.model import HandModel, load_model_data
-
-    data = load_model_data(None, side)
-    with torch.no_grad():
-        out = HandModel(data).rest(None)
-    view = HandView()
-    qtbot.addWidget(view)
-    view.resize(200, 240)
-    view.show()
-    qtbot.waitExposed(view)
-    kp = out.keypoints[0].numpy()
-    view.set_hand(out.vertices[0].numpy(), data.faces, kp)
+    view, data, verts, kp = _shown_view_and_rest_hand(qtbot, side, (200, 240))
+    view.set_hand(verts, data.faces, kp)
     assert view.render() and view.error is None
     camera = view._scene.renderer.GetActiveCamera()  # noqa: SLF001
     d = np.array(camera.GetFocalPoint()) - np.array(camera.GetPosition())
