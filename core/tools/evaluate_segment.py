@@ -71,29 +71,37 @@ def _read_boxes(path: Path, size: tuple[int, int]) -> list[tuple[int, int, int, 
     return boxes
 
 
+def box_score(keypoints: np.ndarray, box: tuple[int, int, int, int]) -> float | None:
+    """How well a hand's (21, 2) keypoints fit a box: the fraction of them inside it plus the IoU
+    of their bounding box with it; None when under half of them are inside."""
+    x0, y0, x1, y1 = box
+    kp = keypoints
+    inside = float(np.mean((kp[:, 0] >= x0) & (kp[:, 0] < x1) & (kp[:, 1] >= y0) & (kp[:, 1] < y1)))
+    if inside < 0.5:
+        return None
+    kx0, ky0 = kp.min(0)
+    kx1, ky1 = kp.max(0)
+    ix = max(0.0, min(x1, kx1) - max(x0, kx0))
+    iy = max(0.0, min(y1, ky1) - max(y0, ky0))
+    inter = ix * iy
+    union = (x1 - x0) * (y1 - y0) + (kx1 - kx0) * (ky1 - ky0) - inter
+    return inside + inter / max(union, 1e-9)
+
+
 def match_to_boxes(keypoints: Sequence[np.ndarray],
                    boxes: Sequence[tuple[int, int, int, int]]) -> list[tuple[int, int]]:
-    """Pair detections with ground-truth boxes, one to one, greedily by fit.
-
-    A detection fits a box by the fraction of its keypoints inside the box plus the IoU of its
-    keypoints' bounding box with the box; a pair needs at least half the keypoints inside.
+    """Pair detections with ground-truth boxes, one to one, greedily by fit (:func:`box_score`:
+    at least half the keypoints inside, then the keypoint box's IoU with the box).
 
     Returns:
         (box index, detection index) pairs.
     """
     scores = []
-    for bi, (x0, y0, x1, y1) in enumerate(boxes):
+    for bi, box in enumerate(boxes):
         for di, kp in enumerate(keypoints):
-            inside = np.mean((kp[:, 0] >= x0) & (kp[:, 0] < x1) & (kp[:, 1] >= y0) & (kp[:, 1] < y1))
-            if inside < 0.5:
-                continue
-            kx0, ky0 = kp.min(0)
-            kx1, ky1 = kp.max(0)
-            ix = max(0.0, min(x1, kx1) - max(x0, kx0))
-            iy = max(0.0, min(y1, ky1) - max(y0, ky0))
-            inter = ix * iy
-            union = (x1 - x0) * (y1 - y0) + (kx1 - kx0) * (ky1 - ky0) - inter
-            scores.append((inside + inter / max(union, 1e-9), bi, di))
+            score = box_score(kp, box)
+            if score is not None:
+                scores.append((score, bi, di))
     pairs, used_b, used_d = [], set(), set()
     for _, bi, di in sorted(scores, reverse=True):
         if bi not in used_b and di not in used_d:
