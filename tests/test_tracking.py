@@ -261,3 +261,27 @@ def test_an_early_wrong_side_is_corrected_within_two_frames(layers):
         sides.append(tracker.side_of(t.track_id))
     assert sides[:10] == ["left"] * 10
     assert sides[12:] == ["right"] * 18
+
+
+@pytest.mark.parametrize("quality", ["failed", "good"])
+def test_a_comparison_of_two_failed_fits_does_not_overturn_label_and_geometry(layers, quality):
+    """A left-labelled hand (0.99) whose world landmarks read weakly right (chirality ~0.09): the
+    label and geometry together say left. Both models' fits with a 2.2x ratio in favour of the
+    right model: when both residuals are a large part of the hand's size (19% and 42%: neither
+    model explains the keypoints, as on the real EgoHands frame of ``fit_trusted``) the
+    comparison says nothing and the hand stays left; the same ratio between two good fits (2% and
+    4%) is clear evidence and makes it right."""
+    K = intrinsics_from_fov(60, W, H).K
+    seq = two_hand_sequence(layers, 2, K, (W, H), seed=5)
+    det = detections(seq[0], ("right", "left"), scores=(0.99, 0.99), order=(0,))[0]
+    world = det.world_landmarks.copy()
+    world[:, 0] *= 0.1  # seen nearly flat: the geometry is weakly right
+    det = dataclasses.replace(det, handedness="left", world_landmarks=world)
+    assert 0.05 < chirality(world) < 0.15
+    tracker = HandTracker()
+    (t,) = tracker.update([det], 0.0)
+    assert t.side == "left" and t.unsure
+    size = float(np.linalg.norm(np.ptp(det.keypoints_2d, axis=0)))
+    relative = (0.19, 0.42) if quality == "failed" else (0.019, 0.042)
+    tracker.observe_fit_sides(t.track_id, relative[0] * size, relative[1] * size)
+    assert tracker.side_of(t.track_id) == ("left" if quality == "failed" else "right")
