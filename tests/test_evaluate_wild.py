@@ -49,3 +49,11 @@ def test_summarize_totals_and_flags() -> None:
 
 def test_absent_data_gives_none(tmp_path: Path) -> None:
     assert evaluate_wild((2,), tmp_path) is None
+
+
+def test_bench_skips_cleanly_without_the_data(tmp_path: Path) -> None:
+    from core.tools.bench import _stage_benchmarks
+    from core.tools.evaluate_wild import bench_wild
+
+    assert _stage_benchmarks()["wild"] is bench_wild
+    assert bench_wild(tmp_path) == {"wild": "absent"}

@@ -343,6 +343,7 @@ STAGE_BENCH_MODULES = (
     "core.tools.bench_personalize",
     "core.tools.bench_texture",
     "core.tools.bench_tracking",
+    "core.tools.evaluate_wild",
 )
 
 

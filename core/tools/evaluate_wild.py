@@ -23,9 +23,9 @@ the GUI's texture uses, ``HandResult.mask``). For each image and in total:
 * ``seg_iou``, ``seg_precision``: per matched hand, IoU of its mask with the real mask inside the
   box, and the share of its mask there that is hand (the rest would bleed into the texture).
 
-Run ``python -m core.tools.evaluate_wild`` (``--max-hands 2 4``, ``--overlays DIR`` to draw
-every image's boxes, keypoints, fitted mesh and masks). Everything skips cleanly when the data
-are absent.
+Run ``python -m core.tools.evaluate_wild`` (``--max-hands 2 4``, ``--overlays DIR`` to draw every
+image's boxes, keypoints, fitted mesh and masks); ``python main.py bench --only wild`` gives the
+totals. Everything skips cleanly when the data are absent.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ from core.tools.evaluate_segment import DEFAULT_DATA, UNIPD, _read_boxes, box_sc
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BETA_AT_BOUND", "ImageReport", "best_boxes", "evaluate_wild", "format_report", "precision", "summarize"]
+__all__ = ["BENCHMARKS", "BETA_AT_BOUND", "ImageReport", "bench_wild", "best_boxes", "evaluate_wild", "format_report",
+           "precision", "summarize"]
 
 #: A shape coefficient this large is at the fit's bound (the tailor clips them to +-3).
 BETA_AT_BOUND = 2.95
@@ -289,3 +290,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def bench_wild(data_dir: Path = DEFAULT_DATA) -> dict[str, Any]:
+    """``python main.py bench --only wild``: the totals of :func:`evaluate_wild` (max_hands 2 and
+    4, EgoHands and hand-over-face apart), or ``{"wild": "absent"}`` without the data."""
+    result = evaluate_wild(data_dir=data_dir)
+    if result is None:
+        return {"wild": "absent"}
+    return {"wild": {key: {k: v for k, v in entry.items() if k != "images"} for key, entry in result.items()}}
+
+
+BENCHMARKS = {"wild": bench_wild}
