@@ -484,6 +484,16 @@ class Engine:
         masks = [None if h is None else h.mask for h in hands]
         return _Segmented(tuple(masks), (time.perf_counter() - t0) * 1000)
 
+    @staticmethod
+    def _separate(segmented: _Segmented, detections: Sequence[Detection]) -> _Segmented:
+        """The masks of distinct hands with the pixels two of them claim given to one
+        (:func:`core.segment.separate_hands`; duplicate detections are merged before)."""
+        from core.segment import separate_hands
+
+        t0 = time.perf_counter()
+        masks = separate_hands(segmented.masks, [d.keypoints_2d for d in detections])
+        return _Segmented(tuple(masks), segmented.ms + (time.perf_counter() - t0) * 1000)
+
     def process_stream(self, frames: Iterable[Frame],
                        after: Callable[[Frame, FrameResult], None] | None = None) -> Iterator[FrameResult]:
         """Process a stream as a pipeline: detection runs a frame or two ahead.
@@ -729,6 +739,8 @@ class Engine:
             segmented = _Segmented(tuple(segmented.masks[th.index] for th in tracked), segmented.ms)
         if self._segments and fits and segmented is None:
             segmented = self._segment(frame, dets)
+        if segmented is not None and len(segmented.masks) > 1:  # distinct hands: no pixel in two masks
+            segmented = self._separate(segmented, dets)
         if frame.depth is not None and K is not None and fits:  # RGB-D: the fits at the measured depth
             fits = self._to_depth(frame, dets, fits, K, None if segmented is None else segmented.masks, times)
         refined: list[RefineResult | None] = [None] * len(fits)

@@ -27,9 +27,9 @@ def test_precision_counts_mask_pixels_that_are_not_hand() -> None:
     truth[5:15, 5:10] = True
     pred = np.zeros_like(truth)
     pred[5:15, 5:15] = True  # half of it on the background
-    assert precision(pred, truth, (0, 0, 20, 20)) == 0.5
+    assert precision(pred, truth) == 0.5
     assert precision(pred, truth, (0, 0, 10, 20)) == 1.0  # only the hand half is in the box
-    assert precision(np.zeros_like(truth), truth, (0, 0, 20, 20)) == 1.0
+    assert precision(np.zeros_like(truth), truth) == 1.0
 
 
 def test_summarize_totals_and_flags() -> None:

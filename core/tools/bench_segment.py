@@ -7,6 +7,10 @@
   a few ms is often preempted, and the wall time then measures the crowd, not the code.
 * ``segment_iou_real``: mean IoU of the default method inside each ground-truth hand box of
   ``../shared/data/unipd_handseg30`` (MediaPipe keypoints), when the data are present.
+* ``segment_two_hands``: 30 pairs of rendered hands, one partly over the other: the share of
+  each hand's mask that is the other hand, segmented alone and together (touching hands
+  separated), and the share of its own pixels kept together
+  (:func:`core.tools.evaluate_segment.score_two_hands`).
 """
 
 from __future__ import annotations
@@ -65,7 +69,11 @@ def bench_segment() -> dict[str, Any]:
         out["segment_capsule_ms"], _ = _median_ms(hands, "capsule", repeats=5)
     else:
         log.warning("bench segment: the demo clip is missing; no timing")
-    from core.tools.evaluate_segment import real_cases, score_methods
+    from core.synth import default_layers
+    from core.tools.evaluate_segment import real_cases, score_methods, score_two_hands, two_hand_case
+
+    layers = default_layers()
+    out["segment_two_hands"] = score_two_hands([two_hand_case(i, layers) for i in range(30)])
 
     real = real_cases()
     if real is not None:

@@ -3,7 +3,9 @@
 * Real: ``../shared/data/unipd_handseg30`` (30 images, one merged hand mask per image and one
   box per hand). MediaPipe (static, up to 4 hands) gives the keypoints; each detection is
   matched to a ground-truth box, segmented, and scored by IoU inside that box.
-* Synthetic: hands rendered by :mod:`core.synth` (exact masks), keypoints from MediaPipe.
+* Synthetic: hands rendered by :mod:`core.synth` (exact masks), keypoints from MediaPipe; and
+  30 pairs of rendered hands, one partly over the other (:func:`two_hand_case`): how much of
+  the other hand each hand's mask takes in, segmented alone and together.
 
 Run ``python -m core.tools.evaluate_segment`` for a table. The real data are research samples that
 are never shipped: everything real skips cleanly when the folder is absent.
@@ -166,6 +168,67 @@ def synthetic_cases(n: int = 40, seed: int = 0) -> tuple[list[HandCase], dict[st
     return cases, {"samples": n, "matched": len(cases)}
 
 
+@dataclass(frozen=True)
+class TwoHandCase:
+    """Two rendered hands, the second partly over the first, with each hand's visible pixels.
+
+    Attributes:
+        image: (H, W, 3) uint8 RGB. keypoints: two (21, 2) float64 pixel arrays (the renders'
+            ground truth). truth: two (H, W) bool masks, each hand's visible pixels.
+    """
+
+    image: np.ndarray
+    keypoints: tuple[np.ndarray, np.ndarray]
+    truth: tuple[np.ndarray, np.ndarray]
+
+
+def two_hand_case(seed: int, layers: dict | None = None) -> TwoHandCase:
+    """A right hand and a left hand rendered 60-110 px apart (centres) on a 384 x 256 image,
+    the left one drawn over the right (:func:`core.synth.render_hand_sample`, no forearm)."""
+    from core.synth import SynthSettings, default_layers, render_hand_sample
+
+    layers = default_layers() if layers is None else layers
+    rng = np.random.default_rng(seed)
+    gap = rng.uniform(60.0, 110.0)
+    size = (384, 256)
+    a = render_hand_sample(rng, layers, SynthSettings(image_size=size, fill=(0.45, 0.6), forearm=False),
+                           centre_px=(192.0 - gap / 2, 128.0))
+    b = render_hand_sample(rng, layers, SynthSettings(image_size=size, fill=(0.45, 0.6), forearm=False,
+                                                      left_probability=1.0),
+                           centre_px=(192.0 + gap / 2, 128.0), background=a.image)
+    image = a.image.copy()
+    image[b.mask] = b.image[b.mask]
+    kps = (a.keypoints_2d.astype(np.float64), b.keypoints_2d.astype(np.float64))
+    return TwoHandCase(image, kps, (a.mask & ~b.mask, b.mask.copy()))
+
+
+def score_two_hands(cases: Sequence[TwoHandCase], method: str | None = None) -> dict[str, float]:
+    """How far each hand's mask takes in the other hand: every hand segmented on its own
+    (:func:`segment_hand`), and then the two separated (:func:`core.segment.separate_hands`, as
+    the engine does).
+
+    Returns:
+        {"wrong_alone", "wrong_together": pixels of the other hand in a hand's mask, as a share
+        of all mask pixels; "own_kept": a hand's own pixels in its mask together, as a share of
+        those alone; "pairs": n}.
+    """
+    from core.segment import separate_hands
+
+    wrong = [0, 0]
+    total = [0, 0]
+    own = [0, 0]
+    for case in cases:
+        alone = [segment_hand(case.image, kp, method).mask for kp in case.keypoints]
+        together = separate_hands(alone, case.keypoints)
+        for k, masks in enumerate((alone, together)):
+            wrong[k] += sum(int((masks[i] & case.truth[1 - i]).sum()) for i in range(2))
+            own[k] += sum(int((masks[i] & case.truth[i]).sum()) for i in range(2))
+            total[k] += sum(int(m.sum()) for m in masks)
+    return {"wrong_alone": round(wrong[0] / max(total[0], 1), 4),
+            "wrong_together": round(wrong[1] / max(total[1], 1), 4),
+            "own_kept": round(own[1] / max(own[0], 1), 4), "pairs": len(cases)}
+
+
 def score_methods(cases: Sequence[HandCase], methods: Sequence[str] | None = None,
                   repeats: int = 1) -> dict[str, dict[str, float]]:
     """Mean IoU and median milliseconds per hand of each method over ``cases``.
@@ -214,6 +277,10 @@ def evaluate(methods: Sequence[str] | None = None, data_dir: Path = DEFAULT_DATA
     if synthetic > 0:
         cases, counts = synthetic_cases(synthetic, seed)
         result["synthetic"] = {"counts": counts, "methods": score_methods(cases, methods, repeats)}
+        from core.synth import default_layers
+
+        layers = default_layers()
+        result["two_hands"] = score_two_hands([two_hand_case(seed + i, layers) for i in range(30)])
     return result
 
 
@@ -236,6 +303,8 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(row)
     for k in sets:
         lines.append(f"{k}: {result[k]['counts']}")
+    if "two_hands" in result:
+        lines.append(f"two rendered hands, one over the other (default method): {result['two_hands']}")
     if "baseline_ms" in result:
         lines.append(f"baseline_ms (core.tools.bench fixed CPU workload, same process): {result['baseline_ms']}")
     return "\n".join(lines)

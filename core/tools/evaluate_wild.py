@@ -21,7 +21,10 @@ the GUI's texture uses, ``HandResult.mask``). For each image and in total:
 * sides: the fitted side and, as evidence of a wrong side where no label exists, the ratio of the
   mirrored model's reprojection error to the chosen side's (< 1: the other side fits better);
 * ``seg_iou``, ``seg_precision``: per matched hand, IoU of its mask with the real mask inside the
-  box, and the share of its mask there that is hand (the rest would bleed into the texture).
+  box, and the share of its whole mask that is hand in the real mask (the rest, a sleeve, the
+  table or an object beside the hand, would bleed into the texture); ``seg_mesh_precision``: the
+  same of the mask where the fitted mesh covers it (what the texture can sample; its skin-colour
+  gate then rejects what is far from the skin's colour).
 
 Run ``python -m core.tools.evaluate_wild`` (``--max-hands 2 4``, ``--overlays DIR`` to draw every
 image's boxes, keypoints, fitted mesh and masks); ``python main.py bench --only wild`` gives the
@@ -69,6 +72,7 @@ class ImageReport:
     depth_m: list[float] = field(default_factory=list)
     seg_iou: list[float] = field(default_factory=list)
     seg_precision: list[float] = field(default_factory=list)
+    seg_mesh_precision: list[float] = field(default_factory=list)
 
 
 def best_boxes(keypoints: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int, int]]) -> list[int | None]:
@@ -81,14 +85,28 @@ def best_boxes(keypoints: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, 
     return out
 
 
-def precision(pred: np.ndarray, truth: np.ndarray, region: tuple[int, int, int, int]) -> float:
-    """Share of the (H, W) bool mask ``pred`` inside ``region`` that is hand in ``truth`` (1 when
-    ``pred`` is empty there): what the texture may paint from, so 1 - precision is background
-    (or an object, or a face) that would bleed into the skin."""
-    x0, y0, x1, y1 = region
-    p = pred[y0:y1, x0:x1]
-    n = int(p.sum())
-    return 1.0 if n == 0 else float(np.logical_and(p, truth[y0:y1, x0:x1]).sum() / n)
+def precision(pred: np.ndarray, truth: np.ndarray, region: tuple[int, int, int, int] | None = None) -> float:
+    """Share of the (H, W) bool mask ``pred`` (inside ``region`` if given, else anywhere) that is
+    hand in ``truth`` (1 when ``pred`` is empty): what the texture may paint from, so 1 - precision
+    is background (a sleeve, an object, a face) that would bleed into the skin."""
+    if region is not None:
+        x0, y0, x1, y1 = region
+        pred, truth = pred[y0:y1, x0:x1], truth[y0:y1, x0:x1]
+    n = int(pred.sum())
+    return 1.0 if n == 0 else float(np.logical_and(pred, truth).sum() / n)
+
+
+def mesh_silhouette(hand: Any, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool the pixels a hand's final mesh covers, in its own camera (``HandResult.camera``
+    in pinhole form): with the mask, the pixels its texture can sample."""
+    import torch
+
+    from core.render import RasterSettings, rasterize
+
+    verts, K = hand.camera.pinhole(hand.vertices)
+    frags = rasterize(torch.as_tensor(verts, dtype=torch.float32)[None], torch.as_tensor(hand.faces),
+                      torch.as_tensor(K, dtype=torch.float32)[None], RasterSettings(image_size=tuple(size)))
+    return frags.mask[0].numpy()
 
 
 def _hand_length_mm(engine: Any, side: str, betas: np.ndarray) -> float:
@@ -136,7 +154,8 @@ def evaluate_image(engine: Any, frame: Any, truth: np.ndarray, boxes: list[tuple
         m = hands[hi].mask
         m = np.zeros_like(truth) if m is None else m
         rep.seg_iou.append(round(iou(m, truth, boxes[bi]), 4))
-        rep.seg_precision.append(round(precision(m, truth, boxes[bi]), 4))
+        rep.seg_precision.append(round(precision(m, truth), 4))
+        rep.seg_mesh_precision.append(round(precision(m & mesh_silhouette(hands[hi], truth.shape), truth), 4))
     return rep, result, dets
 
 
@@ -149,7 +168,7 @@ def summarize(reports: Sequence[ImageReport]) -> dict[str, Any]:
         return round(float(statistics.median(values)), 3) if values else None
 
     lengths, errors, ratios = flat("hand_length_mm"), flat("fit_error_px"), flat("other_side_ratio")
-    ious, prec = flat("seg_iou"), flat("seg_precision")
+    ious, prec, mesh_prec = flat("seg_iou"), flat("seg_precision"), flat("seg_mesh_precision")
     out: dict[str, Any] = {k: sum(getattr(r, k) for r in reports)
                            for k in ("boxes", "detections", "hands", "matched", "dropped", "duplicates")}
     out.update({
@@ -164,6 +183,7 @@ def summarize(reports: Sequence[ImageReport]) -> dict[str, Any]:
         "seg_iou_mean": round(float(np.mean(ious)), 4) if ious else None,
         "seg_iou_median": med(ious),
         "seg_precision_mean": round(float(np.mean(prec)), 4) if prec else None,
+        "seg_mesh_precision_mean": round(float(np.mean(mesh_prec)), 4) if mesh_prec else None,
     })
     return out
 
