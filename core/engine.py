@@ -77,7 +77,8 @@ class EngineSettings:
         tracker: how hands keep their identity and side across frames (:mod:`core.tracking`);
             every detected hand is fitted, ``max_hands`` counts hands, not sides.
         focal: estimate the focal length of a stream in the assumed camera (frames whose
-            ``intrinsics_source`` is "assumed") from its tracked hands (:mod:`core.focal`);
+            ``intrinsics_source`` is "assumed") from its tracked hands and, when the camera
+            moves, from the background's motion (:mod:`core.focal`, :mod:`core.scene_focal`);
             once an estimate is accepted the stream's frames use it ("estimated"). None: keep
             the assumed camera. Never used on photos (``detector_mode`` "static").
     """
@@ -221,7 +222,8 @@ class FrameResult:
         camera: the pinhole camera the hands are in: the frame's intrinsics, or for
             weak-perspective fits the nominal camera they are placed in.
         camera_source: ``Frame.intrinsics_source`` ("given", "exif", "assumed"), "estimated"
-            (the stream's focal length estimated from its hands, :mod:`core.focal`), or "weak".
+            (the stream's focal length estimated from its hands or from the background's
+            motion, :mod:`core.focal`), or "weak".
     """
 
     frame: int
@@ -719,15 +721,19 @@ class Engine:
             self.tracker.reset()
             self._last.clear()
         tracked = self.tracker.update(detections, frame.timestamp_s)
+        assumed = frame.intrinsics if frame.intrinsics_source == "assumed" else None
         frame = self._camera(frame)
         K = None if frame.intrinsics is None else frame.intrinsics.K.astype(np.float32)
         h, w = frame.image.shape[:2]
         fits = self._fit_tracked(tracked, K, (w, h), frame.timestamp_s)
         dets = [self._sided(th) for th in tracked]
-        if frame.intrinsics_source == "assumed" and self.focal is not None and self.settings.detector_mode != "static":
-            self.focal.observe(frame.timestamp_s, frame.intrinsics,
+        # Frames in the assumed camera feed the focal length's cues (also after a hand-based
+        # estimate was accepted: a scene estimate from the background's motion overrides it).
+        if assumed is not None and self.focal is not None and self.settings.detector_mode != "static" \
+                and not (self.focal.done and self.focal.scene_done):
+            self.focal.observe(frame.timestamp_s, assumed,
                                [(th.track_id, f.side, d.keypoints_2d, f.pose, float(d.score))
-                                for th, d, f in zip(tracked, dets, fits)])
+                                for th, d, f in zip(tracked, dets, fits)], image=frame.image)
         for th, f in zip(tracked, fits):
             self._last[th.track_id] = (frame.timestamp_s, f)
         for gone in set(self._last) - set(self.tracker.tracks):

@@ -33,13 +33,14 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from core.camera import Intrinsics
 from core.errors import Cancelled
 from core.model.data import HandModelData
+from core.scene_focal import SceneFocal, SceneFocalEstimate, SceneFocalSettings
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,12 @@ class FocalSettings:
         background: estimate in a background thread (the stream goes on in the assumed
             camera meanwhile); False estimates in line, in the frame that completes the set
             (deterministic: tests and benchmarks).
+        scene: the focal length from the background's motion when the camera moves
+            (:mod:`core.scene_focal`; in the engine's thread, every frame's image with the
+            hands masked out); an accepted scene estimate takes precedence over the hand's
+            and stops the hand's collection; while the camera is seen moving and the scene's
+            verdict is near (fewer than twice its ``min_pairs`` pairs measured), the hand's
+            bundle adjustment waits. None: the hand's cue only.
     """
 
     frames: int = 16
@@ -112,6 +119,7 @@ class FocalSettings:
     retry_log_sd: float = 0.04
     retry_max_residual: float = 0.006
     background: bool = True
+    scene: SceneFocalSettings | None = field(default_factory=SceneFocalSettings)
 
     def __post_init__(self) -> None:
         if self.frames < 4:
@@ -138,6 +146,10 @@ class FocalEstimate:
             at the estimate, relative to the hand's size in the image (NaN when nothing was
             estimated).
         turn_deg, size_ratio: the motion spread of its frames (:func:`motion_spread`).
+        cue: what gave it: "hand" (the hand's perspective, this module's bundle adjustment)
+            or "scene" (the background's motion, :mod:`core.scene_focal`: then ``frames``
+            counts the pairs of frames pooled, ``side`` is "", ``seconds`` the collector's
+            wall time so far and ``residual``, ``turn_deg``, ``size_ratio`` are NaN).
     """
 
     focal_px: float
@@ -152,6 +164,15 @@ class FocalEstimate:
     residual: float = float("nan")
     turn_deg: float = float("nan")
     size_ratio: float = float("nan")
+    cue: str = "hand"
+
+
+def scene_estimate(est: SceneFocalEstimate, camera: Intrinsics, seconds: float) -> FocalEstimate:
+    """A background-motion estimate (:mod:`core.scene_focal`) as a :class:`FocalEstimate`
+    (``cue`` "scene") for ``camera``, the assumed one."""
+    intr = est.intrinsics if est.intrinsics is not None else camera
+    return FocalEstimate(est.focal_px, est.fov_deg, est.log_sd, est.pairs, "", est.accepted, est.reason, seconds,
+                         intr, cue="scene")
 
 
 @dataclass(frozen=True)
@@ -253,9 +274,13 @@ def _rejection(log_sd: float, fov: float, rejected: int, frames: int, st: FocalS
 class FocalEstimator:
     """A stream's focal-length estimation state (one per stream; :meth:`reset` for a new one).
 
-    The engine calls :meth:`observe` with each frame's hands while the stream is in the
-    assumed camera, and asks :meth:`camera` for the camera to use: None until an estimate is
-    accepted.
+    The engine calls :meth:`observe` with each frame's hands and image while the stream's
+    frames come in the assumed camera, and asks :meth:`camera` for the camera to use: None
+    until an estimate is accepted. Two cues: the hand's perspective (this module; kept frames,
+    a bundle adjustment) and, when the camera moves, the background's motion
+    (:mod:`core.scene_focal`, :attr:`FocalSettings.scene`). An accepted scene estimate takes
+    precedence (it is independent of MediaPipe's keypoints, whose perspective is biased) and
+    ends the hand's collection; before it, an accepted hand estimate is used.
 
     Args:
         models: the hand model per side ("right", "left").
@@ -280,18 +305,34 @@ class FocalEstimator:
             self._stopped = ""  # why no further estimate is tried ("" while one may be)
             self._thread: threading.Thread | None = None
             self._generation += 1
+            scene = self.settings.scene
+            self._scene = SceneFocal(scene) if scene is not None else None
+            self._scene_estimate: FocalEstimate | None = None
+            self._scene_accepted: FocalEstimate | None = None
 
     @property
     def estimates(self) -> tuple[FocalEstimate, ...]:
-        """Every estimate made in this stream, in order (accepted or not)."""
+        """Every estimate of the hand's cue made in this stream, in order (accepted or not)."""
         with self._lock:
             return tuple(self._estimates)
 
     @property
-    def accepted(self) -> FocalEstimate | None:
-        """The estimate the stream uses, or None."""
+    def scene_estimate(self) -> FocalEstimate | None:
+        """The background-motion cue's latest pooled estimate (``cue`` "scene"; accepted or
+        not), or None while no pair of frames was measured."""
         with self._lock:
-            return self._accepted
+            return self._scene_estimate
+
+    @property
+    def scene(self) -> SceneFocal | None:
+        """The background-motion collector (its pairs, wall time), or None when it is off."""
+        return self._scene
+
+    @property
+    def accepted(self) -> FocalEstimate | None:
+        """The estimate the stream uses (a scene estimate before a hand one), or None."""
+        with self._lock:
+            return self._scene_accepted if self._scene_accepted is not None else self._accepted
 
     @property
     def stopped(self) -> str:
@@ -302,11 +343,17 @@ class FocalEstimator:
 
     @property
     def done(self) -> bool:
-        """Nothing more to do: an estimate was accepted, every attempt was used, or a rejected
-        one showed that more frames would not help (:attr:`stopped`)."""
+        """The hand's cue has nothing more to do: an estimate (of either cue) was accepted,
+        every attempt was used, or a rejected one showed that more frames would not help
+        (:attr:`stopped`). The scene's cue may go on (:attr:`scene_done`)."""
         with self._lock:
-            return (self._accepted is not None or bool(self._stopped)
+            return (self._accepted is not None or self._scene_accepted is not None or bool(self._stopped)
                     or len(self._estimates) >= self.settings.attempts)
+
+    @property
+    def scene_done(self) -> bool:
+        """The background-motion cue has nothing more to do (off, accepted or given up)."""
+        return self._scene is None or self._scene.done
 
     def camera(self, assumed: Intrinsics) -> Intrinsics | None:
         """The estimated camera for frames whose assumed camera is ``assumed`` (scaled to its
@@ -320,15 +367,20 @@ class FocalEstimator:
         return intr
 
     def observe(self, t: float, camera: Intrinsics,
-                hands: list[tuple[int, str, np.ndarray, np.ndarray, float]]) -> None:
+                hands: list[tuple[int, str, np.ndarray, np.ndarray, float]],
+                image: np.ndarray | None = None) -> None:
         """Keep this frame's hands (track id, side, keypoints (21, 2), fit pose (48,) in
-        ``camera``, score) where due, and start an estimate when a side has enough frames.
+        ``camera``, score) where due, and start an estimate when a side has enough frames;
+        give the frame's ``image`` ((H, W, 3) RGB uint8, None: none) to the background-motion
+        cue with the hands' keypoint boxes masked out. ``camera`` is the assumed camera.
 
         Frames are pooled per side, not per track: a hand lost for a few frames and found
         again (a new track) goes on adding to its side's frames. A frame with two hands of one
         side adds neither (which one continues the set is unknown); the bundle adjustment's
         robust frame weights reject the odd frame of another hand.
         """
+        if image is not None and not self.scene_done:
+            self._observe_scene(t, camera, hands, image)
         if self.done or self._thread is not None:
             return
         st = self.settings
@@ -344,7 +396,7 @@ class FocalEstimator:
             self._kept[side] = (t, frames)
             if len(frames) >= self._needed and ready is None:
                 ready = (side, list(frames))
-        if ready is None:
+        if ready is None or self._scene_pending():
             return
         side, frames = ready
         stop = self._no_retry(frames)
@@ -360,6 +412,34 @@ class FocalEstimator:
             self._thread.start()
         else:
             self._run(side, frames, camera, self._generation, True)
+
+    def _observe_scene(self, t: float, camera: Intrinsics,
+                       hands: list[tuple[int, str, np.ndarray, np.ndarray, float]], image: np.ndarray) -> None:
+        assert self._scene is not None
+        boxes = []
+        for hand in hands:
+            kp = np.asarray(hand[2], np.float64)
+            boxes.append((*kp.min(axis=0), *kp.max(axis=0)))
+        est = self._scene.observe(t, image, camera, boxes)
+        if est is None:
+            return
+        found = scene_estimate(est, camera, self._scene.seconds)
+        with self._lock:
+            self._scene_estimate = found
+            if found.accepted:
+                self._scene_accepted = found
+                log.info("estimated the camera from the background's motion: focal length %.1f px (%.1f degree "
+                         "field of view, +-%.1f%%) from %d pairs of frames", found.focal_px, found.fov_deg,
+                         100 * found.log_sd, found.frames)
+
+    def _scene_pending(self) -> bool:
+        """The background's motion is about to give the focal length: its cue has measured an
+        informative pair and fewer than twice the pairs it needs. The hand's bundle adjustment
+        (1-4 s of a core, in line for a recording) waits for its verdict, keeping its frames."""
+        scene = self._scene
+        if scene is None or scene.done:
+            return False
+        return any(p.informative for p in scene.pairs) and len(scene.pairs) < 2 * scene.settings.min_pairs
 
     def _no_retry(self, frames: list[FocalFrame]) -> str:
         """Why a retry with these frames is not worth its bundle adjustment ("" when it is):

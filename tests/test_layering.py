@@ -35,7 +35,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.profile_io", "core.render", "core.capture"),
     ("core.segment",),
     ("core.detect",),  # above segment: its task-bundle builder packs the segmentation model (core.segment.methods)
-    ("core.tracking", "core.fit"),
+    # scene_focal: a moving camera's focal length from its background (images and the camera only)
+    ("core.tracking", "core.fit", "core.scene_focal"),
     ("core.refine",),
     ("core.texture",),
     ("core.synth",),

@@ -198,6 +198,49 @@ def procedural_background(rng: np.random.Generator, width: int, height: int) -> 
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def textured_background(rng: np.random.Generator, width: int, height: int,
+                        feature_px: float | None = None) -> np.ndarray:
+    """A cluttered non-skin background with corners everywhere (what background tracking
+    needs; :func:`procedural_background` is smooth): that background under small rectangles,
+    ellipses and lines in non-skin colours (sizes 0.3-2 ``feature_px``, default 3% of the
+    larger side; about two per ``feature_px`` square), lightly blurred."""
+    import cv2
+
+    img = procedural_background(rng, width, height).astype(np.float32)
+    feature = float(feature_px) if feature_px is not None else 0.03 * max(width, height)
+    for _ in range(int(2.0 * width * height / feature ** 2)):
+        hue = rng.uniform(0.15, 0.9)  # clear of skin's orange-red
+        hsv = np.uint8([[[int(hue * 179), int(rng.uniform(0.1, 0.8) * 255), int(rng.uniform(0.1, 0.95) * 255)]]])
+        c = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(float).tolist()
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        r = max(int(rng.uniform(0.3, 2.0) * feature), 2)
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            cv2.rectangle(img, (x, y), (x + r, y + int(rng.uniform(0.3, 1.5) * r)), c, -1)
+        elif kind == 1:
+            cv2.ellipse(img, (x, y), (r, max(int(rng.uniform(0.3, 1.0) * r), 1)), float(rng.uniform(0, 180)),
+                        0, 360, c, -1)
+        else:
+            a = rng.uniform(0, np.pi)
+            cv2.line(img, (x, y), (int(x + 2 * r * np.cos(a)), int(y + 2 * r * np.sin(a))), c,
+                     int(rng.integers(1, 4)))
+    img = cv2.GaussianBlur(img, (0, 0), 0.8)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def turned_view(panorama: np.ndarray, K_panorama: np.ndarray, K: np.ndarray, rotation: np.ndarray,
+                size: tuple[int, int]) -> np.ndarray:
+    """What a camera ``K`` turned by ``rotation`` (3, 3: reference-camera directions to this
+    camera's) sees of a distant scene imaged by the reference camera ``K_panorama`` as
+    ``panorama`` (a wide canvas): the panorama warped by ``K R K_panorama^-1``, exact for a
+    camera rotating about its centre. ``size``: (width, height)."""
+    import cv2
+
+    H = np.asarray(K, np.float64) @ np.asarray(rotation, np.float64) @ np.linalg.inv(np.asarray(K_panorama,
+                                                                                               np.float64))
+    return cv2.warpPerspective(panorama, H, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
 # ----------------------------------------------------------------------------- poses
 
 

@@ -146,20 +146,42 @@ def corrupt_labels(sides: tuple[str, ...], frames: int, seed: int = 0, swap_runs
     return [tuple(x) for x in labels]
 
 
+def camera_turn(i: int, frames: int, amplitude_deg: float) -> np.ndarray:
+    """The (3, 3) rotation of :func:`render_clip`'s turning camera at frame ``i`` of ``frames``
+    (reference-camera directions to this frame's camera)."""
+    phase = 2 * np.pi * i / frames
+    a = np.radians(amplitude_deg)
+    w = np.array([0.6 * a * np.sin(phase + 1.0), a * np.sin(phase), 0.2 * a * np.sin(2 * phase)])
+    return axis_angle_to_matrix(torch.as_tensor(w, dtype=torch.float64)).numpy()
+
+
 def render_clip(layers: dict[str, HandModel], fov_deg: float, frames: int = 40,
                 image_size: tuple[int, int] = (640, 480),
-                seed: int = 0, fill: float = 0.5) -> list[SynthSample]:
+                seed: int = 0, fill: float = 0.5, camera_turn_deg: float = 0.0) -> list[SynthSample]:
     """A rendered clip of one right hand seen by a pinhole camera of ``fov_deg`` (horizontal).
 
     The demo clip's motion (:mod:`core.synth.make_demo`: natural key poses, the wrist turning
     and swaying), while the hand's centre circles a third of the way out from the image's
     centre, where a wide-angle camera's perspective shows most; its length spans ``fill`` of
     the image's smaller side (so a wider camera sees it closer). Deterministic for a seed.
+
+    ``camera_turn_deg`` > 0: the camera also turns about its centre, as a head-mounted one
+    does (over the clip, yaw ``sin`` of that amplitude, pitch 0.6 of it, roll 0.2), seeing a
+    distant textured scene wider than the view (:func:`camera_turn`,
+    :func:`core.synth.render.textured_background`, :func:`core.synth.render.turned_view`); the
+    hand moves with the camera (its placement in the camera's frame is the same as without).
+    0 (the default): the still camera and smooth background of before, unchanged.
     """
     from core.camera import intrinsics_from_fov
     from core.model.anatomy import anatomical_to_axis_angle
     from core.synth.make_demo import keyframes, smoothstep
-    from core.synth.render import procedural_background, procedural_skin_texture, render_hand_sample
+    from core.synth.render import (
+        procedural_background,
+        procedural_skin_texture,
+        render_hand_sample,
+        textured_background,
+        turned_view,
+    )
 
     rng = np.random.default_rng(seed)
     w, h = image_size
@@ -172,8 +194,13 @@ def render_clip(layers: dict[str, HandModel], fov_deg: float, frames: int = 40,
     background = procedural_background(rng, w, h)
     frames_t = torch.as_tensor(d.rest_frames[1:])
     lighting = (np.array([0.3, -0.4, 0.87]) / np.linalg.norm([0.3, -0.4, 0.87]), 0.45, np.array([1.0, 0.98, 0.95]))
+    if camera_turn_deg > 0:  # a scene three views wide and high, seen by the reference camera K_pan
+        panorama = textured_background(np.random.default_rng(seed + 7919), 3 * w, 3 * h, feature_px=0.03 * w)
+        K_pan = K + np.array([[0.0, 0.0, w], [0.0, 0.0, h], [0.0, 0.0, 0.0]])
     out = []
     for i in range(frames):
+        if camera_turn_deg > 0:
+            background = turned_view(panorama, K_pan, K, camera_turn(i, frames, camera_turn_deg), (w, h))
         t = i / max(frames - 1, 1) * (len(keys) - 1)
         k = min(int(t), len(keys) - 2)
         a = smoothstep(np.array(t - k))

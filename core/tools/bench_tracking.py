@@ -12,6 +12,10 @@
   estimate from MediaPipe's keypoints (:func:`exact_hand_fov`: the camera that best explains
   them given the exact 3D hand). With
   ``bench --plots DIR``, one figure per case.
+* ``wide_angle_moving``: the same clips with the camera turning (a head-mounted camera over a
+  textured distant scene, ``render_clip(camera_turn_deg=...)``), no intrinsics: the focal length
+  from the background's motion (:mod:`core.scene_focal`) and the fit's reprojection error in
+  the camera the stream ends in, against the true camera's.
 * ``rendered_sides``: how the real MediaPipe reads the rendered hands: stills found, sides
   right by label and by world-landmark chirality, and how soon a right hand's track is sided right.
 """
@@ -164,6 +168,81 @@ def bench_wide_angle(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 48, 
     return out
 
 
+def bench_wide_angle_moving(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 48, seed: int = 1,
+                            turn_deg: float = 8.0) -> dict[str, Any]:
+    """Rendered wide-angle clips of a turning camera (:func:`core.synth.sequences.render_clip`
+    with ``camera_turn_deg``: yaw +-8 degrees, pitch +-4.8, roll +-1.6 over the clip, about 1
+    degree a frame at most) through the real MediaPipe and the real engine, no intrinsics (the
+    assumed camera, the focal length estimated from the stream) and with the true ones.
+
+    Per field of view: ``scene_focal_error`` the accepted scene estimate's relative error
+    (else the last pooled one's; None without any), ``scene_accepted``, ``scene_log_sd``,
+    ``scene_pairs`` (pooled / measured), ``switch_frame`` (the first frame in the estimated
+    camera), ``scene_ms_per_frame`` the collector's wall time per frame it saw (it stops once
+    accepted), ``scene_ms_per_pair``; ``focal_error_final`` and ``camera_source_final`` of the
+    stream's last frame, ``focal_cue_final`` the cue that gave it; median reprojection error
+    (px) with the true camera and estimated (every frame, and the frames after the switch),
+    and their ratios.
+    """
+    from core.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
+    from core.capture.frame import Frame
+    from core.detect import HandDetector
+    from core.engine import Engine, EngineSettings
+    from core.focal import FocalSettings
+    from core.synth import default_layers
+    from core.synth.sequences import render_clip
+
+    layers = default_layers()
+    fps = 15.0
+    out: dict[str, Any] = {"wide_angle_moving_frames": frames, "wide_angle_moving_turn_deg": turn_deg}
+    settings = EngineSettings(detector_process=False, smoothing=None, focal=FocalSettings(background=False))
+    with Engine(settings, stream=True) as engine, HandDetector(max_hands=1, mode="video") as detector:
+        for fov in fovs:
+            key = f"wide_angle_moving_{fov:.0f}"
+            clip = render_clip(layers, fov, frames, (W, H), seed=seed, camera_turn_deg=turn_deg)
+            detector.reset()
+            found = [detector.detect(s.image, i / fps) for i, s in enumerate(clip)]
+            true = intrinsics_from_fov(fov, W, H)
+            assumed = intrinsics_from_fov(DEFAULT_FOV_DEG, W, H)
+            errs: dict[str, dict[int, float]] = {}  # frame: the hand's reprojection error
+            switch = None
+            for name, (intr, origin) in {"true": (true, "given"), "estimated": (assumed, "assumed")}.items():
+                engine.reset()
+                errs[name] = {}
+                for i, (s, dets) in enumerate(zip(clip, found)):
+                    result = engine.process_detections(Frame(i, i / fps, s.image, intr, "synthetic", origin), dets)
+                    if name == "estimated" and switch is None and result.camera_source == "estimated":
+                        switch = i
+                    for hand in result.hands[:1]:
+                        errs[name][i] = hand.fit.reprojection_error_px
+            est = engine.focal.scene_estimate
+            collector = engine.focal.scene
+            final = engine.focal.accepted
+            out[f"{key}_detected_frames"] = sum(bool(d) for d in found)
+            out[f"{key}_scene_focal_error"] = None if est is None else round(est.focal_px / true.fx - 1, 4)
+            out[f"{key}_scene_accepted"] = bool(est is not None and est.accepted)
+            out[f"{key}_scene_reason"] = None if est is None else est.reason
+            out[f"{key}_scene_log_sd"] = None if est is None else round(est.log_sd, 4)
+            out[f"{key}_scene_pairs"] = f"{0 if est is None else est.frames}/{len(collector.pairs)}"
+            out[f"{key}_scene_models"] = sorted({p.model for p in collector.pairs if p.informative})
+            out[f"{key}_switch_frame"] = switch
+            out[f"{key}_scene_ms_per_frame"] = round(1000 * collector.seconds / max(collector.frames, 1), 2)
+            out[f"{key}_scene_ms_per_pair"] = round(1000 * collector.seconds / max(len(collector.pairs), 1), 2)
+            out[f"{key}_hand_estimates"] = len(engine.focal.estimates)
+            out[f"{key}_focal_error_final"] = round(result.camera.fx / true.fx - 1, 4)
+            out[f"{key}_camera_source_final"] = result.camera_source
+            out[f"{key}_focal_cue_final"] = None if final is None else final.cue
+            after = [e for i, e in errs["estimated"].items() if switch is not None and i >= switch]
+            true_after = [e for i, e in errs["true"].items() if switch is not None and i >= switch]
+            out[f"{key}_reprojection_px_true"] = _median(list(errs["true"].values()))
+            out[f"{key}_reprojection_px_estimated"] = _median(list(errs["estimated"].values()))
+            out[f"{key}_reprojection_ratio_estimated_vs_true"] = round(
+                out[f"{key}_reprojection_px_estimated"] / max(out[f"{key}_reprojection_px_true"], 1e-9), 3)
+            out[f"{key}_reprojection_ratio_after_switch_vs_true"] = (
+                round(_median(after) / max(_median(true_after), 1e-9), 3) if after else None)
+    return out
+
+
 def exact_hand_fov(joints_3d: list[np.ndarray], keypoints_2d: list[np.ndarray], image_size: tuple[int, int],
                    fovs: tuple[float, ...] = tuple(range(40, 151, 5))) -> float:
     """The horizontal field of view (degrees, of ``fovs``) whose camera best explains the 2D
@@ -285,7 +364,8 @@ def bench_rendered_sides(stills: int = 40, seed: int = 1000) -> dict[str, Any]:
     return out
 
 
-BENCHMARKS = {"tracks": bench_tracks, "wide_angle": bench_wide_angle, "rendered_sides": bench_rendered_sides}
+BENCHMARKS = {"tracks": bench_tracks, "wide_angle": bench_wide_angle, "wide_angle_moving": bench_wide_angle_moving,
+              "rendered_sides": bench_rendered_sides}
 
 
 def wide_angle_detections(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 24,
