@@ -15,18 +15,24 @@ def mpjpe(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(gt, np.float64), axis=-1).mean())
 
 
+def best_rotation(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(3, 3) the rotation ``R`` that best maps ``pred`` (J, 3) onto ``gt`` (J, 3), both about
+    their centroids: it minimizes ``sum |R (p - mean p) - (g - mean g)|^2`` (Kabsch)."""
+    p0 = np.asarray(pred, np.float64) - np.mean(pred, axis=0)
+    g0 = np.asarray(gt, np.float64) - np.mean(gt, axis=0)
+    u, _, vt = np.linalg.svd(p0.T @ g0)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(vt.T @ u.T))])
+    return vt.T @ D @ u.T
+
+
 def procrustes_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """``pred`` (J, 3) mapped onto ``gt`` (J, 3) by the best similarity transform."""
     p = np.asarray(pred, np.float64)
     g = np.asarray(gt, np.float64)
-    mp, mg = p.mean(0), g.mean(0)
-    p0, g0 = p - mp, g - mg
-    u, s, vt = np.linalg.svd(p0.T @ g0)
-    d = np.sign(np.linalg.det(vt.T @ u.T))
-    D = np.diag([1.0, 1.0, d])
-    R = vt.T @ D @ u.T
-    scale = float((s * np.diag(D)).sum() / max((p0**2).sum(), 1e-18))
-    return scale * p0 @ R.T + mg
+    p0, g0 = p - p.mean(0), g - g.mean(0)
+    rotated = p0 @ best_rotation(p, g).T
+    scale = float((rotated * g0).sum() / max((p0**2).sum(), 1e-18))
+    return scale * rotated + g.mean(0)
 
 
 def pa_mpjpe(pred: np.ndarray, gt: np.ndarray) -> float:

@@ -11,6 +11,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from core.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
 from core.capture.frame import Frame
@@ -243,3 +244,40 @@ def test_exact_hand_fov_recovers_the_camera_of_true_projections(layers) -> None:
     uv = [f.keypoints_2d[0] + rng.normal(0.0, 0.5, (21, 2)) for f in seq]
     assert exact_hand_fov([f.joints_3d[0] for f in seq], uv, (W, H)) == 100.0
     assert exact_hand_fov([f.joints_3d[0] for f in seq], uv, (W, H), fovs=(60.0, 70.0, 130.0)) == 70.0
+
+
+def test_world_landmark_turn_measures_a_known_turn_toward_the_ray(layers) -> None:
+    """The bench's measure of MediaPipe's world landmarks: landmarks built as the true hand
+    turned back by 0.4 of its ray's angle (about the axis taking the optical axis onto the ray)
+    read 0.4; the true keypoints themselves read 0; hands on the optical axis are skipped."""
+    from core.rotations import axis_angle_to_matrix
+    from core.tools.bench_tracking import world_landmark_turn
+
+    seq = _one_hand(layers, 100.0, seed=3, frames=10)
+    joints = [f.joints_3d[0].astype(np.float64) for f in seq]
+    world = []
+    for j in joints:
+        ray = j.mean(0) / np.linalg.norm(j.mean(0))
+        axis = np.cross([0.0, 0.0, 1.0], ray)
+        angle = np.arcsin(np.linalg.norm(axis))
+        R = axis_angle_to_matrix(torch.as_tensor(-0.4 * angle * axis / np.linalg.norm(axis))).numpy()
+        world.append((j - j.mean(0)) @ R.T)
+    assert world_landmark_turn(world, joints) == pytest.approx(0.4, abs=1e-3)
+    assert world_landmark_turn(joints, joints) == pytest.approx(0.0, abs=1e-3)
+    on_axis = [j - j.mean(0) + [0.0, 0.0, 0.5] for j in joints]
+    assert np.isnan(world_landmark_turn(on_axis, on_axis))
+
+
+def test_best_rotation_recovers_a_rotation_and_keeps_procrustes() -> None:
+    """Kabsch against a known rotation (with noise), and PA-MPJPE zero for a similar copy."""
+    from core.metrics import best_rotation, pa_mpjpe
+    from core.rotations import axis_angle_to_matrix
+
+    rng = np.random.default_rng(4)
+    p = rng.normal(size=(21, 3))
+    R = axis_angle_to_matrix(torch.tensor([0.3, -1.1, 0.7], dtype=torch.float64)).numpy()
+    g = p @ R.T + [0.1, 0.2, 0.3] + rng.normal(0, 1e-4, (21, 3))
+    assert np.abs(best_rotation(p, g) - R).max() < 1e-3
+    assert pa_mpjpe(2.5 * p @ R.T + 1.0, p) < 1e-9
+    mirrored = p * [1.0, 1.0, -1.0]  # a reflection is not a rotation: the best proper one leaves an error
+    assert np.linalg.det(best_rotation(mirrored, p)) == pytest.approx(1.0)

@@ -80,7 +80,12 @@ def bench_wide_angle(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 48, 
     estimate's error whether or not it was accepted; ``focal_error_final`` the error of the
     camera the stream ended in (the assumed one where every estimate was rejected);
     ``focal_estimates`` / ``focal_estimates_s`` the bundle adjustments the stream ran and their
-    wall time (retries included: the estimator's cost).
+    wall time (retries included: the estimator's cost). ``mediapipe_fov_exact_hand`` is the
+    ceiling of any keypoint-based estimate (:func:`exact_hand_fov`); ``world_landmark_turn``
+    how far MediaPipe's world landmarks are turned toward the viewing ray
+    (:func:`world_landmark_turn`: 0.52-0.56 on these clips, and on clips of 50-120 degrees,
+    other seeds and hand sizes; on the wide-angle clips, turning them back before the fit gave
+    no consistent gain in 3D error across seeds).
     """
     from core.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
     from core.capture.frame import Frame
@@ -148,6 +153,8 @@ def bench_wide_angle(fovs: tuple[float, ...] = (90.0, 120.0), frames: int = 48, 
             hit = [i for i, d in enumerate(found) if d]
             best = exact_hand_fov([clip[i].joints_3d for i in hit], [found[i][0].keypoints_2d for i in hit], (W, H))
             out[f"{key}_mediapipe_fov_exact_hand"] = best
+            out[f"{key}_world_landmark_turn"] = world_landmark_turn(
+                [found[i][0].world_landmarks for i in hit], [clip[i].joints_3d for i in hit])
             out[f"{key}_focal_error_exact_hand"] = round(intrinsics_from_fov(best, W, H).fx / f_true - 1.0, 3)
             for name in ("assumed", "estimated"):
                 out[f"{key}_reprojection_ratio_{name}_vs_true"] = round(
@@ -183,6 +190,34 @@ def exact_hand_fov(joints_3d: list[np.ndarray], keypoints_2d: list[np.ndarray], 
             rms.append(float(np.sqrt(np.mean(np.sum((proj - img) ** 2, axis=-1)))))
         errors.append(float(np.median(rms)))
     return float(fovs[int(np.argmin(errors))])
+
+
+def world_landmark_turn(world: list[np.ndarray], joints_3d: list[np.ndarray]) -> float:
+    """How far MediaPipe's world landmarks are turned toward the viewing ray, as a share of
+    the ray's angle: 0 if they are in camera axes (as MediaPipe documents), 1 if they show the
+    hand as seen along the ray to it (what a crop of the hand shows).
+
+    For each frame, the rotation taking the world landmarks (21, 3) onto the true keypoints
+    (21, 3, camera frame, metres) is projected on the axis that turns the optical axis onto the
+    ray to the true keypoints' centroid and divided by that ray's angle; the median over frames
+    with the ray at least 5 degrees off-axis (NaN if none).
+    """
+    import torch
+
+    from core.metrics import best_rotation
+    from core.rotations import matrix_to_axis_angle
+
+    ratios = []
+    for w, j in zip(world, joints_3d):
+        centre = np.mean(np.asarray(j, np.float64), axis=0)
+        ray = centre / np.linalg.norm(centre)
+        axis = np.cross([0.0, 0.0, 1.0], ray)
+        angle = float(np.arcsin(min(np.linalg.norm(axis), 1.0)))
+        if angle < np.radians(5.0):
+            continue
+        rotvec = matrix_to_axis_angle(torch.as_tensor(best_rotation(w, j))).numpy()
+        ratios.append(float(rotvec @ (axis / np.linalg.norm(axis))) / angle)
+    return round(float(np.median(ratios)), 3) if ratios else math.nan
 
 
 def _plot_case(fov: float, per: dict[str, list[float]]) -> None:
