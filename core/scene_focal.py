@@ -36,6 +36,7 @@ the estimate), independently moving objects beyond what RANSAC discards.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -403,45 +404,64 @@ def pair_focal(p0: np.ndarray, p1: np.ndarray, principal: tuple[float, float], w
     nh = 0 if H is None else int(h_in.sum())
     nf = 0 if F is None or F.shape != (3, 3) else int(f_in.sum())
     focals = focal_grid(width, st.fov_grid_deg)
+    out = None
     if nh >= st.homography_share * nf and nh > 0:
-        keep = h_in[:, 0].astype(bool)
-        if keep.sum() < st.min_inlier_share * n:
-            return PairFocal(**base, inliers=int(keep.sum()), reason=f"too few inliers ({int(keep.sum())} of {n})")
-        f0 = _grid_minimum(rotation_cost(H, focals), focals)
-        k = np.diag([f0, f0, 1.0])
-        M = np.linalg.inv(k) @ H @ k
-        u, _, vt = np.linalg.svd(M)
-        R0 = u @ vt * np.sign(np.linalg.det(u @ vt))
-        tilt0 = math.degrees(math.acos(min(max(float(R0[2, 2]), -1.0), 1.0)))
-        if tilt0 < st.min_tilt_deg:  # K^-1 H K is this rotation whatever the focal length
-            return PairFocal(**base, model="rotation", inliers=int(keep.sum()), tilt_deg=tilt0,
-                             reason=f"a rotation only about the optical axis (its axis turned {tilt0:.2f} "
-                                    f"degrees < {st.min_tilt_deg})")
-        focal, log_sd, R, inl, rms = fit_rotation(q0[keep], q1[keep], f0, R0, thr)
-        tilt = math.degrees(math.acos(min(max(float(R[2, 2]), -1.0), 1.0)))
-        out = dict(base, focal_px=focal, log_sd=log_sd, model="rotation", inliers=int(inl.sum()), rms_px=rms,
-                   tilt_deg=tilt)
-        if rms > st.max_rotation_rms_px * scale:
-            return PairFocal(**out, reason=f"not a rotation (misfit {rms:.2f} px): a near plane seen while moving")
-        if tilt < st.min_tilt_deg:
-            return PairFocal(**out, reason=f"a rotation only about the optical axis (its axis turned {tilt:.2f} "
-                                           f"degrees < {st.min_tilt_deg})")
-    else:
-        keep = f_in[:, 0].astype(bool) if nf else np.zeros(n, bool)
-        if keep.sum() < max(st.min_inlier_share * n, 8):
-            return PairFocal(**base, inliers=int(keep.sum()), reason=f"too few inliers ({int(keep.sum())} of {n})")
-        f0 = _grid_minimum(essential_cost(F, focals), focals)
-        k = np.diag([f0, f0, 1.0])
-        E = k @ F @ k
-        _, R0, t0, _ = cv2.recoverPose(E, q0[keep] / f0, q1[keep] / f0, focal=1.0, pp=(0.0, 0.0))
-        focal, log_sd, r = fit_general(q0[keep], q1[keep], f0, R0, t0[:, 0])
-        out = dict(base, focal_px=focal, log_sd=log_sd, model="general", inliers=int(keep.sum()),
-                   rms_px=math.sqrt(float(np.mean(r ** 2))),
-                   tilt_deg=math.degrees(math.acos(min(max(float(R0[2, 2]), -1.0), 1.0))))
-    if not (out["log_sd"] <= st.pair_max_log_sd):
-        return PairFocal(**out, reason=f"the motion hardly observes the focal length (standard deviation "
-                                       f"{100 * out['log_sd']:.0f}%)")
-    return PairFocal(**out)
+        out = _rotation_pair(q0, q1, H, h_in[:, 0].astype(bool), focals, base, st, scale)
+        if out.reason.startswith("not a rotation") and nf:
+            out = None  # a homography by RANSAC's count, but parallax after all: the general model
+    if out is None:
+        out = _general_pair(q0, q1, F, f_in[:, 0].astype(bool) if nf else np.zeros(n, bool), focals, base, st)
+    if not out.reason and not (out.log_sd <= st.pair_max_log_sd):
+        return dataclasses.replace(out, reason=f"the motion hardly observes the focal length (standard "
+                                               f"deviation {100 * out.log_sd:.0f}%)")
+    return out
+
+
+def _tilt_deg(R: np.ndarray) -> float:
+    """How far a rotation (3, 3) turns the optical axis, degrees."""
+    return math.degrees(math.acos(min(max(float(R[2, 2]), -1.0), 1.0)))
+
+
+def _rotation_pair(q0: np.ndarray, q1: np.ndarray, H: np.ndarray, keep: np.ndarray, focals: np.ndarray,
+                   base: dict, st: SceneFocalSettings, scale: float) -> PairFocal:
+    """:func:`pair_focal`'s rotation model on RANSAC's homography ``H`` and its inliers ``keep``."""
+    n = len(q0)
+    if keep.sum() < st.min_inlier_share * n:
+        return PairFocal(**base, inliers=int(keep.sum()), reason=f"too few inliers ({int(keep.sum())} of {n})")
+    f0 = _grid_minimum(rotation_cost(H, focals), focals)
+    k = np.diag([f0, f0, 1.0])
+    u, _, vt = np.linalg.svd(np.linalg.inv(k) @ H @ k)
+    R0 = u @ vt * np.sign(np.linalg.det(u @ vt))
+    if _tilt_deg(R0) < st.min_tilt_deg:  # K^-1 H K is this rotation whatever the focal length
+        return PairFocal(**base, model="rotation", inliers=int(keep.sum()), tilt_deg=_tilt_deg(R0),
+                         reason=f"a rotation only about the optical axis (its axis turned {_tilt_deg(R0):.2f} "
+                                f"degrees < {st.min_tilt_deg})")
+    focal, log_sd, R, inl, rms = fit_rotation(q0[keep], q1[keep], f0, R0, st.ransac_px * scale)
+    out = PairFocal(**base, focal_px=focal, log_sd=log_sd, model="rotation", inliers=int(inl.sum()), rms_px=rms,
+                    tilt_deg=_tilt_deg(R))
+    if rms > st.max_rotation_rms_px * scale:
+        return dataclasses.replace(out, reason=f"not a rotation (misfit {rms:.2f} px): a near plane seen while "
+                                               "moving")
+    if out.tilt_deg < st.min_tilt_deg:
+        return dataclasses.replace(out, reason=f"a rotation only about the optical axis (its axis turned "
+                                               f"{out.tilt_deg:.2f} degrees < {st.min_tilt_deg})")
+    return out
+
+
+def _general_pair(q0: np.ndarray, q1: np.ndarray, F: np.ndarray | None, keep: np.ndarray, focals: np.ndarray,
+                  base: dict, st: SceneFocalSettings) -> PairFocal:
+    """:func:`pair_focal`'s general model on RANSAC's fundamental matrix ``F`` and its inliers ``keep``."""
+    import cv2
+
+    n = len(q0)
+    if F is None or keep.sum() < max(st.min_inlier_share * n, 8):
+        return PairFocal(**base, inliers=int(keep.sum()), reason=f"too few inliers ({int(keep.sum())} of {n})")
+    f0 = _grid_minimum(essential_cost(F, focals), focals)
+    k = np.diag([f0, f0, 1.0])
+    _, R0, t0, _ = cv2.recoverPose(k @ F @ k, q0[keep] / f0, q1[keep] / f0, focal=1.0, pp=(0.0, 0.0))
+    focal, log_sd, r = fit_general(q0[keep], q1[keep], f0, R0, t0[:, 0])
+    return PairFocal(**base, focal_px=focal, log_sd=log_sd, model="general", inliers=int(keep.sum()),
+                     rms_px=math.sqrt(float(np.mean(r ** 2))), tilt_deg=_tilt_deg(R0))
 
 
 # ----------------------------------------------------------------------------- pooling
@@ -463,7 +483,8 @@ def pool_pairs(pairs: Sequence[PairFocal], camera: Intrinsics,
     nan = SceneFocalEstimate(math.nan, math.nan, math.inf, 0, measured, False, "", None)
     if not good:
         reasons = sorted({p.reason.split(" (")[0] for p in pairs if p.reason})
-        return _replace(nan, reason="no informative pair of frames" + (f" ({'; '.join(reasons)})" if reasons else ""))
+        why = f" ({'; '.join(reasons)})" if reasons else ""
+        return dataclasses.replace(nan, reason=f"no informative pair of frames{why}")
     logs = np.log([p.focal_px for p in good])
     sds = np.array([max(p.log_sd, 1e-4) for p in good])
     w = 1.0 / sds ** 2
@@ -493,12 +514,6 @@ def pool_pairs(pairs: Sequence[PairFocal], camera: Intrinsics,
     else:
         reason = ""
     return SceneFocalEstimate(focal, fov, sd, int(len(lk)), measured, not reason, reason, intr)
-
-
-def _replace(est: SceneFocalEstimate, **changes) -> SceneFocalEstimate:
-    import dataclasses
-
-    return dataclasses.replace(est, **changes)
 
 
 # ----------------------------------------------------------------------------- the collector
