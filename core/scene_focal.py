@@ -76,6 +76,10 @@ class SceneFocalSettings:
             analysis pixels) is not a rotation (a near plane seen while translating).
         min_tilt_deg: a rotation turning the optical axis by less than this is "only about
             the optical axis" (or none), which leaves the focal length unobserved.
+        min_parallax_ratio: a pair of the general model is used only where a homography
+            explains its inliers this many times worse than their epipolar geometry
+            (:func:`homography_ratio`; noise alone: about 2.5): else the scene is a plane, or
+            the motion a rotation, and the fundamental matrix does not pin the focal length.
         fov_grid_deg: (lowest, highest, step) horizontal fields of view of the initial search.
         pair_max_log_sd: a pair whose focal length's standard deviation (log units) is above
             this is left out of the pool (motion that hardly observes it).
@@ -101,6 +105,7 @@ class SceneFocalSettings:
     min_inlier_share: float = 0.5
     max_rotation_rms_px: float = 0.8
     min_tilt_deg: float = 0.5
+    min_parallax_ratio: float = 4.0
     fov_grid_deg: tuple[float, float, float] = (30.0, 150.0, 1.0)
     pair_max_log_sd: float = 0.15
     min_pairs: int = 5
@@ -460,8 +465,33 @@ def _general_pair(q0: np.ndarray, q1: np.ndarray, F: np.ndarray | None, keep: np
     k = np.diag([f0, f0, 1.0])
     _, R0, t0, _ = cv2.recoverPose(k @ F @ k, q0[keep] / f0, q1[keep] / f0, focal=1.0, pp=(0.0, 0.0))
     focal, log_sd, r = fit_general(q0[keep], q1[keep], f0, R0, t0[:, 0])
-    return PairFocal(**base, focal_px=focal, log_sd=log_sd, model="general", inliers=int(keep.sum()),
-                     rms_px=math.sqrt(float(np.mean(r ** 2))), tilt_deg=_tilt_deg(R0))
+    out = PairFocal(**base, focal_px=focal, log_sd=log_sd, model="general", inliers=int(keep.sum()),
+                    rms_px=math.sqrt(float(np.mean(r ** 2))), tilt_deg=_tilt_deg(R0))
+    ratio = homography_ratio(q0[keep], q1[keep], r)
+    if ratio < st.min_parallax_ratio:
+        return dataclasses.replace(out, reason=f"a plane (or a rotation) seen while the camera moved: a homography "
+                                               f"explains the motion (misfit {ratio:.1f}x the epipolar one), the "
+                                               "focal length is not observed")
+    return out
+
+
+def homography_ratio(q0: np.ndarray, q1: np.ndarray, sampson: np.ndarray) -> float:
+    """How much worse a homography explains correspondences (N, 2) than their epipolar
+    geometry: the median transfer error of a least-squares homography over the median
+    absolute Sampson distance ``sampson`` (N,). Noise alone gives about 2.5 (a transfer error
+    is 2-D and carries both images' noise: Rayleigh median 1.66 sigma against 0.67 sigma);
+    parallax of a 3D scene seen from two places makes it larger. Where a homography explains
+    them (a plane, or a pure rotation), the fundamental matrix is not determined and
+    neither is the focal length it gives (Hartley and Zisserman, sec. 11.9)."""
+    import cv2
+
+    H, _ = cv2.findHomography(q0, q1, 0)
+    if H is None:
+        return math.inf
+    h = np.column_stack([q0, np.ones(len(q0))]) @ H.T
+    z = np.where(np.abs(h[:, 2]) < 1e-12, 1e-12, h[:, 2])
+    transfer = np.linalg.norm(h[:, :2] / z[:, None] - q1, axis=1)
+    return float(np.median(transfer) / max(float(np.median(np.abs(sampson))), 1e-12))
 
 
 # ----------------------------------------------------------------------------- pooling

@@ -33,15 +33,21 @@ FPS = 15.0
 
 
 def _correspondences(fov: float, rotvec, transl, seed: int, noise_px: float = 0.5, n: int = 300,
-                     size: tuple[int, int] = (1920, 1080)):
+                     size: tuple[int, int] = (1920, 1080), plane: bool = False):
     """Pixels (N, 2) of random scene points 1-4 m away in a camera of ``fov`` and in the same
     camera rotated by ``rotvec`` (axis-angle) and moved by ``transl`` (metres), with noise
-    (0.5 px at 1920 wide: 0.125 px in the 480 px analysis image, ``scale`` 4)."""
+    (0.5 px at 1920 wide: 0.125 px in the 480 px analysis image, ``scale`` 4). ``plane``: the
+    points lie on a table 0.6 m in front, tilted 50 degrees (a head-mounted camera's view)."""
     w, h = size
     cam = intrinsics_from_fov(fov, w, h)
     rng = np.random.default_rng(seed)
     u, v, d = rng.uniform(0, w, n), rng.uniform(0, h, n), rng.uniform(1.0, 4.0, n)
-    X = np.column_stack([(u - cam.cx) / cam.fx * d, (v - cam.cy) / cam.fy * d, d])
+    X = np.column_stack([(u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy, np.ones(n)])
+    if plane:
+        normal = np.array([0.0, -math.sin(math.radians(50)), -math.cos(math.radians(50))])
+        d = 0.6 * math.cos(math.radians(50)) / -(X @ normal)
+        assert (d > 0).all()
+    X = X * d[:, None]
     Y = X @ rotvec_matrix(np.asarray(rotvec, float)).T + np.asarray(transl, float)
     p0 = np.column_stack([u, v])
     p1 = np.column_stack([Y[:, 0] / Y[:, 2] * cam.fx + cam.cx, Y[:, 1] / Y[:, 2] * cam.fy + cam.cy])
@@ -97,7 +103,14 @@ def test_degenerate_motion_is_rejected() -> None:
     assert slide.reason and not slide.informative
     few = pair([0.03, 0.05, 0], [0, 0, 0], n=20)
     assert "too few" in few.reason
-    est = pool_pairs([static, roll, slide, few], cam)
+    # a table seen by a head turning about the neck (the camera 10 cm in front of the pivot):
+    # a plane while moving, the fundamental matrix is undetermined
+    turn = rotvec_matrix(np.radians([2.0, 2.0, 0.3]))
+    pivot = np.array([0.0, 0.1, -0.1])
+    p0, p1, _ = _correspondences(90.0, np.radians([2.0, 2.0, 0.3]), pivot - turn @ pivot, seed=0, plane=True)
+    table = pair_focal(p0, p1, (cam.cx, cam.cy), 1920, scale=4.0)
+    assert "a plane" in table.reason and not table.informative
+    est = pool_pairs([static, roll, slide, few, table], cam)
     assert not est.accepted and math.isnan(est.focal_px) and "no informative pair" in est.reason
 
 
