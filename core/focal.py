@@ -1,4 +1,11 @@
-"""The focal length of an unknown camera, estimated from a stream: the hand's own perspective.
+"""The focal length of an unknown camera, estimated from a stream: the hand's own perspective
+and, when the camera moves, the background's motion (:mod:`core.scene_focal`).
+
+When the camera moves (head-mounted, handheld), :class:`FocalEstimator` also hands each
+frame's image, with the hands' keypoint boxes, to :class:`core.scene_focal.SceneFocal`
+(classical self-calibration from background correspondences, independent of MediaPipe); its
+accepted estimate (``FocalEstimate.cue`` "scene") takes precedence over the hand's and ends
+the hand's collection. The rest of this text is the hand's cue, used alone for a still camera.
 
 A source opened without ``--intrinsics``, ``--fov`` or EXIF data starts in the assumed camera
 (:data:`core.camera.DEFAULT_FOV_DEG`, ``Frame.intrinsics_source`` "assumed"). While a hand is

@@ -56,7 +56,8 @@ class SceneFocalSettings:
 
     Attributes:
         gap_s: a pair's frames are at least this far apart (seconds of stream time); a
-            frame within ``gap_s`` of the key frame costs nothing.
+            frame within ``gap_s`` of the key frame costs nothing, and while the background
+            has hardly moved, one every ``gap_s / 2``.
         max_gap_s: a key frame whose background has moved less than ``min_flow_px`` by then
             makes a "camera did not move" pair and is replaced.
         width: the analysis image's width (pixels; images are downscaled to at most it).
@@ -563,7 +564,8 @@ class SceneFocal:
 
     Call :meth:`observe` with each frame (its time, image, the assumed camera and the hands'
     boxes); :attr:`accepted` is the estimate once one passes :class:`SceneFocalSettings`'s
-    gates. Runs in the caller's thread; :attr:`seconds` is the wall time spent in it.
+    gates. Runs in the caller's thread; :attr:`seconds` is the wall time spent in it,
+    :attr:`frames` the frames it was given and :attr:`looked` those whose image it analysed.
     """
 
     def __init__(self, settings: SceneFocalSettings = SceneFocalSettings()) -> None:
@@ -573,11 +575,13 @@ class SceneFocal:
     def reset(self) -> None:
         """Forget the stream."""
         self._key: _Key | None = None
+        self._next_t = -math.inf  # the next frame time worth measuring
         self.pairs: list[PairFocal] = []
         self.estimate: SceneFocalEstimate | None = None  # the latest pooled estimate
         self.accepted: SceneFocalEstimate | None = None
         self.seconds = 0.0
         self.frames = 0  # frames observed (measured or not)
+        self.looked = 0  # frames whose image was analysed
 
     @property
     def done(self) -> bool:
@@ -593,7 +597,7 @@ class SceneFocal:
             return None
         self.frames += 1
         key = self._key
-        if key is not None and t - key.t < self.settings.gap_s and t >= key.t:
+        if key is not None and key.t <= t < self._next_t:
             return None
         started = time.perf_counter()
         try:
@@ -604,27 +608,29 @@ class SceneFocal:
     def _measure(self, t: float, image: np.ndarray, camera: Intrinsics,
                  boxes: Sequence[tuple[float, float, float, float]], key: _Key | None) -> SceneFocalEstimate | None:
         st = self.settings
+        self.looked += 1
         gray, scale = analysis_image(image, st.width)
         mask = background_mask(gray.shape, boxes, scale, st.hand_margin)
         size = (int(image.shape[1]), int(image.shape[0]))
         here = _Key(t, gray, mask, scale, size)
         if key is None or key.size != size or t < key.t:
-            self._key = here
+            self._key, self._next_t = here, t + st.gap_s
             return None
         p0, p1 = track_features(key.gray, gray, key.mask, mask, st)
         flow = float(np.median(np.linalg.norm(p1 - p0, axis=1))) if len(p0) else 0.0
         if len(p0) >= st.min_features and flow < st.min_flow_px and t - key.t < st.max_gap_s:
-            return None  # hardly moved yet: keep the key frame for a wider baseline
+            self._next_t = t + 0.5 * st.gap_s  # hardly moved yet: a wider baseline, looked at again soon
+            return None
         pair = pair_focal(to_full(p0, scale), to_full(p1, scale), (camera.cx, camera.cy), size[0], st, scale,
                           t - key.t)
-        self._key = here
+        self._key, self._next_t = here, t + st.gap_s
         self.pairs.append(pair)
         est = pool_pairs(self.pairs, camera, st)
         self.estimate = est
         if est.accepted:
             self.accepted = est
             log.debug("the background's motion gives the focal length %.1f px (%.1f degree field of view, "
-                     "+-%.1f%%) from %d pairs of frames", est.focal_px, est.fov_deg, 100 * est.log_sd, est.pairs)
+                      "+-%.1f%%) from %d pairs of frames", est.focal_px, est.fov_deg, 100 * est.log_sd, est.pairs)
         elif len(self.pairs) >= st.max_pairs:
             log.info("no focal length from the background's motion after %d pairs of frames: %s",
                      len(self.pairs), est.reason)

@@ -204,6 +204,8 @@ def test_a_static_camera_gives_no_scene_estimate() -> None:
         collector.observe(i / FPS, image, cam, [(*kp[0], *kp[1])])
     assert collector.accepted is None and collector.pairs
     assert all("did not move" in p.reason for p in collector.pairs)
+    # a key frame every 0.6 s, looked at again every 0.1 s from 0.2 s: 5 of every 9 frames at 15 fps
+    assert collector.looked <= 0.6 * len(clip)
     assert not collector.estimate.accepted and "did not move" in collector.estimate.reason
 
 
@@ -239,11 +241,16 @@ def test_the_engine_switches_to_the_scene_estimate_of_a_moving_camera(layers) ->
     rng = np.random.default_rng(0)
     dets = [detections(f, noise_px=1.0, rng=rng) for f in seq]
     assumed = intrinsics_from_fov(DEFAULT_FOV_DEG, W, H)
-    settings = EngineSettings(detector_process=False, focal=FocalSettings(background=False))
+    # 7 pairs (frames 3, 6, ... 21): the hand's 16 frames are complete first (frame 15)
+    focal = FocalSettings(background=False, scene=SceneFocalSettings(min_pairs=7))
+    settings = EngineSettings(detector_process=False, focal=focal)
     with Engine(settings, stream=True) as engine:
         result = _stream(engine, [c[0] for c in clip], dets, assumed)
-        accepted = engine.focal.accepted
+        assert engine.focal.scene.accepted.pairs >= 7
+        accepted, hand_estimates = engine.focal.accepted, engine.focal.estimates
     assert accepted is not None and accepted.cue == "scene" and accepted.side == ""
+    # the hand's bundle adjustment waited for the scene's verdict and was never needed
+    assert hand_estimates == ()
     assert result.camera_source == "estimated"
     assert result.camera.fx == pytest.approx(cam.fx, rel=0.05)
     assert result.camera.cx == assumed.cx and result.camera.cy == assumed.cy
