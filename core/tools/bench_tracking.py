@@ -179,7 +179,8 @@ def bench_wide_angle_moving(fovs: tuple[float, ...] = (90.0, 120.0), frames: int
     (else the last pooled one's; None without any), ``scene_accepted``, ``scene_log_sd``,
     ``scene_pairs`` (pooled / measured), ``switch_frame`` (the first frame in the estimated
     camera), ``scene_ms_per_frame`` the collector's wall time per frame it saw (it stops once
-    accepted), ``scene_ms_per_pair``; ``focal_error_final`` and ``camera_source_final`` of the
+    accepted), ``scene_ms_per_pair``, ``scene_distortion`` the lens distortion its rotation
+    pairs found (about 0 for these pinhole renders); ``focal_error_final`` and ``camera_source_final`` of the
     stream's last frame, ``focal_cue_final`` the cue that gave it; median reprojection error
     (px) with the true camera and estimated (every frame, and the frames after the switch),
     and their ratios.
@@ -225,6 +226,9 @@ def bench_wide_angle_moving(fovs: tuple[float, ...] = (90.0, 120.0), frames: int
             out[f"{key}_scene_log_sd"] = None if est is None else round(est.log_sd, 4)
             out[f"{key}_scene_pairs"] = f"{0 if est is None else est.frames}/{len(collector.pairs)}"
             out[f"{key}_scene_models"] = sorted({p.model for p in collector.pairs if p.informative})
+            pooled = collector.accepted or collector.estimate
+            out[f"{key}_scene_distortion"] = (None if pooled is None or not np.isfinite(pooled.distortion)
+                                              else round(pooled.distortion, 4))
             out[f"{key}_switch_frame"] = switch
             out[f"{key}_scene_ms_per_frame"] = round(1000 * collector.seconds / max(collector.frames, 1), 2)
             out[f"{key}_scene_ms_per_pair"] = round(1000 * collector.seconds / max(len(collector.pairs), 1), 2)
