@@ -455,7 +455,8 @@ def pair_focal(p0: np.ndarray, p1: np.ndarray, principal: tuple[float, float], w
         if out.reason.startswith("not a rotation") and nf:
             out = None  # a homography by RANSAC's count, but parallax after all: the general model
     if out is None:
-        out = _general_pair(q0, q1, F, f_in[:, 0].astype(bool) if nf else np.zeros(n, bool), focals, base, st)
+        out = _general_pair(q0, q1, F, f_in[:, 0].astype(bool) if nf else np.zeros(n, bool), focals, base, st,
+                            scale)
     if not out.reason and not (out.log_sd <= st.pair_max_log_sd):
         return dataclasses.replace(out, reason=f"the motion hardly observes the focal length (standard "
                                                f"deviation {100 * out.log_sd:.0f}%)")
@@ -495,7 +496,7 @@ def _rotation_pair(q0: np.ndarray, q1: np.ndarray, H: np.ndarray, keep: np.ndarr
 
 
 def _general_pair(q0: np.ndarray, q1: np.ndarray, F: np.ndarray | None, keep: np.ndarray, focals: np.ndarray,
-                  base: dict, st: SceneFocalSettings) -> PairFocal:
+                  base: dict, st: SceneFocalSettings, scale: float) -> PairFocal:
     """:func:`pair_focal`'s general model on RANSAC's fundamental matrix ``F`` and its inliers ``keep``."""
     import cv2
 
@@ -508,7 +509,7 @@ def _general_pair(q0: np.ndarray, q1: np.ndarray, F: np.ndarray | None, keep: np
     focal, log_sd, r = fit_general(q0[keep], q1[keep], f0, R0, t0[:, 0])
     out = PairFocal(**base, focal_px=focal, log_sd=log_sd, model="general", inliers=int(keep.sum()),
                     rms_px=math.sqrt(float(np.mean(r ** 2))), tilt_deg=_tilt_deg(R0))
-    ratio = homography_ratio(q0[keep], q1[keep], r)
+    ratio = homography_ratio(q0[keep], q1[keep], r, 2.0 * st.ransac_px * scale)
     if ratio < st.min_parallax_ratio:
         return dataclasses.replace(out, reason=f"a plane (or a rotation) seen while the camera moved: a homography "
                                                f"explains the motion (misfit {ratio:.1f}x the epipolar one), the "
@@ -516,17 +517,18 @@ def _general_pair(q0: np.ndarray, q1: np.ndarray, F: np.ndarray | None, keep: np
     return out
 
 
-def homography_ratio(q0: np.ndarray, q1: np.ndarray, sampson: np.ndarray) -> float:
+def homography_ratio(q0: np.ndarray, q1: np.ndarray, sampson: np.ndarray, ransac_px: float) -> float:
     """How much worse a homography explains correspondences (N, 2) than their epipolar
-    geometry: the median transfer error of a least-squares homography over the median
-    absolute Sampson distance ``sampson`` (N,). Noise alone gives about 2.5 (a transfer error
+    geometry: the median transfer error of a homography (RANSAC, threshold ``ransac_px``: a
+    least-squares one was dragged by the odd mistracked point) over the median absolute
+    Sampson distance ``sampson`` (N,). Noise alone gives about 2.5 (a transfer error
     is 2-D and carries both images' noise: Rayleigh median 1.66 sigma against 0.67 sigma);
     parallax of a 3D scene seen from two places makes it larger. Where a homography explains
     them (a plane, or a pure rotation), the fundamental matrix is not determined and
     neither is the focal length it gives (Hartley and Zisserman, sec. 11.9)."""
     import cv2
 
-    H, _ = cv2.findHomography(q0, q1, 0)
+    H, _ = cv2.findHomography(q0, q1, cv2.RANSAC, ransac_px, maxIters=2000, confidence=0.999)
     if H is None:
         return math.inf
     h = np.column_stack([q0, np.ones(len(q0))]) @ H.T
