@@ -241,6 +241,32 @@ def turned_view(panorama: np.ndarray, K_panorama: np.ndarray, K: np.ndarray, rot
     return cv2.warpPerspective(panorama, H, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
+def table_view(texture: np.ndarray, K_texture: np.ndarray, K: np.ndarray, rotation: np.ndarray,
+               translation: np.ndarray, height_m: float, size: tuple[int, int],
+               max_distance_m: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """What a moved camera ``K`` sees of a horizontal table ``height_m`` below the reference
+    camera (the plane ``y = height_m`` of the reference camera's frame, OpenCV axes), textured
+    as the reference camera ``K_texture`` images it in ``texture``: the texture warped by the
+    plane's homography ``K (R + t n^T / d) K_texture^-1`` (exact for a plane), where this
+    camera's points are ``X = R X_ref + t``. Returns (image (h, w, 3), mask (h, w) bool: the
+    pixels whose ray meets the table within ``max_distance_m``). ``size``: (width, height)."""
+    import cv2
+
+    R = np.asarray(rotation, np.float64)
+    t = np.asarray(translation, np.float64)
+    n = np.array([0.0, 1.0, 0.0])  # n . X_ref = height_m on the table
+    H = np.asarray(K, np.float64) @ (R + np.outer(t, n) / height_m) @ np.linalg.inv(np.asarray(K_texture, np.float64))
+    image = cv2.warpPerspective(texture, H, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    w, h = size
+    v, u = np.mgrid[0:h, 0:w]
+    Kinv = np.linalg.inv(np.asarray(K, np.float64))
+    rays = np.stack([u, v, np.ones_like(u)], axis=-1).astype(np.float64) @ Kinv.T
+    rn = R @ n  # the ray lam * r meets the table where lam (R n) . r = height + (R n) . t
+    a = rays @ rn
+    depth = np.where(a > 1e-9, (height_m + rn @ t) / np.maximum(a, 1e-9), np.inf)
+    return image, depth * np.linalg.norm(rays, axis=-1) < max_distance_m
+
+
 # ----------------------------------------------------------------------------- poses
 
 

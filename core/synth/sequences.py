@@ -157,7 +157,8 @@ def camera_turn(i: int, frames: int, amplitude_deg: float) -> np.ndarray:
 
 def render_clip(layers: dict[str, HandModel], fov_deg: float, frames: int = 40,
                 image_size: tuple[int, int] = (640, 480),
-                seed: int = 0, fill: float = 0.5, camera_turn_deg: float = 0.0) -> list[SynthSample]:
+                seed: int = 0, fill: float = 0.5, camera_turn_deg: float = 0.0, lever_m: float = 0.0,
+                table_m: float | None = None) -> list[SynthSample]:
     """A rendered clip of one right hand seen by a pinhole camera of ``fov_deg`` (horizontal).
 
     The demo clip's motion (:mod:`core.synth.make_demo`: natural key poses, the wrist turning
@@ -170,7 +171,11 @@ def render_clip(layers: dict[str, HandModel], fov_deg: float, frames: int = 40,
     distant textured scene wider than the view (:func:`camera_turn`,
     :func:`core.synth.render.textured_background`, :func:`core.synth.render.turned_view`); the
     hand moves with the camera (its placement in the camera's frame is the same as without).
-    0 (the default): the still camera and smooth background of before, unchanged.
+    0 (the default): the still camera and smooth background of before, unchanged. With
+    ``lever_m`` the camera turns about a point that far behind it (a head about the neck), so
+    it also moves; with ``table_m`` a textured horizontal table lies that far below the
+    camera's starting place, out to 3 m (:func:`core.synth.render.table_view`): the view has
+    parallax (the distant scene does not).
     """
     from core.camera import intrinsics_from_fov
     from core.model.anatomy import anatomical_to_axis_angle
@@ -179,6 +184,7 @@ def render_clip(layers: dict[str, HandModel], fov_deg: float, frames: int = 40,
         procedural_background,
         procedural_skin_texture,
         render_hand_sample,
+        table_view,
         textured_background,
         turned_view,
     )
@@ -197,10 +203,17 @@ def render_clip(layers: dict[str, HandModel], fov_deg: float, frames: int = 40,
     if camera_turn_deg > 0:  # a scene three views wide and high, seen by the reference camera K_pan
         panorama = textured_background(np.random.default_rng(seed + 7919), 3 * w, 3 * h, feature_px=0.03 * w)
         K_pan = K + np.array([[0.0, 0.0, w], [0.0, 0.0, h], [0.0, 0.0, 0.0]])
+        if table_m is not None:
+            table = textured_background(np.random.default_rng(seed + 7920), 3 * w, 3 * h, feature_px=0.03 * w)
     out = []
     for i in range(frames):
         if camera_turn_deg > 0:
-            background = turned_view(panorama, K_pan, K, camera_turn(i, frames, camera_turn_deg), (w, h))
+            R = camera_turn(i, frames, camera_turn_deg)
+            background = turned_view(panorama, K_pan, K, R, (w, h))
+            if table_m is not None:
+                pivot = np.array([0.0, 0.0, -lever_m])
+                near, on_table = table_view(table, K_pan, K, R, pivot - R @ pivot, table_m, (w, h))
+                background[on_table] = near[on_table]
         t = i / max(frames - 1, 1) * (len(keys) - 1)
         k = min(int(t), len(keys) - 2)
         a = smoothstep(np.array(t - k))
