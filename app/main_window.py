@@ -50,9 +50,11 @@ def camera_text(result) -> str:
         return ""
     width = cam.width if cam.width is not None else 2 * cam.cx + 1
     fov = math.degrees(2 * math.atan(width / (2 * cam.fx)))
-    origin = {"given": "", "exif": " (EXIF)", "assumed": " (assumed)", "estimated": " (estimated)",
-              "weak": " (weak perspective)"}.get(
-        result.camera_source, "")
+    cue = getattr(result, "camera_cue", None)
+    estimated = {"hand": " (from the hand)", "scene": " (from the scene)"}.get(
+        cue, " (estimated)")
+    origin = {"given": "", "exif": " (EXIF)", "assumed": " (assumed)", "estimated": estimated,
+              "weak": " (weak perspective)"}.get(result.camera_source, "")
     return f"camera f {cam.fx:.0f} px · {fov:.0f}°{origin}"
 
 
@@ -368,7 +370,8 @@ class MainWindow(QMainWindow):
         self.stages_label = ElidedLabel("", "Per-stage time of the last frame, milliseconds")
         self.camera_label = ElidedLabel("", "The camera the hands are fitted in: focal length (pixels), field of view "
                                         "and where it came from (given, the photo's EXIF, assumed, estimated from "
-                                        "the stream, or weak perspective)")
+                                        "the stream: from the hand's perspective or from the scene, the "
+                                        "background's motion when the camera moves; or weak perspective)")
         self.quality_label = ElidedLabel("", "Mean reprojection error of the 21 keypoints; silhouette IoU when "
                                          "refining")
         self.texture_label = ElidedLabel("", "Share of the hand's texture captured so far, or frames recorded")

@@ -224,6 +224,9 @@ class FrameResult:
         camera_source: ``Frame.intrinsics_source`` ("given", "exif", "assumed"), "estimated"
             (the stream's focal length estimated from its hands or from the background's
             motion, :mod:`core.focal`), or "weak".
+        camera_cue: for an "estimated" camera, what gave it: "hand" (the hand's perspective
+            across frames) or "scene" (the background's motion, :mod:`core.scene_focal`);
+            None otherwise.
     """
 
     frame: int
@@ -233,6 +236,7 @@ class FrameResult:
     time_ms: dict[str, float]
     camera: Intrinsics | None = None
     camera_source: str = "given"
+    camera_cue: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """One line of ``track``'s JSONL output (docs/ARCHITECTURE.md contract)."""
@@ -244,6 +248,7 @@ class FrameResult:
             "camera": None if self.camera is None else {
                 k: round(getattr(self.camera, k), 3) for k in ("fx", "fy", "cx", "cy")},
             "camera_source": self.camera_source,
+            "camera_cue": self.camera_cue,
             "hands": [h.to_json() for h in self.hands],
         }
 
@@ -410,6 +415,7 @@ class Engine:
         # The stream's focal length, estimated while its frames are in the assumed camera.
         self.focal = FocalEstimator(self.model_data, settings.focal) if settings.focal is not None else None
         self._estimated: Intrinsics | None = None  # the estimated camera the last frame used
+        self._estimated_cue: str | None = None  # and the cue its estimate came from
         #: What :mod:`core.metric_depth` did to each hand of the last RGB-D frame (the order of
         #: its ``FrameResult.hands``); empty for frames without depth.
         self.depth_alignments: tuple = ()
@@ -457,6 +463,7 @@ class Engine:
         if self.focal is not None:
             self.focal.reset()
         self._estimated = None
+        self._estimated_cue = None
         if self._detector is not None:
             self._detector.reset()
         if self._worker is not None:
@@ -762,7 +769,8 @@ class Engine:
         hands = tuple(self._hand_result(d, f, r, th.track_id, m, camera)
                       for d, f, r, th, m in zip(dets, fits, refined, tracked, masks))
         times["total"] = sum(times.values())
-        return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times, camera, origin)
+        cue = self._estimated_cue if origin == "estimated" else None
+        return FrameResult(frame.index, frame.timestamp_s, frame.source, hands, times, camera, origin, cue)
 
     def _camera(self, frame: Frame) -> Frame:
         """The frame in the stream's estimated camera once there is one (frames in the assumed
@@ -771,9 +779,10 @@ class Engine:
         if self.focal is None or frame.intrinsics is None or frame.intrinsics_source != "assumed" \
                 or self.settings.detector_mode == "static":
             return frame
-        camera = self.focal.camera(frame.intrinsics)
-        if camera is None:
+        found = self.focal.camera_and_cue(frame.intrinsics)
+        if found is None:
             return frame
+        camera, self._estimated_cue = found
         if camera != self._estimated:
             self._estimated = camera
             self._last.clear()

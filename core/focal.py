@@ -365,13 +365,20 @@ class FocalEstimator:
     def camera(self, assumed: Intrinsics) -> Intrinsics | None:
         """The estimated camera for frames whose assumed camera is ``assumed`` (scaled to its
         size when that differs), or None while there is none."""
+        found = self.camera_and_cue(assumed)
+        return None if found is None else found[0]
+
+    def camera_and_cue(self, assumed: Intrinsics) -> tuple[Intrinsics, str] | None:
+        """:meth:`camera` and the cue of the estimate it comes from ("hand" or "scene",
+        :attr:`FocalEstimate.cue`), read together (a background estimate may land between two
+        reads), or None while there is none."""
         est = self.accepted
         if est is None:
             return None
         intr = est.intrinsics
         if assumed.size is not None and intr.size is not None and assumed.size != intr.size:
             intr = intr.scaled(assumed.size[0] / intr.size[0], assumed.size[1] / intr.size[1])
-        return intr
+        return intr, est.cue
 
     def observe(self, t: float, camera: Intrinsics,
                 hands: list[tuple[int, str, np.ndarray, np.ndarray, float]],

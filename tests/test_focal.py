@@ -68,9 +68,21 @@ def test_a_turning_hand_gives_the_focal_length(engine, layers) -> None:
     assert est is not None and est.accepted and est.reason == "" and est.log_sd < 0.02
     line = result.to_json()
     assert line["camera_source"] == "estimated" and line["camera"]["fx"] == pytest.approx(result.camera.fx, abs=1e-3)
+    assert line["camera_cue"] == result.camera_cue == "hand"
     # a new stream starts in the assumed camera again
     engine.reset()
     assert engine.focal.accepted is None and not engine.focal.estimates
+    first = _stream(engine, seq[:3])
+    assert first.camera_source == "assumed" and first.camera_cue is None and first.to_json()["camera_cue"] is None
+
+
+def test_the_summary_names_the_cue() -> None:
+    """Where an estimated camera came from, in words, for ``track``'s summary."""
+    from core.tools.cli_track import camera_origin
+
+    assert camera_origin("estimated", "scene") == "estimated from the background's motion"
+    assert camera_origin("estimated", "hand") == "estimated from the hand"
+    assert camera_origin("assumed", None) == "assumed" and camera_origin("estimated", None) == "estimated"
 
 
 def test_a_hand_that_never_turns_or_changes_depth_keeps_the_assumed_camera(engine, layers) -> None:

@@ -52,7 +52,7 @@ def test_status_bar_keeps_every_field_readable(window, qtbot, size) -> None:
     window.resize(*size)
     texts = {window.fps_label: "14.7 fps · view 10.2/s",
              window.stages_label: "detect 37 · fit 2 · refine 28 · segment 2 · texture 6 ms",
-             window.camera_label: "camera f 416 px · 60° (estimated)",
+             window.camera_label: "camera f 416 px · 60° (from the scene)",
              window.quality_label: "reprojection 2.7 px · IoU 0.88", window.texture_label: "texture 52%"}
     for label, text in texts.items():
         label.setText(text)
@@ -189,3 +189,18 @@ def test_the_calibration_panel_fits_its_dock(window) -> None:
     assert panel.scale_mode() == "prior" and "population prior" in panel.measured_label.text()
     body = panel._scroll.widget()
     assert body.minimumSizeHint().width() <= window.calibration_dock.minimumWidth()
+
+
+def test_the_camera_field_names_where_an_estimate_came_from() -> None:
+    """The status bar's camera: an estimated focal length says which cue gave it."""
+    from types import SimpleNamespace
+
+    from app.main_window import camera_text
+    from core.camera import intrinsics_from_fov
+
+    cam = intrinsics_from_fov(90.0, 640, 480)
+    shown = camera_text(SimpleNamespace(camera=cam, camera_source="estimated", camera_cue="scene"))
+    assert shown == "camera f 320 px · 90° (from the scene)"
+    assert camera_text(SimpleNamespace(camera=cam, camera_source="estimated", camera_cue="hand")).endswith(
+        "(from the hand)")
+    assert camera_text(SimpleNamespace(camera=cam, camera_source="assumed", camera_cue=None)).endswith("(assumed)")

@@ -299,7 +299,8 @@ def test_the_engine_switches_to_the_scene_estimate_of_a_moving_camera(layers) ->
     assert accepted is not None and accepted.cue == "scene" and accepted.side == ""
     # the hand's bundle adjustment waited for the scene's verdict and was never needed
     assert hand_estimates == ()
-    assert result.camera_source == "estimated"
+    assert result.camera_source == "estimated" and result.camera_cue == "scene"
+    assert result.to_json()["camera_cue"] == "scene"
     assert result.camera.fx == pytest.approx(cam.fx, rel=0.05)
     assert result.camera.cx == assumed.cx and result.camera.cy == assumed.cy
 

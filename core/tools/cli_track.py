@@ -185,6 +185,15 @@ def _image_files(src) -> tuple[Path, ...] | None:
     return None
 
 
+def camera_origin(source: str, cue: str | None) -> str:
+    """Where a frame's camera came from, in words: its ``camera_source``, and for an estimated
+    one the cue ("estimated from the hand", "estimated from the background's motion")."""
+    if source == "estimated" and cue is not None:
+        return {"hand": "estimated from the hand", "scene": "estimated from the background's motion"}.get(
+            cue, f"estimated ({cue})")
+    return source
+
+
 class _Cameras:
     """The summary's camera: one focal length and its field of view when every frame had the same,
     else the range over the frames (photos of several sizes, per-frame intrinsics, a stream that
@@ -201,7 +210,7 @@ class _Cameras:
             return
         self.lo = cam.fx if self.lo is None else min(self.lo, cam.fx)
         self.hi = cam.fx if self.hi is None else max(self.hi, cam.fx)
-        self.sources[result.camera_source] = None
+        self.sources[camera_origin(result.camera_source, getattr(result, "camera_cue", None))] = None
         self.last = cam
 
     def note(self) -> str:
