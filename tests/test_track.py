@@ -191,3 +191,23 @@ def test_a_recording_estimates_the_focal_length_in_line_a_camera_in_the_backgrou
     camera = CameraSource.__new__(CameraSource)  # not opened: only its kind matters here
     assert engine_settings_for(EngineSettings(), camera).focal.background is True
     assert engine_settings_for(EngineSettings(focal=None), camera).focal is None
+
+
+def test_the_assumed_camera_message_fits_the_source(tmp_path: Path, capsys, caplog) -> None:
+    """Without a camera, a video is told its focal length will come from the stream (it said
+    "a photo's EXIF focal length" for videos too); a photo folder is told about EXIF."""
+    import logging
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    for src, said, not_said in ((_noise_video(tmp_path / "v.mp4", frames=2), "until the stream gives", "EXIF"),
+                                (folder, "each photo's EXIF focal length", "until the stream")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="core.tools.cli_track"):
+            code, _, err = _run(["track", str(src), "--out", str(tmp_path / "r.jsonl")], capsys)
+        assert code == 2 and "no hand was found" in err  # noise: no hands, one clear error
+        message = " ".join(r.getMessage() for r in caplog.records if "no camera given" in r.getMessage())
+        assert said in message and not_said not in message, message

@@ -121,8 +121,13 @@ def run_track(
     output = StreamingOutput(out)
     with output.open() as f, options.open() as src:
         if stereo is None and not src.camera_known and not weak_perspective:
-            log.info("no camera given for %s: assuming a photo's EXIF focal length, else a %.0f degree field of "
-                     "view (give --intrinsics or --fov for better depth)", source, DEFAULT_FOV_DEG)
+            if _image_files(src) is not None:
+                log.info("no camera given for %s: assuming each photo's EXIF focal length, else a %.0f degree "
+                         "field of view (give --intrinsics or --fov for better depth)", source, DEFAULT_FOV_DEG)
+            else:
+                log.info("no camera given for %s: assuming a %.0f degree field of view until the stream gives its "
+                         "focal length (the background's motion when the camera moves, else the hand's "
+                         "perspective; give --intrinsics or --fov for better depth)", source, DEFAULT_FOV_DEG)
         # the engine (torch, MediaPipe) loads once the arguments and inputs are known to be good
         from core.engine import EngineSettings
 
