@@ -4,7 +4,6 @@ toolbar, menus and the status area."""
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +33,7 @@ from app.state import AppState, load_profile_for
 from app.status_bar import ElidedLabel, StatusBar
 from app.tracking_panel import TrackingPanel
 from app.worker import LiveUpdate, TrackingConfig, TrackingWorker
+from core.camera import fov_from_focal
 from core.engine import EngineSettings
 from core.errors import HandTwinError
 from core.fit import FitSettings
@@ -49,7 +49,7 @@ def camera_text(result) -> str:
     if cam is None:
         return ""
     width = cam.width if cam.width is not None else 2 * cam.cx + 1
-    fov = math.degrees(2 * math.atan(width / (2 * cam.fx)))
+    fov = fov_from_focal(cam.fx, width)
     cue = getattr(result, "camera_cue", None)
     estimated = {"hand": " (from the hand)", "scene": " (from the scene)"}.get(
         cue, " (estimated)")

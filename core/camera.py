@@ -186,7 +186,7 @@ class Intrinsics:
         """Horizontal field of view in degrees (needs ``width``), else ``None``."""
         if self.width is None:
             return None
-        return math.degrees(2.0 * math.atan(self.width / (2.0 * self.fx)))
+        return fov_from_focal(self.fx, self.width)
 
     def scaled(self, sx: float, sy: float | None = None) -> Intrinsics:
         """Intrinsics of the same camera after resizing the image by ``(sx, sy)``.
@@ -283,6 +283,18 @@ def _check_intrinsic_ranges(fx: float, fy: float, cx: float, cy: float) -> None:
     check_number(cy, "the principal point cy", -hi, hi, "px")
 
 
+def focal_from_fov(fov_deg: float, width: float) -> float:
+    """The focal length (pixels) of a pinhole whose horizontal field of view over an image
+    ``width`` pixels wide is ``fov_deg`` degrees: ``(width / 2) / tan(fov / 2)``."""
+    return (width / 2.0) / math.tan(math.radians(float(fov_deg)) / 2.0)
+
+
+def fov_from_focal(focal_px: float, width: float) -> float:
+    """The horizontal field of view (degrees) of a pinhole with focal length ``focal_px`` over
+    an image ``width`` pixels wide (the inverse of :func:`focal_from_fov`)."""
+    return math.degrees(2.0 * math.atan(width / (2.0 * focal_px)))
+
+
 def intrinsics_from_fov(fov_deg: float, width: int, height: int) -> Intrinsics:
     """Ideal intrinsics from a **horizontal** field of view (square pixels, centred).
 
@@ -297,7 +309,7 @@ def intrinsics_from_fov(fov_deg: float, width: int, height: int) -> Intrinsics:
         raise InputError(f"field of view must be between 0 and 180 degrees, got {fov_deg}")
     if width <= 0 or height <= 0:
         raise InputError(f"image size must be positive, got {width}x{height}")
-    f = (width / 2.0) / math.tan(math.radians(float(fov_deg)) / 2.0)
+    f = focal_from_fov(fov_deg, width)
     return Intrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, int(width), int(height))
 
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.camera import Intrinsics
+from core.camera import Intrinsics, fov_from_focal
 from core.errors import Cancelled
 from core.model.data import HandModelData
 from core.scene_focal import SceneFocal, SceneFocalEstimate, SceneFocalSettings
@@ -231,7 +231,7 @@ def estimate_focal(model: HandModelData, frames: list[FocalFrame], camera: Intri
         raise ValueError("every start diverged")
     # The bundle's camera is the image-centred one: keep the assumed camera's principal point.
     focal = float(result.focal_px[0])
-    fov = math.degrees(2.0 * math.atan(w / (2.0 * focal))) if focal > 0 and math.isfinite(focal) else float("nan")
+    fov = fov_from_focal(focal, w) if focal > 0 and math.isfinite(focal) else float("nan")
     intr = Intrinsics(focal, focal * camera.fy / camera.fx, camera.cx, camera.cy, w, h) \
         if focal > 0 and math.isfinite(focal) else camera
     reason = _rejection(result.focal_log_sd, fov, len(result.rejected), len(frames), settings)

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.camera import Intrinsics
+from core.camera import Intrinsics, focal_from_fov, fov_from_focal
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +283,7 @@ def _skew(t: np.ndarray) -> np.ndarray:
 def focal_grid(width: int, grid_deg: tuple[float, float, float]) -> np.ndarray:
     """Focal lengths (pixels) of the horizontal fields of view ``grid_deg`` (lo, hi, step)."""
     lo, hi, step = grid_deg
-    fovs = np.arange(lo, hi + 0.5 * step, step)
-    return (width / 2.0) / np.tan(np.radians(fovs) / 2.0)
+    return np.array([focal_from_fov(fov, width) for fov in np.arange(lo, hi + 0.5 * step, step)])
 
 
 def rotation_cost(H: np.ndarray, focals: np.ndarray) -> np.ndarray:
@@ -600,7 +599,7 @@ def pool_pairs(pairs: Sequence[PairFocal], camera: Intrinsics,
         sd *= math.sqrt(max(chi2, 1.0))
     focal = math.exp(mean)
     width = camera.size[0] if camera.size is not None else 2.0 * camera.cx + 1.0
-    fov = math.degrees(2.0 * math.atan(width / (2.0 * focal)))
+    fov = fov_from_focal(focal, width)
     intr = Intrinsics(focal, focal * camera.fy / camera.fx, camera.cx, camera.cy, camera.width, camera.height)
     lo, hi = st.fov_range_deg
     if len(lk) < st.min_pairs:

@@ -368,3 +368,14 @@ def test_calibrate_rejects_unreadable_and_mixed_sizes(tmp_path: Path) -> None:
 def test_fov_of_calibrated_camera_is_consistent() -> None:
     intr = Intrinsics(_CALIB_K[0, 0], _CALIB_K[1, 1], 322.0, 236.0, *_SIZE)
     assert intr.fov_x_deg == pytest.approx(math.degrees(2 * math.atan(320 / 820)))
+
+
+def test_focal_and_field_of_view_are_inverse() -> None:
+    """The one place the pinhole's fov/focal relation lives: 90 degrees over 640 px is 320 px,
+    and the two functions undo each other."""
+    from core.camera import focal_from_fov, fov_from_focal
+
+    assert focal_from_fov(90.0, 640) == pytest.approx(320.0)
+    for fov in (30.0, 70.0, 120.0, 150.0):
+        assert fov_from_focal(focal_from_fov(fov, 1280), 1280) == pytest.approx(fov)
+    assert intrinsics_from_fov(70.0, 640, 480).fov_x_deg == pytest.approx(70.0)
