@@ -365,9 +365,7 @@ def fit_rotation(q0: np.ndarray, q1: np.ndarray, f0: float, R0: np.ndarray, outl
     transfer error; leaves out points misfit by over ``max(outlier_px, 3 sigma)`` and fits
     again. ``f`` is then the paraxial focal length. Returns (focal, log_sd, rotation (3, 3),
     inlier mask (N,), RMS misfit on the inliers (pixels), distortion k (0 without ``radius``))."""
-    from scipy.spatial.transform import Rotation
-
-    x = np.concatenate([[0.0], Rotation.from_matrix(R0).as_rotvec(), [0.0] if radius is not None else []])
+    x = np.concatenate([[0.0], _axis_angle(R0), [0.0] if radius is not None else []])
     rad = float(radius) if radius is not None else 1.0
     keep = np.ones(len(q0), bool)
     for _ in range(2):
