@@ -47,6 +47,9 @@ class EngineSettings:
     Attributes:
         max_hands: hands to detect per frame.
         detector_mode: "video" for streams (tracking between frames), "static" for photos.
+        detector_tiles: photos (``detector_mode`` "static"): where MediaPipe finds fewer than
+            ``max_hands`` hands in a large photo, look again in four corner tiles (small hands,
+            hands cut by the edge; :class:`core.detect.HandDetector`'s ``tiles``).
         fit: the tailor's weights and iterations.
         device: "cpu", "cuda" or "auto".
         model: hand model path (None: $HANDTWIN_MODEL or the open hand).
@@ -85,6 +88,7 @@ class EngineSettings:
 
     max_hands: int = 2
     detector_mode: str = "video"
+    detector_tiles: bool = True
     fit: FitSettings = field(default_factory=FitSettings)
     device: str = "auto"
     model: str | None = None
@@ -430,7 +434,8 @@ class Engine:
     def detector(self) -> HandDetector:
         """MediaPipe in this process (:meth:`process`, and streams without the child process)."""
         if self._detector is None:
-            self._detector = HandDetector(max_hands=self.settings.max_hands, mode=self.settings.detector_mode)
+            self._detector = HandDetector(max_hands=self.settings.max_hands, mode=self.settings.detector_mode,
+                                          tiles=self.settings.detector_tiles)
         return self._detector
 
     def detector_cpu_s(self) -> float | None:
@@ -663,7 +668,8 @@ class Engine:
         try:
             if self._worker is None and self.settings.detector_process and not self._worker_failed:
                 # MediaPipe only: the stream segments in its own thread (see process_stream)
-                config = DetectorConfig(self.settings.max_hands, self.settings.detector_mode)
+                config = DetectorConfig(self.settings.max_hands, self.settings.detector_mode,
+                                        self.settings.detector_tiles and self.settings.detector_mode == "static")
                 self._worker = DetectorProcess(config, wait=False)
             if wait and self._worker is not None:
                 self._worker.wait_ready()

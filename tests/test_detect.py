@@ -16,6 +16,7 @@ import pytest
 
 from core.camera import bgr_to_rgb
 from core.detect import Detection, HandDetector, swap_handedness
+from core.detect.mediapipe_hands import detection_from_tile, same_hand, tile_boxes
 from core.errors import InputError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -206,3 +207,102 @@ def test_video_timestamps_closer_than_a_millisecond_or_absent() -> None:
             assert detector.detect(_no_hand_image(), timestamp_s=t) == ()
         assert detector.detect(_no_hand_image()) == ()
         assert detector.detect(_no_hand_image(), timestamp_s=0.0005) == ()  # back in time: reset
+
+
+# ---- tiles: a second look at large photos ---------------------------------------------------
+
+
+def _detection(keypoints: np.ndarray, image_size: tuple[int, int] = (640, 480), z: float = 0.1) -> Detection:
+    return Detection("right", 0.9, keypoints.astype(np.float32), np.full(21, z, np.float32),
+                     np.zeros((21, 3), np.float32), image_size)
+
+
+def test_tile_boxes_are_four_overlapping_corners_covering_the_image() -> None:
+    tiles = tile_boxes(1280, 720)
+    assert tiles == [(0, 0, 768, 432), (512, 0, 768, 432), (0, 288, 768, 432), (512, 288, 768, 432)]
+    covered = np.zeros((720, 1280), int)
+    for x, y, w, h in tiles:
+        covered[y:y + h, x:x + w] += 1
+    assert covered.min() >= 1 and covered.max() == 4  # every pixel, the centre in all four
+    assert tile_boxes(100, 50, fraction=1.0) == [(0, 0, 100, 50)] * 4
+    with pytest.raises(ValueError):
+        tile_boxes(100, 100, fraction=0.0)
+
+
+def test_a_tiles_hand_maps_back_to_the_whole_image() -> None:
+    rng = np.random.default_rng(3)
+    keypoints = rng.uniform(10, 200, (21, 2))
+    in_tile = _detection(keypoints, image_size=(768, 432), z=0.2)
+    whole = detection_from_tile(in_tile, (512, 288, 768, 432), (1280, 720))
+    np.testing.assert_allclose(whole.keypoints_2d, keypoints + [512, 288], atol=1e-4)
+    # relative depth is in units of the image's width: a tile 0.6 as wide reads 0.6 as deep
+    np.testing.assert_allclose(whole.keypoints_z, 0.2 * 768 / 1280, rtol=1e-6)
+    assert whole.image_size == (1280, 720) and whole.handedness == "right" and whole.score == 0.9
+    np.testing.assert_array_equal(whole.world_landmarks, in_tile.world_landmarks)
+
+
+def test_same_hand_by_overlap_or_by_close_keypoints() -> None:
+    rng = np.random.default_rng(4)
+    hand = rng.uniform(100, 200, (21, 2))
+    assert same_hand(_detection(hand), _detection(hand + 5.0))
+    assert not same_hand(_detection(hand), _detection(hand + 300.0))
+    # a hand seen whole and its keypoints guessed from a tile that cuts it: boxes differ, keypoints agree
+    squeezed = hand.copy()
+    squeezed[1:5] = hand[0]  # the thumb collapsed onto the wrist
+    assert same_hand(_detection(hand), _detection(squeezed))
+
+
+def small_hand_in_a_large_photo() -> tuple[np.ndarray, tuple[Detection, ...], float, tuple[int, int]]:
+    """The demo clip's first frame (480x360) shrunk to 264 px wide in the corner of a grey 1280x720
+    photo: too small a hand for MediaPipe's look at the whole photo, not for a tile's.
+    Returns the photo, MediaPipe's hands in the unshrunk frame, the scale and the frame's corner."""
+    from core.capture.open import DEMO_CLIP_PATH
+
+    capture = cv2.VideoCapture(str(DEMO_CLIP_PATH))
+    ok, frame = capture.read()
+    capture.release()
+    assert ok
+    frame = bgr_to_rgb(frame)
+    with HandDetector(mode="static", max_hands=1) as detector:
+        in_frame = detector.detect(frame)
+    scale = 0.55
+    small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    photo = np.full((720, 1280, 3), 110, np.uint8)
+    h, w = small.shape[:2]
+    photo[720 - h:, 1280 - w:] = small
+    return photo, in_frame, scale, (1280 - w, 720 - h)
+
+
+def test_tiles_find_a_small_hand_the_whole_photo_misses(static_detector: HandDetector) -> None:
+    photo, in_frame, scale, (x0, y0) = small_hand_in_a_large_photo()
+    assert len(in_frame) == 1
+    assert static_detector.detect(photo) == ()  # the whole photo: missed
+    with HandDetector(mode="static", max_hands=2, tiles=True) as tiled:
+        hands = tiled.detect(photo)
+    assert len(hands) == 1  # found once, though three tiles hold it
+    hand = hands[0]
+    assert hand.image_size == (1280, 720)
+    # where the hand in the unshrunk frame says it is, shrunk and moved into the corner
+    expected = (in_frame[0].keypoints_2d + 0.5) * scale - 0.5 + np.array([x0, y0])
+    size = float(np.ptp(expected, axis=0).max())
+    assert float(np.median(np.linalg.norm(hand.keypoints_2d - expected, axis=1))) < 0.1 * size
+
+
+def test_tiles_only_in_static_mode_large_images_and_for_missing_hands(monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.detect.mediapipe_hands as mediapipe_hands
+
+    with HandDetector(mode="video", tiles=True) as video:
+        assert not video.tiles
+    photo, _, _, _ = small_hand_in_a_large_photo()
+    with HandDetector(mode="static", max_hands=1, tiles=True) as tiled:
+        assert tiled.tiles
+        looks = []
+        original = tiled._detect_in_tiles  # noqa: SLF001 - counting the second looks
+        monkeypatch.setattr(tiled, "_detect_in_tiles", lambda *a: looks.append(1) or original(*a))
+        assert len(tiled.detect(photo)) == 1 and len(looks) == 1
+        assert tiled.detect(_no_hand_image()) == () and len(looks) == 1  # 256 px: not tiled
+        monkeypatch.setattr(mediapipe_hands, "TILE_MIN_SIDE_PX", 1281)
+        assert tiled.detect(photo) == () and len(looks) == 1  # below the size: not tiled
+        monkeypatch.setattr(mediapipe_hands, "TILE_MIN_SIDE_PX", 480)
+        found = tiled.detect(photo[:, 640:])  # the hand found at once: max_hands reached, no tiles
+        assert len(found) == 1 and len(looks) == 1

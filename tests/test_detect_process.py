@@ -3,6 +3,7 @@ stream on it: same answers as in this process, clear errors, nothing left behind
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import signal
@@ -216,3 +217,29 @@ def test_a_child_that_stops_answering_is_given_up(frames) -> None:
         with pytest.raises(DetectorProcessError, match=r"no answer in 0.5 s"):
             child.receive()
         assert not child.alive
+
+
+def test_photos_are_tiled_in_the_child_and_in_this_process(tmp_path: Path) -> None:
+    """A photo folder (static mode) gets the detector's tiles wherever MediaPipe runs: a small
+    hand in a large photo is found and fitted; a stream (video mode) never tiles."""
+    import cv2
+
+    from core.capture import open_source as open_folder
+    from core.tools.cli_source import engine_settings_for
+    from tests.test_detect import small_hand_in_a_large_photo
+
+    photo = small_hand_in_a_large_photo()[0]
+    cv2.imwrite(str(tmp_path / "photo.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    with open_folder(str(tmp_path)) as src:
+        settings = engine_settings_for(EngineSettings(device="cpu"), src)
+        assert settings.detector_mode == "static" and settings.detector_tiles
+        frames_ = list(src)
+    with Engine(settings) as engine:
+        in_child = list(engine.process_stream(frames_))
+        assert engine._worker is not None and engine._worker.config.tiles  # noqa: SLF001
+        here = engine.process(frames_[0])
+    assert len(in_child[0].hands) == len(here.hands) == 1
+    with Engine(EngineSettings(device="cpu", detector_process=False)) as engine:
+        assert not engine.detector.tiles  # video mode
+    with Engine(dataclasses.replace(settings, detector_tiles=False, detector_process=False)) as engine:
+        assert engine.process(frames_[0]).hands == ()

@@ -63,11 +63,12 @@ class DetectorConfig:
     """What the child runs.
 
     Attributes:
-        max_hands, mode: the :class:`HandDetector`'s.
+        max_hands, mode, tiles: the :class:`HandDetector`'s.
     """
 
     max_hands: int = 2
     mode: str = "video"
+    tiles: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def _serve(conn: Connection, config: DetectorConfig) -> None:
     """The child's loop (runs in the child process)."""
     slots: dict[int, shared_memory.SharedMemory] = {}
     try:
-        detector = HandDetector(max_hands=config.max_hands, mode=config.mode)
+        detector = HandDetector(max_hands=config.max_hands, mode=config.mode, tiles=config.tiles)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send(("error", type(exc).__name__, str(exc)))
         return

@@ -194,7 +194,7 @@ def evaluate_interhand(data_dir: Path = DEFAULT_DATA, iterations: int = 20) -> d
     joints = json.loads((folder / "test_interhand2.6m_joint_3d.json").read_text())
     fitter = TailorFitter(load_model_data(None, "right"), load_model_data(None, "left"))
     mp_err, fit_err, found, total = [], [], 0, 0
-    with HandDetector(max_hands=2, mode="static") as det:
+    with HandDetector(max_hands=2, mode="static", tiles=True) as det:  # as the engine's photos
         for im in data["images"]:
             cap, cam, frame = str(im["capture"]), im["camera"], str(im["frame_idx"])
             c = cams[cap]
