@@ -551,6 +551,45 @@ def test_penetration_term_keeps_two_refined_hands_apart(models, refiner) -> None
     assert depth[10.0] < 0.5 * depth[0.0]
 
 
+def test_two_hands_apart_take_the_native_path_and_touching_ones_the_general(models, refiner, monkeypatch) -> None:
+    """The live path has no penetration term; the refiner uses it for two hands and checks they
+    do not interpenetrate: apart, the result is the one without the term (which is zero there);
+    touching, the general path refines them again and keeps them apart."""
+    from core.refine import path_native
+    from core.render import _native as raster_native
+
+    if raster_native.library() is None or not path_native._fused_native.available(np.float32):  # noqa: SLF001
+        pytest.skip("the C kernels are not built (no C compiler)")
+    general = []
+    original = refiner._optimize  # noqa: SLF001 - counting the general path's runs
+    monkeypatch.setattr(refiner, "_optimize", lambda *a: general.append(1) or original(*a))
+    right, left = models["right"], models["left"]
+    sc = scene(models, pose_noise=0.05)
+    rtarget = RefineTarget(sc.mask, sc.keypoints_2d, K_TEST)
+    depth = {}
+    for name, offset in (("apart", (0.12, 0.0, 0.0)), ("touching", (0.015, 0.0, 0.0))):
+        lpose, ltransl = left_beside(models, sc.fit.pose, sc.fit.betas, sc.verts, offset)
+        lfit = make_fit(left, "left", lpose, sc.fit.betas, ltransl, K_TEST)
+        lverts, lkp = posed(left, lpose, sc.fit.betas, ltransl)
+        ltarget = RefineTarget(hard_mask(left, lverts, K_TEST), project(lkp, K_TEST), K_TEST)
+        out = {}
+        for w in (0.0, 10.0):
+            st = dataclasses.replace(FAST, w_penetration=w, keypoint_guard_px=None)
+            general.clear()
+            out[w] = refiner.refine([sc.fit, lfit], [rtarget, ltarget], iterations=6, settings=st)
+            out[w, "general"] = len(general)
+        rr, rl = out[10.0]
+        depth[name] = penetration_stats(torch.as_tensor(rr.vertices), right.faces,
+                                        torch.as_tensor(rl.vertices), left.faces)[1]
+        if name == "apart":
+            assert out[0.0, "general"] == out[10.0, "general"] == 0
+            for a, b in zip(out[0.0], out[10.0]):
+                np.testing.assert_array_equal(a.vertices, b.vertices)
+        else:
+            assert out[0.0, "general"] == 0 and out[10.0, "general"] == 1
+    assert depth["apart"] == 0.0
+
+
 def test_bad_targets_raise_input_errors(models, refiner) -> None:
     from core.errors import InputError
 

@@ -43,7 +43,8 @@ class NativePath(RefinerCore):
         where it does not apply (the general path then runs).
 
         It applies where :meth:`_fusable` would hold: the CPU and the C kernels, one camera, no
-        depth, no second hand to keep apart. It computes what ``_groups``, ``_optimize`` and
+        depth. It has no penetration term: :meth:`refine` checks that the hands it refined do not
+        interpenetrate, and otherwise runs the general path. It computes what ``_groups``, ``_optimize`` and
         ``_results`` compute, with the same helpers, but without PyTorch tensors (at live rates
         their dispatch cost more than the setup's arithmetic), and runs the whole loop (the
         evaluations, Adam, the kept iterate) in :meth:`core.refine._fused_native.NativeEvaluation.run`.
@@ -54,7 +55,7 @@ class NativePath(RefinerCore):
 
         if (self.device.type != "cpu" or st.saturate_interior or st.raster_backend not in ("auto", "native")
                 or any(t.views for t in targets) or (st.w_depth and any(t.depth is not None for t in targets))
-                or (len(fits) > 1 and st.w_penetration > 0) or raster_native.library() is None
+                or raster_native.library() is None
                 or not _fused_native.available(np.float32)):
             return None
         by_side = self._by_side(fits)

@@ -38,7 +38,8 @@ Execution paths (one module each; :meth:`Refiner.refine` picks the first that ap
 
 1. :mod:`core.refine.path_native`, the live case: NumPy arrays and the whole loop (evaluations,
    Adam, the kept iterate) in one C call per side. The CPU and the C kernels, one camera, no
-   depth, no second hand to keep apart.
+   depth. It has no penetration term: where two hands it refined interpenetrate at the end,
+   the general path refines them again (apart, the term is zero and adds nothing).
 2. :mod:`core.refine.path_fused`: the loop of path 3 with each evaluation's loss and gradient
    written by hand (:mod:`core.refine.fused`, or its C twin) instead of autograd, where path 1
    does not apply but the same conditions hold.
@@ -73,6 +74,7 @@ from core.refine.contracts import (
 )
 from core.refine.path_native import NativePath
 from core.refine.path_torch import TorchPath
+from core.refine.penetration import penetration_stats
 from core.render import project_points
 
 log = logging.getLogger(__name__)
@@ -134,6 +136,8 @@ class Refiner(NativePath, TorchPath):
         if len(fits) > 1 and any(c.is_weak for c in cameras):
             run = dataclasses.replace(st, w_penetration=0.0)  # each weak hand in its own frame
         results = self._refine_native(work_fits, work_targets, n_iter, run)
+        if results is not None and run.w_penetration > 0 and self._interpenetrate(results):
+            results = None  # the hands touch: the general path's penetration term keeps them apart
         if results is None:
             groups = self._groups(work_fits, work_targets, run)
             results = self._optimize(groups, n_iter, run, len(fits))
@@ -141,6 +145,17 @@ class Refiner(NativePath, TorchPath):
                    for f, t, c, r in zip(fits, targets, cameras, results)]
         ms = (time.perf_counter() - start) * 1e3
         return [dataclasses.replace(r, ms=ms) for r in results]
+
+    def _interpenetrate(self, results: Sequence[RefineResult]) -> bool:
+        """Whether any two of the refined hands interpenetrate (where the penetration term,
+        paper 004 Eq. 6, is not zero)."""
+        for i, a in enumerate(results):
+            for b in results[i + 1:]:
+                _, deepest = penetration_stats(torch.as_tensor(a.vertices), self.topology[a.side].faces,
+                                               torch.as_tensor(b.vertices), self.topology[b.side].faces)
+                if deepest > 0.0:
+                    return True
+        return False
 
     def _fit_camera(self, fit: HandFit, target: RefineTarget) -> HandCamera:
         """The camera the fit lines up with the target's image in (:func:`core.fit.fit_camera`):
