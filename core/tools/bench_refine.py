@@ -10,6 +10,10 @@ machines are noisy, so ratios against a baseline measured in the same run are wh
 * ``refine_iou_before`` / ``refine_iou_after``: mean silhouette IoU (crop, 128 x 128) of
   synthetic hands (exact masks) before and after 15 iterations, starting from the tailor's
   fit to noisy keypoints (no MediaPipe needed: deterministic and fast);
+* ``refine_two_hands_ratio``: the live refinement (3 iterations) of two hands 15 cm apart in one
+  call over twice that of one of them alone, same run (``refine_two_hands_ms``,
+  ``refine_one_hand_ms``): about 1 where two hands that do not touch take the live path (they
+  took the general path before, about 2.7 times slower per hand);
 * ``pipeline_refine3_ratio``: throughput of the whole engine (detection, fit, segmentation,
   3 refinement iterations) on the demo clip over MediaPipe alone on the same frames, in the
   same run: the median over eleven alternations of the two (``..._ratio_rounds``); with
@@ -33,7 +37,7 @@ import torch
 
 from core.tools.bench import median_ms
 
-__all__ = ["BENCHMARKS", "bench_refine", "synthetic_refine_cases"]
+__all__ = ["BENCHMARKS", "bench_refine", "synthetic_refine_cases", "two_hands_apart"]
 
 
 def synthetic_refine_cases(n: int, seed: int = 0, keypoint_noise_px: float = 3.0):
@@ -62,6 +66,44 @@ def synthetic_refine_cases(n: int, seed: int = 0, keypoint_noise_px: float = 3.0
         fit = fitter.fit([obs])[0]
         cases.append((fit, RefineTarget(s.mask, kp, s.K), s))
     return cases, layers
+
+
+def two_hands_apart(fit, target, sample, layers, offset_m: float = 0.15):
+    """A second hand ``offset_m`` to the right of a synthetic case's, in an image twice as wide:
+    its target the moved true hand's exact silhouette and noisy keypoints (same camera, same
+    noise), its fit the case's fit moved as far in the image.
+
+    Returns:
+        (fit, target) of the second hand.
+    """
+    import dataclasses
+
+    from core.refine import RefineTarget
+    from core.render import RasterSettings, project_points, rasterize
+
+    shift = np.array([offset_m, 0.0, 0.0], np.float32)
+    K = np.asarray(target.K, np.float32)
+    h, w = np.shape(target.mask)[:2]
+    verts = torch.as_tensor(sample.vertices + shift)[None]
+    frags = rasterize(verts, layers[sample.side].faces, torch.as_tensor(K)[None], RasterSettings(image_size=(h, 2 * w)))
+    mask = (frags.pix_to_face[0] >= 0).numpy()
+    true_kp = project_points((sample.joints_3d + shift)[None], K[None])[0]
+    noise = np.asarray(target.keypoints_2d, np.float32) - sample.keypoints_2d  # the case's keypoint noise
+    # the fit's hand lies at its own depth: moved so that its image moves as the true hand's does
+    fit_shift = shift * np.float32(fit.keypoints_3d[0, 2] / sample.joints_3d[0, 2])
+    moved_kp3 = fit.keypoints_3d + fit_shift
+    fit2 = dataclasses.replace(fit, transl=fit.transl + fit_shift, keypoints_3d=moved_kp3,
+                               keypoints_2d=project_points(moved_kp3[None], K[None])[0].astype(np.float32))
+    return fit2, RefineTarget(mask, (true_kp + noise).astype(np.float32), K)
+
+
+def two_hands_ratio(refiner, fit, target, sample, layers, repeats: int = 7) -> dict[str, float]:
+    """``refine_two_hands_ratio`` and its two times (see the module docstring)."""
+    fit2, target2 = two_hands_apart(fit, target, sample, layers)
+    one = median_ms(lambda: refiner.refine([fit], [target], iterations=3), repeats, warmup=1)
+    two = median_ms(lambda: refiner.refine([fit, fit2], [target, target2], iterations=3), repeats, warmup=1)
+    return {"refine_one_hand_ms": round(one, 3), "refine_two_hands_ms": round(two, 3),
+            "refine_two_hands_ratio": round(two / (2.0 * one), 3)}
 
 
 def profile_iteration(refiner, fit, target, repeats: int = 5) -> dict[str, float]:
@@ -228,7 +270,7 @@ def bench_refine() -> dict[str, Any]:
 
     cases, layers = synthetic_refine_cases(4)
     refiner = Refiner(layers["right"].data, layers["left"].data, RefineSettings())
-    fit, target, _ = cases[0]
+    fit, target, sample = cases[0]
     iter_ms = iteration_ms(refiner, fit, target)
     profile = profile_iteration(refiner, fit, target)
     profile["iteration"] = round(iter_ms, 3)
@@ -240,6 +282,7 @@ def bench_refine() -> dict[str, Any]:
         "refine_iou_before": round(float(np.mean([r.iou_before for r in results])), 4),
         "refine_iou_after": round(float(np.mean([r.iou_after for r in results])), 4),
         "refine_threads": torch.get_num_threads(),
+        **two_hands_ratio(refiner, fit, target, sample, layers),
     }
     for texture in (False, True):
         try:
