@@ -226,3 +226,11 @@ def lag_frames(track: np.ndarray, reference: np.ndarray, max_lag: int = 5) -> fl
         if den > 0:
             return float(lags[k] + 0.5 * (cost[k - 1] - cost[k + 1]) / den)
     return float(lags[k])
+
+
+def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two axis-aligned boxes ``(x0, y0, x1, y1)`` (any unit);
+    0.0 when their union has no area."""
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0

@@ -241,6 +241,22 @@ def test_a_tiles_hand_maps_back_to_the_whole_image() -> None:
     np.testing.assert_array_equal(whole.world_landmarks, in_tile.world_landmarks)
 
 
+def test_box_iou_matches_the_iou_of_the_boxes_drawn_as_masks() -> None:
+    from core.metrics import box_iou, mask_iou
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):  # integer boxes on a grid: the masks' IoU is exact
+        a, b = (np.sort(rng.integers(0, 40, (2, 2)), axis=0).T.reshape(-1)[[0, 2, 1, 3]] for _ in range(2))
+        masks = []
+        for x0, y0, x1, y1 in (a, b):
+            m = np.zeros((40, 40), bool)
+            m[y0:y1, x0:x1] = True
+            masks.append(m)
+        if masks[0].any() or masks[1].any():
+            assert box_iou(tuple(a), tuple(b)) == pytest.approx(mask_iou(*masks))
+    assert box_iou((0, 0, 0, 5), (0, 0, 0, 5)) == 0.0  # no area
+
+
 def test_same_hand_by_overlap_or_by_close_keypoints() -> None:
     rng = np.random.default_rng(4)
     hand = rng.uniform(100, 200, (21, 2))

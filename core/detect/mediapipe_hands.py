@@ -56,6 +56,7 @@ import numpy as np
 
 from core.errors import InputError, ModelFileError
 from core.keypoints import NUM_KEYPOINTS
+from core.metrics import box_iou
 
 log = logging.getLogger(__name__)
 
@@ -186,13 +187,10 @@ def same_hand(a: Detection, b: Detection) -> bool:
     """Whether two detections in one image are the same hand: their keypoint boxes overlap
     (IoU above 0.3) or their keypoints lie close (median distance under 0.2 of the larger
     box's longer side)."""
-    ax0, ay0, ax1, ay1 = a.bbox_xyxy
-    bx0, by0, bx1, by1 = b.bbox_xyxy
-    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
-    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
-    if union > 0.0 and inter / union > _SAME_HAND_IOU:
+    box_a, box_b = a.bbox_xyxy, b.bbox_xyxy
+    if box_iou(box_a, box_b) > _SAME_HAND_IOU:
         return True
-    side = max(ax1 - ax0, ay1 - ay0, bx1 - bx0, by1 - by0)
+    side = max(box_a[2] - box_a[0], box_a[3] - box_a[1], box_b[2] - box_b[0], box_b[3] - box_b[1])
     distance = float(np.median(np.linalg.norm(a.keypoints_2d - b.keypoints_2d, axis=1)))
     return distance < _SAME_HAND_DISTANCE * side
 

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from core.metrics import box_iou
 from core.segment import SEGMENTERS, segment_hand
 
 log = logging.getLogger(__name__)
@@ -81,13 +82,7 @@ def box_score(keypoints: np.ndarray, box: tuple[int, int, int, int]) -> float | 
     inside = float(np.mean((kp[:, 0] >= x0) & (kp[:, 0] < x1) & (kp[:, 1] >= y0) & (kp[:, 1] < y1)))
     if inside < 0.5:
         return None
-    kx0, ky0 = kp.min(0)
-    kx1, ky1 = kp.max(0)
-    ix = max(0.0, min(x1, kx1) - max(x0, kx0))
-    iy = max(0.0, min(y1, ky1) - max(y0, ky0))
-    inter = ix * iy
-    union = (x1 - x0) * (y1 - y0) + (kx1 - kx0) * (ky1 - ky0) - inter
-    return inside + inter / max(union, 1e-9)
+    return inside + box_iou(box, (*kp.min(0), *kp.max(0)))
 
 
 def match_to_boxes(keypoints: Sequence[np.ndarray],
